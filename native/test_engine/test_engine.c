@@ -1,0 +1,441 @@
+/*
+ * soak's fault-injecting test engine.
+ *
+ * Implements soak_engine.h with realistic text and timing and no
+ * dependencies.  A fault plan in its config file makes it fail the way
+ * MNN-LLM fails on real GPUs: it prints MNN's exact log lines through
+ * printf, enters MNN's sticky error state, crashes, hangs, leaks, emits
+ * garbage, slows down or falls back to the CPU.  See FAULTS.md.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../include/soak_engine.h"
+#include "json.h"
+
+#define MAX_FAULTS 64
+
+typedef enum {
+    F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
+    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_UNKNOWN
+} fault_kind;
+
+static const char *KIND_NAMES[] = {
+    "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
+    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", NULL
+};
+
+typedef struct {
+    fault_kind kind;
+    const json_value *spec;
+    long at[32];
+    int n_at;
+    long every, from, until;
+    double probability;
+    double after_s;
+    long context_over;
+    char phase[16];
+} fault;
+
+struct soak_engine {
+    json_value *config;
+    char backend[32];
+    fault faults[MAX_FAULTS];
+    int n_faults;
+    uint64_t rng;
+    long iteration;       /* set by soak through set_config {"soak_iteration": N}; -1 = probe */
+    long calls;
+    int status;
+    int loaded;
+    long history_tokens;
+    long context_len;
+    double prefill_tps, decode_tps, stop_p;
+    int zero_work;
+    struct timespec created;
+    soak_perf perf;
+    int64_t load_us_total;
+};
+
+static const char *WORDS[] = {
+    "the", "model", "runs", "on", "a", "small", "phone", "and", "answers", "in", "time", "while",
+    "kernels", "build", "once", "then", "cache", "memory", "grows", "slowly", "during", "long",
+    "nights", "of", "testing", "GPU", "drivers", "report", "errors", "we", "measure", "every",
+    "token", "你好", "世界", "模型", "推理", "内存", "🙂", "🚀", "queue", "context", "buffer",
+    "image", "decode", "prefill", "stable", "fast", "slow", "again", ".", ",", "!", "?",
+};
+#define N_WORDS (sizeof(WORDS) / sizeof(WORDS[0]))
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s) {
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
+}
+
+static fault_kind kind_of(const char *name) {
+    for (int i = 0; KIND_NAMES[i]; i++)
+        if (!strcmp(KIND_NAMES[i], name)) return (fault_kind)i;
+    return F_UNKNOWN;
+}
+
+static int parse_faults(soak_engine *e, char *err, size_t err_len) {
+    const json_value *list = json_get(e->config, "faults");
+    if (!list) return 0;
+    if (list->type != JSON_ARRAY) { snprintf(err, err_len, "\"faults\" must be a list"); return -1; }
+    for (const json_value *f = list->child; f; f = f->next) {
+        if (e->n_faults == MAX_FAULTS) { snprintf(err, err_len, "more than %d faults", MAX_FAULTS); return -1; }
+        fault *x = &e->faults[e->n_faults];
+        memset(x, 0, sizeof(*x));
+        const char *k = json_string(f, "kind", "");
+        x->kind = kind_of(k);
+        if (x->kind == F_UNKNOWN) { snprintf(err, err_len, "fault %d: unknown kind \"%s\"", e->n_faults, k); return -1; }
+        x->spec = f;
+        const json_value *at = json_get(f, "at");
+        if (at && at->type == JSON_NUMBER) x->at[x->n_at++] = (long)at->number;
+        if (at && at->type == JSON_ARRAY)
+            for (const json_value *a = at->child; a && x->n_at < 32; a = a->next) x->at[x->n_at++] = (long)a->number;
+        x->every = (long)json_number(f, "every", 0);
+        x->from = (long)json_number(f, "from", -1);
+        x->until = (long)json_number(f, "until", -1);
+        x->probability = json_number(f, "probability", -1);
+        x->after_s = json_number(f, "after_s", -1);
+        x->context_over = (long)json_number(f, "context_over", -1);
+        const char *default_phase = (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK) ? "load" : "decode";
+        snprintf(x->phase, sizeof(x->phase), "%s", json_string(f, "phase", default_phase));
+        e->n_faults++;
+    }
+    return 0;
+}
+
+/* Does fault f fire now, in this phase?  Probes (iteration -1) never fire. */
+static int fires(soak_engine *e, const fault *f, const char *phase) {
+    if (strcmp(f->phase, phase) != 0) return 0;
+    if (strcmp(phase, "load") == 0 && f->n_at == 0 && f->every == 0 && f->from < 0) return 1;
+    long i = e->iteration;
+    if (i < 0) return 0;
+    int constrained = 0;
+    if (f->n_at) {
+        constrained = 1;
+        int hit = 0;
+        for (int k = 0; k < f->n_at; k++) hit |= (f->at[k] == i);
+        if (!hit) return 0;
+    }
+    if (f->every > 0) { constrained = 1; if (i % f->every != 0) return 0; }
+    if (f->from >= 0) { constrained = 1; if (i < f->from) return 0; }
+    if (f->until >= 0 && i > f->until) return 0;
+    if (f->after_s >= 0) {
+        constrained = 1;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double age = (double)(ts.tv_sec - e->created.tv_sec) + (ts.tv_nsec - e->created.tv_nsec) / 1e9;
+        if (age < f->after_s) return 0;
+    }
+    if (f->context_over >= 0) { constrained = 1; if (e->history_tokens <= f->context_over) return 0; }
+    if (f->probability >= 0) { constrained = 1; if (rng_unit(&e->rng) >= f->probability) return 0; }
+    return constrained;
+}
+
+static void apply_config_keys(soak_engine *e, const json_value *cfg) {
+    const char *b = json_string(cfg, "backend_type", NULL);
+    if (b) snprintf(e->backend, sizeof(e->backend), "%s", b);
+    const json_value *it = json_get(cfg, "soak_iteration");
+    if (it && it->type == JSON_NUMBER) e->iteration = (long)it->number;
+    const json_value *seed = json_get(cfg, "seed");
+    if (seed && seed->type == JSON_NUMBER) e->rng = (uint64_t)seed->number * 2654435761u + 1;
+}
+
+static char *read_file(const char *path, char *err, size_t err_len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { snprintf(err, err_len, "cannot open config %s: %s", path, strerror(errno)); return NULL; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (1 << 24)) { fclose(f); snprintf(err, err_len, "config %s: bad size", path); return NULL; }
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    buf[got] = 0;
+    return buf;
+}
+
+SOAK_EXPORT uint32_t soak_engine_abi_version(void) { return SOAK_ENGINE_ABI_VERSION; }
+SOAK_EXPORT const char *soak_engine_name(void) { return "soak-test-engine 1.0"; }
+
+SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, size_t err_len) {
+    char dummy[8];
+    if (!err || !err_len) { err = dummy; err_len = sizeof(dummy); }
+    if (!config_path) { snprintf(err, err_len, "no config path"); return NULL; }
+    char *text = read_file(config_path, err, err_len);
+    if (!text) return NULL;
+    char perr[128];
+    json_value *cfg = json_parse(text, perr, sizeof(perr));
+    free(text);
+    if (!cfg || cfg->type != JSON_OBJECT) {
+        snprintf(err, err_len, "config %s is not a JSON object: %s", config_path, cfg ? "wrong type" : perr);
+        json_free(cfg);
+        return NULL;
+    }
+    soak_engine *e = calloc(1, sizeof(*e));
+    e->config = cfg;
+    snprintf(e->backend, sizeof(e->backend), "cpu");
+    e->rng = 1;
+    e->iteration = -1;
+    e->status = SOAK_STATUS_NOT_LOADED;
+    clock_gettime(CLOCK_MONOTONIC, &e->created);
+    apply_config_keys(e, cfg);
+    e->context_len = (long)json_number(cfg, "context_len", 2048);
+    e->prefill_tps = json_number(cfg, "prefill_tok_per_s", 20000);
+    e->decode_tps = json_number(cfg, "decode_tok_per_s", 4000);
+    e->stop_p = json_number(cfg, "stop_probability", 0.03);
+    e->zero_work = json_bool(cfg, "zero_work", 0);
+    if (parse_faults(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
+    return e;
+}
+
+SOAK_EXPORT int soak_engine_set_config(soak_engine *e, const char *json) {
+    if (!e || !json) return SOAK_ERR_INVALID_ARG;
+    json_value *v = json_parse(json, NULL, 0);
+    if (!v || v->type != JSON_OBJECT) { json_free(v); return SOAK_ERR_INVALID_ARG; }
+    apply_config_keys(e, v);
+    json_free(v);
+    return SOAK_OK;
+}
+
+static void do_crash(const fault *f) {
+    const char *sig = json_string(f->spec, "signal", "segv");
+    fflush(stdout);
+    if (!strcmp(sig, "abort")) abort();
+    if (!strcmp(sig, "bus")) raise(SIGBUS);
+    if (!strcmp(sig, "fpe")) raise(SIGFPE);
+    volatile int *p = NULL;
+    *p = 42; /* a real SIGSEGV, as in MNN's null-kernel crash */
+}
+
+static void do_hang(const fault *f) {
+    double s = json_number(f->spec, "seconds", 1e9);
+    sleep_s(s);
+}
+
+static void print_lines(const fault *f) {
+    const json_value *lines = json_get(f->spec, "lines");
+    if (lines && lines->type == JSON_ARRAY)
+        for (const json_value *l = lines->child; l; l = l->next)
+            if (l->type == JSON_STRING) printf("%s\n", l->string);
+    const char *line = json_string(f->spec, "line", NULL);
+    if (line) printf("%s\n", line);
+}
+
+/* Phase-level faults shared by load/reset: crash, hang, log. */
+static void phase_faults(soak_engine *e, const char *phase) {
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!fires(e, f, phase)) continue;
+        if (f->kind == F_LOG) print_lines(f);
+        if (f->kind == F_CRASH) do_crash(f);
+        if (f->kind == F_HANG) do_hang(f);
+    }
+}
+
+SOAK_EXPORT int soak_engine_load(soak_engine *e) {
+    if (!e) return SOAK_ERR_INVALID_ARG;
+    double t0 = now_s();
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (f->kind == F_CPU_FALLBACK && strcmp(e->backend, "opencl") == 0 && fires(e, f, "load")) {
+            /* MNN: Schedule.cpp:136, the silent CPU fallback. */
+            printf("Can't Find type=3 backend, use 0 instead\n");
+            snprintf(e->backend, sizeof(e->backend), "cpu");
+        }
+        if (f->kind == F_FAIL_LOAD && fires(e, f, "load")) {
+            printf("[Error]: Load module failed, please check model.\n");
+            e->status = SOAK_STATUS_NOT_LOADED;
+            return SOAK_ERR_ENGINE;
+        }
+    }
+    phase_faults(e, "load");
+    if (!e->zero_work) sleep_s(0.002);
+    e->loaded = 1;
+    e->status = SOAK_STATUS_RUNNING;
+    e->history_tokens = 0;
+    e->load_us_total += (int64_t)((now_s() - t0) * 1e6);
+    e->perf.load_us = e->load_us_total;
+    return SOAK_OK;
+}
+
+typedef struct {
+    soak_text_cb cb;
+    void *user;
+    int cancelled;
+    size_t bytes;
+} sink;
+
+static void emit(sink *s, const char *data, size_t len) {
+    if (s->cancelled || !s->cb || !len) return;
+    s->bytes += len;
+    if (s->cb(data, len, s->user)) s->cancelled = 1;
+}
+
+SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t prompt_len,
+                                    int32_t max_new_tokens, soak_text_cb cb, void *user) {
+    if (!e) return SOAK_ERR_INVALID_ARG;
+    if (!prompt && prompt_len) return SOAK_ERR_INVALID_ARG;
+    if (!e->loaded) return SOAK_ERR_STATE;
+    memset(&e->perf, 0, sizeof(e->perf));
+    e->perf.load_us = e->load_us_total;
+    e->calls++;
+    if (e->status == SOAK_STATUS_INTERNAL_ERROR || e->status == SOAK_STATUS_TIMEOUT ||
+        e->status == SOAK_STATUS_USER_CANCEL) {
+        /* MNN llm.hpp CHECK_LLM_RUNNING: sticky, reset() does not clear it. */
+        printf("[Error]: LLM in error state. Status: %d\n", e->status);
+        return SOAK_OK;
+    }
+    e->status = SOAK_STATUS_RUNNING;
+    if (max_new_tokens < 0) max_new_tokens = (int32_t)json_number(e->config, "max_new_tokens", 512);
+
+    /* Deterministic per prompt and iteration, like greedy decoding of a fixed model. */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < prompt_len; i++) h = (h ^ (unsigned char)prompt[i]) * 1099511628211ull;
+    uint64_t rs = h ^ e->rng;
+
+    long prompt_tokens = 1 + (long)prompt_len / 4;
+    double slow = 1.0;
+    int garbage = 0, repeat = 0, invalid = 0, empty = 0, sticky = 0, kv_fail = 0;
+    sink s = {cb, user, 0, 0};
+
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
+        switch (f->kind) {
+            case F_CL_ERROR: {
+                int n = (int)json_number(f->spec, "repeat", 1);
+                int code = (int)json_number(f->spec, "code", -5);
+                const char *info = json_string(f->spec, "info", "run3d");
+                for (int r = 0; r < n; r++) printf("CL ERROR CODE : %d, info:%s \n", code, info);
+                if (json_bool(f->spec, "corrupt", 0)) repeat = 1;
+                break;
+            }
+            case F_LOG: print_lines(f); break;
+            case F_STICKY_ERROR: sticky = 1; break;
+            case F_KV_MAP_ERROR: kv_fail = 1; break;
+            case F_CRASH: do_crash(f); break;
+            case F_HANG: do_hang(f); break;
+            case F_LEAK: {
+                size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);
+                char *p = malloc(bytes);
+                if (p) memset(p, 0xA5, bytes); /* touched, so RSS grows; never freed */
+                break;
+            }
+            case F_GARBAGE: garbage = 1; break;
+            case F_REPEAT: repeat = 1; break;
+            case F_INVALID_UTF8: invalid = 1; break;
+            case F_EMPTY: empty = 1; break;
+            case F_SLOW: slow *= json_number(f->spec, "factor", 5); break;
+            default: break;
+        }
+    }
+
+    double prefill_s = e->zero_work ? 0 : slow * (double)prompt_tokens / e->prefill_tps;
+    sleep_s(prefill_s);
+    e->perf.prompt_tokens = (int32_t)prompt_tokens;
+    e->perf.prefill_us = (int64_t)(prefill_s * 1e6) + 1;
+    long before = e->history_tokens;
+    e->history_tokens += prompt_tokens;
+
+    /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
+    (void)before;
+    if (kv_fail) {
+        printf("Map error key_ptr == nullptr \n");
+        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
+               prompt_tokens);
+        e->status = SOAK_STATUS_INTERNAL_ERROR;
+        return SOAK_OK;
+    }
+    if (sticky) {
+        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=1, inputs=3, moduleKey=(0,0)\n",
+               prompt_tokens);
+        e->status = SOAK_STATUS_INTERNAL_ERROR;
+        return SOAK_OK;
+    }
+    if (e->history_tokens > e->context_len)
+        printf("[MNN:LLM] Warning: sequence length %ld exceeds max_position_embeddings (%ld), output quality may degrade.\n",
+               e->history_tokens, e->context_len);
+
+    double t0 = now_s();
+    int generated = 0;
+    double per_token = e->zero_work ? 0 : slow / e->decode_tps;
+    int finished = 0;
+    while (generated < max_new_tokens && !empty && !s.cancelled) {
+        char tok[16];
+        if (garbage) {
+            int n = 1 + (int)(rng_next(&rs) % 6);
+            for (int b = 0; b < n; b++) tok[b] = (char)(1 + rng_next(&rs) % 255);
+            emit(&s, tok, (size_t)n);
+        } else if (repeat) {
+            emit(&s, "\xef\xbc\x81", 3); /* '！', MNN's dead-queue symptom */
+        } else if (invalid && generated % 2 == 0) {
+            emit(&s, "\xe4\xbd", 2); /* half of a CJK character */
+        } else {
+            const char *w = WORDS[rng_next(&rs) % N_WORDS];
+            if (generated) emit(&s, " ", 1);
+            emit(&s, w, strlen(w));
+        }
+        generated++;
+        sleep_s(per_token);
+        if (!garbage && !repeat && !invalid && rng_unit(&rs) < e->stop_p) { finished = 1; break; }
+    }
+    e->history_tokens += generated;
+    e->perf.generated_tokens = generated;
+    e->perf.decode_us = (int64_t)((now_s() - t0) * 1e6) + 1;
+    if (s.cancelled) e->status = SOAK_STATUS_USER_CANCEL;
+    else if (finished || empty) e->status = SOAK_STATUS_NORMAL_FINISHED;
+    else e->status = SOAK_STATUS_MAX_TOKENS_FINISHED;
+    return SOAK_OK;
+}
+
+SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
+    if (!e) return SOAK_ERR_INVALID_ARG;
+    phase_faults(e, "reset");
+    e->history_tokens = 0; /* like MNN, the status stays as it was */
+    return SOAK_OK;
+}
+
+SOAK_EXPORT int soak_engine_reinit(soak_engine *e) {
+    if (!e) return SOAK_ERR_INVALID_ARG;
+    if (!e->loaded) return SOAK_ERR_STATE;
+    e->status = SOAK_STATUS_RUNNING; /* MNN generate_init() */
+    return SOAK_OK;
+}
+
+SOAK_EXPORT int soak_engine_status(soak_engine *e) { return e ? e->status : SOAK_STATUS_NOT_LOADED; }
+
+SOAK_EXPORT int soak_engine_perf(soak_engine *e, soak_perf *out) {
+    if (!e || !out) return SOAK_ERR_INVALID_ARG;
+    *out = e->perf;
+    return SOAK_OK;
+}
+
+SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
+    if (!e) return;
+    json_free(e->config);
+    free(e);
+}

@@ -1,0 +1,88 @@
+"""Output checks.  A GPU fault in MNN often shows only as bad text with a
+normal status (research §1.2), so every output is checked."""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def is_valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def repetition_ratio(text: str, min_len: int = 16) -> float:
+    """Share of the text covered by its most repeated short unit (1-8 chars).
+
+    1.0 means one unit repeated all the way (MNN's '！！！！' dead-queue output).
+    Short texts score 0: nothing to judge.
+    """
+    stripped = "".join(text.split())
+    if len(stripped) < min_len:
+        return 0.0
+    best = 0.0
+    for size in range(1, 9):
+        unit = stripped[:size]
+        count = 0
+        pos = 0
+        while stripped.startswith(unit, pos):
+            count += 1
+            pos += size
+        # also judge the tail, where degenerate loops usually settle
+        tail = stripped[len(stripped) // 2:]
+        tail_unit = tail[:size]
+        tail_count = 0
+        p = 0
+        while tail.startswith(tail_unit, p):
+            tail_count += 1
+            p += size
+        if count >= 3:
+            best = max(best, count * size / len(stripped))
+        if tail_count >= 3:
+            best = max(best, tail_count * size / max(1, len(tail)) * 0.99)
+    return min(best, 1.0)
+
+
+def garbage_ratio(text: str) -> float:
+    """Share of characters that no language model should emit: control
+    characters (other than whitespace), U+FFFD and unassigned code points."""
+    if not text:
+        return 0.0
+    bad = 0
+    for ch in text:
+        if ch in "\n\t\r":
+            continue
+        cat = unicodedata.category(ch)
+        if ch == "\ufffd" or cat in ("Cc", "Cn", "Co", "Cs"):
+            bad += 1
+    return bad / len(text)
+
+
+def check_output(data: bytes, max_new_tokens: int, generated_tokens: int) -> dict:
+    text = data.decode("utf-8", errors="replace")
+    rep = repetition_ratio(text)
+    garbage = garbage_ratio(text)
+    return {
+        "utf8_valid": is_valid_utf8(data),
+        "empty": len(data) == 0 and max_new_tokens != 0,
+        "repetition": round(rep, 3),
+        "garbage": round(garbage, 3),
+        "degenerate": rep >= 0.9,
+        "garbled": garbage >= 0.2,
+    }
+
+
+def symptoms(checks: dict) -> list[str]:
+    out = []
+    if not checks["utf8_valid"]:
+        out.append("invalid_utf8")
+    if checks["empty"]:
+        out.append("empty")
+    if checks["degenerate"]:
+        out.append("repetition")
+    if checks["garbled"]:
+        out.append("garbage")
+    return out

@@ -1,0 +1,160 @@
+"""soak run: a soak loop on one engine, written to logs/<run-id>/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from soak import errors, recovery
+from soak.runner import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration, run_soak
+from soak.session import Timeouts
+
+HELP = "run a soak: repeated randomized inference with fault capture and recovery"
+DESCRIPTION = """Run a soak: repeated randomized inference with fault capture and recovery.
+
+Engines:
+  test      soak's fault-injecting test engine (no model needed; --fault-plan)
+  mnn-pip   pip MNN (MNN.llm, CPU only), e.g. with soak/models/qwen2-tiny
+  lib       a native engine library: the MNN shim (--engine-lib) with --plugin libMNN_CL.so
+
+Examples:
+  soak run --demo
+  soak run --engine mnn-pip --model soak/models/qwen2-tiny --iterations 200
+  soak run --engine lib --engine-lib build/libsoak_mnn.so --plugin mnn/libMNN_CL.so \\
+           --model qwen-0.5b/config.json --backend opencl --thread-num 68 --duration 8h
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--demo", action="store_true",
+                   help="short soak on the test engine with every fault kind injected")
+    g.add_argument("--engine", choices=ENGINE_KINDS, default=None, help="engine kind (default: test with --demo, else mnn-pip)")
+    g.add_argument("--engine-lib", metavar="PATH", help="engine library (.so) for --engine lib")
+    g.add_argument("--plugin", action="append", default=[], metavar="PATH",
+                   help="backend plugin loaded RTLD_GLOBAL before the engine, e.g. libMNN_CL.so (repeatable)")
+    g.add_argument("--model", metavar="PATH", help="model config.json (or its folder)")
+    g.add_argument("--fault-plan", metavar="FILE", help="test engine: JSON list of faults to inject")
+    m = p.add_argument_group("MNN runtime config (applied before load)")
+    m.add_argument("--backend", choices=BACKENDS, default=None, help="backend_type (default cpu; opencl with --demo)")
+    m.add_argument("--precision", choices=("low", "normal", "high"), help="precision: low = fp16")
+    m.add_argument("--memory", choices=("low", "normal", "high"), help="memory: low keeps int4/int8 weights quantized")
+    m.add_argument("--thread-num", type=int, metavar="N",
+                   help="CPU: thread count. OpenCL: NOT a thread count but a bit field of GPU modes "
+                        "(1 tuning none, 2 heavy, 4 wide, 8 normal, 16 fast, 64 buffer, 128 image, "
+                        "256 record op, 512 record batch; exactly one tuning bit). MNN recommends 68 "
+                        "= buffer + wide tuning")
+    m.add_argument("--power", choices=("low", "normal", "high"), help="power hint (low on OpenCL needs driver support)")
+    m.add_argument("--use-mmap", action=argparse.BooleanOptionalAction, default=None,
+                   help="write weights to disk (tmp_path) to save memory")
+    m.add_argument("--tmp-path", metavar="DIR", help="MNN tmp_path: mmap files and mnn_cachefile.bin (kernel cache)")
+    w = p.add_argument_group("workload and length")
+    w.add_argument("--iterations", type=int, metavar="N", help="stop after N iterations (default 100 if no --duration)")
+    w.add_argument("--duration", metavar="TIME", help="stop after TIME (e.g. 30s, 10m, 8h)")
+    w.add_argument("--seed", type=int, default=0, help="workload seed (same seed, same prompts)")
+    w.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    w.add_argument("--max-turns", type=int, default=4, metavar="N", help="turns per conversation")
+    w.add_argument("--context", type=int, metavar="TOKENS", help="longest prompt, in tokens (default: model context or 2048)")
+    r = p.add_argument_group("supervision and recovery")
+    r.add_argument("--timeout-load", type=float, default=600.0, metavar="S")
+    r.add_argument("--timeout-respond", type=float, default=300.0, metavar="S")
+    r.add_argument("--timeout-reset", type=float, default=60.0, metavar="S")
+    r.add_argument("--recovery", default=",".join(recovery.STEPS), metavar="STEPS",
+                   help="recovery ladder, cheapest first (default: reset,reinit,reload,restart)")
+    r.add_argument("--recover-on-output", action="store_true",
+                   help="also climb the ladder on bad output (garbage, invalid UTF-8, repetition, empty)")
+    r.add_argument("--fail-fast", action="store_true", help="stop at the first failure (exit 1)")
+    r.add_argument("--memory-interval", type=float, default=1.0, metavar="S", help="memory sampling timer")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="logs", metavar="DIR", help="parent folder of run folders (default logs/)")
+    o.add_argument("--run-id", help="name of the run folder (default: time-engine-backend-random)")
+    o.add_argument("--quiet", action="store_true", help="no progress line or summary table")
+    o.add_argument("--json", action="store_true", help="print summary.json to stdout at the end")
+    p.add_argument("--target", action="append", default=[], metavar="TARGET",
+                   help="local (default) or adb[:SERIAL] (repeatable: several phones in parallel)")
+    _optional(p, "soak.cl.options", "add_run_arguments")
+    _optional(p, "soak.outputs.gate", "add_run_arguments")
+
+
+def _optional(p, module: str, func: str) -> None:
+    try:
+        mod = __import__(module, fromlist=[func])
+    except ImportError:
+        return
+    getattr(mod, func)(p)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from soak.demo import DEMO_ENGINE, DEMO_ITERATIONS, DEMO_PLAN
+
+    engine = args.engine or ("test" if args.demo or args.fault_plan else "mnn-pip")
+    backend = args.backend or ("opencl" if args.demo else "cpu")
+    plan = None
+    if args.fault_plan:
+        path = Path(args.fault_plan)
+        try:
+            plan = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise errors.BadInput(f"fault plan not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise errors.BadInput(f"fault plan {path} is not valid JSON: {exc}") from None
+        if isinstance(plan, dict):
+            plan = plan.get("faults", [])
+        if not isinstance(plan, list):
+            raise errors.BadInput(f"fault plan {path} must be a JSON list of faults")
+        if engine != "test":
+            raise errors.BadInput("--fault-plan works with the test engine only",
+                                  "for real engines inject OpenCL faults with --cl-fault")
+    elif args.demo:
+        plan = DEMO_PLAN
+    iterations = args.iterations
+    duration = parse_duration(args.duration) if args.duration else None
+    if iterations is None and duration is None:
+        iterations = DEMO_ITERATIONS if args.demo else 100
+    if iterations is not None and iterations < 0:
+        raise errors.BadInput("--iterations must be >= 0")
+    options = {"precision": args.precision, "memory": args.memory, "thread_num": args.thread_num,
+               "power": args.power, "use_mmap": args.use_mmap, "tmp_path": args.tmp_path}
+    timeouts = Timeouts(load=args.timeout_load, respond=args.timeout_respond, reset=args.timeout_reset)
+    if args.demo:
+        timeouts.respond = min(timeouts.respond, 2.0)
+    cfg = RunConfig(
+        engine=engine, engine_lib=args.engine_lib, plugins=args.plugin, model=args.model, backend=backend,
+        engine_options=options, iterations=iterations, duration_s=duration, seed=args.seed,
+        fail_fast=args.fail_fast, out_dir=args.out, run_id=args.run_id, fault_plan=plan,
+        test_engine=DEMO_ENGINE if args.demo else {}, max_new_tokens=args.max_new_tokens,
+        max_turns=args.max_turns, context_tokens=args.context, timeouts=timeouts,
+        ladder=recovery.parse_ladder(args.recovery), recover_on_output=args.recover_on_output or args.demo,
+        memory_interval_s=min(args.memory_interval, 0.25) if args.demo else args.memory_interval,
+        argv=sys.argv[1:], quiet=args.quiet, demo=args.demo,
+    )
+    try:
+        from soak.cl.options import options_from_args
+    except ImportError:
+        options_from_args = None
+    if options_from_args is not None:
+        cfg.intercept = options_from_args(args, cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    targets = args.target or ["local"]
+    if targets != ["local"]:
+        from soak.adb.target import run_on_targets
+
+        return run_on_targets(cfg, targets, args)
+    result = run_soak(cfg)
+    code = result.exit_code
+    gate = getattr(args, "gate", None)
+    if gate:
+        from soak.outputs.gate import gate_run
+
+        passed, _ = gate_run(result.run_dir, gate, baseline=getattr(args, "baseline", None))
+        if not passed and code == 0:
+            code = int(errors.ExitCode.FAILED)
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    return code

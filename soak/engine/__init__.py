@@ -1,0 +1,1 @@
+"""Engines: native libraries through the C ABI, and pip MNN."""

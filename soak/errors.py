@@ -1,0 +1,93 @@
+"""Errors that reach the user: one message, one hint, one exit code.
+
+Every failure soak can foresee is a SoakError subclass.  `soak.cli.main`
+prints it (no traceback) and exits with its code.  The codes are listed in
+docs/ARCHITECTURE.md and must stay stable: CI scripts depend on them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # gate failed, or --fail-fast stopped on a failure
+    USAGE = 2
+    BAD_INPUT = 3
+    LIBRARY_NOT_FOUND = 4
+    MISSING_SYMBOL = 5
+    WRONG_ARCH = 6
+    ABI_MISMATCH = 7
+    BUILD_FAILED = 8
+    DEVICE_UNAVAILABLE = 9
+    CATALOG_INVALID = 10
+    OPENCL_SETUP = 11
+    INTERRUPTED = 130
+
+
+class SoakError(Exception):
+    """Base class.  `hint` says what to do about it."""
+
+    exit_code: ExitCode = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"soak: error: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class BadInput(SoakError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class LibraryNotFound(SoakError):
+    exit_code = ExitCode.LIBRARY_NOT_FOUND
+
+
+class MissingSymbol(SoakError):
+    exit_code = ExitCode.MISSING_SYMBOL
+
+
+class WrongArchitecture(SoakError):
+    exit_code = ExitCode.WRONG_ARCH
+
+
+class AbiMismatch(SoakError):
+    exit_code = ExitCode.ABI_MISMATCH
+
+
+class BuildFailed(SoakError):
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class DeviceUnavailable(SoakError):
+    exit_code = ExitCode.DEVICE_UNAVAILABLE
+
+
+class CatalogInvalid(SoakError):
+    exit_code = ExitCode.CATALOG_INVALID
+
+
+class OpenCLSetupError(SoakError):
+    exit_code = ExitCode.OPENCL_SETUP
+
+
+class GateFailed(SoakError):
+    exit_code = ExitCode.FAILED
+
+
+# error_kind strings of the worker protocol -> exception class
+WORKER_ERROR_KINDS: dict[str, type[SoakError]] = {
+    "missing_library": LibraryNotFound,
+    "missing_symbol": MissingSymbol,
+    "wrong_arch": WrongArchitecture,
+    "abi_mismatch": AbiMismatch,
+    "bad_input": BadInput,
+}

@@ -1,0 +1,64 @@
+"""manifest.json: what ran, where, with what, from which seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from soak import __version__
+
+
+def sha256_file(path: str | Path, limit: int | None = None) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def library_hashes(paths: list[str]) -> dict[str, str | None]:
+    return {str(p): sha256_file(p) for p in paths if p}
+
+
+def versions() -> dict:
+    out = {"soak": __version__, "python": platform.python_version()}
+    for name in ("structlog", "hypothesis", "psutil", "adbutils", "MNN"):
+        try:
+            from importlib.metadata import version
+
+            out[name.lower()] = version(name if name != "MNN" else "mnn")
+        except Exception:  # not installed
+            continue
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def base_manifest(argv: list[str], config: dict, host: dict) -> dict:
+    return {
+        "schema": 1,
+        "command": ["soak", *argv],
+        "cwd": os.getcwd(),
+        "argv0": sys.argv[0],
+        "config": config,
+        "seed": config.get("seed"),
+        "versions": versions(),
+        "host": host,
+        "os": host.get("os", "linux"),
+    }

@@ -1,0 +1,58 @@
+"""The Target interface: start a worker that speaks the worker protocol,
+sample its memory, describe the machine, report device health."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class WorkerProcess(Protocol):
+    """A running worker.  Streams are binary: stdin takes commands, stdout
+    gives results, stderr gives the engine's raw output."""
+
+    stdin: BinaryIO
+    stdout: BinaryIO
+    stderr: BinaryIO
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def poll(self) -> int | None:
+        """Exit status if it ended (negative: killed by that signal), else None."""
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+
+class Target(abc.ABC):
+    name: str = "target"
+
+    def prepare(self, spec: dict, run_dir: Path) -> dict:
+        """Make the engine spec usable on the target (push files, rewrite paths)."""
+        return spec
+
+    @abc.abstractmethod
+    def spawn_worker(self, env: dict[str, str], cwd: Path) -> WorkerProcess:
+        """Start a worker.  env holds only the variables soak adds."""
+
+    @abc.abstractmethod
+    def sample_memory(self, pid: int) -> dict | None:
+        """rss/uss/pss/fds/threads (bytes, counts) of the worker; None if gone.
+        May add gpu_bytes where the platform exposes it."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """Host or device facts for the manifest."""
+
+    def check_health(self) -> list[dict]:
+        """Events about the target itself (device offline, rebooted); [] if fine."""
+        return []
+
+    def wait_until_ready(self, timeout_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

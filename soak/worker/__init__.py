@@ -1,0 +1,1 @@
+"""The worker process that hosts an engine, and the supervisor that drives it."""

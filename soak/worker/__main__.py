@@ -1,0 +1,3 @@
+from soak.worker.main import main
+
+raise SystemExit(main())

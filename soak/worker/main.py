@@ -1,0 +1,149 @@
+"""The Python worker: hosts one engine and answers protocol commands.
+
+Run as `python -m soak.worker`.  stdin carries commands, stdout results; the
+engine's own output (C stdout and stderr, where MNN printfs) goes to fd 2,
+unbuffered, so the supervisor sees every line even if the engine crashes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+
+from soak.errors import SoakError
+from soak.worker import protocol
+
+_ERROR_KINDS = {
+    "LibraryNotFound": "missing_library",
+    "MissingSymbol": "missing_symbol",
+    "WrongArchitecture": "wrong_arch",
+    "AbiMismatch": "abi_mismatch",
+    "BadInput": "bad_input",
+    "EngineError": "create_failed",
+}
+
+
+def _unbuffer_c_stdout() -> None:
+    libc = ctypes.CDLL(None)
+    try:
+        c_stdout = ctypes.c_void_p.in_dll(libc, "stdout")
+    except ValueError:
+        return
+    libc.setvbuf.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t]
+    libc.setvbuf(c_stdout, None, 2, 0)  # _IONBF
+
+
+def _open_engine(spec: dict):
+    kind = spec.get("kind", "native")
+    if kind == "native":
+        from soak.engine.loader import NativeEngine
+
+        return NativeEngine(spec["engine_lib"], spec["config_path"], spec.get("plugins", []))
+    if kind == "pymnn":
+        from soak.engine.pymnn import PyMnnEngine
+
+        return PyMnnEngine(spec["config_path"])
+    raise SoakError(f"unknown engine kind {kind!r}")
+
+
+class Worker:
+    def __init__(self, proto_fd: int, log_fd: int):
+        self.proto_fd = proto_fd
+        self.log_fd = log_fd
+        self.engine = None
+
+    def reply(self, cmd_id: int, op: str, **fields) -> None:
+        os.write(self.log_fd, protocol.marker(cmd_id))
+        result = {"id": cmd_id, "op": op, "ok": True, "rc": 0, "error": None, "error_kind": None}
+        result.update(fields)
+        os.write(self.proto_fd, protocol.encode_result(result))
+
+    def _status(self) -> int:
+        return self.engine.status() if self.engine is not None else -1
+
+    def handle(self, op: str, cmd_id: int, args: list[str]) -> bool:
+        """Run one command; False means quit."""
+        started = time.perf_counter()
+        extra: dict = {}
+        try:
+            if op in ("set_config", "load", "respond", "reset", "reinit", "status") and self.engine is None:
+                raise SoakError("no engine open")
+            if op == "open":
+                if self.engine is not None:
+                    self.engine.close()
+                    self.engine = None
+                spec = json.loads(protocol.payload(args[0]))
+                self.engine = _open_engine(spec)
+                extra["engine_name"] = getattr(self.engine, "name", spec.get("kind"))
+            elif op == "set_config":
+                self.engine.set_config(protocol.payload(args[0]).decode())
+            elif op == "load":
+                if not self.engine.load():
+                    extra.update(ok=False, rc=-3, error="load failed", error_kind="load_failed")
+            elif op == "respond":
+                max_new = int(args[0])
+                out = self.engine.respond(protocol.payload(args[1]), max_new)
+                extra["output_b64"] = protocol.b64(out)
+            elif op == "reset":
+                self.engine.reset()
+            elif op == "reinit":
+                self.engine.reinit()
+            elif op in ("close", "quit"):
+                if self.engine is not None:
+                    self.engine.close()
+                    self.engine = None
+        except SoakError as exc:
+            kind = _ERROR_KINDS.get(type(exc).__name__, "engine_error")
+            extra.update(ok=False, rc=-3, error=exc.message, error_kind=kind)
+        except (ValueError, IndexError, KeyError) as exc:
+            extra.update(ok=False, rc=-1, error=f"bad command: {exc}", error_kind="bad_command")
+        if op in ("respond", "load", "status", "reinit", "reset") and self.engine is not None:
+            extra.setdefault("status", self._status())
+            extra["perf"] = self.engine.perf()
+        else:
+            extra.setdefault("status", self._status())
+        extra["wall_us"] = int((time.perf_counter() - started) * 1e6)
+        self.reply(cmd_id, op, **extra)
+        return op != "quit"
+
+
+def _die_with_parent() -> None:
+    """If soak itself is killed (even SIGKILL), take the worker down too."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != parent:
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> int:
+    _die_with_parent()
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # the engine's printf now goes to the log stream
+    _unbuffer_c_stdout()
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    worker = Worker(proto_fd, 2)
+    os.write(proto_fd, protocol.encode_result(
+        {"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "runner": "python"}))
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        try:
+            op, cmd_id, args = protocol.parse_command(line)
+        except protocol.BadCommand as exc:
+            os.write(proto_fd, protocol.encode_result(
+                {"id": -1, "op": "error", "ok": False, "error": str(exc), "error_kind": "bad_command"}))
+            continue
+        if not worker.handle(op, cmd_id, args):
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Worker protocol v1: commands as ASCII words, results as JSON lines.
+
+Specified in docs/ARCHITECTURE.md; native/runner implements the same thing in C.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+PROTOCOL_VERSION = 1
+MARKER_PREFIX = b"\x1esoak:done "
+
+OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit")
+
+STATUS_NAMES = {
+    -1: "NOT_LOADED",
+    0: "RUNNING",
+    1: "NORMAL_FINISHED",
+    2: "MAX_TOKENS_FINISHED",
+    3: "USER_CANCEL",
+    4: "INTERNAL_ERROR",
+    5: "TIMEOUT",
+}
+ERROR_STATUSES = {3, 4, 5}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def encode_command(op: str, cmd_id: int, *args) -> bytes:
+    """One command line.  bytes/dict args are base64-encoded; ints as decimal."""
+    words = [op, str(cmd_id)]
+    for arg in args:
+        if isinstance(arg, (dict, list)):
+            words.append(b64(json.dumps(arg).encode()))
+        elif isinstance(arg, bytes):
+            words.append(b64(arg) if arg else "-")
+        elif isinstance(arg, str):
+            words.append(b64(arg.encode()) if arg else "-")
+        else:
+            words.append(str(int(arg)))
+    return (" ".join(words) + "\n").encode("ascii")
+
+
+class BadCommand(ValueError):
+    pass
+
+
+def parse_command(line: bytes) -> tuple[str, int, list[str]]:
+    words = line.decode("ascii", errors="strict").split()
+    if len(words) < 2 or words[0] not in OPS:
+        raise BadCommand(f"bad command: {line[:80]!r}")
+    try:
+        return words[0], int(words[1]), words[2:]
+    except ValueError:
+        raise BadCommand(f"bad command id: {line[:80]!r}") from None
+
+
+def payload(word: str) -> bytes:
+    return b"" if word == "-" else unb64(word)
+
+
+def marker(cmd_id: int) -> bytes:
+    return MARKER_PREFIX + str(cmd_id).encode() + b"\n"
+
+
+def encode_result(result: dict) -> bytes:
+    return (json.dumps(result, separators=(",", ":")) + "\n").encode()
