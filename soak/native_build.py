@@ -99,5 +99,5 @@ def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] =
     return product
 
 
-def test_engine_library() -> Path:
+def build_test_engine() -> Path:
     return ensure_built("soak_test_engine")

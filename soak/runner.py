@@ -106,13 +106,13 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
     config = {"backend_type": cfg.backend, "reuse_kv": True}
     config.update({k: v for k, v in cfg.engine_options.items() if v is not None})
     if cfg.engine == "test":
-        from soak.native_build import test_engine_library
+        from soak.native_build import build_test_engine
 
         engine_config = {"seed": cfg.seed, "faults": cfg.fault_plan or []}
         engine_config.update(cfg.test_engine)
         path = run_dir / "test_engine.json"
         path.write_text(json.dumps(engine_config, indent=2) + "\n")
-        spec = {"kind": "native", "engine_lib": str(test_engine_library()), "plugins": [],
+        spec = {"kind": "native", "engine_lib": str(build_test_engine()), "plugins": [],
                 "config_path": str(path)}
         return EngineSetup(spec, config, cfg.backend, per_iteration_config=True)
     model = resolve_model(cfg.model, required=True)
@@ -257,7 +257,9 @@ class Runner:
         return self.stop_reason is not None
 
     def _slowdown(self, tps: float | None, generated: int) -> dict | None:
-        if not tps or generated < 4:
+        """A call decoding 3x slower than the recent median, and slow enough
+        (>= 50 ms) that scheduler jitter can't explain it."""
+        if not tps or generated < 4 or generated / tps < 0.05:
             return None
         window = self.decode_tps[-30:]
         if len(window) < 8:

@@ -88,7 +88,7 @@ class Session:
             kind = out.result.get("error_kind")
             cls = errors.WORKER_ERROR_KINDS.get(kind)
             if cls is not None:
-                raise cls(out.result.get("error") or kind)
+                raise cls(out.result.get("error") or kind, out.result.get("hint"))
         found += faultlib.from_outcome(out, "init", self.timeouts.load)
         if not out.ok:
             self._record_exit(out, "init")

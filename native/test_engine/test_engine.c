@@ -58,6 +58,7 @@ struct soak_engine {
     long context_len;
     double prefill_tps, decode_tps, stop_p;
     int zero_work;
+    int echo; /* output = the prompt bytes, to prove prompts arrive intact */
     struct timespec created;
     soak_perf perf;
     int64_t load_us_total;
@@ -208,6 +209,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     e->decode_tps = json_number(cfg, "decode_tok_per_s", 4000);
     e->stop_p = json_number(cfg, "stop_probability", 0.03);
     e->zero_work = json_bool(cfg, "zero_work", 0);
+    e->echo = json_bool(cfg, "echo", 0);
     if (parse_faults(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
     return e;
 }
@@ -382,6 +384,13 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
 
     double t0 = now_s();
     int generated = 0;
+    if (e->echo) {
+        emit(&s, prompt, prompt_len);
+        e->perf.generated_tokens = (int32_t)prompt_tokens;
+        e->perf.decode_us = (int64_t)((now_s() - t0) * 1e6) + 1;
+        e->status = SOAK_STATUS_NORMAL_FINISHED;
+        return SOAK_OK;
+    }
     double per_token = e->zero_work ? 0 : slow / e->decode_tps;
     int finished = 0;
     while (generated < max_new_tokens && !empty && !s.cancelled) {

@@ -97,7 +97,7 @@ class Worker:
                     self.engine = None
         except SoakError as exc:
             kind = _ERROR_KINDS.get(type(exc).__name__, "engine_error")
-            extra.update(ok=False, rc=-3, error=exc.message, error_kind=kind)
+            extra.update(ok=False, rc=-3, error=exc.message, error_kind=kind, hint=exc.hint)
         except (ValueError, IndexError, KeyError) as exc:
             extra.update(ok=False, rc=-1, error=f"bad command: {exc}", error_kind="bad_command")
         if op in ("respond", "load", "status", "reinit", "reset") and self.engine is not None:

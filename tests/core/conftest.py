@@ -1,0 +1,48 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from soak.events import read_events
+from soak.runner import RunConfig, run_soak
+from soak.session import Timeouts
+
+
+@pytest.fixture
+def soak_run(tmp_path):
+    """Run a soak on the test engine in-process (the worker is a real subprocess)."""
+    counter = {"n": 0}
+
+    def run(plan=None, iterations=20, **kw):
+        counter["n"] += 1
+        engine = kw.pop("test_engine", {"decode_tok_per_s": 20000, "prefill_tok_per_s": 200000})
+        timeouts = kw.pop("timeouts", Timeouts(start=30, load=30, respond=3, reset=5))
+        cfg = RunConfig(engine="test", fault_plan=plan or [], iterations=iterations, out_dir=str(tmp_path),
+                        run_id=f"run{counter['n']}", test_engine=engine, timeouts=timeouts, quiet=True,
+                        memory_interval_s=0.2, max_new_tokens=kw.pop("max_new_tokens", 16), **kw)
+        result = run_soak(cfg)
+        events = list(read_events(result.run_dir))
+        return result, events
+
+    return run
+
+
+def faults(events, kind=None, iteration=None):
+    return [e for e in events if e["event"] == "fault" and (kind is None or e["kind"] == kind)
+            and (iteration is None or e.get("iteration") == iteration)]
+
+
+def recoveries(events):
+    return {e["iteration"]: e for e in events if e["event"] == "recovery"}
+
+
+def soak_cli(*args, cwd=None, timeout=120, env=None):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "soak", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=full_env)
