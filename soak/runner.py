@@ -14,9 +14,11 @@ import json
 import os
 import secrets
 import signal
+import math
 import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,11 +30,12 @@ from soak.manifest import base_manifest, library_hashes, read_json, write_json
 from soak.session import EngineSetup, Session, Timeouts
 from soak.targets.base import Target
 from soak.worker.protocol import STATUS_NAMES, unb64
-from soak.workload import WorkloadSpec, conversation
+from soak.workload import Prefetcher, WorkloadSpec
 
 ENGINE_KINDS = ("test", "mnn-pip", "lib")
 BACKENDS = ("cpu", "opencl", "vulkan")
 ENGINE_OPTION_KEYS = ("precision", "memory", "thread_num", "power", "use_mmap", "tmp_path")
+EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "qwen2-tiny" / "config.json"
 
 
 @dataclass
@@ -65,6 +68,28 @@ class RunConfig:
     script: list[dict] | None = None
     quiet: bool = False
     demo: bool = False
+
+
+class RunningStats:
+    """Mean, stdev, min, max, first and last in O(1) memory (Welford)."""
+
+    def __init__(self):
+        self.n, self.mean, self._m2 = 0, 0.0, 0.0
+        self.first = self.last = self.min = self.max = None
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self._m2 += delta * (x - self.mean)
+        self.first = x if self.first is None else self.first
+        self.last = x
+        self.min = x if self.min is None else min(self.min, x)
+        self.max = x if self.max is None else max(self.max, x)
+
+    @property
+    def stdev(self) -> float | None:
+        return math.sqrt(self._m2 / (self.n - 1)) if self.n > 1 else None
 
 
 @dataclass
@@ -115,6 +140,8 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
         spec = {"kind": "native", "engine_lib": str(build_test_engine()), "plugins": [],
                 "config_path": str(path)}
         return EngineSetup(spec, config, cfg.backend, per_iteration_config=True)
+    if cfg.engine == "mnn-pip" and not cfg.model and EMBEDDED_MODEL.exists():
+        cfg.model = str(EMBEDDED_MODEL)  # the embedded default: pip MNN on the committed tiny model
     model = resolve_model(cfg.model, required=True)
     if cfg.engine == "mnn-pip":
         if cfg.backend != "cpu":
@@ -189,10 +216,11 @@ class Runner:
         self.cl_trace = None
         self.counts = {"faults": 0, "recovered": 0}
         self.faults_by_kind: dict[str, int] = {}
-        self.recovery = {"attempts": 0, "by_step": {}, "unrecovered": 0, "durations": []}
-        self.decode_tps: list[float] = []
-        self.prefill_tps: list[float] = []
-        self.rss: list[int] = []
+        self.recovery = {"attempts": 0, "by_step": {}, "unrecovered": 0, "durations": RunningStats()}
+        self.decode_tps = RunningStats()
+        self.prefill_tps = RunningStats()
+        self.rss = RunningStats()
+        self.recent_decode_tps: deque = deque(maxlen=30)
 
     # -- helpers ------------------------------------------------------------
     def sample_memory(self, source: str, iteration: int | None = None) -> dict | None:
@@ -211,7 +239,7 @@ class Runner:
         sample.setdefault("gpu_live_bytes", gpu)
         self.last_memory = sample
         if sample.get("rss"):
-            self.rss.append(sample["rss"])
+            self.rss.add(sample["rss"])
         self.events.emit("memory", source=source, iteration=iteration, pid=pid,
                          generation=self.session.sup.generation, **sample)
         return sample
@@ -261,7 +289,7 @@ class Runner:
         (>= 50 ms) that scheduler jitter can't explain it."""
         if not tps or generated < 4 or generated / tps < 0.05:
             return None
-        window = self.decode_tps[-30:]
+        window = list(self.recent_decode_tps)
         if len(window) < 8:
             return None
         baseline = statistics.median(window)
@@ -315,9 +343,10 @@ class Runner:
             self.events.emit("fault", iteration=i, **f)
         self._record_faults(found)
         if decode_tps:
-            self.decode_tps.append(decode_tps)
+            self.decode_tps.add(decode_tps)
+            self.recent_decode_tps.append(decode_tps)
         if prefill_tps:
-            self.prefill_tps.append(prefill_tps)
+            self.prefill_tps.add(prefill_tps)
         if self.session.alive:
             self.sample_memory("iteration", i)
         return found, context_tokens
@@ -330,7 +359,7 @@ class Runner:
             self.counts["recovered"] += 1
             by = self.recovery["by_step"]
             by[record["recovered_by"]] = by.get(record["recovered_by"], 0) + 1
-            self.recovery["durations"].append(record["duration_s"])
+            self.recovery["durations"].add(record["duration_s"])
             self.consecutive_unrecovered = 0
         else:
             self.recovery["unrecovered"] += 1
@@ -358,12 +387,13 @@ class Runner:
             for item in self.cfg.script:
                 yield item["conversation"], item["turn"], item["prompt"], item["max_new_tokens"], item.get("i")
             return
-        index = 0
-        while True:
-            conv = conversation(spec, index)
-            for t, turn in enumerate(conv.turns):
-                yield index, t, turn.prompt, turn.max_new_tokens, None
-            index += 1
+        prefetch = Prefetcher(spec)
+        try:
+            for conv in prefetch:
+                for t, turn in enumerate(conv.turns):
+                    yield conv.index, t, turn.prompt, turn.max_new_tokens, None
+        finally:
+            prefetch.close()
 
     def loop(self, started: float, progress: Progress) -> None:
         cfg = self.cfg
@@ -412,14 +442,14 @@ class Runner:
             progress.update(iteration=i, total=cfg.iterations, elapsed=time.monotonic() - started,
                             duration=cfg.duration_s, faults=self.counts["faults"],
                             recovered=self.counts["recovered"], rss=self._rss_now(),
-                            decode_tps=self.decode_tps[-1] if self.decode_tps else None)
+                            decode_tps=self.decode_tps.last)
         self.iterations_done = i if cfg.script is None else len(cfg.script)
         if self.stop_reason is None:
             self.stop_reason = "iterations" if cfg.script is not None else "workload"
 
     def summary(self, run_id: str, run_dir: Path, elapsed: float) -> dict:
-        def mean(xs):
-            return round(statistics.fmean(xs), 3) if xs else None
+        def mean(stats: RunningStats):
+            return round(stats.mean, 3) if stats.n else None
 
         rec = dict(self.recovery)
         durations = rec.pop("durations")
@@ -440,10 +470,9 @@ class Runner:
             "faults_by_kind": self.faults_by_kind,
             "recovery": rec,
             "decode_tps_mean": mean(self.decode_tps),
-            "decode_tps_stdev": round(statistics.stdev(self.decode_tps), 3) if len(self.decode_tps) > 1 else None,
+            "decode_tps_stdev": round(self.decode_tps.stdev, 3) if self.decode_tps.stdev else None,
             "prefill_tps_mean": mean(self.prefill_tps),
-            "rss": {"first": self.rss[0] if self.rss else None, "last": self.rss[-1] if self.rss else None,
-                    "max": max(self.rss) if self.rss else None},
+            "rss": {"first": self.rss.first, "last": self.rss.last, "max": self.rss.max},
         }
 
     def backend_actual_overall(self) -> str | None:

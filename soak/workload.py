@@ -156,3 +156,42 @@ def iterate(spec: WorkloadSpec, start: int = 0):
     while True:
         yield conversation(spec, index)
         index += 1
+
+
+class Prefetcher:
+    """Draws conversations ahead in a thread, so generation overlaps engine time.
+
+    Order and content are exactly those of conversation(spec, start), ... .
+    """
+
+    def __init__(self, spec: WorkloadSpec, start: int = 0, depth: int = 16):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(spec, start), daemon=True,
+                                        name="soak-workload")
+        self._thread.start()
+
+    def _fill(self, spec: WorkloadSpec, index: int) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            conv = conversation(spec, index)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(conv, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            index += 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Conversation:
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._stop.set()
