@@ -32,7 +32,7 @@ from soak.targets.base import Target
 from soak.worker.protocol import STATUS_NAMES, unb64
 from soak.workload import Prefetcher, WorkloadSpec
 
-ENGINE_KINDS = ("test", "mnn-pip", "lib")
+ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
 BACKENDS = ("cpu", "opencl", "vulkan")
 ENGINE_OPTION_KEYS = ("precision", "memory", "thread_num", "power", "use_mmap", "tmp_path")
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "qwen2-tiny" / "config.json"
@@ -42,6 +42,7 @@ EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "qwen2-tiny" / "co
 class RunConfig:
     engine: str = "test"
     engine_lib: str | None = None
+    mnn_build: str | None = None
     plugins: list[str] = field(default_factory=list)
     model: str | None = None
     backend: str = "cpu"
@@ -149,6 +150,13 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
                                   "build MNN with -DMNN_OPENCL=ON and use --engine lib --engine-lib <shim> "
                                   "--plugin libMNN_CL.so (see README)")
         return EngineSetup({"kind": "pymnn", "config_path": str(model)}, config, cfg.backend)
+    if cfg.engine == "mnn":
+        # a hand-built MNN: build the shim against it, load libMNN_CL.so first
+        from soak.engine.mnn_native import build_shim, locate
+
+        mnn = locate(cfg.mnn_build)
+        cfg.engine_lib = str(build_shim(mnn))
+        cfg.plugins = [str(p) for p in [*mnn.extra_libs(), *mnn.plugins] if str(p) not in cfg.plugins] + cfg.plugins
     if not cfg.engine_lib:
         raise errors.BadInput("--engine lib needs --engine-lib PATH (the MNN shim or another soak engine)")
     from soak.engine.loader import check_loadable
@@ -598,11 +606,11 @@ def _mnn_version(cfg: RunConfig) -> str | None:
             return version("mnn")
         except Exception:
             return None
-    if cfg.engine == "lib":
+    if cfg.engine == "mnn":
         try:
-            from soak.engine.mnn_native import mnn_version_of
+            from soak.engine.mnn_native import locate
 
-            return mnn_version_of(cfg.engine_lib)
+            return locate(cfg.mnn_build).version
         except Exception:
             return None
     return None

@@ -16,14 +16,16 @@ DESCRIPTION = """Run a soak: repeated randomized inference with fault capture an
 
 Engines:
   test      soak's fault-injecting test engine (no model needed; --fault-plan)
-  mnn-pip   pip MNN (MNN.llm, CPU only), e.g. with soak/models/qwen2-tiny
-  lib       a native engine library: the MNN shim (--engine-lib) with --plugin libMNN_CL.so
+  mnn-pip   pip MNN (MNN.llm, CPU only); --model defaults to the embedded tiny Qwen2
+  mnn       your hand-built MNN (--mnn-build DIR or $SOAK_MNN_BUILD): soak builds its shim
+            and loads libMNN_CL.so first
+  lib       any library implementing native/include/soak_engine.h (--engine-lib)
 
 Examples:
   soak run --demo
   soak run --engine mnn-pip --model soak/models/qwen2-tiny --iterations 200
-  soak run --engine lib --engine-lib build/libsoak_mnn.so --plugin mnn/libMNN_CL.so \\
-           --model qwen-0.5b/config.json --backend opencl --thread-num 68 --duration 8h
+  soak run --engine mnn --mnn-build ~/MNN/build --model qwen-0.5b/config.json \\
+           --backend opencl --thread-num 68 --duration 8h
 """
 
 
@@ -33,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="short soak on the test engine with every fault kind injected")
     g.add_argument("--engine", choices=ENGINE_KINDS, default=None, help="engine kind (default: test with --demo, else mnn-pip)")
     g.add_argument("--engine-lib", metavar="PATH", help="engine library (.so) for --engine lib")
+    g.add_argument("--mnn-build", metavar="DIR", help="hand-built MNN build folder for --engine mnn "
+                   "(default $SOAK_MNN_BUILD; its source folder from $SOAK_MNN_SOURCE)")
     g.add_argument("--plugin", action="append", default=[], metavar="PATH",
                    help="backend plugin loaded RTLD_GLOBAL before the engine, e.g. libMNN_CL.so (repeatable)")
     g.add_argument("--model", metavar="PATH", help="model config.json (or its folder)")
@@ -121,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.demo:
         timeouts.respond = min(timeouts.respond, 2.0)
     cfg = RunConfig(
-        engine=engine, engine_lib=args.engine_lib, plugins=args.plugin, model=args.model, backend=backend,
+        engine=engine, engine_lib=args.engine_lib, mnn_build=args.mnn_build, plugins=args.plugin, model=args.model, backend=backend,
         engine_options=options, iterations=iterations, duration_s=duration, seed=args.seed,
         fail_fast=args.fail_fast, out_dir=args.out, run_id=args.run_id, fault_plan=plan,
         test_engine=DEMO_ENGINE if args.demo else {}, max_new_tokens=args.max_new_tokens,

@@ -1,9 +1,4 @@
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +6,8 @@ import pytest
 from soak.events import read_events
 from soak.runner import RunConfig, run_soak
 from soak.session import Timeouts
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
@@ -31,18 +28,3 @@ def soak_run(tmp_path):
 
     return run
 
-
-def faults(events, kind=None, iteration=None):
-    return [e for e in events if e["event"] == "fault" and (kind is None or e["kind"] == kind)
-            and (iteration is None or e.get("iteration") == iteration)]
-
-
-def recoveries(events):
-    return {e["iteration"]: e for e in events if e["event"] == "recovery"}
-
-
-def soak_cli(*args, cwd=None, timeout=120, env=None):
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "soak", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=full_env)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import soak_cli
+from coresupport import soak_cli
 from soak.errors import ExitCode
 from soak.native_build import build_test_engine
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import soak_cli
+from coresupport import soak_cli
 from soak.events import read_events
 from soak.runner import RunConfig, run_soak
 from soak.session import Timeouts

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import faults, recoveries
+from coresupport import faults, recoveries
 
 
 def test_clean_run_has_no_faults(soak_run):
