@@ -1,9 +1,12 @@
-"""Build native/ with CMake on first use, cached by a hash of its sources.
+"""Build soak's native components with CMake on first use, cached by source hash.
 
-The build folder is `$SOAK_CACHE_DIR/native/<hash>` (default
-`~/.cache/soak/native/<hash>`).  Same sources, same folder: a rebuild happens
-only when a file under native/ changes.  A file lock makes concurrent first
-uses (parallel tests, several soak runs) build once.
+Each component (native/test_engine, native/interposer, native/runner) is a
+standalone CMake project built on its own, so a machine without OpenCL
+headers can still build the test engine.  The build folder is
+`$SOAK_CACHE_DIR/native/<target>-<hash>` (default `~/.cache/soak/...`),
+the hash covering the component's folder and native/include.  Same sources,
+same folder: a rebuild happens only when a file changes.  A file lock makes
+concurrent first uses (parallel tests, several soak runs) build once.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from soak.errors import BuildFailed
 
 NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
 
-# CMake target -> file it produces, relative to the build folder
+# CMake target -> (component folder under native/, file it produces in the build folder)
 TARGETS = {
-    "soak_test_engine": "test_engine/libsoak_test_engine.so",
-    "soak_interposer": "interposer/libOpenCL.so",
-    "soak-runner": "runner/soak-runner",
+    "soak_test_engine": ("test_engine", "libsoak_test_engine.so"),
+    "soak_interposer": ("interposer", "libOpenCL.so"),
+    "soak-runner": ("runner", "soak-runner"),
 }
 
 
@@ -34,15 +37,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "soak"
 
 
-def source_hash(extra: str = "") -> str:
+def source_hash(folders: list[Path], extra: str = "") -> str:
     if not NATIVE_DIR.is_dir():
         raise BuildFailed(f"native sources not found at {NATIVE_DIR}",
                           "install soak from a source checkout: pip install -e .")
     h = hashlib.sha256(extra.encode())
-    for path in sorted(NATIVE_DIR.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(NATIVE_DIR)).encode())
-            h.update(path.read_bytes())
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(NATIVE_DIR)).encode())
+                h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -69,32 +73,36 @@ def _run(cmd: list[str], log: Path, what: str) -> None:
 
 
 def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] = ()) -> Path:
-    """Build `target` if needed and return the path of the file it makes.
-
-    target "all" builds everything configured and returns the build folder.
-    """
+    """Build `target` (a key of TARGETS) if needed and return the file it makes."""
+    if target not in TARGETS:
+        raise BuildFailed(f"unknown native target {target!r}", f"one of {', '.join(TARGETS)}")
+    component, filename = TARGETS[target]
+    source = NATIVE_DIR / component
+    if not (source / "CMakeLists.txt").exists():
+        raise BuildFailed(f"native component {component} is missing from {NATIVE_DIR}",
+                          "install soak from a complete source checkout")
     cmake = _need_tool("cmake", "cmake")
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         _need_tool("cc", "gcc")
-    key = source_hash(" ".join(cmake_args))
-    build = cache_root() / "native" / key
-    build.mkdir(parents=True, exist_ok=True)
-    product = build if target == "all" else build / TARGETS.get(target, target)
-    if target != "all" and product.exists():
+    key = source_hash([source, NATIVE_DIR / "include"], " ".join(cmake_args))
+    build = cache_root() / "native" / f"{target}-{key}"
+    product = build / filename
+    if product.exists():
         return product
+    build.mkdir(parents=True, exist_ok=True)
     log = build / "build.log"
     with (build / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target != "all" and product.exists():
+        if product.exists():
             return product
         if not (build / "CMakeCache.txt").exists():
-            _run([cmake, "-S", str(NATIVE_DIR), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-                  *cmake_args], log, "configuring native/ with CMake")
-        cmd = [cmake, "--build", str(build), "-j", "2"]
-        if target != "all":
-            cmd += ["--target", target]
-        _run(cmd, log, f"building {target}")
-    if target != "all" and not product.exists():
+            _run([cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *cmake_args],
+                 log, f"configuring native/{component} with CMake")
+        _run([cmake, "--build", str(build), "-j", "2", "--target", target], log, f"building {target}")
+    if not product.exists():
+        found = [p for p in build.rglob(filename)]
+        if found:
+            return found[0]
         raise BuildFailed(f"the build of {target} produced no {product}", f"see {log}")
     return product
 

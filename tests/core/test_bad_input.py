@@ -150,3 +150,30 @@ def test_replay_of_a_non_run(tmp_path):
 def test_usage_error_exit_code():
     proc = soak_cli("run", "--no-such-flag")
     assert proc.returncode == ExitCode.USAGE
+
+
+def test_missing_compiler_toolchain_is_named(tmp_path):
+    # a fresh cache (nothing built yet) and a PATH without cmake or cc
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    proc = soak_cli("run", "--demo", "--out", str(tmp_path), "--iterations", "2",
+                    env={"PATH": str(empty_bin), "SOAK_CACHE_DIR": str(tmp_path / "cache")})
+    assert_clean_error(proc, ExitCode.BUILD_FAILED, "'cmake' is not on PATH", "apt-get install cmake")
+
+
+def test_broken_native_source_is_reported_with_the_compiler_error(tmp_path, monkeypatch):
+    import soak.native_build as nb
+
+    fake = tmp_path / "native"
+    (fake / "include").mkdir(parents=True)
+    (fake / "test_engine").mkdir()
+    (fake / "test_engine" / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(t C)\nadd_library(soak_test_engine SHARED te.c)\n")
+    (fake / "test_engine" / "te.c").write_text('#include "no_such_header.h"\n')
+    monkeypatch.setattr(nb, "NATIVE_DIR", fake)
+    monkeypatch.setenv("SOAK_CACHE_DIR", str(tmp_path / "cache"))
+    from soak.errors import BuildFailed
+
+    with pytest.raises(BuildFailed) as err:
+        nb.ensure_built("soak_test_engine")
+    assert "no_such_header.h" in err.value.message + (err.value.hint or "")

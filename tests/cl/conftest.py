@@ -1,0 +1,80 @@
+"""Fixtures for the interposer tests: build it (and cl_workload) once, run the
+workload through it on PoCL, parse what the workload and the interposer saw."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from soak.cl import interposer
+from soak.cl.trace import TraceReader
+
+
+@dataclass
+class Build:
+    lib: Path  # .../interposer/libOpenCL.so
+    workload: Path
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.lib.parent
+
+
+@pytest.fixture(scope="session")
+def cl_build() -> Build:
+    lib = interposer.interposer_library()  # soak.native_build: CMake on native/, cached
+    build_dir = lib.parent  # each native component is its own CMake build (soak.native_build)
+    cmake = shutil.which("cmake")
+    proc = subprocess.run([cmake, "--build", str(build_dir), "--target", "cl_workload", "-j", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    workload = lib.parent / "testprog" / "cl_workload"
+    assert workload.exists()
+    return Build(lib=lib, workload=workload)
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    run_dir: Path
+    lines: list[list[str]] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    stats: dict | None = None
+
+    def result(self, *prefix: str) -> list[list[str]]:
+        """'result' lines whose first words are prefix, as word lists without the prefix."""
+        n = len(prefix)
+        return [w[n:] for w in self.lines if w[:n] == list(prefix)]
+
+    def of(self, type_: str, **match) -> list[dict]:
+        return [r for r in self.records if r.get("type") == type_ and all(r.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture
+def run_workload(cl_build: Build, tmp_path):
+    counter = iter(range(1000))
+
+    def run(*args: str, options: dict | None = None, env: dict | None = None, intercept: bool = True,
+            timeout: float = 120) -> Run:
+        run_dir = tmp_path / f"run{next(counter)}"
+        run_dir.mkdir()
+        full = dict(os.environ)
+        if intercept:
+            full.update(interposer.prepare(options or {}, run_dir, interposer_dir=cl_build.lib_dir, mnn_paths=()))
+        else:
+            full["CL_WORKLOAD_LIB"] = interposer.find_real_library()
+        full.update(env or {})
+        proc = subprocess.run([str(cl_build.workload), *args], env=full, capture_output=True, text=True,
+                              timeout=timeout)
+        lines = [ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("result ")]
+        reader = TraceReader(run_dir)
+        return Run(proc.returncode, proc.stdout, proc.stderr, run_dir, lines, reader.poll(), reader.stats())
+
+    return run
