@@ -21,6 +21,7 @@ from soak.errors import BadInput
 
 EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
+ENVELOPE = ("event", "seq", "t", "ts", "run_id")
 
 
 def _json_default(obj):
@@ -58,7 +59,9 @@ class EventLog:
             "ts": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
             "run_id": self.run_id,
         }
-        stamped.update(event_dict)
+        for key, value in event_dict.items():
+            # a payload field never overwrites the envelope: it keeps its value under "<key>_"
+            stamped[f"{key}_" if key in ENVELOPE else key] = value
         return stamped
 
     def emit(self, event: str, **fields) -> None:

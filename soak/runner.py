@@ -270,15 +270,20 @@ class Runner:
             self.events.emit("warning", message=f"interposer trace unreadable: {exc}")
         out = []
         for rec in records:
-            if rec.get("type", "error") in ("error", "call_error"):
+            kind = rec.get("type")
+            if kind == "error":
                 ev = {"api": rec.get("api"), "code": rec.get("code"), "code_name": rec.get("code_name"),
-                      "injected": bool(rec.get("injected")), "call_seq": rec.get("seq", rec.get("call_seq")),
-                      "iteration": iteration}
+                      "injected": bool(rec.get("injected")), "call_seq": rec.get("seq"), "t_ns": rec.get("t_ns"),
+                      "call_index": rec.get("index"), "detail": rec.get("detail"), "why": rec.get("why"),
+                      "pid": rec.get("pid"), "iteration": iteration}
                 self.events.emit("cl_call_error", **ev)
                 out.append(ev)
-            elif rec.get("type") == "build_failure":
+            elif kind == "build_failure":
                 self.events.emit("cl_build_failure", iteration=iteration,
-                                 **{k: v for k, v in rec.items() if k != "type"})
+                                 **{k: v for k, v in rec.items() if k not in ("type", "iteration")})
+            elif kind in ("start", "config_error"):
+                self.events.emit(f"cl_{kind}", iteration=iteration,
+                                 **{k: v for k, v in rec.items() if k not in ("type", "iteration")})
         return out
 
     def _should_stop(self, i: int, started: float) -> bool:
@@ -582,7 +587,7 @@ class Runner:
     def _setup_interposer(self, setup: EngineSetup, run_dir: Path) -> None:
         from soak.cl import interposer
 
-        setup.env.update(interposer.prepare(self.cfg.intercept, run_dir))
+        setup.env.update(interposer.prepare(self.cfg.intercept, run_dir, base_env={}))
         try:
             from soak.cl.trace import open_trace
 

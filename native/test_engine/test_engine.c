@@ -19,17 +19,18 @@
 
 #include "../include/soak_engine.h"
 #include "json.h"
+#include "opencl_path.h"
 
 #define MAX_FAULTS 64
 
 typedef enum {
     F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
-    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_UNKNOWN
+    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_UNKNOWN
 } fault_kind;
 
 static const char *KIND_NAMES[] = {
     "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
-    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", NULL
+    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", NULL
 };
 
 typedef struct {
@@ -59,6 +60,8 @@ struct soak_engine {
     double prefill_tps, decode_tps, stop_p;
     int zero_work;
     int echo; /* output = the prompt bytes, to prove prompts arrive intact */
+    int use_opencl; /* config "opencl": real OpenCL calls when the backend is opencl */
+    cl_path *cl;
     struct timespec created;
     soak_perf perf;
     int64_t load_us_total;
@@ -210,6 +213,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     e->stop_p = json_number(cfg, "stop_probability", 0.03);
     e->zero_work = json_bool(cfg, "zero_work", 0);
     e->echo = json_bool(cfg, "echo", 0);
+    e->use_opencl = json_bool(cfg, "opencl", 0);
     if (parse_faults(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
     return e;
 }
@@ -275,6 +279,11 @@ SOAK_EXPORT int soak_engine_load(soak_engine *e) {
         }
     }
     phase_faults(e, "load");
+    if (e->use_opencl && strcmp(e->backend, "opencl") == 0 && !e->cl) {
+        int fell_back = 0;
+        e->cl = cl_path_open(&fell_back);
+        if (fell_back) snprintf(e->backend, sizeof(e->backend), "cpu");
+    }
     if (!e->zero_work) sleep_s(0.002);
     e->loaded = 1;
     e->status = SOAK_STATUS_RUNNING;
@@ -322,6 +331,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     long prompt_tokens = 1 + (long)prompt_len / 4;
     double slow = 1.0;
     int garbage = 0, repeat = 0, invalid = 0, empty = 0, sticky = 0, kv_fail = 0;
+    size_t gpu_leak = 0;
     sink s = {cb, user, 0, 0};
 
     for (int k = 0; k < e->n_faults; k++) {
@@ -352,6 +362,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             case F_INVALID_UTF8: invalid = 1; break;
             case F_EMPTY: empty = 1; break;
             case F_SLOW: slow *= json_number(f->spec, "factor", 5); break;
+            case F_GPU_LEAK: gpu_leak += (size_t)json_number(f->spec, "bytes", 1 << 20); break;
             default: break;
         }
     }
@@ -365,6 +376,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
 
     /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
     (void)before;
+    if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
     if (kv_fail) {
         printf("Map error key_ptr == nullptr \n");
         printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
@@ -425,6 +437,7 @@ SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
     if (!e) return SOAK_ERR_INVALID_ARG;
     phase_faults(e, "reset");
     e->history_tokens = 0; /* like MNN, the status stays as it was */
+    cl_path_reset(e->cl);
     return SOAK_OK;
 }
 
@@ -445,6 +458,7 @@ SOAK_EXPORT int soak_engine_perf(soak_engine *e, soak_perf *out) {
 
 SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
     if (!e) return;
+    cl_path_close(e->cl);
     json_free(e->config);
     free(e);
 }

@@ -96,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     engine = args.engine or ("test" if args.demo or args.fault_plan else "mnn-pip")
     backend = args.backend or ("opencl" if args.demo else "cpu")
     plan = None
+    engine_extra: dict = {}
     if args.fault_plan:
         path = Path(args.fault_plan)
         try:
@@ -104,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise errors.BadInput(f"fault plan not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise errors.BadInput(f"fault plan {path} is not valid JSON: {exc}") from None
-        if isinstance(plan, dict):
+        if isinstance(plan, dict):  # a whole test engine config: {"faults": [...], "opencl": true, ...}
+            engine_extra = {k: v for k, v in plan.items() if k != "faults"}
             plan = plan.get("faults", [])
         if not isinstance(plan, list):
             raise errors.BadInput(f"fault plan {path} must be a JSON list of faults")
@@ -128,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         engine=engine, engine_lib=args.engine_lib, mnn_build=args.mnn_build, plugins=args.plugin, model=args.model, backend=backend,
         engine_options=options, iterations=iterations, duration_s=duration, seed=args.seed,
         fail_fast=args.fail_fast, out_dir=args.out, run_id=args.run_id, fault_plan=plan,
-        test_engine=DEMO_ENGINE if args.demo else {}, max_new_tokens=args.max_new_tokens,
+        test_engine={**(DEMO_ENGINE if args.demo else {}), **engine_extra}, max_new_tokens=args.max_new_tokens,
         max_turns=args.max_turns, context_tokens=args.context, timeouts=timeouts,
         ladder=recovery.parse_ladder(args.recovery), recover_on_output=args.recover_on_output or args.demo,
         memory_interval_s=min(args.memory_interval, 0.25) if args.demo else args.memory_interval,
@@ -139,7 +141,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     except ImportError:
         options_from_args = None
     if options_from_args is not None:
-        cfg.intercept = options_from_args(args, cfg)
+        explicit = args.intercept or args.cl_fault or args.cl_gpu_override or args.cl_mem_limit
+        # the test engine makes no OpenCL calls: the interposer only on request
+        if cfg.engine != "test" or explicit:
+            cfg.intercept = options_from_args(args, cfg)
     return cfg
 
 

@@ -100,3 +100,13 @@ def test_protocol_commands_round_trip(op, cmd_id, payload, n):
     assert line.count(b"\n") == 1 and line.isascii()
     parsed_op, parsed_id, args = protocol.parse_command(line)
     assert (parsed_op, parsed_id, int(args[0]), protocol.payload(args[1])) == (op, cmd_id, n, payload)
+
+
+def test_payload_never_overwrites_the_envelope(tmp_path):
+    log = EventLog(tmp_path / "events.jsonl", "rid")
+    log.emit("cl_start", seq=0, run_id="other", t=-1, ts="x")
+    log.emit("cl_start", seq=0)
+    log.close()
+    first, second = read_events(tmp_path)
+    assert (first["seq"], second["seq"]) == (0, 1) and first["run_id"] == "rid"
+    assert first["seq_"] == 0 and first["run_id_"] == "other" and first["event"] == "cl_start"
