@@ -90,6 +90,16 @@ def summary_table(summary: dict) -> str:
         rows = [(f"recovered by {k}", str(v)) for k, v in sorted(rec.get("by_step", {}).items())]
         rows.append(("unrecovered", str(rec.get("unrecovered", 0))))
         text += "\n\n" + table(rows, f"recovery ({rec['attempts']} attempts)")
+    analysis = summary.get("analysis") or {}
+    cls = analysis.get("classification") or {}
+    if "findings" in cls:
+        text += (f"\n\nclassified: {cls['findings']} distinct findings ({cls.get('known', '?')} known faults)"
+                 f"  -> soak classify {summary['run_dir']}")
+    elif cls.get("error"):
+        text += f"\n\nclassification failed: {cls['error']}"
+    if summary.get("faults"):
+        text += (f"\nnext: soak report {summary['run_dir']}   soak gate {summary['run_dir']}"
+                 f"   soak bundle {summary['run_dir']}")
     if summary.get("backend_requested") == "opencl" and summary.get("backend_actual") == "cpu":
         text += "\n\nWARNING: OpenCL was requested but MNN ran on the CPU (silent fallback). This is NOT an OpenCL run."
     return text

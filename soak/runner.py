@@ -457,6 +457,9 @@ class Runner:
                             recovered=self.counts["recovered"], rss=self._rss_now(),
                             decode_tps=self.decode_tps.last)
         self.iterations_done = i if cfg.script is None else len(cfg.script)
+        progress.update(iteration=self.iterations_done, total=cfg.iterations, elapsed=time.monotonic() - started,
+                        duration=cfg.duration_s, faults=self.counts["faults"], recovered=self.counts["recovered"],
+                        rss=self._rss_now(), decode_tps=self.decode_tps.last, force=True)
         if self.stop_reason is None:
             self.stop_reason = "iterations" if cfg.script is not None else "workload"
 
@@ -635,7 +638,9 @@ def _analyse(run_dir: Path) -> dict:
     if classify_run is not None:
         try:
             result = classify_run(run_dir)
-            done["classification"] = {"findings": len(result.get("findings", [])) if isinstance(result, dict) else None}
+            findings = result.get("findings", []) if isinstance(result, dict) else []
+            known = [f for f in findings if f.get("known")]
+            done["classification"] = {"findings": len(findings), "known": len(known)}
         except errors.SoakError as exc:
             done["classification"] = {"error": exc.message}
         except Exception as exc:
