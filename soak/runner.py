@@ -279,8 +279,8 @@ class Runner:
                 self.events.emit("cl_call_error", **ev)
                 out.append(ev)
             elif kind == "build_failure":
-                self.events.emit("cl_build_failure", iteration=iteration,
-                                 **{k: v for k, v in rec.items() if k not in ("type", "iteration")})
+                fields = {k: v for k, v in rec.items() if k not in ("type", "iteration", "seq")}
+                self.events.emit("cl_build_failure", iteration=iteration, call_seq=rec.get("seq"), **fields)
             elif kind in ("start", "config_error"):
                 self.events.emit(f"cl_{kind}", iteration=iteration,
                                  **{k: v for k, v in rec.items() if k not in ("type", "iteration")})

@@ -15,6 +15,14 @@ from soak.cl import interposer
 from soak.cl.trace import TraceReader
 
 
+def _build_dir(lib: Path) -> Path:
+    """The CMake build folder holding the interposer (standalone or under native/)."""
+    for d in [lib.parent, *lib.parents]:
+        if (d / "CMakeCache.txt").exists():
+            return d
+    raise AssertionError(f"no CMake build folder above {lib}")
+
+
 @dataclass
 class Build:
     lib: Path  # .../interposer/libOpenCL.so
@@ -27,8 +35,8 @@ class Build:
 
 @pytest.fixture(scope="session")
 def cl_build() -> Build:
-    lib = interposer.interposer_library()  # soak.native_build: CMake on native/, cached
-    build_dir = lib.parent  # each native component is its own CMake build (soak.native_build)
+    lib = interposer.interposer_library()  # soak.native_build: CMake on native/interposer, cached
+    build_dir = _build_dir(lib)
     cmake = shutil.which("cmake")
     proc = subprocess.run([cmake, "--build", str(build_dir), "--target", "cl_workload", "-j", "2"],
                           capture_output=True, text=True)

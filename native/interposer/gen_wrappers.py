@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Generate the interposer's forwarding wrappers from the installed OpenCL headers.
+
+Run by CMake at build time (Python 3 standard library only):
+
+    gen_wrappers.py --cc "<C compiler and flags>" --include-dir /usr/include --out-dir <dir>
+
+It runs the C preprocessor (the compiler CMake uses, so the answer is right for
+the target: Linux x86-64, Android aarch64, ...) over every OpenCL header it
+finds under <include-dir>/CL that preprocesses on its own, keeps the
+declarations that come from those headers, and writes:
+
+  cl_api.h       SOAK_N_API, SOAK_ID_<name> for every entry point
+  cl_wrappers.c  one exported wrapper per entry point, the name table, the
+                 wrapper table for clGetExtensionFunctionAddress and the
+                 error-name table (every negative CL_* code the headers define)
+  cl_api.txt     the list of entry points, one per line (for tests and docs)
+
+Headers that need another platform's headers or types (D3D, DX9, VA-API)
+do not compile here and are skipped with a note.  cl_icd.h and cl_layer.h describe the
+loader and layer interfaces, not the application API, and are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+SKIP_HEADERS = {"cl_icd.h", "cl_layer.h", "cl_platform.h", "cl_version.h", "cl_half.h", "opencl.h"}
+FIRST_HEADERS = ["cl.h", "cl_ext.h", "cl_gl.h", "cl_egl.h"]
+DEFINES = [
+    "CL_TARGET_OPENCL_VERSION=300",
+    "CL_USE_DEPRECATED_OPENCL_1_0_APIS", "CL_USE_DEPRECATED_OPENCL_1_1_APIS",
+    "CL_USE_DEPRECATED_OPENCL_1_2_APIS", "CL_USE_DEPRECATED_OPENCL_2_0_APIS",
+    "CL_USE_DEPRECATED_OPENCL_2_1_APIS", "CL_USE_DEPRECATED_OPENCL_2_2_APIS",
+    "CL_ENABLE_BETA_EXTENSIONS",
+]
+# negative #defines that are not error codes (build status values)
+NOT_ERROR_CODES = {"CL_BUILD_NONE", "CL_BUILD_ERROR", "CL_BUILD_IN_PROGRESS"}
+# written by hand in core.c
+HAND_WRITTEN = {"clGetExtensionFunctionAddress", "clGetExtensionFunctionAddressForPlatform"}
+# return types whose value is a new reference the application must release
+OBJECT_TYPES = {
+    "cl_context": "SOAK_OBJ_CONTEXT", "cl_command_queue": "SOAK_OBJ_QUEUE", "cl_mem": "SOAK_OBJ_MEM_OTHER",
+    "cl_program": "SOAK_OBJ_PROGRAM", "cl_kernel": "SOAK_OBJ_KERNEL", "cl_event": "SOAK_OBJ_EVENT",
+    "cl_sampler": "SOAK_OBJ_SAMPLER",
+}
+C_KEYWORDS = {"const", "volatile", "struct", "union", "enum", "unsigned", "signed", "void", "char", "short",
+              "int", "long", "float", "double", "restrict", "__restrict"}
+
+
+class Param:
+    def __init__(self, text: str, index: int, typedefs: set[str]):
+        self.text = " ".join(text.split())
+        fp = re.search(r"\(\s*\*\s*(\w+)\s*\)", self.text)
+        if fp:  # function pointer: void (*pfn_notify)(...)
+            self.name = fp.group(1)
+            self.decl = self.text
+            return
+        arr = re.search(r"(\w+)\s*(\[[^\]]*\])+\s*$", self.text)
+        if arr:
+            self.name = arr.group(1)
+            self.decl = self.text
+            return
+        toks = re.findall(r"\w+|\*", self.text)
+        last = toks[-1] if toks else ""
+        if len(toks) < 2 or last == "*" or last in C_KEYWORDS or last in typedefs:
+            self.name = f"soak_a{index}"  # unnamed parameter
+            self.decl = f"{self.text} {self.name}"
+        else:
+            self.name = last
+            self.decl = self.text
+        self.type = self.decl[: self.decl.rfind(self.name)].strip()
+
+    @property
+    def ctype(self) -> str:
+        return getattr(self, "type", "")
+
+
+class Api:
+    def __init__(self, name: str, ret: str, params: list[Param], header: str):
+        self.name, self.ret, self.params, self.header = name, ret, params, header
+
+    @property
+    def errcode(self) -> Param | None:
+        for p in self.params:
+            if p.name == "errcode_ret" and "cl_int" in p.ctype and "*" in p.ctype:
+                return p
+        return None
+
+    @property
+    def event_out(self) -> Param | None:
+        for p in self.params:
+            if p.name == "event" and re.fullmatch(r"cl_event\s*\*", p.ctype):
+                return p
+        return None
+
+    def proto(self) -> str:
+        args = ", ".join(p.decl for p in self.params) or "void"
+        return f"{self.ret} CL_API_CALL {self.name}({args})"
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def strip_attributes(text: str) -> str:
+    # __attribute__((...)) and __declspec(...) with nested parentheses
+    while True:
+        m = re.search(r"__attribute__\s*\(|__declspec\s*\(", text)
+        if not m:
+            return text
+        i, depth = m.end() - 1, 0
+        for j in range(i, len(text)):
+            if text[j] == "(":
+                depth += 1
+            elif text[j] == ")":
+                depth -= 1
+                if depth == 0:
+                    text = text[: m.start()] + " " + text[j + 1:]
+                    break
+        else:
+            return text
+
+
+def preprocess(cc: list[str], include_dir: str, headers: list[str], syntax_only: bool = False) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            for d in DEFINES:
+                name, _, value = d.partition("=")
+                f.write(f"#define {name} {value}\n")
+            for h in headers:
+                f.write(f"#include <CL/{h}>\n")
+        mode = ["-fsyntax-only"] if syntax_only else ["-E", "-dD"]
+        proc = subprocess.run([*cc, *mode, "-I", include_dir, src], capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or ["preprocessor failed"]
+            raise RuntimeError(lines[0].strip())
+        return proc.stdout
+
+
+def find_headers(cc: list[str], include_dir: str) -> tuple[list[str], list[str]]:
+    cl_dir = os.path.join(include_dir, "CL")
+    if not os.path.isfile(os.path.join(cl_dir, "cl.h")):
+        sys.exit(f"gen_wrappers: no CL/cl.h under {include_dir}; install opencl-c-headers "
+                 f"(Debian) or pass -DSOAK_CL_INCLUDE_DIR=<dir with CL/cl.h>")
+    names = sorted(n for n in os.listdir(cl_dir) if n.endswith(".h") and n not in SKIP_HEADERS)
+    names = [h for h in FIRST_HEADERS if h in names] + [h for h in names if h not in FIRST_HEADERS]
+    used, skipped = [], []
+    for h in names:
+        try:
+            preprocess(cc, include_dir, used + [h], syntax_only=True)  # compiles on this target?
+            used.append(h)
+        except RuntimeError as exc:
+            skipped.append(f"{h}: {exc}")
+    return used, skipped
+
+
+def parse(text: str) -> tuple[list[Api], dict[int, str]]:
+    # keep only text from CL/ headers; collect #defines of negative codes
+    chunks: list[tuple[str, str]] = []
+    current = ""
+    codes: dict[int, str] = {}
+    for line in text.splitlines():
+        m = re.match(r'#\s+\d+\s+"([^"]*)"', line)
+        if m:
+            current = m.group(1)
+            continue
+        in_cl = "/CL/" in current.replace("\\", "/")
+        d = re.match(r"#define\s+(CL_\w+)\s+\(?\s*-(\d+)\s*\)?\s*$", line)
+        if d and in_cl and os.path.basename(current) not in SKIP_HEADERS:
+            name, value = d.group(1), -int(d.group(2))
+            if name not in NOT_ERROR_CODES and value not in codes:
+                codes[value] = name
+            continue
+        if line.startswith("#"):
+            continue
+        if in_cl:
+            chunks.append((os.path.basename(current), line))
+    # statements
+    body = "\n".join(line for _, line in chunks)
+    statements = split_top(body, ";")
+    typedefs: set[str] = set()
+    for stmt in statements:
+        s = " ".join(stmt.split())
+        if not s.startswith("typedef"):
+            continue
+        s = re.sub(r"\{.*\}", " ", s)  # struct/union/enum bodies
+        fp = re.search(r"\(\s*\*?\s*(\w+)\s*\)\s*\(", s)
+        names = re.findall(r"\w+", s)
+        if fp:
+            typedefs.add(fp.group(1))
+        elif names:
+            typedefs.add(names[-1])
+    apis: dict[str, Api] = {}
+    header_of = {}
+    for hdr, line in chunks:
+        for n in re.findall(r"\b(cl[A-Z]\w*)\s*\(", line):
+            header_of.setdefault(n, hdr)
+    for stmt in statements:
+        s = " ".join(strip_attributes(stmt).split())
+        if not s.startswith("extern ") or "typedef" in s or "(" not in s:
+            continue
+        s = s[len("extern "):]
+        m = re.match(r"(.*?)\b(cl[A-Z]\w*)\s*\((.*)\)\s*$", s)
+        if not m:
+            continue
+        ret, name, plist = m.group(1).strip(), m.group(2), m.group(3).strip()
+        if not ret or name in apis:
+            continue
+        params = [] if plist in ("", "void") else [Param(p, i, typedefs) for i, p in enumerate(split_top(plist, ","))]
+        apis[name] = Api(name, " ".join(ret.split()), params, header_of.get(name, "?"))
+    return sorted(apis.values(), key=lambda a: a.name), codes
+
+
+def emit_wrapper(api: Api, idx: int) -> str:
+    n = api.name
+    args = ", ".join(p.name for p in api.params)
+    hook_args = ", ".join(["&soak_c"] + [p.name for p in api.params])
+    ec = api.errcode
+    real_args = ", ".join(("&soak_err" if p is ec else p.name) for p in api.params)
+    void = api.ret == "void"
+    is_int = api.ret == "cl_int"
+    fail_value = "" if void else (" soak_code" if is_int else f" ({api.ret})0")
+    L = []
+    L.append(f"/* {api.header} */")
+    L.append(f"typedef {api.ret} (CL_API_CALL *soak_pfn_{n})({', '.join(p.decl for p in api.params) or 'void'});")
+    L.append(f"SOAK_EXPORT {api.proto()}")
+    L.append("{")
+    L.append("    soak_call soak_c;")
+    L.append(f"    soak_pfn_{n} soak_fn = (soak_pfn_{n})soak_real_fn({idx});")
+    L.append(f"    if (!soak_enter(&soak_c, {idx})) {{")
+    L.append("        if (soak_fn)")
+    L.append(f"            {'' if void else 'return '}soak_fn({args});")
+    if not void:
+        if ec:
+            L.append(f"        if ({ec.name}) *{ec.name} = CL_INVALID_OPERATION;")
+        L.append(f"        return {'CL_INVALID_OPERATION' if is_int else f'({api.ret})0'};")
+    else:
+        L.append("        return;")
+    L.append("    }")
+    L.append("    cl_int soak_code = 0;")
+    if ec:
+        L.append("    cl_int soak_err = CL_SUCCESS;")
+    L.append("    if (!soak_fn) {")
+    L.append("        soak_code = soak_missing(&soak_c);")
+    if ec:
+        L.append(f"        if ({ec.name}) *{ec.name} = soak_code;")
+    L.append(f"        soak_exit(&soak_c, soak_code);")
+    L.append(f"        return{fail_value};")
+    L.append("    }")
+    if not void:
+        L.append("    soak_code = soak_fault(&soak_c);")
+        L.append(f"#ifdef SOAK_PRE_{n}")
+        L.append(f"    if (!soak_code) soak_code = SOAK_PRE_{n}({hook_args});")
+        L.append("#endif")
+        L.append("    if (soak_code) {")
+        L.append(f"#ifdef SOAK_INJECTED_{n}")
+        L.append(f"        SOAK_INJECTED_{n}({', '.join(['&soak_c', 'soak_code'] + [p.name for p in api.params])});")
+        L.append("#endif")
+        if ec:
+            L.append(f"        if ({ec.name}) *{ec.name} = soak_code;")
+        L.append("        soak_exit(&soak_c, soak_code);")
+        L.append(f"        return{fail_value};")
+        L.append("    }")
+    else:
+        L.append(f"#ifdef SOAK_PRE_{n}")
+        L.append(f"    (void)SOAK_PRE_{n}({hook_args});")
+        L.append("#endif")
+    if void:
+        L.append(f"    soak_fn({real_args});")
+    else:
+        L.append(f"    {api.ret} soak_r = soak_fn({real_args});")
+    if ec:
+        L.append("    soak_code = soak_err;")
+        L.append(f"    if ({ec.name}) *{ec.name} = soak_err;")
+    elif is_int:
+        L.append("    soak_code = soak_r;")
+    post_args = ", ".join(["&soak_c"] + ([] if void else ["soak_r"]) + ["soak_code"] + [p.name for p in api.params])
+    L.append(f"#ifdef SOAK_POST_{n}")
+    L.append(f"    SOAK_POST_{n}({post_args});")
+    L.append("#else")
+    generic = []
+    if api.ret in OBJECT_TYPES:
+        generic.append(f"    if (soak_r) soak_obj_new(&soak_c, {OBJECT_TYPES[api.ret]}, soak_r, 0);")
+    m = re.fullmatch(r"cl(Retain|Release)\w+", n)
+    if m and len(api.params) == 1 and api.params[0].ctype in OBJECT_TYPES:
+        fn = "soak_obj_retain" if m.group(1) == "Retain" else "soak_obj_release"
+        generic.append(f"    if (soak_code == CL_SUCCESS) {fn}(&soak_c, {api.params[0].name});")
+    ev = api.event_out
+    if ev:
+        generic.append(f"    if (soak_code == CL_SUCCESS && {ev.name} && *{ev.name}) "
+                       f"soak_obj_new(&soak_c, SOAK_OBJ_EVENT, *{ev.name}, 0);")
+    L.extend(generic or ["    (void)0;"])
+    L.append("#endif")
+    L.append("    soak_exit(&soak_c, soak_code);")
+    if not void:
+        L.append("    return soak_r;")
+    L.append("}")
+    return "\n".join(L)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cc", required=True, help="C compiler command line (quoted)")
+    ap.add_argument("--include-dir", default="/usr/include")
+    ap.add_argument("--out-dir", required=True)
+    a = ap.parse_args()
+    cc = shlex.split(a.cc)
+    headers, skipped = find_headers(cc, a.include_dir)
+    apis, codes = parse(preprocess(cc, a.include_dir, headers))
+    if len(apis) < 40:
+        sys.exit(f"gen_wrappers: only {len(apis)} entry points found in {a.include_dir}/CL; headers broken?")
+    os.makedirs(a.out_dir, exist_ok=True)
+    names = [api.name for api in apis]
+    hdr = ["/* generated by gen_wrappers.py from " + ", ".join(headers) + " -- do not edit */",
+           "#ifndef SOAK_CL_API_H", "#define SOAK_CL_API_H"]
+    for d in DEFINES:
+        name, _, value = d.partition("=")
+        hdr += [f"#ifndef {name}", f"#define {name} {value}".rstrip(), "#endif"]
+    hdr += [f"#include <CL/{h}>" for h in headers]
+    hdr += [f"#define SOAK_N_API {len(apis)}"]
+    hdr += [f"#define SOAK_ID_{n} {i}" for i, n in enumerate(names)]
+    hdr += ["#endif", ""]
+    out = ["/* generated by gen_wrappers.py -- do not edit", " * headers: " + ", ".join(headers)]
+    out += [" * skipped: " + s for s in skipped]
+    out += [" */", '#include "soak_interposer.h"', '#include "hooks.h"', "",
+            "const char *const soak_api_names[SOAK_N_API] = {"]
+    out += [f'    "{n}",' for n in names]
+    out += ["};", "", "const soak_code_name soak_code_names[] = {"]
+    out += [f'    {{{c}, "{codes[c]}"}},' for c in sorted(codes, reverse=True)]
+    out += ["    {0, 0}", "};", ""]
+    # bit 1: returns void (cannot fail), bit 2: has errcode_ret, bit 4: returns cl_int
+    flags = [(1 if a.ret == "void" else 0) | (2 if a.errcode else 0) | (4 if a.ret == "cl_int" else 0) for a in apis]
+    out += ["const unsigned char soak_api_flags[SOAK_N_API] = {"]
+    out += ["    " + ", ".join(str(f) for f in flags[i:i + 24]) + "," for i in range(0, len(flags), 24)]
+    out += ["};", ""]
+    for i, api in enumerate(apis):
+        if api.name in HAND_WRITTEN:
+            continue
+        out.append(emit_wrapper(api, i))
+        out.append("")
+    # sorted name -> wrapper table for clGetExtensionFunctionAddress(ForPlatform)
+    out.append("const soak_wrapper_entry soak_wrappers[SOAK_N_API] = {")
+    out += [f'    {{"{n}", {i}, (void *)&{n}}},' for i, n in enumerate(names)]
+    out += ["};", ""]
+    with open(os.path.join(a.out_dir, "cl_api.h"), "w") as f:
+        f.write("\n".join(hdr))
+    with open(os.path.join(a.out_dir, "cl_wrappers.c"), "w") as f:
+        f.write("\n".join(out))
+    with open(os.path.join(a.out_dir, "cl_api.txt"), "w") as f:
+        f.write("".join(f"{api.name}\t{api.header}\t{api.ret}\n" for api in apis))
+    print(f"gen_wrappers: {len(apis)} entry points from {', '.join(headers)}; {len(codes)} error codes"
+          + (f"; skipped {len(skipped)} header(s)" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+/* The record file: JSON lines, one write(2) per record on an O_APPEND fd,
+ * so a record is either whole in the file or absent, and a crash of the
+ * process loses nothing already returned from write(2).  See FORMAT.md. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "soak_interposer.h"
+
+static int rec_fd = -1;
+static uint64_t rec_errors_written;
+
+static void expand_pid(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = in; *p && o + 24 < cap; p++) {
+        if (p[0] == '%' && p[1] == 'p') {
+            o += (size_t)snprintf(out + o, cap - o, "%ld", (long)getpid());
+            p++;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+}
+
+SOAK_HIDDEN void soak_expand_path(const char *in, char *out, size_t cap) { expand_pid(in, out, cap); }
+
+void soak_rec_open(void)
+{
+    const char *path = getenv("SOAK_CL_TRACE");
+    if (!path || !*path)
+        return;
+    char full[4096];
+    expand_pid(path, full, sizeof full);
+    rec_fd = open(full, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (rec_fd < 0)
+        fprintf(stderr, "soak-interposer: cannot open SOAK_CL_TRACE %s: %s (records off)\n", full, strerror(errno));
+}
+
+int soak_rec_write(const char *buf, size_t len, int is_error)
+{
+    if (rec_fd < 0) {
+        if (is_error && soak_g.hdr)
+            SOAK_ADD(&soak_g.hdr->records_dropped, 1);
+        return 0;
+    }
+    if (is_error) {
+        uint64_t n = SOAK_ADD(&rec_errors_written, 1);
+        if (n >= soak_g.max_records) {
+            SOAK_ADD(&soak_g.hdr->records_dropped, 1);
+            return 0;
+        }
+    }
+    ssize_t w;
+    do {
+        w = write(rec_fd, buf, len);
+    } while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)len && soak_g.hdr)
+        SOAK_ADD(&soak_g.hdr->records, 1);
+    return w == (ssize_t)len;
+}
+
+const char *soak_code_to_name(int code)
+{
+    for (const soak_code_name *e = soak_code_names; e->name; e++)
+        if (e->code == code)
+            return e->name;
+    if (code == -9999)
+        return "CL_NV_INVALID_MEM_ACCESS";
+    return 0;
+}
+
+uint64_t soak_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- a tiny JSON writer; output is truncated (never overflows) at cap-2 ---- */
+
+static void put(soak_json *j, const char *s, size_t n)
+{
+    if (j->len + n + 3 > j->cap)
+        n = j->len + 3 < j->cap ? j->cap - j->len - 3 : 0;
+    memcpy(j->buf + j->len, s, n);
+    j->len += n;
+}
+
+static void key(soak_json *j, const char *k)
+{
+    if (j->len > 1)
+        put(j, ",", 1);
+    put(j, "\"", 1);
+    put(j, k, strlen(k));
+    put(j, "\":", 2);
+}
+
+void soak_json_begin(soak_json *j, char *buf, size_t cap, const char *kind)
+{
+    j->buf = buf;
+    j->cap = cap;
+    j->len = 0;
+    put(j, "{", 1);
+    soak_json_str(j, "type", kind);
+}
+
+void soak_json_strn(soak_json *j, const char *k, const char *val, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    key(j, k);
+    if (!val) {
+        put(j, "null", 4);
+        return;
+    }
+    put(j, "\"", 1);
+    for (size_t i = 0; i < n && val[i]; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        if (ch == '"' || ch == '\\') {
+            char e[2] = {'\\', (char)ch};
+            put(j, e, 2);
+        } else if (ch == '\n') {
+            put(j, "\\n", 2);
+        } else if (ch == '\t') {
+            put(j, "\\t", 2);
+        } else if (ch < 0x20 || ch == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+            put(j, e, 6);
+        } else {
+            put(j, (const char *)&val[i], 1);
+        }
+        if (j->len + 8 >= j->cap)
+            break;
+    }
+    put(j, "\"", 1);
+}
+
+void soak_json_str(soak_json *j, const char *k, const char *val) { soak_json_strn(j, k, val, (size_t)-1); }
+
+void soak_json_int(soak_json *j, const char *k, int64_t v)
+{
+    char t[32];
+    key(j, k);
+    put(j, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)v));
+}
+
+void soak_json_uint(soak_json *j, const char *k, uint64_t v)
+{
+    char t[32];
+    key(j, k);
+    put(j, t, (size_t)snprintf(t, sizeof t, "%llu", (unsigned long long)v));
+}
+
+void soak_json_ptr(soak_json *j, const char *k, const void *p)
+{
+    char t[40];
+    key(j, k);
+    put(j, t, (size_t)snprintf(t, sizeof t, "\"0x%llx\"", (unsigned long long)(uintptr_t)p));
+}
+
+void soak_json_bool(soak_json *j, const char *k, int v)
+{
+    key(j, k);
+    put(j, v ? "true" : "false", v ? 4 : 5);
+}
+
+void soak_json_raw(soak_json *j, const char *k, const char *raw)
+{
+    key(j, k);
+    put(j, raw, strlen(raw));
+}
+
+void soak_json_common(soak_json *j, const soak_call *c)
+{
+    soak_json_int(j, "pid", (int64_t)getpid());
+    soak_json_uint(j, "seq", c ? c->seq : 0);
+    soak_json_uint(j, "t_ns", soak_now_ns());
+    soak_json_int(j, "tid", (int64_t)syscall(SYS_gettid));
+    if (c)
+        soak_json_str(j, "api", soak_api_names[c->id]);
+}
+
+size_t soak_json_end(soak_json *j)
+{
+    /* put() always leaves room for these 2 bytes (+1 spare) */
+    j->buf[j->len++] = '}';
+    j->buf[j->len++] = '\n';
+    return j->len;
+}
+
+void soak_record_error(soak_call *c, cl_int code)
+{
+    int injected = (c->flags & SOAK_CALL_INJECTED) != 0;
+    SOAK_ADD(&soak_g.hdr->errors, 1);
+    SOAK_ADD(&soak_g.api[c->id].errors, 1);
+    if (injected) {
+        SOAK_ADD(&soak_g.hdr->injected, 1);
+        SOAK_ADD(&soak_g.api[c->id].injected, 1);
+    }
+    char buf[768];
+    soak_json j;
+    soak_json_begin(&j, buf, sizeof buf, "error");
+    soak_json_common(&j, c);
+    soak_json_int(&j, "code", code);
+    const char *name = soak_code_to_name(code);
+    soak_json_str(&j, "code_name", name ? name : "CL_UNKNOWN");
+    soak_json_uint(&j, "index", c->index);
+    soak_json_bool(&j, "injected", injected);
+    if (c->why)
+        soak_json_str(&j, "why", c->why);
+    if (c->flags & SOAK_CALL_MISSING)
+        soak_json_bool(&j, "missing", 1);
+    if (c->detail[0])
+        soak_json_str(&j, "detail", c->detail);
+    soak_rec_write(buf, soak_json_end(&j), 1);
+}
+
+cl_int soak_missing(soak_call *c)
+{
+    c->flags |= SOAK_CALL_MISSING;
+    c->why = "the real OpenCL library has no such entry point";
+    if (c->id == SOAK_ID_clGetPlatformIDs)
+        return -1001; /* CL_PLATFORM_NOT_FOUND_KHR */
+    return CL_INVALID_OPERATION;
+}

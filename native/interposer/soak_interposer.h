@@ -1,0 +1,226 @@
+/* soak OpenCL interposer: the core the generated wrappers call.
+ *
+ * Every wrapper does:  soak_real_fn -> soak_enter -> soak_fault (+ pre hook)
+ *                      -> real call -> post hook -> soak_exit.
+ * The fast path (no error, no fault rule for this entry point) is two relaxed
+ * atomic adds on the mmap'd stats file and a few loads.  See FORMAT.md.
+ */
+#ifndef SOAK_INTERPOSER_H
+#define SOAK_INTERPOSER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h> /* defines __GLIBC__ on glibc */
+
+#include "cl_api.h" /* generated: the OpenCL headers, SOAK_N_API, SOAK_ID_<name> */
+
+#define SOAK_EXPORT __attribute__((visibility("default")))
+#define SOAK_HIDDEN __attribute__((visibility("hidden")))
+#define SOAK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SOAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SOAK_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define SOAK_SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
+
+#define SOAK_INTERPOSER_VERSION 1
+
+/* ---- stats file layout (FORMAT.md "stats file") ---- */
+#define SOAK_STATS_MAGIC "SOAKCLS1"
+
+enum soak_obj_kind {
+    SOAK_OBJ_CONTEXT,
+    SOAK_OBJ_QUEUE,
+    SOAK_OBJ_BUFFER,
+    SOAK_OBJ_SUBBUFFER,
+    SOAK_OBJ_IMAGE,
+    SOAK_OBJ_PIPE,
+    SOAK_OBJ_MEM_OTHER, /* cl_mem from GL/EGL/DX/other creators: size unknown */
+    SOAK_OBJ_SVM,
+    SOAK_OBJ_PROGRAM,
+    SOAK_OBJ_KERNEL,
+    SOAK_OBJ_EVENT,
+    SOAK_OBJ_SAMPLER,
+    SOAK_N_KINDS
+};
+
+typedef struct {
+    char magic[8];         /* "SOAKCLS1" */
+    uint32_t version;      /* 1 */
+    uint32_t header_size;  /* sizeof(soak_stats_header) */
+    uint32_t n_kinds;
+    uint32_t kind_size;    /* sizeof(soak_stats_kind) */
+    uint32_t n_api;
+    uint32_t api_size;     /* sizeof(soak_stats_api) */
+    uint64_t pid;
+    uint64_t start_mono_ns; /* CLOCK_MONOTONIC at init */
+    uint64_t start_unix_ns; /* CLOCK_REALTIME at init */
+    uint64_t calls;         /* total calls = last sequence number */
+    uint64_t errors;        /* calls that returned an error (injected included) */
+    uint64_t injected;      /* errors soak injected (fault rules + memory limit) */
+    uint64_t records;       /* records written to the record file */
+    uint64_t records_dropped; /* error records not written (cap reached or no file) */
+    uint64_t live_bytes;    /* buffers + images + pipes + SVM, sub-buffers excluded */
+    uint64_t peak_live_bytes;
+    uint64_t mem_limit;     /* 0 = none */
+    uint64_t flags;         /* SOAK_STATS_FLAG_* */
+    uint64_t untracked_releases; /* retain/release of objects created before soak saw them */
+    uint64_t reserved[7];
+} soak_stats_header;
+
+#define SOAK_STATS_FLAG_OVERRIDE 1u    /* device-type override on */
+#define SOAK_STATS_FLAG_REAL_LOADED 2u /* real library opened */
+#define SOAK_STATS_FLAG_EXITED 4u      /* process exited normally (destructor ran) */
+
+typedef struct {
+    char name[24];
+    uint64_t live;
+    uint64_t live_bytes;
+    uint64_t created;
+    uint64_t released;
+    uint64_t bytes_created;
+    uint64_t peak_live;
+} soak_stats_kind; /* 72 bytes */
+
+typedef struct {
+    char name[64];
+    uint64_t calls;
+    uint64_t errors;
+    uint64_t injected;
+    uint64_t reserved;
+} soak_stats_api; /* 96 bytes */
+
+/* ---- per call ---- */
+#define SOAK_CALL_INJECTED 1u
+#define SOAK_CALL_MISSING 2u
+
+typedef struct {
+    uint32_t id;
+    uint32_t flags;
+    uint64_t seq;   /* global sequence number, from 1 */
+    uint64_t index; /* this entry point's call number, from 1 */
+    const char *why; /* injected: which rule / "mem_limit" */
+    char detail[200];
+} soak_call;
+
+typedef struct soak_rule soak_rule;
+
+typedef struct {
+    volatile int ready;
+    soak_stats_header *hdr;
+    soak_stats_kind *kinds;
+    soak_stats_api *api;
+    soak_rule *rules[SOAK_N_API];
+    void *real[SOAK_N_API];
+    uint8_t tried[SOAK_N_API];
+    int gpu_override;
+    uint64_t mem_limit;
+    int mem_records;
+    uint64_t max_records;
+} soak_state;
+
+typedef struct {
+    int code;
+    const char *name;
+} soak_code_name;
+
+typedef struct {
+    const char *name;
+    int id;
+    void *fn;
+} soak_wrapper_entry;
+
+extern SOAK_HIDDEN soak_state soak_g;
+/* glibc keeps static TLS room for dlopen'ed libraries, so the initial-exec model
+ * (one load, no __tls_get_addr call) is safe there; bionic refuses it in
+ * dlopen'ed libraries, so Android and others use the default model. */
+#if defined(__linux__) && !defined(__ANDROID__) && defined(__GLIBC__)
+#define SOAK_TLS __thread __attribute__((tls_model("initial-exec")))
+#else
+#define SOAK_TLS __thread
+#endif
+extern SOAK_HIDDEN SOAK_TLS int soak_depth;
+extern SOAK_HIDDEN const char *const soak_api_names[SOAK_N_API];
+extern SOAK_HIDDEN const soak_code_name soak_code_names[];
+extern SOAK_HIDDEN const soak_wrapper_entry soak_wrappers[SOAK_N_API];
+extern SOAK_HIDDEN const unsigned char soak_api_flags[SOAK_N_API];
+#define SOAK_API_VOID 1u
+#define SOAK_API_ERRCODE 2u
+#define SOAK_API_INT 4u
+
+SOAK_HIDDEN void soak_expand_path(const char *in, char *out, size_t cap);
+SOAK_HIDDEN int soak_api_id(const char *name);
+
+SOAK_HIDDEN void soak_init(void);
+SOAK_HIDDEN void *soak_resolve_late(int id);
+SOAK_HIDDEN cl_int soak_fault_slow(soak_call *c);
+SOAK_HIDDEN void soak_record_error(soak_call *c, cl_int code);
+SOAK_HIDDEN cl_int soak_missing(soak_call *c);
+SOAK_HIDDEN uint64_t soak_now_ns(void);
+
+static inline void *soak_real_fn(int id)
+{
+    if (SOAK_UNLIKELY(!__atomic_load_n(&soak_g.ready, __ATOMIC_ACQUIRE)))
+        soak_init();
+    void *p = soak_g.real[id];
+    if (SOAK_UNLIKELY(!p) && !soak_g.tried[id])
+        p = soak_resolve_late(id);
+    return p;
+}
+
+/* Returns 0 when this call must only be forwarded (re-entered from inside
+ * another wrapper on this thread, e.g. a driver calling the API itself). */
+static inline int soak_enter(soak_call *c, int id)
+{
+    if (SOAK_UNLIKELY(soak_depth) || SOAK_UNLIKELY(!soak_g.hdr))
+        return 0;
+    soak_depth = 1;
+    c->id = (uint32_t)id;
+    c->flags = 0;
+    c->why = 0;
+    c->detail[0] = 0;
+    c->seq = SOAK_ADD(&soak_g.hdr->calls, 1) + 1;
+    c->index = SOAK_ADD(&soak_g.api[id].calls, 1) + 1;
+    return 1;
+}
+
+static inline cl_int soak_fault(soak_call *c)
+{
+    if (SOAK_LIKELY(!soak_g.rules[c->id]))
+        return 0;
+    return soak_fault_slow(c);
+}
+
+static inline void soak_exit(soak_call *c, cl_int code)
+{
+    if (SOAK_UNLIKELY(code != 0))
+        soak_record_error(c, code);
+    soak_depth = 0;
+}
+
+/* objects.c */
+SOAK_HIDDEN void soak_obj_new(soak_call *c, int kind, const void *obj, uint64_t bytes);
+SOAK_HIDDEN void soak_obj_retain(soak_call *c, const void *obj);
+SOAK_HIDDEN void soak_obj_release(soak_call *c, const void *obj);
+SOAK_HIDDEN void soak_obj_exit_summary(char *buf, size_t cap);
+
+/* records.c */
+SOAK_HIDDEN void soak_rec_open(void);
+SOAK_HIDDEN int soak_rec_write(const char *buf, size_t len, int is_error);
+SOAK_HIDDEN const char *soak_code_to_name(int code);
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} soak_json;
+
+SOAK_HIDDEN void soak_json_begin(soak_json *j, char *buf, size_t cap, const char *kind);
+SOAK_HIDDEN void soak_json_str(soak_json *j, const char *key, const char *val);
+SOAK_HIDDEN void soak_json_strn(soak_json *j, const char *key, const char *val, size_t n);
+SOAK_HIDDEN void soak_json_int(soak_json *j, const char *key, int64_t v);
+SOAK_HIDDEN void soak_json_uint(soak_json *j, const char *key, uint64_t v);
+SOAK_HIDDEN void soak_json_ptr(soak_json *j, const char *key, const void *p);
+SOAK_HIDDEN void soak_json_bool(soak_json *j, const char *key, int v);
+SOAK_HIDDEN void soak_json_raw(soak_json *j, const char *key, const char *raw);
+SOAK_HIDDEN void soak_json_common(soak_json *j, const soak_call *c); /* pid, seq, t_ns, tid, api */
+SOAK_HIDDEN size_t soak_json_end(soak_json *j);                     /* appends "}\n" */
+
+#endif

@@ -1,0 +1,363 @@
+/* cl_workload: soak's own small OpenCL program, for the interposer's tests
+ * and benchmark.  It loads OpenCL exactly as MNN does:
+ *   dlopen("libOpenCL.so", RTLD_NOW | RTLD_LOCAL) and dlsym per entry point
+ * (CL_WORKLOAD_LIB overrides the name, e.g. libOpenCL.so.1 to bypass soak).
+ *
+ * Each step prints one line "result <what> <values...>" on stdout (unbuffered).
+ *
+ *   --gpu-only           find devices with CL_DEVICE_TYPE_GPU only (default: ALL)
+ *   --iterations N       run the vector-add kernel N times (default 1)
+ *   --errors             make real API errors (see "observed" lines)
+ *   --bad-program        build a program that does not compile
+ *   --leak N             create N buffers (sizes 4096 + 1000*i) and never release them
+ *   --svm BYTES          clSVMAlloc BYTES, then clSVMFree (--leak-svm: never free)
+ *   --alloc N --alloc-size B   create N buffers of B bytes and keep them to the end
+ *   --maps N             map/unmap a buffer N times
+ *   --ext                clGetExtensionFunctionAddressForPlatform + call the result
+ *   --sleep-ms N         sleep before the --leak step
+ *   --hold-ms N          sleep after the allocations (objects alive; read the trace meanwhile)
+ *   --crash segv|abort   crash after the work above, with objects still alive
+ *   --threads T --thread-calls N   T threads, each N x (clCreateBuffer, clGetPlatformInfo,
+ *                        clReleaseMemObject)
+ *   --bench N            time N calls of clGetPlatformInfo and of clSetKernelArg
+ */
+#define _GNU_SOURCE
+#define CL_TARGET_OPENCL_VERSION 300
+#define CL_USE_DEPRECATED_OPENCL_1_2_APIS
+#include <CL/cl.h>
+#include <CL/cl_ext.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CL_FUNCS(X)                                                                                          \
+    X(clGetPlatformIDs) X(clGetPlatformInfo) X(clGetDeviceIDs) X(clGetDeviceInfo) X(clCreateContext)         \
+    X(clReleaseContext) X(clCreateCommandQueue) X(clReleaseCommandQueue) X(clCreateBuffer)                   \
+    X(clCreateSubBuffer) X(clCreateImage) X(clReleaseMemObject) X(clRetainMemObject)                         \
+    X(clCreateProgramWithSource) X(clBuildProgram) X(clGetProgramBuildInfo) X(clReleaseProgram)              \
+    X(clCreateKernel) X(clCreateKernelsInProgram) X(clReleaseKernel) X(clSetKernelArg) X(clEnqueueNDRangeKernel) X(clEnqueueReadBuffer)  \
+    X(clEnqueueWriteBuffer) X(clEnqueueMapBuffer) X(clEnqueueUnmapMemObject) X(clFinish) X(clWaitForEvents)  \
+    X(clReleaseEvent) X(clSVMAlloc) X(clSVMFree) X(clGetExtensionFunctionAddressForPlatform)
+
+#define DECLARE(name) static __typeof__(name) *p_##name;
+CL_FUNCS(DECLARE)
+
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static void out(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("result ", stdout);
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    va_end(ap);
+}
+
+static const char *GOOD_SRC =
+    "__kernel void vadd(__global const float *a, __global const float *b, __global float *c) {\n"
+    "    size_t i = get_global_id(0);\n"
+    "    c[i] = a[i] + b[i];\n"
+    "}\n";
+static const char *BAD_SRC = "__kernel void broken(__global float *a) { a[0] = undefined_symbol_xyz + ; }\n";
+
+typedef struct {
+    cl_context ctx;
+    cl_platform_id platform;
+    int calls;
+    int failures;
+} thread_arg;
+
+/* per call: create a 4 KiB buffer, query the platform, release the buffer */
+static void *thread_main(void *p)
+{
+    thread_arg *t = p;
+    char name[128];
+    for (int i = 0; i < t->calls; i++) {
+        cl_int err;
+        cl_mem m = p_clCreateBuffer(t->ctx, CL_MEM_READ_WRITE, 4096, 0, &err);
+        p_clGetPlatformInfo(t->platform, CL_PLATFORM_NAME, sizeof name, name, 0);
+        if (m)
+            p_clReleaseMemObject(m);
+        else
+            t->failures++;
+    }
+    return 0;
+}
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IONBF, 0);
+    int gpu_only = 0, iterations = 1, errors = 0, bad = 0, leak = 0, maps = 0, ext = 0, bench = 0;
+    int alloc_n = 0, leak_svm = 0, sleep_ms = 0, hold_ms = 0, threads = 0, thread_calls = 1000;
+    size_t alloc_size = 1 << 20, svm = 0;
+    const char *crash = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : "0";
+        if (!strcmp(a, "--gpu-only")) gpu_only = 1;
+        else if (!strcmp(a, "--iterations")) iterations = atoi(v), i++;
+        else if (!strcmp(a, "--errors")) errors = 1;
+        else if (!strcmp(a, "--bad-program")) bad = 1;
+        else if (!strcmp(a, "--leak")) leak = atoi(v), i++;
+        else if (!strcmp(a, "--svm")) svm = strtoull(v, 0, 10), i++;
+        else if (!strcmp(a, "--leak-svm")) leak_svm = 1;
+        else if (!strcmp(a, "--alloc")) alloc_n = atoi(v), i++;
+        else if (!strcmp(a, "--alloc-size")) alloc_size = strtoull(v, 0, 10), i++;
+        else if (!strcmp(a, "--maps")) maps = atoi(v), i++;
+        else if (!strcmp(a, "--ext")) ext = 1;
+        else if (!strcmp(a, "--crash")) crash = v, i++;
+        else if (!strcmp(a, "--bench")) bench = atoi(v), i++;
+        else if (!strcmp(a, "--sleep-ms")) sleep_ms = atoi(v), i++;
+        else if (!strcmp(a, "--threads")) threads = atoi(v), i++;
+        else if (!strcmp(a, "--thread-calls")) thread_calls = atoi(v), i++;
+        else if (!strcmp(a, "--hold-ms")) hold_ms = atoi(v), i++;
+        else {
+            fprintf(stderr, "cl_workload: unknown option %s\n", a);
+            return 64;
+        }
+    }
+
+    const char *libname = getenv("CL_WORKLOAD_LIB") ? getenv("CL_WORKLOAD_LIB") : "libOpenCL.so";
+    void *lib = dlopen(libname, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        out("dlopen_failed %s", dlerror());
+        return 2;
+    }
+#define LOAD(name)                                                                                           \
+    p_##name = (__typeof__(name) *)dlsym(lib, #name);                                                       \
+    if (!p_##name) {                                                                                         \
+        out("missing_symbol %s", #name);                                                                     \
+        return 2;                                                                                            \
+    }
+    CL_FUNCS(LOAD)
+    out("library %s interposer=%d", libname, dlsym(lib, "soak_interposer_abi") != NULL);
+
+    cl_int err;
+    cl_platform_id platform;
+    cl_uint np = 0;
+    err = p_clGetPlatformIDs(1, &platform, &np);
+    out("clGetPlatformIDs %d %u", err, np);
+    if (err || !np)
+        return 2;
+    cl_device_id dev;
+    cl_uint nd = 0;
+    err = p_clGetDeviceIDs(platform, gpu_only ? CL_DEVICE_TYPE_GPU : CL_DEVICE_TYPE_ALL, 1, &dev, &nd);
+    out("clGetDeviceIDs %d %u", err, nd);
+    if (err || !nd)
+        return 3;
+    cl_device_type type = 0;
+    p_clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, 0);
+    out("device_type %llu", (unsigned long long)type);
+
+    cl_context ctx = p_clCreateContext(0, 1, &dev, 0, 0, &err);
+    out("clCreateContext %d", err);
+    if (!ctx)
+        return 4;
+    cl_command_queue q = p_clCreateCommandQueue(ctx, dev, 0, &err);
+    out("clCreateCommandQueue %d", err);
+    if (!q)
+        return 4;
+
+    enum { N = 1024 };
+    float ha[N], hb[N], hc[N];
+    for (int i = 0; i < N; i++)
+        ha[i] = (float)i, hb[i] = 2.0f * i;
+    cl_mem a = p_clCreateBuffer(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof ha, ha, &err);
+    out("clCreateBuffer a %d", err);
+    cl_mem b = p_clCreateBuffer(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof hb, hb, &err);
+    out("clCreateBuffer b %d", err);
+    cl_mem c = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, sizeof hc, 0, &err);
+    out("clCreateBuffer c %d", err);
+
+    cl_buffer_region region = {0, 1024};
+    cl_mem sub = p_clCreateSubBuffer(c, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    out("clCreateSubBuffer %d", err);
+
+    cl_image_format fmt = {CL_RGBA, CL_UNSIGNED_INT8};
+    cl_image_desc desc;
+    memset(&desc, 0, sizeof desc);
+    desc.image_type = CL_MEM_OBJECT_IMAGE2D;
+    desc.image_width = 64;
+    desc.image_height = 32;
+    cl_mem img = p_clCreateImage(ctx, CL_MEM_READ_WRITE, &fmt, &desc, 0, &err);
+    out("clCreateImage %d", err);
+
+    cl_program prog = p_clCreateProgramWithSource(ctx, 1, &GOOD_SRC, 0, &err);
+    err = p_clBuildProgram(prog, 1, &dev, "", 0, 0);
+    out("clBuildProgram good %d", err);
+    cl_kernel k = p_clCreateKernel(prog, "vadd", &err);
+    out("clCreateKernel %d", err);
+    cl_kernel all[4];
+    cl_uint nk = 0;
+    err = p_clCreateKernelsInProgram(prog, 4, all, &nk);
+    out("clCreateKernelsInProgram %d %u", err, nk);
+    for (cl_uint i = 0; err == CL_SUCCESS && i < nk; i++)
+        p_clReleaseKernel(all[i]);
+    p_clSetKernelArg(k, 0, sizeof a, &a);
+    p_clSetKernelArg(k, 1, sizeof b, &b);
+    p_clSetKernelArg(k, 2, sizeof c, &c);
+
+    for (int it = 0; it < iterations; it++) {
+        size_t gws = N;
+        cl_event ev = 0;
+        err = p_clEnqueueNDRangeKernel(q, k, 1, 0, &gws, 0, 0, 0, &ev);
+        out("clEnqueueNDRangeKernel %d %d", it + 1, err);
+        if (ev) {
+            p_clWaitForEvents(1, &ev);
+            p_clReleaseEvent(ev);
+        }
+    }
+    err = p_clEnqueueReadBuffer(q, c, CL_TRUE, 0, sizeof hc, hc, 0, 0, 0);
+    out("clEnqueueReadBuffer %d check=%d", err, err == 0 && hc[10] == 30.0f);
+
+    if (bad) {
+        cl_program bp = p_clCreateProgramWithSource(ctx, 1, &BAD_SRC, 0, &err);
+        err = p_clBuildProgram(bp, 1, &dev, "-DSOAK_BAD=1", 0, 0);
+        out("clBuildProgram bad %d", err);
+        p_clReleaseProgram(bp);
+    }
+
+    if (errors) {
+        cl_mem z = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, 0, 0, &err);
+        out("observed clCreateBuffer %d", err);
+        if (z)
+            p_clReleaseMemObject(z);
+        cl_kernel nk = p_clCreateKernel(prog, "no_such_kernel", &err);
+        out("observed clCreateKernel %d", err);
+        (void)nk;
+        err = p_clSetKernelArg(k, 99, sizeof a, &a);
+        out("observed clSetKernelArg %d", err);
+        cl_uint dummy;
+        err = p_clGetDeviceInfo(dev, 0xdead, sizeof dummy, &dummy, 0);
+        out("observed clGetDeviceInfo %d", err);
+        err = p_clReleaseMemObject(NULL);
+        out("observed clReleaseMemObject %d", err);
+        /* errcode_ret NULL: the interposer must still see the error */
+        p_clCreateKernel(prog, "no_such_kernel_2", NULL);
+        out("observed clCreateKernel %d", CL_INVALID_KERNEL_NAME);
+    }
+
+    for (int i = 0; i < maps; i++) {
+        void *p = p_clEnqueueMapBuffer(q, c, CL_TRUE, CL_MAP_READ, 0, 256, 0, 0, 0, &err);
+        out("clEnqueueMapBuffer %d %d", i + 1, err);
+        if (p)
+            p_clEnqueueUnmapMemObject(q, c, p, 0, 0, 0);
+    }
+    p_clFinish(q);
+
+    if (sleep_ms) {
+        struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+        nanosleep(&ts, 0);
+    }
+    size_t leaked = 0;
+    for (int i = 0; i < leak; i++) {
+        size_t sz = 4096 + 1000 * (size_t)i;
+        cl_mem m = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, sz, 0, &err);
+        out("leak %d %d", i + 1, err);
+        if (m)
+            leaked += sz;
+    }
+    if (leak)
+        out("leaked %d %zu", leak, leaked);
+
+    if (svm) {
+        void *s = p_clSVMAlloc(ctx, CL_MEM_READ_WRITE, svm, 0);
+        out("clSVMAlloc %d", s != NULL);
+        if (s && !leak_svm)
+            p_clSVMFree(ctx, s);
+    }
+
+    cl_mem *kept = alloc_n ? calloc((size_t)alloc_n, sizeof *kept) : 0;
+    for (int i = 0; i < alloc_n; i++) {
+        kept[i] = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, alloc_size, 0, &err);
+        out("alloc %d %d", i + 1, err);
+    }
+
+    if (ext) {
+        typedef cl_int(CL_API_CALL * icd_fn)(cl_uint, cl_platform_id *, cl_uint *);
+        icd_fn f = (icd_fn)p_clGetExtensionFunctionAddressForPlatform(platform, "clIcdGetPlatformIDsKHR");
+        void *direct = dlsym(lib, "clIcdGetPlatformIDsKHR");
+        cl_uint n = 0;
+        cl_int e = f ? f(0, 0, &n) : -1;
+        out("ext clIcdGetPlatformIDsKHR found=%d same_as_export=%d rc=%d n=%u", f != NULL,
+            direct != NULL && (void *)f == direct, e, n);
+        void *none = p_clGetExtensionFunctionAddressForPlatform(platform, "clNoSuchFunctionSOAK");
+        out("ext unknown found=%d", none != NULL);
+    }
+
+    if (threads > 0) {
+        pthread_t tids[64];
+        thread_arg args[64];
+        if (threads > 64)
+            threads = 64;
+        for (int i = 0; i < threads; i++) {
+            args[i] = (thread_arg){ctx, platform, thread_calls, 0};
+            pthread_create(&tids[i], 0, thread_main, &args[i]);
+        }
+        int failures = 0;
+        for (int i = 0; i < threads; i++) {
+            pthread_join(tids[i], 0);
+            failures += args[i].failures;
+        }
+        out("threads %d %d failures=%d", threads, thread_calls, failures);
+    }
+
+    if (bench) {
+        char name[256];
+        double t0 = now_ns();
+        for (int i = 0; i < bench; i++)
+            p_clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof name, name, 0);
+        double t1 = now_ns();
+        for (int i = 0; i < bench; i++)
+            p_clSetKernelArg(k, 0, sizeof a, &a);
+        double t2 = now_ns();
+        out("bench clGetPlatformInfo %.2f", (t1 - t0) / bench);
+        out("bench clSetKernelArg %.2f", (t2 - t1) / bench);
+    }
+
+    if (hold_ms) {
+        out("holding %d", hold_ms);
+        struct timespec ts = {hold_ms / 1000, (hold_ms % 1000) * 1000000L};
+        nanosleep(&ts, 0);
+    }
+
+    if (crash) {
+        out("crashing %s", crash);
+        if (!strcmp(crash, "abort"))
+            abort();
+        volatile int *volatile nowhere = 0;
+        *nowhere = 1; /* a real SIGSEGV */
+        raise(SIGSEGV);
+        return 99;
+    }
+
+    for (int i = 0; i < alloc_n; i++)
+        if (kept[i])
+            p_clReleaseMemObject(kept[i]);
+    free(kept);
+    if (img)
+        p_clReleaseMemObject(img);
+    if (sub)
+        p_clReleaseMemObject(sub);
+    p_clReleaseMemObject(a);
+    p_clReleaseMemObject(b);
+    p_clReleaseMemObject(c);
+    p_clReleaseKernel(k);
+    p_clReleaseProgram(prog);
+    p_clReleaseCommandQueue(q);
+    p_clReleaseContext(ctx);
+    out("done");
+    return 0;
+}

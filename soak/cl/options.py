@@ -1,0 +1,68 @@
+"""`soak run` options for the OpenCL interposer.
+
+`options_from_args` gives the dict stored as RunConfig.intercept (None: no
+interposer), which `soak.cl.interposer.prepare` turns into the worker's env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from soak.cl.faults import join_spec, parse_spec
+from soak.errors import BadInput
+
+_BYTES_RE = re.compile(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """'536870912', '512M', '2G', '1.5G' is refused; units are powers of 1024."""
+    if isinstance(text, int):
+        return text
+    m = _BYTES_RE.fullmatch(str(text).strip())
+    if not m:
+        raise BadInput(f"bad byte count {text!r}", "use a whole number with an optional K/M/G/T suffix, e.g. 512M")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("OpenCL interposer (records CL calls, injects faults)")
+    g.add_argument("--intercept", dest="intercept", action="store_true", default=None,
+                   help="load the worker's libOpenCL.so through soak's interposer (default: on with --backend opencl)")
+    g.add_argument("--no-intercept", dest="intercept", action="store_false",
+                   help="let the engine load OpenCL directly (no CL call records, no GPU bytes)")
+    g.add_argument("--cl-fault", action="append", default=[], metavar="SPEC",
+                   help="inject OpenCL errors, e.g. clEnqueueNDRangeKernel=-5@nth:50 or "
+                        "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7 (repeatable)")
+    g.add_argument("--cl-gpu-override", action="store_true",
+                   help="report CPU/accelerator OpenCL devices as GPUs (MNN's OpenCL backend on PoCL)")
+    g.add_argument("--cl-mem-limit", metavar="BYTES", type=parse_bytes,
+                   help="fail OpenCL allocations beyond this many live bytes (e.g. 512M)")
+    g.add_argument("--cl-real-lib", metavar="PATH",
+                   help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
+
+
+def options_from_args(args: argparse.Namespace, cfg=None) -> dict | None:
+    """RunConfig.intercept: a dict of interposer settings, or None when the interposer is off."""
+    faults = list(getattr(args, "cl_fault", None) or [])
+    override = bool(getattr(args, "cl_gpu_override", False))
+    mem_limit = getattr(args, "cl_mem_limit", None)
+    real_lib = getattr(args, "cl_real_lib", None)
+    intercept = getattr(args, "intercept", None)
+    backend = getattr(cfg, "backend", None) or getattr(args, "backend", None)
+    wants = bool(faults or override or mem_limit)
+    if intercept is False:
+        if wants:
+            raise BadInput("--cl-fault, --cl-gpu-override and --cl-mem-limit need the interposer",
+                           "drop --no-intercept")
+        return None
+    if intercept is None and not wants and backend != "opencl":
+        return None
+    rules = parse_spec(faults)
+    return {
+        "faults": join_spec(rules),
+        "gpu_override": override,
+        "mem_limit": int(mem_limit) if mem_limit else None,
+        "real_lib": real_lib,
+    }

@@ -1,0 +1,201 @@
+"""soak.cl's Python side: setup, options, fault grammar, trace reader, device info, cl-info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soak.cl import interposer
+from soak.cl.devinfo import describe_opencl
+from soak.cl.faults import parse_spec
+from soak.cl.options import add_run_arguments, options_from_args, parse_bytes
+from soak.cl.trace import TraceReader, read_stats
+from soak.errors import BadInput, ExitCode, OpenCLSetupError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---- MNN's absolute paths ------------------------------------------------------------
+
+def test_mnn_absolute_path_detected(tmp_path, cl_build):
+    paths = [str(tmp_path / "usr/lib/libOpenCL.so"), str(tmp_path / "usr/local/lib/libpocl.so")]
+    assert interposer.mnn_bypass_paths(paths) == []
+    interposer.check_mnn_paths(paths)  # nothing there: fine
+    Path(paths[1]).parent.mkdir(parents=True)
+    Path(paths[1]).write_bytes(b"")
+    assert interposer.mnn_bypass_paths(paths) == [paths[1]]
+    with pytest.raises(OpenCLSetupError) as exc:
+        interposer.prepare({}, tmp_path / "run", interposer_dir=cl_build.lib_dir, mnn_paths=paths)
+    err = exc.value
+    assert err.exit_code == ExitCode.OPENCL_SETUP == 11
+    assert paths[1] in err.message and "bypass" in err.message
+    assert "--no-intercept" in err.hint and f"mv {paths[1]}" in err.hint
+
+
+def test_mnn_default_path_list_is_checked(tmp_path, monkeypatch, cl_build):
+    fake = tmp_path / "usr/lib64/libOpenCL.so"
+    fake.parent.mkdir(parents=True)
+    fake.symlink_to("/nonexistent/target")  # a dangling link still wins MNN's dlopen order check
+    monkeypatch.setattr(interposer, "MNN_LINUX_OPENCL_PATHS", ("/nonexistent/a.so", str(fake)))
+    with pytest.raises(OpenCLSetupError, match="lib64/libOpenCL.so"):
+        interposer.prepare({}, tmp_path / "run", interposer_dir=cl_build.lib_dir)
+    assert interposer.MNN_LINUX_OPENCL_PATHS[0] == "/nonexistent/a.so"
+
+
+def test_real_module_lists_mnn_linux_paths():
+    assert interposer.MNN_LINUX_OPENCL_PATHS == (
+        "/usr/lib/libOpenCL.so", "/usr/local/lib/libOpenCL.so", "/usr/local/lib/libpocl.so",
+        "/usr/lib64/libOpenCL.so", "/usr/lib32/libOpenCL.so")
+
+
+# ---- prepare() -----------------------------------------------------------------------
+
+def test_prepare_env(tmp_path, cl_build):
+    env = interposer.prepare({"faults": "clEnqueueNDRangeKernel=CL_OUT_OF_RESOURCES@nth:50", "gpu_override": True,
+                              "mem_limit": 1 << 30}, tmp_path / "run", interposer_dir=cl_build.lib_dir,
+                             base_env={"LD_LIBRARY_PATH": "/opt/x"}, mnn_paths=())
+    assert env["LD_LIBRARY_PATH"] == f"{cl_build.lib_dir}{os.pathsep}/opt/x"
+    assert Path(env["SOAK_CL_REAL_LIB"]).is_absolute() and Path(env["SOAK_CL_REAL_LIB"]).exists()
+    assert env["SOAK_CL_TRACE"] == str((tmp_path / "run" / "cl_trace.jsonl").resolve())
+    assert env["SOAK_CL_STATS"].endswith("cl_trace.%p.stats")
+    assert env["SOAK_CL_GPU_OVERRIDE"] == "1" and env["SOAK_CL_MEM_LIMIT"] == str(1 << 30)
+    assert env["SOAK_CL_FAULTS"] == "clEnqueueNDRangeKernel=CL_OUT_OF_RESOURCES@nth:50"
+    plain = interposer.prepare(None, tmp_path / "r2", interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
+    assert plain["LD_LIBRARY_PATH"] == str(cl_build.lib_dir) and plain["SOAK_CL_MEM_LIMIT"] == ""
+
+
+def test_prepare_rejects_bad_inputs(tmp_path, cl_build):
+    kw = dict(interposer_dir=cl_build.lib_dir, mnn_paths=())
+    with pytest.raises(BadInput, match="not an entry point"):
+        interposer.prepare({"faults": "clEnqueueNDRangeKernelX=-5"}, tmp_path / "a", **kw)
+    with pytest.raises(OpenCLSetupError, match="no such file"):
+        interposer.prepare({"real_lib": str(tmp_path / "missing.so")}, tmp_path / "b", **kw)
+    with pytest.raises(OpenCLSetupError, match="is the interposer itself"):
+        interposer.prepare({"real_lib": str(cl_build.lib)}, tmp_path / "c", **kw)
+    with pytest.raises(OpenCLSetupError, match="no libOpenCL.so"):
+        interposer.prepare({}, tmp_path / "d", interposer_dir=tmp_path, mnn_paths=())
+
+
+# ---- options -------------------------------------------------------------------------
+
+def _parse(*argv, backend="opencl"):
+    p = argparse.ArgumentParser()
+    p.add_argument("--backend", default=backend)
+    add_run_arguments(p)
+    return options_from_args(p.parse_args(list(argv)))
+
+
+def test_options():
+    assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None}
+    assert _parse(backend="cpu") is None
+    assert _parse("--no-intercept") is None
+    assert _parse("--intercept", backend="cpu") is not None
+    o = _parse("--cl-fault", "clEnqueueNDRangeKernel=-5@nth:50", "--cl-fault",
+               "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7", "--cl-gpu-override",
+               "--cl-mem-limit", "512M", "--cl-real-lib", "/x/libOpenCL.so.1", backend="cpu")
+    assert o == {"faults": "clEnqueueNDRangeKernel=-5@nth:50;clCreateBuffer=-4@p:0.01,seed:7",
+                 "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1"}
+    with pytest.raises(BadInput, match="need the interposer"):
+        _parse("--no-intercept", "--cl-gpu-override")
+    with pytest.raises(BadInput):
+        _parse("--cl-fault", "clFinish=-5@nth:0")
+    assert parse_bytes("2G") == 2 << 30 and parse_bytes("4096") == 4096 and parse_bytes("1KiB") == 1024
+    with pytest.raises(BadInput):
+        parse_bytes("1.5G")
+
+
+@pytest.mark.parametrize("bad", [
+    "enqueue=-5", "clFinish=5", "clFinish=CL_NOPE", "clFinish=-5@nth", "clFinish=-5@nth:x", "clFinish=-5@p:2",
+    "clFinish=-5@after:soon", "clFinish=-5@when:1", "clSVMFree=-5", "clGetExtensionFunctionAddress=-5",
+    "clFinish=CL_SUCCESS",
+])
+def test_fault_grammar_rejects(bad):
+    with pytest.raises(BadInput) as exc:
+        parse_spec(bad)
+    assert "clEnqueueNDRangeKernel=-5@nth:50" in exc.value.hint
+
+
+def test_fault_grammar_accepts():
+    rules = parse_spec("clFinish ; clCreateBuffer=CL_INVALID_BUFFER_SIZE@from:3,count:2;"
+                       "clEnqueueMapBuffer=-12@every:10,after:200ms,p:0.5,seed:0")
+    assert [(r.api, r.code) for r in rules] == [("clFinish", -5), ("clCreateBuffer", -61), ("clEnqueueMapBuffer", -12)]
+    assert rules[2].triggers == {"every": 10, "after": 0.2, "p": 0.5, "seed": 0}
+
+
+# ---- trace reader --------------------------------------------------------------------
+
+def test_trace_reader_tolerates_partial_and_corrupt_lines(tmp_path):
+    path = tmp_path / "cl_trace.jsonl"
+    path.write_bytes(b'{"type":"start","pid":1}\n{"type":"error","api":"clFinish","code":-36}\n{"type":"err')
+    r = TraceReader(tmp_path)
+    assert [x["type"] for x in r.poll()] == ["start", "error"]
+    assert r.poll() == []
+    with path.open("ab") as f:
+        f.write(b'or","api":"clFlush","code":-5}\nnot json\n{"type":"exit","note":"\xff"}\n')
+    got = r.poll()
+    assert [x.get("api") for x in got] == ["clFlush", None]
+    assert got[1]["note"] == "\ufffd" and r.corrupt == 1
+    assert TraceReader(tmp_path / "missing").poll() == []
+    assert TraceReader(tmp_path).stats() is None and TraceReader(tmp_path).live_bytes() is None
+
+
+def test_stats_reader_rejects_other_files(tmp_path):
+    p = tmp_path / "cl_trace.1.stats"
+    p.write_bytes(b"\0" * 300)
+    assert read_stats(p) is None  # created, not yet initialised
+    p.write_bytes(b"NOTSTATS" + b"\1" * 300)
+    with pytest.raises(BadInput, match="not a soak interposer stats file"):
+        read_stats(p)
+
+
+# ---- device info ---------------------------------------------------------------------
+
+def test_describe_opencl_reports_pocl_device():
+    info = describe_opencl()
+    assert info["interposer"] is False
+    (plat,) = [p for p in info["platforms"] if "pocl" in (p["vendor"] or "").lower()]
+    dev = plat["devices"][0]
+    assert dev["type"] == ["CPU"] and dev["global_mem_size"] > 0 and dev["max_mem_alloc_size"] > 0
+    assert dev["name"] and dev["driver_version"] and isinstance(dev["extensions"], list)
+    assert isinstance(dev["fp16"], bool) and dev["image_support"] is True and dev["image2d_max_width"] >= 2048
+    assert plat["gpu_query"] == {"rc": -1, "devices": 0}
+
+
+def test_describe_opencl_errors(tmp_path):
+    with pytest.raises(OpenCLSetupError) as exc:
+        describe_opencl(str(tmp_path / "nope.so"))
+    assert exc.value.exit_code == 11 and "pocl-opencl-icd" in exc.value.hint
+    with pytest.raises(OpenCLSetupError, match="not an OpenCL library"):
+        describe_opencl("libc.so.6")
+    # a loader with no driver: OCL_ICD_VENDORS points at an empty folder
+    env = dict(os.environ, OCL_ICD_VENDORS=str(tmp_path), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "soak.cl.devinfo"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 11
+    out = json.loads(proc.stdout)
+    assert "no OpenCL platform" in out["error"] and "/etc/OpenCL/vendors" in out["hint"]
+
+
+def test_cl_info_command_shows_override(cl_build):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "soak", "cl-info", "--json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["interposer"] == str(cl_build.lib)
+    plain, over = res["views"]["interposer"], res["views"]["interposer+gpu_override"]
+    assert plain["interposer"] is True and plain["library"] == "libOpenCL.so"
+    assert plain["platforms"][0]["gpu_query"]["devices"] == 0
+    assert over["platforms"][0]["gpu_query"]["devices"] >= 1
+    assert over["platforms"][0]["devices"][0]["type"] == ["GPU"]
+    text = subprocess.run([sys.executable, "-m", "soak", "cl-info"], env=env, capture_output=True, text=True,
+                          timeout=300).stdout
+    assert "GPU query (what MNN asks): 0 device(s)" in text and "with --cl-gpu-override: 1 device(s)" in text
+    bad = subprocess.run([sys.executable, "-m", "soak", "cl-info", "--cl-real-lib", "/nonexistent.so"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 11 and "Traceback" not in bad.stderr and "hint:" in bad.stderr
