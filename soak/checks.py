@@ -14,35 +14,32 @@ def is_valid_utf8(data: bytes) -> bool:
         return False
 
 
+def _leading_run(text: str, size: int) -> int:
+    """How many times text's first `size` characters repeat back to back from its start."""
+    unit, count, pos = text[:size], 0, 0
+    while unit and text.startswith(unit, pos):
+        count += 1
+        pos += size
+    return count
+
+
 def repetition_ratio(text: str, min_len: int = 16) -> float:
     """Share of the text covered by its most repeated short unit (1-8 chars).
 
     1.0 means one unit repeated all the way (MNN's '！！！！' dead-queue output).
+    The second half is judged too, where degenerate loops usually settle.
     Short texts score 0: nothing to judge.
     """
     stripped = "".join(text.split())
     if len(stripped) < min_len:
         return 0.0
+    tail = stripped[len(stripped) // 2:]
     best = 0.0
     for size in range(1, 9):
-        unit = stripped[:size]
-        count = 0
-        pos = 0
-        while stripped.startswith(unit, pos):
-            count += 1
-            pos += size
-        # also judge the tail, where degenerate loops usually settle
-        tail = stripped[len(stripped) // 2:]
-        tail_unit = tail[:size]
-        tail_count = 0
-        p = 0
-        while tail.startswith(tail_unit, p):
-            tail_count += 1
-            p += size
-        if count >= 3:
-            best = max(best, count * size / len(stripped))
-        if tail_count >= 3:
-            best = max(best, tail_count * size / max(1, len(tail)) * 0.99)
+        for part, weight in ((stripped, 1.0), (tail, 0.99)):
+            count = _leading_run(part, size)
+            if count >= 3:
+                best = max(best, count * size / len(part) * weight)
     return min(best, 1.0)
 
 
@@ -64,7 +61,8 @@ def garbage_ratio(text: str) -> float:
 def check_output(data: bytes, max_new_tokens: int, generated_tokens: int) -> dict:
     text = data.decode("utf-8", errors="replace")
     rep = repetition_ratio(text)
-    garbage = garbage_ratio(text)
+    # invalid bytes are their own symptom; garbage judges the characters that did decode
+    garbage = garbage_ratio(data.decode("utf-8", errors="ignore"))
     return {
         "utf8_valid": is_valid_utf8(data),
         "empty": len(data) == 0 and max_new_tokens != 0,
