@@ -106,6 +106,10 @@ def new_run_id(cfg: RunConfig) -> str:
 
 
 def resolve_model(path: str | None, required: bool) -> Path | None:
+    if path:
+        from soak.engine.model_info import builtin_model
+
+        path = str(builtin_model(path) or path)  # "tiny": the model shipped in the package
     if not path:
         if required:
             raise errors.BadInput("this engine needs a model: pass --model PATH/config.json",
@@ -344,6 +348,7 @@ class Runner:
             decode_tps=round(decode_tps, 3) if decode_tps else None,
             wall_s=round(out.elapsed_s, 6), context_tokens=context_tokens,
             output=output.decode("utf-8", errors="replace"), output_bytes=len(output), checks=checks,
+            output_tokens=res.get("output_tokens"),
             cl_errors=[{"code": f["code"], "name": f["name"], "info": f["info"], "count": f["count"]}
                        for f in found if f["kind"] == "cl_error"],
             cl_call_errors=len(cl_calls),

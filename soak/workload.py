@@ -16,10 +16,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import hypothesis.internal.conjecture.providers as _providers
 from hypothesis import strategies as st
 from hypothesis.control import BuildContext
 from hypothesis.errors import StopTest
 from hypothesis.internal.conjecture.data import ConjectureData
+
+# Hypothesis mixes in constants harvested from the modules loaded so far, so
+# the same seed would draw other prompts after another import or a code edit.
+# A workload must depend on (seed, index) alone: harvest nothing.
+if hasattr(_providers, "_get_local_constants") and hasattr(_providers, "Constants"):
+    _NO_CONSTANTS = _providers.Constants()
+    _providers._get_local_constants = lambda: _NO_CONSTANTS
 
 ENGLISH = [
     "Summarize the following paragraph in one sentence.",

@@ -87,6 +87,9 @@ class Worker:
                 max_new = int(args[0])
                 out = self.engine.respond(protocol.payload(args[1]), max_new)
                 extra["output_b64"] = protocol.b64(out)
+                tokens = getattr(self.engine, "last_tokens", None)
+                if tokens is not None:
+                    extra["output_tokens"] = list(tokens)
             elif op == "reset":
                 self.engine.reset()
             elif op == "reinit":

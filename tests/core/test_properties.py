@@ -110,3 +110,17 @@ def test_payload_never_overwrites_the_envelope(tmp_path):
     first, second = read_events(tmp_path)
     assert (first["seq"], second["seq"]) == (0, 1) and first["run_id"] == "rid"
     assert first["seq_"] == 0 and first["run_id_"] == "other" and first["event"] == "cl_start"
+
+
+def test_workload_does_not_depend_on_what_else_is_imported():
+    """Same seed, same prompts, in fresh processes with different modules loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json{extra}; from soak.workload import conversation, WorkloadSpec; "
+            "print(json.dumps([[t.prompt for t in conversation(WorkloadSpec(seed=11), i).turns] for i in range(40)]))")
+    plain = subprocess.run([sys.executable, "-c", code.format(extra="")], capture_output=True, text=True, check=True)
+    loaded = subprocess.run([sys.executable, "-c", code.format(
+        extra=", soak.catalog.classify, soak.runner, soak.analysis.verdicts, email, http.client")],
+        capture_output=True, text=True, check=True)
+    assert plain.stdout == loaded.stdout and len(plain.stdout) > 100
