@@ -1,12 +1,13 @@
 """soak's own overhead per iteration, on a zero-work engine.
 
-    python benchmarks/bench_overhead.py [--iterations 100000]
+    python benchmarks/bench_overhead.py [--iterations 100000] [--keep DIR]
 
 The test engine in zero_work mode does no sleeping and emits one token, so
 what is measured is soak: the worker protocol round trips, log capture,
 output checks, event writing and memory sampling.  Prints iterations per
-second and soak's own RSS (the supervisor process) at checkpoints; the RSS
-must stay flat as iterations grow.
+second of the loop, soak's own RSS (the supervisor process) at checkpoints
+through the loop, which must stay flat, and the time and peak memory of the
+end-of-run analysis (classification, verdicts) separately.
 """
 
 from __future__ import annotations
@@ -14,49 +15,72 @@ from __future__ import annotations
 import argparse
 import resource
 import tempfile
-import threading
 import time
 
 import psutil
 
-from soak.runner import RunConfig, run_soak
+from soak import runner as runner_mod
+from soak.runner import RunConfig, Runner
+
+
+class MeasuredRunner(Runner):
+    def __init__(self, cfg, checkpoints):
+        super().__init__(cfg)
+        self.checkpoints = set(checkpoints)
+        self.rss_at: dict[int, int] = {}
+        self.loop_s = None
+        self.me = psutil.Process()
+
+    def iteration(self, i, *args, **kwargs):
+        result = super().iteration(i, *args, **kwargs)
+        if i in self.checkpoints:
+            self.rss_at[i] = self.me.memory_info().rss
+        return result
+
+    def loop(self, started, progress):
+        t0 = time.monotonic()
+        super().loop(started, progress)
+        self.loop_s = time.monotonic() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=100_000)
-    ap.add_argument("--max-new-tokens", type=int, default=1)
+    ap.add_argument("--keep", metavar="DIR", help="write the run folder here and keep it")
     args = ap.parse_args()
-    me = psutil.Process()
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
+    n = args.iterations
+    checkpoints = sorted({max(1, n * k // 10) - 1 for k in range(1, 11)})
+    out = args.keep or tempfile.mkdtemp(prefix="soak-bench-")
+    analysis = {}
+    original = runner_mod._analyse
 
-    def watch():
-        while not stop.wait(1.0):
-            samples.append((time.monotonic(), me.memory_info().rss))
+    def timed_analyse(run_dir):
+        t0 = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        done = original(run_dir)
+        analysis["s"] = time.monotonic() - t0
+        analysis["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        analysis["peak_before_kib"] = before
+        return done
 
-    with tempfile.TemporaryDirectory() as out:
-        cfg = RunConfig(engine="test", iterations=args.iterations, out_dir=out, run_id="bench", quiet=True,
-                        test_engine={"zero_work": True}, max_new_tokens=args.max_new_tokens,
-                        memory_interval_s=1.0)
-        t = threading.Thread(target=watch, daemon=True)
-        t.start()
-        start = time.monotonic()
-        result = run_soak(cfg)
-        elapsed = time.monotonic() - start
-        stop.set()
-    n = result.summary["iterations"]
-    print(f"iterations          {n}")
-    print(f"elapsed             {elapsed:.1f} s")
-    print(f"iterations/s        {n / elapsed:.0f}")
-    print(f"overhead/iteration  {elapsed / n * 1e6:.0f} us")
-    if len(samples) >= 4:
-        q = len(samples) // 4
-        early = sum(r for _, r in samples[q:2 * q]) / q
-        late = sum(r for _, r in samples[-q:]) / q
-        print(f"soak RSS 2nd quarter {early / 2**20:.1f} MiB, last quarter {late / 2**20:.1f} MiB, "
-              f"ratio {late / early:.3f}")
-    print(f"soak max RSS        {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+    runner_mod._analyse = timed_analyse
+    cfg = RunConfig(engine="test", iterations=n, out_dir=out, run_id="bench", quiet=True,
+                    test_engine={"zero_work": True}, max_new_tokens=1, memory_interval_s=1.0)
+    r = MeasuredRunner(cfg, checkpoints)
+    result = r.run()
+    done = result.summary["iterations"]
+    print(f"iterations            {done}")
+    print(f"loop time             {r.loop_s:.1f} s")
+    print(f"iterations/s          {done / r.loop_s:.0f}")
+    print(f"overhead/iteration    {r.loop_s / done * 1e6:.0f} us")
+    print("soak RSS through the loop (MiB): "
+          + ", ".join(f"{i + 1}:{r.rss_at[i] / 2**20:.1f}" for i in sorted(r.rss_at)))
+    first, last = r.rss_at[min(r.rss_at)], r.rss_at[max(r.rss_at)]
+    print(f"RSS last/first        {last / first:.3f}")
+    if analysis:
+        print(f"analysis              {analysis['s']:.1f} s, peak RSS {analysis['peak_kib'] / 1024:.0f} MiB "
+              f"(loop peak {analysis['peak_before_kib'] / 1024:.0f} MiB)")
+    print(f"run folder            {result.run_dir}")
 
 
 if __name__ == "__main__":
