@@ -11,19 +11,24 @@ HELP = "replay the recorded prompts that led to an iteration and check the fault
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run folder (logs/<run-id>)")
-    p.add_argument("--iteration", "-i", type=int, required=True, metavar="N", help="iteration to replay")
-    p.add_argument("--out", metavar="DIR", help="where the replay run goes (default: beside RUN)")
+    p.add_argument("run", metavar="RUN|BUNDLE", help="run folder (logs/<run-id>) or a bundle .tar.gz from `soak bundle`")
+    p.add_argument("--iteration", "-i", type=int, metavar="N",
+                   help="iteration to replay (required for a run folder; a bundle's default: its first failing iteration)")
+    p.add_argument("--out", metavar="DIR", help="where the replay run goes (default: beside RUN; logs/ for a bundle)")
     p.add_argument("--engine-lib", metavar="PATH", help="use this engine library instead of the recorded one")
     p.add_argument("--model", metavar="PATH", help="use this model instead of the recorded one")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    from soak.outputs.replay_source import replay_source, signature_check
     from soak.replay import replay
 
-    _, verdict = replay(args.run, args.iteration, args.out, quiet=args.json,
-                        engine_lib=args.engine_lib, model=args.model)
+    with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
+        _, verdict = replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
+                            engine_lib=args.engine_lib, model=args.model)
+        verdict.update(signature_check(run_dir, iteration, verdict["replay_run"]))
+        verdict["run"] = str(args.run)
     if args.json:
         print(json.dumps(verdict, indent=2))
     else:
@@ -33,4 +38,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  original faults: {verdict['original_faults']}")
         print(f"  replayed faults: {verdict['replayed_faults']}")
         print(f"  replay run: {verdict['replay_run']}")
+        same = "yes" if verdict["same_signature"] else "no"
+        print(f"  same signature: {same} (original {sorted(verdict['original_signatures'])}, "
+              f"replay {sorted(verdict['replayed_signatures'])})")
     return int(ExitCode.OK if verdict["reproduced"] or verdict["clean_both"] else ExitCode.FAILED)

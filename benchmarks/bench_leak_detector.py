@@ -1,0 +1,96 @@
+"""Measure the memory-leak detector on real runs of the fault-injecting test engine.
+
+Prints two figures:
+  * false-positive rate: the share of clean runs (no fault plan) in which any
+    host series (rss, uss, pss) gets the verdict "leak";
+  * the smallest leak detected: for each run length, the smallest per-call
+    leak (test engine fault kind "leak", `bytes` malloc'd and touched per
+    call) whose runs were all judged "leak".
+
+Usage:
+    python benchmarks/bench_leak_detector.py                 # 100 clean runs of 60 iterations + leak grid
+    python benchmarks/bench_leak_detector.py --clean-runs 200 --iterations 60,120 --jobs 2
+
+Each run is a real `soak run --engine test` (in a worker process, as the CLI
+does), analysed from its run folder with soak.analysis.verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def one_run(out_dir: str, run_id: str, iterations: int, seed: int, leak_bytes: int, min_growth: float | None) -> dict:
+    from soak.analysis.memory import LeakCriteria
+    from soak.analysis.verdicts import compute_verdicts
+    from soak.runner import RunConfig, run_soak
+
+    plan = [{"kind": "leak", "bytes": leak_bytes, "every": 1}] if leak_bytes else []
+    cfg = RunConfig(engine="test", iterations=iterations, seed=seed, out_dir=out_dir, run_id=run_id,
+                    fault_plan=plan, max_new_tokens=16, quiet=True, argv=["bench_leak_detector"])
+    result = run_soak(cfg)
+    criteria = LeakCriteria() if min_growth is None else LeakCriteria(min_growth_bytes=min_growth)
+    v = compute_verdicts(result.run_dir, criteria=criteria, write=False)
+    host = {k: v["memory"]["series"][k] for k in ("rss", "uss", "pss")}
+    return {"run_id": run_id, "iterations": iterations, "leak_bytes": leak_bytes, "seed": seed,
+            "leak": any(s["verdict"] == "leak" for s in host.values()),
+            "verdicts": {k: s["verdict"] for k, s in host.items()},
+            "rss_slope": (host["rss"].get("slope_per_iteration") or {}).get("value")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clean-runs", type=int, default=100)
+    ap.add_argument("--clean-iterations", type=int, default=60)
+    ap.add_argument("--iterations", default="30,60,120", help="run lengths for the leak grid")
+    ap.add_argument("--leak-bytes", default="4096,16384,32768,65536,131072,262144",
+                    help="per-call leak sizes for the grid")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per grid cell (all must detect)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--json", metavar="FILE", help="also write every run's result here")
+    ap.add_argument("--min-growth-bytes", type=float, default=None,
+                    help="override LeakCriteria.min_growth_bytes (the materiality floor; default 1 MiB)")
+    args = ap.parse_args(argv)
+    lengths = [int(x) for x in args.iterations.split(",")]
+    sizes = sorted(int(x) for x in args.leak_bytes.split(","))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="soak-bench-leak-") as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        jobs = [pool.submit(one_run, tmp, f"clean-{k}", args.clean_iterations, 1000 + k, 0, args.min_growth_bytes)
+                for k in range(args.clean_runs)]
+        jobs += [pool.submit(one_run, tmp, f"leak-{b}-{n}-{r}", n, 2000 + r, b, args.min_growth_bytes)
+                 for n in lengths for b in sizes for r in range(args.repeats)]
+        results = [j.result() for j in jobs]
+    clean = [r for r in results if not r["leak_bytes"]]
+    fp = sum(r["leak"] for r in clean)
+    print(f"false positives: {fp}/{len(clean)} clean runs of {args.clean_iterations} iterations "
+          f"= {100.0 * fp / max(1, len(clean)):.1f}%")
+    for r in clean:
+        if r["leak"]:
+            print(f"  false positive: {r['run_id']} seed {r['seed']} {r['verdicts']} rss slope {r['rss_slope']}")
+    for n in lengths:
+        row = []
+        smallest = None
+        for b in sizes:
+            cell = [r for r in results if r["leak_bytes"] == b and r["iterations"] == n]
+            hits = sum(r["leak"] for r in cell)
+            row.append(f"{b // 1024}KiB:{hits}/{len(cell)}")
+            if smallest is None and cell and hits == len(cell):
+                smallest = b
+        size = f"{smallest} bytes ({smallest / 1024:.0f} KiB) per call" if smallest else "none of the sizes tried"
+        print(f"smallest leak detected in {n} iterations (all {args.repeats} runs): {size}   [{' '.join(row)}]")
+    print(f"({len(results)} runs in {time.monotonic() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Memory-growth verdicts: host RSS, USS, PSS and GPU live bytes.
+
+For each series of `memory` events the verdict is one of
+  leak          the series rises: the modified Mann–Kendall test finds an
+                increasing trend and the Theil–Sen interval lies above zero,
+                or the path is monotone (rises in at least a quarter of the steps,
+                at least 5, and the drops add up to at most a tenth of the
+                rises, see below); the growth over the
+                analysed span is material (`LeakCriteria`), and it is sustained:
+                the slope of the last half is at least half the overall slope;
+  growth_stopped  a significant rise that did not go on (a step: a cache or
+                pool that grew once and then held); reported, not a leak;
+  stable        no such trend (or growth too small to matter);
+  decreasing    a significant downward trend;
+  insufficient  too few samples after warm-up;
+  no_data       the series was never sampled (e.g. GPU bytes without the interposer).
+
+Warm-up (model load, first KV-cache allocations, allocator arenas filling)
+is excluded: the first `warmup_fraction` of the run's iterations (at least
+`warmup_min`, at most `warmup_max`), and the first samples of every later
+segment.  Segments start at every worker start and every `recovery` event, so
+a reload or restart that resets the level is neither read as a fall nor
+hides a leak that starts over (see soak.analysis.trend).
+
+Why the monotone path rule: a malloc leak often hides in free heap at
+first and then grows page by page (flat, then a ramp: a hockey stick).
+Detrended with one line, that curve looks like strong autocorrelation, and
+the corrected test, rightly unable to tell a smooth curve from a slow random
+walk by shape alone, loses it.  Noise of any correlation goes down about as
+much as it goes up, and so does a sawtooth allocator; a leak never gives
+memory back.  So a series whose drops add up to at most 10 % of its rises
+(rising in at least a quarter of its steps) is rising whatever its
+autocorrelation.  A single step (a pool that grew once) has too few rises,
+and a step followed by a plateau fails the "sustained" check.  PSS needs the
+"quarter of the steps" part: it also rises when *other* processes that
+share pages with the worker exit (the share is split fewer ways), a few
+monotone steps that are no leak; a leak rises at most steps.
+
+The slope is given per iteration (x = iteration index) and per hour
+(x = `t`, seconds since the run started), each with its interval.
+
+`after_recovery` checks each `recovery` event: the level just after it
+against the level before it (memory given back) and against the level at the
+start of the run after warm-up (memory came back).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from statistics import median
+
+from soak.analysis.runfolder import RunFolder
+from soak.analysis.trend import trend
+
+SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class LeakCriteria:
+    confidence: float = 0.99          # of the trend test and of the slope interval
+    min_growth_bytes: float = 256 * 1024  # growth over the analysed span that counts as a leak...
+    min_growth_fraction: float = 0.0   # ...and as a fraction of the starting level
+    min_samples: int = 8
+    warmup_fraction: float = 0.1
+    warmup_min: int = 3
+    warmup_max: int = 500
+    segment_warmup: int = 2            # samples dropped at the start of each later segment
+    monotone_min_rises: int = 5        # the monotone path rule (module docstring)...
+    monotone_min_rise_fraction: float = 0.25  # ...rises in at least this share of the steps
+    monotone_max_drop_ratio: float = 0.1
+    return_tolerance_bytes: float = 4 * MIB   # "came back": within this of the start level...
+    return_tolerance_fraction: float = 0.05   # ...or this fraction of it
+
+
+def warmup_iterations(total_iterations: int, c: LeakCriteria) -> int:
+    w = math.ceil(total_iterations * c.warmup_fraction)
+    return int(min(c.warmup_max, max(c.warmup_min, w)))
+
+
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _samples(run: RunFolder) -> list[tuple[int, dict]]:
+    """(segment, memory event) in file order; segment counts worker starts and recoveries."""
+    seg = 0
+    out = []
+    for e in run.events:
+        kind = e.get("event")
+        if kind in ("worker_start", "recovery"):
+            seg += 1
+        elif kind == "memory":
+            out.append((seg, e))
+    return out
+
+
+def _select(samples: list[tuple[int, dict]], field: str, warmup: int, c: LeakCriteria):
+    """Analysed (segment, iteration, t, value) after warm-up, plus excluded count."""
+    by_iter = [s for s in samples if s[1].get("source") == "iteration"]
+    pool = by_iter if sum(_num(e.get(field)) is not None for _, e in by_iter) >= c.min_samples else samples
+    rows = [(seg, _num(e.get("iteration")), _num(e.get("t")), _num(e.get(field))) for seg, e in pool]
+    rows = [r for r in rows if r[3] is not None]
+    if not rows:
+        return [], 0
+    first_seg = rows[0][0]
+    kept, seen_in_seg = [], {}
+    for seg, it, t, v in rows:
+        if it is not None and it < warmup:
+            continue
+        if seg != first_seg:
+            seen_in_seg[seg] = seen_in_seg.get(seg, 0) + 1
+            if seen_in_seg[seg] <= c.segment_warmup:
+                continue
+        kept.append((seg, it, t, v))
+    return kept, len(rows) - len(kept)
+
+
+def _interval(tr, scale: float = 1.0) -> dict:
+    def f(v):
+        return None if v is None or not math.isfinite(v) else v * scale
+    return {"value": f(tr.slope), "lo": f(tr.slope_lo), "hi": f(tr.slope_hi)}
+
+
+def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
+                   samples: list | None = None) -> dict:
+    samples = _samples(run) if samples is None else samples
+    if not any(_num(e.get(field)) is not None for _, e in samples):
+        return {"series": field, "verdict": "no_data", "samples": 0}
+    warmup = warmup_iterations(run.iteration_count, c)
+    rows, excluded = _select(samples, field, warmup, c)
+    out = {"series": field, "samples": len(rows), "warmup_excluded": excluded, "warmup_iterations": warmup}
+    if len(rows) < c.min_samples:
+        out["verdict"] = "insufficient"
+        return out
+    values = [r[3] for r in rows]
+    start_level = median(values[: max(1, min(10, len(values) // 10 or 1))])
+    out["start_level"] = start_level
+    out["end_level"] = median(values[-max(1, min(10, len(values) // 10 or 1)):])
+    out["peak"] = max(values)
+    it_rows = [r for r in rows if r[1] is not None]
+    tr = trend([r[1] for r in it_rows], [r[3] for r in it_rows], [r[0] for r in it_rows],
+               confidence=c.confidence) if len(it_rows) >= c.min_samples else None
+    t_rows = [r for r in rows if r[2] is not None]
+    tr_h = trend([r[2] / 3600.0 for r in t_rows], [r[3] for r in t_rows], [r[0] for r in t_rows],
+                 confidence=c.confidence) if len(t_rows) >= c.min_samples else None
+    main = tr or tr_h
+    if main is None:
+        out["verdict"] = "insufficient"
+        return out
+    if tr is not None:
+        span = (it_rows[-1][1] - it_rows[0][1])
+        out["slope_per_iteration"] = _interval(tr)
+        out["span_iterations"] = span
+    if tr_h is not None:
+        out["slope_per_hour"] = _interval(tr_h)
+        out["span_hours"] = (t_rows[-1][2] - t_rows[0][2]) / 3600.0
+    out["test"] = {"method": "Mann-Kendall, Hamed-Rao corrected; Theil-Sen slope",
+                   "p": main.p, "z": main.z, "s": main.s, "inflation": main.inflation,
+                   "confidence": main.confidence, "points": main.n}
+    growth = main.slope * (out.get("span_iterations") if tr is not None else out.get("span_hours", 0.0))
+    out["growth_bytes"] = growth
+    use = it_rows if tr is not None else t_rows
+    xi = 1 if tr is not None else 2
+    out["verdict"] = decide(main, growth, start_level,
+                            [r[xi] for r in use], [r[3] for r in use], [r[0] for r in use], c)
+    return out
+
+
+def monotone_path(y, segs, c: LeakCriteria) -> bool:
+    """At least `monotone_min_rises` rises, and drops summing to at most `monotone_max_drop_ratio` of the rises."""
+    rises = rise_sum = drop_sum = 0.0
+    for i in range(1, len(y)):
+        if segs[i] != segs[i - 1]:
+            continue
+        d = y[i] - y[i - 1]
+        if d > 0:
+            rises += 1
+            rise_sum += d
+        elif d < 0:
+            drop_sum -= d
+    steps = max(1, len(y) - 1)
+    return (rises >= max(c.monotone_min_rises, c.monotone_min_rise_fraction * steps) and rise_sum > 0
+            and drop_sum <= c.monotone_max_drop_ratio * rise_sum)
+
+
+def decide(main, growth: float, start_level: float, x, y, segs, c: LeakCriteria) -> str:
+    """The verdict rule (module docstring), shared with the synthetic benchmark."""
+    if main.decreasing:
+        return "decreasing"
+    material = growth >= c.min_growth_bytes and growth >= c.min_growth_fraction * abs(start_level)
+    rising = main.increasing or (main.slope > 0 and monotone_path(y, segs, c))
+    if not (rising and material):
+        return "stable"
+    half = len(x) // 2
+    late = trend(x[half:], y[half:], segs[half:], confidence=c.confidence)
+    if late is not None and late.slope < 0.5 * main.slope:
+        return "growth_stopped"
+    return "leak"
+
+
+class _BySeq:
+    """The samples of one field, ordered by `seq`, for nearest-before/after look-ups in O(log n)."""
+
+    def __init__(self, samples: list[tuple[int, dict]], field: str):
+        pairs = sorted((e.get("seq", -1), v) for _, e in samples if (v := _num(e.get(field))) is not None)
+        self.seqs = [p[0] for p in pairs]
+        self.values = [p[1] for p in pairs]
+
+    def before(self, seq: int) -> float | None:
+        k = bisect.bisect_left(self.seqs, seq)
+        return self.values[k - 1] if k > 0 else None
+
+    def after(self, seq: int) -> float | None:
+        k = bisect.bisect_right(self.seqs, seq)
+        return self.values[k] if k < len(self.values) else None
+
+
+def after_recovery(run: RunFolder, verdicts: dict, c: LeakCriteria = LeakCriteria(),
+                   samples: list | None = None) -> list[dict]:
+    samples = _samples(run) if samples is None else samples
+    index = {field: _BySeq(samples, field) for field in SERIES}
+    out = []
+    for rec in run.recoveries:
+        seq = rec.get("seq", -1)
+        entry = {"iteration": rec.get("iteration"), "recovered_by": rec.get("recovered_by"),
+                 "trigger": rec.get("trigger"), "series": {}}
+        for field in SERIES:
+            before = index[field].before(seq)
+            after = index[field].after(seq)
+            if field == "rss":
+                before = _num(rec.get("rss_before")) if _num(rec.get("rss_before")) is not None else before
+                after = _num(rec.get("rss_after")) if _num(rec.get("rss_after")) is not None else after
+            if before is None or after is None:
+                continue
+            base = (verdicts.get(field) or {}).get("start_level")
+            item = {"before": before, "after": after, "given_back": before - after}
+            if base is not None:
+                tol = max(c.return_tolerance_bytes, c.return_tolerance_fraction * abs(base))
+                item["start_level"] = base
+                item["returned"] = after <= base + tol
+            entry["series"][field] = item
+        out.append(entry)
+    return out
+
+
+def memory_verdicts(run: RunFolder, c: LeakCriteria = LeakCriteria()) -> dict:
+    samples = _samples(run)
+    series = {f: series_verdict(run, f, c, samples) for f in SERIES}
+    rec = after_recovery(run, series, c, samples)
+    checked = [s.get("returned") for r in rec for s in r["series"].values() if "returned" in s]
+    leaking = sorted(f for f, v in series.items() if v["verdict"] == "leak")
+    return {
+        "series": series,
+        "leak": bool(leaking),
+        "leaking_series": leaking,
+        "after_recovery": rec,
+        "returned_after_recovery": (all(checked) if checked else None),
+        "criteria": {k: getattr(c, k) for k in c.__dataclass_fields__},
+    }

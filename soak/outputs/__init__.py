@@ -1,0 +1,1 @@
+"""Outputs of a run folder: the CI gate (+ JUnit), bug-report bundles, the HTML report."""

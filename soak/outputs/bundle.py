@@ -1,0 +1,259 @@
+"""Bug-report bundle: one .tar.gz a GPU vendor or MNN maintainer can act on.
+
+Layout (all under one folder `soak-bundle-<run-id>/`, itself a valid run
+folder, so `soak replay BUNDLE`, `soak gate` and `soak report` read it):
+
+    README.md           what failed, how often, on what, the command that replays it
+    bundle.json         what was selected: findings, occurrences, replay iteration, redactions
+    manifest.json       the run's manifest
+    environment.json    OpenCL platform/device/driver/extensions/limits, host or phone,
+                        engine libraries with hashes, model config and size, seed
+    classification.json, verdicts.json, summary.json
+    events.jsonl        the event log (whole, or every non-iteration event plus the
+                        iterations around each occurrence when the log is large)
+    engine_log/occurrence-NNN-iter-I.log   engine.log bytes around each occurrence
+    cl_trace/...        interposer records
+    series/memory.csv, series/perf.csv
+    prompts.jsonl       exact prompts of the failing iterations and of those before them
+    model/config.json   the model's config, when it is readable here
+    test_engine.json    the test engine's config and fault plan (test runs)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tarfile
+import time
+from pathlib import Path
+
+from soak.analysis.runfolder import RunFolder
+from soak.errors import BadInput
+from soak.outputs._bundle_readme import render_readme
+from soak.outputs._findings import DERIVED_KINDS, classification, finding_label, findings_with_events
+from soak.outputs._redact import Redactor
+from soak.outputs.environment import environment, model_config_path
+
+BUNDLE_VERSION = 1
+FULL_EVENTS_LIMIT = 32 << 20     # whole events.jsonl up to this size
+TRACE_LIMIT = 64 << 20           # per cl_trace file
+LOG_WINDOW_LIMIT = 1 << 20       # per engine-log window
+ITERATIONS_BEFORE = 3            # iterations kept before each occurrence (besides its conversation)
+OCCURRENCES_PER_FINDING = 10     # the first 5 and the last 5
+
+
+def _select(findings: list[dict], fault: str | None) -> list[dict]:
+    if fault is None:
+        chosen = [f for f in findings if f.get("occurrences") or f.get("kind") in DERIVED_KINDS]
+        return chosen
+    chosen = [f for f in findings if fault in (f.get("fault_id"), f.get("signature"))]
+    if not chosen:
+        have = sorted({finding_label(f) for f in findings} | {f.get("signature") for f in findings if f.get("signature")})
+        raise BadInput(f"no finding with fault id or signature {fault!r} in this run",
+                       hint="choose one of: " + (", ".join(have) if have else "(the run has no findings)"))
+    return chosen
+
+
+def _occurrences(f: dict) -> list[dict]:
+    occ = f.get("occurrences") or []
+    if len(occ) <= OCCURRENCES_PER_FINDING:
+        return occ
+    half = OCCURRENCES_PER_FINDING // 2
+    return occ[:half] + occ[-half:]
+
+
+def _window_iterations(run: RunFolder, failing: set[int]) -> set[int]:
+    """Failing iterations, the turns before them in their conversation, and a few before that."""
+    by_i = {e["i"]: e for e in run.iterations if isinstance(e.get("i"), int)}
+    keep: set[int] = set()
+    for i in failing:
+        target = by_i.get(i)
+        keep.update(range(max(0, i - ITERATIONS_BEFORE), i + 1))
+        if target is None:
+            continue
+        for j, e in by_i.items():
+            if j <= i and e.get("conversation") == target.get("conversation") \
+                    and e.get("worker_generation") == target.get("worker_generation"):
+                keep.add(j)
+    return {i for i in keep if i in by_i}
+
+
+def _csv(rows: list[list], header: list[str]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _replay_iteration(selected: list[dict]) -> int | None:
+    firsts = [o.get("iteration") for f in selected for o in f.get("occurrences") or []
+              if isinstance(o.get("iteration"), int) and o.get("phase") != "load"]
+    return min(firsts) if firsts else None
+
+
+def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path | None = None,
+                redact_prompts: bool = False, redact_serials: bool = False) -> Path:
+    run = RunFolder(run_dir)
+    findings = findings_with_events(run)
+    selected = _select(findings, fault)
+    redactor = Redactor(run, redact_prompts, redact_serials)
+    occurrences = [(f, o) for f in selected for o in _occurrences(f)]
+    failing = {o["iteration"] for _, o in occurrences if isinstance(o.get("iteration"), int)}
+    keep_iters = _window_iterations(run, failing)
+    replay_iter = _replay_iteration(selected)
+
+    top = f"soak-bundle-{re.sub(r'[^A-Za-z0-9._-]', '_', run.run_id)}"
+    out = Path(out) if out else Path.cwd() / f"{top}{'-' + re.sub(r'[^A-Za-z0-9._-]', '_', fault) if fault else ''}.tar.gz"
+    files: dict[str, bytes] = {}
+
+    def put_text(name: str, text: str) -> None:
+        files[name] = redactor.text(text).encode("utf-8", "surrogatepass")
+
+    def put_json(name: str, data) -> None:
+        put_text(name, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    env = environment(run)
+    put_json("manifest.json", run.manifest)
+    put_json("environment.json", env)
+    put_json("classification.json", classification(run))
+    verdicts = None
+    if (run.path / "verdicts.json").is_file():
+        verdicts = json.loads((run.path / "verdicts.json").read_text(encoding="utf-8"))
+    else:
+        from soak.analysis.verdicts import compute_verdicts
+
+        verdicts = compute_verdicts(run, write=False)
+    put_json("verdicts.json", verdicts)
+    if run.summary:
+        put_json("summary.json", run.summary)
+    for extra in ("test_engine.json",):
+        if (run.path / extra).is_file():
+            put_text(extra, (run.path / extra).read_text(encoding="utf-8", errors="replace"))
+
+    # events: the whole log if small, else everything but the iterations outside the windows
+    size = (run.path / "events.jsonl").stat().st_size
+    whole = size <= FULL_EVENTS_LIMIT
+    ev_lines = [json.dumps(redactor.event(e), ensure_ascii=False) for e in run.events
+                if whole or e.get("event") != "iteration" or e.get("i") in keep_iters]
+    put_text("events.jsonl", "\n".join(ev_lines) + "\n")
+
+    # engine-log windows around each occurrence
+    spans = {e["i"]: e.get("log_span") for e in run.iterations if isinstance(e.get("i"), int)}
+    load_spans = [e.get("log_span") for e in run.of("load") if e.get("log_span")]
+    occ_index = []
+    for k, (f, o) in enumerate(occurrences):
+        it = o.get("iteration")
+        if isinstance(it, int) and spans.get(it):
+            first = next((spans[j] for j in range(max(0, it - ITERATIONS_BEFORE), it + 1) if spans.get(j)), spans[it])
+            start, end = first[0], spans[it][1]
+        elif load_spans:
+            start, end = load_spans[-1]
+        else:
+            start, end = 0, 0
+        if end - start > LOG_WINDOW_LIMIT:
+            start = end - LOG_WINDOW_LIMIT
+        name = f"engine_log/occurrence-{k:03d}-iter-{it if it is not None else 'load'}.log"
+        data = run.log_bytes(start, end, LOG_WINDOW_LIMIT)
+        context = [f"# soak: engine.log bytes {start}..{end} around {finding_label(f)} ({o.get('kind')}) at iteration {it}"]
+        for key in ("line", "last_lines", "code", "name", "info", "signal"):
+            if o.get(key) not in (None, [], ""):
+                context.append(f"# {key}: {o.get(key)}")
+        put_text(name, "\n".join(context) + "\n" + data.decode("utf-8", "replace"))
+        occ_index.append({"file": name, "finding": finding_label(f), "signature": f.get("signature"),
+                          "kind": o.get("kind"), "phase": o.get("phase"), "iteration": it, "seq": o.get("seq"),
+                          "log_span": [start, end]})
+
+    # interposer records
+    for p in run.cl_trace_files():
+        data = p.read_bytes()[:TRACE_LIMIT] if p.stat().st_size <= TRACE_LIMIT else _tail(p, TRACE_LIMIT)
+        if redactor.serials and p.suffix == ".jsonl":
+            data = redactor.text(data.decode("utf-8", "replace")).encode("utf-8")
+        files[f"cl_trace/{p.name}"] = data
+
+    # series
+    mem_rows = [[e.get("seq"), e.get("t"), e.get("iteration"), e.get("source"), e.get("generation"),
+                 e.get("rss"), e.get("uss"), e.get("pss"), e.get("gpu_live_bytes")] for e in run.memory]
+    files["series/memory.csv"] = _csv(mem_rows, ["seq", "t", "iteration", "source", "generation", "rss", "uss",
+                                                 "pss", "gpu_live_bytes"])
+    perf_rows = [[e.get("i"), e.get("t"), e.get("ok"), e.get("decode_tps"), e.get("prefill_tps"), e.get("wall_s"),
+                  e.get("prefill_us"), e.get("decode_us"), e.get("prompt_tokens"), e.get("generated_tokens"),
+                  e.get("context_tokens"), "+".join(e.get("failures") or [])] for e in run.iterations]
+    files["series/perf.csv"] = _csv(perf_rows, ["i", "t", "ok", "decode_tps", "prefill_tps", "wall_s", "prefill_us",
+                                                "decode_us", "prompt_tokens", "generated_tokens", "context_tokens",
+                                                "failures"])
+    # prompts
+    prompt_lines = []
+    for e in run.iterations:
+        if e.get("i") in keep_iters:
+            r = redactor.event(e)
+            prompt_lines.append(json.dumps({"i": e["i"], "conversation": e.get("conversation"), "turn": e.get("turn"),
+                                            "failing": e["i"] in failing, "max_new_tokens": e.get("max_new_tokens"),
+                                            "prompt": r.get("prompt")}, ensure_ascii=False))
+    put_text("prompts.jsonl", "\n".join(prompt_lines) + ("\n" if prompt_lines else ""))
+    cfg = model_config_path(run)
+    if cfg is not None:
+        put_text("model/config.json", cfg.read_text(encoding="utf-8", errors="replace"))
+
+    meta = {"version": BUNDLE_VERSION, "run_id": run.run_id, "seed": run.seed, "created": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fault": fault,
+            "findings": [{k: f.get(k) for k in ("fault_id", "signature", "signature_text", "title", "severity",
+                                                  "known", "kind", "phase", "events", "first_iteration",
+                                                  "last_iteration")} for f in selected],
+            "occurrences": occ_index, "replay_iteration": None if redact_prompts else replay_iter,
+            "redacted": {"prompts": redact_prompts, "serials": bool(redactor.serials)},
+            "events": "whole" if whole else "windows"}
+    put_json("bundle.json", meta)
+    put_text("README.md", render_readme(run, selected, env, replay_iter, out.name, redactor, verdicts))
+    _write_tar(out, top, files)
+    return out
+
+
+def _tail(path: Path, limit: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(-limit, 2)
+        return fh.read()
+
+
+def _write_tar(out: Path, top: str, files: dict[str, bytes]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    now = int(time.time())
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            dirs = sorted({str(Path(n).parent) for n in files if "/" in n})
+            for d in [top] + [f"{top}/{d}" for d in dirs]:
+                info = tarfile.TarInfo(d)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+                tar.addfile(info)
+            for name in sorted(files):
+                info = tarfile.TarInfo(f"{top}/{name}")
+                info.size, info.mode, info.mtime = len(files[name]), 0o644, now
+                tar.addfile(info, io.BytesIO(files[name]))
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write bundle {out}: {exc}", hint="give a writable path with -o FILE") from None
+
+
+def open_bundle(archive: str | Path, dest: str | Path) -> tuple[Path, dict]:
+    """Safely extract a bundle into dest; returns (its run folder, bundle.json)."""
+    from soak.outputs.safe_tar import safe_extract
+
+    names = safe_extract(archive, dest)
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1:
+        raise BadInput(f"{archive} is not a soak bundle (expected one top folder, found {len(tops)})",
+                       hint="pass a .tar.gz written by `soak bundle`")
+    run_dir = Path(dest) / tops.pop()
+    meta_path = run_dir / "bundle.json"
+    if not meta_path.is_file() or not (run_dir / "events.jsonl").is_file():
+        raise BadInput(f"{archive} is not a soak bundle (no bundle.json or events.jsonl)",
+                       hint="pass a .tar.gz written by `soak bundle`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{archive}: bundle.json is damaged ({exc})", hint="ask the sender for the original") from None
+    return run_dir, meta

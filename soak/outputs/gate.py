@@ -1,0 +1,256 @@
+"""The CI gate: judge a run folder against a policy (soak.outputs.policy).
+
+Each policy rule becomes one `RuleResult` (one JUnit test case); the gate
+passes when every rule passes.  Reads only the run folder (and a baseline
+run folder for the throughput rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from soak.analysis.runfolder import RunFolder
+from soak.analysis.verdicts import compute_verdicts
+from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events
+from soak.outputs.policy import Limit, Policy, default_policy, load_policy
+
+
+@dataclass
+class RuleResult:
+    name: str           # e.g. errors.severity.critical
+    passed: bool
+    message: str        # one line: why it passed or failed
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def section(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, f in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _end(v: float | None) -> str:
+    """An interval end; None means the interval is open (too few or too correlated samples)."""
+    return "open" if v is None else _size(v)
+
+
+def _limit_check(name: str, what: str, count: int, iterations: int, limit: Limit, items: list[dict]) -> RuleResult:
+    rate = count / iterations if iterations else float(count > 0)
+    problems = []
+    if limit.max_count is not None and count > limit.max_count:
+        problems.append(f"{count} > max_count {limit.max_count}")
+    if limit.max_rate is not None and rate > limit.max_rate:
+        problems.append(f"rate {rate:.4g}/iteration > max_rate {limit.max_rate}")
+    details = [f"{finding_label(f)} [{f.get('severity')}] x{_count(f)}: {f.get('title') or f.get('signature_text')} "
+               f"(first at iteration {f.get('first_iteration')})" for f in items]
+    if problems:
+        return RuleResult(name, False, f"{what}: {'; '.join(problems)} over {iterations} iterations", details)
+    return RuleResult(name, True, f"{what}: {count} in {iterations} iterations (rate {rate:.4g}) within limits", details)
+
+
+def _count(f: dict) -> int:
+    return len(f.get("occurrences") or []) or int(f.get("events") or 0)
+
+
+def _error_rules(run: RunFolder, policy: Policy) -> list[RuleResult]:
+    if policy.errors is None and not policy.by_severity and not policy.by_fault:
+        return []
+    findings = [f for f in findings_with_events(run) if f.get("kind") not in DERIVED_KINDS]
+    iters = max(run.iteration_count, 0)
+
+    def allowed(f: dict) -> bool:
+        return (f.get("fault_id") in policy.allow or f.get("signature") in policy.allow
+                or (policy.allow_all_known and bool(f.get("known"))))
+
+    counted = [f for f in findings if not allowed(f)]
+    out = []
+    if policy.errors is not None:
+        r = _limit_check("errors.total", "faults not allowed as known", sum(map(_count, counted)), iters,
+                         policy.errors, counted)
+        n_allowed = len(findings) - len(counted)
+        if n_allowed:
+            r.details.append(f"{n_allowed} finding(s) allowed as known and not counted")
+        out.append(r)
+    for sev, limit in policy.by_severity.items():
+        items = [f for f in counted if f.get("severity") == sev]
+        out.append(_limit_check(f"errors.severity.{sev}", f"{sev} faults", sum(map(_count, items)), iters, limit, items))
+    for key, limit in policy.by_fault.items():
+        items = [f for f in findings if key in (f.get("fault_id"), f.get("signature"))]
+        out.append(_limit_check(f"errors.fault.{key}", f"fault {key}", sum(map(_count, items)), iters, limit, items))
+    return out
+
+
+def _backend_rule(run: RunFolder, policy: Policy) -> list[RuleResult]:
+    want = policy.required_backend
+    if not want:
+        return []
+    requested, actual = run.backend_requested, run.backend_actual
+    fallbacks = [e for e in run.faults if e.get("kind") == "cpu_fallback"]
+    problems = []
+    if requested and requested != want:
+        problems.append(f"the run asked for backend {requested}, not {want}")
+    if actual is None:
+        problems.append("the run never recorded which backend it actually ran on (no successful load)")
+    elif actual != want:
+        problems.append(f"it actually ran on {actual}")
+    if fallbacks and want != "cpu":
+        problems.append(f"{len(fallbacks)} CPU fallback(s): {fallbacks[0].get('line') or 'cpu_fallback'}")
+    if problems:
+        return [RuleResult("backend.required", False, f"required backend {want}: " + "; ".join(problems))]
+    return [RuleResult("backend.required", True, f"ran on {actual} as required")]
+
+
+def _memory_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
+    if policy.max_leak_slope is None and policy.max_leak_slope_per_hour is None and not policy.require_return:
+        return []
+    mem = verdicts["memory"]
+    out = []
+    if policy.max_leak_slope is not None or policy.max_leak_slope_per_hour is not None:
+        for name in policy.series:
+            v = mem["series"].get(name) or {"verdict": "no_data"}
+            per_it = (v.get("slope_per_iteration") or {}).get("value")
+            per_h = (v.get("slope_per_hour") or {}).get("value")
+            text = (f"{name}: {v['verdict']}, slope {_size(per_it)}/iteration "
+                    f"[{_end((v.get('slope_per_iteration') or {}).get('lo'))}, "
+                    f"{_end((v.get('slope_per_iteration') or {}).get('hi'))}], {_size(per_h)}/hour, "
+                    f"p={(v.get('test') or {}).get('p', float('nan')):.3g}")
+            if v["verdict"] in ("no_data", "insufficient"):
+                out.append(RuleResult(f"memory.leak.{name}", True, f"{name}: {v['verdict']} (not judged)"))
+                continue
+            problems = []
+            if v["verdict"] == "leak":
+                if policy.max_leak_slope is not None and per_it is not None and per_it > policy.max_leak_slope:
+                    problems.append(f"leaks {_size(per_it)}/iteration > max {_size(policy.max_leak_slope)}")
+                if policy.max_leak_slope_per_hour is not None and per_h is not None and per_h > policy.max_leak_slope_per_hour:
+                    problems.append(f"leaks {_size(per_h)}/hour > max {_size(policy.max_leak_slope_per_hour)}")
+            out.append(RuleResult(f"memory.leak.{name}", not problems, "; ".join(problems) or text, [text]))
+    if policy.require_return:
+        ret = mem.get("returned_after_recovery")
+        bad = [r for r in mem.get("after_recovery") or []
+               if any(s.get("returned") is False for s in r["series"].values())]
+        if ret is False:
+            out.append(RuleResult("memory.return_after_recovery", False,
+                                  f"memory did not come back after {len(bad)} recovery(ies), first at iteration "
+                                  f"{bad[0].get('iteration')} (by {bad[0].get('recovered_by')})",
+                                  [f"iteration {r.get('iteration')}: " + ", ".join(
+                                      f"{k} {_size(s['after'])} vs start {_size(s.get('start_level'))}"
+                                      for k, s in r["series"].items() if s.get("returned") is False) for r in bad]))
+        else:
+            out.append(RuleResult("memory.return_after_recovery", True,
+                                  "no recovery to check" if ret is None else "memory came back after every recovery"))
+    return out
+
+
+def _recovery_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
+    rec = verdicts["recovery"]
+    out = []
+    details = [f"{k}: {v['recovered']}/{v['attempts']} recovered, by {v['by_step']}" for k, v in rec["per_kind"].items()]
+    if policy.min_recovery_rate is not None:
+        if rec["rate"] is None:
+            out.append(RuleResult("recovery.rate", True, "no recovery attempt was needed"))
+        else:
+            ok = rec["rate"] >= policy.min_recovery_rate
+            out.append(RuleResult("recovery.rate", ok,
+                                  f"recovered {rec['recovered']}/{rec['attempts']} (rate {rec['rate']:.3g}) "
+                                  f"{'>=' if ok else '<'} min_rate {policy.min_recovery_rate}", details))
+    if policy.min_recovery_score is not None:
+        if rec["score"] is None:
+            out.append(RuleResult("recovery.score", True, "no recovery attempt was needed"))
+        else:
+            ok = rec["score"] >= policy.min_recovery_score
+            out.append(RuleResult("recovery.score", ok, f"recovery score {rec['score']} "
+                                  f"{'>=' if ok else '<'} min_score {policy.min_recovery_score}", details))
+    return out
+
+
+def _perf_rules(policy: Policy, verdicts: dict, baseline_given: bool) -> list[RuleResult]:
+    out = []
+    if policy.max_tps_regression_pct is not None:
+        base = verdicts["perf"].get("baseline")
+        reg = (base or {}).get("tps_regression_pct")
+        if not baseline_given:
+            out.append(RuleResult("perf.tps_regression", False,
+                                  "the policy limits the tok/s regression but no baseline run was given (--baseline RUN)"))
+        elif reg is None:
+            out.append(RuleResult("perf.tps_regression", False, "no decode tok/s to compare (run or baseline has no successful iteration)"))
+        else:
+            m = base["metrics"]["decode_tps"]
+            ok = reg <= policy.max_tps_regression_pct
+            out.append(RuleResult("perf.tps_regression", ok,
+                                  f"decode {m['run']:.4g} tok/s vs baseline {m['baseline']:.4g} "
+                                  f"({base['baseline_run_id']}): {reg:+.1f}% regression "
+                                  f"{'<=' if ok else '>'} max {policy.max_tps_regression_pct}%"))
+    if policy.max_drift_pct is not None:
+        d = verdicts["perf"]["drift"]["decode_tps"]
+        drift = d.get("drift_pct")
+        if drift is None:
+            out.append(RuleResult("perf.drift", True, f"decode tok/s: {d['verdict']} (not judged)"))
+        else:
+            lost = -drift
+            ok = not (d["verdict"] == "degrading" and lost > policy.max_drift_pct)
+            out.append(RuleResult("perf.drift", ok, f"decode tok/s changed {drift:+.1f}% over the run "
+                                  f"({d['verdict']}); max loss {policy.max_drift_pct}%"))
+    return out
+
+
+def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list[RuleResult], dict]:
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    policy = policy or default_policy()
+    base = None if baseline is None else RunFolder(baseline)
+    verdicts = compute_verdicts(run, base)
+    results: list[RuleResult] = []
+    if policy.min_iterations is not None:
+        n = run.iteration_count
+        ok = n >= policy.min_iterations
+        end = (run.first("run_end") or {}).get("reason", "no run_end (killed?)")
+        results.append(RuleResult("run.min_iterations", ok, f"{n} iterations {'>=' if ok else '<'} "
+                                  f"{policy.min_iterations} required (run ended by {end})"))
+    results += _backend_rule(run, policy)
+    results += _error_rules(run, policy)
+    results += _memory_rules(policy, verdicts)
+    results += _recovery_rules(policy, verdicts)
+    results += _perf_rules(policy, verdicts, base is not None)
+    return results, verdicts
+
+
+def print_results(results: list[RuleResult], run_id: str, stream=None) -> None:
+    stream = stream or sys.stdout
+    failed = [r for r in results if not r.passed]
+    print(f"soak gate: {run_id}: {'FAILED' if failed else 'passed'} "
+          f"({len(results) - len(failed)}/{len(results)} rules pass)", file=stream)
+    for r in results:
+        print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.message}", file=stream)
+        if not r.passed:
+            for d in r.details[:5]:
+                print(f"          {d}", file=stream)
+
+
+# --- `soak run ... --gate POLICY` -------------------------------------------------
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("gate (judge the run when it ends)")
+    g.add_argument("--gate", metavar="POLICY", help="gate the finished run with this TOML policy "
+                   "(exit 1 if it fails); JUnit goes to RUN/gate-junit.xml")
+    g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
+
+
+def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult]]:
+    """Gate a finished run; prints the rules and writes JUnit (default RUN/gate-junit.xml)."""
+    from soak.outputs.junit import write_junit
+
+    policy = load_policy(policy_path) if policy_path else default_policy()
+    run = RunFolder(run_dir)
+    results, _ = evaluate(run, policy, baseline)
+    write_junit(results, Path(junit_path) if junit_path else run.path / "gate-junit.xml", policy.name, run.run_id)
+    print_results(results, run.run_id)
+    return all(r.passed for r in results), results

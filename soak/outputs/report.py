@@ -1,0 +1,278 @@
+"""The HTML report: one self-contained file (inline CSS and SVG, no script, no network).
+
+Sections: summary and verdicts, fault table (linked to the catalog entries
+and their references), the timeline plots (soak.outputs._plots), recovery,
+environment.  Several runs are shown side by side and overlaid in the plots;
+with a baseline, each run's tok/s and latency are compared against it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+from pathlib import Path
+
+from soak.analysis.perf import compare
+from soak.analysis.runfolder import RunFolder
+from soak.analysis.verdicts import compute_verdicts
+from soak.errors import BadInput
+from soak.outputs._findings import findings_with_events
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px} h3{font-size:15px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:#b00020;font-weight:600} .good{color:#1b5e20} .warn{color:#a15c00} .muted{color:#777}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px} .plot svg{max-width:100%;height:auto}
+.sev-critical{color:#fff;background:#b00020;padding:0 4px;border-radius:3px} .sev-high{color:#b00020}
+.sev-medium{color:#a15c00} dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px} dt{font-weight:600}
+"""
+
+
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _size(n) -> str:
+    if not isinstance(n, (int, float)):
+        return "–"
+    for unit, f in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _num(v, fmt="{:.3g}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) else "–"
+
+
+def _anchor(fault_id: str) -> str:
+    return "catalog-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in fault_id)
+
+
+def _verdict_cls(v: str) -> str:
+    return {"leak": "bad", "degrading": "bad", "growth_stopped": "warn", "stable": "good"}.get(v, "muted")
+
+
+class _Run:
+    def __init__(self, path, baseline: RunFolder | None):
+        self.folder = RunFolder(path)
+        self.verdicts = compute_verdicts(self.folder, baseline, write=False)
+        self.findings = findings_with_events(self.folder)
+
+
+def _summary(runs: list[_Run]) -> str:
+    rows = [("run", lambda r: f"<b>{_e(r.folder.run_id)}</b>"),
+            ("engine", lambda r: _e(r.folder.manifest.get("engine_name") or r.folder.manifest.get("engine"))),
+            ("backend (asked → ran on)", lambda r: _backend_cell(r.folder)),
+            ("iterations", lambda r: _e(r.folder.iteration_count)),
+            ("elapsed", lambda r: _e(_dt.timedelta(seconds=round(r.folder.elapsed_s or 0)))),
+            ("ended by", lambda r: _e((r.folder.first("run_end") or {}).get("reason", "no run_end (killed?)"))),
+            ("fault events", lambda r: _e(len(r.folder.faults))),
+            ("findings", lambda r: _e(len(r.findings))),
+            ("memory", lambda r: _memory_cell(r.verdicts)),
+            ("recovery", lambda r: _recovery_cell(r.verdicts)),
+            ("decode tok/s (median)", lambda r: _num(r.verdicts["perf"]["drift"]["decode_tps"].get("median"), "{:.4g}")),
+            ("decode tok/s drift", lambda r: _drift_cell(r.verdicts["perf"]["drift"]["decode_tps"])),
+            ("latency drift", lambda r: _drift_cell(r.verdicts["perf"]["drift"]["latency_s"]))]
+    out = ["<table><tbody>"]
+    for name, cell in rows:
+        out.append(f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{cell(r)}</td>" for r in runs) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _backend_cell(run: RunFolder) -> str:
+    req, act = run.backend_requested, run.backend_actual
+    fallback = any(e.get("kind") == "cpu_fallback" for e in run.faults)
+    cls = "bad" if (req and act and req != act) or fallback else ""
+    extra = " (CPU fallback!)" if fallback else ""
+    return f'<span class="{cls}">{_e(req)} → {_e(act)}{extra}</span>'
+
+
+def _memory_cell(v: dict) -> str:
+    parts = []
+    for name, s in v["memory"]["series"].items():
+        if s["verdict"] == "no_data":
+            continue
+        slope = (s.get("slope_per_iteration") or {}).get("value")
+        parts.append(f'{_e(name)}: <span class="{_verdict_cls(s["verdict"])}">{_e(s["verdict"])}</span>'
+                     + (f" ({_size(slope)}/it)" if s["verdict"] in ("leak", "growth_stopped") else ""))
+    return "<br>".join(parts) or '<span class="muted">no samples</span>'
+
+
+def _recovery_cell(v: dict) -> str:
+    rec = v["recovery"]
+    if not rec["attempts"]:
+        return '<span class="muted">none needed</span>'
+    cls = "good" if rec["rate"] == 1 else "bad"
+    return f'<span class="{cls}">{rec["recovered"]}/{rec["attempts"]} recovered</span>, score {_num(rec["score"])}'
+
+
+def _drift_cell(d: dict) -> str:
+    if d.get("drift_pct") is None:
+        return f'<span class="muted">{_e(d["verdict"])}</span>'
+    return f'<span class="{_verdict_cls(d["verdict"])}">{d["drift_pct"]:+.1f}% ({_e(d["verdict"])})</span>'
+
+
+def _memory_table(r: _Run) -> str:
+    out = ["<table><thead><tr><th>series</th><th>verdict</th><th>slope / iteration [interval]</th>"
+           "<th>slope / hour [interval]</th><th>growth over span</th><th>p (modified MK)</th><th>samples</th>"
+           "</tr></thead><tbody>"]
+    for name, s in r.verdicts["memory"]["series"].items():
+        pi, ph = s.get("slope_per_iteration") or {}, s.get("slope_per_hour") or {}
+        out.append(f"<tr><td>{_e(name)}</td><td class='{_verdict_cls(s['verdict'])}'>{_e(s['verdict'])}</td>"
+                   f"<td class=num>{_size(pi.get('value'))} [{_size(pi.get('lo'))}, {_size(pi.get('hi'))}]</td>"
+                   f"<td class=num>{_size(ph.get('value'))} [{_size(ph.get('lo'))}, {_size(ph.get('hi'))}]</td>"
+                   f"<td class=num>{_size(s.get('growth_bytes'))}</td>"
+                   f"<td class=num>{_num((s.get('test') or {}).get('p'))}</td><td class=num>{_e(s.get('samples'))}</td></tr>")
+    out.append("</tbody></table>")
+    ret = r.verdicts["memory"].get("returned_after_recovery")
+    if ret is not None:
+        out.append(f"<p>Memory after recovery: <span class='{'good' if ret else 'bad'}'>"
+                   f"{'came back every time' if ret else 'did NOT come back after some recoveries'}</span>.</p>")
+    return "\n".join(out)
+
+
+def _fault_table(r: _Run) -> str:
+    if not r.findings:
+        return "<p class=good>No faults.</p>"
+    out = ["<table><thead><tr><th>severity</th><th>fault</th><th>title</th><th>kind / phase</th><th>count</th>"
+           "<th>iterations</th><th>signature</th><th>references</th></tr></thead><tbody>"]
+    for f in r.findings:
+        fid = f.get("fault_id")
+        label = (f'<a href="#{_anchor(fid)}">{_e(fid)}</a>' if fid else '<span class="muted">not in catalog</span>')
+        refs = []
+        for m in (f.get("matches") or [])[:1]:
+            for ref in (m.get("remedy") or {}).get("references") or []:
+                refs.append(f'<a href="{_e(ref)}" rel="noreferrer">{_e(ref.rsplit("/", 2)[-2] + "/" + ref.rsplit("/", 1)[-1] if "/" in ref else ref)}</a>')
+        sev = f.get("severity") or "?"
+        out.append(f"<tr><td><span class='sev-{_e(sev)}'>{_e(sev)}</span></td><td>{label}</td>"
+                   f"<td>{_e(f.get('title'))}</td><td>{_e(f.get('kind'))} / {_e(f.get('phase'))}</td>"
+                   f"<td class=num>{_e(f.get('events') or len(f.get('occurrences') or []))}</td>"
+                   f"<td>{_e(f.get('first_iteration'))}–{_e(f.get('last_iteration'))}</td>"
+                   f"<td><code>{_e(f.get('signature'))}</code><br><span class=muted>{_e(f.get('signature_text'))}</span></td>"
+                   f"<td>{'<br>'.join(refs)}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _catalog_entries(runs: list[_Run]) -> str:
+    seen: dict[str, dict] = {}
+    for r in runs:
+        for f in r.findings:
+            for m in f.get("matches") or []:
+                if m.get("id") and m["id"] not in seen:
+                    seen[m["id"]] = m
+    if not seen:
+        return "<p class=muted>No finding matched a catalog entry.</p>"
+    out = []
+    for fid, m in seen.items():
+        rem = m.get("remedy") or {}
+        out.append(f"<h3 id='{_anchor(fid)}'>{_e(fid)}: {_e(m.get('title'))}</h3><dl>"
+                   f"<dt>severity</dt><dd>{_e(m.get('severity'))}</dd>"
+                   f"<dt>why it matched</dt><dd>{_e('; '.join(m.get('why') or []))}</dd>"
+                   f"<dt>cause</dt><dd>{_e(rem.get('cause'))}</dd><dt>workaround</dt><dd>{_e(rem.get('workaround'))}</dd>"
+                   f"<dt>fixed in</dt><dd>{_e(rem.get('fixed_in') or '–')}</dd><dt>references</dt><dd>"
+                   + "<br>".join(f'<a href="{_e(u)}" rel="noreferrer">{_e(u)}</a>' for u in rem.get("references") or [])
+                   + "</dd></dl>")
+    return "\n".join(out)
+
+
+def _recovery_table(r: _Run) -> str:
+    rec = r.verdicts["recovery"]
+    if not rec["attempts"]:
+        return "<p class=muted>No recovery was needed.</p>"
+    out = [f"<p>Ladder: {' → '.join(map(_e, rec['ladder']))}. Recovery score <b>{_num(rec['score'])}</b> / 100 "
+           f"(1 per fault cleared by the first step, halved per further step, halved again if memory did not come back).</p>",
+           "<table><thead><tr><th>fault kind</th><th>attempts</th><th>recovered</th><th>by step</th>"
+           "<th>median / max time</th><th>RSS given back (median)</th><th>memory came back</th></tr></thead><tbody>"]
+    for kind, k in rec["per_kind"].items():
+        steps = ", ".join(f"{_e(s)} ×{n}" for s, n in k["by_step"].items()) or "–"
+        back = k.get("memory_returned")
+        out.append(f"<tr><td>{_e(kind)}</td><td class=num>{k['attempts']}</td>"
+                   f"<td class='num {'good' if k['rate'] == 1 else 'bad'}'>{k['recovered']}</td><td>{steps}</td>"
+                   f"<td class=num>{_num(k['duration_s_median'])} s / {_num(k['duration_s_max'])} s</td>"
+                   f"<td class=num>{_size(k['rss_given_back_median'])}</td>"
+                   f"<td class=num>{'–' if back is None else f'{100 * back:.0f}%'}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _environment(r: _Run) -> str:
+    from soak.outputs.environment import environment
+
+    env = environment(r.folder)
+    out = ["<dl>"]
+    for k, v in env.items():
+        if v in (None, {}, []):
+            continue
+        text = json.dumps(v, indent=1, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else str(v)
+        out.append(f"<dt>{_e(k)}</dt><dd><code style='white-space:pre-wrap'>{_e(text)}</code></dd>")
+    out.append("</dl>")
+    return "\n".join(out)
+
+
+def _comparison(runs: list[_Run], baseline: RunFolder | None) -> str:
+    base = baseline or (runs[0].folder if len(runs) > 1 else None)
+    if base is None:
+        return ""
+    out = [f"<h2>Comparison against {_e(base.run_id)}</h2><table><thead><tr><th>run</th><th>metric</th>"
+           "<th>run median</th><th>baseline median</th><th>change</th></tr></thead><tbody>"]
+    for r in runs:
+        if r.folder.path == base.path:
+            continue
+        cmp = compare(r.folder, base)
+        for metric, m in cmp["metrics"].items():
+            cls = "bad" if m["regression"] and abs(m["change_pct"] or 0) >= 5 else ""
+            out.append(f"<tr><td>{_e(r.folder.run_id)}</td><td>{_e(metric)}</td><td class=num>{_num(m['run'], '{:.4g}')}</td>"
+                       f"<td class=num>{_num(m['baseline'], '{:.4g}')}</td>"
+                       f"<td class='num {cls}'>{_num(m['change_pct'], '{:+.1f}')}%</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def render_report(run_dirs: list, baseline=None) -> str:
+    from soak.outputs._plots import timeline_svg
+
+    if not run_dirs:
+        raise BadInput("no run folder given", hint="soak report logs/<run-id> [more runs] -o report.html")
+    base = RunFolder(baseline) if baseline else None
+    runs = [_Run(p, base) for p in run_dirs]
+    title = "soak report: " + ", ".join(r.folder.run_id for r in runs)
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+             f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+             f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{_e(title)}</h1><p class=muted>generated {_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}"
+             f" by soak from the run folder(s); self-contained, no network.</p>",
+             "<h2>Summary and verdicts</h2>", _summary(runs),
+             _comparison(runs, base),
+             "<h2>Memory and performance over the run</h2><div class=plot>", timeline_svg([r.folder for r in runs]), "</div>"]
+    for r in runs:
+        rid = _e(r.folder.run_id)
+        parts += [f"<h2>Memory verdicts: {rid}</h2>", _memory_table(r),
+                  f"<h2>Faults: {rid}</h2>", _fault_table(r),
+                  f"<h2>Recovery: {rid}</h2>", _recovery_table(r)]
+    parts += ["<h2>Catalog entries</h2>", _catalog_entries(runs)]
+    for r in runs:
+        parts += [f"<h2>Environment: {_e(r.folder.run_id)}</h2>", _environment(r)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(run_dirs: list, out: str | Path, baseline=None) -> Path:
+    out = Path(out)
+    text = render_report(run_dirs, baseline)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write report {out}: {exc}", hint="give a writable path with -o FILE") from None
+    return out
