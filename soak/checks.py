@@ -58,18 +58,39 @@ def garbage_ratio(text: str) -> float:
     return bad / len(text)
 
 
+def script_mix(text: str) -> int:
+    """How many writing systems the letters of a text come from (LATIN, CJK, ARABIC, ...).
+
+    A model answers in one or two; a corrupted GPU emits letters from many.
+    Counts scripts that hold at least two letters, so a lone symbol doesn't count.
+    """
+    counts: dict[str, int] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        name = unicodedata.name(ch, "")
+        script = name.split(" ", 1)[0] if name else "UNNAMED"
+        if script in ("CJK", "HIRAGANA", "KATAKANA"):
+            script = "CJK"
+        counts[script] = counts.get(script, 0) + 1
+    return sum(1 for n in counts.values() if n >= 2)
+
+
 def check_output(data: bytes, max_new_tokens: int, generated_tokens: int) -> dict:
     text = data.decode("utf-8", errors="replace")
     rep = repetition_ratio(text)
     # invalid bytes are their own symptom; garbage judges the characters that did decode
-    garbage = garbage_ratio(data.decode("utf-8", errors="ignore"))
+    decodable = data.decode("utf-8", errors="ignore")
+    garbage = garbage_ratio(decodable)
+    scripts = script_mix(decodable)
     return {
         "utf8_valid": is_valid_utf8(data),
         "empty": len(data) == 0 and max_new_tokens != 0,
         "repetition": round(rep, 3),
         "garbage": round(garbage, 3),
         "degenerate": rep >= 0.9,
-        "garbled": garbage >= 0.2,
+        "scripts": scripts,
+        "garbled": garbage >= 0.2 or scripts >= 5,
     }
 
 

@@ -50,7 +50,9 @@ def from_log(outcome: CallOutcome, phase: str) -> list[dict]:
 
 def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dict]:
     faults = from_log(outcome, phase)
-    if outcome.died:
+    if outcome.died and outcome.lost:
+        pass  # the target reports the device going offline itself
+    elif outcome.died:
         faults.append({"kind": "crash", "phase": phase, "signal": outcome.signal,
                        "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)})
     elif outcome.hung:

@@ -165,9 +165,10 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
         raise errors.BadInput("--engine lib needs --engine-lib PATH (the MNN shim or another soak engine)")
     from soak.engine.loader import check_loadable
 
-    check_loadable(Path(cfg.engine_lib), "engine library")
-    for plugin in cfg.plugins:
-        check_loadable(Path(plugin), "backend plugin")
+    if cfg.target == "local":  # a phone's libraries are checked by the runner on the phone
+        check_loadable(Path(cfg.engine_lib), "engine library")
+        for plugin in cfg.plugins:
+            check_loadable(Path(plugin), "backend plugin")
     spec = {"kind": "native", "engine_lib": str(Path(cfg.engine_lib).resolve()),
             "plugins": [str(Path(p).resolve()) for p in cfg.plugins], "config_path": str(model)}
     return EngineSetup(spec, config, cfg.backend)
@@ -450,6 +451,8 @@ class Runner:
             found, context_tokens = self.iteration(i, conv_index, turn_index, prompt, max_new, context_tokens)
             hard = [f for f in found if faultlib.is_hard(f)
                     or (cfg.recover_on_output and f["kind"] == "bad_output")]
+            if not hard and not self.session.alive:
+                hard = [{"kind": "worker_lost"}]  # e.g. a phone went offline: its target recorded why
             i += 1
             if hard and cfg.fail_fast:
                 self.stop_reason = "fail_fast"

@@ -131,10 +131,16 @@ class Session:
     # -- calls --------------------------------------------------------------
     def respond(self, prompt: bytes, max_new_tokens: int, iteration: int) -> CallOutcome:
         self.iteration = iteration
+        cfg = None
         if self.setup.per_iteration_config:
-            self.sup.call("set_config", json.dumps({"soak_iteration": iteration}), timeout_s=self.timeouts.reset)
+            cfg = self.sup.call("set_config", json.dumps({"soak_iteration": iteration}), timeout_s=self.timeouts.reset)
+            if cfg.died or cfg.hung:  # the worker (or the device) went away before the call itself
+                self._record_exit(cfg, "decode")
+                return cfg
         self.phase = "decode"
         out = self.sup.call("respond", max_new_tokens, prompt, timeout_s=self.timeouts.respond)
+        if cfg is not None:
+            out.lines = cfg.lines + out.lines  # nothing the engine printed is dropped
         self._record_exit(out, "decode")
         return out
 

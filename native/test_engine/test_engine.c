@@ -408,9 +408,23 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     while (generated < max_new_tokens && !empty && !s.cancelled) {
         char tok[16];
         if (garbage) {
-            int n = 1 + (int)(rng_next(&rs) % 6);
-            for (int b = 0; b < n; b++) tok[b] = (char)(1 + rng_next(&rs) % 255);
-            emit(&s, tok, (size_t)n);
+            /* what a corrupted GPU emits: valid UTF-8 soup of random code points across
+             * scripts and planes (control, unassigned, private use), as in MNN #4836 */
+            char buf[4];
+            uint32_t cp = 1 + (uint32_t)(rng_next(&rs) % 0x2FFFF);
+            if (cp >= 0xD800 && cp < 0xE000) cp = 0xE000 + (cp & 0xFF); /* no surrogates */
+            size_t n = 0;
+            if (cp < 0x80) buf[n++] = (char)cp;
+            else if (cp < 0x800) { buf[n++] = (char)(0xC0 | (cp >> 6)); buf[n++] = (char)(0x80 | (cp & 0x3F)); }
+            else if (cp < 0x10000) {
+                buf[n++] = (char)(0xE0 | (cp >> 12)); buf[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                buf[n++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                buf[n++] = (char)(0xF0 | (cp >> 18)); buf[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                buf[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); buf[n++] = (char)(0x80 | (cp & 0x3F));
+            }
+            (void)tok;
+            emit(&s, buf, n);
         } else if (repeat) {
             emit(&s, "\xef\xbc\x81", 3); /* '！', MNN's dead-queue symptom */
         } else if (invalid && generated % 2 == 0) {

@@ -100,6 +100,8 @@ class Worker:
                     self.engine = None
         except SoakError as exc:
             kind = _ERROR_KINDS.get(type(exc).__name__, "engine_error")
+            if kind == "create_failed" and op != "open":
+                kind = "engine_error"  # the engine refused a call after it was created
             extra.update(ok=False, rc=-3, error=exc.message, error_kind=kind, hint=exc.hint)
         except (ValueError, IndexError, KeyError) as exc:
             extra.update(ok=False, rc=-1, error=f"bad command: {exc}", error_kind="bad_command")

@@ -53,7 +53,10 @@ class BadCommand(ValueError):
 
 
 def parse_command(line: bytes) -> tuple[str, int, list[str]]:
-    words = line.decode("ascii", errors="strict").split()
+    try:
+        words = line.decode("ascii", errors="strict").split()
+    except UnicodeDecodeError:
+        raise BadCommand(f"bad command (not ASCII): {line[:80]!r}") from None
     if len(words) < 2 or words[0] not in OPS:
         raise BadCommand(f"bad command: {line[:80]!r}")
     try:

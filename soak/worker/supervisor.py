@@ -46,6 +46,7 @@ class CallOutcome:
     result: dict | None = None
     died: bool = False
     hung: bool = False
+    lost: bool = False  # the connection to a remote worker dropped (device offline): not a crash
     exit_code: int | None = None
     signal: str | None = None
     lines: list[LogLine] = field(default_factory=list)
@@ -210,8 +211,8 @@ class Supervisor:
         return hello
 
     def call(self, op: str, *args, timeout_s: float) -> CallOutcome:
-        if self.proc is None:
-            raise WorkerDead("no worker")
+        if self.proc is None:  # already gone: the caller's recovery decides what next
+            return CallOutcome(op, died=True)
         self._next_id += 1
         cmd_id = self._next_id
         outcome = CallOutcome(op)
@@ -241,6 +242,7 @@ class Supervisor:
         if outcome.hung:
             outcome.exit_code = self.stop(kill=True)
         elif outcome.died:
+            outcome.lost = bool(getattr(self.proc, "lost", False))
             outcome.exit_code = self.proc.wait(5.0)
             if outcome.exit_code is None:
                 outcome.exit_code = self.stop(kill=True)

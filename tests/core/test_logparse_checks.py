@@ -72,6 +72,9 @@ def test_output_symptoms():
     assert symptoms(check_output(b"", 16, 0)) == ["empty"]
     assert symptoms(check_output(b"", 0, 0)) == []  # prefill only: nothing expected
     assert "garbage" in symptoms(check_output(bytes(range(1, 32)) * 2, 64, 64))
+    soup = "aбcдeфαβγ你好שלוםمرحباกขคअआ"  # letters from seven scripts: what a corrupted GPU emits
+    assert "garbage" in symptoms(check_output(soup.encode(), 64, 30))
+    assert symptoms(check_output("Hello 你好 world, this is fine 世界".encode(), 64, 12)) == []
     assert symptoms(check_output("The capital of France is Paris. 你好 🙂".encode(), 64, 12)) == []
 
 

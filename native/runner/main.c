@@ -1,0 +1,343 @@
+/* soak-runner: the native worker.  Speaks soak's worker protocol (version 1,
+ * docs/ARCHITECTURE.md) on stdin/stdout and drives an engine library through
+ * the C ABI in soak_engine.h.  Used on Android (adb shell) and on Linux in CI.
+ *
+ *   stdin : commands, one per line, payloads base64
+ *   stdout: one JSON result per line (the original fd 1, kept as `proto`)
+ *   stderr: the engine's own output; fd 1 is moved onto it at start, and a
+ *           marker line "\x1esoak:done <id>\n" precedes each result.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "loader.h"
+
+#define PROTOCOL_VERSION 1
+
+static int proto_fd = -1;
+
+static int is_int_word(const char *s) {
+    if (*s == '-' || *s == '+') s++;
+    if (!*s || strlen(s) > 18) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+static engine_api api;
+static soak_engine *engine;
+
+typedef struct {
+    long long id;
+    const char *op;
+    int ok;
+    int rc;
+    int status;
+    int has_perf;
+    soak_perf perf;
+    const char *engine_name; /* open only */
+    const sbuf *output;      /* respond only */
+    const char *error;
+    const char *error_kind;
+    int has_hint; /* errors the Python worker raises as SoakError carry "hint" (maybe null) */
+    const char *hint;
+    int64_t wall_us;
+} result;
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void send_line(sbuf *line) {
+    sbuf_add(line, "\n", 1);
+    if (write_all(proto_fd, line->data, line->len) != 0) _exit(3); /* supervisor is gone */
+}
+
+static void add_text(sbuf *b, const char *key, const char *value) {
+    sbuf_fmt(b, ",\"%s\":", key);
+    if (value) json_quote(b, value, strlen(value));
+    else sbuf_str(b, "null");
+}
+
+/* Same keys and order as soak/worker/main.py's Worker.reply. */
+static void send_result(const result *r) {
+    sbuf b;
+    sbuf_init(&b);
+    sbuf_fmt(&b, "\x1esoak:done %lld\n", r->id);
+    write_all(2, b.data, b.len);
+    b.len = 0;
+
+    sbuf_fmt(&b, "{\"id\":%lld,\"op\":", r->id);
+    json_quote(&b, r->op, strlen(r->op));
+    sbuf_fmt(&b, ",\"ok\":%s,\"rc\":%d", r->ok ? "true" : "false", r->rc);
+    add_text(&b, "error", r->error);
+    add_text(&b, "error_kind", r->error_kind);
+    if (r->has_hint) add_text(&b, "hint", r->hint);
+    if (r->engine_name) add_text(&b, "engine_name", r->engine_name);
+    if (r->output) {
+        sbuf_str(&b, ",\"output_b64\":\"");
+        b64_encode(&b, r->output->data ? r->output->data : "", r->output->len);
+        sbuf_str(&b, "\"");
+    }
+    sbuf_fmt(&b, ",\"status\":%d", r->status);
+    if (r->has_perf) {
+        sbuf_fmt(&b,
+                 ",\"perf\":{\"prompt_tokens\":%" PRId32 ",\"generated_tokens\":%" PRId32
+                 ",\"prefill_us\":%" PRId64 ",\"decode_us\":%" PRId64 ",\"load_us\":%" PRId64 "}",
+                 r->perf.prompt_tokens, r->perf.generated_tokens, r->perf.prefill_us, r->perf.decode_us,
+                 r->perf.load_us);
+    }
+    sbuf_fmt(&b, ",\"wall_us\":%" PRId64 "}", r->wall_us);
+    send_line(&b);
+    sbuf_free(&b);
+}
+
+/* A line that is not a command at all: no marker, id -1 (as the Python worker). */
+static void send_bad_line(const char *why) {
+    sbuf b;
+    sbuf_init(&b);
+    sbuf_str(&b, "{\"id\":-1,\"op\":\"error\",\"ok\":false,\"error\":");
+    json_quote(&b, why, strlen(why));
+    sbuf_str(&b, ",\"error_kind\":\"bad_command\"}");
+    send_line(&b);
+    sbuf_free(&b);
+}
+
+static int text_cb(const char *data, size_t len, void *user) { return sbuf_add((sbuf *)user, data, len) != 0; }
+
+static void close_engine(void) {
+    if (engine) api.destroy(engine);
+    engine = NULL;
+}
+
+static void fail(result *r, int rc, const char *kind, const char *error) {
+    r->ok = 0;
+    r->rc = rc;
+    r->error_kind = kind;
+    r->error = error;
+    r->has_hint = rc == SOAK_ERR_ENGINE && strcmp(kind, "load_failed") != 0;
+}
+
+/* A payload word: base64, or "-" for empty.  0 ok, -1 bad. */
+static int payload(const char *word, char **out, size_t *len) {
+    if (strcmp(word, "-") == 0) word = "";
+    return b64_decode(word, strlen(word), out, len);
+}
+
+static void cmd_open(result *r, const char *word) {
+    static char err[1024];
+    static char name[256];
+    char *json;
+    size_t json_len;
+    if (engine) close_engine();
+    if (payload(word, &json, &json_len) != 0) {
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: open spec is not valid base64");
+        return;
+    }
+    open_spec spec;
+    if (open_spec_parse(json, json_len, &spec, err, sizeof err) != 0) {
+        free(json);
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", err);
+        return;
+    }
+    free(json);
+    const char *kind = NULL;
+    const char *hint = NULL;
+    if (spec.kind && strcmp(spec.kind, "native") != 0) {
+        snprintf(err, sizeof err, "soak-runner runs only native engines, not kind '%s'", spec.kind);
+        kind = "engine_error";
+    } else if (!spec.has_engine_lib || !spec.has_config_path) {
+        snprintf(err, sizeof err, "bad command: open spec lacks '%s'", spec.has_engine_lib ? "config_path" : "engine_lib");
+        kind = "bad_command";
+        open_spec_free(&spec);
+        fail(r, SOAK_ERR_INVALID_ARG, kind, err);
+        return;
+    } else {
+        for (size_t i = 0; i < spec.n_plugins && !kind; i++) kind = load_plugin(spec.plugins[i], err, sizeof err, &hint);
+        if (!kind) kind = load_engine(spec.engine_lib ? spec.engine_lib : "", &api, err, sizeof err, &hint);
+        if (!kind) {
+            char cerr[768] = "";
+            engine = api.create(spec.config_path ? spec.config_path : "", cerr, sizeof cerr);
+            if (!engine) {
+                snprintf(err, sizeof err, "engine could not be created from %s: %s", spec.config_path ? spec.config_path : "",
+                         cerr[0] ? cerr : "no reason given");
+                kind = "create_failed";
+                hint = "check the model/config path";
+            } else {
+                snprintf(name, sizeof name, "%s", api.name() ? api.name() : "");
+                r->engine_name = name;
+            }
+        }
+    }
+    open_spec_free(&spec);
+    if (kind) {
+        fail(r, SOAK_ERR_ENGINE, kind, err);
+        r->hint = hint;
+    }
+}
+
+/* Runs one command (words[0] is a known op, id parsed).  Returns 1 to quit. */
+static int handle(result *r, char **w, size_t n, sbuf *out) {
+    static char err[256];
+    const char *op = w[0];
+    int needs_engine = strcmp(op, "open") && strcmp(op, "close") && strcmp(op, "quit");
+    if (needs_engine && !engine) {
+        fail(r, SOAK_ERR_ENGINE, "engine_error", "no engine open");
+    } else if (strcmp(op, "open") == 0) {
+        if (n < 3) fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: open needs a spec");
+        else cmd_open(r, w[2]);
+    } else if (strcmp(op, "set_config") == 0) {
+        char *json;
+        size_t len;
+        if (n < 3 || payload(w[2], &json, &len) != 0) {
+            fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config needs a base64 JSON payload");
+        } else {
+            if (!utf8_valid(json, len)) {
+                fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config payload is not UTF-8");
+            } else {
+                int rc = api.set_config(engine, json);
+                if (rc != SOAK_OK) {
+                    snprintf(err, sizeof err, "engine rejected config (rc %d)", rc);
+                    fail(r, SOAK_ERR_ENGINE, "engine_error", err);
+                }
+            }
+            free(json);
+        }
+    } else if (strcmp(op, "load") == 0) {
+        if (api.load(engine) != SOAK_OK) fail(r, SOAK_ERR_ENGINE, "load_failed", "load failed");
+    } else if (strcmp(op, "respond") == 0) {
+        char *prompt, *end;
+        size_t len;
+        long long max_new = n >= 3 ? strtoll(w[2], &end, 10) : 0;
+        if (n < 4 || !is_int_word(w[2])) {
+            fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: respond needs <max_new_tokens> <b64 prompt>");
+        } else if (payload(w[3], &prompt, &len) != 0) {
+            fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: prompt is not valid base64");
+        } else {
+            int rc = api.respond(engine, prompt, len, (int32_t)max_new, text_cb, out);
+            free(prompt);
+            if (rc != SOAK_OK) {
+                snprintf(err, sizeof err, "respond failed with rc %d", rc);
+                fail(r, SOAK_ERR_ENGINE, "engine_error", err);
+            } else {
+                r->output = out;
+            }
+        }
+    } else if (strcmp(op, "reset") == 0) {
+        api.reset(engine);
+    } else if (strcmp(op, "reinit") == 0) {
+        api.reinit(engine);
+    } else if (strcmp(op, "close") == 0 || strcmp(op, "quit") == 0) {
+        close_engine();
+    } /* status: nothing to do */
+
+    r->status = engine ? api.status(engine) : -1;
+    int with_perf = !strcmp(op, "respond") || !strcmp(op, "load") || !strcmp(op, "status") || !strcmp(op, "reinit") ||
+                    !strcmp(op, "reset");
+    if (with_perf && engine) {
+        memset(&r->perf, 0, sizeof r->perf);
+        api.perf(engine, &r->perf);
+        r->has_perf = 1;
+    }
+    return strcmp(op, "quit") == 0;
+}
+
+static const char *const OPS[] = {"open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit"};
+
+/* Parses and runs one line.  Returns 1 to quit. */
+static int handle_line(char *line) {
+    for (char *p = line; *p; p++) {
+        if ((unsigned char)*p > 0x7f) {
+            send_bad_line("bad command: not ASCII");
+            return 0;
+        }
+    }
+    char *w[8];
+    size_t n = 0;
+    for (char *tok = strtok(line, " \t\v\f"); tok && n < 8; tok = strtok(NULL, " \t\v\f")) w[n++] = tok;
+    int known = 0;
+    for (size_t i = 0; n >= 1 && i < sizeof OPS / sizeof OPS[0]; i++) known |= strcmp(w[0], OPS[i]) == 0;
+    if (n < 2 || !known) {
+        send_bad_line("bad command");
+        return 0;
+    }
+    if (!is_int_word(w[1])) {
+        send_bad_line("bad command id");
+        return 0;
+    }
+    result r;
+    memset(&r, 0, sizeof r);
+    r.id = strtoll(w[1], NULL, 10);
+    r.op = w[0];
+    r.ok = 1;
+    sbuf out;
+    sbuf_init(&out);
+    int64_t t0 = now_us();
+    int quit = handle(&r, w, n, &out);
+    r.wall_us = now_us() - t0;
+    send_result(&r);
+    sbuf_free(&out);
+    return quit;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("soak-runner protocol %d abi %u\n", PROTOCOL_VERSION, SOAK_ENGINE_ABI_VERSION);
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr,
+                "usage: soak-runner   (reads worker-protocol commands on stdin; see docs/ARCHITECTURE.md)\n");
+        return 2;
+    }
+    proto_fd = dup(1);
+    if (proto_fd < 0 || dup2(2, 1) < 0) {
+        perror("soak-runner: dup");
+        return 1;
+    }
+    fcntl(proto_fd, F_SETFD, FD_CLOEXEC);
+    setvbuf(stdout, NULL, _IONBF, 0);
+
+    sbuf hello;
+    sbuf_init(&hello);
+    sbuf_fmt(&hello, "{\"op\":\"hello\",\"protocol\":%d,\"pid\":%ld,\"runner\":\"native\"}", PROTOCOL_VERSION,
+             (long)getpid());
+    send_line(&hello);
+    sbuf_free(&hello);
+
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, stdin)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0) continue;
+        if (strspn(line, " \t\v\f") == (size_t)len) continue;
+        if (handle_line(line)) break;
+    }
+    free(line);
+    close_engine();
+    return 0;
+}

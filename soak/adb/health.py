@@ -1,0 +1,100 @@
+"""Is the device still there, and is it the same boot?
+
+Classifies what happened to a device between two looks:
+  device_offline  the adb server lists it as absent/offline, or it stops
+                  answering (a frozen phone: the server still says "device")
+  device_reboot   it answers again with another boot id (or a smaller uptime)
+and waits for it to come back (network serials are re-`connect`ed).
+A runner crash is classified by the supervisor (signal); `tombstone()`
+adds the device's crash report when it is readable.
+"""
+
+from __future__ import annotations
+
+import time
+
+from soak.adb import probe
+from soak.adb._conn import AdbLink, DeviceGone
+
+PROBE_TIMEOUT_S = 5.0
+
+
+class DeviceHealth:
+    def __init__(self, link: AdbLink, boot_id: str | None = None, uptime_s: float | None = None):
+        self.link = link
+        self.boot_id = boot_id
+        self.uptime_s = uptime_s
+        self.offline_since: float | None = None
+        self.offline_state: str | None = None
+
+    def look(self) -> str:
+        """"device", or why not: "absent", "offline", "unauthorized", "unresponsive"."""
+        state = self.link.state(PROBE_TIMEOUT_S)
+        if state is None:
+            return "absent"
+        if state != "device":
+            return state
+        try:
+            res = self.link.shell("echo soak-alive", PROBE_TIMEOUT_S)
+        except DeviceGone:
+            return "unresponsive"
+        return "device" if b"soak-alive" in res.stdout else "unresponsive"
+
+    def check(self) -> list[dict]:
+        """Faults seen since the last check (device_offline / device_reboot)."""
+        found: list[dict] = []
+        state = self.look()
+        if state != "device":
+            if self.offline_since is None:
+                self.offline_since = time.monotonic()
+                self.offline_state = state
+                found.append({"kind": "device_offline", "phase": "init", "serial": self.link.serial,
+                              "state": state})
+            return found
+        found += self._check_boot()
+        self.offline_since = None
+        self.offline_state = None
+        return found
+
+    def _check_boot(self) -> list[dict]:
+        try:
+            boot_id, uptime = probe.boot_state(self.link, PROBE_TIMEOUT_S)
+        except DeviceGone:
+            return []
+        rebooted = (self.boot_id is not None and boot_id is not None and boot_id != self.boot_id) or (
+            self.uptime_s is not None and uptime is not None and uptime + 1.0 < self.uptime_s)
+        fault = []
+        if rebooted:
+            fault.append({"kind": "device_reboot", "phase": "init", "serial": self.link.serial,
+                          "boot_id_before": self.boot_id, "boot_id_after": boot_id, "uptime_s": uptime})
+        self.boot_id = boot_id or self.boot_id
+        self.uptime_s = uptime if uptime is not None else self.uptime_s
+        return fault
+
+    def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> tuple[bool, list[dict]]:
+        """Wait until the device answers.  Returns (ready, faults seen on the way)."""
+        deadline = time.monotonic() + timeout_s
+        found: list[dict] = []
+        while True:
+            found += self.check()
+            if self.offline_since is None:
+                return True, found
+            if time.monotonic() >= deadline:
+                return False, found
+            if self.offline_state in ("absent", "offline"):
+                self.link.reconnect(PROBE_TIMEOUT_S)  # network devices: adb connect again
+            time.sleep(poll_s)
+
+
+def tombstone(link: AdbLink, pid: int, timeout: float = 10.0) -> list[str]:
+    """The crash report lines for pid: the newest tombstone if readable (root or
+    debuggable builds), else the `crash` log buffer.  [] when nothing is readable."""
+    try:
+        res = link.shell(
+            "t=$(ls -t /data/tombstones/tombstone_* 2>/dev/null | head -1); "
+            f"if [ -n \"$t\" ] && grep -q 'pid: {pid},' \"$t\" 2>/dev/null; then echo \"$t\"; head -40 \"$t\"; "
+            f"else logcat -b crash -d -v threadtime 2>/dev/null | grep -E ' {pid} +[0-9]+ F ' | tail -40; fi",
+            timeout)
+    except DeviceGone:
+        return []
+    return [line for line in res.text.splitlines() if line.strip()]

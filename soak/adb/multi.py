@@ -1,0 +1,143 @@
+"""Run one soak per device, in parallel, and write one combined summary.
+
+One device: its run folder is <out>/<run-id>/ as for a local run.
+Several:    <out>/<run-id>/<device>/ each (a full run folder that gate, bundle,
+            report and classify accept) and <out>/<run-id>/combined.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import threading
+from pathlib import Path
+
+from soak import errors
+
+COMBINED_FILE = "combined.json"
+
+
+def device_folder(serial: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", serial).strip("_") or "device"
+
+
+def _worst(codes: list[int]) -> int:
+    nonzero = [c for c in codes if c]
+    if not nonzero:
+        return 0
+    hard = [c for c in nonzero if c not in (int(errors.ExitCode.FAILED), int(errors.ExitCode.INTERRUPTED))]
+    return max(hard) if hard else max(nonzero)
+
+
+def run_on_targets(cfg, target_specs: list[str], args) -> int:
+    from soak.adb.target import make_targets
+    from soak.runner import Runner, new_run_id
+
+    targets = make_targets(target_specs)
+    run_id = cfg.run_id or new_run_id(cfg)
+    several = len(targets) > 1
+    group_dir = Path(cfg.out_dir) / run_id
+    results: list[dict] = [{} for _ in targets]
+    runners: list = []
+
+    def one(index: int, target) -> None:
+        sub = dataclasses.replace(
+            cfg, target=target.name, quiet=cfg.quiet or several,
+            out_dir=str(group_dir) if several else cfg.out_dir,
+            run_id=device_folder(target.serial) if several else run_id)
+        entry = results[index]
+        entry.update(target=target.name, serial=target.serial,
+                     run_dir=str(Path(sub.out_dir) / sub.run_id))
+        runner = Runner(sub, target)
+        runners.append(runner)
+        target.bind(runner)
+        try:
+            result = runner.run()
+            entry.update(exit_code=result.exit_code, summary=result.summary)
+        except errors.SoakError as exc:
+            entry.update(exit_code=int(exc.exit_code), error=exc.message, hint=exc.hint)
+        except Exception as exc:  # one device's harness bug must not lose the others' runs
+            entry.update(exit_code=int(errors.ExitCode.FAILED), error=f"{type(exc).__name__}: {exc}")
+        finally:
+            try:
+                target.close()
+            except Exception:
+                pass
+
+    if several:
+        threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}") for i, t in enumerate(targets)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:  # Ctrl-C: every device stops after its current iteration
+            print("\nsoak: stopping every device after its current iteration", file=sys.stderr, flush=True)
+            for runner in runners:
+                runner.interrupted = True
+            for t in threads:
+                t.join()
+    else:
+        one(0, targets[0])
+
+    gate = getattr(args, "gate", None)
+    if gate:
+        from soak.outputs.gate import gate_run
+
+        for entry in results:
+            if entry.get("summary") is not None:
+                passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=getattr(args, "baseline", None))
+                entry["gate_passed"] = passed
+                if not passed and entry["exit_code"] == 0:
+                    entry["exit_code"] = int(errors.ExitCode.FAILED)
+
+    code = _worst([e.get("exit_code", 1) for e in results])
+    combined = {"schema": 1, "run_id": run_id, "exit_code": code, "devices": results,
+                "totals": _totals(results)}
+    if several:
+        group_dir.mkdir(parents=True, exist_ok=True)
+        (group_dir / COMBINED_FILE).write_text(json.dumps(combined, indent=2) + "\n")
+        if not cfg.quiet:
+            print(_table(combined), flush=True)
+    if getattr(args, "json", False):
+        print(json.dumps(combined if several else (results[0].get("summary") or results[0]), indent=2))
+    if not several and results[0].get("error"):
+        raise _reraise(results[0])  # one device: its error is the command's error
+    for entry in results:
+        if entry.get("error"):
+            print(f"soak: {entry['target']}: error: {entry['error']}" +
+                  (f"\n  hint: {entry['hint']}" if entry.get("hint") else ""), file=sys.stderr)
+    return code
+
+
+def _reraise(entry: dict) -> errors.SoakError:
+    for cls in errors.SoakError.__subclasses__():
+        if int(cls.exit_code) == entry["exit_code"]:
+            return cls(entry["error"], entry.get("hint"))
+    return errors.SoakError(entry["error"], entry.get("hint"))
+
+
+def _totals(results: list[dict]) -> dict:
+    totals = {"devices": len(results), "iterations": 0, "faults": 0, "faults_by_kind": {}}
+    for entry in results:
+        s = entry.get("summary") or {}
+        totals["iterations"] += s.get("iterations") or 0
+        totals["faults"] += s.get("faults") or 0
+        for kind, n in (s.get("faults_by_kind") or {}).items():
+            totals["faults_by_kind"][kind] = totals["faults_by_kind"].get(kind, 0) + n
+    return totals
+
+
+def _table(combined: dict) -> str:
+    rows = [("device", "iterations", "faults", "end", "exit")]
+    for e in combined["devices"]:
+        s = e.get("summary") or {}
+        rows.append((e["serial"], str(s.get("iterations", "-")), str(s.get("faults", "-")),
+                     s.get("end_reason") or (e.get("error") or "-")[:40], str(e.get("exit_code"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines) + f"\ncombined: {combined['totals']['iterations']} iterations, " \
+                              f"{combined['totals']['faults']} faults on {combined['totals']['devices']} devices"

@@ -1,0 +1,97 @@
+"""`soak devices`, target strings, remote adb servers and the errors a user
+meets: an absent phone, a runner built for another ABI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fakedevice.runs import events
+
+ARM64_ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x03\x00" + (183).to_bytes(2, "little") + b"\0" * 44
+
+
+def test_devices_lists_with_probe_info(soak, phone):
+    res = soak("devices", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["serial"]: r for r in json.loads(res.stdout)}
+    row = rows[phone.serial]
+    assert row["state"] == "device" and row["model"] == "Fake Phone" and row["soc"] == "SM8550"
+    assert row["gpu"]["renderer"] == "Adreno (TM) 740" and row["android_version"] == "14"
+    text = soak("devices", phone.serial)
+    assert text.returncode == 0 and "Fake Phone" in text.stdout and "Adreno" in text.stdout
+
+
+def test_absent_device_is_exit_9_with_a_hint(soak, phone, tmp_path):
+    res = soak("devices", "R58M00000")
+    assert res.returncode == 9
+    assert "device R58M00000 is not connected" in res.stderr and phone.serial in res.stderr
+    assert "hint:" in res.stderr and "Traceback" not in res.stderr
+    run = soak("run", "--target", "adb:R58M00000", "--engine", "test", "--iterations", "1", "--out", str(tmp_path))
+    assert run.returncode == 9 and "not connected" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_no_adb_server_is_exit_9(soak, tmp_path):
+    res = soak("devices", "--server", "127.0.0.1:1")
+    assert res.returncode == 9 and "cannot reach the adb server" in res.stderr
+
+
+def test_bad_target_string_is_bad_input(soak, tmp_path):
+    res = soak("run", "--target", "adb:x,colour=blue", "--engine", "test", "--out", str(tmp_path))
+    assert res.returncode == 3 and "unknown target option" in res.stderr
+
+
+def test_runner_for_another_abi_is_refused_before_pushing(soak, phone, tmp_path):
+    runner = tmp_path / "soak-runner-arm64"
+    runner.write_bytes(ARM64_ELF)
+    res = soak("run", "--target", f"adb:{phone.serial},runner={runner}", "--engine", "test", "--iterations", "1",
+               "--out", str(tmp_path / "logs"))
+    assert res.returncode == 6, res.stderr
+    assert "aarch64" in res.stderr and "NDK" in res.stderr
+
+
+def test_all_connected_and_remote_server(lab, phone, soak, tmp_path):
+    """`adb` alone = every device in state "device"; adb@HOST:PORT = another server."""
+    code = ("import sys; from soak.adb.target import make_targets; "
+            "print(' '.join(t.serial for t in make_targets(sys.argv[1:])))")
+    res = lab.run([sys.executable, "-c", code, "adb"])
+    assert res.returncode == 0, res.stderr
+    assert phone.serial in res.stdout.split()
+
+    # a second adb server on port 5038 (a "device farm" server) that also sees the phone
+    assert lab.adb("-P", "5038", "start-server").returncode == 0
+    try:
+        assert "connected" in lab.adb("-P", "5038", "connect", phone.serial).stdout
+        out = tmp_path / "logs"
+        res = soak("run", "--target", f"adb:{phone.serial}@127.0.0.1:5038", "--engine", "test", "--iterations", "3",
+                   "--out", str(out), "--run-id", "farm")
+        assert res.returncode == 0, res.stderr
+        host = json.loads((out / "farm" / "manifest.json").read_text())["host"]
+        assert host["adb_server"] == "127.0.0.1:5038"
+        assert len(events(out / "farm", {"iteration"})) == 3
+        env_res = lab.run([sys.executable, "-m", "soak", "devices", "--json"],
+                          env={"ADB_SERVER_SOCKET": "tcp:127.0.0.1:5038"})
+        assert env_res.returncode == 0 and phone.serial in env_res.stdout
+    finally:
+        lab.adb("-P", "5038", "kill-server")
+
+
+def test_pip_engine_on_a_phone_is_bad_input(soak, phone, tmp_path):
+    model = str(Path(__file__).resolve().parents[2] / "soak" / "models" / "qwen2-tiny" / "config.json")
+    res = soak("run", "--target", f"adb:{phone.serial}", "--engine", "mnn-pip", "--model", model,
+               "--iterations", "1", "--out", str(tmp_path / "logs"))
+    assert res.returncode == 3, res.stderr
+    assert "native engines only" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_crash_report_lines(lab, phone):
+    """After a runner dies by a signal, soak reads the device's crash report
+    (tombstone if readable, else logcat's crash buffer) for that pid."""
+    phone.log(4242, "libc", "F", "Fatal signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0 in tid 4242")
+    phone.log(4243, "libc", "F", "Fatal signal 6 (SIGABRT) in another process")
+    code = ("import sys; from soak.adb._conn import AdbLink; from soak.adb.health import tombstone; "
+            "print('\\n'.join(tombstone(AdbLink(sys.argv[1]), 4242)))")
+    res = lab.run([sys.executable, "-c", code, phone.serial])
+    assert res.returncode == 0, res.stderr
+    assert "Fatal signal 11 (SIGSEGV)" in res.stdout and "another process" not in res.stdout

@@ -1,0 +1,192 @@
+"""soak-runner (C) and the Python worker answer the same commands alike.
+
+Both are driven with one script over real pipes: loading errors of every
+kind, bad lines, commands before open, a full engine session with faults
+and prompts full of shell metacharacters.  Results must match field by
+field (timings and message wording aside) and the log streams byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soak.native_build import ensure_built
+from soak.worker import protocol
+
+NASTY_PROMPTS = [
+    b"$(touch /tmp/pwned) `id` ; rm -rf / ' \" \\ done",
+    b"line one\nline two\r\n\ttabbed",
+    b"nul\x00inside\x00",
+    "你好 🙂 \u202e rtl".encode(),
+    b"",
+    b"-",
+    b"\xff\xfe invalid utf-8 \xc3",
+]
+
+FAULTS = {
+    "zero_work": True,
+    "seed": 7,
+    "faults": [
+        {"kind": "cl_error", "at": 1, "code": -5, "info": "mapBuffer", "repeat": 2},
+        {"kind": "log", "at": 2, "lines": ["Map error key_ptr == nullptr"]},
+        {"kind": "sticky_error", "at": 3},
+    ],
+}
+
+ABI2_ENGINE = r"""
+#include <stddef.h>
+#include <stdint.h>
+uint32_t soak_engine_abi_version(void) { return 2; }
+const char *soak_engine_name(void) { return "future"; }
+void *soak_engine_create(const char *c, char *e, size_t n) { return 0; }
+int soak_engine_set_config(void *e, const char *j) { return 0; }
+int soak_engine_load(void *e) { return 0; }
+int soak_engine_respond(void *e, const char *p, size_t n, int32_t m, void *cb, void *u) { return 0; }
+int soak_engine_reset(void *e) { return 0; }
+int soak_engine_reinit(void *e) { return 0; }
+int soak_engine_status(void *e) { return 0; }
+int soak_engine_perf(void *e, void *o) { return 0; }
+void soak_engine_destroy(void *e) {}
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("conformance")
+    paths = {
+        "runner": ensure_built("soak-runner"),
+        "engine": ensure_built("soak_test_engine"),
+    }
+    (tmp / "abi2.c").write_text(ABI2_ENGINE)
+    paths["abi2"] = tmp / "libabi2.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(paths["abi2"]), str(tmp / "abi2.c")], check=True)
+    (tmp / "half.c").write_text("unsigned soak_engine_abi_version(void) { return 1; }\n")
+    paths["half"] = tmp / "libhalf.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(paths["half"]), str(tmp / "half.c")], check=True)
+    (tmp / "undef.c").write_text("extern int soak_no_such_symbol(void); int f(void) { return soak_no_such_symbol(); }\n")
+    paths["undef"] = tmp / "libundef.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(paths["undef"]), str(tmp / "undef.c")], check=True)
+    paths["text"] = tmp / "notes.txt"
+    paths["text"].write_text("not a library\n")
+    paths["config"] = tmp / "config.json"
+    paths["config"].write_text(json.dumps(FAULTS))
+    paths["bad_config"] = tmp / "bad.json"
+    paths["bad_config"].write_text("{not json")
+    paths["dir"] = tmp
+    return paths
+
+
+def _spec(lib, config, plugins=()) -> dict:
+    return {"kind": "native", "engine_lib": str(lib), "plugins": [str(p) for p in plugins], "config_path": str(config)}
+
+
+def script(p: dict[str, Path]) -> list[bytes]:
+    c = protocol.encode_command
+    lines = [
+        b"bogus 1\n", b"respond x 5 -\n", b"load\n", b"\n", b"   \n",
+        c("status", 2), c("respond", 3, 8, b"hi"), c("load", 4), c("close", 5),
+        c("open", 6, _spec("/nonexistent/libsoak.so", p["config"])),
+        c("open", 7, _spec(p["dir"], p["config"])),
+        c("open", 8, _spec(p["text"], p["config"])),
+        c("open", 9, _spec(p["half"], p["config"])),
+        c("open", 10, _spec(p["abi2"], p["config"])),
+        c("open", 11, _spec(p["engine"], p["config"], plugins=[p["undef"]])),
+        c("open", 12, _spec(p["engine"], p["config"], plugins=["/nonexistent/libMNN_CL.so"])),
+        c("open", 13, _spec(p["engine"], p["bad_config"])),
+        b"open 14 !!notbase64!!\n",
+        c("open", 15, {"kind": "native", "config_path": str(p["config"])}),
+        c("open", 16, _spec(p["engine"], p["config"])),
+        b"set_config 17 %s\n" % base64.b64encode(b"\xff\xfe"),
+        c("set_config", 18, {"backend_type": "opencl"}),
+        c("set_config", 19, b"[1, 2]"),
+        c("load", 20),
+        b"respond 21 8\n", b"respond 22 eight -\n", b"respond 23 8 %%%%\n",
+    ]
+    cmd_id = 30
+    for i, prompt in enumerate(NASTY_PROMPTS):
+        lines.append(c("set_config", cmd_id, {"soak_iteration": i}))
+        lines.append(c("respond", cmd_id + 1, 12, prompt))
+        lines.append(c("status", cmd_id + 2))
+        cmd_id += 3
+    lines += [
+        c("reset", 60), c("reinit", 61), c("respond", 62, -1, b"after reinit"), b"respond 63 4 - extra words\n",
+        c("close", 64), c("status", 65), c("open", 66, _spec(p["engine"], p["config"])), c("load", 67),
+        c("respond", 68, 3, b"again"), c("quit", 69),
+        c("status", 70),  # after quit: never answered
+    ]
+    return lines
+
+
+def drive(argv: list[str], lines: list[bytes]) -> tuple[list[dict], bytes, int]:
+    proc = subprocess.run(argv, input=b"".join(lines), capture_output=True, timeout=60)
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    return results, proc.stderr, proc.returncode
+
+
+def normalise(result: dict) -> dict:
+    r = dict(result)
+    for key in ("wall_us", "pid", "runner", "error", "hint"):
+        r.pop(key, None)
+    if result.get("error") is not None:
+        r["has_error"] = True
+    if "hint" in result:
+        r["has_hint"] = result["hint"] is not None
+    if "perf" in r:
+        r["perf"] = {k: v for k, v in r["perf"].items() if k in ("prompt_tokens", "generated_tokens")}
+    return r
+
+
+def test_runner_matches_python_worker(built):
+    lines = script(built)
+    py_results, py_log, py_rc = drive([sys.executable, "-m", "soak.worker"], lines)
+    c_results, c_log, c_rc = drive([str(built["runner"])], lines)
+
+    assert py_results[0]["runner"] == "python" and c_results[0]["runner"] == "native"
+    assert py_rc == c_rc == 0
+    assert len(c_results) == len(py_results)
+    for py, c in zip(py_results, c_results):
+        assert normalise(c) == normalise(py), f"differs for {py.get('op')} {py.get('id')}: {py.get('error')}"
+    assert c_log == py_log
+
+    # the script really exercised what it claims to
+    kinds = {r.get("error_kind") for r in c_results}
+    assert {"missing_library", "missing_symbol", "wrong_arch", "abi_mismatch", "create_failed",
+            "bad_command", "engine_error"} <= kinds
+    outputs = [base64.b64decode(r["output_b64"]) for r in c_results if "output_b64" in r]
+    assert len(outputs) >= len(NASTY_PROMPTS)
+    assert b"CL ERROR CODE : -5, info:mapBuffer" in c_log
+    assert c_log.count(b"\x1esoak:done ") == sum(1 for r in c_results if r.get("id", -1) >= 0)
+    assert c_results[-1]["op"] == "quit"
+
+
+def test_runner_logs_before_marker_and_marker_before_result(built):
+    """Each command's engine lines precede its marker (supervisor relies on it)."""
+    c = protocol.encode_command
+    lines = [c("open", 1, _spec(built["engine"], built["config"])), c("load", 2),
+             c("set_config", 3, {"soak_iteration": 1}), c("respond", 4, 4, b"x"), c("quit", 5)]
+    _, log, _ = drive([str(built["runner"])], lines)
+    cl = log.index(b"CL ERROR CODE")
+    assert log.index(b"\x1esoak:done 3\n") < cl < log.index(b"\x1esoak:done 4\n")
+
+
+def test_runner_version_and_usage(built):
+    out = subprocess.run([str(built["runner"]), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "protocol 1" in out.stdout
+    bad = subprocess.run([str(built["runner"]), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_runner_survives_huge_prompt(built):
+    c = protocol.encode_command
+    prompt = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    lines = [c("open", 1, _spec(built["engine"], built["config"])), c("load", 2), c("respond", 3, 4, prompt),
+             c("quit", 4)]
+    results, _, rc = drive([str(built["runner"])], lines)
+    assert rc == 0
+    assert results[3]["ok"] and results[3]["perf"]["prompt_tokens"] == 1 + len(prompt) // 4
