@@ -91,3 +91,8 @@ WORKER_ERROR_KINDS: dict[str, type[SoakError]] = {
     "abi_mismatch": AbiMismatch,
     "bad_input": BadInput,
 }
+
+
+# The fix for "this needs a hand-built MNN", said the same way everywhere.
+HAND_BUILT_MNN_HINT = ("build MNN yourself with its LLM and OpenCL options and the separate OpenCL backend "
+                       "(MNN's docs/transformers/llm.md), then use --engine mnn --mnn-build DIR (see README)")

@@ -99,7 +99,7 @@ def read_events(run: str | Path, kinds: set[str] | None = None) -> Iterator[dict
             continue
         try:
             event = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a kill can cut a UTF-8 character too
             if number - 1 >= last - 1:  # the final, unterminated line
                 return
             raise BadInput(f"{path}:{number}: corrupt event line", "the run folder was damaged") from None

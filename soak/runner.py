@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+import shutil
 import signal
 import math
 import statistics
@@ -151,8 +152,7 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
     if cfg.engine == "mnn-pip":
         if cfg.backend != "cpu":
             raise errors.BadInput(f"pip MNN runs on the CPU only; --backend {cfg.backend} needs a hand-built MNN",
-                                  "build MNN with -DMNN_OPENCL=ON and use --engine lib --engine-lib <shim> "
-                                  "--plugin libMNN_CL.so (see README)")
+                                  errors.HAND_BUILT_MNN_HINT)
         return EngineSetup({"kind": "pymnn", "config_path": str(model)}, config, cfg.backend)
     if cfg.engine == "mnn":
         # a hand-built MNN: build the shim against it, load libMNN_CL.so first
@@ -510,15 +510,21 @@ class Runner:
     def run(self) -> RunResult:
         cfg = self.cfg
         run_id = cfg.run_id or new_run_id(cfg)
-        run_dir = Path(cfg.out_dir) / run_id
+        run_dir = (Path(cfg.out_dir) / run_id).resolve()  # the worker runs in it: no relative paths
         if run_dir.exists() and any(run_dir.iterdir()):
             raise errors.BadInput(f"run folder {run_dir} already exists and is not empty",
                                   "choose another --run-id or --out")
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         self.session = None
-        setup = engine_setup(cfg, run_dir)
-        if cfg.intercept is not None:
-            self._setup_interposer(setup, run_dir)
+        try:
+            setup = engine_setup(cfg, run_dir)
+            if cfg.intercept is not None:
+                self._setup_interposer(setup, run_dir)
+        except errors.SoakError:
+            if created:  # bad input: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         host = self.target.describe()
         manifest = base_manifest(cfg.argv, _config_dict(cfg), host)
         manifest.update({
@@ -637,22 +643,9 @@ def _now() -> str:
 
 
 def _analyse(run_dir: Path) -> dict:
-    """Run the analysis stages present in this tree; a failing stage is reported, not fatal."""
+    """Run the analysis stages present in this tree; a failing stage is reported, not fatal.
+    Verdicts come first: the classifier reads their memory symptoms."""
     done = {}
-    try:
-        from soak.catalog.classify import classify_run
-    except ImportError:
-        classify_run = None
-    if classify_run is not None:
-        try:
-            result = classify_run(run_dir)
-            findings = result.get("findings", []) if isinstance(result, dict) else []
-            known = [f for f in findings if f.get("known")]
-            done["classification"] = {"findings": len(findings), "known": len(known)}
-        except errors.SoakError as exc:
-            done["classification"] = {"error": exc.message}
-        except Exception as exc:
-            done["classification"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
         from soak.analysis.verdicts import compute_verdicts
     except ImportError:
@@ -663,6 +656,20 @@ def _analyse(run_dir: Path) -> dict:
             done["verdicts"] = {"ok": True}
         except Exception as exc:
             done["verdicts"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        from soak.catalog.classify import classify_run
+    except ImportError:
+        classify_run = None
+    if classify_run is not None:
+        try:
+            result = classify_run(run_dir)
+            findings = result.get("findings", []) if isinstance(result, dict) else []
+            done["classification"] = {"findings": len(findings),
+                                      "known": sum(1 for f in findings if f.get("known"))}
+        except errors.SoakError as exc:
+            done["classification"] = {"error": exc.message}
+        except Exception as exc:
+            done["classification"] = {"error": f"{type(exc).__name__}: {exc}"}
     return done
 
 

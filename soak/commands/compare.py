@@ -97,10 +97,7 @@ def _check_engine(engine: str, variants: list[dict]) -> None:
             if v["backend"] != "cpu":
                 raise errors.BadInput(
                     f"pip MNN runs on the CPU only; --backends {v['backend']} needs a hand-built MNN",
-                    "build MNN with -DMNN_OPENCL=ON and use --engine mnn --mnn-build <build dir> "
-                    "(or --engine lib --engine-lib <shim> --plugin <libMNN_CL.so>; see README); "
-                    "or compare CPU settings: "
-                    "--backends cpu,cpu --thread-nums 1,4")
+                    errors.HAND_BUILT_MNN_HINT + "; or compare CPU settings: --backends cpu,cpu --thread-nums 1,4")
 
 
 # -- statistics ---------------------------------------------------------------

@@ -48,7 +48,7 @@ import shutil
 import weakref
 from pathlib import Path
 
-from soak.errors import BadInput, SoakError
+from soak.errors import HAND_BUILT_MNN_HINT, BadInput, SoakError
 
 NOT_LOADED = -1
 ERROR_STATES = (3, 4, 5)         # USER_CANCEL, INTERNAL_ERROR, TIMEOUT: sticky in MNN
@@ -57,9 +57,7 @@ CPU_BACKENDS = ("cpu", 0, "0")
 _MARK = "\ue000soak-prompt\ue001"
 _FIX_MODEL = ("pass the model's config.json (or its folder) with --model, e.g. "
               "soak/models/qwen2-tiny/config.json")
-_FIX_BACKEND = ("pip MNN is built for the CPU only: use --backend cpu, or build MNN with "
-                "-DMNN_OPENCL=ON and run --engine mnn --mnn-build <build dir> (or --engine lib "
-                "--engine-lib <libsoak_mnn_shim.so> --plugin <libMNN_CL.so>; see README)")
+_FIX_BACKEND = "pip MNN is built for the CPU only: use --backend cpu, or " + HAND_BUILT_MNN_HINT
 
 
 class PyMnnError(SoakError):

@@ -97,7 +97,7 @@ def test_model_config_not_json(tmp_path):
 def test_pip_mnn_refuses_opencl(tmp_path):
     proc = soak_cli("run", "--engine", "mnn-pip", "--model", str(model_file(tmp_path)), "--backend", "opencl",
                     "--out", str(tmp_path))
-    assert_clean_error(proc, ExitCode.BAD_INPUT, "CPU only", "--engine lib")
+    assert_clean_error(proc, ExitCode.BAD_INPUT, "CPU only", "--engine mnn")
 
 
 @pytest.mark.parametrize("content,needle", [("[{\"kind\": \"explode\"}]", "unknown kind"),

@@ -2,7 +2,7 @@
 
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from soak.events import EventLog, read_events
 from soak.worker import protocol
@@ -78,7 +78,8 @@ def test_event_log_round_trips(tmp_path_factory, batch):
 
 
 @given(st.lists(st.text(), min_size=1, max_size=5), st.integers(min_value=1, max_value=200))
-@settings(max_examples=30)
+@settings(max_examples=100)
+@example(["\x81"], 116)  # the kill cut a two-byte UTF-8 character in half
 def test_truncated_last_event_is_dropped(tmp_path_factory, texts, cut):
     path = tmp_path_factory.mktemp("ev") / "events.jsonl"
     log = EventLog(path, "rid")

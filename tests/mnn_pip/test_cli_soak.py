@@ -111,7 +111,7 @@ def test_gpu_backend_with_pip_mnn_is_exit_3_naming_the_fix(tmp_path, tiny_model,
     proc = cli("run", "--engine", "mnn-pip", "--model", tiny_model, "--backend", "opencl",
                "--iterations", 1, "--out", tmp_path)
     assert proc.returncode == 3
-    assert "CPU only" in proc.stderr and "--engine lib" in proc.stderr
+    assert "CPU only" in proc.stderr and "--engine mnn" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

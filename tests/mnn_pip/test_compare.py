@@ -47,7 +47,7 @@ def test_same_settings_twice_agree_fully(tmp_path, tiny_model, cli):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--backends", "cpu,opencl"], "--engine lib"),
+    (["--backends", "cpu,opencl"], "--engine mnn"),
     (["--backends", "cpu"], "at least two"),
     (["--backends", "cpu,cpu", "--thread-nums", "1,2,3"], "one --thread-nums item per backend"),
     (["--backends", "cpu,gpu"], "unknown backend"),

@@ -217,7 +217,7 @@ def test_gpu_backend_on_pip_mnn_is_bad_input_naming_the_fix(tiny_model, backend)
     with pytest.raises(BadInput) as info:
         e.set_config(json.dumps({"backend_type": backend}))
     assert info.value.exit_code == ExitCode.BAD_INPUT
-    assert "--engine lib" in info.value.hint and "OPENCL" in info.value.hint
+    assert "--engine mnn" in info.value.hint and "OpenCL options" in info.value.hint
 
 
 def test_wrong_model_paths_are_bad_input(tmp_path):

@@ -1,0 +1,28 @@
+"""CL code names for the catalog: the table lives in soak.cl_codes."""
+
+from __future__ import annotations
+
+from soak.cl_codes import CL_ERROR_CODES as CL_NAMES
+from soak.cl_codes import CL_ERROR_NAMES as CL_CODES
+
+
+def code_name(code: int | None) -> str:
+    """`CL_INVALID_COMMAND_QUEUE` for -36; `CL_UNKNOWN(-77)` for a code no
+    header names (MNN ORs setArg results, research §1.2)."""
+    if code is None:
+        return "CL_NONE"
+    return CL_CODES.get(code) or f"CL_UNKNOWN({code})"
+
+
+def parse_code(value: object) -> int | None:
+    """An int, a numeric string or a CL name -> the code; None if not a code."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        return CL_NAMES.get(text.upper())
+    return None

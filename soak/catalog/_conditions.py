@@ -1,0 +1,321 @@
+"""Compiled catalog conditions: the `match` tree of an entry.
+
+A condition is evaluated against one finding (a group of identical fault
+events of a run) and the run it came from.  `test()` returns
+`(fired, why)`: `why` lists, in plain words, the matchers that fired.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+from soak.catalog._clcodes import code_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from soak.catalog._finding import Finding, RunFacts
+
+
+class Cond:
+    def test(self, f: "Finding", run: "RunFacts") -> tuple[bool, list[str]]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class All(Cond):
+    parts: tuple[Cond, ...]
+
+    def test(self, f, run):
+        why: list[str] = []
+        for part in self.parts:
+            ok, w = part.test(f, run)
+            if not ok:
+                return False, []
+            why.extend(w)
+        return True, why
+
+
+@dataclass(frozen=True)
+class Any_(Cond):
+    parts: tuple[Cond, ...]
+
+    def test(self, f, run):
+        for part in self.parts:
+            ok, w = part.test(f, run)
+            if ok:
+                return True, w
+        return False, []
+
+
+@dataclass(frozen=True)
+class Not(Cond):
+    part: Cond
+
+    def test(self, f, run):
+        ok, _ = self.part.test(f, run)
+        return (not ok), ([] if ok else ["negated condition held"])
+
+
+@dataclass(frozen=True)
+class KindIn(Cond):
+    kinds: frozenset[str]
+
+    def test(self, f, run):
+        return (f.kind in self.kinds), [f"kind {f.kind}"]
+
+
+@dataclass(frozen=True)
+class CodeIn(Cond):
+    codes: frozenset[int]
+
+    def test(self, f, run):
+        if f.code is not None and f.code in self.codes:
+            return True, [f"CL code {f.code} ({code_name(f.code)})"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class InfoIn(Cond):
+    tags: frozenset[str]
+
+    def test(self, f, run):
+        if f.info is not None and f.info in self.tags:
+            return True, [f"info tag {f.info!r}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class InfoRegex(Cond):
+    regex: re.Pattern
+
+    def test(self, f, run):
+        if f.info is not None and self.regex.search(f.info):
+            return True, [f"info tag {f.info!r} ~ /{self.regex.pattern}/"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class PatternIn(Cond):
+    patterns: frozenset[str]
+
+    def test(self, f, run):
+        if f.pattern is not None and f.pattern in self.patterns:
+            return True, [f"log pattern {f.pattern}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class ApiIn(Cond):
+    apis: frozenset[str]
+
+    def test(self, f, run):
+        if f.api is not None and f.api in self.apis:
+            return True, [f"API {f.api}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class LogRegex(Cond):
+    """Regex over the finding's own text: its log line, a crash's or
+    hang's last lines, and the error lines of its iterations."""
+
+    regex: re.Pattern
+
+    def test(self, f, run):
+        for text in f.texts:
+            if self.regex.search(text):
+                return True, [f"log line ~ /{self.regex.pattern}/: {_clip(text)}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class EngineLogRegex(Cond):
+    """Regex anywhere in the run's engine.log (searched once per run)."""
+
+    regex: re.Pattern
+
+    def test(self, f, run):
+        hit = run.engine_log_search(self.regex)
+        if hit is not None:
+            return True, [f"engine.log ~ /{self.regex.pattern}/: {_clip(hit)}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class SignalIn(Cond):
+    signals: frozenset[str]
+
+    def test(self, f, run):
+        if f.signal is not None and f.signal in self.signals:
+            return True, [f"signal {f.signal}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class ExitCodeIn(Cond):
+    codes: frozenset[int]
+
+    def test(self, f, run):
+        if f.exit_code is not None and f.exit_code in self.codes:
+            return True, [f"exit code {f.exit_code}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class PhaseIn(Cond):
+    phases: frozenset[str]
+
+    def test(self, f, run):
+        return (f.phase in self.phases), [f"phase {f.phase}"]
+
+
+@dataclass(frozen=True)
+class StatusIn(Cond):
+    statuses: frozenset[int]
+
+    def test(self, f, run):
+        if f.status is not None and f.status in self.statuses:
+            return True, [f"status {f.status} ({f.status_name or '?'})"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class Window(Cond):
+    """iteration / turn / context_tokens window: fires when the finding's
+    range [first, last] overlaps [min, max]."""
+
+    field: str
+    lo: float | None
+    hi: float | None
+
+    def test(self, f, run):
+        rng = f.ranges.get(self.field)
+        if rng is None:
+            return False, []
+        first, last = rng
+        if self.lo is not None and last < self.lo:
+            return False, []
+        if self.hi is not None and first > self.hi:
+            return False, []
+        span = f"{first}" if first == last else f"{first}..{last}"
+        return True, [f"{self.field} {span} in window {_window(self.lo, self.hi)}"]
+
+
+@dataclass(frozen=True)
+class ContextPastMax(Cond):
+    want: bool
+
+    def test(self, f, run):
+        rng = f.ranges.get("context_tokens")
+        limit = run.max_context
+        if rng is None or limit is None:
+            return False, []
+        past = rng[1] > limit
+        if past == self.want:
+            return True, [f"context {rng[1]} tokens {'past' if past else 'within'} the model's {limit}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class OutputAny(Cond):
+    symptoms: frozenset[str]
+
+    def test(self, f, run):
+        hit = self.symptoms & f.symptoms
+        if f.kind == "bad_output" and hit:
+            return True, ["output " + ", ".join(sorted(hit))]
+        return False, []
+
+
+@dataclass(frozen=True)
+class MemoryAny(Cond):
+    resources: frozenset[str]
+
+    def test(self, f, run):
+        if f.kind == "memory_growth" and f.resource in self.resources:
+            return True, [f"{f.resource} memory growth"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class Hang(Cond):
+    want: bool
+
+    def test(self, f, run):
+        return ((f.kind == "hang") == self.want), (["hang"] if self.want else ["no hang"])
+
+
+@dataclass(frozen=True)
+class CpuFallback(Cond):
+    want: bool
+
+    def test(self, f, run):
+        return ((f.kind == "cpu_fallback") == self.want), (["silent CPU fallback"] if self.want else [])
+
+
+@dataclass(frozen=True)
+class PerfAny(Cond):
+    symptoms: frozenset[str]
+
+    def test(self, f, run):
+        if f.kind == "perf_anomaly" and f.symptom in self.symptoms:
+            return True, [f"performance: {f.symptom}"]
+        return False, []
+
+
+@dataclass(frozen=True)
+class CountAtLeast(Cond):
+    """Occurrences in the run: for CL codes, of that code over all info tags
+    (a dead queue floods many tags); otherwise of this finding."""
+
+    lo: int
+
+    def test(self, f, run):
+        n = run.code_counts.get(f.code, f.count) if f.code is not None else f.count
+        return (n >= self.lo), [f"{n} occurrences (>= {self.lo})"]
+
+
+@dataclass(frozen=True)
+class Injected(Cond):
+    want: bool
+
+    def test(self, f, run):
+        return (f.injected == self.want), (["injected by the interposer"] if self.want else [])
+
+
+@dataclass(frozen=True)
+class RunHas(Cond):
+    """Some finding of the same run (this one included) that began no later
+    than this one ended satisfies `part`: a cause precedes its effect."""
+
+    part: Cond
+
+    def test(self, f, run):
+        for other in run.findings:
+            if other.first_seq is not None and f.last_seq is not None and other.first_seq > f.last_seq:
+                continue
+            ok, w = self.part.test(other, run)
+            if ok:
+                return True, ["earlier in the run: " + "; ".join(w)]
+        return False, []
+
+
+def _clip(text: str, n: int = 100) -> str:
+    text = text.strip()
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _window(lo, hi) -> str:
+    return f"[{'' if lo is None else lo}..{'' if hi is None else hi}]"
+
+
+def leaves(cond: Cond) -> Iterable[Cond]:
+    """Every leaf of a condition tree (for specificity ranking)."""
+    if isinstance(cond, (All, Any_)):
+        for p in cond.parts:
+            yield from leaves(p)
+    elif isinstance(cond, (Not, RunHas)):
+        yield from leaves(cond.part)
+    else:
+        yield cond

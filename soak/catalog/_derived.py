@@ -1,0 +1,89 @@
+"""Faults the classifier derives from a whole run (no event of their own):
+the silent CPU fallback from the manifest, memory growth, tok/s rising while
+kernels fail (research §6 M8), history past the model's context (§6 M7)."""
+
+from __future__ import annotations
+
+import statistics
+
+# memory growth: a plain, noise-tolerant test (the full verdict is soak.analysis's job)
+_MEM_MIN_SAMPLES = 16
+_MEM_MIN_GROWTH = {"host": 16 << 20, "gpu": 8 << 20}
+_MEM_MIN_RATIO = 0.10
+# tok/s rising while kernels fail (research §6 M8)
+_TPS_MIN_ITERS = 3
+_TPS_RATIO = 1.25
+
+
+def cpu_fallback(scan, requested, actual) -> None:
+    if scan.has_cpu_fallback or not requested or not actual:
+        return
+    if requested != "cpu" and actual == "cpu":
+        line = f"backend {requested} requested, {actual} used (load event / manifest)"
+        scan.add_derived("cpu_fallback", "load", {"line": line, "backend_requested": requested}, [], {})
+
+
+def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
+    """Use soak.analysis's memory verdicts (verdicts.json) when present."""
+    series = ((verdicts or {}).get("memory") or {}).get("series")
+    if not isinstance(series, dict):
+        return False
+    for res, names in (("host", ("rss", "pss", "uss")), ("gpu", ("gpu_live_bytes",))):
+        leaking = [n for n in names if isinstance(series.get(n), dict) and series[n].get("verdict") == "leak"]
+        if not leaking:
+            continue
+        v = series[leaking[0]]
+        slope = (v.get("slope_per_iteration") or {}).get("value")
+        extra = {"series": leaking, "start_bytes": v.get("start_level"), "end_bytes": v.get("end_level"),
+                 "growth_bytes": v.get("growth_bytes"), "bytes_per_iteration": slope,
+                 "source": "verdicts.json"}
+        pts = [i for i, _, _ in scan.mem[res]] or list(scan.iters) or [0]
+        scan.add_derived("memory_growth", None, {"resource": res}, [min(pts), max(pts)], extra, count=1)
+    return True
+
+
+def memory_growth(scan) -> None:
+    for res, samples in scan.mem.items():
+        # a restarted worker starts from scratch: judge the longest life
+        lives: dict[int, list] = {}
+        for idx, v, gen in samples:
+            lives.setdefault(gen, []).append((idx, v))
+        series = max(lives.values(), key=len) if lives else []
+        if len(series) < _MEM_MIN_SAMPLES:
+            continue
+        values = [v for _, v in series]
+        body = values[len(values) // 10:]  # warm-up excluded
+        q = len(body) // 4
+        if q < 2:
+            continue
+        meds = [statistics.median(body[k * q:(k + 1) * q]) for k in range(4)]
+        growth = meds[3] - meds[0]
+        rising = all(meds[k + 1] >= meds[k] for k in range(3))
+        base = max(meds[0], 1.0)
+        if rising and growth >= _MEM_MIN_GROWTH[res] and growth / base >= _MEM_MIN_RATIO:
+            span = max(series[-1][0] - series[0][0], 1)
+            extra = {"start_bytes": int(meds[0]), "end_bytes": int(meds[3]),
+                     "growth_bytes": int(growth), "bytes_per_iteration": growth / span}
+            scan.add_derived("memory_growth", None, {"resource": res},
+                          [series[0][0], series[-1][0]], extra, count=1)
+
+
+def tps_up_with_errors(scan) -> None:
+    if len(scan.tps_err) < _TPS_MIN_ITERS or len(scan.tps_clean) < _TPS_MIN_ITERS:
+        return
+    err, clean = statistics.median(scan.tps_err), statistics.median(scan.tps_clean)
+    if err >= _TPS_RATIO * clean:
+        extra = {"decode_tps_with_errors": round(err, 2), "decode_tps_clean": round(clean, 2),
+                 "iterations_with_errors": len(scan.tps_err)}
+        scan.add_derived("perf_anomaly", "decode", {"symptom": "tps_up_with_errors"},
+                      scan.err_iters, extra)
+
+
+def context_overflow(scan, max_context: int | None) -> None:
+    if not max_context:
+        return
+    over = [i for i, (_, ctx) in sorted(scan.iters.items()) if isinstance(ctx, int) and ctx > max_context]
+    if over:
+        top = max(scan.iters[i][1] for i in over)
+        scan.add_derived("context_overflow", "prefill", {}, over,
+                      {"max_context": max_context, "max_context_tokens_seen": top})

@@ -1,0 +1,95 @@
+"""A finding: identical fault events of one run grouped under one signature.
+RunFacts: what the matcher may ask about the run as a whole."""
+
+from __future__ import annotations
+
+import mmap
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(slots=True)
+class Finding:
+    signature: str
+    signature_text: str
+    kind: str
+    phase: str | None
+    code: int | None = None
+    info: str | None = None
+    api: str | None = None
+    pattern: str | None = None                      # soak.logparse pattern name (error_line)
+    signal: str | None = None
+    exit_code: int | None = None
+    status: int | None = None
+    status_name: str | None = None
+    symptoms: frozenset = frozenset()
+    resource: str | None = None
+    symptom: str | None = None
+    injected: bool = False
+    texts: list = field(default_factory=list)       # log text the `log` matcher searches
+    count: int = 0                                  # occurrences (log lines for cl_error)
+    events: int = 0                                 # fault events
+    iterations: list = field(default_factory=list)  # distinct iterations, in order seen
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_t: float | None = None
+    last_t: float | None = None
+    ranges: dict = field(default_factory=dict)      # iteration/turn/context_tokens -> (lo, hi)
+    sample: dict = field(default_factory=dict)      # the first event, trimmed
+    extra: dict = field(default_factory=dict)       # derived faults: figures behind them
+
+    def add(self, ev: dict, count: int = 1) -> None:
+        self.events += 1
+        self.count += count
+        it = ev.get("iteration")
+        if isinstance(it, int) and (not self.iterations or self.iterations[-1] != it):
+            self.iterations.append(it)
+        seq = ev.get("seq")
+        if isinstance(seq, int):
+            if self.first_seq is None:
+                self.first_seq = seq
+            self.last_seq = seq
+        t = ev.get("t")
+        if isinstance(t, (int, float)):
+            if self.first_t is None:
+                self.first_t = t
+            self.last_t = t
+
+
+class RunFacts:
+    """Run-level facts for conditions: other findings, per-code counts,
+    the model's context length, and a cached search of engine.log."""
+
+    def __init__(self, findings: list[Finding], code_counts: dict[int, int],
+                 max_context: int | None, engine_log: Path | None):
+        self.findings = findings
+        self.code_counts = code_counts
+        self.max_context = max_context
+        self._engine_log = engine_log
+        self._searched: dict[str, str | None] = {}
+
+    def engine_log_search(self, regex: re.Pattern) -> str | None:
+        key = regex.pattern
+        if key not in self._searched:
+            self._searched[key] = _search_file(self._engine_log, regex)
+        return self._searched[key]
+
+
+def _search_file(path: Path | None, regex: re.Pattern) -> str | None:
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        bregex = re.compile(regex.pattern.encode("utf-8"), regex.flags & ~re.UNICODE)
+    except re.error:  # a str-only construct: search decoded text instead
+        for line in path.read_text("utf-8", "replace").splitlines():
+            if regex.search(line):
+                return line
+        return None
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        m = bregex.search(mm)
+        if not m:
+            return None
+        start = mm.rfind(b"\n", 0, m.start()) + 1
+        end = mm.find(b"\n", m.end())
+        return mm[start: end if end != -1 else len(mm)].decode("utf-8", "replace")

@@ -1,0 +1,345 @@
+"""Read a run folder into findings: fault events grouped by signature, plus
+the faults the classifier derives (memory growth, tok/s rising while kernels
+fail, context past the model's length).  Reads only the run folder.
+
+Speed (a 1,000,000-event run in seconds): each line's event type is read with
+a byte regex and only the types used here are JSON-decoded; each fault is
+keyed with a cached normalization, so matching later runs once per finding.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from soak.catalog import _derived
+from soak.catalog import _eventread as R
+from soak.catalog import _logscan
+from soak.catalog._finding import Finding
+from soak.catalog.signature import fault_key, signal_name, signature_id, signature_text
+
+_TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
+
+
+
+class Scan:
+    def __init__(self, need_memory: bool = True, memory_stride: int = 1):
+        self.need_memory = need_memory  # False when verdicts.json already judged memory
+        self.memory_stride = memory_stride  # keep every k-th memory sample (a trend needs no more)
+        self.findings: dict[str, Finding] = {}
+        self.code_counts: dict[int, int] = {}
+        self.iters: dict[int, tuple] = {}           # i -> (turn, context_tokens)
+        self.tps_err: list[float] = []
+        self.tps_clean: list[float] = []
+        self.err_iters: list[int] = []
+        self.mem: dict[str, list[tuple[int, float]]] = {"host": [], "gpu": []}
+        self.events = 0
+        self.fault_events = 0
+        self.load: dict | None = None
+        self.run_start: dict | None = None
+        self.has_cpu_fallback = False
+        self.source = "events.jsonl"
+        self._keys: dict[tuple, str] = {}
+
+    # -- grouping -----------------------------------------------------------
+    def _finding(self, kind: str, phase, ev: dict) -> Finding:
+        if kind == "cl_error":
+            k = (kind, phase, ev.get("code"), ev.get("info"))
+        elif kind in ("error_line", "cpu_fallback"):
+            k = (kind, phase, ev.get("line") or ev.get("pattern"))
+        elif kind == "cl_call_error":
+            k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")))
+        else:
+            k = None
+        text = self._keys.get(k) if k is not None else None
+        if text is None:
+            text = signature_text(kind, phase, fault_key(kind, ev))
+            if k is not None:
+                self._keys[k] = text
+        f = self.findings.get(text)
+        if f is None:
+            f = self.findings[text] = _new_finding(text, kind, phase, ev)
+        return f
+
+    def add_fault(self, ev: dict) -> Finding | None:
+        kind = ev.get("kind")
+        if not isinstance(kind, str):
+            return None
+        phase = ev.get("phase")
+        self.fault_events += 1
+        f = self._finding(kind, phase, ev)
+        c = ev.get("count")
+        n = c if isinstance(c, int) and c > 0 else 1
+        if kind == "cl_error":
+            code = ev.get("code")
+            if isinstance(code, int):
+                self.code_counts[code] = self.code_counts.get(code, 0) + n
+        elif kind == "cpu_fallback":
+            self.has_cpu_fallback = True
+        f.add(ev, n)
+        return f
+
+    def add_call_error(self, ev: dict) -> Finding:
+        ev = dict(ev, kind="cl_call_error")
+        self.fault_events += 1
+        f = self._finding("cl_call_error", ev.get("phase"), ev)
+        f.add(ev)
+        code = ev.get("code")
+        if isinstance(code, int):
+            self.code_counts[code] = self.code_counts.get(code, 0) + 1
+        return f
+
+    def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
+        """Read events.jsonl lines in [start, end) into this scan (the hot loop
+        of a large classification: keep it lean)."""
+        loads = json.loads
+        event_re = R.EVENT_RE.search
+        split_volatile = R.split_volatile
+        iteration_fields, memory_fields = R.iteration_fields, R.memory_fields
+        repeats: dict[bytes, Finding] = {}
+        add_it, add_mem = self.add_iteration, self.add_memory
+        need_memory = self.need_memory
+        code_counts = self.code_counts
+        events = repeat_events = memory_seen = 0
+        stride = self.memory_stride
+        for raw in R.read_lines(path, start, end):
+            if raw.startswith(b'{"event": "'):  # EventLog's layout: the type comes first
+                kind = raw[11:raw.find(b'"', 11)]
+            else:
+                m = event_re(raw)
+                if m is None:
+                    continue
+                kind = m.group(1)
+            events += 1
+            if kind == b"iteration":
+                ev = iteration_fields(raw) or _loads(loads, raw)
+                if ev is not None:
+                    add_it(ev)
+            elif kind == b"fault" or kind == b"cl_call_error":
+                ident, vol = split_volatile(raw)
+                f = repeats.get(ident)
+                if f is not None:  # the same fault again: only where and how often
+                    repeat_events += 1
+                    c = vol.get("count")
+                    n = c if kind == b"fault" and c is not None and c > 0 else 1
+                    if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
+                        code_counts[f.code] = code_counts.get(f.code, 0) + n
+                    f.add(vol, n)
+                    continue
+                ev = _loads(loads, raw)
+                if ev is None:
+                    continue
+                f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
+                if f is not None and len(repeats) < 200_000:
+                    repeats[ident] = f
+            elif kind == b"memory":
+                memory_seen += 1
+                if need_memory and (stride == 1 or memory_seen % stride == 1):
+                    ev = memory_fields(raw) or _loads(loads, raw)
+                    if ev is not None:
+                        add_mem(ev)
+            elif kind == b"load":
+                self.load = _loads(loads, raw) or self.load
+            elif kind == b"run_start":
+                self.run_start = _loads(loads, raw) or self.run_start
+        self.events += events
+        self.fault_events += repeat_events
+        return self
+
+    def merge(self, other: "Scan") -> None:
+        """Append a scan of the next part of the same file."""
+        for text, g in other.findings.items():
+            f = self.findings.get(text)
+            if f is None:
+                self.findings[text] = g
+                continue
+            f.events += g.events
+            f.count += g.count
+            its = g.iterations
+            if its and f.iterations and f.iterations[-1] == its[0]:
+                its = its[1:]
+            f.iterations.extend(its)
+            f.first_seq = f.first_seq if f.first_seq is not None else g.first_seq
+            f.last_seq = g.last_seq if g.last_seq is not None else f.last_seq
+            f.first_t = f.first_t if f.first_t is not None else g.first_t
+            f.last_t = g.last_t if g.last_t is not None else f.last_t
+        for code, n in other.code_counts.items():
+            self.code_counts[code] = self.code_counts.get(code, 0) + n
+        self.iters.update(other.iters)
+        self.tps_err.extend(other.tps_err)
+        self.tps_clean.extend(other.tps_clean)
+        self.err_iters.extend(other.err_iters)
+        for res in self.mem:
+            self.mem[res].extend(other.mem[res])
+        self.events += other.events
+        self.fault_events += other.fault_events
+        self.load = other.load or self.load
+        self.run_start = self.run_start or other.run_start
+        self.has_cpu_fallback = self.has_cpu_fallback or other.has_cpu_fallback
+
+    def add_iteration(self, ev: dict) -> None:
+        i = ev.get("i")
+        if not isinstance(i, int):
+            return
+        self.iters[i] = (ev.get("turn"), ev.get("context_tokens"))
+        tps = ev.get("decode_tps")
+        if isinstance(tps, (int, float)) and tps > 0:
+            if ev.get("cl_errors"):
+                self.tps_err.append(float(tps))
+                self.err_iters.append(i)
+            elif ev.get("ok", True) and not ev.get("failures"):
+                self.tps_clean.append(float(tps))
+
+    def add_memory(self, ev: dict) -> None:
+        idx = ev.get("iteration")
+        idx = idx if isinstance(idx, int) else len(self.mem["host"])
+        gen = ev.get("generation")
+        gen = gen if isinstance(gen, int) else 0
+        for res, key in (("host", "rss"), ("gpu", "gpu_live_bytes")):
+            v = ev.get(key)
+            if isinstance(v, (int, float)):
+                self.mem[res].append((idx, float(v), gen))
+
+    # -- after the pass -----------------------------------------------------
+    def finish(self, max_context: int | None, backend_requested: str | None,
+               backend_actual: str | None, verdicts: dict | None = None) -> list[Finding]:
+        _derived.cpu_fallback(self, backend_requested, backend_actual)
+        if not _derived.memory_from_verdicts(self, verdicts):
+            _derived.memory_growth(self)
+        _derived.tps_up_with_errors(self)
+        _derived.context_overflow(self, max_context)
+        for f in self.findings.values():
+            self._ranges(f)
+        return sorted(self.findings.values(),
+                      key=lambda f: (f.first_seq if f.first_seq is not None else 1 << 62, f.signature_text))
+
+    def _ranges(self, f: Finding) -> None:
+        if not f.iterations:
+            return
+        f.ranges["iteration"] = (min(f.iterations), max(f.iterations))
+        turns, ctxs = [], []
+        for i in f.iterations:
+            t = self.iters.get(i)
+            if t is None:
+                continue
+            if isinstance(t[0], int):
+                turns.append(t[0])
+            if isinstance(t[1], int):
+                ctxs.append(t[1])
+        if turns:
+            f.ranges["turn"] = (min(turns), max(turns))
+        if ctxs:
+            f.ranges["context_tokens"] = (min(ctxs), max(ctxs))
+
+    def add_derived(self, kind: str, phase, ev: dict, iterations: list[int], extra: dict,
+                 count: int | None = None) -> Finding:
+        """A fault the classifier derives (no event of its own): `count` is
+        how many times it happened (default: once per iteration listed)."""
+        f = self._finding(kind, phase, ev)
+        for i in iterations:
+            f.add({"iteration": i}, 1)
+        if not iterations:
+            f.add({})
+        if count is not None:
+            f.count = f.events = count
+        f.extra.update(extra)
+        return f
+
+def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
+    code = ev.get("code") if isinstance(ev.get("code"), int) else None
+    f = Finding(signature=signature_id(text), signature_text=text, kind=kind, phase=phase,
+                code=code, info=str(ev.get("info") or "") if kind == "cl_error" else None,
+                api=ev.get("api"), pattern=ev.get("pattern") if kind == "error_line" else None,
+                signal=signal_name(ev.get("signal")),
+                exit_code=ev.get("exit_code") if isinstance(ev.get("exit_code"), int) else None,
+                status=ev.get("status") if isinstance(ev.get("status"), int) else None,
+                status_name=ev.get("status_name"),
+                symptoms=frozenset(ev.get("symptoms") or ()), resource=ev.get("resource"),
+                symptom=ev.get("symptom"), injected=bool(ev.get("injected")))
+    texts: list[str] = []
+    for key in ("line", "error"):
+        if isinstance(ev.get(key), str):
+            texts.append(ev[key])
+    lines = ev.get("last_lines")
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    if isinstance(lines, list):
+        texts.extend(str(x) for x in lines[-_TEXT_CAP:])
+    if kind == "cl_error" and ev.get("code") is not None and not texts:
+        texts.append(f"CL ERROR CODE : {ev.get('code')}, info:{ev.get('info') or ''}")
+    f.texts = texts
+    f.sample = {k: v for k, v in ev.items() if k not in ("run_id", "ts")}
+    if isinstance(f.sample.get("last_lines"), list):
+        f.sample["last_lines"] = f.sample["last_lines"][-_TEXT_CAP:]
+    return f
+
+
+PARALLEL_MIN_BYTES = 32 << 20  # below this, one process is faster than two
+MEMORY_SAMPLE_BYTES = 64 << 20  # one memory sample in k kept per 64 MiB of events (k >= 1)
+
+
+def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True) -> Scan:
+    """One pass over events.jsonl (or, without it, over engine.log lines).
+    A large file is split at line boundaries over `jobs` forked processes
+    (default: the CPUs this process may use, at most 4) and the parts merged
+    in order."""
+    events = run_dir / "events.jsonl"
+    if events.is_file():
+        size = events.stat().st_size
+        stride = 1 + size // MEMORY_SAMPLE_BYTES
+        if jobs is None:
+            jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+        # workers are forked: not from a process with other threads running (a
+        # forked child could inherit a lock held by one of them), nor where fork is missing
+        forkable = threading.active_count() == 1 and "fork" in mp.get_all_start_methods()
+        if jobs > 1 and forkable and size >= PARALLEL_MIN_BYTES:
+            ranges = R.split_ranges(events, jobs)
+            try:
+                with ProcessPoolExecutor(max_workers=len(ranges), mp_context=mp.get_context("fork")) as pool:
+                    parts = list(pool.map(_scan_part, [(events, a, b, need_memory, stride) for a, b in ranges]))
+            except (OSError, RuntimeError):  # no processes here (sandbox): do it inline
+                parts = [Scan(need_memory, stride).consume(events, a, b) for a, b in ranges]
+            scan = parts[0]
+            for part in parts[1:]:
+                scan.merge(part)
+            return scan
+        return Scan(need_memory, stride).consume(events)
+    scan = Scan()
+    log = run_dir / "engine.log"
+    if log.is_file():
+        scan.source = "engine.log"
+        _scan_log(scan, log)
+    return scan
+
+
+def _scan_part(args) -> Scan:
+    path, start, end, need_memory, stride = args
+    scan = Scan(need_memory, stride).consume(path, start, end)
+    scan._keys = {}  # not needed by the parent; less to send back
+    return scan
+
+
+def _loads(loads, raw: bytes):
+    try:
+        ev = loads(raw)
+    except ValueError:  # a truncated last line (killed writer) or damage: skip it
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+def _scan_log(scan: Scan, log: Path) -> None:
+    """A run without events: classify the raw log lines (phase unknown)."""
+    with open(log, "rb") as fh:
+        for n, raw in enumerate(fh):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            got = _logscan.parse(line)
+            if got is None:
+                continue
+            ev = {"kind": got["kind"], "phase": None, "line": line, "seq": n}
+            if got["kind"] == "cl_error":
+                ev["code"], ev["info"] = got["code"], got["info"]
+            scan.add_fault(ev)

@@ -1,0 +1,245 @@
+"""Classify a run folder (or a farm of them) against the fault catalog.
+
+`classify_run(run_dir)` reads only the run folder (manifest.json,
+events.jsonl, engine.log), groups identical failures into findings, matches
+each once against the catalog, and writes classification.json.
+`classify_many(dir_of_runs)` does every run below a folder and rolls the
+findings up into one table of distinct faults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from soak.catalog._context import load_context
+from soak.catalog._finding import RunFacts
+from soak.catalog._runscan import scan_run
+from soak.catalog.loader import Catalog, default_catalog_dir, load_catalog
+from soak.catalog.matcher import Matcher
+from soak.catalog.schema import SEVERITY_RANK
+from soak.catalog.signature import SIGNATURE_SCHEME
+from soak.errors import BadInput, CatalogInvalid
+
+FORMAT_VERSION = 1
+OUTPUT_NAME = "classification.json"
+FARM_OUTPUT_NAME = "farm-classification.json"
+RUN_MARKERS = ("events.jsonl", "manifest.json", "engine.log")
+
+# severity of a finding no catalog entry matched
+_KIND_SEVERITY = {"crash": "critical", "hang": "critical", "status_error": "high", "bad_output": "high",
+                  "cpu_fallback": "high", "memory_growth": "high", "perf_anomaly": "high",
+                  "cl_error": "medium", "error_line": "medium", "engine_error": "high", "slowdown": "medium",
+                  "context_overflow": "medium", "cl_call_error": "medium"}
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in RUN_MARKERS)
+
+
+def resolve_catalog(catalog) -> Catalog:
+    """A Catalog, a folder, or None (the default folder).  With None and no
+    default folder, an empty catalog whose note says why: the run still gets
+    signatures, and classification.json says that nothing was matched."""
+    if isinstance(catalog, Catalog):
+        return catalog
+    if catalog is not None:
+        return load_catalog(catalog)
+    found = default_catalog_dir()
+    if found is None:
+        return Catalog(path=None, note="no fault catalog found (non-editable install?); pass --catalog DIR "
+                                       "or set SOAK_CATALOG; only signatures were computed")
+    return load_catalog(found)
+
+
+def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BadInput(f"run folder {run_dir} does not exist", hint="give a logs/<run-id>/ folder")
+    if not is_run_dir(run_dir):
+        raise BadInput(f"{run_dir} is not a run folder (no events.jsonl, manifest.json or engine.log)",
+                       hint="give a logs/<run-id>/ folder written by `soak run`")
+    cat = resolve_catalog(catalog)
+    started = time.perf_counter()
+    verdicts = _read_verdicts(run_dir)
+    memory_judged = isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
+    scan = scan_run(run_dir, need_memory=not memory_judged)
+    ctx = load_context(run_dir, scan)
+    findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, verdicts)
+    engine_log = run_dir / "engine.log"
+    facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
+    matched = Matcher(cat.entries).match_run(findings, facts, ctx)
+    out_findings = [_finding_json(f, *matched[f.signature]) for f in findings]
+    out_findings.sort(key=lambda d: (SEVERITY_RANK[d["severity"]], -d["count"], d["first_seq"] if d["first_seq"] is not None else 0))
+    result = {
+        "version": FORMAT_VERSION,
+        "signature_scheme": SIGNATURE_SCHEME,
+        "run_id": ctx.run_id,
+        "run_dir": str(run_dir),
+        "source": scan.source,
+        "catalog": {"path": str(cat.path) if cat.path else None, "entries": len(cat.entries),
+                    **({"note": cat.note} if cat.note else {})},
+        "context": ctx.to_json(),
+        "context_unknown": ctx.unknown(),
+        "events_read": scan.events,
+        "fault_events": scan.fault_events,
+        "findings": out_findings,
+        "faults": _rollup([(str(run_dir), d) for d in out_findings]),
+        "summary": {
+            "findings": len(out_findings),
+            "known": sum(1 for d in out_findings if d["known"]),
+            "unknown": sum(1 for d in out_findings if not d["known"]),
+            "near_misses": sum(len(d["near_misses"]) for d in out_findings),
+            "worst_severity": out_findings[0]["severity"] if out_findings else None,
+        },
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    if write:
+        _write_json(run_dir / OUTPUT_NAME, result)
+    return result
+
+
+def _read_verdicts(run_dir: Path) -> dict | None:
+    """verdicts.json of soak.analysis (memory trend), when it was written first."""
+    path = run_dir / "verdicts.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _finding_json(f, matches, near) -> dict:
+    known = [m for m in matches if not m.entry.generic]
+    primary = matches[0] if matches else None
+    if primary is not None:
+        severity = min((m.entry.severity for m in matches), key=SEVERITY_RANK.__getitem__)
+    else:
+        severity = _KIND_SEVERITY.get(f.kind, "medium")
+    d = {
+        "signature": f.signature,
+        "signature_text": f.signature_text,
+        "kind": f.kind,
+        "phase": f.phase,
+        "fault_id": known[0].entry.id if known else None,
+        "known": bool(known),
+        # confirmed: the best known entry's context all fits; context-unknown:
+        # it fits as far as the manifest tells; signature-only: no known entry
+        "confidence": ("signature-only" if not known else
+                       "context-unknown" if known[0].unknown else "confirmed"),
+        "title": primary.entry.title if primary else f.signature_text,
+        "severity": severity,
+        "count": f.count,
+        "events": f.events,
+        "iterations_affected": len(set(f.iterations)) if len(f.iterations) < 1_000_000 else None,
+        "first_iteration": f.ranges.get("iteration", (None, None))[0],
+        "last_iteration": f.ranges.get("iteration", (None, None))[1],
+        "first_seq": f.first_seq,
+        "last_seq": f.last_seq,
+        "ranges": {k: list(v) for k, v in f.ranges.items()},
+        "matches": [m.to_json() for m in matches],
+        "near_misses": [m.to_json(near=True) for m in near],
+        "sample": f.sample,
+    }
+    if f.code is not None:
+        from soak.catalog._clcodes import code_name
+        d["cl_code"] = {"code": f.code, "name": code_name(f.code)}
+    if f.extra:
+        d["figures"] = f.extra
+    return d
+
+
+def _rollup(items: list[tuple[str, dict]]) -> list[dict]:
+    """(run folder, finding) pairs -> distinct faults: by known catalog id,
+    else by signature; `runs` lists the run folders it was seen in."""
+    table: dict[str, dict] = {}
+    for run_key, d in items:
+        key = d["fault_id"] or d["signature"]
+        row = table.get(key)
+        if row is None:
+            row = table[key] = {
+                "fault": key, "known": d["known"], "title": d["title"], "severity": d["severity"],
+                "kind": d["kind"], "runs": [], "count": 0, "findings": [],
+                "first_iteration": d["first_iteration"], "last_iteration": d["last_iteration"],
+                "near_misses": sorted({n["id"] for n in d["near_misses"]}),
+            }
+        if run_key not in row["runs"]:
+            row["runs"].append(run_key)
+        row["count"] += d["count"]
+        if d["signature"] not in row["findings"]:
+            row["findings"].append(d["signature"])
+        if SEVERITY_RANK[d["severity"]] < SEVERITY_RANK[row["severity"]]:
+            row["severity"] = d["severity"]
+        for k, pick in (("first_iteration", min), ("last_iteration", max)):
+            vals = [v for v in (row[k], d[k]) if v is not None]
+            row[k] = pick(vals) if vals else None
+    return sorted(table.values(), key=lambda r: (SEVERITY_RANK[r["severity"]], -len(r["runs"]), -r["count"], r["fault"]))
+
+
+def find_runs(directory: Path) -> list[Path]:
+    """Run folders at or below `directory` (not descending into a run)."""
+    directory = Path(directory)
+    if is_run_dir(directory):
+        return [directory]
+    runs = []
+    for root, dirs, _files in os.walk(directory):
+        dirs.sort()
+        for d in list(dirs):
+            p = Path(root) / d
+            if is_run_dir(p):
+                runs.append(p)
+                dirs.remove(d)
+    return runs
+
+
+def classify_many(runs_or_dir, catalog=None, write: bool = True) -> dict:
+    """Classify every run (a folder of runs, or a list of run folders) and
+    return {"runs": [...], "faults": one table of distinct faults}."""
+    if isinstance(runs_or_dir, (str, os.PathLike)):
+        base = Path(runs_or_dir)
+        if not base.is_dir():
+            raise BadInput(f"{base} does not exist or is not a folder", hint="give a folder of run folders")
+        runs = find_runs(base)
+    else:
+        base = None
+        runs = [Path(r) for r in runs_or_dir]
+    if not runs:
+        raise BadInput(f"no run folders found under {runs_or_dir}",
+                       hint="a run folder holds events.jsonl, manifest.json or engine.log")
+    cat = resolve_catalog(catalog)
+    results = []
+    for r in runs:
+        results.append(classify_run(r, cat, write=write))
+    items = [(res["run_dir"], d) for res in results for d in res["findings"]]
+    farm = {
+        "version": FORMAT_VERSION,
+        "catalog": results[0]["catalog"],
+        "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"], "findings": r["summary"]["findings"],
+                  "known": r["summary"]["known"], "unknown": r["summary"]["unknown"],
+                  "worst_severity": r["summary"]["worst_severity"],
+                  "context": {k: r["context"].get(k) for k in ("model_params_human", "model_family", "backend",
+                                                                "backend_actual", "gpu_model", "driver_version",
+                                                                "mnn_version", "os")}}
+                 for r in results],
+        "faults": _rollup(items),
+    }
+    if write and base is not None and not is_run_dir(base):
+        _write_json(base / FARM_OUTPUT_NAME, farm)
+    farm["results"] = results
+    return farm
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror}", hint="check the folder is writable") from exc
+
+
+__all__ = ["classify_run", "classify_many", "find_runs", "is_run_dir", "resolve_catalog", "CatalogInvalid"]

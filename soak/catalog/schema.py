@@ -1,0 +1,258 @@
+"""The fault-catalog schema that soak ships.
+
+A catalog is a folder of YAML files.  Each file holds one entry (a mapping)
+or a list of entries.  An entry:
+
+    id: mnn-2502-glm6b-queue-lost        # [a-z0-9][a-z0-9._-]*, unique in the catalog
+    title: one line
+    description: what is seen, in words
+    severity: critical | high | medium | low | info
+    reports: [R01]                       # optional: ids in shared/research/mnn-opencl-faults.yaml
+    generic: false                       # optional: true for a class of failure (any crash)
+    match:                               # the symptom (see MATCH_KEYS); keys of one mapping are ANDed
+      kind: cl_error
+      cl_code: [-36, CL_INVALID_COMMAND_QUEUE]
+      any: [{info: Raster}, {log: 'enqueue write error:-36'}]
+    applies_to:                          # optional: the context (see APPLIES_KEYS); all must fit
+      model_params: {min: 5B, max: 7B}
+      gpu_vendor: '(?i)nvidia|amd'
+      mnn_version: '<2.6.2'
+    remedy:
+      cause: why it happens
+      workaround: what to do now          # optional
+      fixed_in: MNN 3.1.4 (PR #3511)     # optional
+      references: [https://github.com/alibaba/MNN/issues/2502]
+
+A finding that fires `match` but not `applies_to` is a *near miss*.  A
+context value the run does not record (e.g. no GPU driver in the manifest)
+neither fits nor fails: the match is reported with that field as unknown.
+
+The validator is `soak.catalog._validate`; it reports file, line and what is
+wrong for every problem, and `soak.catalog.loader` raises CatalogInvalid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from soak.catalog._conditions import Cond
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = worst
+
+# `fault` event kinds of ARCHITECTURE.md, plus what the classifier derives:
+#   cl_call_error    an interposer record (event `cl_call_error`)
+#   memory_growth    host or GPU memory trend over the run (`memory` events)
+#   perf_anomaly     tok/s rising while kernels fail (research §6 M8)
+#   context_overflow history past the model's context length (research §6 M7)
+FAULT_KINDS = (
+    "cl_error", "cl_call_error", "error_line", "crash", "hang", "status_error", "engine_error",
+    "bad_output", "cpu_fallback", "slowdown", "memory_growth", "perf_anomaly",
+    "context_overflow",
+)
+PHASES = ("init", "load", "prefill", "decode", "reset", "teardown")
+OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
+MEMORY_RESOURCES = ("host", "gpu")
+PERF_SYMPTOMS = ("tps_up_with_errors",)
+OSES = ("android", "linux", "windows", "macos")
+BACKENDS = ("cpu", "opencl", "vulkan", "metal", "cuda", "opengl")
+PRECISIONS = ("low", "normal", "high")
+MEMORY_MODES = ("low", "normal", "high")
+# MNN's OpenCL `thread_num` bits (MNNForwardType.h:64-81, research §2.2)
+THREAD_NUM_BITS = {
+    "tuning_none": 1, "tuning_heavy": 2, "tuning_wide": 4, "tuning_normal": 8,
+    "tuning_fast": 16, "buffer": 64, "image": 128, "record_op": 256, "record_batch": 512,
+}
+LLM_STATUS = {
+    "NOT_LOADED": -1, "RUNNING": 0, "NORMAL_FINISHED": 1, "MAX_TOKENS_FINISHED": 2,
+    "USER_CANCEL": 3, "INTERNAL_ERROR": 4, "TIMEOUT": 5,
+}
+
+ENTRY_KEYS = {
+    "id": "unique id, [a-z0-9][a-z0-9._-]*",
+    "title": "one line",
+    "description": "what is seen",
+    "severity": "one of " + ", ".join(SEVERITIES),
+    "reports": "list of research report ids (R01..R43)",
+    "generic": "true: a class of failure (any crash, any hang), not one known fault; "
+               "findings it matches keep their signature as their identity",
+    "match": "the symptom: a mapping of MATCH_KEYS",
+    "applies_to": "the context: a mapping of APPLIES_KEYS",
+    "remedy": "cause, workaround, fixed_in, references",
+}
+REQUIRED_ENTRY_KEYS = ("id", "title", "description", "severity", "match", "remedy")
+
+# key -> what the value is (used in error messages and `soak catalog show`)
+MATCH_KEYS = {
+    "all": "list of conditions, all must hold",
+    "any": "list of conditions, one must hold",
+    "not": "a condition that must not hold",
+    "run_has": "a condition some finding of the same run must satisfy",
+    "kind": "fault kind(s): " + ", ".join(FAULT_KINDS),
+    "cl_code": "CL error code(s), number or name (CL_OUT_OF_RESOURCES)",
+    "info": "MNN info tag(s) of `CL ERROR CODE : N, info:<tag>`",
+    "info_regex": "regex over the info tag",
+    "pattern": "soak.logparse pattern name(s) of an error_line (kv_map_error, build_program_failed, ...)",
+    "api": "OpenCL API name(s) from interposer records",
+    "log": "regex over the fault's own log text (line, last lines, iteration error lines)",
+    "engine_log": "regex anywhere in engine.log",
+    "signal": "exit signal(s): SIGSEGV, SIGABRT, SIGKILL, ... (or numbers)",
+    "exit_code": "worker exit code(s)",
+    "phase": "phase(s): " + ", ".join(PHASES),
+    "status": "LlmStatus value(s), number or name (INTERNAL_ERROR)",
+    "iteration": "window {min, max} over the global iteration index",
+    "turn": "window {min, max} over the turn within a conversation (0-based)",
+    "context_tokens": "window {min, max} over the history length in tokens",
+    "context_past_max": "true: history went past the model's context length",
+    "output": "output symptom(s): " + ", ".join(OUTPUT_SYMPTOMS),
+    "memory": "memory growth: host and/or gpu",
+    "perf": "performance symptom(s): " + ", ".join(PERF_SYMPTOMS),
+    "hang": "true: the worker hung (watchdog)",
+    "cpu_fallback": "true: OpenCL requested, CPU used",
+    "count": "{min: N}: occurrences in the run (CL codes: over all info tags)",
+    "injected": "true/false: interposer-injected error",
+}
+
+APPLIES_KEYS = {
+    "model_params": "{min, max}: parameter count, number or 0.5B / 500M",
+    "model_family": "regex over the model family (case-insensitive)",
+    "backend": "requested backend(s): " + ", ".join(BACKENDS),
+    "backend_actual": "backend(s) actually used",
+    "precision": "precision(s): " + ", ".join(PRECISIONS),
+    "memory": "memory mode(s): " + ", ".join(MEMORY_MODES),
+    "thread_num": "thread_num value(s), e.g. 68",
+    "thread_num_mode": "OpenCL thread_num bit(s) set: " + ", ".join(THREAD_NUM_BITS),
+    "gpu_vendor": "regex over the OpenCL vendor (case-insensitive)",
+    "gpu_model": "regex over the OpenCL device name (case-insensitive)",
+    "driver_version": "version spec, e.g. '>=535, <560'",
+    "mnn_version": "version spec, e.g. '<3.1.4'",
+    "os": "OS(es): " + ", ".join(OSES),
+}
+
+REMEDY_KEYS = {
+    "cause": "why it happens (required)",
+    "workaround": "what to do now",
+    "fixed_in": "version or PR that fixes it",
+    "references": "list of URLs (issue links)",
+}
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """Comma-separated clauses `>=3.5.0, <3.6.1` (ops: >= <= > < == !=)."""
+
+    text: str
+    clauses: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def contains(self, version: tuple[int, ...]) -> bool:
+        for op, ref in self.clauses:
+            a, b = _pad(version, ref)
+            ok = {">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b,
+                  "==": a == b, "!=": a != b}[op]
+            if not ok:
+                return False
+        return True
+
+
+_VERSION_RE = re.compile(r"(\d+(?:\.\d+)*)")
+_CLAUSE_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*v?(\d+(?:\.\d+)*)\s*$")
+
+
+def parse_version(text: object) -> tuple[int, ...] | None:
+    """'3.6.1-87', 'v2.8.1', '580.159.04' -> ints; None when there is no number."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        return None
+    m = _VERSION_RE.search(text)
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def parse_version_spec(text: str) -> VersionSpec:
+    clauses = []
+    for part in str(text).split(","):
+        m = _CLAUSE_RE.match(part)
+        if not m:
+            raise ValueError(f"bad version clause {part.strip()!r} (want e.g. '>=3.5.0, <3.6.1')")
+        clauses.append((m.group(1) or "==", tuple(int(p) for p in m.group(2).split("."))))
+    return VersionSpec(str(text), tuple(clauses))
+
+
+def _pad(a: tuple[int, ...], b: tuple[int, ...]):
+    n = max(len(a), len(b))
+    return a + (0,) * (n - len(a)), b + (0,) * (n - len(b))
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbBtT]?)\s*$")
+_SIZE_MULT = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def parse_param_count(value: object) -> float | None:
+    """600000000, 6e8, '0.6B', '600M' -> 6e8; None if not a size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return float(m.group(1)) * _SIZE_MULT[m.group(2).lower()]
+    return None
+
+
+def human_params(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, mult in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= mult:
+            return f"{n / mult:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+@dataclass(frozen=True)
+class Remedy:
+    cause: str
+    workaround: str | None = None
+    fixed_in: str | None = None
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppliesTo:
+    """Each field: None = any.  Sets are any-of; regexes are searched."""
+
+    model_params: tuple[float | None, float | None] | None = None
+    model_family: re.Pattern | None = None
+    backend: frozenset[str] | None = None
+    backend_actual: frozenset[str] | None = None
+    precision: frozenset[str] | None = None
+    memory: frozenset[str] | None = None
+    thread_num: frozenset[int] | None = None
+    thread_num_mode: frozenset[str] | None = None
+    gpu_vendor: re.Pattern | None = None
+    gpu_model: re.Pattern | None = None
+    driver_version: VersionSpec | None = None
+    mnn_version: VersionSpec | None = None
+    os: frozenset[str] | None = None
+
+    def constrained(self) -> list[str]:
+        return [k for k in APPLIES_KEYS if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+    description: str
+    severity: str
+    match: Cond
+    applies_to: AppliesTo
+    remedy: Remedy
+    reports: tuple[str, ...] = ()
+    generic: bool = False
+    source: str = ""          # file:line of the entry
+    raw: dict = field(default_factory=dict, compare=False, repr=False)  # as written, for `show`
+    specificity: int = 0      # number of match leaves + context constraints

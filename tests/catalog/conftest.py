@@ -1,0 +1,6 @@
+"""tests/catalog: fault catalog, classifier, signatures.  Helpers in _catalog_runs.py."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
