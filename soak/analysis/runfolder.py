@@ -10,6 +10,7 @@ verdicts, gate, bundle and report ask of them.
 from __future__ import annotations
 
 import json
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,10 +32,34 @@ def _read_json(path: Path) -> dict | None:
     return data
 
 
-class RunFolder:
-    """A run folder, loaded lazily.  Raises BadInput if `path` is not one."""
+# With slim=True, iteration events keep only these fields: the numbers and
+# statuses the verdicts, gate and plots use.  Prompts and outputs (long text)
+# stay on disk, so a 100k-iteration run fits in tens of MiB, not a GiB.
+SLIM_ITERATION_FIELDS = frozenset({
+    "event", "seq", "t", "ts", "run_id", "i", "conversation", "turn", "max_new_tokens", "status",
+    "status_name", "ok", "prompt_tokens", "generated_tokens", "prefill_us", "decode_us", "prefill_tps",
+    "decode_tps", "wall_s", "context_tokens", "output_bytes", "cl_errors", "cl_call_errors", "failures",
+    "worker_generation", "backend_actual", "log_span",
+})
 
-    def __init__(self, path: str | Path):
+
+def _slim(event: dict) -> dict:
+    """The event without long text, its keys and short strings shared (interned):
+    json.loads makes new key strings for every line, which dominates a long run."""
+    keep = SLIM_ITERATION_FIELDS if event.get("event") == "iteration" else None
+    return {sys.intern(k): (sys.intern(v) if isinstance(v, str) and len(v) <= 32 else v)
+            for k, v in event.items() if keep is None or k in keep}
+
+
+class RunFolder:
+    """A run folder, loaded lazily.  Raises BadInput if `path` is not one.
+
+    slim=True drops the prompt/output text of iteration events (for analyses
+    that never read it); the bundle, which ships prompts, loads them whole.
+    """
+
+    def __init__(self, path: str | Path, slim: bool = False):
+        self.slim = slim
         self.path = Path(path)
         if not self.path.is_dir():
             raise BadInput(f"run folder {self.path} does not exist",
@@ -61,6 +86,8 @@ class RunFolder:
         from soak.events import read_events
 
         try:
+            if self.slim:
+                return [_slim(e) for e in read_events(self.path) if isinstance(e, dict)]
             return [e for e in read_events(self.path) if isinstance(e, dict)]
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot read {self.path / 'events.jsonl'}: {exc}",

@@ -21,8 +21,9 @@ VERSION = 1
 
 def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | RunFolder | None = None,
                      criteria: LeakCriteria = LeakCriteria(), write: bool = True) -> dict:
-    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    base = None if baseline is None else baseline if isinstance(baseline, RunFolder) else RunFolder(baseline)
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, slim=True)
+    base = (None if baseline is None else baseline if isinstance(baseline, RunFolder)
+            else RunFolder(baseline, slim=True))
     memory = memory_verdicts(run, criteria)
     recovery = recovery_verdicts(run, memory["after_recovery"])
     perf = perf_verdicts(run, base)
