@@ -26,6 +26,9 @@ class Timeouts:
     load: float = 600.0
     respond: float = 300.0
     reset: float = 60.0
+    # the engine's destructor: MNN writes its OpenCL kernel cache (mnn_cachefile.bin) there,
+    # which took 44 s on PoCL; killed sooner, the next run starts cold again
+    teardown: float = 120.0
 
 
 @dataclass
@@ -177,7 +180,7 @@ class Session:
     def stop(self, kill: bool = False) -> None:
         if self.sup.proc is not None:
             pid, gen = self.sup.pid, self.sup.generation
-            code = self.sup.stop(kill=kill)
+            code = self.sup.stop(kill=kill, timeout_s=self.timeouts.teardown)
             self.events.emit("worker_exit", pid=pid, generation=gen, exit_code=code, signal=None,
                              phase="teardown", iteration=self.iteration,
                              reason="killed" if kill else "stopped")

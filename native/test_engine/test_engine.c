@@ -473,6 +473,14 @@ SOAK_EXPORT int soak_engine_perf(soak_engine *e, soak_perf *out) {
 SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
     if (!e) return;
     cl_path_close(e->cl);
+    /* like MNN writing mnn_cachefile.bin in the Llm destructor: slow, and lost if killed */
+    double teardown_s = json_number(e->config, "teardown_s", 0);
+    const char *teardown_file = json_string(e->config, "teardown_file", NULL);
+    if (teardown_s > 0) sleep_s(teardown_s);
+    if (teardown_file) {
+        FILE *f = fopen(teardown_file, "wb");
+        if (f) { fputs("cache\n", f); fclose(f); }
+    }
     json_free(e->config);
     free(e);
 }

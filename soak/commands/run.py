@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--timeout-load", type=float, default=600.0, metavar="S")
     r.add_argument("--timeout-respond", type=float, default=300.0, metavar="S")
     r.add_argument("--timeout-reset", type=float, default=60.0, metavar="S")
+    r.add_argument("--timeout-teardown", type=float, default=120.0, metavar="S",
+                   help="time the engine gets to shut down at the end (MNN saves its kernel cache then)")
     r.add_argument("--recovery", default=",".join(recovery.STEPS), metavar="STEPS",
                    help="recovery ladder, cheapest first (default: reset,reinit,reload,restart)")
     r.add_argument("--recover-on-output", action="store_true",
@@ -123,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise errors.BadInput("--iterations must be >= 0")
     options = {"precision": args.precision, "memory": args.memory, "thread_num": args.thread_num,
                "power": args.power, "use_mmap": args.use_mmap, "tmp_path": args.tmp_path}
-    timeouts = Timeouts(load=args.timeout_load, respond=args.timeout_respond, reset=args.timeout_reset)
+    timeouts = Timeouts(load=args.timeout_load, respond=args.timeout_respond, reset=args.timeout_reset,
+                        teardown=args.timeout_teardown)
     if args.demo:
         timeouts.respond = min(timeouts.respond, 2.0)
     cfg = RunConfig(

@@ -120,3 +120,15 @@ def test_duration_limit(tmp_path):
 def test_help_explains_thread_num_on_opencl():
     proc = soak_cli("run", "--help")
     assert "bit field" in proc.stdout and "68" in proc.stdout
+
+
+def test_the_engine_gets_time_to_shut_down(tmp_path):
+    """MNN saves its OpenCL kernel cache in the Llm destructor (44 s on PoCL): soak waits for it."""
+    cache = tmp_path / "mnn_cachefile.bin"
+    cfg = RunConfig(engine="test", iterations=3, out_dir=str(tmp_path), run_id="td", quiet=True,
+                    test_engine={"teardown_s": 7, "teardown_file": str(cache)},
+                    timeouts=Timeouts(respond=10, teardown=30))
+    result = run_soak(cfg)
+    assert cache.exists()
+    (end,) = [e for e in read_events(result.run_dir) if e["event"] == "worker_exit"]
+    assert end["phase"] == "teardown" and end["exit_code"] == 0 and end["reason"] == "stopped"
