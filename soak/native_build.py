@@ -58,7 +58,8 @@ def _need_tool(name: str, package: str) -> str:
     return found
 
 
-def _run(cmd: list[str], log: Path, what: str) -> None:
+def run_logged(cmd: list[str], log: Path, what: str) -> None:
+    """Run a build command, appending to log; BuildFailed with its last lines on failure."""
     with log.open("ab") as out:
         out.write(("\n$ " + " ".join(cmd) + "\n").encode())
         out.flush()
@@ -96,9 +97,9 @@ def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] =
         if product.exists():
             return product
         if not (build / "CMakeCache.txt").exists():
-            _run([cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *cmake_args],
+            run_logged([cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *cmake_args],
                  log, f"configuring native/{component} with CMake")
-        _run([cmake, "--build", str(build), "-j", "2", "--target", target], log, f"building {target}")
+        run_logged([cmake, "--build", str(build), "-j", "2", "--target", target], log, f"building {target}")
     if not product.exists():
         found = [p for p in build.rglob(filename)]
         if found:

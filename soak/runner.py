@@ -532,6 +532,8 @@ class Runner:
             "backend": cfg.backend, "target": self.target.name, "model": _model_info(cfg),
             "libraries": library_hashes([setup.spec.get("engine_lib"), *setup.spec.get("plugins", [])]),
             "opencl": _opencl_info(cfg), "mnn_version": _mnn_version(cfg), "started": _now(),
+            "interposer": cfg.intercept,  # None: the engine loaded OpenCL directly
+            "mnn": _mnn_build_info(cfg),
         })
         write_json(run_dir / "manifest.json", manifest)
         t0 = time.monotonic()
@@ -558,6 +560,8 @@ class Runner:
                     break
             if not loaded:
                 self.stop_reason = "interrupted" if self.interrupted else "unrecoverable"
+            elif cfg.fail_fast and self.faults_by_kind.get("cpu_fallback"):
+                self.stop_reason = "fail_fast"  # an OpenCL run that silently runs on the CPU
             else:
                 self.sample_memory("iteration", None)
                 timer.start()
@@ -636,6 +640,18 @@ def _mnn_version(cfg: RunConfig) -> str | None:
         except Exception:
             return None
     return None
+
+
+def _mnn_build_info(cfg: RunConfig) -> dict | None:
+    """A hand-built MNN's folders, version and library hashes (libllm.so, libMNN.so, plugins)."""
+    if cfg.engine != "mnn":
+        return None
+    try:
+        from soak.engine.mnn_native import locate
+
+        return locate(cfg.mnn_build).manifest()
+    except Exception as exc:
+        return {"error": str(exc)}
 
 
 def _now() -> str:

@@ -9,6 +9,17 @@
 //     response() returns, and a later generate() writes to it.  So the stream
 //     is owned by the engine and lives as long as the Llm; each respond() only
 //     points its streambuf at that call's callback, and detaches it after.
+//
+// Behaviour the ABI leaves to the engine:
+//   - respond() in MNN's sticky error state (INTERNAL_ERROR, TIMEOUT,
+//     USER_CANCEL): MNN refuses and prints "[Error]: LLM in error state.
+//     Status: N"; the shim returns SOAK_ERR_STATE and zero perf.  reinit()
+//     (generate_init) leaves the state; reset() does not.
+//   - a callback that returns non-zero sets USER_CANCEL, which MNN's decode
+//     loop honours; MNN's next forward then prints the error-state line once.
+//   - set_config() rejects text that is not a JSON object (MNN would merge
+//     it as null and report success).
+//   - soak_mnn_generate() (not in the ABI) continues the last response.
 
 #include "soak_engine.h"
 

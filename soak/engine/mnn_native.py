@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.errors import BadInput, BuildFailed, LibraryNotFound
-from soak.native_build import NATIVE_DIR, cache_root
+from soak.native_build import NATIVE_DIR, cache_root, run_logged
 
 ENV_BUILD = "SOAK_MNN_BUILD"
 ENV_SOURCE = "SOAK_MNN_SOURCE"
 SHIM_NAME = "libsoak_mnn_shim.so"
 KERNEL_CACHE = "mnn_cachefile.bin"  # MNN: <tmp_path or cwd>/mnn_cachefile.bin
 
-_BUILD_FIX = ("build MNN with -DMNN_BUILD_LLM=ON -DMNN_OPENCL=ON -DMNN_SEP_BUILD=ON and set "
+_BUILD_FIX = ("build MNN yourself with its LLM and OpenCL options and the separate OpenCL backend "
+              "(MNN's docs/transformers/llm.md) and set "
               f"{ENV_BUILD}=<its build folder> ({ENV_SOURCE}=<its source folder>)")
 # Where a library may sit in a build folder or an install prefix.
 _LIB_DIRS = ("", "lib", "lib64", "express", "transformers/llm/engine", "source/backend/opencl")
@@ -123,11 +124,11 @@ def locate(build_dir: str | os.PathLike | None = None,
     libllm = _find_lib(build, "libllm.so")
     if libllm is None:
         raise LibraryNotFound(f"no libllm.so in MNN build folder {build}",
-                              "configure MNN with -DMNN_BUILD_LLM=ON (shared libs) and run `make llm` there")
+                              "build MNN with its LLM option, as shared libraries (MNN's docs/transformers/llm.md)")
     libmnn = _find_lib(build, "libMNN.so")
     if libmnn is None:
         raise LibraryNotFound(f"no libMNN.so in MNN build folder {build}",
-                              "build MNN as shared libraries (the default, -DMNN_BUILD_SHARED_LIBS=ON)")
+                              "build MNN as shared libraries (its default)")
     raw_src = source_dir if source_dir is not None else os.environ.get(ENV_SOURCE)
     src = Path(raw_src).expanduser().resolve() if raw_src else _source_from_cache(build)
     if src is not None and not src.is_dir():
@@ -139,25 +140,22 @@ def locate(build_dir: str | os.PathLike | None = None,
 
 
 def _run(cmd: list[str], log: Path, what: str) -> None:
-    with log.open("ab") as out:
-        out.write(("\n$ " + " ".join(cmd) + "\n").encode())
-        out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+    """native_build's command runner, with the shim's own one-line CMake errors."""
+    try:
+        run_logged(cmd, log, what)
+    except BuildFailed as exc:
         lines = log.read_text(errors="replace").splitlines()
         # The shim's CMakeLists says what is missing and the fix in one line.
         # CMake wraps it over several lines, up to a blank one.
         starts = [i for i, line in enumerate(lines) if "soak mnn_shim:" in line]
-        if starts:
-            block = []
-            for line in lines[starts[-1]:]:
-                if not line.strip():
-                    break
-                block.append(line.strip())
-            detail = " ".join(block)
-        else:
-            detail = "\n    ".join(lines[-8:])
-        raise BuildFailed(f"{what} failed (exit {proc.returncode}): {detail}", f"full log: {log}")
+        if not starts:
+            raise
+        block = []
+        for line in lines[starts[-1]:]:
+            if not line.strip():
+                break
+            block.append(line.strip())
+        raise BuildFailed(f"{what} failed: {' '.join(block)}", f"full log: {log}") from None
 
 
 def _shim_key(mnn: MnnBuild) -> str:

@@ -153,3 +153,9 @@ def test_probability_faults_are_seeded(soak_run):
     _, b = soak_run(plan, iterations=25, seed=7)
     assert [f["iteration"] for f in faults(a)] == [f["iteration"] for f in faults(b)]
     assert 0 < len(faults(a)) < 25
+
+
+def test_fail_fast_stops_on_a_silent_cpu_fallback(soak_run):
+    result, events = soak_run([{"kind": "cpu_fallback"}], backend="opencl", iterations=5, fail_fast=True)
+    assert result.summary["end_reason"] == "fail_fast" and result.exit_code == 1
+    assert not [e for e in events if e["event"] == "iteration"]
