@@ -82,11 +82,20 @@ def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] =
     if not (source / "CMakeLists.txt").exists():
         raise BuildFailed(f"native component {component} is missing from {NATIVE_DIR}",
                           "install soak from a complete source checkout")
-    cmake = _need_tool("cmake", "cmake")
+    _need_tool("cmake", "cmake")
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         _need_tool("cc", "gcc")
     key = source_hash([source, NATIVE_DIR / "include"], " ".join(cmake_args))
     build = cache_root() / "native" / f"{target}-{key}"
+    return cmake_build(source, build, filename, [*cmake_args], target, f"native/{component}")
+
+
+def cmake_build(source: Path, build: Path, filename: str, configure_args: list[str], target: str | None,
+                what: str, build_type: str = "RelWithDebInfo", runner=None) -> Path:
+    """Configure and build `source` in `build` (once: a file lock serialises concurrent callers)
+    and return `build/filename`."""
+    cmake = _need_tool("cmake", "cmake")
+    run = runner or run_logged
     product = build / filename
     if product.exists():
         return product
@@ -97,14 +106,15 @@ def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] =
         if product.exists():
             return product
         if not (build / "CMakeCache.txt").exists():
-            run_logged([cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *cmake_args],
-                 log, f"configuring native/{component} with CMake")
-        run_logged([cmake, "--build", str(build), "-j", "2", "--target", target], log, f"building {target}")
+            run([cmake, "-S", str(source), "-B", str(build), f"-DCMAKE_BUILD_TYPE={build_type}", *configure_args],
+                log, f"configuring {what} with CMake")
+        run([cmake, "--build", str(build), "-j", "2", *(["--target", target] if target else [])],
+            log, f"building {what}")
     if not product.exists():
-        found = [p for p in build.rglob(filename)]
+        found = list(build.rglob(filename))
         if found:
             return found[0]
-        raise BuildFailed(f"the build of {target} produced no {product}", f"see {log}")
+        raise BuildFailed(f"the build of {what} produced no {product}", f"see {log}")
     return product
 
 

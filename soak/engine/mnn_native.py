@@ -10,17 +10,16 @@ cold OpenCL kernel cache from a warm one.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.errors import BadInput, BuildFailed, LibraryNotFound
-from soak.native_build import NATIVE_DIR, cache_root, run_logged
+from soak.manifest import sha256_file
+from soak.native_build import NATIVE_DIR, cache_root, cmake_build, run_logged
 
 ENV_BUILD = "SOAK_MNN_BUILD"
 ENV_SOURCE = "SOAK_MNN_SOURCE"
@@ -65,12 +64,6 @@ class MnnBuild:
                 "hashes": self.library_hashes()}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _find_lib(build_dir: Path, name: str) -> Path | None:
@@ -143,7 +136,7 @@ def _run(cmd: list[str], log: Path, what: str) -> None:
     """native_build's command runner, with the shim's own one-line CMake errors."""
     try:
         run_logged(cmd, log, what)
-    except BuildFailed as exc:
+    except BuildFailed:
         lines = log.read_text(errors="replace").splitlines()
         # The shim's CMakeLists says what is missing and the fix in one line.
         # CMake wraps it over several lines, up to a blank one.
@@ -192,22 +185,9 @@ def build_shim(mnn_build: str | os.PathLike | MnnBuild | None = None,
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise BuildFailed("cannot build the MNN shim: no C++ compiler on PATH", "install it, e.g. apt-get install g++")
     build = cache_root() / "mnn_shim" / _shim_key(mnn)
-    product = build / SHIM_NAME
-    if product.is_file():
-        return product
-    build.mkdir(parents=True, exist_ok=True)
-    log = build / "build.log"
-    with (build / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if product.is_file():
-            return product
-        _run([cmake, "-S", str(NATIVE_DIR / "mnn_shim"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-              f"-DSOAK_MNN_BUILD={mnn.build_dir}", f"-DSOAK_MNN_SOURCE={mnn.source_dir}"],
-             log, "configuring the MNN shim (native/mnn_shim)")
-        _run([cmake, "--build", str(build), "-j", "2"], log, "building the MNN shim")
-    if not product.is_file():
-        raise BuildFailed(f"the MNN shim build produced no {product}", f"see {log}")
-    return product
+    return cmake_build(NATIVE_DIR / "mnn_shim", build, SHIM_NAME,
+                       [f"-DSOAK_MNN_BUILD={mnn.build_dir}", f"-DSOAK_MNN_SOURCE={mnn.source_dir}"],
+                       None, "the MNN shim (native/mnn_shim)", build_type="Release", runner=_run)
 
 
 def cache_state(tmp_path: str | os.PathLike | None) -> str:

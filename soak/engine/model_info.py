@@ -13,13 +13,13 @@ size ranges such as 0.4B..0.8B).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
 from soak.errors import BadInput
+from soak.manifest import sha256_file
 
 _FIX = "pass the model's config.json (or its folder) with --model"
 _EMBED_FILES = {"embeddings_bf16.bin": 16, "embeddings_int8.bin": 8, "embeddings_int4.bin": 4}
@@ -39,12 +39,6 @@ def builtin_model(name: str | os.PathLike) -> Path | None:
     return path if path.is_file() else None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json(path: Path) -> dict:
