@@ -126,6 +126,15 @@ struct soak_engine {
     }
 };
 
+/* The context of a loaded engine, or nullptr when respond/reinit/generate would be
+ * out of order (not loaded, or MNN says NOT_LOADED). */
+static LlmContext *loaded_context(soak_engine *e) {
+    LlmContext *ctx = e->ctx();
+    if (!e->loaded || ctx == nullptr || ctx->status == LlmStatus::NOT_LOADED) return nullptr;
+    return ctx;
+}
+
+
 #define SOAK_STR2(x) #x
 #define SOAK_STR(x) SOAK_STR2(x)
 
@@ -207,8 +216,8 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     if (e == nullptr || e->llm == nullptr || (prompt == nullptr && prompt_len != 0)) {
         return SOAK_ERR_INVALID_ARG;
     }
-    LlmContext *ctx = e->ctx();
-    if (!e->loaded || ctx == nullptr || ctx->status == LlmStatus::NOT_LOADED) {
+    LlmContext *ctx = loaded_context(e);
+    if (ctx == nullptr) {
         return SOAK_ERR_STATE;
     }
     try {
@@ -256,8 +265,8 @@ SOAK_EXPORT int soak_engine_reinit(soak_engine *e) {
     if (e == nullptr || e->llm == nullptr) {
         return SOAK_ERR_INVALID_ARG;
     }
-    LlmContext *ctx = e->ctx();
-    if (!e->loaded || ctx == nullptr || ctx->status == LlmStatus::NOT_LOADED) {
+    LlmContext *ctx = loaded_context(e);
+    if (ctx == nullptr) {
         return SOAK_ERR_STATE;
     }
     try {
@@ -305,8 +314,8 @@ SOAK_EXPORT int soak_mnn_generate(soak_engine *e, int32_t max_tokens, soak_text_
     if (e == nullptr || e->llm == nullptr || max_tokens < 0) {
         return SOAK_ERR_INVALID_ARG;
     }
-    LlmContext *ctx = e->ctx();
-    if (!e->loaded || ctx == nullptr || ctx->status == LlmStatus::NOT_LOADED) {
+    LlmContext *ctx = loaded_context(e);
+    if (ctx == nullptr) {
         return SOAK_ERR_STATE;
     }
     try {
