@@ -16,7 +16,6 @@ FALLBACK_RE = re.compile(r"Can't Find type=(\d+) backend, use (\d+) instead")
 LOW_POWER_FALLBACK_RE = re.compile(r"type=(\d+) backend don't Support Low Power, use (\d+) instead")
 BUILD_FAILED_RE = re.compile(r"Build program failed, err:(-?\d+)")
 ALLOC_CODE_RE = re.compile(r"Alloc (?:Buffer|Image) .*?code:(-?\d+)")
-ERROR_STATE_RE = re.compile(r"LLM in error state\. Status: (-?\d+)")
 
 # (pattern name, regex, severity).  First match wins; order from specific to general.
 ERROR_PATTERNS: list[tuple[str, re.Pattern, str]] = [

@@ -539,6 +539,10 @@ class Runner:
         self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0)
         self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
                          target=self.target.name, run_dir=str(run_dir))
+        early = self.target.check_health()  # what the target saw before there was an event log
+        for f in early:
+            self.events.emit("fault", iteration=None, **f)
+        self._record_faults(early)
         self.session = Session(self.target, setup, self.events, run_dir, cfg.timeouts)
         self.consecutive_unrecovered = 0
         progress = Progress(quiet=cfg.quiet)

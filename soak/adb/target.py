@@ -372,11 +372,6 @@ class AdbTarget(Target):
             found, self._pending = self._pending, []
         return found + self.health.check()
 
-    def wait_until_ready(self, timeout_s: float) -> bool:
-        ready, faults = self.health.wait_ready(timeout_s)
-        self._report(faults)
-        return ready
-
     def close(self) -> None:
         for capture in self._logcats:
             capture.stop()

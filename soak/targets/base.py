@@ -51,8 +51,5 @@ class Target(abc.ABC):
         """Events about the target itself (device offline, rebooted); [] if fine."""
         return []
 
-    def wait_until_ready(self, timeout_s: float) -> bool:
-        return True
-
     def close(self) -> None:
         pass

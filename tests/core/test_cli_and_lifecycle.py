@@ -132,3 +132,18 @@ def test_the_engine_gets_time_to_shut_down(tmp_path):
     assert cache.exists()
     (end,) = [e for e in read_events(result.run_dir) if e["event"] == "worker_exit"]
     assert end["phase"] == "teardown" and end["exit_code"] == 0 and end["reason"] == "stopped"
+
+
+def test_target_faults_from_before_the_run_are_recorded(tmp_path):
+    """A device fault a target saw before the event log existed is written, not lost."""
+    from soak.targets.local import LocalTarget
+
+    class FlakyTarget(LocalTarget):
+        def check_health(self):
+            return [{"kind": "device_offline", "phase": "init", "serial": "X1", "state": "offline"}]
+
+    cfg = RunConfig(engine="test", iterations=2, out_dir=str(tmp_path), run_id="early", quiet=True)
+    result = run_soak(cfg, target=FlakyTarget())
+    (f,) = [e for e in read_events(result.run_dir) if e["event"] == "fault"]
+    assert (f["kind"], f["serial"], f["iteration"]) == ("device_offline", "X1", None)
+    assert result.summary["faults_by_kind"] == {"device_offline": 1}
