@@ -19,8 +19,8 @@ import time
 
 import psutil
 
-from soak import runner as runner_mod
-from soak.runner import RunConfig, Runner
+from soak.loop import runner as runner_mod
+from soak.loop.runner import RunConfig, Runner
 
 
 class MeasuredRunner(Runner):

@@ -2,7 +2,7 @@
 
 Formats are MNN's exact printf strings (research notes §1.3).  On Android the
 same text arrives through logcat under the tag MNNJNI; strip the logcat
-prefix first (soak.adb does) and feed the message here.
+prefix first (soak.targets.adb does) and feed the message here.
 """
 
 from __future__ import annotations

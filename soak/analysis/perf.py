@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from statistics import median
 
-from soak.analysis.memory import LeakCriteria, warmup_iterations
+from soak.analysis.memory_verdict import LeakCriteria, warmup_iterations
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
 

@@ -11,9 +11,9 @@ import math
 import os
 from pathlib import Path
 
-from soak.analysis.memory import LeakCriteria, memory_verdicts
+from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts
 from soak.analysis.perf import perf_verdicts
-from soak.analysis.recovery import recovery_verdicts
+from soak.analysis.recovery_verdict import recovery_verdicts
 from soak.analysis.runfolder import RunFolder
 
 VERSION = 1

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from soak.cl.faults import parse_spec
+from soak.cl.fault_rules import parse_spec
 from soak.cl.trace import STATS_PATTERN, TRACE_FILE
 from soak.errors import BuildFailed, OpenCLSetupError
 

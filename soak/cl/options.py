@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from soak.cl.faults import join_spec, parse_spec
+from soak.cl.fault_rules import join_spec, parse_spec
 from soak.errors import BadInput
 
 _BYTES_RE = re.compile(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?")

@@ -62,7 +62,7 @@ def _split(text: str | None, n: int, name: str, convert=str) -> list:
 
 
 def plan_variants(args: argparse.Namespace) -> list[dict]:
-    from soak.runner import BACKENDS
+    from soak.loop.runner import BACKENDS
 
     backends = [b.strip().lower() for b in (args.backends or "").split(",") if b.strip()]
     if len(backends) < 2:
@@ -263,7 +263,7 @@ def workload_script(cfg, iterations: int) -> list[dict]:
     hypothesis draws can change with the modules imported in between (hypothesis mixes
     constants found in loaded modules into its draws), so two runs in one process could
     otherwise see different prompts for the same seed."""
-    from soak.workload import WorkloadSpec, conversation
+    from soak.loop.workload import WorkloadSpec, conversation
 
     spec = WorkloadSpec(seed=cfg.seed, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
                         context_tokens=cfg.context_tokens or 2048)
@@ -280,7 +280,7 @@ def workload_script(cfg, iterations: int) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from soak.commands.run import config_from_args
-    from soak.runner import run_soak
+    from soak.loop.runner import run_soak
 
     variants = plan_variants(args)
     base = config_from_args(args)

@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soak.adb import probe
-    from soak.adb._conn import AdbLink, DeviceGone, server_address
-    from soak.adb.target import STATE_HINTS, list_devices
+    from soak.targets.adb import probe
+    from soak.targets.adb._conn import AdbLink, DeviceGone, server_address
+    from soak.targets.adb.target import STATE_HINTS, list_devices
 
     server = server_address(args.server) if args.server else server_address()
     listed = list_devices(server)

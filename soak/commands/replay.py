@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soak.outputs.replay_source import replay_source, signature_check
-    from soak.replay import replay
+    from soak.loop.replay import replay
 
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
         _, verdict = replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,

@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from soak import errors, recovery
-from soak.runner import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration, run_soak
-from soak.session import Timeouts
+from soak import errors
+from soak.loop import ladder as recovery
+from soak.loop.runner import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration, run_soak
+from soak.loop.session import Timeouts
 
 HELP = "run a soak: repeated randomized inference with fault capture and recovery"
 DESCRIPTION = """Run a soak: repeated randomized inference with fault capture and recovery.
@@ -93,7 +94,7 @@ def _optional(p, module: str, func: str) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    from soak.demo import DEMO_ENGINE, DEMO_ITERATIONS, DEMO_PLAN
+    from soak.loop.demo import DEMO_ENGINE, DEMO_ITERATIONS, DEMO_PLAN
 
     engine = args.engine or ("test" if args.demo or args.fault_plan else "mnn-pip")
     backend = args.backend or ("opencl" if args.demo else "cpu")
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     targets = args.target or ["local"]
     if targets != ["local"]:
-        from soak.adb.target import run_on_targets
+        from soak.targets.adb.target import run_on_targets
 
         return run_on_targets(cfg, targets, args)
     result = run_soak(cfg)

@@ -1,1 +1,1 @@
-"""Where the worker runs: this host, or a phone over adb (soak.adb)."""
+"""Where the worker runs: this host, or a phone over adb (soak.targets.adb)."""

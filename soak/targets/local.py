@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from soak.memory import sample_process
+from soak.targets.process_memory import sample_process
 from soak.targets.base import Target
 
 

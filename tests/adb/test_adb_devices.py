@@ -53,7 +53,7 @@ def test_runner_for_another_abi_is_refused_before_pushing(soak, phone, tmp_path)
 
 def test_all_connected_and_remote_server(lab, phone, soak, tmp_path):
     """`adb` alone = every device in state "device"; adb@HOST:PORT = another server."""
-    code = ("import sys; from soak.adb.target import make_targets; "
+    code = ("import sys; from soak.targets.adb.target import make_targets; "
             "print(' '.join(t.serial for t in make_targets(sys.argv[1:])))")
     res = lab.run([sys.executable, "-c", code, "adb"])
     assert res.returncode == 0, res.stderr
@@ -90,7 +90,7 @@ def test_crash_report_lines(lab, phone):
     (tombstone if readable, else logcat's crash buffer) for that pid."""
     phone.log(4242, "libc", "F", "Fatal signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0 in tid 4242")
     phone.log(4243, "libc", "F", "Fatal signal 6 (SIGABRT) in another process")
-    code = ("import sys; from soak.adb._conn import AdbLink; from soak.adb.health import tombstone; "
+    code = ("import sys; from soak.targets.adb._conn import AdbLink; from soak.targets.adb.health import tombstone; "
             "print('\\n'.join(tombstone(AdbLink(sys.argv[1]), 4242)))")
     res = lab.run([sys.executable, "-c", code, phone.serial])
     assert res.returncode == 0, res.stderr

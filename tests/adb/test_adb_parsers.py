@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from soak.adb import memory, probe, thermal
-from soak.adb.logcat import line_pid
-from soak.adb.target import parse_spec
+from soak.targets.adb import meminfo as memory, probe, thermal
+from soak.targets.adb.logcat import line_pid
+from soak.targets.adb.target import parse_spec
 from soak.errors import BadInput
 
 MEMINFO_PIXEL = """Applications Memory Usage (in Kilobytes):

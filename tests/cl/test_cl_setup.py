@@ -13,7 +13,7 @@ import pytest
 
 from soak.cl import interposer
 from soak.cl.devinfo import describe_opencl
-from soak.cl.faults import parse_spec
+from soak.cl.fault_rules import parse_spec
 from soak.cl.options import add_run_arguments, options_from_args, parse_bytes
 from soak.cl.trace import TraceReader, read_stats
 from soak.errors import BadInput, ExitCode, OpenCLSetupError

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from coresupport import soak_cli
 from soak.events import read_events
-from soak.runner import RunConfig, run_soak
-from soak.session import Timeouts
+from soak.loop.runner import RunConfig, run_soak
+from soak.loop.session import Timeouts
 
 
 def test_demo_holds_every_failure_kind(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from soak.checks import check_output, symptoms
+from soak.loop.checks import check_output, symptoms
 from soak.logparse import parse_line
 
 

@@ -6,7 +6,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from soak.events import EventLog, read_events
 from soak.worker import protocol
-from soak.workload import CLASSES, WorkloadSpec, conversation
+from soak.loop.workload import CLASSES, WorkloadSpec, conversation
 
 seeds = st.integers(min_value=0, max_value=2**31)
 
@@ -118,10 +118,10 @@ def test_workload_does_not_depend_on_what_else_is_imported():
     import subprocess
     import sys
 
-    code = ("import sys, json{extra}; from soak.workload import conversation, WorkloadSpec; "
+    code = ("import sys, json{extra}; from soak.loop.workload import conversation, WorkloadSpec; "
             "print(json.dumps([[t.prompt for t in conversation(WorkloadSpec(seed=11), i).turns] for i in range(40)]))")
     plain = subprocess.run([sys.executable, "-c", code.format(extra="")], capture_output=True, text=True, check=True)
     loaded = subprocess.run([sys.executable, "-c", code.format(
-        extra=", soak.catalog.classify, soak.runner, soak.analysis.verdicts, email, http.client")],
+        extra=", soak.catalog.classify, soak.loop.runner, soak.analysis.verdicts, email, http.client")],
         capture_output=True, text=True, check=True)
     assert plain.stdout == loaded.stdout and len(plain.stdout) > 100

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from soak.events import read_events
-from soak.runner import RunConfig, run_soak
+from soak.loop.runner import RunConfig, run_soak
 
 HARD = {"crash", "hang", "status_error"}
 

@@ -18,7 +18,7 @@ TINY = Path(soak.__file__).parent / "models" / "qwen2-tiny" / "config.json"
 
 @pytest.fixture(scope="module")
 def mnn_run(tmp_path_factory):
-    from soak.runner import RunConfig, run_soak
+    from soak.loop.runner import RunConfig, run_soak
 
     out = tmp_path_factory.mktemp("mnn")
     cfg = RunConfig(engine="mnn-pip", model=str(TINY), iterations=24, seed=5, out_dir=str(out), run_id="mnn-tiny",

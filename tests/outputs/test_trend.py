@@ -8,7 +8,7 @@ from statistics import median
 
 import pytest
 
-from soak.analysis.memory import LeakCriteria, decide
+from soak.analysis.memory_verdict import LeakCriteria, decide
 from soak.analysis.trend import normal_cdf, normal_ppf, reduce_points, trend
 
 MIB = 1 << 20

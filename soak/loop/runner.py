@@ -22,15 +22,16 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from soak import errors, faults as faultlib, recovery
-from soak.checks import check_output
-from soak.console import Progress, summary_table
+from soak import errors
+from soak.loop import ladder as recovery, outcomes as faultlib
+from soak.loop.checks import check_output
+from soak.loop.console import Progress, summary_table
 from soak.events import EventLog
 from soak.manifest import base_manifest, library_hashes, read_json, write_json
-from soak.session import EngineSetup, Session, Timeouts
+from soak.loop.session import EngineSetup, Session, Timeouts
 from soak.targets.base import Target
 from soak.worker.protocol import STATUS_NAMES, unb64
-from soak.workload import Prefetcher, WorkloadSpec
+from soak.loop.workload import Prefetcher, WorkloadSpec
 
 ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
 BACKENDS = ("cpu", "opencl", "vulkan")

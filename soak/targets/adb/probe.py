@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from soak.adb._conn import AdbLink, DeviceGone
+from soak.targets.adb._conn import AdbLink, DeviceGone
 
 SEP = "----soak----"
 PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from soak.adb._conn import AdbLink, DeviceGone
+from soak.targets.adb._conn import AdbLink, DeviceGone
 
 SEP = "----soak----"
 KGSL = "/sys/class/kgsl/kgsl-3d0"

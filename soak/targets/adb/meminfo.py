@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from soak.adb._conn import AdbLink, DeviceGone
+from soak.targets.adb._conn import AdbLink, DeviceGone
 
 SEP = "----soak----"
 KGSL_PROC = "/sys/class/kgsl/kgsl/proc"

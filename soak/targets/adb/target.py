@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 from soak import errors
-from soak.adb import health as healthlib
-from soak.adb import memory, probe, push, thermal
-from soak.adb._conn import AdbLink, DeviceGone, quote, server_address
-from soak.adb._specs import STATE_HINTS, TargetSpec, list_devices, parse_spec  # noqa: F401 (re-exported)
-from soak.adb._remote import RemoteProcess
-from soak.adb.logcat import LogcatCapture
+from soak.targets.adb import health as healthlib
+from soak.targets.adb import meminfo as memory, probe, push, thermal
+from soak.targets.adb._conn import AdbLink, DeviceGone, quote, server_address
+from soak.targets.adb._specs import STATE_HINTS, TargetSpec, list_devices, parse_spec  # noqa: F401 (re-exported)
+from soak.targets.adb._remote import RemoteProcess
+from soak.targets.adb.logcat import LogcatCapture
 from soak.targets.base import Target
 
 __all__ = ["AdbTarget", "make_targets", "run_on_targets", "parse_spec", "list_devices", "TargetSpec", "STATE_HINTS"]
@@ -104,7 +104,7 @@ class AdbTarget(Target):
         self._last_dumpsys = 0.0
         self._last_thermal = 0.0
         self._run_dir: Path | None = None
-        self._runner = None  # soak.runner.Runner, set by bind()
+        self._runner = None  # soak.loop.runner.Runner, set by bind()
         self._lost = False  # the last worker's stream broke without an exit status
 
     # ---- facts ----
@@ -393,6 +393,6 @@ class AdbTarget(Target):
 
 
 def run_on_targets(cfg, target_specs: list[str], args) -> int:
-    from soak.adb.multi import run_on_targets as run
+    from soak.multi_device import run_on_targets as run
 
     return run(cfg, target_specs, args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from soak.session import Session
+from soak.loop.session import Session
 
 STEPS = ("reset", "reinit", "reload", "restart")
 

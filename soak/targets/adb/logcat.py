@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from soak.adb._conn import STDOUT, AdbLink, DeviceGone, read_packet
+from soak.targets.adb._conn import STDOUT, AdbLink, DeviceGone, read_packet
 
 TAGS = ("MNNJNI:I", "libc:F", "'*:S'")  # quoted: the device shell would glob *:S
 

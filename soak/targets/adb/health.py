@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from soak.adb import probe
-from soak.adb._conn import AdbLink, DeviceGone
+from soak.targets.adb import probe
+from soak.targets.adb._conn import AdbLink, DeviceGone
 
 PROBE_TIMEOUT_S = 5.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soak.checks import symptoms
+from soak.loop.checks import symptoms
 from soak.worker.protocol import ERROR_STATUSES, STATUS_NAMES
 from soak.worker.supervisor import CallOutcome
 

@@ -35,7 +35,7 @@ _INT_KEYS = ("nth", "every", "from", "count", "seed")
 _CANNOT_FAIL = {"clGetExtensionFunctionAddress", "clGetExtensionFunctionAddressForPlatform",
                 "clSVMFree", "clSVMFreeARM"}
 HINT = ("a rule is API[=CODE][@TRIGGER,...], e.g. clEnqueueNDRangeKernel=-5@nth:50 or "
-        "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7 (see soak/cl/faults.py)")
+        "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7 (see soak/cl/fault_rules.py)")
 
 
 @dataclass

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soak import errors, faults as faultlib
+from soak import errors
+from soak.loop import outcomes as faultlib
 from soak.events import EventLog
 from soak.targets.base import Target
 from soak.worker.supervisor import CallOutcome, Supervisor, WorkerDead

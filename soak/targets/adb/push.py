@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from soak.adb._conn import AdbLink, quote
+from soak.targets.adb._conn import AdbLink, quote
 
 BIG_FILE = 8 << 20  # show progress for files above 8 MiB
 MODEL_SUFFIXES = (".mnn", ".weight", ".txt", ".bin", ".json", ".model", ".mtok")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from soak import errors
-from soak.adb._conn import AdbLink, DeviceGone, server_address
+from soak.targets.adb._conn import AdbLink, DeviceGone, server_address
 
 SPEC = re.compile(r"^adb(?::(?P<serial>[^@,]+))?(?:@(?P<server>[^,]+))?(?P<opts>(?:,[a-z_]+=[^,]*)*)$")
 

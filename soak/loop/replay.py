@@ -13,8 +13,8 @@ from pathlib import Path
 
 from soak import errors
 from soak.events import read_events
-from soak.runner import RunConfig, RunResult, load_run, run_soak
-from soak.session import Timeouts
+from soak.loop.runner import RunConfig, RunResult, load_run, run_soak
+from soak.loop.session import Timeouts
 
 
 def fault_keys(faults: list[dict]) -> set[tuple]:

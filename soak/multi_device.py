@@ -32,8 +32,8 @@ def _worst(codes: list[int]) -> int:
 
 
 def run_on_targets(cfg, target_specs: list[str], args) -> int:
-    from soak.adb.target import make_targets
-    from soak.runner import Runner, new_run_id
+    from soak.targets.adb.target import make_targets
+    from soak.loop.runner import Runner, new_run_id
 
     targets = make_targets(target_specs)
     run_id = cfg.run_id or new_run_id(cfg)

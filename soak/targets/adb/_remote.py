@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 
-from soak.adb._conn import CLOSE_STDIN, EXIT, STDERR, STDIN, STDOUT, AdbLink, DeviceGone, read_packet, send_packet
+from soak.targets.adb._conn import CLOSE_STDIN, EXIT, STDERR, STDIN, STDOUT, AdbLink, DeviceGone, read_packet, send_packet
 
 PID_LINE = re.compile(rb"^soak-remote-pid (\d+)\n")
 LOST_EXIT = 255  # what `adb shell` itself returns when the connection drops
