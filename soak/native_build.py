@@ -20,7 +20,14 @@ from pathlib import Path
 
 from soak.errors import BuildFailed
 
-NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
+def _native_dir() -> Path:
+    """native/ shipped inside the package (a wheel), else the checkout's native/."""
+    package = Path(__file__).resolve().parent
+    inside = package / "native"
+    return inside if inside.is_dir() else package.parent / "native"
+
+
+NATIVE_DIR = _native_dir()
 
 # CMake target -> (component folder under native/, file it produces in the build folder)
 TARGETS = {
@@ -40,7 +47,7 @@ def cache_root() -> Path:
 def source_hash(folders: list[Path], extra: str = "") -> str:
     if not NATIVE_DIR.is_dir():
         raise BuildFailed(f"native sources not found at {NATIVE_DIR}",
-                          "install soak from a source checkout: pip install -e .")
+                          "reinstall soak: its wheel ships native/ as package data (pip install --force-reinstall soak)")
     h = hashlib.sha256(extra.encode())
     for folder in folders:
         for path in sorted(folder.rglob("*")):
