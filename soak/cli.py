@@ -12,7 +12,7 @@ from soak.errors import ExitCode, SoakError
 
 
 def _load(name: str):
-    return importlib.import_module(f"soak.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"soak.commands.{COMMANDS[name][0]}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -22,15 +22,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"soak {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        if only is not None and name != only:
-            sub.add_parser(name, add_help=False)
+    for name, (_, help_line) in COMMANDS.items():
+        if name != only:  # listed by `soak --help` without importing its module
+            sub.add_parser(name, help=help_line, add_help=False)
             continue
-        try:
-            module = _load(name)
-        except ImportError:
-            continue  # not built yet in this tree; listed by `soak --help` once present
-        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+        module = _load(name)
+        long_help = getattr(module, "DESCRIPTION", "").strip("\n")
+        p = sub.add_parser(name, help=help_line, description=help_line + ("\n\n" + long_help if long_help else ""),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
     return parser

@@ -1,20 +1,21 @@
 """One module per subcommand.
 
-Each module defines HELP (one line), `add_arguments(parser)` and
-`run(args) -> int`.  cli.py imports a module only when its command runs, so
+Each module defines `add_arguments(parser)`, `run(args) -> int` and optionally
+DESCRIPTION (the long help).  cli.py imports a module only when its command runs, so
 `soak --help` stays fast and a broken optional part can't break the rest.
 """
 
-# command name -> module under soak.commands
-COMMANDS: dict[str, str] = {
-    "run": "run",
-    "replay": "replay",
-    "compare": "compare",
-    "cl-info": "cl_info",
-    "catalog": "catalog",
-    "classify": "classify",
-    "gate": "gate",
-    "bundle": "bundle",
-    "report": "report",
-    "devices": "devices",
+# command name -> (module under soak.commands, its one-line help).  The help lives here, not
+# in the module, so `soak --help` lists every command without importing any of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run a soak: repeated randomized inference with fault capture and recovery"),
+    "replay": ("replay", "replay the recorded prompts that led to an iteration and check the fault reappears"),
+    "compare": ("compare", "run the same seeded workload on several backends; compare tok/s, load time and output agreement"),
+    "cl-info": ("cl_info", "show the OpenCL platforms and devices the worker would see (through soak's interposer)"),
+    "catalog": ("catalog", "validate, list and show fault-catalog entries"),
+    "classify": ("classify", "classify a run's failures against the fault catalog"),
+    "gate": ("gate", "judge a run folder against a gate policy (exit 0 pass, 1 fail) and write JUnit XML"),
+    "bundle": ("bundle", "write a bug-report bundle (.tar.gz) for a run's faults, replayable with `soak replay BUNDLE`"),
+    "report": ("report", "write a self-contained HTML report of one or more runs (compare CPU vs OpenCL, run vs baseline)"),
+    "devices": ("devices", "list connected Android devices (model, SoC, GPU, ABI) for --target adb:SERIAL"),
 }

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write a bug-report bundle (.tar.gz) for a run's faults, replayable with `soak replay BUNDLE`"
-DESCRIPTION = HELP + """
+DESCRIPTION = """
 
 The bundle holds a README (what failed, how often, on what, the command that
 replays it), the manifest and environment (OpenCL device and driver, host or

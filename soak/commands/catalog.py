@@ -13,7 +13,6 @@ from soak.catalog.loader import catalog_files, default_catalog_dir, load_catalog
 from soak.catalog.schema import SEVERITY_RANK, human_params
 from soak.errors import BadInput
 
-HELP = "validate, list and show fault-catalog entries"
 DESCRIPTION = """\
 The fault catalog is a folder of YAML files (default: the checkout's
 fault_catalog/, or $SOAK_CATALOG). Each entry says what a known fault looks
@@ -99,4 +98,4 @@ def _context(e) -> str:
     return " ".join(parts) or "any"
 
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "default_catalog_dir"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "default_catalog_dir"]

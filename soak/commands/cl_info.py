@@ -12,7 +12,6 @@ from pathlib import Path
 
 from soak.errors import ExitCode, OpenCLSetupError
 
-HELP = "show the OpenCL platforms and devices the worker would see (through soak's interposer)"
 DESCRIPTION = """Show the OpenCL platforms and devices a soak worker would see.
 
 The query runs in a child process loading bare libOpenCL.so with the worker's

@@ -11,7 +11,6 @@ from soak.catalog import _table
 from soak.catalog.classify import FARM_OUTPUT_NAME, OUTPUT_NAME, classify_many, classify_run, find_runs, is_run_dir, resolve_catalog
 from soak.errors import BadInput
 
-HELP = "classify a run's failures against the fault catalog"
 DESCRIPTION = """\
 Reads only the run folder (manifest.json, events.jsonl, engine.log), groups
 identical failures into findings with first/last iteration and counts, and

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from soak import errors
 
-HELP = "run the same seeded workload on several backends; compare tok/s, load time and output agreement"
 DESCRIPTION = """Run the same seeded workload on two or more backends, one after the other, and compare
 prefill/decode tok/s (mean, stdev, n), load time, and output agreement with the first (reference) run:
 the first diverging token of each iteration and the agreement rate. Random-weight models diverge

@@ -7,7 +7,6 @@ import json
 
 from soak import errors
 
-HELP = "list connected Android devices (model, SoC, GPU, ABI) for --target adb:SERIAL"
 DESCRIPTION = """List the devices of the adb server with probe information.
 
   soak devices                    all devices

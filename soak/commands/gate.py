@@ -7,8 +7,7 @@ import json
 
 from soak.errors import ExitCode
 
-HELP = "judge a run folder against a gate policy (exit 0 pass, 1 fail) and write JUnit XML"
-DESCRIPTION = HELP + """
+DESCRIPTION = """
 
 Without --policy the default gate applies: no critical fault (crash, hang),
 no memory leak, every recovery succeeds.  Policy format (TOML, every rule optional):

@@ -7,7 +7,6 @@ import json
 
 from soak.errors import ExitCode
 
-HELP = "replay the recorded prompts that led to an iteration and check the fault reappears"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

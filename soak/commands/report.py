@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write a self-contained HTML report of one or more runs (compare CPU vs OpenCL, run vs baseline)"
-DESCRIPTION = HELP + """
+DESCRIPTION = """
 
 Examples:
   soak report logs/RUN -o report.html

@@ -12,7 +12,6 @@ from soak.loop import ladder as recovery
 from soak.loop.runner import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration, run_soak
 from soak.loop.session import Timeouts
 
-HELP = "run a soak: repeated randomized inference with fault capture and recovery"
 DESCRIPTION = """Run a soak: repeated randomized inference with fault capture and recovery.
 
 Engines:
