@@ -254,7 +254,7 @@ static int handle(result *r, char **w, size_t n, sbuf *out) {
         close_engine();
     } /* status: nothing to do */
 
-    r->status = engine ? api.status(engine) : -1;
+    r->status = engine ? api.status(engine) : SOAK_STATUS_NOT_LOADED;
     int with_perf = !strcmp(op, "respond") || !strcmp(op, "load") || !strcmp(op, "status") || !strcmp(op, "reinit") ||
                     !strcmp(op, "reset");
     if (with_perf && engine) {

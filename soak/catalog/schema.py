@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass, field
 
 from soak.catalog._conditions import Cond
+from soak.engine import abi
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 
@@ -66,10 +67,7 @@ THREAD_NUM_BITS = {
     "tuning_none": 1, "tuning_heavy": 2, "tuning_wide": 4, "tuning_normal": 8,
     "tuning_fast": 16, "buffer": 64, "image": 128, "record_op": 256, "record_batch": 512,
 }
-LLM_STATUS = {
-    "NOT_LOADED": -1, "RUNNING": 0, "NORMAL_FINISHED": 1, "MAX_TOKENS_FINISHED": 2,
-    "USER_CANCEL": 3, "INTERNAL_ERROR": 4, "TIMEOUT": 5,
-}
+LLM_STATUS = abi.STATUS
 
 ENTRY_KEYS = {
     "id": "unique id, [a-z0-9][a-z0-9._-]*",

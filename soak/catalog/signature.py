@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from soak.catalog import _logscan
 from soak.catalog._clcodes import CL_CODES, code_name
-from soak.catalog.schema import LLM_STATUS
+from soak.engine.abi import STATUS_NAMES
 
 # Bump when normalization changes: signatures of one scheme are comparable
 # across runs and machines, not across schemes (as Sentry versions grouping).
@@ -30,7 +30,6 @@ _DMESG = re.compile(r"^\s*\[\s*\d+\.\d+\]\s*")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/]?[\w.\-+@~]+)?(?:[\\/][\w.\-+@~]+)+[\\/]?")
 _HEX = re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
 _STATUS = re.compile(r"(Status:\s*)(-?\d)\b")
-_STATUS_NAMES = {v: k for k, v in LLM_STATUS.items()}  # "Status: 4" -> "Status: INTERNAL_ERROR"
 _NEG = re.compile(r"(?<![\w.])-(\d+)\b")
 _NUM = re.compile(r"\d+")
 _WS = re.compile(r"\s+")
@@ -73,7 +72,7 @@ def normalize_line(text: str) -> str:
         s = _PATH.sub(_basename, s)
         s = _HEX.sub("N", s)
     if "Status:" in s:
-        s = _STATUS.sub(lambda m: m.group(1) + _STATUS_NAMES.get(int(m.group(2)), "N"), s)
+        s = _STATUS.sub(lambda m: m.group(1) + STATUS_NAMES.get(int(m.group(2)), "N"), s)
     if "-" in s:
         s = _NEG.sub(_neg, s)
     s = _NUM.sub("N", s)

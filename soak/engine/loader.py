@@ -14,23 +14,18 @@ import platform
 import struct
 from pathlib import Path
 
-from soak.errors import AbiMismatch, LibraryNotFound, MissingSymbol, SoakError, WrongArchitecture
+from soak.engine import abi
+from soak.errors import AbiMismatch, EngineError, LibraryNotFound, MissingSymbol, SoakError, WrongArchitecture
 
-ABI_VERSION = 1
-
-SOAK_OK = 0
+ABI_VERSION = abi.ABI_VERSION
+SOAK_OK = abi.OK
+_C_TYPES = {"int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64}
 
 TEXT_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 
 
 class Perf(ctypes.Structure):
-    _fields_ = [
-        ("prompt_tokens", ctypes.c_int32),
-        ("generated_tokens", ctypes.c_int32),
-        ("prefill_us", ctypes.c_int64),
-        ("decode_us", ctypes.c_int64),
-        ("load_us", ctypes.c_int64),
-    ]
+    _fields_ = [(name, _C_TYPES[ctype]) for name, ctype in abi.PERF_FIELDS]
 
 
 # symbol -> (restype, argtypes)
@@ -118,10 +113,6 @@ def load_engine_library(path: str | os.PathLike) -> ctypes.CDLL:
         raise AbiMismatch(f"engine library {path} implements engine ABI v{version}, this soak speaks v{ABI_VERSION}",
                           "rebuild the engine against this soak's native/include/soak_engine.h")
     return lib
-
-
-class EngineError(SoakError):
-    """The engine refused a call (create or load failed)."""
 
 
 class NativeEngine:

@@ -48,10 +48,9 @@ import shutil
 import weakref
 from pathlib import Path
 
+from soak.engine.abi import ERROR_STATUSES, NOT_LOADED, zero_perf
 from soak.errors import HAND_BUILT_MNN_HINT, BadInput, SoakError
 
-NOT_LOADED = -1
-ERROR_STATES = (3, 4, 5)         # USER_CANCEL, INTERNAL_ERROR, TIMEOUT: sticky in MNN
 CPU_BACKENDS = ("cpu", 0, "0")
 # Private-use characters: no tokenizer merges them with the template around them.
 _MARK = "\ue000soak-prompt\ue001"
@@ -294,7 +293,7 @@ class PyMnnEngine:
         if not isinstance(prompt, (bytes, bytearray)):
             raise BadInput(f"prompt must be bytes, got {type(prompt).__name__}")
         self.last_tokens = []
-        if self.status() in ERROR_STATES:
+        if self.status() in ERROR_STATUSES:
             return b""                       # as Llm::response(std::string): sticky error
         ids = self.encode(bytes(prompt))
         self.last_prompt_tokens = ids
@@ -329,14 +328,11 @@ class PyMnnEngine:
 
     def perf(self) -> dict:
         if self._c is None:
-            return {"prompt_tokens": 0, "generated_tokens": 0, "prefill_us": 0, "decode_us": 0,
-                    "load_us": self._load_us_before}
+            return zero_perf(load_us=self._load_us_before)
         ctx = self._context()
-        return {"prompt_tokens": int(ctx.get("prompt_len", 0)),
-                "generated_tokens": int(ctx.get("gen_seq_len", 0)),
-                "prefill_us": int(ctx.get("prefill_us", 0)),
-                "decode_us": int(ctx.get("decode_us", 0)),
-                "load_us": self._load_us_before + int(ctx.get("load_us", 0))}
+        return zero_perf(prompt_tokens=ctx.get("prompt_len", 0), generated_tokens=ctx.get("gen_seq_len", 0),
+                         prefill_us=ctx.get("prefill_us", 0), decode_us=ctx.get("decode_us", 0),
+                         load_us=self._load_us_before + int(ctx.get("load_us", 0)))
 
 
 _py_decref = ctypes.pythonapi.Py_DecRef

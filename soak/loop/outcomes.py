@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from soak.loop.checks import symptoms
-from soak.worker.protocol import ERROR_STATUSES, STATUS_NAMES
+from soak.engine.abi import ERROR_STATUSES, STATUS_NAMES
 from soak.worker.supervisor import CallOutcome
 
 # fault kinds that mean the engine is unhealthy and the recovery ladder should run

@@ -30,7 +30,8 @@ from soak.events import EventLog
 from soak.manifest import base_manifest, library_hashes, read_json, write_json
 from soak.loop.session import EngineSetup, Session, Timeouts
 from soak.targets.base import Target
-from soak.worker.protocol import STATUS_NAMES, unb64
+from soak.engine.abi import FINISHED_STATUSES, STATUS_NAMES
+from soak.worker.protocol import unb64
 from soak.loop.workload import Prefetcher, WorkloadSpec
 
 ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
@@ -332,7 +333,7 @@ class Runner:
         if out.result is not None and out.ok:
             checks = check_output(output, max_new, generated)
             status = res.get("status")
-            if status in (1, 2):  # the engine says it finished: judge the text
+            if status in FINISHED_STATUSES:  # the engine says it finished: judge the text
                 found += faultlib.from_output(checks, "decode")
             slow = self._slowdown(decode_tps, generated)
             if slow:

@@ -90,9 +90,9 @@ class Session:
         out = self.sup.call("open", self.setup.spec, timeout_s=self.timeouts.load)
         if out.result and not out.ok:
             kind = out.result.get("error_kind")
-            cls = errors.WORKER_ERROR_KINDS.get(kind)
-            if cls is not None:
-                raise cls(out.result.get("error") or kind, out.result.get("hint"))
+            row = errors.WORKER_ERROR_KINDS.get(kind)
+            if row is not None and row.error is not None:
+                raise row.error(out.result.get("error") or kind, out.result.get("hint"))
         found += faultlib.from_outcome(out, "init", self.timeouts.load)
         if not out.ok:
             self._record_exit(out, "init")

@@ -13,17 +13,13 @@ import os
 import sys
 import time
 
-from soak.errors import SoakError
+from soak.engine import abi
+from soak.errors import WORKER_ERROR_KINDS, SoakError, worker_error_kind
 from soak.worker import protocol
 
-_ERROR_KINDS = {
-    "LibraryNotFound": "missing_library",
-    "MissingSymbol": "missing_symbol",
-    "WrongArchitecture": "wrong_arch",
-    "AbiMismatch": "abi_mismatch",
-    "BadInput": "bad_input",
-    "EngineError": "create_failed",
-}
+
+def _failed(kind: str, error: str, **more) -> dict:
+    return dict(ok=False, rc=WORKER_ERROR_KINDS[kind].rc, error=error, error_kind=kind, **more)
 
 
 def _unbuffer_c_stdout() -> None:
@@ -57,12 +53,12 @@ class Worker:
 
     def reply(self, cmd_id: int, op: str, **fields) -> None:
         os.write(self.log_fd, protocol.marker(cmd_id))
-        result = {"id": cmd_id, "op": op, "ok": True, "rc": 0, "error": None, "error_kind": None}
+        result = {"id": cmd_id, "op": op, "ok": True, "rc": abi.OK, "error": None, "error_kind": None}
         result.update(fields)
         os.write(self.proto_fd, protocol.encode_result(result))
 
     def _status(self) -> int:
-        return self.engine.status() if self.engine is not None else -1
+        return self.engine.status() if self.engine is not None else abi.NOT_LOADED
 
     def handle(self, op: str, cmd_id: int, args: list[str]) -> bool:
         """Run one command; False means quit."""
@@ -82,7 +78,7 @@ class Worker:
                 self.engine.set_config(protocol.payload(args[0]).decode())
             elif op == "load":
                 if not self.engine.load():
-                    extra.update(ok=False, rc=-3, error="load failed", error_kind="load_failed")
+                    extra.update(_failed("load_failed", "load failed"))
             elif op == "respond":
                 max_new = int(args[0])
                 out = self.engine.respond(protocol.payload(args[1]), max_new)
@@ -99,12 +95,9 @@ class Worker:
                     self.engine.close()
                     self.engine = None
         except SoakError as exc:
-            kind = _ERROR_KINDS.get(type(exc).__name__, "engine_error")
-            if kind == "create_failed" and op != "open":
-                kind = "engine_error"  # the engine refused a call after it was created
-            extra.update(ok=False, rc=-3, error=exc.message, error_kind=kind, hint=exc.hint)
+            extra.update(_failed(worker_error_kind(exc, op), exc.message, hint=exc.hint))
         except (ValueError, IndexError, KeyError) as exc:
-            extra.update(ok=False, rc=-1, error=f"bad command: {exc}", error_kind="bad_command")
+            extra.update(_failed("bad_command", f"bad command: {exc}"))
         if op in ("respond", "load", "status", "reinit", "reset") and self.engine is not None:
             extra.setdefault("status", self._status())
             extra["perf"] = self.engine.perf()

@@ -13,17 +13,6 @@ MARKER_PREFIX = b"\x1esoak:done "
 
 OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit")
 
-STATUS_NAMES = {
-    -1: "NOT_LOADED",
-    0: "RUNNING",
-    1: "NORMAL_FINISHED",
-    2: "MAX_TOKENS_FINISHED",
-    3: "USER_CANCEL",
-    4: "INTERNAL_ERROR",
-    5: "TIMEOUT",
-}
-ERROR_STATUSES = {3, 4, 5}
-
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
