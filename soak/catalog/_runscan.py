@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from soak import fault_kinds
 from soak.catalog import _derived
 from soak.catalog import _eventread as R
 from soak.catalog import _logscan
@@ -47,11 +48,12 @@ class Scan:
 
     # -- grouping -----------------------------------------------------------
     def _finding(self, kind: str, phase, ev: dict) -> Finding:
-        if kind == "cl_error":
+        key = fault_kinds.key_of(kind)
+        if key == "cl":
             k = (kind, phase, ev.get("code"), ev.get("info"))
-        elif kind in ("error_line", "cpu_fallback"):
+        elif key == "line":
             k = (kind, phase, ev.get("line") or ev.get("pattern"))
-        elif kind == "cl_call_error":
+        elif key == "call":
             k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")))
         else:
             k = None

@@ -16,6 +16,7 @@ import yaml
 from soak.catalog import _conditions as C
 from soak.catalog import schema as S
 from soak.catalog._clcodes import parse_code
+from soak.fault_kinds import and_refinements
 
 _constructor = yaml.constructor.SafeConstructor()
 
@@ -265,7 +266,7 @@ def _leaf(key, knode, vnode, w, p) -> C.Cond | None:
         return C.Not(sub) if key == "not" else C.RunHas(sub)
     if key == "kind":
         v = _choices(vnode, w, p, S.FAULT_KINDS)
-        return C.KindIn(v) if v else None
+        return C.KindIn(and_refinements(v)) if v else None
     if key == "cl_code":
         v = _ints(vnode, w, p, parse_code, "a CL error code (number or CL_* name)")
         return C.CodeIn(v) if v else None

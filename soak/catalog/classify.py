@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from soak import fault_kinds
 from soak.catalog._context import load_context
 from soak.catalog._finding import RunFacts
 from soak.catalog._runscan import scan_run
@@ -28,11 +29,6 @@ OUTPUT_NAME = "classification.json"
 FARM_OUTPUT_NAME = "farm-classification.json"
 RUN_MARKERS = ("events.jsonl", "manifest.json", "engine.log")
 
-# severity of a finding no catalog entry matched
-_KIND_SEVERITY = {"crash": "critical", "hang": "critical", "status_error": "high", "bad_output": "high",
-                  "cpu_fallback": "high", "memory_growth": "high", "perf_anomaly": "high",
-                  "cl_error": "medium", "error_line": "medium", "engine_error": "high", "slowdown": "medium",
-                  "context_overflow": "medium", "cl_call_error": "medium"}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -117,7 +113,7 @@ def _finding_json(f, matches, near) -> dict:
     if primary is not None:
         severity = min((m.entry.severity for m in matches), key=SEVERITY_RANK.__getitem__)
     else:
-        severity = _KIND_SEVERITY.get(f.kind, "medium")
+        severity = fault_kinds.severity(f.kind)
     d = {
         "signature": f.signature,
         "signature_text": f.signature_text,

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass, field
 
 from soak.catalog._conditions import Cond
+from soak import fault_kinds
 from soak.engine import abi
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
@@ -44,16 +45,8 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = worst
 
-# `fault` event kinds of ARCHITECTURE.md, plus what the classifier derives:
-#   cl_call_error    an interposer record (event `cl_call_error`)
-#   memory_growth    host or GPU memory trend over the run (`memory` events)
-#   perf_anomaly     tok/s rising while kernels fail (research §6 M8)
-#   context_overflow history past the model's context length (research §6 M7)
-FAULT_KINDS = (
-    "cl_error", "cl_call_error", "error_line", "crash", "hang", "status_error", "engine_error",
-    "bad_output", "cpu_fallback", "slowdown", "memory_growth", "perf_anomaly",
-    "context_overflow",
-)
+# the kinds an entry may match: every fault kind of soak.fault_kinds
+FAULT_KINDS = fault_kinds.FAULT_KINDS
 PHASES = ("init", "load", "prefill", "decode", "reset", "teardown")
 OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
 MEMORY_RESOURCES = ("host", "gpu")

@@ -14,6 +14,7 @@ import re
 import signal as _signal
 from functools import lru_cache
 
+from soak import fault_kinds
 from soak.catalog import _logscan
 from soak.catalog._clcodes import CL_CODES, code_name
 from soak.engine.abi import STATUS_NAMES
@@ -113,21 +114,23 @@ def _err_part(lines) -> str:
 
 
 def fault_key(kind: str, ev: dict) -> str:
-    """The normalized key of one fault (without kind and phase)."""
-    if kind == "cl_error":
+    """The normalized key of one fault (without kind and phase): what its
+    registry row's `key` (soak.fault_kinds.KEYS) says tells faults apart."""
+    key = fault_kinds.key_of(kind)
+    if key == "cl":
         return _cl_part(ev.get("code"), str(ev.get("info") or ""))
-    if kind == "cl_call_error":
+    if key == "call":
         injected = " (injected)" if ev.get("injected") else ""
         return f"{ev.get('api') or '?'} {code_name(ev.get('code'))}{injected}"
-    if kind in ("error_line", "cpu_fallback"):
+    if key == "line":
         return normalize_line(str(ev.get("line") or ev.get("pattern") or ""))
-    if kind in ("crash", "hang"):
+    if key in ("death", "stall"):
         lines = ev.get("last_lines") or []
         if isinstance(lines, str):
             lines = lines.splitlines()
         lines = [str(x) for x in lines] if isinstance(lines, list) else []
         parts = []
-        if kind == "crash":
+        if key == "death":
             sig = signal_name(ev.get("signal"))
             parts.append(sig if sig else f"exit {ev.get('exit_code')}")
         first = _logscan.first_cl_error(lines)
@@ -137,15 +140,15 @@ def fault_key(kind: str, ev: dict) -> str:
         if err:
             parts.append(err)
         return " | ".join(parts)
-    if kind == "engine_error":
+    if key == "error":
         return f"{ev.get('error_kind') or ''} {normalize_line(str(ev.get('error') or ''))}".strip()
-    if kind == "status_error":
+    if key == "status":
         return str(ev.get("status_name") or ev.get("status"))
-    if kind == "bad_output":
+    if key == "symptoms":
         return "+".join(sorted(ev.get("symptoms") or []))
-    if kind == "memory_growth":
+    if key == "resource":
         return str(ev.get("resource"))
-    if kind == "perf_anomaly":
+    if key == "symptom":
         return str(ev.get("symptom"))
     return ""
 

@@ -20,13 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soak.outputs.replay_source import replay_source, signature_check
+    from soak.outputs.replay_source import replay_source, replay_verdict
     from soak.loop.replay import replay
 
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
         _, verdict = replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
                             engine_lib=args.engine_lib, model=args.model)
-        verdict.update(signature_check(run_dir, iteration, verdict["replay_run"]))
+        verdict.update(replay_verdict(run_dir, iteration, verdict["replay_run"]))
         verdict["run"] = str(args.run)
     if args.json:
         print(json.dumps(verdict, indent=2))
@@ -34,10 +34,8 @@ def run(args: argparse.Namespace) -> int:
         state = ("REPRODUCED" if verdict["reproduced"] else
                  "clean in both runs" if verdict["clean_both"] else "NOT reproduced")
         print(f"\nreplay of iteration {verdict['iteration']} ({verdict['turns_replayed']} turns): {state}")
-        print(f"  original faults: {verdict['original_faults']}")
-        print(f"  replayed faults: {verdict['replayed_faults']}")
+        for label, found in (("original", verdict["original_faults"]), ("replayed", verdict["replayed_faults"])):
+            print(f"  {label} faults: " + ("; ".join(f"{sig} {text}" for sig, text in sorted(found.items()))
+                                          or "none"))
         print(f"  replay run: {verdict['replay_run']}")
-        same = "yes" if verdict["same_signature"] else "no"
-        print(f"  same signature: {same} (original {sorted(verdict['original_signatures'])}, "
-              f"replay {sorted(verdict['replayed_signatures'])})")
     return int(ExitCode.OK if verdict["reproduced"] or verdict["clean_both"] else ExitCode.FAILED)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from soak.fault_kinds import death_kind, is_hard  # noqa: F401  (is_hard: the loop asks it here)
 from soak.loop.checks import symptoms
 from soak.engine.abi import ERROR_STATUSES, STATUS_NAMES
 from soak.worker.supervisor import CallOutcome
-
-# fault kinds that mean the engine is unhealthy and the recovery ladder should run
-HARD_KINDS = {"crash", "hang", "status_error", "cl_error", "error_line", "engine_error"}
 
 
 def last_lines(outcome: CallOutcome, n: int = 20) -> list[str]:
@@ -53,7 +51,7 @@ def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dic
     if outcome.died and outcome.lost:
         pass  # the target reports the device going offline itself
     elif outcome.died:
-        faults.append({"kind": "crash", "phase": phase, "signal": outcome.signal,
+        faults.append({"kind": death_kind(outcome.signal), "phase": phase, "signal": outcome.signal,
                        "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)})
     elif outcome.hung:
         faults.append({"kind": "hang", "phase": phase, "timeout_s": timeout_s,
@@ -72,9 +70,3 @@ def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dic
 def from_output(checks: dict, phase: str) -> list[dict]:
     found = symptoms(checks)
     return [{"kind": "bad_output", "phase": phase, "symptoms": found}] if found else []
-
-
-def is_hard(fault: dict) -> bool:
-    if fault["kind"] == "error_line":
-        return fault.get("severity") == "error"
-    return fault["kind"] in HARD_KINDS

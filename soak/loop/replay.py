@@ -3,7 +3,8 @@
 The conversation holding iteration N is replayed from its first turn up to
 N, on a fresh engine with the run's own engine, model, backend and options
 (and, for the test engine, its fault plan and iteration numbers), into a
-new run folder.  The result says whether the same faults came back.
+new run folder.  Whether the same faults came back is judged on the run
+folders, by catalog signature (soak.outputs.replay_source.replay_verdict).
 """
 
 from __future__ import annotations
@@ -17,26 +18,9 @@ from soak.loop.runner import RunConfig, RunResult, load_run, run_soak
 from soak.loop.session import Timeouts
 
 
-def fault_keys(faults: list[dict]) -> set[tuple]:
-    """What makes two faults 'the same' for replay: kind and its key field."""
-    keys = set()
-    for f in faults:
-        kind = f["kind"]
-        detail = {"cl_error": f.get("code"), "error_line": f.get("pattern"), "crash": f.get("signal"),
-                  "bad_output": tuple(f.get("symptoms") or ()), "status_error": f.get("status")}.get(kind)
-        keys.add((kind, detail))
-    return keys
-
-
-def script_for(run_dir: Path, iteration: int) -> tuple[list[dict], list[dict]]:
-    """(turns to replay, faults recorded at `iteration`)."""
-    iterations = {}
-    faults = []
-    for ev in read_events(run_dir, {"iteration", "fault"}):
-        if ev["event"] == "iteration":
-            iterations[ev["i"]] = ev
-        elif ev.get("iteration") == iteration and ev.get("phase") != "load":
-            faults.append(ev)
+def script_for(run_dir: Path, iteration: int) -> list[dict]:
+    """The turns to replay: the conversation holding `iteration`, up to it."""
+    iterations = {ev["i"]: ev for ev in read_events(run_dir, {"iteration"})}
     if iteration not in iterations:
         known = f"0..{max(iterations)}" if iterations else "none"
         raise errors.BadInput(f"iteration {iteration} is not in {run_dir} (iterations recorded: {known})")
@@ -46,7 +30,7 @@ def script_for(run_dir: Path, iteration: int) -> tuple[list[dict], list[dict]]:
              and ev.get("worker_generation") == target.get("worker_generation")]
     script = [{"i": ev["i"], "conversation": 0, "turn": ev["turn"], "prompt": ev["prompt"],
                "max_new_tokens": ev["max_new_tokens"]} for ev in turns]
-    return script, faults
+    return script
 
 
 def config_from_manifest(manifest: dict) -> RunConfig:
@@ -61,7 +45,7 @@ def config_from_manifest(manifest: dict) -> RunConfig:
 def replay(run: str | Path, iteration: int, out_dir: str | None = None, quiet: bool = False,
            engine_lib: str | None = None, model: str | None = None) -> tuple[RunResult, dict]:
     manifest, run_dir = load_run(run)
-    script, original = script_for(run_dir, iteration)
+    script = script_for(run_dir, iteration)
     cfg = config_from_manifest(manifest)
     cfg.script = script
     cfg.iterations = None
@@ -76,17 +60,5 @@ def replay(run: str | Path, iteration: int, out_dir: str | None = None, quiet: b
     cfg.out_dir = out_dir or str(run_dir.parent)
     cfg.argv = ["replay", str(run_dir), "--iteration", str(iteration)]
     result = run_soak(cfg)
-    replayed = [ev for ev in read_events(result.run_dir, {"fault"})
-                if ev.get("iteration") == iteration and ev.get("phase") != "load"]
-    want, got = fault_keys(original), fault_keys(replayed)
-    verdict = {
-        "run": str(run_dir),
-        "iteration": iteration,
-        "replay_run": str(result.run_dir),
-        "turns_replayed": len(script),
-        "original_faults": sorted(map(list, want)),
-        "replayed_faults": sorted(map(list, got)),
-        "reproduced": bool(want) and want <= got,
-        "clean_both": not want and not got,
-    }
-    return result, verdict
+    return result, {"run": str(run_dir), "iteration": iteration, "replay_run": str(result.run_dir),
+                    "turns_replayed": len(script)}

@@ -9,8 +9,7 @@ same function the classifier uses, so the two always agree.
 from __future__ import annotations
 
 from soak.analysis.runfolder import RunFolder
-
-DERIVED_KINDS = {"memory_growth", "perf_anomaly"}  # findings from series, not from fault events
+from soak.fault_kinds import OWN_VERDICT_KINDS as DERIVED_KINDS  # findings from series, not from fault events
 
 
 def classification(run: RunFolder) -> dict:

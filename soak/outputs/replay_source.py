@@ -1,7 +1,8 @@
 """What `soak replay` replays: a run folder, or a bundle extracted safely to a temp dir.
 
-Also the signature check: the catalog signatures (soak.catalog.signature) of
-the faults recorded at the iteration, against those of the replay.
+Also the replay verdict: the catalog signatures (soak.catalog.signature) of
+the faults recorded at the iteration, against those of the replay.  The
+signature is the one notion of "the same fault".
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ def signatures_at(run_dir: str | Path, iteration: int) -> dict[str, str]:
     return out
 
 
-def signature_check(original_run: str | Path, iteration: int, replay_run: str | Path) -> dict:
+def replay_verdict(original_run: str | Path, iteration: int, replay_run: str | Path) -> dict:
+    """Reproduced: every signature recorded at `iteration` came back in the replay."""
     want = signatures_at(original_run, iteration)
     got = signatures_at(replay_run, iteration)
     return {
-        "original_signatures": want,
-        "replayed_signatures": got,
-        "same_signature": bool(want) and set(want) <= set(got),
+        "original_faults": want,
+        "replayed_faults": got,
+        "reproduced": bool(want) and set(want) <= set(got),
+        "clean_both": not want and not got,
     }

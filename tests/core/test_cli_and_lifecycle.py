@@ -93,7 +93,7 @@ def test_replay_reproduces_a_recorded_fault(tmp_path):
     assert proc.returncode == 0, proc.stderr
     verdict = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert verdict["reproduced"] is True
-    assert ["status_error", 4] in verdict["replayed_faults"]
+    assert "status_error/decode: INTERNAL_ERROR" in verdict["replayed_faults"].values()
     replay_run = Path(verdict["replay_run"])
     iters = [e for e in read_events(replay_run) if e["event"] == "iteration"]
     orig = {e["i"]: e for e in read_events(tmp_path / "orig") if e["event"] == "iteration"}

@@ -106,17 +106,17 @@ def test_round_trip_through_replay_reproduces_the_signature(engine_runs, tmp_pat
     # default iteration: the bundle's first failing one (7, the CL error)
     assert main(["replay", str(bundle), "--out", str(tmp_path / "replays"), "--json"]) == ExitCode.OK
     first = _json_verdict(capsys.readouterr().out)
-    assert first["iteration"] == 7 and first["same_signature"]
-    assert any("CL_OUT_OF_RESOURCES" in t for t in first["replayed_signatures"].values())
+    assert first["iteration"] == 7 and first["reproduced"]
+    assert any("CL_OUT_OF_RESOURCES" in t for t in first["replayed_faults"].values())
     assert main(["replay", str(bundle), "--iteration", "13", "--out", str(tmp_path / "replays"), "--json"]) == ExitCode.OK
     verdict = _json_verdict(capsys.readouterr().out)
-    assert verdict["reproduced"] and verdict["same_signature"]
-    assert verdict["original_signatures"] and set(verdict["original_signatures"]) <= set(verdict["replayed_signatures"])
-    assert any("Map error" in t for t in verdict["original_signatures"].values())
+    assert verdict["reproduced"]
+    assert verdict["original_faults"] and set(verdict["original_faults"]) <= set(verdict["replayed_faults"])
+    assert any("Map error" in t for t in verdict["original_faults"].values())
     # control: an iteration without a fault has no signature to reproduce
     assert main(["replay", str(bundle), "--iteration", "12", "--out", str(tmp_path / "replays"), "--json"]) == ExitCode.OK
     control = _json_verdict(capsys.readouterr().out)
-    assert control["same_signature"] is False and control["clean_both"]
+    assert control["reproduced"] is False and control["clean_both"]
 
 
 def test_redacted_bundle_cannot_replay(engine_runs, tmp_path, capsys):
