@@ -71,6 +71,10 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
     FaultKind("crash", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),
               ("init", "load", "prefill", "decode", "reset"), "the worker died during a call",
               inject=("crash",)),
+    FaultKind("oom_kill", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),
+              ("load", "prefill", "decode"), "the worker got a SIGKILL soak did not send: the kernel OOM "
+              "killer or Android's low-memory killer (wangzhaode/mnn-llm#100, alibaba/MNN#4782)",
+              inject=("oom_kill",), parent="crash", death_signal="SIGKILL"),
     FaultKind("hang", True, "critical", "engine", "stall", ("timeout_s", "last_lines"),
               ("load", "prefill", "decode", "reset"), "a call made no progress within its timeout; the "
               "worker was killed", inject=("hang",)),

@@ -25,12 +25,12 @@
 
 typedef enum {
     F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
-    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_UNKNOWN
+    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_OOM_KILL, F_UNKNOWN
 } fault_kind;
 
 static const char *KIND_NAMES[] = {
     "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
-    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", NULL
+    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", "oom_kill", NULL
 };
 
 typedef struct {
@@ -237,6 +237,15 @@ static void do_crash(const fault *f) {
     *p = 42; /* a real SIGSEGV, as in MNN's null-kernel crash */
 }
 
+/* What the OOM killer / Android lmkd does: memory grows, then SIGKILL, no line from MNN. */
+static void do_oom_kill(const fault *f) {
+    size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 24);
+    char *p = malloc(bytes);
+    if (p) memset(p, 0xA5, bytes);
+    fflush(stdout);
+    raise(SIGKILL);
+}
+
 static void do_hang(const fault *f) {
     double s = json_number(f->spec, "seconds", 1e9);
     sleep_s(s);
@@ -258,6 +267,7 @@ static void phase_faults(soak_engine *e, const char *phase) {
         if (!fires(e, f, phase)) continue;
         if (f->kind == F_LOG) print_lines(f);
         if (f->kind == F_CRASH) do_crash(f);
+        if (f->kind == F_OOM_KILL) do_oom_kill(f);
         if (f->kind == F_HANG) do_hang(f);
     }
 }
@@ -350,6 +360,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             case F_STICKY_ERROR: sticky = 1; break;
             case F_KV_MAP_ERROR: kv_fail = 1; break;
             case F_CRASH: do_crash(f); break;
+            case F_OOM_KILL: do_oom_kill(f); break;
             case F_HANG: do_hang(f); break;
             case F_LEAK: {
                 size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);

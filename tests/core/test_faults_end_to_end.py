@@ -159,3 +159,15 @@ def test_fail_fast_stops_on_a_silent_cpu_fallback(soak_run):
     result, events = soak_run([{"kind": "cpu_fallback"}], backend="opencl", iterations=5, fail_fast=True)
     assert result.summary["end_reason"] == "fail_fast" and result.exit_code == 1
     assert not [e for e in events if e["event"] == "iteration"]
+
+
+def test_an_os_oom_kill_is_its_own_kind_and_finds_the_oom_entries(soak_run):
+    from soak.catalog.classify import classify_run
+
+    result, events = soak_run([{"kind": "oom_kill", "at": [3], "bytes": 8 << 20}], iterations=6)
+    (f,) = faults(events, iteration=3)
+    assert (f["kind"], f["signal"], f["phase"]) == ("oom_kill", "SIGKILL", "decode")
+    assert recoveries(events)[3]["recovered_by"] == "restart"
+    (finding,) = [x for x in classify_run(result.run_dir, write=False)["findings"] if x["kind"] == "oom_kill"]
+    # catalog entries written for `kind: crash, signal: SIGKILL` still match the refinement
+    assert finding["fault_id"] == "soak-oom-kill" and finding["severity"] == "critical"
