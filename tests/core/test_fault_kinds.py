@@ -155,3 +155,11 @@ def test_replay_verdict_follows_the_catalog_signature(tmp_path, original, replay
     assert verdict["reproduced"] is same
     assert set(verdict["original_faults"]) == {_signature_of(a)}
     assert not verdict["clean_both"]
+
+
+def test_architecture_lists_the_fault_events_of_the_registry():
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    table = doc.split("`fault` kinds and their fields", 1)[1].split("\n\n`phase`", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    recorded = {k.name for k in fault_kinds.KINDS.values() if k.event and k.source in ("engine", "loop", "target")}
+    assert documented == recorded, (documented ^ recorded)
