@@ -26,6 +26,7 @@ class ExitCode(enum.IntEnum):
     DEVICE_UNAVAILABLE = 9
     CATALOG_INVALID = 10
     OPENCL_SETUP = 11
+    HARNESS = 12  # soak's own worker could not start (not the engine's fault)
     INTERRUPTED = 130
 
 
@@ -82,8 +83,11 @@ class OpenCLSetupError(SoakError):
     exit_code = ExitCode.OPENCL_SETUP
 
 
-class GateFailed(SoakError):
-    exit_code = ExitCode.FAILED
+class HarnessError(SoakError):
+    """soak itself cannot run its worker: the interpreter is missing, the worker does not
+    import, or it is another soak version.  Never an engine fault: no recovery, no crash event."""
+
+    exit_code = ExitCode.HARNESS
 
 
 class EngineError(SoakError):

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 from soak import errors
+from soak.loop.config import RunConfig, new_run_id
+from soak.loop.runner import Runner
 
 COMBINED_FILE = "combined.json"
 
@@ -31,9 +33,11 @@ def _worst(codes: list[int]) -> int:
     return max(hard) if hard else max(nonzero)
 
 
-def run_on_targets(cfg, target_specs: list[str], args) -> int:
+def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = None, baseline: str | None = None,
+                   json_out: bool = False) -> int:
+    """One run per adb device; gate: a policy to judge each run with; json_out: print the
+    summary (one device) or combined.json (several) to stdout."""
     from soak.targets.adb.target import make_targets
-    from soak.loop.runner import Runner, new_run_id
 
     targets = make_targets(target_specs)
     run_id = cfg.run_id or new_run_id(cfg)
@@ -52,7 +56,6 @@ def run_on_targets(cfg, target_specs: list[str], args) -> int:
                      run_dir=str(Path(sub.out_dir) / sub.run_id))
         runner = Runner(sub, target)
         runners.append(runner)
-        target.bind(runner)
         try:
             result = runner.run()
             entry.update(exit_code=result.exit_code, summary=result.summary)
@@ -83,13 +86,12 @@ def run_on_targets(cfg, target_specs: list[str], args) -> int:
     else:
         one(0, targets[0])
 
-    gate = getattr(args, "gate", None)
     if gate:
         from soak.outputs.gate import gate_run
 
         for entry in results:
             if entry.get("summary") is not None:
-                passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=getattr(args, "baseline", None))
+                passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=baseline)
                 entry["gate_passed"] = passed
                 if not passed and entry["exit_code"] == 0:
                     entry["exit_code"] = int(errors.ExitCode.FAILED)
@@ -102,7 +104,7 @@ def run_on_targets(cfg, target_specs: list[str], args) -> int:
         (group_dir / COMBINED_FILE).write_text(json.dumps(combined, indent=2) + "\n")
         if not cfg.quiet:
             print(_table(combined), flush=True)
-    if getattr(args, "json", False):
+    if json_out:
         print(json.dumps(combined if several else (results[0].get("summary") or results[0]), indent=2))
     if not several and results[0].get("error"):
         raise _reraise(results[0])  # one device: its error is the command's error

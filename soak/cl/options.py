@@ -43,14 +43,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
 
 
-def options_from_args(args: argparse.Namespace, cfg=None) -> dict | None:
-    """RunConfig.intercept: a dict of interposer settings, or None when the interposer is off."""
-    faults = list(getattr(args, "cl_fault", None) or [])
-    override = bool(getattr(args, "cl_gpu_override", False))
-    mem_limit = getattr(args, "cl_mem_limit", None)
-    real_lib = getattr(args, "cl_real_lib", None)
-    intercept = getattr(args, "intercept", None)
-    backend = getattr(cfg, "backend", None) or getattr(args, "backend", None)
+def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | None:
+    """RunConfig.intercept: a dict of interposer settings, or None when the interposer is off.
+    args: parsed with add_run_arguments; backend: the run's backend (opencl turns the interposer on)."""
+    faults = list(args.cl_fault or [])
+    override = bool(args.cl_gpu_override)
+    mem_limit = args.cl_mem_limit
+    real_lib = args.cl_real_lib
+    intercept = args.intercept
     wants = bool(faults or override or mem_limit)
     if intercept is False:
         if wants:

@@ -61,7 +61,7 @@ def _split(text: str | None, n: int, name: str, convert=str) -> list:
 
 
 def plan_variants(args: argparse.Namespace) -> list[dict]:
-    from soak.loop.runner import BACKENDS
+    from soak.loop.config import BACKENDS
 
     backends = [b.strip().lower() for b in (args.backends or "").split(",") if b.strip()]
     if len(backends) < 2:
@@ -70,7 +70,7 @@ def plan_variants(args: argparse.Namespace) -> list[dict]:
     for b in backends:
         if b not in BACKENDS:
             raise errors.BadInput(f"unknown backend {b!r} in --backends", f"use {', '.join(BACKENDS)}")
-    if getattr(args, "backend", None):
+    if args.backend:
         raise errors.BadInput("soak compare takes --backends LIST, not --backend",
                               "e.g. --backends cpu,opencl")
     threads = _split(args.thread_nums, len(backends), "--thread-nums", int)
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     variants = plan_variants(args)
     base = config_from_args(args)
     _check_engine(base.engine, variants)
-    if (getattr(args, "target", None) or ["local"]) != ["local"]:
+    if (args.target or ["local"]) != ["local"]:
         raise errors.BadInput("soak compare runs on the local host only", "drop --target, or run soak run per target")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     compare_id = args.run_id or f"{stamp}-compare-{'-'.join(v['backend'] for v in variants)}-{secrets.token_hex(2)}"

@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 from soak import errors
+from soak.cl.options import add_run_arguments as add_interposer_arguments
+from soak.cl.options import options_from_args
 from soak.loop import ladder as recovery
-from soak.loop.runner import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration, run_soak
+from soak.loop.config import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration
 from soak.loop.session import Timeouts
+from soak.outputs.gate import add_run_arguments as add_gate_arguments
 
 DESCRIPTION = """Run a soak: repeated randomized inference with fault capture and recovery.
 
@@ -80,16 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--json", action="store_true", help="print summary.json to stdout at the end")
     p.add_argument("--target", action="append", default=[], metavar="TARGET",
                    help="local (default) or adb[:SERIAL] (repeatable: several phones in parallel)")
-    _optional(p, "soak.cl.options", "add_run_arguments")
-    _optional(p, "soak.outputs.gate", "add_run_arguments")
-
-
-def _optional(p, module: str, func: str) -> None:
-    try:
-        mod = __import__(module, fromlist=[func])
-    except ImportError:
-        return
-    getattr(mod, func)(p)
+    add_interposer_arguments(p)
+    add_gate_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -139,15 +134,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         memory_interval_s=min(args.memory_interval, 0.25) if args.demo else args.memory_interval,
         argv=sys.argv[1:], quiet=args.quiet, demo=args.demo,
     )
-    try:
-        from soak.cl.options import options_from_args
-    except ImportError:
-        options_from_args = None
-    if options_from_args is not None:
-        explicit = args.intercept or args.cl_fault or args.cl_gpu_override or args.cl_mem_limit
-        # the test engine makes no OpenCL calls: the interposer only on request
-        if cfg.engine != "test" or explicit:
-            cfg.intercept = options_from_args(args, cfg)
+    explicit = args.intercept or args.cl_fault or args.cl_gpu_override or args.cl_mem_limit
+    # the test engine makes no OpenCL calls: the interposer only on request
+    if cfg.engine != "test" or explicit:
+        cfg.intercept = options_from_args(args, cfg.backend)
     return cfg
 
 
@@ -155,16 +145,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     targets = args.target or ["local"]
     if targets != ["local"]:
-        from soak.targets.adb.target import run_on_targets
+        from soak.multi_device import run_on_targets
 
-        return run_on_targets(cfg, targets, args)
+        return run_on_targets(cfg, targets, gate=args.gate, baseline=args.baseline, json_out=args.json)
+    from soak.loop.runner import run_soak
+
     result = run_soak(cfg)
     code = result.exit_code
-    gate = getattr(args, "gate", None)
-    if gate:
+    if args.gate:
         from soak.outputs.gate import gate_run
 
-        passed, _ = gate_run(result.run_dir, gate, baseline=getattr(args, "baseline", None))
+        passed, _ = gate_run(result.run_dir, args.gate, baseline=args.baseline)
         if not passed and code == 0:
             code = int(errors.ExitCode.FAILED)
     if args.json:

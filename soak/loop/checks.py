@@ -76,7 +76,7 @@ def script_mix(text: str) -> int:
     return sum(1 for n in counts.values() if n >= 2)
 
 
-def check_output(data: bytes, max_new_tokens: int, generated_tokens: int) -> dict:
+def check_output(data: bytes, max_new_tokens: int) -> dict:
     text = data.decode("utf-8", errors="replace")
     rep = repetition_ratio(text)
     # invalid bytes are their own symptom; garbage judges the characters that did decode

@@ -14,8 +14,18 @@ from pathlib import Path
 
 from soak import errors
 from soak.events import read_events
-from soak.loop.runner import RunConfig, RunResult, load_run, run_soak
+from soak.loop.config import RunConfig
+from soak.loop.runner import RunResult, run_soak
 from soak.loop.session import Timeouts
+from soak.manifest import read_json
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, Path]:
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").exists():
+        raise errors.BadInput(f"{run_dir} is not a soak run folder (no manifest.json)",
+                              "pass a folder under logs/ written by `soak run`")
+    return read_json(run_dir / "manifest.json"), run_dir
 
 
 def script_for(run_dir: Path, iteration: int) -> list[dict]:

@@ -46,7 +46,9 @@ class Session:
                  timeouts: Timeouts, on_line=None):
         self.target = target
         self.setup = setup
+        self.spec: dict | None = None  # setup.spec as the target sees it (device paths on a phone)
         self.events = events
+        self.run_dir = run_dir
         self.timeouts = timeouts
         self.sup = Supervisor(target, run_dir / "engine.log", cwd=run_dir, env=setup.env, on_line=on_line)
         self.backend_actual: str | None = None
@@ -69,25 +71,26 @@ class Session:
     def start(self, next_iteration: int) -> tuple[bool, list[dict]]:
         """Start a worker and load the engine.  Returns (loaded, faults).
 
-        Errors that no retry can fix (a missing library, an ABI mismatch)
-        are raised as SoakError.
+        Errors that no retry can fix are raised as SoakError: a missing library or an
+        ABI mismatch, and a worker that does not start at all (HarnessError: soak's
+        problem, never recorded as an engine fault).
         """
         self.phase = "init"
         self.iteration = next_iteration
+        if self.spec is None:  # push files to a device, rewrite paths (once)
+            self.spec = self.target.prepare(self.setup.spec, self.run_dir)
         try:
             hello = self.sup.start(timeout_s=self.timeouts.start)
-        except WorkerDead as exc:
-            fault = {"kind": "crash", "phase": "init", "signal": None, "exit_code": None,
-                     "last_lines": [str(exc)]}
-            self._emit_faults([fault])
-            return False, [fault]
+        except WorkerDead as exc:  # a device went away: its target records the device fault
+            self.events.emit("warning", message=str(exc))
+            return False, []
         self.events.emit("worker_start", pid=hello.get("pid"), generation=self.sup.generation,
-                         runner=hello.get("runner"), log_offset=self.sup.log_offset)
+                         runner=hello.get("runner"), version=hello.get("version"), log_offset=self.sup.log_offset)
         return self.open_and_load(next_iteration)
 
     def open_and_load(self, next_iteration: int) -> tuple[bool, list[dict]]:
         found: list[dict] = []
-        out = self.sup.call("open", self.setup.spec, timeout_s=self.timeouts.load)
+        out = self.sup.call("open", self.spec, timeout_s=self.timeouts.load)
         if out.result and not out.ok:
             kind = out.result.get("error_kind")
             row = errors.WORKER_ERROR_KINDS.get(kind)

@@ -27,8 +27,24 @@ class WorkerProcess(Protocol):
     def kill(self) -> None: ...
 
 
+class TargetSink(Protocol):
+    """What a target may tell the run it serves (the runner gives one with attach())."""
+
+    def emit_fault(self, fault: dict) -> None:
+        """A fault of the target itself (device_offline, device_reboot): recorded and counted."""
+
+    def emit_event(self, event: str, **fields) -> None:
+        """Any other event about the target (device_push)."""
+
+
 class Target(abc.ABC):
     name: str = "target"
+    sink: TargetSink | None = None
+    remote_pids: bool = False  # True: the worker's pid is the one its hello reports (a device pid)
+
+    def attach(self, sink: TargetSink | None) -> None:
+        """The run that uses this target from now on (None: no run, keep faults for check_health)."""
+        self.sink = sink
 
     def prepare(self, spec: dict, run_dir: Path) -> dict:
         """Make the engine spec usable on the target (push files, rewrite paths)."""
@@ -37,6 +53,10 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> WorkerProcess:
         """Start a worker.  env holds only the variables soak adds."""
+
+    def worker_hint(self) -> str:
+        """The fix to show when this target's worker does not start."""
+        return "check that soak is installed completely (pip install -e . in the checkout)"
 
     @abc.abstractmethod
     def sample_memory(self, pid: int) -> dict | None:

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import psutil
 
+from soak import errors
 from soak.targets.process_memory import sample_process
 from soak.targets.base import Target
+from soak.worker.protocol import package_dir
+
+# The worker imports soak from the folder given, never from whatever `soak` the
+# interpreter's own sys.path would find (a stale install, a checkout elsewhere).
+WORKER_BOOT = ("import sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p not in ('', '.')]; "
+               "from soak.worker.main import main; raise SystemExit(main())")
 
 
 class LocalProcess:
@@ -46,6 +53,19 @@ class LocalProcess:
 class LocalTarget(Target):
     name = "local"
 
+    def __init__(self, python: str | None = None, package_root: str | Path | None = None):
+        """python: the worker's interpreter (default: this one); package_root: the folder
+        holding the `soak` package the worker runs (default: the one running now)."""
+        self.python = python or sys.executable
+        self.package_root = Path(package_root) if package_root else Path(package_dir()).parent
+
+    def worker_argv(self) -> list[str]:
+        return [self.python, "-c", WORKER_BOOT, str(self.package_root)]
+
+    def worker_hint(self) -> str:
+        return (f"run `{self.python} -c 'import soak.worker.main'` in {self.package_root} to see why "
+                f"(a missing dependency: pip install -e {self.package_root})")
+
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> LocalProcess:
         full_env = dict(os.environ)
         for key, value in env.items():
@@ -54,9 +74,14 @@ class LocalTarget(Target):
             full_env[key] = value
         full_env["PYTHONUNBUFFERED"] = "1"
         # its own session: Ctrl-C reaches soak only, which then stops gracefully
-        popen = subprocess.Popen([sys.executable, "-m", "soak.worker"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                                 cwd=str(cwd), start_new_session=True, bufsize=0)
+        try:
+            popen = subprocess.Popen(self.worker_argv(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                                     cwd=str(cwd), start_new_session=True, bufsize=0)
+        except OSError as exc:
+            raise errors.HarnessError(f"soak's worker did not start: {self.python}: {exc.strerror or exc}",
+                                      "the worker runs with the interpreter that runs soak: reinstall it, "
+                                      "or run soak with a Python that exists") from None
         return LocalProcess(popen)
 
     def sample_memory(self, pid: int) -> dict | None:

@@ -127,8 +127,7 @@ def main() -> int:
     _unbuffer_c_stdout()
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     worker = Worker(proto_fd, 2)
-    os.write(proto_fd, protocol.encode_result(
-        {"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "runner": "python"}))
+    os.write(proto_fd, protocol.encode_result(protocol.hello("python", os.getpid())))
     for line in sys.stdin.buffer:
         if not line.strip():
             continue

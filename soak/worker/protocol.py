@@ -14,6 +14,43 @@ MARKER_PREFIX = b"\x1esoak:done "
 OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit")
 
 
+def hello(runner: str, pid: int) -> dict:
+    """The worker's first line.  A Python worker also says which soak it is (version, package
+    folder): the supervisor refuses a worker that is not its own soak."""
+    line = {"op": "hello", "protocol": PROTOCOL_VERSION, "pid": pid, "runner": runner}
+    if runner == "python":
+        import soak
+
+        line.update(version=soak.__version__, package=package_dir())
+    return line
+
+
+def package_dir() -> str:
+    """The folder of the soak package this process runs."""
+    import os
+
+    import soak
+
+    return os.path.dirname(os.path.abspath(soak.__file__))
+
+
+def hello_problem(hello: dict | None) -> str | None:
+    """Why a worker's first line is not a usable hello (None: it is)."""
+    if not hello or hello.get("op") != "hello":
+        return "it sent no hello"
+    if hello.get("protocol") != PROTOCOL_VERSION:
+        return f"it speaks worker protocol {hello.get('protocol')}, this soak speaks {PROTOCOL_VERSION}"
+    if hello.get("runner") == "python":
+        import soak
+
+        mine = (soak.__version__, package_dir())
+        theirs = (hello.get("version"), hello.get("package"))
+        if theirs != mine:
+            return (f"it runs soak {theirs[0] or '(unknown version)'} from {theirs[1] or '(unknown folder)'}, "
+                    f"not this soak {mine[0]} from {mine[1]}")
+    return None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

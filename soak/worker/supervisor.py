@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soak import errors
 from soak.logparse import parse_line
 from soak.targets.base import Target, WorkerProcess
 from soak.worker import protocol
@@ -59,7 +60,7 @@ class CallOutcome:
 
 
 class WorkerDead(Exception):
-    pass
+    """The connection to a remote worker dropped before its hello (the device went away)."""
 
 
 class _LogCapture(threading.Thread):
@@ -189,23 +190,34 @@ class Supervisor:
         return self._log_file.tell()
 
     def start(self, timeout_s: float = 30.0) -> dict:
+        """Start a worker and wait for its hello.  A worker that does not say a valid hello is
+        soak's problem, not the engine's (no engine code runs before it): HarnessError.
+        WorkerDead: a remote worker's connection dropped (its target records why)."""
         self.generation += 1
         self.proc = self.target.spawn_worker(self.env, self.cwd)
         self._log = _LogCapture(self.proc.stderr, self._log_file, self.on_line)
         self._results = _ResultReader(self.proc.stdout)
         self._log.start()
         self._results.start()
+        timed_out = False
         try:
             hello = self._results.queue.get(timeout=timeout_s)
         except queue.Empty:
-            hello = None
-        if not hello or hello.get("op") != "hello":
+            hello, timed_out = None, True
+        problem = protocol.hello_problem(hello)
+        if problem:
+            lost = bool(getattr(self.proc, "lost", False))
             code = self.stop(kill=True)
-            raise WorkerDead(f"worker did not start (exit {code}): "
-                             + " | ".join(line.text for line in self._log.pending[-5:]))
-        if hello.get("protocol") != protocol.PROTOCOL_VERSION:
-            self.stop(kill=True)
-            raise WorkerDead(f"worker speaks protocol {hello.get('protocol')}, soak {protocol.PROTOCOL_VERSION}")
+            if lost:
+                raise WorkerDead(f"lost the connection to the worker before its hello (exit {code})")
+            said = [line.text.strip() for line in self._log.pending if line.text.strip()]
+            if timed_out:
+                problem = f"it said nothing within {timeout_s:g}s"
+            elif hello is None:
+                problem = f"it exited ({code})" + (f": {said[-1]}" if said else " without a word")
+            elif hello.get("op") == "garbled":
+                problem = f"its first line is not a hello: {hello.get('raw')!r}"
+            raise errors.HarnessError(f"soak's worker did not start: {problem}", self.target.worker_hint())
         self.hello = hello
         self.last_pid = self.pid
         return hello

@@ -131,7 +131,7 @@ def drive(argv: list[str], lines: list[bytes]) -> tuple[list[dict], bytes, int]:
 
 def normalise(result: dict) -> dict:
     r = dict(result)
-    for key in ("wall_us", "pid", "runner", "error", "hint"):
+    for key in ("wall_us", "pid", "runner", "version", "package", "error", "hint"):
         r.pop(key, None)
     if result.get("error") is not None:
         r["has_error"] = True

@@ -86,9 +86,8 @@ def test_prepare_rejects_bad_inputs(tmp_path, cl_build):
 
 def _parse(*argv, backend="opencl"):
     p = argparse.ArgumentParser()
-    p.add_argument("--backend", default=backend)
     add_run_arguments(p)
-    return options_from_args(p.parse_args(list(argv)))
+    return options_from_args(p.parse_args(list(argv)), backend)
 
 
 def test_options():

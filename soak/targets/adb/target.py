@@ -32,7 +32,7 @@ from soak.targets.adb._remote import RemoteProcess
 from soak.targets.adb.logcat import LogcatCapture
 from soak.targets.base import Target
 
-__all__ = ["AdbTarget", "make_targets", "run_on_targets", "parse_spec", "list_devices", "TargetSpec", "STATE_HINTS"]
+__all__ = ["AdbTarget", "make_targets", "parse_spec", "list_devices", "TargetSpec", "STATE_HINTS"]
 
 DEFAULT_ROOT = "/data/local/tmp/soak"
 DEFAULT_WAIT_S = 600.0
@@ -104,7 +104,6 @@ class AdbTarget(Target):
         self._last_dumpsys = 0.0
         self._last_thermal = 0.0
         self._run_dir: Path | None = None
-        self._runner = None  # soak.loop.runner.Runner, set by bind()
         self._lost = False  # the last worker's stream broke without an exit status
 
     # ---- facts ----
@@ -183,6 +182,7 @@ class AdbTarget(Target):
         entries += [push.entry(f, "model") for f in push.model_files(config)]
         self._entries = entries
         self._sync()
+        self._emit_push()
         remote = {**spec, "engine_lib": f"{self.remote}/lib/{lib.name}",
                   "plugins": [f"{self.remote}/lib/{name}" for name in plugins],
                   "config_path": f"{self.remote}/model/{config.name}"}
@@ -246,26 +246,19 @@ class AdbTarget(Target):
         return res.text.strip() or "libOpenCL.so"
 
     # ---- the worker ----
-    def bind(self, runner) -> None:
-        """Let this target prepare the runner's engine spec and write its device
-        faults as events (used by run_on_targets)."""
-        self._runner = runner
-
     def _report(self, faults: list[dict]) -> None:
-        runner = self._runner
-        events = getattr(runner, "events", None)
-        if not faults:
-            return
-        if events is None:
+        """Device faults go to the attached run; with none, check_health hands them over later."""
+        sink = self.sink
+        if sink is None:
             with self._lock:
                 self._pending += faults
             return
-        session = getattr(runner, "session", None)
         for f in faults:
-            events.emit("fault", iteration=getattr(session, "iteration", None), **f)
-        record = getattr(runner, "_record_faults", None)
-        if record:
-            record(faults)
+            sink.emit_fault(f)
+
+    def _emit_push(self) -> None:
+        if self.sink is not None:
+            self.sink.emit_event("device_push", serial=self.serial, remote=self.remote, **(self.push_stats or {}))
 
     def _ensure_ready(self) -> None:
         ready, faults = self.health.wait_ready(self.wait_s)
@@ -280,9 +273,13 @@ class AdbTarget(Target):
                 "check the phone; raise the wait with --target adb:SERIAL,wait=SECONDS")
         if self.remote is not None:
             self._sync()  # after a reboot /data/local/tmp may be gone; fast when unchanged
-            events = getattr(self._runner, "events", None)
-            if events is not None and self.push_stats and self.push_stats.get("pushed_files"):
-                events.emit("device_push", serial=self.serial, remote=self.remote, **self.push_stats)
+            if self.push_stats and self.push_stats.get("pushed_files"):
+                self._emit_push()
+
+    def worker_hint(self) -> str:
+        return (f"soak-runner must run on {self.serial}: build it with the NDK for the device's ABI "
+                "(docs/phone.md), pass it with runner=PATH, and its shared libraries (libc++_shared.so) "
+                "with libs=DIR")
 
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> RemoteProcess:
         try:
@@ -293,12 +290,6 @@ class AdbTarget(Target):
 
     def _spawn(self, env: dict[str, str], cwd: Path) -> RemoteProcess:
         self._device_info()
-        session = getattr(self._runner, "session", None)
-        if session is not None and self._remote_spec is None:
-            session.setup.spec = self.prepare(session.setup.spec, cwd)
-            events = getattr(self._runner, "events", None)
-            if events is not None:
-                events.emit("device_push", serial=self.serial, remote=self.remote, **(self.push_stats or {}))
         self._ensure_ready()
         if self.remote is None:
             raise errors.BadInput("adb target used before prepare()", "call Target.prepare(spec, run_dir) first")
@@ -391,8 +382,3 @@ class AdbTarget(Target):
         except DeviceGone:
             pass
 
-
-def run_on_targets(cfg, target_specs: list[str], args) -> int:
-    from soak.multi_device import run_on_targets as run
-
-    return run(cfg, target_specs, args)
