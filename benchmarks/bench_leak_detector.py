@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def one_run(out_dir: str, run_id: str, iterations: int, seed: int, leak_bytes: int, min_growth: float | None) -> dict:
     from soak.analysis.memory_verdict import LeakCriteria
     from soak.analysis.verdicts import compute_verdicts
-    from soak.loop.runner import RunConfig, run_soak
+    from soak.loop.config import RunConfig
+    from soak.loop.runner import run_soak
 
     plan = [{"kind": "leak", "bytes": leak_bytes, "every": 1}] if leak_bytes else []
     cfg = RunConfig(engine="test", iterations=iterations, seed=seed, out_dir=out_dir, run_id=run_id,

@@ -20,7 +20,8 @@ import time
 import psutil
 
 from soak.loop import runner as runner_mod
-from soak.loop.runner import RunConfig, Runner
+from soak.loop.config import RunConfig
+from soak.loop.runner import Runner
 
 
 class MeasuredRunner(Runner):

@@ -79,7 +79,3 @@ def parse_line(text: str) -> dict | None:
                 rec["code"] = int(code.group(1))
             return rec
     return None
-
-
-# MNN backend type numbers (MNNForwardType.h) -> soak backend names
-FORWARD_TYPES = {0: "cpu", 1: "metal", 2: "cuda", 3: "opencl", 4: "auto", 6: "opengl", 7: "vulkan"}

@@ -13,7 +13,7 @@ import json
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from soak.errors import BadInput
 
@@ -169,11 +169,3 @@ class RunFolder:
 
     def cl_trace_files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("cl_trace.*") if p.is_file())
-
-
-def iter_numeric(events: list[dict], field: str) -> Iterator[tuple[dict, float]]:
-    """(event, value) for each event whose `field` is a number (not bool)."""
-    for e in events:
-        v = e.get(field)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            yield e, float(v)

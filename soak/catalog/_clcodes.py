@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from soak.cl_codes import CL_ERROR_CODES as CL_NAMES
-from soak.cl_codes import CL_ERROR_NAMES as CL_CODES
+from soak.cl_codes import CL_ERROR_CODES  # name -> code
+from soak.cl_codes import CL_ERROR_NAMES  # code -> name
 
 
 def code_name(code: int | None) -> str:
@@ -11,7 +11,7 @@ def code_name(code: int | None) -> str:
     header names (MNN ORs setArg results, research §1.2)."""
     if code is None:
         return "CL_NONE"
-    return CL_CODES.get(code) or f"CL_UNKNOWN({code})"
+    return CL_ERROR_NAMES.get(code) or f"CL_UNKNOWN({code})"
 
 
 def parse_code(value: object) -> int | None:
@@ -24,5 +24,5 @@ def parse_code(value: object) -> int | None:
         text = value.strip()
         if text.lstrip("-").isdigit():
             return int(text)
-        return CL_NAMES.get(text.upper())
+        return CL_ERROR_CODES.get(text.upper())
     return None

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from soak import fault_kinds
 from soak.catalog import _logscan
-from soak.catalog._clcodes import CL_CODES, code_name
+from soak.catalog._clcodes import CL_ERROR_NAMES, code_name
 from soak.engine.abi import STATUS_NAMES
 
 # Bump when normalization changes: signatures of one scheme are comparable
@@ -45,7 +45,7 @@ def _basename(m: re.Match) -> str:
 
 def _neg(m: re.Match) -> str:
     code = -int(m.group(1))
-    return CL_CODES[code] if code in CL_CODES and code != 0 else "-N"
+    return CL_ERROR_NAMES[code] if code in CL_ERROR_NAMES and code != 0 else "-N"
 
 
 @lru_cache(maxsize=65536)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from soak.cl.fault_rules import parse_spec
 from soak.cl.trace import STATS_PATTERN, TRACE_FILE
-from soak.errors import BuildFailed, OpenCLSetupError
+from soak.errors import OpenCLSetupError
 
 # MNN core/runtime/OpenCLWrapper.cpp, Linux: tried in this order before the bare name
 MNN_LINUX_OPENCL_PATHS: tuple[str, ...] = (
@@ -52,10 +52,8 @@ def check_mnn_paths(paths: tuple[str, ...] | list[str] | None = None) -> None:
 
 def interposer_library() -> Path:
     """Build (once, cached) and return native/interposer's libOpenCL.so."""
-    try:
-        from soak.native_build import ensure_built
-    except ImportError as exc:  # pragma: no cover - the tree always has it
-        raise BuildFailed("soak.native_build is missing", "reinstall soak from a source checkout") from exc
+    from soak.native_build import ensure_built
+
     return ensure_built("soak_interposer")
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from soak import errors
-from soak.loop import ladder
+from soak.loop.ladder import STEPS as LADDER_STEPS
 from soak.loop.session import Timeouts
 
 ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
@@ -42,7 +42,7 @@ class RunConfig:
     max_turns: int = 4
     context_tokens: int | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    ladder: list[str] = field(default_factory=lambda: list(ladder.STEPS))
+    ladder: list[str] = field(default_factory=lambda: list(LADDER_STEPS))
     recover_on_output: bool = False
     memory_interval_s: float = 1.0
     max_unrecovered: int = 3

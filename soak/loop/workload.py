@@ -13,21 +13,13 @@ model's context.
 
 from __future__ import annotations
 
-import random
+import queue
+import threading
 from dataclasses import dataclass, field
 
-import hypothesis.internal.conjecture.providers as _providers
 from hypothesis import strategies as st
-from hypothesis.control import BuildContext
-from hypothesis.errors import StopTest
-from hypothesis.internal.conjecture.data import ConjectureData
 
-# Hypothesis mixes in constants harvested from the modules loaded so far, so
-# the same seed would draw other prompts after another import or a code edit.
-# A workload must depend on (seed, index) alone: harvest nothing.
-if hasattr(_providers, "_get_local_constants") and hasattr(_providers, "Constants"):
-    _NO_CONSTANTS = _providers.Constants()
-    _providers._get_local_constants = lambda: _NO_CONSTANTS
+from soak.loop import _hypothesis_compat as compat
 
 ENGLISH = [
     "Summarize the following paragraph in one sentence.",
@@ -149,21 +141,12 @@ def conversation(spec: WorkloadSpec, index: int) -> Conversation:
     """Conversation number `index` of the workload; the same for the same (seed, index)."""
     base = (spec.seed * 1_000_003 + index) & 0xFFFFFFFFFFFF
     for attempt in range(16):
-        data = ConjectureData(random=random.Random(base + attempt * 7919), max_choices=200_000)
         try:
-            with BuildContext(data, is_final=False, wrapped_test=conversation):
-                return Conversation(index, data.draw(conversations(spec)))
-        except StopTest:  # the choice budget overran; try the next derived seed
+            return Conversation(index, compat.draw(conversations(spec), base + attempt * 7919, 200_000,
+                                                   label=conversation))
+        except compat.Overrun:  # the choice budget overran; try the next derived seed
             continue
     return Conversation(index, [Turn("Hello", spec.max_new_tokens, ["english"])])
-
-
-def iterate(spec: WorkloadSpec, start: int = 0):
-    """Yield conversations start, start+1, ... forever."""
-    index = start
-    while True:
-        yield conversation(spec, index)
-        index += 1
 
 
 class Prefetcher:
@@ -173,9 +156,7 @@ class Prefetcher:
     """
 
     def __init__(self, spec: WorkloadSpec, start: int = 0, depth: int = 16):
-        import queue
-        import threading
-
+        compat.check()  # here, not in the thread: an unusable hypothesis is the caller's error
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, args=(spec, start), daemon=True,
@@ -183,23 +164,29 @@ class Prefetcher:
         self._thread.start()
 
     def _fill(self, spec: WorkloadSpec, index: int) -> None:
-        import queue
-
         while not self._stop.is_set():
-            conv = conversation(spec, index)
+            try:
+                conv = conversation(spec, index)
+            except Exception as exc:  # handed to the consumer: a dead thread would block it forever
+                conv = exc
             while not self._stop.is_set():
                 try:
                     self._queue.put(conv, timeout=0.2)
                     break
                 except queue.Full:
                     continue
+            if isinstance(conv, Exception):
+                return
             index += 1
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Conversation:
-        return self._queue.get()
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     def close(self) -> None:
         self._stop.set()

@@ -123,7 +123,8 @@ def _script_run(lab, target: str, out: Path, run_id: str) -> Path:
     script = [{"i": i, "conversation": i, "turn": 0, "prompt": p, "max_new_tokens": 12} for i, p in enumerate(NASTY)]
     code = (
         "import json, sys\n"
-        "from soak.loop.runner import RunConfig, run_soak\n"
+        "from soak.loop.config import RunConfig\n"
+        "from soak.loop.runner import run_soak\n"
         "from soak.targets.adb.target import make_targets\n"
         "script, target, out, run_id = json.loads(sys.argv[1])\n"
         "cfg = RunConfig(engine='test', out_dir=out, run_id=run_id, script=script, quiet=True, target=target)\n"
@@ -131,8 +132,7 @@ def _script_run(lab, target: str, out: Path, run_id: str) -> Path:
         "    run_soak(cfg)\n"
         "else:\n"
         "    from soak.multi_device import run_on_targets\n"
-        "    class A: gate = None; json = False\n"
-        "    sys.exit(run_on_targets(cfg, [target], A()))\n"
+        "    sys.exit(run_on_targets(cfg, [target]))\n"
     )
     argv = [sys.executable, "-c", code, json.dumps([script, target, str(out), run_id])]
     res = subprocess.run(lab.cmd(argv) if target != "local" else argv, env=lab.env(), cwd=REPO,

@@ -8,7 +8,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soak.catalog._clcodes import CL_CODES
+from soak.catalog._clcodes import CL_ERROR_NAMES
 from soak.catalog.classify import classify_run
 from soak.catalog.loader import load_catalog
 from soak.catalog.signature import normalize_line, signature
@@ -73,7 +73,7 @@ def test_different_messages_stay_different(data, t1, t2):
     assert normalize_line(data.draw(filled(t1))) != normalize_line(data.draw(filled(t2)))
 
 
-codes = st.sampled_from(sorted(c for c in CL_CODES if c != 0))
+codes = st.sampled_from(sorted(c for c in CL_ERROR_NAMES if c != 0))
 tags = st.text(alphabet=string.ascii_letters + "_", min_size=1, max_size=24)
 
 

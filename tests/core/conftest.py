@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from soak.events import read_events
-from soak.loop.runner import RunConfig, run_soak
+from soak.loop.config import RunConfig
+from soak.loop.runner import run_soak
 from soak.loop.session import Timeouts
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from coresupport import soak_cli
 from soak.events import read_events
-from soak.loop.runner import RunConfig, run_soak
+from soak.loop.config import RunConfig
+from soak.loop.runner import run_soak
 from soak.loop.session import Timeouts
 
 

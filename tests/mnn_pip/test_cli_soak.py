@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 from soak.events import read_events
-from soak.loop.runner import RunConfig, run_soak
+from soak.loop.config import RunConfig
+from soak.loop.runner import run_soak
 
 HARD = {"crash", "hang", "status_error"}
 

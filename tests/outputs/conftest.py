@@ -25,7 +25,8 @@ def make_run(tmp_path):
 @pytest.fixture(scope="session")
 def engine_runs(tmp_path_factory):
     """Real runs of the fault-injecting test engine, made once per session."""
-    from soak.loop.runner import RunConfig, run_soak
+    from soak.loop.config import RunConfig
+    from soak.loop.runner import run_soak
 
     root = tmp_path_factory.mktemp("engine-runs")
     made: dict[str, Path] = {}

@@ -18,7 +18,8 @@ TINY = Path(soak.__file__).parent / "models" / "qwen2-tiny" / "config.json"
 
 @pytest.fixture(scope="module")
 def mnn_run(tmp_path_factory):
-    from soak.loop.runner import RunConfig, run_soak
+    from soak.loop.config import RunConfig
+    from soak.loop.runner import run_soak
 
     out = tmp_path_factory.mktemp("mnn")
     cfg = RunConfig(engine="mnn-pip", model=str(TINY), iterations=24, seed=5, out_dir=str(out), run_id="mnn-tiny",
