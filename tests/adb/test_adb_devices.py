@@ -95,3 +95,26 @@ def test_crash_report_lines(lab, phone):
     res = lab.run([sys.executable, "-c", code, phone.serial])
     assert res.returncode == 0, res.stderr
     assert "Fatal signal 11 (SIGSEGV)" in res.stdout and "another process" not in res.stdout
+
+
+def test_runner_that_cannot_start_on_the_device_is_a_harness_error(soak, phone, tmp_path):
+    """soak-runner that dies before its hello (here: the linker error a missing
+    libc++_shared.so gives) is soak's problem: exit 12, no crash, no recovery ladder."""
+    src = tmp_path / "runner.c"
+    src.write_text('#include <stdio.h>\nint main(void) { fputs("CANNOT LINK EXECUTABLE \\"soak-runner\\": '
+                   'library \\"libc++_shared.so\\" not found\\n", stderr); return 1; }\n')
+    runner = tmp_path / "soak-runner"
+    import subprocess
+
+    subprocess.run(["cc", "-o", str(runner), str(src)], check=True)
+    logs = tmp_path / "logs"
+    res = soak("run", "--target", f"adb:{phone.serial},runner={runner}", "--engine", "test", "--iterations", "2",
+               "--out", str(logs), "--run-id", "h")
+    assert res.returncode == 12, res.stderr
+    first, hint = res.stderr.strip().splitlines()[-2:]
+    assert "soak's worker did not start" in first and "CANNOT LINK EXECUTABLE" in first
+    assert "NDK" in hint and "libs=DIR" in hint and "Traceback" not in res.stderr
+    evs = events(logs / "h")
+    assert not [e for e in evs if e["event"] in ("fault", "recovery", "worker_start")]
+    assert [e["kind"] for e in evs if e["event"] == "error"] == ["harness"]
+    assert evs[-1]["event"] == "run_end" and evs[-1]["reason"] == "harness_error"
