@@ -152,8 +152,10 @@ class Runner:
                 self.loop(t0, progress)
         except errors.SoakError as exc:
             harness = isinstance(exc, errors.HarnessError)
+            kind = ("harness" if harness else "device" if isinstance(exc, errors.DeviceUnavailable)
+                    else "engine")
             self.stop_reason = "harness_error" if harness else "engine_error"
-            self.events.emit("error", kind="harness" if harness else "engine", error_type=type(exc).__name__,
+            self.events.emit("error", kind=kind, error_type=type(exc).__name__,
                              message=exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
             return exc
         finally:
