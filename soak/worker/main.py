@@ -1,6 +1,7 @@
 """The Python worker: hosts one engine and answers protocol commands.
 
-Run as `python -m soak.worker`.  stdin carries commands, stdout results; the
+Started by soak.targets.local from the supervisor's own package (by hand:
+`python -m soak.worker`).  stdin carries commands, stdout results; the
 engine's own output (C stdout and stderr, where MNN printfs) goes to fd 2,
 unbuffered, so the supervisor sees every line even if the engine crashes.
 """
