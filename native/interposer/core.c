@@ -11,6 +11,8 @@
  *   SOAK_CL_MEM_LIMIT     byte budget for live buffers/images/pipes/SVM (K/M/G suffix)
  *   SOAK_CL_MEM_RECORDS   0: no per-allocation records (default 1)
  *   SOAK_CL_MAX_RECORDS   cap on error records (default 100000)
+ *   SOAK_CL_ERROR_SAMPLES records per kind of error per reader poll (default 3; 0: all)
+ *   SOAK_CL_PROFILE       1: device time per kernel/transfer, idle gaps, host time (profile.c)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -277,19 +279,43 @@ cl_int soak_fault_slow(soak_call *c)
 
 /* ---- stats file ---- */
 
+/* The library loaded again in the same process (an engine that unloads and reloads OpenCL):
+ * the stats file of the earlier load keeps its counts under another name,
+ * <path without .stats>.r<its start_unix_ns>.stats, so nothing counted is lost. */
+static void keep_earlier_stats(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    soak_stats_header old;
+    ssize_t n = read(fd, &old, sizeof old);
+    close(fd);
+    if (n != (ssize_t)sizeof old || memcmp(old.magic, SOAK_STATS_MAGIC, 8) != 0)
+        return;
+    char moved[4200];
+    size_t len = strlen(path);
+    int dot = len > 6 && strcmp(path + len - 6, ".stats") == 0;
+    snprintf(moved, sizeof moved, "%.*s.r%llu%s", (int)(dot ? len - 6 : len), path,
+             (unsigned long long)old.start_unix_ns, dot ? ".stats" : "");
+    rename(path, moved);
+}
+
 static void setup_stats(void)
 {
     size_t size = sizeof(soak_stats_header) + SOAK_N_KINDS * sizeof(soak_stats_kind) +
-                  SOAK_N_API * sizeof(soak_stats_api);
+                  SOAK_N_API * sizeof(soak_stats_api) + SOAK_AGG_SLOTS * sizeof(soak_stats_agg);
     void *mem = 0;
+    int mapped = 0;
     const char *env = getenv("SOAK_CL_STATS");
     if (env && *env) {
         soak_expand_path(env, stats_path, sizeof stats_path);
+        keep_earlier_stats(stats_path);
         int fd = open(stats_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd >= 0 && ftruncate(fd, (off_t)size) == 0) {
             mem = mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             if (mem == MAP_FAILED)
                 mem = 0;
+            mapped = mem != 0;
         }
         if (!mem)
             fprintf(stderr, "soak-interposer: cannot map SOAK_CL_STATS %s: %s (stats kept in memory)\n",
@@ -304,7 +330,7 @@ static void setup_stats(void)
             abort();
     }
     soak_stats_header *h = mem;
-    h->version = 1;
+    h->version = 2;
     h->header_size = sizeof(soak_stats_header);
     h->n_kinds = SOAK_N_KINDS;
     h->kind_size = sizeof(soak_stats_kind);
@@ -317,6 +343,11 @@ static void setup_stats(void)
     h->start_unix_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     soak_g.kinds = (soak_stats_kind *)((char *)mem + sizeof *h);
     soak_g.api = (soak_stats_api *)((char *)soak_g.kinds + SOAK_N_KINDS * sizeof(soak_stats_kind));
+    /* aggregated error counts only where a reader can see them (a mapped file); without one,
+     * every error gets its own record as before */
+    h->n_agg = mapped ? SOAK_AGG_SLOTS : 0;
+    h->agg_size = sizeof(soak_stats_agg);
+    soak_g.agg = mapped ? (soak_stats_agg *)((char *)soak_g.api + SOAK_N_API * sizeof(soak_stats_api)) : 0;
     for (int i = 0; i < SOAK_N_KINDS; i++)
         snprintf(soak_g.kinds[i].name, sizeof soak_g.kinds[i].name, "%s", kind_names[i]);
     for (int i = 0; i < SOAK_N_API; i++)
@@ -402,6 +433,14 @@ static void init_body(void)
     v = getenv("SOAK_CL_MAX_RECORDS");
     if (v && *v)
         parse_u64(v, &soak_g.max_records);
+    v = getenv("SOAK_CL_PROFILE");
+    soak_g.profile = v && *v && strcmp(v, "0") != 0;
+    if (soak_g.profile)
+        soak_profile_init();
+    soak_g.error_samples = SOAK_AGG_SAMPLES;
+    v = getenv("SOAK_CL_ERROR_SAMPLES");
+    if (v && *v)
+        parse_u64(v, &soak_g.error_samples);
     v = getenv("SOAK_CL_MEM_LIMIT");
     if (v && *v) {
         if (parse_bytes(v, &soak_g.mem_limit))
@@ -438,6 +477,7 @@ static void init_body(void)
     soak_json_bool(&j, "gpu_override", soak_g.gpu_override);
     soak_json_uint(&j, "mem_limit", soak_g.mem_limit);
     soak_json_uint(&j, "n_api", SOAK_N_API);
+    soak_json_bool(&j, "profile", soak_g.profile);
     soak_rec_write(buf, soak_json_end(&j), 0);
     in_init = 0;
     __atomic_store_n(&soak_g.ready, 1, __ATOMIC_RELEASE);
@@ -454,6 +494,8 @@ __attribute__((destructor)) static void soak_fini(void)
 {
     if (!__atomic_load_n(&soak_g.ready, __ATOMIC_ACQUIRE))
         return;
+    if (soak_g.profile)
+        soak_profile_fini();
     char buf[2048];
     soak_json j;
     soak_json_begin(&j, buf, sizeof buf, "exit");

@@ -50,6 +50,20 @@ OBJECT_TYPES = {
     "cl_program": "SOAK_OBJ_PROGRAM", "cl_kernel": "SOAK_OBJ_KERNEL", "cl_event": "SOAK_OBJ_EVENT",
     "cl_sampler": "SOAK_OBJ_SAMPLER",
 }
+# clGet*Info entry points: the prefix of the names their param_name takes (and prefixes to leave out
+# where one family's names share another's prefix); others: any CL_ name
+INFO_PREFIXES = {
+    "clGetPlatformInfo": ("CL_PLATFORM_", ()), "clGetDeviceInfo": ("CL_DEVICE_", ()),
+    "clGetContextInfo": ("CL_CONTEXT_", ()), "clGetCommandQueueInfo": ("CL_QUEUE_", ()),
+    "clGetMemObjectInfo": ("CL_MEM_", ()), "clGetImageInfo": ("CL_IMAGE_", ()),
+    "clGetPipeInfo": ("CL_PIPE_", ()), "clGetSamplerInfo": ("CL_SAMPLER_", ()),
+    "clGetProgramInfo": ("CL_PROGRAM_", ()), "clGetProgramBuildInfo": ("CL_PROGRAM_", ()),
+    "clGetKernelInfo": ("CL_KERNEL_", ("CL_KERNEL_ARG_",)), "clGetKernelArgInfo": ("CL_KERNEL_ARG_", ()),
+    "clGetKernelWorkGroupInfo": ("CL_KERNEL_", ("CL_KERNEL_ARG_",)),
+    "clGetKernelSubGroupInfo": ("CL_KERNEL_", ("CL_KERNEL_ARG_",)),
+    "clGetKernelSubGroupInfoKHR": ("CL_KERNEL_", ("CL_KERNEL_ARG_",)),
+    "clGetEventInfo": ("CL_EVENT_", ()), "clGetEventProfilingInfo": ("CL_PROFILING_", ()),
+}
 C_KEYWORDS = {"const", "volatile", "struct", "union", "enum", "unsigned", "signed", "void", "char", "short",
               "int", "long", "float", "double", "restrict", "__restrict"}
 
@@ -140,6 +154,30 @@ def strip_attributes(text: str) -> str:
             return text
 
 
+def typedef_name(stmt: str) -> str | None:
+    """The name a typedef statement declares, in every style the CL headers use:
+    typedef struct {...} NAME;  typedef T NAME[4];  typedef T (CL_API_CALL *NAME)(params);
+    and the function types of cl_function_types.h: typedef T CL_API_CALL NAME(params);
+    (the parameter names of a function type are not type names)."""
+    s = strip_attributes(stmt)
+    while True:  # struct/union/enum bodies, innermost first
+        t = re.sub(r"\{[^{}]*\}", " ", s)
+        if t == s:
+            break
+        s = t
+    s = " ".join(s.split())
+    fp = re.search(r"\(\s*(?:\w+\s+)*\*\s*(\w+)\s*\)\s*\(", s)  # pointer to function
+    if fp:
+        return fp.group(1)
+    paren = s.find("(")
+    if paren >= 0:  # function type: the name is the identifier right before the parameter list
+        m = re.search(r"(\w+)\s*$", s[:paren])
+        return m.group(1) if m else None
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # arrays
+    names = re.findall(r"\w+", s)
+    return names[-1] if len(names) > 1 else None
+
+
 def preprocess(cc: list[str], include_dir: str, headers: list[str], syntax_only: bool = False) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
@@ -174,11 +212,12 @@ def find_headers(cc: list[str], include_dir: str) -> tuple[list[str], list[str]]
     return used, skipped
 
 
-def parse(text: str) -> tuple[list[Api], dict[int, str]]:
+def parse(text: str) -> tuple[list[Api], dict[int, str], list[tuple[str, int]]]:
     # keep only text from CL/ headers; collect #defines of negative codes
     chunks: list[tuple[str, str]] = []
     current = ""
     codes: dict[int, str] = {}
+    values: list[tuple[str, int]] = []  # every CL_* name defined as a plain number, in header order
     for line in text.splitlines():
         m = re.match(r'#\s+\d+\s+"([^"]*)"', line)
         if m:
@@ -190,6 +229,10 @@ def parse(text: str) -> tuple[list[Api], dict[int, str]]:
             name, value = d.group(1), -int(d.group(2))
             if name not in NOT_ERROR_CODES and value not in codes:
                 codes[value] = name
+            continue
+        v = re.match(r"#define\s+(CL_\w+)\s+\(?\s*(0x[0-9A-Fa-f]+|\d+)[uUlL]*\s*\)?\s*$", line)
+        if v and in_cl and os.path.basename(current) not in SKIP_HEADERS:
+            values.append((v.group(1), int(v.group(2), 0)))
             continue
         if line.startswith("#"):
             continue
@@ -203,13 +246,9 @@ def parse(text: str) -> tuple[list[Api], dict[int, str]]:
         s = " ".join(stmt.split())
         if not s.startswith("typedef"):
             continue
-        s = re.sub(r"\{.*\}", " ", s)  # struct/union/enum bodies
-        fp = re.search(r"\(\s*\*?\s*(\w+)\s*\)\s*\(", s)
-        names = re.findall(r"\w+", s)
-        if fp:
-            typedefs.add(fp.group(1))
-        elif names:
-            typedefs.add(names[-1])
+        name = typedef_name(s)
+        if name:
+            typedefs.add(name)
     apis: dict[str, Api] = {}
     header_of = {}
     for hdr, line in chunks:
@@ -228,17 +267,61 @@ def parse(text: str) -> tuple[list[Api], dict[int, str]]:
             continue
         params = [] if plist in ("", "void") else [Param(p, i, typedefs) for i, p in enumerate(split_top(plist, ","))]
         apis[name] = Api(name, " ".join(ret.split()), params, header_of.get(name, "?"))
-    return sorted(apis.values(), key=lambda a: a.name), codes
+    return sorted(apis.values(), key=lambda a: a.name), codes, values
 
 
-def emit_wrapper(api: Api, idx: int) -> str:
+def info_param(api: Api) -> Param | None:
+    """The param_name parameter of a clGet*Info entry point."""
+    if not re.fullmatch(r"clGet\w*Info\w*", api.name):
+        return None
+    return next((p for p in api.params if p.name == "param_name"), None)
+
+
+def info_prefix(name: str) -> tuple[str, tuple[str, ...]]:
+    """clGetCommandBufferInfoKHR -> CL_COMMAND_BUFFER_ (extension entry points not in INFO_PREFIXES)."""
+    if name in INFO_PREFIXES:
+        return INFO_PREFIXES[name]
+    m = re.fullmatch(r"clGet(\w+?)Info\w*", name)
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*", m.group(1) if m else "")
+    return "CL_" + "".join(w.upper() + "_" for w in words), ()
+
+
+def param_table(api: Api, values: list[tuple[str, int]]) -> list[tuple[int, str]]:
+    """(value, name) sorted by value for the names this entry point's param_name takes;
+    the first name the headers define for a value wins (aliases come later)."""
+    prefix, exclude = info_prefix(api.name)
+    out: dict[int, str] = {}
+    for name, value in values:
+        if name.startswith(prefix) and not name.startswith(exclude) and 0 <= value < 2**32:
+            out.setdefault(value, name)
+    return sorted(out.items())
+
+
+def transfer_bytes(api: Api) -> str:
+    """C expression for the bytes an enqueue moves (0 when the headers' parameters don't say)."""
+    names = {p.name: p for p in api.params}
+    for size in ("size", "cb"):
+        if size in names and names[size].ctype == "size_t":
+            return f"(uint64_t){size}"
+    if "Rect" in api.name and "Buffer" in api.name and "region" in names:
+        return "(uint64_t)region[0] * region[1] * region[2]"
+    return "0"
+
+
+def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     n = api.name
+    ip = info_param(api) if table else None
+    note = (f"    if (soak_code) soak_note_param(&soak_c, {table}, sizeof {table} / sizeof {table}[0], "
+            f"(uint64_t){ip.name});") if ip else None
     args = ", ".join(p.name for p in api.params)
     hook_args = ", ".join(["&soak_c"] + [p.name for p in api.params])
     ec = api.errcode
     real_args = ", ".join(("&soak_err" if p is ec else p.name) for p in api.params)
     void = api.ret == "void"
     is_int = api.ret == "cl_int"
+    ev = api.event_out
+    # profiling: an enqueue the engine gave no event gets one of ours (profile.c releases it)
+    prof = ev if (n.startswith("clEnqueue") and is_int and ev) else None
     fail_value = "" if void else (" soak_code" if is_int else f" ({api.ret})0")
     L = []
     L.append(f"/* {api.header} */")
@@ -278,6 +361,8 @@ def emit_wrapper(api: Api, idx: int) -> str:
         L.append("#endif")
         if ec:
             L.append(f"        if ({ec.name}) *{ec.name} = soak_code;")
+        if note:
+            L.append("    " + note)
         L.append("        soak_exit(&soak_c, soak_code);")
         L.append(f"        return{fail_value};")
         L.append("    }")
@@ -285,6 +370,9 @@ def emit_wrapper(api: Api, idx: int) -> str:
         L.append(f"#ifdef SOAK_PRE_{n}")
         L.append(f"    (void)SOAK_PRE_{n}({hook_args});")
         L.append("#endif")
+    if prof:
+        L.append(f"    cl_event soak_own_ev = 0, *soak_app_ev = {prof.name};")
+        L.append(f"    if (SOAK_UNLIKELY(soak_g.profile) && !{prof.name}) {prof.name} = &soak_own_ev;")
     if void:
         L.append(f"    soak_fn({real_args});")
     else:
@@ -294,7 +382,8 @@ def emit_wrapper(api: Api, idx: int) -> str:
         L.append(f"    if ({ec.name}) *{ec.name} = soak_err;")
     elif is_int:
         L.append("    soak_code = soak_r;")
-    post_args = ", ".join(["&soak_c"] + ([] if void else ["soak_r"]) + ["soak_code"] + [p.name for p in api.params])
+    post_args = ", ".join(["&soak_c"] + ([] if void else ["soak_r"]) + ["soak_code"]
+                          + [("soak_app_ev" if prof and p is prof else p.name) for p in api.params])
     L.append(f"#ifdef SOAK_POST_{n}")
     L.append(f"    SOAK_POST_{n}({post_args});")
     L.append("#else")
@@ -305,12 +394,23 @@ def emit_wrapper(api: Api, idx: int) -> str:
     if m and len(api.params) == 1 and api.params[0].ctype in OBJECT_TYPES:
         fn = "soak_obj_retain" if m.group(1) == "Retain" else "soak_obj_release"
         generic.append(f"    if (soak_code == CL_SUCCESS) {fn}(&soak_c, {api.params[0].name});")
-    ev = api.event_out
     if ev:
-        generic.append(f"    if (soak_code == CL_SUCCESS && {ev.name} && *{ev.name}) "
-                       f"soak_obj_new(&soak_c, SOAK_OBJ_EVENT, *{ev.name}, 0);")
+        evn = "soak_app_ev" if prof else ev.name
+        generic.append(f"    if (soak_code == CL_SUCCESS && {evn} && *{evn}) "
+                       f"soak_obj_new(&soak_c, SOAK_OBJ_EVENT, *{evn}, 0);")
     L.extend(generic or ["    (void)0;"])
     L.append("#endif")
+    if prof:
+        names = {p.name: p for p in api.params}
+        L.append(f"    if (SOAK_UNLIKELY(soak_g.profile) && soak_code == CL_SUCCESS && {prof.name} && *{prof.name}) {{")
+        if "kernel" in names and names["kernel"].ctype == "cl_kernel":
+            dims = ("work_dim", "global_work_size", "local_work_size")
+            args = ", ".join(d if d in names else "0" for d in dims)
+            L.append(f"        soak_kernel_fields(&soak_c, kernel, {args});")
+        L.append(f"        soak_prof_enqueue(&soak_c, *{prof.name}, soak_app_ev == 0, {transfer_bytes(api)});")
+        L.append("    }")
+    if note:
+        L.append(note)
     L.append("    soak_exit(&soak_c, soak_code);")
     if not void:
         L.append("    return soak_r;")
@@ -326,7 +426,7 @@ def main() -> int:
     a = ap.parse_args()
     cc = shlex.split(a.cc)
     headers, skipped = find_headers(cc, a.include_dir)
-    apis, codes = parse(preprocess(cc, a.include_dir, headers))
+    apis, codes, values = parse(preprocess(cc, a.include_dir, headers))
     if len(apis) < 40:
         sys.exit(f"gen_wrappers: only {len(apis)} entry points found in {a.include_dir}/CL; headers broken?")
     os.makedirs(a.out_dir, exist_ok=True)
@@ -353,10 +453,28 @@ def main() -> int:
     out += ["const unsigned char soak_api_flags[SOAK_N_API] = {"]
     out += ["    " + ", ".join(str(f) for f in flags[i:i + 24]) + "," for i in range(0, len(flags), 24)]
     out += ["};", ""]
+    # param_name -> CL_* name, per clGet*Info entry point (for the error records)
+    n_params = 0
+    tables: dict[str, str] = {}
+    by_prefix: dict[tuple, str] = {}
+    for api in apis:
+        if api.name in HAND_WRITTEN or not info_param(api):
+            continue
+        pre = info_prefix(api.name)
+        if pre not in by_prefix:
+            rows = param_table(api, values)
+            if not rows:
+                continue
+            by_prefix[pre] = f"soak_params_{api.name}"
+            out.append(f"static const soak_param_name soak_params_{api.name}[] = {{")
+            out += [f'    {{0x{v:x}u, "{nm}"}},' for v, nm in rows]
+            out += ["};", ""]
+            n_params += len(rows)
+        tables[api.name] = by_prefix[pre]
     for i, api in enumerate(apis):
         if api.name in HAND_WRITTEN:
             continue
-        out.append(emit_wrapper(api, i))
+        out.append(emit_wrapper(api, i, tables.get(api.name)))
         out.append("")
     # sorted name -> wrapper table for clGetExtensionFunctionAddress(ForPlatform)
     out.append("const soak_wrapper_entry soak_wrappers[SOAK_N_API] = {")
@@ -368,7 +486,8 @@ def main() -> int:
         f.write("\n".join(out))
     with open(os.path.join(a.out_dir, "cl_api.txt"), "w") as f:
         f.write("".join(f"{api.name}\t{api.header}\t{api.ret}\n" for api in apis))
-    print(f"gen_wrappers: {len(apis)} entry points from {', '.join(headers)}; {len(codes)} error codes"
+    print(f"gen_wrappers: {len(apis)} entry points from {', '.join(headers)}; {len(codes)} error codes; "
+          f"{n_params} info param names for {len(tables)} clGet*Info entry points"
           + (f"; skipped {len(skipped)} header(s)" if skipped else ""))
     return 0
 

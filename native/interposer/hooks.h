@@ -31,6 +31,8 @@ SOAK_HIDDEN void soak_svm_free(soak_call *c, const void *p);
 SOAK_HIDDEN void soak_svm_enqueue_free(soak_call *c, cl_int code, cl_uint n, void **ptrs, const void *callback);
 SOAK_HIDDEN void soak_event_done(soak_call *c, cl_int code, cl_event *event);
 SOAK_HIDDEN void soak_kernels_done(soak_call *c, cl_int code, cl_program program, cl_uint num, cl_kernel *kernels);
+SOAK_HIDDEN void soak_kernel_fields(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws,
+                                    const size_t *lws);
 SOAK_HIDDEN void soak_kernel_error_detail(soak_call *c, cl_int code, cl_kernel kernel, cl_uint dim,
                                           const size_t *gws, const size_t *lws);
 SOAK_HIDDEN void soak_build_failed(soak_call *c, cl_int code, cl_program program, const char *options);
@@ -99,6 +101,16 @@ SOAK_HIDDEN void soak_device_info_done(cl_int code, cl_device_info param, size_t
  * memory limit) instead of calling the driver; adds detail to the error record */
 #define SOAK_INJECTED_clEnqueueNDRangeKernel(c, code, q, k, dim, off, gws, lws, nw, wl, ev) \
     soak_kernel_error_detail(c, code, k, dim, gws, lws)
+
+/* ---- profiling (SOAK_CL_PROFILE): queues profile; finishing calls read completed events ---- */
+#define SOAK_PRE_clCreateCommandQueue(c, ctx, dev, props, err) \
+    ((props) |= soak_g.profile ? CL_QUEUE_PROFILING_ENABLE : 0, 0)
+#define SOAK_PRE_clCreateCommandQueueWithProperties(c, ctx, dev, props, err) \
+    ((props) = soak_profile_props(props), 0)
+#define SOAK_PRE_clCreateCommandQueueWithPropertiesKHR(c, ctx, dev, props, err) \
+    ((props) = (const cl_queue_properties_khr *)soak_profile_props((const cl_queue_properties *)(props)), 0)
+#define SOAK_POST_clFinish(c, r, code, q) (soak_g.profile ? soak_prof_sync() : (void)0)
+#define SOAK_POST_clWaitForEvents(c, r, code, n, evs) (soak_g.profile ? soak_prof_sync() : (void)0)
 
 /* ---- device-type override ---- */
 #define SOAK_PRE_clGetDeviceIDs(c, platform, type, n, devs, nret) ((type) = soak_query_type(type), 0)

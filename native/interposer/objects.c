@@ -19,6 +19,7 @@ typedef struct {
     uint32_t refs;
     uint64_t bytes;   /* the object's size */
     uint64_t counted; /* what it added to live_bytes */
+    char *name;       /* kernels: CL_KERNEL_FUNCTION_NAME once asked (malloc'd) */
 } entry;
 
 #define TOMBSTONE ((const void *)1)
@@ -160,8 +161,10 @@ static void obj_add(soak_call *c, int kind, const void *obj, uint64_t bytes, con
         ok->live_bytes -= e->bytes;
         ok->released++;
         soak_g.hdr->live_bytes -= e->counted;
+        free(e->name);
     }
     if (e) {
+        e->name = 0;
         e->key = obj;
         e->kind = (uint32_t)kind;
         e->refs = 1;
@@ -213,6 +216,8 @@ static void obj_drop(soak_call *c, const void *obj, int force)
         k->live_bytes -= bytes;
         k->released++;
         soak_g.hdr->live_bytes -= e->counted;
+        free(e->name);
+        e->name = 0;
         e->key = TOMBSTONE;
     }
     pthread_mutex_unlock(&lock);
@@ -440,17 +445,59 @@ void soak_kernels_done(soak_call *c, cl_int code, cl_program program, cl_uint nu
         obj_add(c, SOAK_OBJ_KERNEL, kernels[i], 0, 0);
 }
 
-void soak_kernel_error_detail(soak_call *c, cl_int code, cl_kernel kernel, cl_uint dim, const size_t *gws,
-                              const size_t *lws)
+/* The kernel's function name, asked of the driver once per kernel object and cached
+ * with it (the error path of a persistent failure asks for it on every call). */
+void soak_kernel_name(const void *kernel, char *out, size_t cap)
 {
-    if (!code || !kernel)
+    pthread_mutex_lock(&lock);
+    entry *e = find(kernel);
+    if (e && e->name) {
+        snprintf(out, cap, "%s", e->name);
+        pthread_mutex_unlock(&lock);
         return;
+    }
+    pthread_mutex_unlock(&lock);
     char name[96] = "?";
     pfn_info info = (pfn_info)soak_g.real[SOAK_ID_clGetKernelInfo];
     if (!info || info(kernel, CL_KERNEL_FUNCTION_NAME, sizeof name - 1, name, 0) != CL_SUCCESS)
         snprintf(name, sizeof name, "?");
     name[sizeof name - 1] = 0;
-    size_t o = (size_t)snprintf(c->detail, sizeof c->detail, "kernel=%s", name);
+    snprintf(out, cap, "%s", name);
+    if (name[0] == '?')
+        return;
+    pthread_mutex_lock(&lock);
+    e = find(kernel);
+    if (e && !e->name && e->kind == SOAK_OBJ_KERNEL)
+        e->name = strdup(name);
+    pthread_mutex_unlock(&lock);
+}
+
+void soak_kernel_fields(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws, const size_t *lws)
+{
+    if (!kernel)
+        return;
+    soak_kernel_name(kernel, c->kernel, sizeof c->kernel);
+    c->dim = 0;
+    c->has_lws = 0;
+    memset(c->gws, 0, sizeof c->gws);
+    memset(c->lws, 0, sizeof c->lws);
+    if (gws && dim >= 1 && dim <= 3) {
+        c->dim = dim;
+        c->has_lws = lws != 0;
+        for (cl_uint i = 0; i < dim; i++) {
+            c->gws[i] = gws[i];
+            c->lws[i] = lws ? lws[i] : 0;
+        }
+    }
+}
+
+void soak_kernel_error_detail(soak_call *c, cl_int code, cl_kernel kernel, cl_uint dim, const size_t *gws,
+                              const size_t *lws)
+{
+    if (!code || !kernel)
+        return;
+    soak_kernel_fields(c, kernel, dim, gws, lws);
+    size_t o = (size_t)snprintf(c->detail, sizeof c->detail, "kernel=%s", c->kernel);
     for (int which = 0; which < 2 && o < sizeof c->detail; which++) {
         const size_t *v = which ? lws : gws;
         if (!v || dim == 0 || dim > 3)

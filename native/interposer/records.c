@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,8 @@ void soak_json_bool(soak_json *j, const char *k, int v)
     put(j, v ? "true" : "false", v ? 4 : 5);
 }
 
+void soak_json_append(soak_json *j, const char *raw) { put(j, raw, strlen(raw)); }
+
 void soak_json_raw(soak_json *j, const char *k, const char *raw)
 {
     key(j, k);
@@ -195,6 +198,93 @@ size_t soak_json_end(soak_json *j)
     return j->len;
 }
 
+/* ---- error aggregation: one slot per (entry point, code, injected, key) in the stats file ---- */
+
+static pthread_mutex_t agg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void error_key(const soak_call *c, char *key, size_t cap)
+{
+    key[0] = 0;
+    if (c->kernel[0])
+        snprintf(key, cap, "kernel=%s", c->kernel);
+    else if (c->param >= 0 && c->param_name)
+        snprintf(key, cap, "param=%s", c->param_name);
+    else if (c->param >= 0)
+        snprintf(key, cap, "param=0x%llx", (unsigned long long)c->param);
+}
+
+static uint64_t hash_key(uint32_t api, int code, int injected, const char *key)
+{
+    uint64_t h = 1469598103934665603ull ^ ((uint64_t)api << 32 | (uint32_t)code) ^ (uint64_t)injected << 63;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* Counts this error in its slot; returns the slot index and sets *nth to its occurrence number
+ * in the current epoch, or returns -1 when there is no slot (no stats file, table full). */
+static int agg_count(const soak_call *c, cl_int code, int injected, const char *key, const char *code_name,
+                     uint64_t *nth, uint64_t *epoch)
+{
+    if (!soak_g.agg)
+        return -1;
+    uint64_t h = hash_key(c->id, code, injected, key);
+    int found = -1;
+    pthread_mutex_lock(&agg_lock);
+    for (unsigned probe = 0; probe < SOAK_AGG_SLOTS; probe++) {
+        unsigned i = (unsigned)(h + probe) & (SOAK_AGG_SLOTS - 1);
+        soak_stats_agg *a = &soak_g.agg[i];
+        uint32_t fl = __atomic_load_n(&a->flags, __ATOMIC_RELAXED);
+        if (!(fl & SOAK_AGG_USED)) {
+            a->api = c->id;
+            a->code = code;
+            snprintf(a->key, sizeof a->key, "%s", key);
+            snprintf(a->code_name, sizeof a->code_name, "%s", code_name);
+            __atomic_store_n(&a->first_seq, c->seq, __ATOMIC_RELAXED);
+            __atomic_store_n(&a->flags, SOAK_AGG_USED | (injected ? SOAK_AGG_INJECTED : 0), __ATOMIC_RELEASE);
+            SOAK_ADD(&soak_g.hdr->agg_used, 1);
+            found = (int)i;
+            break;
+        }
+        if (a->api == c->id && a->code == code && !!(fl & SOAK_AGG_INJECTED) == !!injected &&
+            strncmp(a->key, key, sizeof a->key - 1) == 0) {
+            found = (int)i;
+            break;
+        }
+    }
+    if (found >= 0) {
+        soak_stats_agg *a = &soak_g.agg[found];
+        uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
+        if (a->epoch != ep) {
+            __atomic_store_n(&a->epoch, ep, __ATOMIC_RELAXED);
+            __atomic_store_n(&a->epoch_count, 0, __ATOMIC_RELAXED);
+        }
+        *nth = a->epoch_count + 1;
+        *epoch = ep;
+        __atomic_store_n(&a->epoch_count, *nth, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->last_seq, c->seq, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->last_t_ns, soak_now_ns(), __ATOMIC_RELAXED);
+        /* the count last: a reader that sees it sees the fields above */
+        __atomic_store_n(&a->count, a->count + 1, __ATOMIC_RELEASE);
+    } else {
+        SOAK_ADD(&soak_g.hdr->agg_overflow, 1);
+    }
+    pthread_mutex_unlock(&agg_lock);
+    return found;
+}
+
+static void json_sizes(soak_json *j, const char *k, const uint64_t *v, uint32_t dim)
+{
+    char t[96];
+    size_t o = 0;
+    t[o++] = '[';
+    for (uint32_t i = 0; i < dim && i < 3; i++)
+        o += (size_t)snprintf(t + o, sizeof t - o, "%s%llu", i ? "," : "", (unsigned long long)v[i]);
+    t[o++] = ']';
+    t[o] = 0;
+    soak_json_raw(j, k, t);
+}
+
 void soak_record_error(soak_call *c, cl_int code)
 {
     int injected = (c->flags & SOAK_CALL_INJECTED) != 0;
@@ -204,13 +294,21 @@ void soak_record_error(soak_call *c, cl_int code)
         SOAK_ADD(&soak_g.hdr->injected, 1);
         SOAK_ADD(&soak_g.api[c->id].injected, 1);
     }
-    char buf[768];
+    const char *name = soak_code_to_name(code);
+    if (!name)
+        name = "CL_UNKNOWN";
+    char key[128];
+    error_key(c, key, sizeof key);
+    uint64_t nth = 0, epoch = 0;
+    int slot = agg_count(c, code, injected, key, name, &nth, &epoch);
+    if (slot >= 0 && soak_g.error_samples && nth > soak_g.error_samples)
+        return; /* counted in its slot; enough samples of it this epoch */
+    char buf[1024];
     soak_json j;
     soak_json_begin(&j, buf, sizeof buf, "error");
     soak_json_common(&j, c);
     soak_json_int(&j, "code", code);
-    const char *name = soak_code_to_name(code);
-    soak_json_str(&j, "code_name", name ? name : "CL_UNKNOWN");
+    soak_json_str(&j, "code_name", name);
     soak_json_uint(&j, "index", c->index);
     soak_json_bool(&j, "injected", injected);
     if (c->why)
@@ -219,7 +317,42 @@ void soak_record_error(soak_call *c, cl_int code)
         soak_json_bool(&j, "missing", 1);
     if (c->detail[0])
         soak_json_str(&j, "detail", c->detail);
+    soak_json_str(&j, "key", key);
+    if (c->kernel[0]) {
+        soak_json_str(&j, "kernel", c->kernel);
+        if (c->dim) {
+            json_sizes(&j, "gws", c->gws, c->dim);
+            if (c->has_lws)
+                json_sizes(&j, "lws", c->lws, c->dim);
+        }
+    }
+    if (c->param >= 0) {
+        soak_json_uint(&j, "param", (uint64_t)c->param);
+        if (c->param_name)
+            soak_json_str(&j, "param_name", c->param_name);
+    }
+    if (slot >= 0) {
+        soak_json_int(&j, "agg", slot);
+        soak_json_uint(&j, "epoch", epoch);
+        soak_json_uint(&j, "nth", nth);
+    }
     soak_rec_write(buf, soak_json_end(&j), 1);
+}
+
+void soak_note_param(soak_call *c, const soak_param_name *names, size_t n, uint64_t param)
+{
+    c->param = (int64_t)(uint32_t)param;
+    c->param_name = 0;
+    size_t lo = 0, hi = n;
+    while (lo < hi) { /* names are sorted by value */
+        size_t mid = (lo + hi) / 2;
+        if (names[mid].value < (uint32_t)param)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < n && names[lo].value == (uint32_t)param)
+        c->param_name = names[lo].name;
 }
 
 cl_int soak_missing(soak_call *c)

@@ -21,7 +21,7 @@
 #define SOAK_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define SOAK_SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
 
-#define SOAK_INTERPOSER_VERSION 1
+#define SOAK_INTERPOSER_VERSION 2
 
 /* ---- stats file layout (FORMAT.md "stats file") ---- */
 #define SOAK_STATS_MAGIC "SOAKCLS1"
@@ -63,7 +63,13 @@ typedef struct {
     uint64_t mem_limit;     /* 0 = none */
     uint64_t flags;         /* SOAK_STATS_FLAG_* */
     uint64_t untracked_releases; /* retain/release of objects created before soak saw them */
-    uint64_t reserved[7];
+    uint64_t epoch;         /* written by the reader (soak.cl.trace) after each poll: the error
+                               aggregation window; see soak_stats_agg */
+    uint32_t n_agg;         /* error aggregation slots after the API table */
+    uint32_t agg_size;      /* sizeof(soak_stats_agg) */
+    uint64_t agg_used;      /* slots taken */
+    uint64_t agg_overflow;  /* errors that found no free slot (recorded one record each) */
+    uint64_t reserved[3];
 } soak_stats_header;
 
 #define SOAK_STATS_FLAG_OVERRIDE 1u    /* device-type override on */
@@ -85,8 +91,31 @@ typedef struct {
     uint64_t calls;
     uint64_t errors;
     uint64_t injected;
-    uint64_t reserved;
+    uint64_t host_ns; /* time inside the entry point (profiling on only) */
 } soak_stats_api; /* 96 bytes */
+
+/* One kind of error (entry point, code, injected or not, key = kernel or info param):
+ * its exact count lives here, in the mapped stats file, so it survives a crash;
+ * the record file gets only the first SOAK_AGG_SAMPLES of each kind per epoch. */
+#define SOAK_AGG_SLOTS 256
+#define SOAK_AGG_SAMPLES 3
+#define SOAK_AGG_USED 1u
+#define SOAK_AGG_INJECTED 2u
+typedef struct {
+    uint32_t flags;      /* SOAK_AGG_USED (written last), SOAK_AGG_INJECTED */
+    uint32_t api;        /* index into the API table */
+    int32_t code;
+    uint32_t reserved0;
+    uint64_t count;      /* every occurrence, all epochs */
+    uint64_t first_seq;  /* call sequence number of the first occurrence */
+    uint64_t last_seq;
+    uint64_t last_t_ns;
+    uint64_t epoch;      /* the epoch epoch_count counts in */
+    uint64_t epoch_count;
+    uint64_t reserved1;
+    char key[128];       /* "kernel=NAME", "param=CL_..." or "" */
+    char code_name[64];
+} soak_stats_agg; /* 264 bytes */
 
 /* ---- per call ---- */
 #define SOAK_CALL_INJECTED 1u
@@ -99,7 +128,20 @@ typedef struct {
     uint64_t index; /* this entry point's call number, from 1 */
     const char *why; /* injected: which rule / "mem_limit" */
     char detail[200];
+    /* filled on the error path only (hooks), for the record and the aggregation key */
+    uint32_t dim;               /* NDRange: work dimensions (0: no kernel details) */
+    uint32_t has_lws;
+    uint64_t gws[3], lws[3];
+    int64_t param;              /* clGet*Info: param_name (-1: none) */
+    const char *param_name;     /* its symbolic name, when the headers define one */
+    char kernel[96];            /* NDRange: CL_KERNEL_FUNCTION_NAME */
+    uint64_t t0;                /* profiling: when the call entered */
 } soak_call;
+
+typedef struct {
+    uint32_t value;
+    const char *name;
+} soak_param_name;
 
 typedef struct soak_rule soak_rule;
 
@@ -108,6 +150,7 @@ typedef struct {
     soak_stats_header *hdr;
     soak_stats_kind *kinds;
     soak_stats_api *api;
+    soak_stats_agg *agg; /* SOAK_AGG_SLOTS slots; 0 when the stats file is not a file (no aggregation) */
     soak_rule *rules[SOAK_N_API];
     void *real[SOAK_N_API];
     uint8_t tried[SOAK_N_API];
@@ -115,6 +158,8 @@ typedef struct {
     uint64_t mem_limit;
     int mem_records;
     uint64_t max_records;
+    uint64_t error_samples;
+    int profile;            /* SOAK_CL_PROFILE: device and host timing (profile.c) */ /* records per kind of error and epoch (0: every error) */
 } soak_state;
 
 typedef struct {
@@ -155,6 +200,9 @@ SOAK_HIDDEN cl_int soak_fault_slow(soak_call *c);
 SOAK_HIDDEN void soak_record_error(soak_call *c, cl_int code);
 SOAK_HIDDEN cl_int soak_missing(soak_call *c);
 SOAK_HIDDEN uint64_t soak_now_ns(void);
+/* a failing clGet*Info: remember its param_name (names: the prefix table for this entry point) */
+SOAK_HIDDEN void soak_note_param(soak_call *c, const soak_param_name *names, size_t n, uint64_t param);
+SOAK_HIDDEN void soak_kernel_name(const void *kernel, char *out, size_t cap);
 
 static inline void *soak_real_fn(int id)
 {
@@ -177,8 +225,13 @@ static inline int soak_enter(soak_call *c, int id)
     c->flags = 0;
     c->why = 0;
     c->detail[0] = 0;
+    c->dim = 0;
+    c->param = -1;
+    c->kernel[0] = 0;
     c->seq = SOAK_ADD(&soak_g.hdr->calls, 1) + 1;
     c->index = SOAK_ADD(&soak_g.api[id].calls, 1) + 1;
+    if (SOAK_UNLIKELY(soak_g.profile))
+        c->t0 = soak_now_ns();
     return 1;
 }
 
@@ -193,6 +246,8 @@ static inline void soak_exit(soak_call *c, cl_int code)
 {
     if (SOAK_UNLIKELY(code != 0))
         soak_record_error(c, code);
+    if (SOAK_UNLIKELY(soak_g.profile))
+        SOAK_ADD(&soak_g.api[c->id].host_ns, soak_now_ns() - c->t0);
     soak_depth = 0;
 }
 
@@ -201,6 +256,13 @@ SOAK_HIDDEN void soak_obj_new(soak_call *c, int kind, const void *obj, uint64_t 
 SOAK_HIDDEN void soak_obj_retain(soak_call *c, const void *obj);
 SOAK_HIDDEN void soak_obj_release(soak_call *c, const void *obj);
 SOAK_HIDDEN void soak_obj_exit_summary(char *buf, size_t cap);
+
+/* profile.c */
+SOAK_HIDDEN void soak_profile_init(void);
+SOAK_HIDDEN void soak_profile_fini(void);
+SOAK_HIDDEN const cl_queue_properties *soak_profile_props(const cl_queue_properties *props);
+SOAK_HIDDEN void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes);
+SOAK_HIDDEN void soak_prof_sync(void);
 
 /* records.c */
 SOAK_HIDDEN void soak_rec_open(void);
@@ -220,6 +282,7 @@ SOAK_HIDDEN void soak_json_uint(soak_json *j, const char *key, uint64_t v);
 SOAK_HIDDEN void soak_json_ptr(soak_json *j, const char *key, const void *p);
 SOAK_HIDDEN void soak_json_bool(soak_json *j, const char *key, int v);
 SOAK_HIDDEN void soak_json_raw(soak_json *j, const char *key, const char *raw);
+SOAK_HIDDEN void soak_json_append(soak_json *j, const char *raw); /* no key, no comma */
 SOAK_HIDDEN void soak_json_common(soak_json *j, const soak_call *c); /* pid, seq, t_ns, tid, api */
 SOAK_HIDDEN size_t soak_json_end(soak_json *j);                     /* appends "}\n" */
 

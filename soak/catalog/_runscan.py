@@ -89,10 +89,12 @@ class Scan:
         ev = dict(ev, kind="cl_call_error")
         self.fault_events += 1
         f = self._finding("cl_call_error", ev.get("phase"), ev)
-        f.add(ev)
+        c = ev.get("count")  # the interposer folds a kind of error per iteration: count is exact
+        n = c if isinstance(c, int) and c > 0 else 1
+        f.add(ev, n)
         code = ev.get("code")
         if isinstance(code, int):
-            self.code_counts[code] = self.code_counts.get(code, 0) + 1
+            self.code_counts[code] = self.code_counts.get(code, 0) + n
         return f
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
@@ -127,7 +129,7 @@ class Scan:
                 if f is not None:  # the same fault again: only where and how often
                     repeat_events += 1
                     c = vol.get("count")
-                    n = c if kind == b"fault" and c is not None and c > 0 else 1
+                    n = c if c is not None and c > 0 else 1
                     if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
                         code_counts[f.code] = code_counts.get(f.code, 0) + n
                     f.add(vol, n)

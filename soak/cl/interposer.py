@@ -50,11 +50,26 @@ def check_mnn_paths(paths: tuple[str, ...] | list[str] | None = None) -> None:
         + (f"; also present: {', '.join(found[1:])}" if len(found) > 1 else ""))
 
 
-def interposer_library() -> Path:
-    """Build (once, cached) and return native/interposer's libOpenCL.so."""
+HEADERS_ENV = "SOAK_CL_INCLUDE_DIR"
+
+
+def interposer_library(include_dir: str | os.PathLike | None = None) -> Path:
+    """Build (once, cached) and return native/interposer's libOpenCL.so.
+
+    include_dir (default: $SOAK_CL_INCLUDE_DIR, else the system's): the folder holding the
+    CL/cl.h the wrappers are generated from."""
+    include_dir = include_dir or os.environ.get(HEADERS_ENV) or None
+    args: tuple[str, ...] = ()
+    if include_dir:
+        inc = Path(include_dir).resolve()
+        if not (inc / "CL" / "cl.h").is_file():
+            raise OpenCLSetupError(f"{HEADERS_ENV}={include_dir}: no CL/cl.h there",
+                                   "point it at the folder that holds CL/cl.h (e.g. an OpenCL-Headers checkout), "
+                                   "or unset it to use the system headers")
+        args = (f"-DSOAK_CL_INCLUDE_DIR={inc}",)
     from soak.native_build import ensure_built
 
-    return ensure_built("soak_interposer")
+    return ensure_built("soak_interposer", args)
 
 
 def api_names(interposer_dir: Path) -> set[str] | None:
@@ -149,5 +164,6 @@ def prepare(options, run_dir: str | os.PathLike, *, interposer_dir: str | os.Pat
         "SOAK_CL_GPU_OVERRIDE": "1" if _opt(options, "gpu_override") else "0",
         "SOAK_CL_FAULTS": faults,
         "SOAK_CL_MEM_LIMIT": str(int(_opt(options, "mem_limit") or 0) or ""),
+        "SOAK_CL_PROFILE": "1" if _opt(options, "profile") else "0",
     }
     return env

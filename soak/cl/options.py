@@ -39,6 +39,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="report CPU/accelerator OpenCL devices as GPUs (MNN's OpenCL backend on PoCL)")
     g.add_argument("--cl-mem-limit", metavar="BYTES", type=parse_bytes,
                    help="fail OpenCL allocations beyond this many live bytes (e.g. 512M)")
+    g.add_argument("--cl-profile", action="store_true",
+                   help="time every kernel and transfer on the device (profiling queues), device idle gaps "
+                        "and host time per CL call; one cl_profile event per iteration")
     g.add_argument("--cl-real-lib", metavar="PATH",
                    help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
 
@@ -50,11 +53,12 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
     override = bool(args.cl_gpu_override)
     mem_limit = args.cl_mem_limit
     real_lib = args.cl_real_lib
+    profile = bool(args.cl_profile)
     intercept = args.intercept
-    wants = bool(faults or override or mem_limit)
+    wants = bool(faults or override or mem_limit or profile)
     if intercept is False:
         if wants:
-            raise BadInput("--cl-fault, --cl-gpu-override and --cl-mem-limit need the interposer",
+            raise BadInput("--cl-fault, --cl-gpu-override, --cl-mem-limit and --cl-profile need the interposer",
                            "drop --no-intercept")
         return None
     if intercept is None and not wants and backend != "opencl":
@@ -65,4 +69,5 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
         "gpu_override": override,
         "mem_limit": int(mem_limit) if mem_limit else None,
         "real_lib": real_lib,
+        "profile": profile,
     }

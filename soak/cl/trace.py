@@ -5,7 +5,9 @@ Two files in the run folder (format: native/interposer/FORMAT.md):
   cl_trace.<pid>.stats   fixed-layout counters, mmap'd by the worker (one per worker process)
 
     reader = open_trace(run_dir)
-    new = reader.poll()          # records written since the last poll (complete lines only)
+    new = reader.poll()          # records written since the last poll (complete lines only), with
+                                 # the errors of each kind folded into one record with an exact count
+    raw = reader.poll_raw()      # the same without folding (the file's lines as written)
     snap = reader.stats()        # newest worker's counters, or None before the first CL call
     reader.live_bytes()          # GPU bytes the engine holds now (buffers+images+pipes+SVM)
 
@@ -26,9 +28,16 @@ TRACE_FILE = "cl_trace.jsonl"
 STATS_PATTERN = "cl_trace.%p.stats"
 STATS_MAGIC = b"SOAKCLS1"
 
-_HDR = struct.Struct("<8s6I20Q")  # 192 bytes
+_HDR = struct.Struct("<8s6I14Q2I5Q")  # 192 bytes
+_API_FIELDS = ("calls", "errors", "injected", "host_ns")
 _HDR_FIELDS = ("pid", "start_mono_ns", "start_unix_ns", "calls", "errors", "injected", "records",
-               "records_dropped", "live_bytes", "peak_live_bytes", "mem_limit", "flags", "untracked_releases")
+               "records_dropped", "live_bytes", "peak_live_bytes", "mem_limit", "flags", "untracked_releases",
+               "epoch", "n_agg", "agg_size", "agg_used", "agg_overflow")
+EPOCH_OFFSET = 136  # u64 the reader writes: the interposer's error-sample window (FORMAT.md)
+_AGG = struct.Struct("<IIiI7Q128s64s")  # 256 bytes
+AGG_USED, AGG_INJECTED = 1, 2
+SAMPLES = 3  # error records the interposer writes per kind and epoch (SOAK_AGG_SAMPLES)
+_SAMPLE_FIELDS = ("seq", "index", "t_ns", "tid", "detail", "gws", "lws")
 _KIND = struct.Struct("<24s6Q")  # 72 bytes
 _KIND_FIELDS = ("live", "live_bytes", "created", "released", "bytes_created", "peak_live")
 _API = struct.Struct("<64s4Q")  # 96 bytes
@@ -51,13 +60,16 @@ def read_stats(path: str | os.PathLike) -> dict | None:
     if magic != STATS_MAGIC:
         raise BadInput(f"{path} is not a soak interposer stats file (bad magic)",
                        "pass the run folder; stats files are cl_trace.<pid>.stats")
-    if version != 1 or kind_size < _KIND.size or api_size < _API.size:
+    if version not in (1, 2) or kind_size < _KIND.size or api_size < _API.size:
         raise BadInput(f"{path}: stats format version {version} is not supported by this soak",
                        "read it with the soak version that wrote it")
     need = header_size + n_kinds * kind_size + n_api * api_size
     if len(data) < need:
         raise BadInput(f"{path} is truncated ({len(data)} of {need} bytes)", "the file was cut; nothing to read")
     out: dict = dict(zip(_HDR_FIELDS, head[7:7 + len(_HDR_FIELDS)]))
+    if version == 1:
+        for k in ("epoch", "n_agg", "agg_size", "agg_used", "agg_overflow"):
+            out[k] = 0
     out["path"] = str(path)
     flags = out["flags"]
     out["gpu_override"] = bool(flags & FLAG_OVERRIDE)
@@ -71,12 +83,102 @@ def read_stats(path: str | os.PathLike) -> dict | None:
         off += kind_size
     api = {}
     for _ in range(n_api):
-        name, calls, errors, injected, _res = _API.unpack_from(data, off)
+        name, calls, errors, injected, host_ns = _API.unpack_from(data, off)
         if calls or errors:
             api[_name(name)] = {"calls": calls, "errors": errors, "injected": injected}
+            if host_ns:  # profiling on
+                api[_name(name)]["host_ns"] = host_ns
         off += api_size
     out["objects"] = objects
     out["api"] = api
+    api_names = [_name(_API.unpack_from(data, header_size + n_kinds * kind_size + i * api_size)[0])
+                 for i in range(n_api)]
+    agg = []
+    n_agg, agg_size = out["n_agg"], out["agg_size"]
+    if n_agg and agg_size >= _AGG.size and len(data) >= off + n_agg * agg_size:
+        for i in range(n_agg):
+            (flags, api_id, code, _r0, count, first_seq, last_seq, last_t_ns, epoch, epoch_count, _r1, key,
+             code_name) = _AGG.unpack_from(data, off + i * agg_size)
+            if not flags & AGG_USED or not count:
+                continue
+            agg.append({"slot": i, "api": api_names[api_id] if api_id < n_api else f"#{api_id}", "code": code,
+                        "code_name": _name(code_name), "injected": bool(flags & AGG_INJECTED), "key": _name(key),
+                        "count": count, "first_seq": first_seq, "last_seq": last_seq, "last_t_ns": last_t_ns,
+                        "epoch": epoch, "epoch_count": epoch_count})
+    out["agg"] = agg
+    return out
+
+
+def set_epoch(path: str | os.PathLike, epoch: int) -> bool:
+    """Start a new error-sample window in one worker's stats file (the interposer writes the
+    first SAMPLES errors of each kind per window as records, and counts the rest)."""
+    try:
+        with open(path, "r+b") as f:
+            f.seek(EPOCH_OFFSET)
+            f.write(struct.pack("<Q", epoch))
+        return True
+    except OSError:
+        return False
+
+
+def _error_key(rec: dict) -> tuple:
+    return (rec.get("pid"), rec.get("api"), rec.get("code"), bool(rec.get("injected")), rec.get("key", ""))
+
+
+def fold_errors(records: list[dict], slots: dict[tuple, dict] | None = None,
+                instances: dict | None = None) -> list[dict]:
+    """Fold the `error` records of one window into one record per kind of error (pid, entry
+    point, code, injected, key), in the place of its first record; other records pass unchanged.
+
+    slots: {(pid, start unix_ns, slot): {"delta": occurrences since the last window, **slot
+    fields}} from the stats files; a kind's `count` comes from its slot when there is one (exact:
+    the interposer writes only the first few records of a kind per window), else from its
+    records.  instances: {pid: unix_ns of its current library load}, updated from `start`
+    records (a process may load the library more than once).  Each folded record has count,
+    first_seq, last_seq and up to SAMPLES samples."""
+    slots = dict(slots or {})
+    instances = {} if instances is None else instances
+    out: list[dict] = []
+    groups: dict[tuple, dict] = {}
+    for rec in records:
+        if rec.get("type") == "start":
+            instances[rec.get("pid")] = rec.get("unix_ns")
+        if rec.get("type") != "error":
+            out.append(rec)
+            continue
+        slot = rec.get("agg")
+        skey = (rec.get("pid"), instances.get(rec.get("pid")), slot)
+        key = skey if slot is not None and skey in slots else _error_key(rec)
+        g = groups.get(key)
+        if g is None:
+            g = {k: v for k, v in rec.items() if k not in ("agg", "epoch", "nth")}
+            g["count"], g["first_seq"], g["samples"] = 0, rec.get("seq"), []
+            groups[key] = g
+            out.append(g)
+        g["count"] += 1
+        g["last_seq"] = rec.get("seq")
+        if len(g["samples"]) < SAMPLES:
+            sample = {k: rec[k] for k in _SAMPLE_FIELDS if k in rec}
+            if "gws" in sample or sample.get("detail") == g.get("detail"):
+                sample.pop("detail", None)  # kernel + sizes say it, or the folded record does
+            g["samples"].append(sample)
+    for key, g in list(groups.items()):
+        info = slots.pop(key, None)
+        if info is None:
+            continue
+        if info["delta"] <= 0:  # samples of errors counted in an earlier window
+            out.remove(g)
+            continue
+        g["count"] = info["delta"]
+        g["last_seq"] = info["last_seq"]
+    for (pid, _inst, _slot), info in sorted(slots.items(), key=lambda kv: kv[1]["last_seq"]):
+        if info["delta"] <= 0:
+            continue
+        # counted, but every record of it fell in an earlier window (or was over the record cap)
+        out.append({"type": "error", "pid": pid, "seq": info["last_seq"], "t_ns": info["last_t_ns"],
+                    "api": info["api"], "code": info["code"], "code_name": info["code_name"],
+                    "injected": info["injected"], "key": info["key"], "count": info["delta"], "first_seq": None,
+                    "last_seq": info["last_seq"], "samples": []})
     return out
 
 
@@ -118,12 +220,37 @@ class TraceReader:
         self.path = self.run_dir / trace_file
         self.offset = 0
         self.corrupt = 0
+        self.epoch = 0
+        self._agg_seen: dict[tuple, int] = {}  # (pid, library load, slot) -> count seen
+        self._instances: dict = {}  # pid -> unix_ns of the library load its records come from
 
-    def poll(self) -> list[dict]:
-        """Records appended since the last poll (complete lines only)."""
+    def poll_raw(self) -> list[dict]:
+        """Records appended since the last poll (complete lines only), as written."""
         records, self.offset, bad = read_records(self.path, self.offset)
         self.corrupt += bad
         return records
+
+    def poll(self) -> list[dict]:
+        """Records appended since the last poll, each kind of error folded into one record with
+        its exact count (fold_errors); then a new sample window starts in every worker."""
+        records = self.poll_raw()
+        slots: dict[tuple, dict] = {}
+        self.epoch += 1
+        for path in self.stats_files():
+            try:
+                snap = read_stats(path)
+            except (OSError, BadInput):
+                continue
+            if not snap:
+                continue
+            for a in snap["agg"]:
+                key = (snap["pid"], snap["start_unix_ns"], a["slot"])
+                delta = a["count"] - self._agg_seen.get(key, 0)
+                self._agg_seen[key] = a["count"]
+                slots[key] = dict(a, delta=delta)
+            if snap["n_agg"] and not snap["exited"]:
+                set_epoch(path, self.epoch)
+        return fold_errors(records, slots, self._instances)
 
     def stats_files(self) -> list[Path]:
         return sorted(self.run_dir.glob("cl_trace.*.stats"))
@@ -148,6 +275,37 @@ class TraceReader:
     def live_bytes(self) -> int | None:
         snap = self.stats()
         return snap["live_bytes"] if snap else None
+
+
+# record fields renamed in events (events have their own `seq`/`type`/`iteration`)
+_RENAMED = {"seq": "call_seq", "index": "call_index"}
+_DROPPED = {"type", "iteration"}
+_EVENT_OF = {"error": "cl_call_error", "build_failure": "cl_build_failure", "start": "cl_start",
+             "config_error": "cl_config_error", "profile": "cl_profile"}
+
+
+def record_events(records: list[dict], iteration: int | None) -> list[tuple[str, dict]]:
+    """The run's events for these records (from TraceReader.poll): (event name, fields).
+
+    Every record field passes through (seq -> call_seq, index -> call_index), so a field the
+    interposer adds reaches the events without a change here:
+      error          -> cl_call_error     (count, first_seq, last_seq, samples, kernel, gws, lws,
+                                           param, param_name, key, detail, why, ...)
+      build_failure  -> cl_build_failure
+      start, config_error, profile -> cl_start, cl_config_error, cl_profile
+    alloc/free/ext/exit records stay in cl_trace.jsonl only."""
+    out = []
+    for rec in records:
+        rtype = rec.get("type")  # a record type, not a fault kind
+        if rtype not in _EVENT_OF:
+            continue
+        fields = {_RENAMED.get(k, k): v for k, v in rec.items() if k not in _DROPPED}
+        if rtype == "error":
+            fields["injected"] = bool(fields.get("injected"))
+            fields.setdefault("count", 1)
+        name = _EVENT_OF[rtype]
+        out.append((name, dict(fields, iteration=iteration)))
+    return out
 
 
 def open_trace(run_dir: str | os.PathLike) -> TraceReader:

@@ -53,8 +53,9 @@ class Run:
     stderr: str
     run_dir: Path
     lines: list[list[str]] = field(default_factory=list)
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # as written (poll_raw)
     stats: dict | None = None
+    folded: list[dict] = field(default_factory=list)  # errors folded per kind, exact counts (poll)
 
     def result(self, *prefix: str) -> list[list[str]]:
         """'result' lines whose first words are prefix, as word lists without the prefix."""
@@ -63,6 +64,10 @@ class Run:
 
     def of(self, type_: str, **match) -> list[dict]:
         return [r for r in self.records if r.get("type") == type_ and all(r.get(k) == v for k, v in match.items())]
+
+    def errors(self, **match) -> list[dict]:
+        """Folded error records (one per kind, with count/first_seq/last_seq/samples)."""
+        return [r for r in self.folded if r.get("type") == "error" and all(r.get(k) == v for k, v in match.items())]
 
 
 @pytest.fixture
@@ -82,7 +87,9 @@ def run_workload(cl_build: Build, tmp_path):
         proc = subprocess.run([str(cl_build.workload), *args], env=full, capture_output=True, text=True,
                               timeout=timeout)
         lines = [ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("result ")]
+        raw = TraceReader(run_dir).poll_raw()
         reader = TraceReader(run_dir)
-        return Run(proc.returncode, proc.stdout, proc.stderr, run_dir, lines, reader.poll(), reader.stats())
+        folded = reader.poll()
+        return Run(proc.returncode, proc.stdout, proc.stderr, run_dir, lines, raw, reader.stats(), folded)
 
     return run

@@ -91,7 +91,8 @@ def _parse(*argv, backend="opencl"):
 
 
 def test_options():
-    assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None}
+    assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None, "profile": False}
+    assert _parse("--cl-profile", backend="cpu")["profile"] is True
     assert _parse(backend="cpu") is None
     assert _parse("--no-intercept") is None
     assert _parse("--intercept", backend="cpu") is not None
@@ -99,7 +100,7 @@ def test_options():
                "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7", "--cl-gpu-override",
                "--cl-mem-limit", "512M", "--cl-real-lib", "/x/libOpenCL.so.1", backend="cpu")
     assert o == {"faults": "clEnqueueNDRangeKernel=-5@nth:50;clCreateBuffer=-4@p:0.01,seed:7",
-                 "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1"}
+                 "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1", "profile": False}
     with pytest.raises(BadInput, match="need the interposer"):
         _parse("--no-intercept", "--cl-gpu-override")
     with pytest.raises(BadInput):

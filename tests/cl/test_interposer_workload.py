@@ -102,9 +102,12 @@ def test_injected_probability_is_seeded_and_reproducible(run_workload):
     assert failed[0] == failed[1]
     assert 0 < len(failed[0]) < 24
     for r, f in zip(runs, failed):
+        # one kind of error: counted exactly, its first 3 calls written as records
+        (agg,) = r.errors(api="clCreateBuffer")
+        assert agg["count"] == len(f) and agg["code"] == -4 and agg["injected"]
+        assert [s["index"] - 3 for s in agg["samples"]] == f[:3]  # leak buffer i is clCreateBuffer call 3 + i
         errs = r.of("error", api="clCreateBuffer")
-        assert [e["index"] - 3 for e in errs] == f  # leak buffer i is clCreateBuffer call 3 + i
-        assert all(e["code"] == -4 and e["injected"] for e in errs)
+        assert [e["index"] - 3 for e in errs] == f[:3]
         assert r.stats["objects"]["buffer"]["live"] == 24 - len(f)
     other = run_workload("--leak", "24", options={"faults": opts["faults"].replace("seed:11", "seed:12")})
     assert [int(i) for i, c in other.result("leak") if c != "0"] != failed[0]
@@ -307,7 +310,13 @@ def test_counts_exact_under_threads(run_workload):
     assert api["clGetPlatformInfo"]["calls"] == total
     assert r.stats["objects"]["buffer"]["created"] == total + 3 - failures
     assert r.stats["objects"]["buffer"]["live"] == 0 and r.stats["live_bytes"] == 0
-    assert len(r.of("error")) == failures
+    (agg,) = r.errors()  # one kind of error: counted exactly in the stats file, 3 records written
+    assert agg["count"] == failures and len(r.of("error")) == 3 == len(agg["samples"])
+    assert agg["first_seq"] == r.of("error")[0]["seq"] and agg["last_seq"] >= r.of("error")[-1]["seq"]
+    # every error its own record when asked: all there, from several threads
+    r = run_workload("--threads", str(threads), "--thread-calls", str(calls),
+                     options={"faults": "clCreateBuffer=-4@every:7,from:4"}, env={"SOAK_CL_ERROR_SAMPLES": "0"})
+    assert len(r.of("error")) == failures == r.errors()[0]["count"]
     assert len({e["tid"] for e in r.of("error")}) > 1
     assert len(r.of("alloc", kind="buffer")) == len(r.of("free", kind="buffer")) == total + 3 - failures
 

@@ -54,3 +54,25 @@ def test_allocation_failure_from_the_memory_limit(tmp_path):
     assert all(e["why"] == "mem_limit" and e["injected"] for e in errs)
     peak = max(e["gpu_live_bytes"] or 0 for e in events if e["event"] == "memory")
     assert 0 < peak <= 16 << 20
+
+
+def test_persistent_failure_is_one_event_per_iteration_with_exact_counts(tmp_path):
+    from soak.cl.trace import TraceReader
+
+    plan = {"opencl": True, "faults": [{"kind": "gpu_leak", "from": 0, "bytes": 1 << 16}]}
+    run, events, summary = soak(tmp_path, "persist", plan, "--iterations", "8", "--cl-gpu-override",
+                                "--cl-fault", "clCreateBuffer=-4@from:4")
+    errs = [e for e in events if e["event"] == "cl_call_error"]
+    assert errs and all((e["api"], e["code"], e["injected"]) == ("clCreateBuffer", -4, True) for e in errs)
+    per_iteration = {}
+    for e in errs:
+        assert e["iteration"] not in per_iteration  # one kind, one event per iteration (None: after the last)
+        per_iteration[e["iteration"]] = e["count"]
+        assert e["first_seq"] <= e["last_seq"] and 1 <= len(e["samples"]) <= 3
+    for it in (e for e in events if e["event"] == "iteration"):
+        assert it["cl_call_errors"] == per_iteration.get(it["i"], 0)
+    # the test engine reloads OpenCL in the same process: each load's counts are kept
+    loads = TraceReader(run).all_stats()
+    assert len(loads) > 1 and len({s["pid"] for s in loads}) == 1
+    total = sum(s["api"].get("clCreateBuffer", {}).get("errors", 0) for s in loads)
+    assert sum(per_iteration.values()) == total > 0  # errors after the last iteration: iteration None

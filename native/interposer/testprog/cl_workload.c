@@ -20,6 +20,12 @@
  *   --threads T --thread-calls N   T threads, each N x (clCreateBuffer, clGetPlatformInfo,
  *                        clReleaseMemObject)
  *   --bench N            time N calls of clGetPlatformInfo and of clSetKernelArg
+ *   --steps S --step-calls K   S steps of K NDRange enqueues (global sizes 1024 and 512 in turn,
+ *                        no event); each step ends with clFinish and "result step I failed=F ns=T";
+ *                        with --step-sync it then waits for a line on stdin (a reader polls between);
+ *                        --step-kernels M: M distinct kernels (k0..kM-1) called in turn (default: vadd)
+ *   --queue-props        create the queue with clCreateCommandQueueWithProperties (no properties)
+ *   --probe-param P      clGetDeviceInfo(P) with a 1-byte buffer (P: number, 0x.. allowed)
  */
 #define _GNU_SOURCE
 #define CL_TARGET_OPENCL_VERSION 300
@@ -41,7 +47,8 @@
     X(clCreateProgramWithSource) X(clBuildProgram) X(clGetProgramBuildInfo) X(clReleaseProgram)              \
     X(clCreateKernel) X(clCreateKernelsInProgram) X(clReleaseKernel) X(clSetKernelArg) X(clEnqueueNDRangeKernel) X(clEnqueueReadBuffer)  \
     X(clEnqueueWriteBuffer) X(clEnqueueMapBuffer) X(clEnqueueUnmapMemObject) X(clFinish) X(clWaitForEvents)  \
-    X(clReleaseEvent) X(clSVMAlloc) X(clSVMFree) X(clGetExtensionFunctionAddressForPlatform)
+    X(clReleaseEvent) X(clSVMAlloc) X(clSVMFree) X(clGetExtensionFunctionAddressForPlatform) \
+    X(clCreateCommandQueueWithProperties)
 
 #define DECLARE(name) static __typeof__(name) *p_##name;
 CL_FUNCS(DECLARE)
@@ -102,6 +109,9 @@ int main(int argc, char **argv)
     int gpu_only = 0, iterations = 1, errors = 0, bad = 0, leak = 0, maps = 0, ext = 0, bench = 0;
     int alloc_n = 0, leak_svm = 0, sleep_ms = 0, hold_ms = 0, threads = 0, thread_calls = 1000;
     size_t alloc_size = 1 << 20, svm = 0;
+    int steps = 0, step_calls = 100, step_sync = 0, step_kernels = 0;
+    long probe_param = -1;
+    int queue_props = 0;
     const char *crash = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -123,6 +133,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads = atoi(v), i++;
         else if (!strcmp(a, "--thread-calls")) thread_calls = atoi(v), i++;
         else if (!strcmp(a, "--hold-ms")) hold_ms = atoi(v), i++;
+        else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
+        else if (!strcmp(a, "--step-calls")) step_calls = atoi(v), i++;
+        else if (!strcmp(a, "--step-sync")) step_sync = 1;
+        else if (!strcmp(a, "--queue-props")) queue_props = 1;
+        else if (!strcmp(a, "--step-kernels")) step_kernels = atoi(v), i++;
+        else if (!strcmp(a, "--probe-param")) probe_param = strtol(v, 0, 0), i++;
         else {
             fprintf(stderr, "cl_workload: unknown option %s\n", a);
             return 64;
@@ -165,7 +181,9 @@ int main(int argc, char **argv)
     out("clCreateContext %d", err);
     if (!ctx)
         return 4;
-    cl_command_queue q = p_clCreateCommandQueue(ctx, dev, 0, &err);
+    cl_queue_properties no_props[] = {0};
+    cl_command_queue q = queue_props ? p_clCreateCommandQueueWithProperties(ctx, dev, no_props, &err)
+                                     : p_clCreateCommandQueue(ctx, dev, 0, &err);
     out("clCreateCommandQueue %d", err);
     if (!q)
         return 4;
@@ -218,6 +236,58 @@ int main(int argc, char **argv)
             p_clWaitForEvents(1, &ev);
             p_clReleaseEvent(ev);
         }
+    }
+    enum { MAX_STEP_KERNELS = 256 };
+    cl_kernel sk[MAX_STEP_KERNELS];
+    cl_program sprog = 0;
+    if (step_kernels > MAX_STEP_KERNELS)
+        step_kernels = MAX_STEP_KERNELS;
+    if (steps && step_kernels > 0) {
+        size_t cap = (size_t)step_kernels * 160 + 1;
+        char *src = malloc(cap), *o = src;
+        for (int i = 0; i < step_kernels; i++)
+            o += snprintf(o, cap - (size_t)(o - src),
+                          "__kernel void k%d(__global const float *a, __global const float *b, __global float *c)"
+                          " { size_t i = get_global_id(0); c[i] = a[i] * %d.0f + b[i]; }\n", i, i);
+        const char *csrc = src;
+        sprog = p_clCreateProgramWithSource(ctx, 1, &csrc, 0, &err);
+        err = p_clBuildProgram(sprog, 1, &dev, "", 0, 0);
+        out("step_kernels build %d", err);
+        free(src);
+        for (int i = 0; i < step_kernels; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "k%d", i);
+            sk[i] = p_clCreateKernel(sprog, name, &err);
+            p_clSetKernelArg(sk[i], 0, sizeof a, &a);
+            p_clSetKernelArg(sk[i], 1, sizeof b, &b);
+            p_clSetKernelArg(sk[i], 2, sizeof c, &c);
+        }
+    }
+    for (int st = 0; st < steps; st++) {
+        int failed = 0;
+        double t0 = now_ns();
+        for (int i = 0; i < step_calls; i++) {
+            size_t gws = (i & 1) ? N / 2 : N;
+            cl_kernel kk = step_kernels > 0 ? sk[i % step_kernels] : k;
+            if (p_clEnqueueNDRangeKernel(q, kk, 1, 0, &gws, 0, 0, 0, 0) != CL_SUCCESS)
+                failed++;
+        }
+        p_clFinish(q);
+        out("step %d failed=%d ns=%.0f", st + 1, failed, now_ns() - t0);
+        if (step_sync) {
+            char line[16];
+            if (!fgets(line, sizeof line, stdin))
+                break;
+        }
+    }
+    for (int i = 0; sprog && i < step_kernels; i++)
+        p_clReleaseKernel(sk[i]);
+    if (sprog)
+        p_clReleaseProgram(sprog);
+    if (probe_param >= 0) {
+        char one[1];
+        err = p_clGetDeviceInfo(dev, (cl_device_info)probe_param, 1, one, 0);
+        out("probe 0x%lx %d", probe_param, err);
     }
     err = p_clEnqueueReadBuffer(q, c, CL_TRUE, 0, sizeof hc, hc, 0, 0, 0);
     out("clEnqueueReadBuffer %d check=%d", err, err == 0 && hc[10] == 30.0f);

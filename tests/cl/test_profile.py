@@ -1,0 +1,86 @@
+"""--cl-profile on PoCL: the interposer turns profiling on for the queues the engine creates,
+gives every enqueue an event, reads device start/end when complete, and writes one `profile`
+record per poll window: per kernel name and sizes, per transfer, busy/idle device time, host
+time per entry point.  The engine's own object counts stay as they were."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from soak.cl import interposer
+from soak.cl.trace import TraceReader, record_events
+
+
+def profiles(run) -> list[dict]:
+    return run.of("profile")
+
+
+def kernel_counts(rec: dict) -> dict[tuple, int]:
+    return {(c.get("kernel"), tuple(c.get("gws", ()))): c["count"] for c in rec["commands"]
+            if c["api"] == "clEnqueueNDRangeKernel"}
+
+
+def test_kernels_and_transfers_timed_per_name_and_size(run_workload):
+    r = run_workload("--iterations", "3", "--steps", "2", "--step-calls", "30", "--step-kernels", "3",
+                     options={"profile": True})
+    assert r.rc == 0, r.stderr
+    (p,) = profiles(r)  # one window (no reader polled): written at exit
+    counts = kernel_counts(p)
+    # 60 step enqueues over k0, k1, k2 with sizes 1024/512 alternating, plus vadd x3
+    assert counts[("vadd", (1024,))] == 3
+    assert sum(n for (k, _), n in counts.items() if k.startswith("k")) == 60
+    assert counts[("k0", (1024,))] == 10 and counts[("k1", (512,))] == 10
+    for c in p["commands"]:
+        assert c["total_ns"] > 0 and c["p50_ns"] <= c["p99_ns"] <= c["max_ns"] <= c["total_ns"]
+    (read,) = [c for c in p["commands"] if c["api"] == "clEnqueueReadBuffer"]
+    assert read["bytes"] == 4096 and read["count"] == 1
+    assert p["busy_ns"] + p["idle_ns"] == p["span_ns"] and p["busy_ns"] > 0
+    assert p["untimed"] == 0 and p["failed_commands"] == 0
+    assert p["host_ns"]["clEnqueueNDRangeKernel"] > 0 and p["host_ns"]["clFinish"] > 0
+    assert r.stats["api"]["clFinish"]["host_ns"] > 0
+    # the engine's events (vadd iterations) are its own: 3 made, 3 released; ours are not counted
+    assert r.stats["objects"]["event"]["created"] == 3 == r.stats["objects"]["event"]["released"]
+
+
+def test_queue_with_properties_gets_profiling(run_workload):
+    r = run_workload("--queue-props", "--steps", "1", "--step-calls", "20", options={"profile": True})
+    assert r.rc == 0 and "check=1" in r.stdout, r.stderr  # results unchanged
+    (p,) = profiles(r)
+    assert sum(kernel_counts(p).values()) == 21 and p["untimed"] == 0
+
+
+def test_off_by_default(run_workload):
+    r = run_workload("--steps", "1", "--step-calls", "20")
+    assert profiles(r) == [] and "host_ns" not in r.stats["api"]["clFinish"]
+    assert r.of("start")[0]["profile"] is False
+
+
+def test_one_record_per_poll_window(cl_build, tmp_path):
+    steps, calls = 4, 50
+    env = dict(os.environ)
+    env.update(interposer.prepare({"profile": True}, tmp_path, interposer_dir=cl_build.lib_dir, mnn_paths=()))
+    proc = subprocess.Popen([str(cl_build.workload), "--steps", str(steps), "--step-calls", str(calls),
+                             "--step-kernels", "2", "--step-sync"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    reader = TraceReader(tmp_path)
+    events = []
+    try:
+        for i in range(steps):
+            for line in proc.stdout:
+                if line.split()[:2] == ["result", "step"]:
+                    break
+            events += [f for name, f in record_events(reader.poll(), i) if name == "cl_profile"]
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    events += [f for name, f in record_events(reader.poll(), steps) if name == "cl_profile"]
+    # window 0: the workload's first vadd + step 1; then one window per step; the last one (the
+    # final read, after the last poll) is written at exit
+    assert [e["epoch"] for e in events] == list(range(steps + 1))
+    per_window = [sum(n for (k, _), n in kernel_counts(e).items() if k != "vadd") for e in events]
+    assert per_window == [calls] * steps + [0]
+    assert [c["api"] for c in events[-1]["commands"]] == ["clEnqueueReadBuffer"]
