@@ -7,7 +7,7 @@ Runs soak's cl_workload (native/interposer/testprog) through the interposer with
 --cl-fault clEnqueueNDRangeKernel=-5@from:N: each "iteration" is one step of CALLS NDRange
 enqueues over KERNELS distinct kernels (MNN on the H200 made ~4,300 failing enqueues per
 iteration).  After each step the benchmark does what `soak run` does after an iteration:
-TraceReader.poll(), record_events(), EventLog.emit().  It checks that the counts in the
+TraceReader.poll(), trace_events(), EventLog.emit().  It checks that the counts in the
 events equal the failures the workload itself saw, per iteration, and the interposer's total.
 
 "before": every error its own record (SOAK_CL_ERROR_SAMPLES=0) and its own event, as soak
@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soak.cl import interposer  # noqa: E402
-from soak.cl.trace import TraceReader, record_events  # noqa: E402
+from soak.cl.trace import TraceReader
+from soak.cl.trace_events import trace_events  # noqa: E402
 from soak.events import EventLog  # noqa: E402
 
 LIMIT = 50 * 1024
@@ -68,7 +69,7 @@ def one(lib_dir: Path, workload: Path, iterations: int, calls: int, kernels: int
             assert failed is not None, "workload ended early"
             records = reader.poll() if fold else reader.poll_raw()
             counted = 0
-            for name, fields in record_events(records, i):
+            for name, fields in trace_events(records, i):
                 log.emit(name, **fields)
                 counted += fields.get("count", 1) if name == "cl_call_error" else 0
             if counted != failed:

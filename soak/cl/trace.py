@@ -277,37 +277,6 @@ class TraceReader:
         return snap["live_bytes"] if snap else None
 
 
-# record fields renamed in events (events have their own `seq`/`type`/`iteration`)
-_RENAMED = {"seq": "call_seq", "index": "call_index"}
-_DROPPED = {"type", "iteration"}
-_EVENT_OF = {"error": "cl_call_error", "build_failure": "cl_build_failure", "start": "cl_start",
-             "config_error": "cl_config_error", "profile": "cl_profile"}
-
-
-def record_events(records: list[dict], iteration: int | None) -> list[tuple[str, dict]]:
-    """The run's events for these records (from TraceReader.poll): (event name, fields).
-
-    Every record field passes through (seq -> call_seq, index -> call_index), so a field the
-    interposer adds reaches the events without a change here:
-      error          -> cl_call_error     (count, first_seq, last_seq, samples, kernel, gws, lws,
-                                           param, param_name, key, detail, why, ...)
-      build_failure  -> cl_build_failure
-      start, config_error, profile -> cl_start, cl_config_error, cl_profile
-    alloc/free/ext/exit records stay in cl_trace.jsonl only."""
-    out = []
-    for rec in records:
-        rtype = rec.get("type")  # a record type, not a fault kind
-        if rtype not in _EVENT_OF:
-            continue
-        fields = {_RENAMED.get(k, k): v for k, v in rec.items() if k not in _DROPPED}
-        if rtype == "error":
-            fields["injected"] = bool(fields.get("injected"))
-            fields.setdefault("count", 1)
-        name = _EVENT_OF[rtype]
-        out.append((name, dict(fields, iteration=iteration)))
-    return out
-
-
 def open_trace(run_dir: str | os.PathLike) -> TraceReader:
     return TraceReader(run_dir)
 

@@ -164,6 +164,7 @@ class Runner:
                 signal.signal(signal.SIGINT, previous)
             progress.done()
             self.session.close()
+            self._poll_cl_trace(None)  # what the worker's CL calls did after the last iteration
         return None
 
     def _start_engine(self) -> bool:
@@ -346,7 +347,7 @@ class Runner:
                     "baseline_tps": round(baseline, 2)}
         return None
 
-    def _poll_cl_trace(self, iteration: int) -> int:
+    def _poll_cl_trace(self, iteration: int | None) -> int:
         """Write the interposer's new records as events; returns how many CL calls failed."""
         if self.cl_trace is None:
             return 0
@@ -360,7 +361,8 @@ class Runner:
         failed = 0
         for name, fields in trace_events(records, iteration):
             self.events.emit(name, **fields)
-            failed += name == "cl_call_error"
+            if name == "cl_call_error":
+                failed += fields["count"]  # one event per kind of error, with its exact count
         return failed
 
     def _record_faults(self, found: list[dict], iteration: int | None) -> None:

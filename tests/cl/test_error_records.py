@@ -10,7 +10,8 @@ import os
 import subprocess
 
 from soak.cl import interposer
-from soak.cl.trace import SAMPLES, TraceReader, record_events
+from soak.cl.trace import SAMPLES, TraceReader
+from soak.cl.trace_events import trace_events
 
 CL_DEVICE_NAME = 0x102B
 CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV = 0x4000  # NVIDIA only: PoCL answers CL_INVALID_VALUE
@@ -76,7 +77,7 @@ def test_counts_exact_and_records_bounded_per_poll(cl_build, tmp_path):
         for i in range(steps):
             failed = _next_step(proc)
             written = [r for r in raw.poll_raw() if r["type"] == "error"]
-            events = [f for name, f in record_events(reader.poll(), i) if name == "cl_call_error"]
+            events = [f for name, f in trace_events(reader.poll(), i) if name == "cl_call_error"]
             seen.append((failed, [e["count"] for e in events], len(written)))
             if events:
                 (ev,) = events
@@ -90,7 +91,7 @@ def test_counts_exact_and_records_bounded_per_poll(cl_build, tmp_path):
         proc.kill()
     # step 1: NDRange calls 2..401, 150.. fail (252), then every call
     assert seen == [(252, [252], 3)] + [(calls, [calls], 3)] * (steps - 1)
-    tail = [f for name, f in record_events(reader.poll(), steps) if name == "cl_call_error"]
+    tail = [f for name, f in trace_events(reader.poll(), steps) if name == "cl_call_error"]
     assert tail == []  # nothing counted twice, nothing left over
     assert reader.stats()["api"]["clEnqueueNDRangeKernel"]["errors"] == 252 + calls * (steps - 1)
     assert (tmp_path / "cl_trace.jsonl").stat().st_size < 20_000
@@ -119,7 +120,7 @@ def test_event_fields_pass_through():
              "new_field": [1, 2], "count": 4, "first_seq": 7, "last_seq": 20, "samples": []},
             {"type": "alloc", "seq": 8}, {"type": "build_failure", "seq": 9, "log": "x", "code": -11},
             {"type": "start", "seq": 0, "pid": 1, "version": 2}]
-    out = record_events(recs, 5)
+    out = trace_events(recs, 5)
     assert [n for n, _ in out] == ["cl_call_error", "cl_build_failure", "cl_start"]
     ev = out[0][1]
     assert ev == {"pid": 1, "call_seq": 7, "call_index": 3, "api": "clX", "code": -5, "injected": True,

@@ -9,7 +9,8 @@ import os
 import subprocess
 
 from soak.cl import interposer
-from soak.cl.trace import TraceReader, record_events
+from soak.cl.trace import TraceReader
+from soak.cl.trace_events import trace_events
 
 
 def profiles(run) -> list[dict]:
@@ -70,14 +71,14 @@ def test_one_record_per_poll_window(cl_build, tmp_path):
             for line in proc.stdout:
                 if line.split()[:2] == ["result", "step"]:
                     break
-            events += [f for name, f in record_events(reader.poll(), i) if name == "cl_profile"]
+            events += [f for name, f in trace_events(reader.poll(), i) if name == "cl_profile"]
             proc.stdin.write("\n")
             proc.stdin.flush()
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-    events += [f for name, f in record_events(reader.poll(), steps) if name == "cl_profile"]
+    events += [f for name, f in trace_events(reader.poll(), steps) if name == "cl_profile"]
     # window 0: the workload's first vadd + step 1; then one window per step; the last one (the
     # final read, after the last poll) is written at exit
     assert [e["epoch"] for e in events] == list(range(steps + 1))
