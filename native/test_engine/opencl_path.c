@@ -30,6 +30,7 @@ typedef void *(*CreateBuffer)(void *, cl_ulong, size_t, void *, cl_int *);
 typedef cl_int (*EnqueueWriteBuffer)(void *, void *, cl_uint, size_t, size_t, const void *, cl_uint,
                                      const void *, void *);
 typedef cl_int (*Finish)(void *);
+typedef cl_int (*GetDeviceInfo)(void *, cl_uint, size_t, void *, size_t *);
 typedef cl_int (*Release)(void *);
 
 struct cl_path {
@@ -41,9 +42,11 @@ struct cl_path {
     CreateBuffer create_buffer;
     EnqueueWriteBuffer write_buffer;
     Finish finish;
+    GetDeviceInfo device_info;
     Release release_mem, release_queue, release_context;
     void *context, *queue;
     void *kv;           /* grows with the conversation, like MNN's KV cache */
+    void *weights;      /* uploaded at load; NULL when that allocation failed */
     size_t kv_bytes;
     void **leaked;
     size_t n_leaked;
@@ -52,7 +55,32 @@ struct cl_path {
 #define LOAD(field, name, type) \
     if (!(p->field = (type)dlsym(p->lib, name))) { missing = name; }
 
-cl_path *cl_path_open(int *fell_back) {
+/* MNN's init probes of the device (OpenCLRuntime.cpp): name, vendor, version,
+ * then optional features.  A vendor's driver refuses some of the optional ones
+ * with CL_INVALID_VALUE (-30) on every clean run: measured on NVIDIA (three
+ * params).  To mimic a vendor on any driver, its refused params are asked with
+ * a zero-size buffer, which every conformant driver answers with -30; MNN
+ * ignores the answer and prints nothing. */
+typedef struct { const char *vendor; cl_uint params[4]; } vendor_probes;
+static const vendor_probes REFUSED[] = {
+    /* CL_DEVICE_HALF_FP_CONFIG (no cl_khr_fp16), CL_DEVICE_RECORDABLE_QUEUE_MAX_SIZE (QCOM),
+     * CL_DEVICE_NUM_THREADS_PER_EU_INTEL */
+    {"nvidia", {0x1033, 0x41DE, 0x4314, 0}},
+};
+
+static void probe_device(cl_path *p, void *device, const char *vendor) {
+    char buf[256];
+    static const cl_uint ORDINARY[] = {0x102B /* NAME */, 0x102C /* VENDOR */, 0x102F /* VERSION */};
+    for (size_t i = 0; i < sizeof(ORDINARY) / sizeof(ORDINARY[0]); i++)
+        p->device_info(device, ORDINARY[i], sizeof(buf), buf, NULL);
+    if (!vendor) return;
+    for (size_t v = 0; v < sizeof(REFUSED) / sizeof(REFUSED[0]); v++) {
+        if (strcmp(REFUSED[v].vendor, vendor) != 0) continue;
+        for (const cl_uint *q = REFUSED[v].params; *q; q++) p->device_info(device, *q, 0, buf, NULL);
+    }
+}
+
+cl_path *cl_path_open(int *fell_back, const char *vendor) {
     *fell_back = 0;
     cl_path *p = calloc(1, sizeof(*p));
     p->lib = dlopen("libOpenCL.so", RTLD_NOW | RTLD_LOCAL);
@@ -71,6 +99,7 @@ cl_path *cl_path_open(int *fell_back) {
     LOAD(create_buffer, "clCreateBuffer", CreateBuffer);
     LOAD(write_buffer, "clEnqueueWriteBuffer", EnqueueWriteBuffer);
     LOAD(finish, "clFinish", Finish);
+    LOAD(device_info, "clGetDeviceInfo", GetDeviceInfo);
     LOAD(release_mem, "clReleaseMemObject", Release);
     LOAD(release_queue, "clReleaseCommandQueue", Release);
     LOAD(release_context, "clReleaseContext", Release);
@@ -95,6 +124,7 @@ cl_path *cl_path_open(int *fell_back) {
             if (p->get_devices(platforms[i], CL_DEVICE_TYPE_GPU, 1, &device, &n) != 0 || n == 0) device = NULL;
         }
     }
+    if (device) probe_device(p, device, vendor);
     if (device) {
         p->context = p->create_context(NULL, 1, &device, NULL, NULL, &err);
         if (!p->context || err) printf("CL ERROR CODE : %d, info:context \n", err);
@@ -143,6 +173,26 @@ int cl_path_step(cl_path *p, long history_tokens, size_t leak_bytes) {
     return 0;
 }
 
+int cl_path_weights(cl_path *p) {
+    cl_int err = 0;
+    size_t bytes = 256 * 1024;
+    if (p->weights) return 0;
+    p->weights = p->create_buffer(p->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (!p->weights || err) {
+        /* MNN logs the failed upload and goes on with the null buffer */
+        printf("Alloc Buffer %lu error, code:%d \n", (unsigned long)bytes, err);
+        p->weights = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int cl_path_use_weights(cl_path *p) {
+    static char data[64];
+    /* a real call on the (possibly null) buffer: the driver says what is wrong */
+    return p->write_buffer(p->queue, p->weights, 1, 0, sizeof(data), data, 0, NULL, NULL);
+}
+
 void cl_path_reset(cl_path *p) {
     if (p && p->kv) {
         p->release_mem(p->kv);
@@ -155,6 +205,7 @@ void cl_path_close(cl_path *p) {
     if (!p) return;
     cl_path_reset(p);
     for (size_t i = 0; i < p->n_leaked; i++) p->release_mem(p->leaked[i]);
+    if (p->weights) p->release_mem(p->weights);
     free(p->leaked);
     if (p->queue) p->release_queue(p->queue);
     if (p->context) p->release_context(p->context);

@@ -25,18 +25,20 @@
 
 typedef enum {
     F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
-    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_OOM_KILL, F_UNKNOWN
+    F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_OOM_KILL,
+    F_ALLOC_FAIL, F_UNKNOWN
 } fault_kind;
 
 static const char *KIND_NAMES[] = {
     "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
-    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", "oom_kill", NULL
+    "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", "oom_kill",
+    "alloc_fail", NULL
 };
 
 typedef struct {
     fault_kind kind;
     const json_value *spec;
-    long at[32];
+    long *at; /* every entry of the plan's "at" list (no limit) */
     int n_at;
     long every, from, until;
     double probability;
@@ -50,7 +52,7 @@ struct soak_engine {
     char backend[32];
     fault faults[MAX_FAULTS];
     int n_faults;
-    uint64_t rng;
+    uint64_t rng;         /* from the seed; never advanced, so draws don't depend on history */
     long iteration;       /* set by soak through set_config {"soak_iteration": N}; -1 = probe */
     long calls;
     int status;
@@ -61,6 +63,11 @@ struct soak_engine {
     int zero_work;
     int echo; /* output = the prompt bytes, to prove prompts arrive intact */
     int use_opencl; /* config "opencl": real OpenCL calls when the backend is opencl */
+    const char *cl_vendor; /* config "cl_vendor": mimic that vendor's init probe errors */
+    /* A failed allocation at load that MNN did not stop on: every later call runs
+     * on a null buffer (cascade of CL errors, Map error lines, garbage, normal status). */
+    int null_buffer;
+    int cascade_code;
     cl_path *cl;
     struct timespec created;
     soak_perf perf;
@@ -115,20 +122,49 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
         if (x->kind == F_UNKNOWN) { snprintf(err, err_len, "fault %d: unknown kind \"%s\"", e->n_faults, k); return -1; }
         x->spec = f;
         const json_value *at = json_get(f, "at");
-        if (at && at->type == JSON_NUMBER) x->at[x->n_at++] = (long)at->number;
-        if (at && at->type == JSON_ARRAY)
-            for (const json_value *a = at->child; a && x->n_at < 32; a = a->next) x->at[x->n_at++] = (long)a->number;
+        if (at && at->type != JSON_NUMBER && at->type != JSON_ARRAY) {
+            snprintf(err, err_len, "fault %d: \"at\" must be an iteration or a list of iterations", e->n_faults);
+            return -1;
+        }
+        if (at) {
+            size_t n = 1;
+            if (at->type == JSON_ARRAY) { n = 0; for (const json_value *a = at->child; a; a = a->next) n++; }
+            x->at = calloc(n ? n : 1, sizeof(long));
+            if (!x->at) { snprintf(err, err_len, "fault %d: \"at\" list too long", e->n_faults); return -1; }
+            if (at->type == JSON_NUMBER) x->at[x->n_at++] = (long)at->number;
+            else
+                for (const json_value *a = at->child; a; a = a->next) {
+                    if (a->type != JSON_NUMBER) {
+                        snprintf(err, err_len, "fault %d: \"at\" entries must be iterations (numbers)", e->n_faults);
+                        return -1;
+                    }
+                    x->at[x->n_at++] = (long)a->number;
+                }
+        }
         x->every = (long)json_number(f, "every", 0);
         x->from = (long)json_number(f, "from", -1);
         x->until = (long)json_number(f, "until", -1);
         x->probability = json_number(f, "probability", -1);
         x->after_s = json_number(f, "after_s", -1);
         x->context_over = (long)json_number(f, "context_over", -1);
-        const char *default_phase = (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK) ? "load" : "decode";
+        const char *default_phase =
+            (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK || x->kind == F_ALLOC_FAIL) ? "load" : "decode";
         snprintf(x->phase, sizeof(x->phase), "%s", json_string(f, "phase", default_phase));
         e->n_faults++;
     }
     return 0;
+}
+
+/* The probability draw of fault f at iteration i: a pure function of (seed,
+ * fault, phase, iteration), so a restarted worker does not replay the same
+ * sequence from its first draw, and each iteration's verdict is the same
+ * whatever happened before it. */
+static double draw(const soak_engine *e, const fault *f, const char *phase, long i) {
+    uint64_t s = e->rng ^ ((uint64_t)(f - e->faults) * 0xD1B54A32D192ED03ull);
+    for (const char *c = phase; *c; c++) s = (s ^ (unsigned char)*c) * 1099511628211ull;
+    s ^= (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    rng_next(&s);
+    return rng_unit(&s);
 }
 
 /* Does fault f fire now, in this phase?  Probes (iteration -1) never fire. */
@@ -155,7 +191,7 @@ static int fires(soak_engine *e, const fault *f, const char *phase) {
         if (age < f->after_s) return 0;
     }
     if (f->context_over >= 0) { constrained = 1; if (e->history_tokens <= f->context_over) return 0; }
-    if (f->probability >= 0) { constrained = 1; if (rng_unit(&e->rng) >= f->probability) return 0; }
+    if (f->probability >= 0) { constrained = 1; if (draw(e, f, phase, i) >= f->probability) return 0; }
     return constrained;
 }
 
@@ -214,6 +250,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     e->zero_work = json_bool(cfg, "zero_work", 0);
     e->echo = json_bool(cfg, "echo", 0);
     e->use_opencl = json_bool(cfg, "opencl", 0);
+    e->cl_vendor = json_string(cfg, "cl_vendor", NULL);
     if (parse_faults(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
     return e;
 }
@@ -282,6 +319,14 @@ SOAK_EXPORT int soak_engine_load(soak_engine *e) {
             printf("Can't Find type=3 backend, use 0 instead\n");
             snprintf(e->backend, sizeof(e->backend), "cpu");
         }
+        if (f->kind == F_ALLOC_FAIL && fires(e, f, "load")) {
+            /* MNN (measured, NVIDIA and PoCL): the weight upload fails, MNN logs it and
+             * goes on with a null buffer; load succeeds. */
+            printf("Alloc Buffer %ld error, code:%d \n", (long)json_number(f->spec, "bytes", 1 << 22),
+                   (int)json_number(f->spec, "code", -4));
+            e->null_buffer = 1;
+            e->cascade_code = (int)json_number(f->spec, "cascade_code", -9999);
+        }
         if (f->kind == F_FAIL_LOAD && fires(e, f, "load")) {
             printf("[Error]: Load module failed, please check model.\n");
             e->status = SOAK_STATUS_NOT_LOADED;
@@ -291,8 +336,11 @@ SOAK_EXPORT int soak_engine_load(soak_engine *e) {
     phase_faults(e, "load");
     if (e->use_opencl && strcmp(e->backend, "opencl") == 0 && !e->cl) {
         int fell_back = 0;
-        e->cl = cl_path_open(&fell_back);
+        e->cl = cl_path_open(&fell_back, e->cl_vendor);
         if (fell_back) snprintf(e->backend, sizeof(e->backend), "cpu");
+        /* a real weight buffer; if the allocation fails (an injected clCreateBuffer
+         * error), MNN logs it and goes on with a null buffer */
+        if (e->cl && !e->null_buffer && cl_path_weights(e->cl) != 0) e->null_buffer = 1;
     }
     if (!e->zero_work) sleep_s(0.002);
     e->loaded = 1;
@@ -351,8 +399,17 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             case F_CL_ERROR: {
                 int n = (int)json_number(f->spec, "repeat", 1);
                 int code = (int)json_number(f->spec, "code", -5);
-                const char *info = json_string(f->spec, "info", "run3d");
-                for (int r = 0; r < n; r++) printf("CL ERROR CODE : %d, info:%s \n", code, info);
+                /* "info": one tag, or a list: one line per op and tag, as MNN prints a
+                 * storm (Raster, ConvBuf, BinaryOp, ...) when every enqueue fails */
+                const json_value *tags = json_get(f->spec, "info");
+                if (tags && tags->type == JSON_ARRAY) {
+                    for (int r = 0; r < n; r++)
+                        for (const json_value *t = tags->child; t; t = t->next)
+                            if (t->type == JSON_STRING) printf("CL ERROR CODE : %d, info:%s \n", code, t->string);
+                } else {
+                    const char *info = json_string(f->spec, "info", "run3d");
+                    for (int r = 0; r < n; r++) printf("CL ERROR CODE : %d, info:%s \n", code, info);
+                }
                 if (json_bool(f->spec, "corrupt", 0)) repeat = 1;
                 break;
             }
@@ -388,6 +445,18 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
     (void)before;
     if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
+    if (e->null_buffer && !kv_fail) {
+        /* the cascade of a null buffer: every op that reads it fails (real CL calls on
+         * the OpenCL path, NVIDIA's -9999 otherwise), the KV map fails, the output is
+         * garbage, and the call still ends with a normal status */
+        static const char *OPS[] = {"ConvBuf", "Raster", "BinaryOp", "LayerNorm", "MatMul"};
+        for (size_t o = 0; o < sizeof(OPS) / sizeof(OPS[0]); o++) {
+            int code = e->cl ? cl_path_use_weights(e->cl) : e->cascade_code;
+            if (code) printf("CL ERROR CODE : %d, info:%s \n", code, OPS[o]);
+        }
+        printf("Map error key_ptr == nullptr \n");
+        garbage = 1;
+    }
     if (kv_fail) {
         printf("Map error key_ptr == nullptr \n");
         printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
@@ -492,6 +561,7 @@ SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
         FILE *f = fopen(teardown_file, "wb");
         if (f) { fputs("cache\n", f); fclose(f); }
     }
+    for (int k = 0; k < e->n_faults; k++) free(e->faults[k].at);
     json_free(e->config);
     free(e);
 }

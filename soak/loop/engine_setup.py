@@ -18,14 +18,20 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
     config = {"backend_type": cfg.backend, "reuse_kv": True}
     config.update({k: v for k, v in cfg.engine_options.items() if v is not None})
     if cfg.engine == "test":
+        from soak.engine.loader import EngineError, NativeEngine
         from soak.native_build import build_test_engine
 
         engine_config = {"seed": cfg.seed, "faults": cfg.fault_plan or []}
         engine_config.update(cfg.test_engine)
         path = run_dir / "test_engine.json"
         path.write_text(json.dumps(engine_config, indent=2) + "\n")
-        spec = {"kind": "native", "engine_lib": str(build_test_engine()), "plugins": [],
-                "config_path": str(path)}
+        lib = str(build_test_engine())
+        try:  # the engine's own parser judges the plan, before any worker starts
+            NativeEngine(lib, str(path)).close()
+        except EngineError as exc:
+            raise errors.BadInput(f"the fault plan is refused: {exc.message.split(': ', 1)[-1]}",
+                                  "fix the plan; its fields are in native/test_engine/FAULTS.md") from None
+        spec = {"kind": "native", "engine_lib": lib, "plugins": [], "config_path": str(path)}
         return EngineSetup(spec, config, cfg.backend, per_iteration_config=True)
     model = model_path(cfg)
     if cfg.engine == "mnn-pip":

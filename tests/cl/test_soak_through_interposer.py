@@ -9,13 +9,13 @@ import sys
 from soak.events import read_events
 
 
-def soak(tmp_path, run_id, plan, *args):
+def soak(tmp_path, run_id, plan, *args, rc=0):
     plan_file = tmp_path / f"{run_id}.json"
     plan_file.write_text(json.dumps(plan))
     proc = subprocess.run([sys.executable, "-m", "soak", "run", "--fault-plan", str(plan_file), "--backend",
                            "opencl", "--out", str(tmp_path), "--run-id", run_id, "--quiet", *args],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == rc, proc.stderr
     run = tmp_path / run_id
     return run, list(read_events(run)), json.loads((run / "summary.json").read_text())
 
@@ -76,3 +76,33 @@ def test_persistent_failure_is_one_event_per_iteration_with_exact_counts(tmp_pat
     assert len(loads) > 1 and len({s["pid"] for s in loads}) == 1
     total = sum(s["api"].get("clCreateBuffer", {}).get("errors", 0) for s in loads)
     assert sum(per_iteration.values()) == total > 0  # errors after the last iteration: iteration None
+
+
+def test_vendor_init_probes_fail_on_every_clean_run(tmp_path):
+    # MNN's init asks NVIDIA for three device params it does not support (-30), on every run
+    plan = {"opencl": True, "cl_vendor": "nvidia", "faults": []}
+    run, events, summary = soak(tmp_path, "nv", plan, "--iterations", "2", "--cl-gpu-override")
+    assert summary["backend_actual"] == "opencl"
+    errs = [e for e in events if e["event"] == "cl_call_error"]
+    assert len(errs) == 3 and all((e["api"], e["code"], e["injected"]) == ("clGetDeviceInfo", -30, False)
+                                  for e in errs)
+    _, plain_events, _ = soak(tmp_path, "plain", {"opencl": True}, "--iterations", "2", "--cl-gpu-override")
+    assert not [e for e in plain_events if e["event"] == "cl_call_error"]
+
+
+def test_injected_allocation_failure_at_load_continues_on_a_null_buffer(tmp_path):
+    # the first clCreateBuffer is the weight upload at load; MNN goes on with the null buffer
+    run, events, summary = soak(tmp_path, "nullbuf", {"opencl": True}, "--iterations", "3",
+                                "--cl-gpu-override", "--cl-fault", "clCreateBuffer=-4@nth:1", rc=1)
+    errs = [e for e in events if e["event"] == "cl_call_error"]
+    assert (errs[0]["api"], errs[0]["code"], errs[0]["injected"]) == ("clCreateBuffer", -4, True)
+    # each restarted worker fails its upload again (nth counts per process); the rest is the
+    # cascade: real driver errors on the null buffer, not injected
+    cascade = [e for e in errs if not e["injected"]]
+    assert cascade and all((e["api"], e["code"]) == ("clEnqueueWriteBuffer", -38) for e in cascade)
+    assert all((e["api"], e["code"]) == ("clCreateBuffer", -4) for e in errs if e["injected"])
+    log = (run / "engine.log").read_text()
+    assert log.index("Alloc Buffer 262144 error, code:-4") < log.index("CL ERROR CODE")
+    its = [e for e in events if e["event"] == "iteration"]
+    assert its and all(e["status_name"] != "INTERNAL_ERROR" for e in its)
+    assert all("Map error key_ptr == nullptr" in e["error_lines"] for e in its)
