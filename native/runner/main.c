@@ -45,6 +45,9 @@ typedef struct {
     soak_perf perf;
     const char *engine_name; /* open only */
     const sbuf *output;      /* respond only */
+    int has_timing;          /* respond: per-token timing (us; -1 = none) */
+    int64_t ttft_us, itl_p50_us, itl_p99_us, itl_max_us;
+    int streams;             /* open: text arrives through the callback as generated */
     const char *error;
     const char *error_kind;
     int has_hint; /* errors the Python worker raises as SoakError carry "hint" (maybe null) */
@@ -96,7 +99,21 @@ static void send_result(const result *r) {
     add_text(&b, "error", r->error);
     add_text(&b, "error_kind", r->error_kind);
     if (r->has_hint) add_text(&b, "hint", r->hint);
-    if (r->engine_name) add_text(&b, "engine_name", r->engine_name);
+    if (r->engine_name) {
+        add_text(&b, "engine_name", r->engine_name);
+        sbuf_str(&b, ",\"streams\":true");
+    }
+    if (r->has_timing) {
+        const char *keys[] = {"ttft_us", "itl_p50_us", "itl_p99_us", "itl_max_us"};
+        int64_t vals[] = {r->ttft_us, r->itl_p50_us, r->itl_p99_us, r->itl_max_us};
+        sbuf_str(&b, ",\"timing\":{");
+        for (int k = 0; k < 4; k++) {
+            sbuf_fmt(&b, "%s\"%s\":", k ? "," : "", keys[k]);
+            if (vals[k] < 0) sbuf_str(&b, "null");
+            else sbuf_fmt(&b, "%" PRId64, vals[k]);
+        }
+        sbuf_str(&b, "}");
+    }
     if (r->output) {
         sbuf_str(&b, ",\"output_b64\":\"");
         b64_encode(&b, r->output->data ? r->output->data : "", r->output->len);
@@ -126,7 +143,66 @@ static void send_bad_line(const char *why) {
     sbuf_free(&b);
 }
 
-static int text_cb(const char *data, size_t len, void *user) { return sbuf_add((sbuf *)user, data, len) != 0; }
+/* One respond in flight: its output, the time of each streamed chunk, and the
+ * throttled progress lines (soak/worker/protocol.py: PROGRESS_INTERVAL_S). */
+#define PROGRESS_INTERVAL_US 200000
+typedef struct {
+    sbuf *out;
+    long long id;
+    int64_t start_us, next_progress_us;
+    int64_t *times;
+    size_t n, cap;
+} stream_state;
+
+static int text_cb(const char *data, size_t len, void *user) {
+    stream_state *st = (stream_state *)user;
+    if (sbuf_add(st->out, data, len) != 0) return 1;
+    int64_t t = now_us();
+    if (st->n == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 256;
+        int64_t *grown = realloc(st->times, cap * sizeof(int64_t));
+        if (!grown) return 1;
+        st->times = grown;
+        st->cap = cap;
+    }
+    st->times[st->n++] = t;
+    if (t >= st->next_progress_us) {
+        char line[96];
+        int n = snprintf(line, sizeof line, "{\"id\":%lld,\"op\":\"progress\",\"tokens\":%zu}\n", st->id, st->n);
+        st->next_progress_us = t + PROGRESS_INTERVAL_US;
+        if (write_all(proto_fd, line, (size_t)n) != 0) _exit(3); /* supervisor is gone */
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest rank, as soak/worker/protocol.py percentile(). */
+static int64_t percentile(const int64_t *sorted, size_t n, int p) {
+    if (!n) return -1;
+    size_t rank = (n * (size_t)p + 99) / 100;
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return sorted[rank - 1];
+}
+
+static void set_timing(result *r, stream_state *st) {
+    r->has_timing = 1;
+    r->ttft_us = st->n ? (st->times[0] - st->start_us) : -1;
+    size_t n = st->n > 1 ? st->n - 1 : 0;
+    int64_t *gaps = n ? malloc(n * sizeof(int64_t)) : NULL;
+    if (n && !gaps) n = 0;
+    /* whole microseconds from the start, then differences (the Python worker's rounding) */
+    for (size_t i = 0; i < n; i++) gaps[i] = (st->times[i + 1] - st->start_us) - (st->times[i] - st->start_us);
+    if (n) qsort(gaps, n, sizeof(int64_t), cmp_i64);
+    r->itl_p50_us = percentile(gaps, n, 50);
+    r->itl_p99_us = percentile(gaps, n, 99);
+    r->itl_max_us = n ? gaps[n - 1] : -1;
+    free(gaps);
+}
 
 static void close_engine(void) {
     if (engine) api.destroy(engine);
@@ -200,7 +276,7 @@ static void cmd_open(result *r, const char *word) {
 }
 
 /* Runs one command (words[0] is a known op, id parsed).  Returns 1 to quit. */
-static int handle(result *r, char **w, size_t n, sbuf *out) {
+static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) {
     static char err[256];
     const char *op = w[0];
     int needs_engine = strcmp(op, "open") && strcmp(op, "close") && strcmp(op, "quit");
@@ -237,14 +313,17 @@ static int handle(result *r, char **w, size_t n, sbuf *out) {
         } else if (payload(w[3], &prompt, &len) != 0) {
             fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: prompt is not valid base64");
         } else {
-            int rc = api.respond(engine, prompt, len, (int32_t)max_new, text_cb, out);
+            stream_state st = {out, r->id, started_us, started_us, NULL, 0, 0};
+            int rc = api.respond(engine, prompt, len, (int32_t)max_new, text_cb, &st);
             free(prompt);
             if (rc != SOAK_OK) {
                 snprintf(err, sizeof err, "respond failed with rc %d", rc);
                 fail(r, SOAK_ERR_ENGINE, "engine_error", err);
             } else {
                 r->output = out;
+                set_timing(r, &st);
             }
+            free(st.times);
         }
     } else if (strcmp(op, "reset") == 0) {
         api.reset(engine);
@@ -296,7 +375,7 @@ static int handle_line(char *line) {
     sbuf out;
     sbuf_init(&out);
     int64_t t0 = now_us();
-    int quit = handle(&r, w, n, &out);
+    int quit = handle(&r, w, n, &out, t0);
     r.wall_us = now_us() - t0;
     send_result(&r);
     sbuf_free(&out);

@@ -390,6 +390,8 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     double slow = 1.0;
     int garbage = 0, repeat = 0, invalid = 0, empty = 0, sticky = 0, kv_fail = 0;
     size_t gpu_leak = 0;
+    long hang_after = -1; /* hang "after_tokens": a decode stuck mid-stream */
+    const fault *hang_f = NULL;
     sink s = {cb, user, 0, 0};
 
     for (int k = 0; k < e->n_faults; k++) {
@@ -418,7 +420,10 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             case F_KV_MAP_ERROR: kv_fail = 1; break;
             case F_CRASH: do_crash(f); break;
             case F_OOM_KILL: do_oom_kill(f); break;
-            case F_HANG: do_hang(f); break;
+            case F_HANG:
+                if (json_get(f->spec, "after_tokens")) hang_after = (long)json_number(f->spec, "after_tokens", 0), hang_f = f;
+                else do_hang(f);
+                break;
             case F_LEAK: {
                 size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);
                 char *p = malloc(bytes);
@@ -510,11 +515,14 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
         } else if (invalid && generated % 2 == 0) {
             emit(&s, "\xe4\xbd", 2); /* half of a CJK character */
         } else {
+            /* one callback per token, as MNN's streamer writes each decoded token */
             const char *w = WORDS[rng_next(&rs) % N_WORDS];
-            if (generated) emit(&s, " ", 1);
-            emit(&s, w, strlen(w));
+            char piece[24];
+            int n = snprintf(piece, sizeof(piece), "%s%s", generated ? " " : "", w);
+            emit(&s, piece, (size_t)n);
         }
         generated++;
+        if (generated == hang_after) do_hang(hang_f);
         sleep_s(per_token);
         if (!garbage && !repeat && !invalid && rng_unit(&rs) < e->stop_p) { finished = 1; break; }
     }

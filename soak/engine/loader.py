@@ -118,6 +118,8 @@ def load_engine_library(path: str | os.PathLike) -> ctypes.CDLL:
 class NativeEngine:
     """One engine instance from a library implementing the soak ABI."""
 
+    streams = True  # text arrives through the callback as it is generated
+
     def __init__(self, lib_path: str, config_path: str, plugins: list[str] = ()):
         self._plugins = load_plugins(list(plugins))
         self.lib = load_engine_library(lib_path)
@@ -138,12 +140,20 @@ class NativeEngine:
     def load(self) -> bool:
         return self.lib.soak_engine_load(self.handle) == SOAK_OK
 
-    def respond(self, prompt: bytes, max_new_tokens: int) -> bytes:
+    def respond(self, prompt: bytes, max_new_tokens: int, on_chunk=None) -> bytes:
+        """on_chunk(): called after each piece of text the engine streams (a token)."""
         chunks: list[bytes] = []
+        append = chunks.append
 
-        def on_text(data, length, _user):
-            chunks.append(ctypes.string_at(data, length))
-            return 0
+        if on_chunk is None:
+            def on_text(data, length, _user):
+                append(ctypes.string_at(data, length))
+                return 0
+        else:
+            def on_text(data, length, _user):
+                append(ctypes.string_at(data, length))
+                on_chunk()
+                return 0
 
         cb = TEXT_CB(on_text)
         rc = self.lib.soak_engine_respond(self.handle, prompt, len(prompt), max_new_tokens, cb, None)

@@ -150,6 +150,8 @@ def check_backend(config: dict) -> None:
 class PyMnnEngine:
     """One `MNN.llm` instance, created at load() from the merged config."""
 
+    streams = False  # the binding returns the whole answer at once: no per-token progress
+
     def __init__(self, config_path: str | os.PathLike):
         self.config_path, self.model_config = check_model(config_path)
         check_backend(self.model_config)

@@ -46,6 +46,25 @@ def _open_engine(spec: dict):
     raise SoakError(f"unknown engine kind {kind!r}")
 
 
+class _TokenClock:
+    """Times each streamed chunk and writes throttled progress lines on the result stream."""
+
+    __slots__ = ("fd", "cmd_id", "times", "next_progress")
+
+    def __init__(self, fd: int, cmd_id: int, started: float):
+        self.fd = fd
+        self.cmd_id = cmd_id
+        self.times: list[float] = []
+        self.next_progress = started  # the first chunk always reports
+
+    def tick(self) -> None:
+        t = time.perf_counter()
+        self.times.append(t)
+        if t >= self.next_progress:
+            self.next_progress = t + protocol.PROGRESS_INTERVAL_S
+            os.write(self.fd, protocol.progress_line(self.cmd_id, len(self.times)))
+
+
 class Worker:
     def __init__(self, proto_fd: int, log_fd: int):
         self.proto_fd = proto_fd
@@ -75,6 +94,7 @@ class Worker:
                 spec = json.loads(protocol.payload(args[0]))
                 self.engine = _open_engine(spec)
                 extra["engine_name"] = getattr(self.engine, "name", spec.get("kind"))
+                extra["streams"] = self.engine.streams
             elif op == "set_config":
                 self.engine.set_config(protocol.payload(args[0]).decode())
             elif op == "load":
@@ -82,7 +102,13 @@ class Worker:
                     extra.update(_failed("load_failed", "load failed"))
             elif op == "respond":
                 max_new = int(args[0])
-                out = self.engine.respond(protocol.payload(args[1]), max_new)
+                prompt = protocol.payload(args[1])
+                if self.engine.streams:
+                    clock = _TokenClock(self.proto_fd, cmd_id, started)
+                    out = self.engine.respond(prompt, max_new, clock.tick)
+                    extra["timing"] = protocol.token_timing(started, clock.times)
+                else:
+                    out = self.engine.respond(prompt, max_new)
                 extra["output_b64"] = protocol.b64(out)
                 tokens = getattr(self.engine, "last_tokens", None)
                 if tokens is not None:

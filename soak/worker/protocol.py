@@ -95,6 +95,33 @@ def payload(word: str) -> bytes:
     return b"" if word == "-" else unb64(word)
 
 
+# While a respond streams, the worker writes progress lines on the result stream,
+#   {"id": <id>, "op": "progress", "tokens": <chunks so far>}
+# at the first chunk and then at most every PROGRESS_INTERVAL_S while chunks keep
+# coming, so the supervisor can tell a stalled decode from a slow one.
+PROGRESS_INTERVAL_S = 0.2
+
+
+def progress_line(cmd_id: int, tokens: int) -> bytes:
+    return b'{"id":%d,"op":"progress","tokens":%d}\n' % (cmd_id, tokens)
+
+
+def percentile(sorted_values: list, p: float):
+    """Nearest-rank percentile of an ascending list (None when empty); the C runner uses the same rule."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * p // 100))  # ceil(n * p / 100)
+    return sorted_values[int(min(rank, len(sorted_values))) - 1]
+
+
+def token_timing(start: float, times: list[float]) -> dict:
+    """Time to first chunk and inter-chunk latency (p50, p99, max), in whole microseconds."""
+    us = [int((t - start) * 1e6) for t in times]
+    gaps = sorted(b - a for a, b in zip(us, us[1:]))
+    return {"ttft_us": us[0] if us else None, "itl_p50_us": percentile(gaps, 50),
+            "itl_p99_us": percentile(gaps, 99), "itl_max_us": gaps[-1] if gaps else None}
+
+
 def marker(cmd_id: int) -> bytes:
     return MARKER_PREFIX + str(cmd_id).encode() + b"\n"
 

@@ -123,10 +123,13 @@ def script(p: dict[str, Path]) -> list[bytes]:
     return lines
 
 
-def drive(argv: list[str], lines: list[bytes]) -> tuple[list[dict], bytes, int]:
+def drive(argv: list[str], lines: list[bytes], progress: list[dict] | None = None) -> tuple[list[dict], bytes, int]:
+    """Results in order; progress lines (their number depends on timing) go to `progress`."""
     proc = subprocess.run(argv, input=b"".join(lines), capture_output=True, timeout=60)
     results = [json.loads(line) for line in proc.stdout.splitlines()]
-    return results, proc.stderr, proc.returncode
+    if progress is not None:
+        progress += [r for r in results if r.get("op") == "progress"]
+    return [r for r in results if r.get("op") != "progress"], proc.stderr, proc.returncode
 
 
 def normalise(result: dict) -> dict:
@@ -137,6 +140,8 @@ def normalise(result: dict) -> dict:
         r["has_error"] = True
     if "hint" in result:
         r["has_hint"] = result["hint"] is not None
+    if "timing" in r:  # which timings exist follows from the chunks; their values do not match
+        r["timing"] = {k: v is not None for k, v in r["timing"].items()}
     if "perf" in r:
         r["perf"] = {k: v for k, v in r["perf"].items() if k in ("prompt_tokens", "generated_tokens")}
     return r
@@ -144,8 +149,10 @@ def normalise(result: dict) -> dict:
 
 def test_runner_matches_python_worker(built):
     lines = script(built)
-    py_results, py_log, py_rc = drive([sys.executable, "-m", "soak.worker"], lines)
-    c_results, c_log, c_rc = drive([str(built["runner"])], lines)
+    py_progress: list[dict] = []
+    c_progress: list[dict] = []
+    py_results, py_log, py_rc = drive([sys.executable, "-m", "soak.worker"], lines, py_progress)
+    c_results, c_log, c_rc = drive([str(built["runner"])], lines, c_progress)
 
     assert py_results[0]["runner"] == "python" and c_results[0]["runner"] == "native"
     assert py_rc == c_rc == 0
@@ -163,6 +170,14 @@ def test_runner_matches_python_worker(built):
     assert b"CL ERROR CODE : -5, info:mapBuffer" in c_log
     assert c_log.count(b"\x1esoak:done ") == sum(1 for r in c_results if r.get("id", -1) >= 0)
     assert c_results[-1]["op"] == "quit"
+
+    # streaming: the first chunk of every respond that produced text is reported at once
+    streamed = {r["id"] for r in c_results if r.get("op") == "respond" and r.get("timing", {}).get("ttft_us") is not None}
+    assert len(streamed) >= 5  # the sticky error at iteration 3 silences some
+    for progress in (py_progress, c_progress):
+        firsts = {p["id"]: p["tokens"] for p in reversed(progress)}
+        assert set(firsts) == streamed and set(firsts.values()) == {1}
+    assert all(r["streams"] is True for r in c_results if r.get("op") == "open" and r["ok"])
 
 
 def test_runner_logs_before_marker_and_marker_before_result(built):
