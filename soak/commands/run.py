@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("supervision and recovery")
     r.add_argument("--timeout-load", type=float, default=600.0, metavar="S")
     r.add_argument("--timeout-respond", type=float, default=300.0, metavar="S")
+    r.add_argument("--timeout-stall", type=float, default=3.0, metavar="S",
+                   help="a respond whose text stops coming for S seconds is a hang (scaled up for engines "
+                        "seen to be slow; 0: only --timeout-respond)")
     r.add_argument("--timeout-reset", type=float, default=60.0, metavar="S")
     r.add_argument("--timeout-teardown", type=float, default=120.0, metavar="S",
                    help="time the engine gets to shut down at the end (MNN saves its kernel cache then)")
@@ -120,7 +123,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise errors.BadInput("--iterations must be >= 0")
     options = {"precision": args.precision, "memory": args.memory, "thread_num": args.thread_num,
                "power": args.power, "use_mmap": args.use_mmap, "tmp_path": args.tmp_path}
+    if not args.timeout_stall >= 0:  # also refuses nan
+        raise errors.BadInput("--timeout-stall must be a number of seconds >= 0", "0 turns the stall timer off")
     timeouts = Timeouts(load=args.timeout_load, respond=args.timeout_respond, reset=args.timeout_reset,
+                        stall=args.timeout_stall or None,
                         teardown=args.timeout_teardown)
     if args.demo:
         timeouts.respond = min(timeouts.respond, 2.0)

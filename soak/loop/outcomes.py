@@ -54,8 +54,11 @@ def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dic
         faults.append({"kind": death_kind(outcome.signal), "phase": phase, "signal": outcome.signal,
                        "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)})
     elif outcome.hung:
-        faults.append({"kind": "hang", "phase": phase, "timeout_s": timeout_s,
-                       "last_lines": last_lines(outcome)})
+        hang = {"kind": "hang", "phase": phase, "timeout_s": timeout_s, "last_lines": last_lines(outcome)}
+        if outcome.stalled:  # the stall timer, not the whole-call timeout
+            hang.update(stalled=True, stall_s=outcome.stall_limit_s, tokens_before=outcome.tokens,
+                        elapsed_s=round(outcome.elapsed_s, 3))
+        faults.append(hang)
     elif outcome.result is not None:
         status = outcome.result.get("status")
         if status in ERROR_STATUSES:

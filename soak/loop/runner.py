@@ -29,7 +29,7 @@ from soak.loop.config import RunConfig, config_dict, new_run_id
 from soak.loop.console import Progress, summary_table
 from soak.loop.engine_setup import engine_setup, manifest_facts
 from soak.loop.session import EngineSetup, Session
-from soak.loop.stats import RunStats
+from soak.loop.stats import TOKEN_TIMING, RunStats
 from soak.loop.workload import Prefetcher, WorkloadSpec
 from soak.manifest import base_manifest, library_hashes, write_json
 from soak.targets.base import Target
@@ -41,6 +41,13 @@ class RunResult:
     run_dir: Path
     summary: dict
     exit_code: int
+
+
+DENSE_MEMORY_SAMPLES = 200
+
+
+def _seconds(us: int | None) -> float | None:
+    return us / 1e6 if us is not None else None
 
 
 def run_soak(cfg: RunConfig, target: Target | None = None) -> RunResult:
@@ -64,6 +71,8 @@ class Runner:
         self.events: EventLog | None = None
         self.cl_trace = None    # soak.cl.trace.TraceReader while the interposer runs
         self.gpu_bytes = None   # callable -> int | None, set with cl_trace
+        self.iteration_samples = 0
+        self.last_iteration_sample = 0.0
 
     # -- a run, top to bottom ----------------------------------------------
     def run(self) -> RunResult:
@@ -241,6 +250,7 @@ class Runner:
         decode_tps = generated / (perf["decode_us"] / 1e6) if perf.get("decode_us") and generated else None
         status = res.get("status")
         found = outcomes.from_outcome(out, "decode", self.cfg.timeouts.respond)
+        timing = res.get("timing") or {}
         checks = None
         if out.result is not None and out.ok:
             checks = check_output(output, max_new)
@@ -259,6 +269,8 @@ class Runner:
             prefill_tps=round(prefill_tps, 3) if prefill_tps else None,
             decode_tps=round(decode_tps, 3) if decode_tps else None,
             wall_s=round(out.elapsed_s, 6), context_tokens=context_tokens,
+            ttft_s=_seconds(timing.get("ttft_us")), itl_p50_s=_seconds(timing.get("itl_p50_us")),
+            itl_p99_s=_seconds(timing.get("itl_p99_us")), itl_max_s=_seconds(timing.get("itl_max_us")),
             output=output.decode("utf-8", errors="replace"), output_bytes=len(output), checks=checks,
             output_tokens=res.get("output_tokens"),
             cl_errors=[{"code": f["code"], "name": f["name"], "info": f["info"], "count": f["count"]}
@@ -271,9 +283,21 @@ class Runner:
         )
         self._record_faults(found, i)
         self.stats.add_speed(decode_tps, prefill_tps)
-        if self.session.alive:
+        self.stats.add_timing({name: _seconds(timing.get(name[:-2] + "_us")) for name in TOKEN_TIMING})
+        if self._memory_due() and self.session.alive:
             self.sample_memory("iteration", i)
         return found, context_tokens
+
+    def _memory_due(self) -> bool:
+        """An iteration's memory sample: each of the first DENSE_MEMORY_SAMPLES, then at most one
+        per memory interval (a sample parses smaps_rollup: ~1 ms, too much per fast iteration)."""
+        now = time.monotonic()
+        if (self.iteration_samples < DENSE_MEMORY_SAMPLES
+                or now - self.last_iteration_sample >= self.cfg.memory_interval_s):
+            self.iteration_samples += 1
+            self.last_iteration_sample = now
+            return True
+        return False
 
     # -- steps of the loop ----------------------------------------------------
     def _turns(self, spec: WorkloadSpec):

@@ -26,6 +26,9 @@ class Timeouts:
     start: float = 60.0
     load: float = 600.0
     respond: float = 300.0
+    # a streaming respond with no new text for this long is a hang (scaled up for slow
+    # engines, see supervisor.StallPolicy); None: only the whole-call timeout
+    stall: float | None = 3.0
     reset: float = 60.0
     # the engine's destructor: MNN writes its OpenCL kernel cache (mnn_cachefile.bin) there,
     # which took 44 s on PoCL; killed sooner, the next run starts cold again
@@ -50,7 +53,8 @@ class Session:
         self.events = events
         self.run_dir = run_dir
         self.timeouts = timeouts
-        self.sup = Supervisor(target, run_dir / "engine.log", cwd=run_dir, env=setup.env, on_line=on_line)
+        self.sup = Supervisor(target, run_dir / "engine.log", cwd=run_dir, env=setup.env, on_line=on_line,
+                              stall_s=timeouts.stall)
         self.backend_actual: str | None = None
         self.engine_name: str | None = None
         self.phase = "init"
@@ -138,16 +142,11 @@ class Session:
     # -- calls --------------------------------------------------------------
     def respond(self, prompt: bytes, max_new_tokens: int, iteration: int) -> CallOutcome:
         self.iteration = iteration
-        cfg = None
-        if self.setup.per_iteration_config:
-            cfg = self.sup.call("set_config", json.dumps({"soak_iteration": iteration}), timeout_s=self.timeouts.reset)
-            if cfg.died or cfg.hung:  # the worker (or the device) went away before the call itself
-                self._record_exit(cfg, "decode")
-                return cfg
+        # the test engine's iteration goes in the same write as the respond: one round trip
+        before = ((("set_config", json.dumps({"soak_iteration": iteration})),)
+                  if self.setup.per_iteration_config else ())
         self.phase = "decode"
-        out = self.sup.call("respond", max_new_tokens, prompt, timeout_s=self.timeouts.respond)
-        if cfg is not None:
-            out.lines = cfg.lines + out.lines  # nothing the engine printed is dropped
+        out = self.sup.call("respond", max_new_tokens, prompt, timeout_s=self.timeouts.respond, before=before)
         self._record_exit(out, "decode")
         return out
 

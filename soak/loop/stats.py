@@ -38,6 +38,9 @@ class RunningStats:
         return round(self.mean, 3) if self.n else None
 
 
+TOKEN_TIMING = ("ttft_s", "itl_p50_s", "itl_p99_s", "itl_max_s")
+
+
 class RunStats:
     def __init__(self, slowdown_window: int = 30):
         self._lock = threading.Lock()
@@ -53,6 +56,7 @@ class RunStats:
         self.rss = RunningStats()
         self.recent_decode_tps: deque = deque(maxlen=slowdown_window)
         self.last_memory: dict | None = None
+        self.token_timing = {name: RunningStats() for name in TOKEN_TIMING}
 
     def add_faults(self, found: list[dict]) -> None:
         with self._lock:
@@ -73,6 +77,13 @@ class RunStats:
                 self.recent_decode_tps.append(decode_tps)
             if prefill_tps:
                 self.prefill_tps.add(prefill_tps)
+
+    def add_timing(self, timing: dict) -> None:
+        """One iteration's time to first token and inter-token latency (seconds or None)."""
+        with self._lock:
+            for name, value in timing.items():
+                if value is not None:
+                    self.token_timing[name].add(value)
 
     def add_recovery(self, recovered_by: str | None, duration_s: float) -> None:
         with self._lock:
@@ -113,4 +124,8 @@ class RunStats:
                 "decode_tps_stdev": round(stdev, 3) if stdev else None,
                 "prefill_tps_mean": self.prefill_tps.rounded_mean(),
                 "rss": {"first": self.rss.first, "last": self.rss.last, "max": self.rss.max},
+                # per iteration: time to first token and inter-token latency, mean and worst over the run
+                "token_timing": {name: {"mean": round(st.mean, 6) if st.n else None,
+                                        "max": round(st.max, 6) if st.n else None}
+                                 for name, st in self.token_timing.items()},
             }

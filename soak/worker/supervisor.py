@@ -1,18 +1,22 @@
 """Drive one worker process: send commands, watch time, capture output.
 
-The worker's stderr is the engine's raw output.  A reader thread appends it
-to engine.log as it arrives (nothing is buffered in soak), removes the
-protocol's marker lines, and files each engine line under the command that
-printed it.  A call ends in one of three ways: a result, the worker's death
-(crash), or the phase watchdog killing it (hang).
+The worker's stderr is the engine's raw output.  While a call runs, the
+supervisor reads it and the result stream in the same thread, appends engine
+text to engine.log as it arrives, removes the protocol's marker lines, and
+files each engine line under the command that printed it.  A call ends in one
+of three ways: a result, the worker's death (crash), or the watchdog killing
+it (hang): the whole-call timeout, or for a streaming respond the stall timer
+(no progress line for a few seconds).
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
+import math
+import os
+import select
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +52,9 @@ class CallOutcome:
     died: bool = False
     hung: bool = False
     lost: bool = False  # the connection to a remote worker dropped (device offline): not a crash
+    stalled: bool = False  # hung by the stall timer: no text for stall_limit_s while streaming
+    stall_limit_s: float | None = None
+    tokens: int = 0  # chunks the worker reported streaming before the end
     exit_code: int | None = None
     signal: str | None = None
     lines: list[LogLine] = field(default_factory=list)
@@ -63,19 +70,81 @@ class WorkerDead(Exception):
     """The connection to a remote worker dropped before its hello (the device went away)."""
 
 
-class _LogCapture(threading.Thread):
-    """Reads the engine stream, writes engine.log, groups lines per command."""
+class _Streams:
+    """Reads the worker's two streams in the calling thread: results (JSON lines) and
+    the engine's raw output.  Engine text goes to engine.log as it is read, markers
+    removed, each line filed under the command that printed it.  No reader threads and
+    no queues: a call costs one write and the reads its answer needs.  Between calls
+    nothing is read; the pipe holds what the engine prints meanwhile (up to its size,
+    64 KiB on Linux) and the next call files it."""
 
-    def __init__(self, stream, log_file, on_line=None):
-        super().__init__(daemon=True, name="soak-log-capture")
-        self.stream = stream
+    def __init__(self, proc: WorkerProcess, log_file, on_line=None):
         self.log_file = log_file
         self.on_line = on_line
-        self.cond = threading.Condition()
+        self.res_fd = proc.stdout.fileno()
+        self.log_fd = proc.stderr.fileno()
+        self.poller = select.poll()
+        self.poller.register(self.res_fd, select.POLLIN)
+        self.poller.register(self.log_fd, select.POLLIN)
+        self.res_buf = b""
+        self.log_buf = b""
+        self.results: deque[dict] = deque()
+        self.res_eof = False
+        self.eof = False  # of the log stream
         self.pending: list[LogLine] = []
         self.pending_start = log_file.tell()
         self.done: dict[int, tuple[list[LogLine], tuple[int, int]]] = {}
-        self.eof = False
+
+    def pump(self, timeout_s: float) -> None:
+        """Wait up to timeout_s for either stream, then read what is there."""
+        if self.res_eof and self.eof:
+            return
+        try:
+            ready = self.poller.poll(max(0, math.ceil(timeout_s * 1000)))
+        except InterruptedError:
+            return
+        for fd, _ in ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if fd == self.res_fd:
+                self._results(chunk)
+            else:
+                self._log(chunk)
+
+    def _results(self, chunk: bytes) -> None:
+        if not chunk:
+            self.res_eof = True
+            self.poller.unregister(self.res_fd)
+            if self.res_buf.strip():
+                self.results.append({"op": "garbled", "raw": self.res_buf[:200].decode(errors="replace")})
+            self.res_buf = b""
+            return
+        self.res_buf += chunk
+        if b"\n" not in chunk:
+            return
+        *lines, self.res_buf = self.res_buf.split(b"\n")
+        for raw in lines:
+            try:
+                self.results.append(json.loads(raw))
+            except json.JSONDecodeError:
+                self.results.append({"op": "garbled", "raw": raw[:200].decode(errors="replace")})
+
+    def _log(self, chunk: bytes) -> None:
+        if not chunk:
+            self.eof = True
+            self.poller.unregister(self.log_fd)
+            if self.log_buf:
+                self._line(self.log_buf)
+            self.log_buf = b""
+            return
+        self.log_buf += chunk
+        if b"\n" not in chunk:
+            return
+        *lines, self.log_buf = self.log_buf.split(b"\n")
+        for raw in lines:
+            self._line(raw + b"\n")
 
     def _line(self, raw: bytes) -> None:
         pos = raw.find(protocol.MARKER_PREFIX)
@@ -87,83 +156,93 @@ class _LogCapture(threading.Thread):
                 cmd_id = int(rest.strip() or b"-1")
             except ValueError:
                 cmd_id = -1
-            with self.cond:
-                end = self.log_file.tell()
-                self.done[cmd_id] = (self.pending, (self.pending_start, end))
-                self.pending = []
-                self.pending_start = end
-                self.cond.notify_all()
+            end = self.log_file.tell()
+            self.done[cmd_id] = (self.pending, (self.pending_start, end))
+            self.pending = []
+            self.pending_start = end
             return
         self._write_text(raw)
 
     def _write_text(self, raw: bytes) -> None:
         offset = self.log_file.tell()
         self.log_file.write(raw)
-        self.log_file.flush()
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         line = LogLine(text, offset, parse_line(text))
-        with self.cond:
-            self.pending.append(line)
+        self.pending.append(line)
         if self.on_line:
             self.on_line(line)
 
-    def run(self) -> None:
-        buf = b""
-        read = getattr(self.stream, "read1", None) or self.stream.read
-        while True:
-            try:
-                chunk = read(65536)
-            except (OSError, ValueError):
-                chunk = b""
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                self._line(raw + b"\n")
-        if buf:
-            self._line(buf)
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
     def take(self, cmd_id: int, wait_s: float) -> tuple[list[LogLine], tuple[int, int]]:
-        """Lines printed during command cmd_id (waits briefly for its marker)."""
+        """Lines printed during command cmd_id (reads until its marker, briefly)."""
         deadline = time.monotonic() + wait_s
-        with self.cond:
-            while cmd_id not in self.done and not self.eof:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
-            if cmd_id in self.done:
-                return self.done.pop(cmd_id)
-            lines, start = self.pending, self.pending_start
-            self.pending = []
-            self.pending_start = self.log_file.tell()
-            return lines, (start, self.pending_start)
+        while cmd_id not in self.done and not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.pump(left)
+        if cmd_id in self.done:
+            return self.done.pop(cmd_id)
+        lines, start = self.pending, self.pending_start
+        self.pending = []
+        self.pending_start = self.log_file.tell()
+        return lines, (start, self.pending_start)
+
+    def drain(self, wait_s: float) -> None:
+        """Read the log stream to its end (the worker is gone), for at most wait_s."""
+        deadline = time.monotonic() + wait_s
+        while not self.eof and time.monotonic() < deadline:
+            self.pump(deadline - time.monotonic())
 
 
-class _ResultReader(threading.Thread):
-    def __init__(self, stream):
-        super().__init__(daemon=True, name="soak-result-reader")
-        self.stream = stream
-        self.queue: queue.Queue = queue.Queue()
+@dataclass
+class StallPolicy:
+    """When a streaming respond counts as stalled, apart from the whole-call timeout.
 
-    def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            try:
-                self.queue.put(json.loads(raw))
-            except json.JSONDecodeError:
-                self.queue.put({"op": "garbled", "raw": raw[:200].decode(errors="replace")})
-        self.queue.put(None)  # EOF: the worker is gone
+    After a chunk: no next one for `stall_s`, or 4x the slowest gap seen (so a slow
+    but steady device is not killed).  Before the first chunk (prefill, which a
+    throttled device or a longer context slows most): 10x what the first chunk took
+    so far (per prompt byte; on the first call after a load also twice the load
+    time), at least 10x `stall_s`.  With nothing measured yet (the first call of a
+    run: MNN builds and tunes its kernels there) only the whole-call timeout."""
+
+    stall_s: float | None = None  # None: no stall timer
+    load_s: float = 0.0
+    first_ttft_s: float | None = None     # slowest first chunk of a first call after a load
+    ttft_per_byte_s: float | None = None  # slowest first chunk per prompt byte, later calls
+    max_gap_s: float = 0.0
+
+    def first_chunk_s(self, first_after_load: bool, prompt_bytes: int) -> float | None:
+        if self.stall_s is None:
+            return None
+        if first_after_load or self.ttft_per_byte_s is None:
+            if self.first_ttft_s is None:
+                return None
+            return max(10 * self.stall_s, 10 * self.first_ttft_s, 2 * self.load_s if first_after_load else 0.0)
+        return max(10 * self.stall_s, 10 * self.ttft_per_byte_s * max(prompt_bytes, 64))
+
+    def gap_s(self, gap_in_call: float) -> float | None:
+        if self.stall_s is None:
+            return None
+        return max(self.stall_s, 4 * max(self.max_gap_s, gap_in_call))
+
+    def observe(self, first_after_load: bool, prompt_bytes: int, timing: dict) -> None:
+        ttft = timing.get("ttft_us")
+        if ttft is not None:
+            if first_after_load:
+                self.first_ttft_s = max(self.first_ttft_s or 0.0, ttft / 1e6)
+            else:
+                rate = ttft / 1e6 / max(prompt_bytes, 64)
+                self.ttft_per_byte_s = max(self.ttft_per_byte_s or 0.0, rate)
+        gap = timing.get("itl_max_us")
+        if gap is not None:
+            self.max_gap_s = max(self.max_gap_s, gap / 1e6)
 
 
 class Supervisor:
     """One worker process at a time; `restart()` replaces it."""
 
     def __init__(self, target: Target, engine_log: Path, cwd: Path, env: dict[str, str] | None = None,
-                 on_line=None):
+                 on_line=None, stall_s: float | None = None):
         self.target = target
         self.cwd = cwd
         self.env = env or {}
@@ -174,8 +253,10 @@ class Supervisor:
         self.hello: dict | None = None
         self.last_pid: int | None = None
         self._next_id = 0
-        self._log: _LogCapture | None = None
-        self._results: _ResultReader | None = None
+        self._io: _Streams | None = None
+        self.stall = StallPolicy(stall_s)
+        self.streams = False  # the open engine streams its text (progress lines come)
+        self._first_after_load = True
 
     @property
     def pid(self) -> int | None:
@@ -194,23 +275,21 @@ class Supervisor:
         soak's problem, not the engine's (no engine code runs before it): HarnessError.
         WorkerDead: a remote worker's connection dropped (its target records why)."""
         self.generation += 1
+        self.streams = False
         self.proc = self.target.spawn_worker(self.env, self.cwd)
-        self._log = _LogCapture(self.proc.stderr, self._log_file, self.on_line)
-        self._results = _ResultReader(self.proc.stdout)
-        self._log.start()
-        self._results.start()
-        timed_out = False
-        try:
-            hello = self._results.queue.get(timeout=timeout_s)
-        except queue.Empty:
-            hello, timed_out = None, True
+        self._io = _Streams(self.proc, self._log_file, self.on_line)
+        deadline = time.monotonic() + timeout_s
+        while not self._io.results and not self._io.res_eof and time.monotonic() < deadline:
+            self._io.pump(deadline - time.monotonic())
+        hello = self._io.results.popleft() if self._io.results else None
+        timed_out = hello is None and not self._io.res_eof
         problem = protocol.hello_problem(hello)
         if problem:
             lost = bool(getattr(self.proc, "lost", False))
             code = self.stop(kill=True)
             if lost:
                 raise WorkerDead(f"lost the connection to the worker before its hello (exit {code})")
-            said = [line.text.strip() for line in self._log.pending if line.text.strip()]
+            said = [line.text.strip() for line in self._io.pending if line.text.strip()]
             if timed_out:
                 problem = f"it said nothing within {timeout_s:g}s"
             elif hello is None:
@@ -222,52 +301,117 @@ class Supervisor:
         self.last_pid = self.pid
         return hello
 
-    def call(self, op: str, *args, timeout_s: float) -> CallOutcome:
+    def call(self, op: str, *args, timeout_s: float, before: tuple = ()) -> CallOutcome:
+        """Send op (after the commands in `before`, each (op, *args), in the same write:
+        one round trip) and wait for its result, the worker's death, the whole-call
+        timeout or, for a streaming respond, a stall (see StallPolicy)."""
         if self.proc is None:  # already gone: the caller's recovery decides what next
             return CallOutcome(op, died=True)
-        self._next_id += 1
-        cmd_id = self._next_id
+        io = self._io
+        ids = []
+        data = b""
+        for cmd in (*before, (op, *args)):
+            self._next_id += 1
+            ids.append(self._next_id)
+            data += protocol.encode_command(cmd[0], self._next_id, *cmd[1:])
+        cmd_id = ids[-1]
         outcome = CallOutcome(op)
         started = time.monotonic()
         try:
-            self.proc.stdin.write(protocol.encode_command(op, cmd_id, *args))
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            pass  # it died; the result reader will see EOF
+            pass  # it died; the result stream will end
         deadline = started + timeout_s
+        watch = op == "respond" and self.streams and self.stall.stall_s is not None
+        first_after_load = self._first_after_load
+        prompt_bytes = len(args[1]) if op == "respond" and len(args) > 1 else 0
+        first_limit = self.stall.first_chunk_s(first_after_load, prompt_bytes) if watch else None
+        tokens, last_t, gap = 0, started, 0.0
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                outcome.hung = True
-                break
-            try:
-                item = self._results.queue.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            if item is None:
-                outcome.died = True
-                break
-            if item.get("id") == cmd_id:
+            while io.results:
+                item = io.results.popleft()
+                if item.get("id") != cmd_id:
+                    continue  # a `before` command's result, or a stale line
+                if item.get("op") == "progress":
+                    now = time.monotonic()
+                    n = int(item.get("tokens") or 0)
+                    if tokens and n > tokens:
+                        gap = max(gap, (now - last_t) / (n - tokens))
+                    tokens, last_t = n, now
+                    continue
                 outcome.result = item
                 break
+            if outcome.result is not None:
+                break
+            if io.res_eof:
+                outcome.died = True
+                break
+            now = time.monotonic()
+            limit = deadline
+            if watch:
+                allowed = self.stall.gap_s(gap) if tokens else first_limit
+                if allowed is not None:
+                    limit = min(limit, last_t + allowed)
+            if now >= limit:
+                outcome.hung = True
+                if limit < deadline:
+                    outcome.stalled = True
+                    outcome.stall_limit_s = round(limit - last_t, 3)
+                break
+            io.pump(limit - now)
         outcome.elapsed_s = time.monotonic() - started
+        outcome.tokens = tokens
         if outcome.hung:
             outcome.exit_code = self.stop(kill=True)
         elif outcome.died:
             outcome.lost = bool(getattr(self.proc, "lost", False))
-            outcome.exit_code = self.proc.wait(5.0)
+            outcome.exit_code = self._wait_draining(5.0)
             if outcome.exit_code is None:
                 outcome.exit_code = self.stop(kill=True)
             else:
                 self._reap()
         if outcome.exit_code is not None:
             outcome.signal = signal_name(outcome.exit_code)
-        outcome.lines, outcome.span = self._log.take(cmd_id, wait_s=2.0 if outcome.result else 3.0)
+        wait_s = 2.0 if outcome.result else 3.0
+        spans = []
+        for i in ids:
+            lines, span = io.take(i, wait_s)
+            outcome.lines += lines
+            spans.append(span)
+        outcome.span = (spans[0][0], spans[-1][1])
+        self._learn(op, outcome, first_after_load, prompt_bytes)
         return outcome
 
+    def _learn(self, op: str, outcome: CallOutcome, first_after_load: bool, prompt_bytes: int) -> None:
+        result = outcome.result
+        if op == "open" and result is not None:
+            self.streams = bool(result.get("streams"))
+        elif op == "load" and outcome.ok:
+            self.stall.load_s = max(self.stall.load_s, outcome.elapsed_s)
+            self._first_after_load = True
+        elif op == "respond" and result is not None:
+            self._first_after_load = False
+            if result.get("timing"):
+                self.stall.observe(first_after_load, prompt_bytes, result["timing"])
+
+    def _wait_draining(self, timeout_s: float) -> int | None:
+        """The worker's exit status, reading its log meanwhile (a full pipe can't block its exit)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self.proc.poll()
+            if code is not None or time.monotonic() >= deadline:
+                return code
+            if self._io is not None and not self._io.eof:
+                self._io.pump(min(0.05, deadline - time.monotonic()))
+            else:
+                code = self.proc.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                if code is not None:
+                    return code
+
     def _reap(self) -> None:
-        if self._log:
-            self._log.join(timeout=3.0)
+        if self._io:
+            self._io.drain(3.0)
         self.proc = None
 
     def stop(self, kill: bool = False, timeout_s: float = 5.0) -> int | None:
@@ -281,7 +425,7 @@ class Supervisor:
                 proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
                 pass
-            code = proc.wait(timeout_s)
+            code = self._wait_draining(timeout_s)
             if code is not None:
                 self._reap()
                 return code
