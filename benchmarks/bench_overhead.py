@@ -1,6 +1,6 @@
 """soak's own overhead per iteration, on a zero-work engine.
 
-    python benchmarks/bench_overhead.py [--iterations 100000] [--keep DIR]
+    python benchmarks/bench_overhead.py [--iterations 100000] [--keep DIR] [--workload pool|generated]
 
 The test engine in zero_work mode does no sleeping and emits one token, so
 what is measured is soak: the worker protocol round trips, log capture,
@@ -8,6 +8,13 @@ output checks, event writing and memory sampling.  Prints iterations per
 second of the loop, soak's own RSS (the supervisor process) at checkpoints
 through the loop, which must stay flat, and the time and peak memory of the
 end-of-run analysis (classification, verdicts) separately.
+
+Drawing the workload (hypothesis strategies, several ms per turn) happens in
+a thread ahead of the loop, overlapping engine time; with a zero-work engine it
+would be all that is measured.  So by default the loop cycles through a pool
+of 64 drawn conversations (real prompts, conversation ends and resets as in a
+run), and the cost of drawing is measured and printed on its own.
+`--workload generated` runs the loop on freshly drawn conversations instead.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ import psutil
 from soak.loop import runner as runner_mod
 from soak.loop.config import RunConfig
 from soak.loop.runner import Runner
+from soak.loop.workload import WorkloadSpec, conversation
+
+POOL = 64
 
 
 class MeasuredRunner(Runner):
-    def __init__(self, cfg, checkpoints):
+    def __init__(self, cfg, checkpoints, pool=None):
         super().__init__(cfg)
+        self.pool = pool
         self.checkpoints = set(checkpoints)
         self.rss_at: dict[int, int] = {}
         self.loop_s = None
@@ -38,6 +49,16 @@ class MeasuredRunner(Runner):
             self.rss_at[i] = self.me.memory_info().rss
         return result
 
+    def _turns(self, spec):
+        if self.pool is None:
+            yield from super()._turns(spec)
+            return
+        index = 0
+        while True:
+            for t, turn in enumerate(self.pool[index % len(self.pool)].turns):
+                yield index, t, turn.prompt, turn.max_new_tokens, None
+            index += 1
+
     def loop(self, started, progress):
         t0 = time.monotonic()
         super().loop(started, progress)
@@ -48,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=100_000)
     ap.add_argument("--keep", metavar="DIR", help="write the run folder here and keep it")
+    ap.add_argument("--workload", choices=("pool", "generated"), default="pool")
     args = ap.parse_args()
     n = args.iterations
     checkpoints = sorted({max(1, n * k // 10) - 1 for k in range(1, 11)})
@@ -67,7 +89,17 @@ def main() -> None:
     runner_mod._analyse = timed_analyse
     cfg = RunConfig(engine="test", iterations=n, out_dir=out, run_id="bench", quiet=True,
                     test_engine={"zero_work": True}, max_new_tokens=1, memory_interval_s=1.0)
-    r = MeasuredRunner(cfg, checkpoints)
+    pool = None
+    if args.workload == "pool":
+        spec = WorkloadSpec(seed=cfg.seed, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
+                            context_tokens=cfg.context_tokens or 2048)
+        t0 = time.monotonic()
+        pool = [conversation(spec, i) for i in range(POOL)]
+        draw_s = time.monotonic() - t0
+        turns = sum(len(c.turns) for c in pool)
+        print(f"workload drawing      {draw_s / turns * 1e6:.0f} us/turn ({turns} turns in {POOL} conversations; "
+              "in a thread ahead of the loop, not in the figures below)")
+    r = MeasuredRunner(cfg, checkpoints, pool)
     result = r.run()
     done = result.summary["iterations"]
     print(f"iterations            {done}")
