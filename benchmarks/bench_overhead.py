@@ -60,9 +60,18 @@ class MeasuredRunner(Runner):
             index += 1
 
     def loop(self, started, progress):
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
+        worker = psutil.Process(self.session.sup.pid)
+        w0 = sum(worker.cpu_times()[:2])
         super().loop(started, progress)
         self.loop_s = time.monotonic() - t0
+        # CPU time is what a loaded machine distorts least: soak's own, and the worker's
+        self.cpu_s = time.process_time() - c0
+        try:
+            self.worker_cpu_s = sum(psutil.Process(self.session.sup.pid).cpu_times()[:2]) - w0 \
+                if self.session.sup.pid == worker.pid else None
+        except psutil.Error:
+            self.worker_cpu_s = None
 
 
 def main() -> None:
@@ -106,6 +115,9 @@ def main() -> None:
     print(f"loop time             {r.loop_s:.1f} s")
     print(f"iterations/s          {done / r.loop_s:.0f}")
     print(f"overhead/iteration    {r.loop_s / done * 1e6:.0f} us")
+    print(f"soak CPU/iteration    {r.cpu_s / done * 1e6:.0f} us")
+    if r.worker_cpu_s is not None:
+        print(f"worker CPU/iteration  {r.worker_cpu_s / done * 1e6:.0f} us (one worker all through)")
     print("soak RSS through the loop (MiB): "
           + ", ".join(f"{i + 1}:{r.rss_at[i] / 2**20:.1f}" for i in sorted(r.rss_at)))
     first, last = r.rss_at[min(r.rss_at)], r.rss_at[max(r.rss_at)]
