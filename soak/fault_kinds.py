@@ -67,7 +67,7 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
     FaultKind("error_line", True, "medium", "engine", "line", ("line", "pattern", "severity", "count", "code"),
               ("load", "prefill", "decode", "reset"),
               "an MNN error line other than a CL ERROR CODE line (soak.logparse pattern); hard when its "
-              "severity is error", inject=("kv_map_error", "log"), hard_when=("severity", "error")),
+              "severity is error", inject=("kv_map_error", "log", "alloc_fail"), hard_when=("severity", "error")),
     FaultKind("crash", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),
               ("init", "load", "prefill", "decode", "reset"), "the worker died during a call",
               inject=("crash",)),
@@ -75,9 +75,11 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               ("load", "prefill", "decode"), "the worker got a SIGKILL soak did not send: the kernel OOM "
               "killer or Android's low-memory killer (wangzhaode/mnn-llm#100, alibaba/MNN#4782)",
               inject=("oom_kill",), parent="crash", death_signal="SIGKILL"),
-    FaultKind("hang", True, "critical", "engine", "stall", ("timeout_s", "last_lines"),
-              ("load", "prefill", "decode", "reset"), "a call made no progress within its timeout; the "
-              "worker was killed", inject=("hang",)),
+    FaultKind("hang", True, "critical", "engine", "stall",
+              ("timeout_s", "last_lines", "stalled", "stall_s", "tokens_before", "elapsed_s"),
+              ("load", "prefill", "decode", "reset"), "a call made no progress within its timeout, or a "
+              "streaming respond sent no text for the stall allowance (stalled); the worker was killed",
+              inject=("hang",)),
     FaultKind("status_error", True, "high", "engine", "status", ("status", "status_name"),
               ("prefill", "decode"), "the engine's LLM status became USER_CANCEL, INTERNAL_ERROR or TIMEOUT "
               "(sticky in MNN until reinit)", inject=("sticky_error", "kv_map_error")),
