@@ -37,9 +37,12 @@ def test_slow_but_alive_engine_is_not_killed(soak_run):
 
 def test_iterations_carry_token_timing(soak_run):
     script = [{"conversation": 0, "turn": t, "prompt": f"turn {t}", "max_new_tokens": 8} for t in range(5)]
-    _, events = soak_run(iterations=5, test_engine={"decode_tok_per_s": 500, "prefill_tok_per_s": 20000,
-                                                    "stop_probability": 0}, script=script)
+    result, events = soak_run(iterations=5, test_engine={"decode_tok_per_s": 500, "prefill_tok_per_s": 20000,
+                                                         "stop_probability": 0}, script=script)
     for it in _iters(events).values():
         assert 0 < it["ttft_s"] < it["wall_s"]
         assert 0 < it["itl_p50_s"] <= it["itl_p99_s"] <= it["itl_max_s"]
         assert 0.001 <= it["itl_p50_s"] <= 0.05  # 500 tok/s: 2 ms apart
+    timing = result.summary["token_timing"]
+    assert timing["ttft_s"]["max"] == max(it["ttft_s"] for it in _iters(events).values())
+    assert 0 < timing["itl_p50_s"]["mean"] <= timing["itl_max_s"]["max"]
