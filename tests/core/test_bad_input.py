@@ -173,3 +173,9 @@ def test_broken_native_source_is_reported_with_the_compiler_error(tmp_path, monk
     with pytest.raises(BuildFailed) as err:
         nb.ensure_built("soak_test_engine")
     assert "no_such_header.h" in err.value.message + (err.value.hint or "")
+
+
+@pytest.mark.parametrize("value", ["nan", "-1"])
+def test_bad_stall_timeout(tmp_path, value):
+    proc = soak_cli("run", "--engine", "test", "--timeout-stall", value, "--out", str(tmp_path), "--iterations", "1")
+    assert_clean_error(proc, ExitCode.BAD_INPUT, "--timeout-stall")
