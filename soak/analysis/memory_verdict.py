@@ -51,6 +51,7 @@ import math
 from dataclasses import dataclass
 from statistics import median
 
+from soak.analysis.context_model import expected_kv_bytes_per_token, fit_context, floor_summary, rows_for
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
 
@@ -73,6 +74,7 @@ class LeakCriteria:
     monotone_max_drop_ratio: float = 0.1
     return_tolerance_bytes: float = 4 * MIB   # "came back": within this of the start level...
     return_tolerance_fraction: float = 0.05   # ...or this fraction of it
+    kept_fraction: float = 0.2         # kept after reset, of the starting level: never "stable"
 
 
 def warmup_iterations(total_iterations: int, c: LeakCriteria) -> int:
@@ -125,8 +127,10 @@ def _interval(tr, scale: float = 1.0) -> dict:
 
 
 def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
-                   samples: list | None = None) -> dict:
+                   samples: list | None = None, iterations: dict | None = None,
+                   expected: dict | None = None) -> dict:
     samples = _samples(run) if samples is None else samples
+    iterations = _iterations(run) if iterations is None else iterations
     if not any(_num(e.get(field)) is not None for _, e in samples):
         return {"series": field, "verdict": "no_data", "samples": 0}
     warmup = warmup_iterations(run.iteration_count, c)
@@ -166,7 +170,88 @@ def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
     xi = 1 if tr is not None else 2
     out["verdict"] = decide(main, growth, start_level,
                             [r[xi] for r in use], [r[3] for r in use], [r[0] for r in use], c)
+    out["verdict_one_series"] = out["verdict"]
+    work = workload_verdict(samples, iterations, field, warmup, c, expected)
+    if work is not None:
+        out["workload"] = work
+        if work["verdict"] is not None:
+            out["verdict"] = work["verdict"]
+    kept_rule(out, c)
     return out
+
+
+def _iterations(run: RunFolder) -> dict:
+    """iteration index -> (conversation, context_tokens), for iterations that carry both."""
+    out = {}
+    for e in run.iterations:
+        i, ctx = e.get("i"), _num(e.get("context_tokens"))
+        if isinstance(i, int) and ctx is not None and e.get("conversation") is not None:
+            out[i] = (e["conversation"], ctx)
+    return out
+
+
+def workload_verdict(samples, iterations: dict, field: str, warmup: int, c: LeakCriteria,
+                     expected: dict | None) -> dict | None:
+    """The series against the LLM workload (soak.analysis.context_model), or None without one.
+
+    verdict: "leak" when the residual (what the context model leaves) rises;
+    "ratchet" when the level follows the longest context seen and is not given
+    back at reset; None to keep the one-series verdict (no context model fits).
+    """
+    rows = rows_for([s for s in samples if s[1].get("source") == "iteration"], iterations, field)
+    if len(rows) < c.min_samples or len({(r.segment, r.conversation) for r in rows}) < 2:
+        return None
+    fit = fit_context(rows, expected, c.confidence)
+    residual = fit.pop("residual", None)
+    out = {"model": fit["model"], "fit": fit, "expected_kv": expected, "verdict": None}
+    fl = floor_summary(rows, 0 if fit["model"] != "none" else warmup, first_only=fit["model"] != "none")
+    out["floor"] = fl
+    if residual is None:
+        return out
+    keep = [k for k, r in enumerate(rows) if r.iteration >= min(warmup, c.warmup_min)]
+    x = [rows[k].iteration for k in keep]
+    y = [residual[k] for k in keep]
+    segs = [(rows[k].segment, rows[k].high_water) if fit["model"] == "high_water" else rows[k].segment
+            for k in keep]
+    tr = trend(x, y, segs, confidence=c.confidence) if len(x) >= c.min_samples else None
+    start = fl["start"] if fl else rows[0].value
+    if tr is None:
+        verdict = "stable"
+    else:
+        span = x[-1] - x[0]
+        growth = tr.slope * span
+        out["residual"] = {"slope_per_iteration": {"value": tr.slope, "lo": tr.slope_lo, "hi": tr.slope_hi},
+                           "growth_bytes": growth, "p": tr.p, "inflation": tr.inflation, "points": tr.n,
+                           "segments": "high-water plateaus" if fit["model"] == "high_water" else "worker segments"}
+        verdict = decide(tr, growth, start, x, y, segs, c)
+        if verdict == "decreasing":
+            verdict = "stable"
+    if verdict != "leak" and fit["model"] == "high_water":
+        b = fit["bytes_per_token"]
+        rise = rows[-1].high_water - rows[0].high_water
+        out["ratchet_bytes"] = {"value": b["value"] * rise, "lo": b["lo"] * rise,
+                                "hi": b["hi"] * rise if math.isfinite(b["hi"]) else None}
+        kept = fl["kept"] if fl else b["value"] * rise
+        if kept >= c.min_growth_bytes or b["value"] * rise >= c.min_growth_bytes:
+            verdict = "ratchet"
+    out["verdict"] = verdict
+    return out
+
+
+def kept_rule(out: dict, c: LeakCriteria) -> None:
+    """Growth of at least `kept_fraction` of the starting level that reset does not give back is never stable."""
+    fl = (out.get("workload") or {}).get("floor")
+    if fl:
+        start, kept, where = fl["start"], fl["kept"], "at conversation starts"
+    elif "start_level" in out:
+        start, kept, where = out["start_level"], out["end_level"] - out["start_level"], "end vs start level"
+    else:
+        return
+    out["kept_after_reset"] = {"bytes": kept, "start": start, "fraction": (kept / start) if start else None,
+                               "measured": where}
+    if out["verdict"] in ("stable", "growth_stopped", "decreasing") and kept >= c.min_growth_bytes \
+            and start > 0 and kept >= c.kept_fraction * start:
+        out["verdict"] = "retained"
 
 
 def monotone_path(y, segs, c: LeakCriteria) -> bool:
@@ -248,14 +333,19 @@ def after_recovery(run: RunFolder, verdicts: dict, c: LeakCriteria = LeakCriteri
 
 def memory_verdicts(run: RunFolder, c: LeakCriteria = LeakCriteria()) -> dict:
     samples = _samples(run)
-    series = {f: series_verdict(run, f, c, samples) for f in SERIES}
+    iterations = _iterations(run)
+    expected = expected_kv_bytes_per_token(run.manifest.get("model"), run.backend_actual or run.backend_requested)
+    series = {f: series_verdict(run, f, c, samples, iterations, expected) for f in SERIES}
     rec = after_recovery(run, series, c, samples)
     checked = [s.get("returned") for r in rec for s in r["series"].values() if "returned" in s]
     leaking = sorted(f for f, v in series.items() if v["verdict"] == "leak")
+    kept = sorted(f for f, v in series.items() if v["verdict"] in ("ratchet", "retained"))
     return {
         "series": series,
         "leak": bool(leaking),
         "leaking_series": leaking,
+        "kept_series": kept,
+        "expected_kv": expected,
         "after_recovery": rec,
         "returned_after_recovery": (all(checked) if checked else None),
         "criteria": {k: getattr(c, k) for k in c.__dataclass_fields__},

@@ -1,0 +1,178 @@
+"""The LLM workload behind a memory series: conversations, context, reset.
+
+An LLM's memory is not one series over iterations.  Inside a conversation the
+KV cache grows with the context; `reset()` (a new conversation) should give it
+back.  For each memory series this module separates
+
+* the **floor**: the level at the first sample of each conversation (context
+  back to one turn).  A floor that rises is memory that reset did not give
+  back;
+* the **growth per context token**, fitted two ways and the better fit kept:
+    - `context`: level = floor + b x context_tokens (pooled Theil-Sen within
+      conversations): memory that follows the context and comes back at reset;
+    - `high_water`: level = base + b x the longest context seen so far in this
+      worker (a running max, reset only by a worker restart or a recovery):
+      a **ratchet**, memory that grows to the longest context and is never
+      given back (MNN keeps its KV allocation at the high-water mark);
+  and compared with the model's theoretical KV bytes per token
+  (layers x KV heads x head dim x 2 x dtype bytes) as a ratio ("1.1x expected");
+* the **residual**: the level minus the fitted context term, tested for a
+  trend over iterations.  For the high-water model the residual is tested
+  within each plateau of the high-water mark (segments), so growth while the
+  longest context did not change is a leak whatever the fitted slope absorbed.
+
+Everything here is computed from per-sample rows (iteration, t, conversation,
+context, worker segment, value), which a streaming reader can build from
+per-iteration accumulators: the running max context per segment and the
+first sample per conversation are O(1) state, and the fits run on the
+binned rows `trend()` reduces to at most 400 points per segment group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+from typing import Sequence
+
+from soak.analysis.trend import Trend, trend
+
+MODELS = ("none", "context", "high_water")
+BETTER_FIT = 0.8          # a context model must cut the residual spread (mean |deviation|) to this share of the flat model's
+
+
+@dataclass(frozen=True)
+class Row:
+    iteration: float
+    t: float | None
+    conversation: object
+    context: float
+    high_water: float      # longest context so far in this worker segment (including this sample)
+    segment: int
+    value: float
+
+
+def expected_kv_bytes_per_token(model: dict | None, backend: str | None) -> dict | None:
+    """layers x KV heads x head dim x 2 (K and V) x dtype bytes, from the manifest's `model`.
+
+    dtype: MNN keeps the KV cache in fp16 on GPU backends unless precision is
+    "high", and in fp32 on x86 CPUs; the assumption is stated in the result.
+    """
+    if not isinstance(model, dict):
+        return None
+    layers, kv_heads, head_dim = model.get("layers"), model.get("kv_heads"), model.get("head_dim")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (layers, kv_heads, head_dim)):
+        return None
+    precision = (model.get("config") or {}).get("precision")
+    gpu = backend in ("opencl", "vulkan", "metal", "cuda")
+    dtype = 4 if (not gpu or precision == "high") else 2
+    return {"bytes_per_token": layers * kv_heads * head_dim * 2 * dtype, "layers": layers, "kv_heads": kv_heads,
+            "head_dim": head_dim, "dtype_bytes": dtype,
+            "dtype_assumed": f"{'fp32' if dtype == 4 else 'fp16'} ({backend or '?'} backend, precision {precision or '?'})"}
+
+
+def rows_for(samples: Sequence[tuple[int, dict]], iterations: dict, field: str) -> list[Row]:
+    """Join memory samples (segment, event) with their iteration's conversation and context."""
+    rows = []
+    hw: dict[int, float] = {}
+    for seg, e in samples:
+        it = e.get("iteration")
+        info = iterations.get(it) if isinstance(it, int) else None
+        v = e.get(field)
+        if info is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        conv, ctx = info
+        hw[seg] = max(hw.get(seg, 0.0), ctx)
+        t = e.get("t")
+        rows.append(Row(float(it), float(t) if isinstance(t, (int, float)) else None, conv, float(ctx),
+                        hw[seg], seg, float(v)))
+    return rows
+
+
+def _mad(values: Sequence[float]) -> float:
+    if not values:
+        return 0.0
+    m = median(values)
+    return sum(abs(v - m) for v in values) / len(values)  # mean, not median: a minority of steps must count
+
+
+def _fit(rows: list[Row], kind: str, confidence: float) -> Trend | None:
+    if kind == "context":
+        # within each conversation (context rises turn by turn, so x is in order)
+        return trend([r.context for r in rows], [r.value for r in rows],
+                     [(r.segment, r.conversation) for r in rows], confidence=confidence)
+    # one point per plateau of the high-water mark (its median level): within a plateau the
+    # model predicts a constant, so the samples there are repeats, not independent evidence
+    plateaus: dict = {}
+    for r in rows:
+        plateaus.setdefault((r.segment, r.high_water), []).append(r.value)
+    pts = sorted((seg, hw, median(v)) for (seg, hw), v in plateaus.items())
+    return trend([p[1] for p in pts], [p[2] for p in pts], [p[0] for p in pts], confidence=confidence)
+
+
+def floors(rows: list[Row]) -> list[Row]:
+    """The first sample of every conversation (the level just after reset)."""
+    out, seen = [], set()
+    for r in rows:
+        key = (r.segment, r.conversation)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def fit_context(rows: list[Row], expected: dict | None, confidence: float = 0.99) -> dict:
+    """Which context model explains the series, its bytes per token with interval, and the residuals."""
+    levels: dict = {}
+    for r in rows:
+        levels.setdefault(r.segment, []).append(r.value)
+    level = {k: median(v) for k, v in levels.items()}
+    flat_spread = _mad([r.value - level[r.segment] for r in rows])
+    fits = {}
+    for kind in ("context", "high_water"):
+        tr = _fit(rows, kind, confidence)
+        if tr is None or not math.isfinite(tr.slope):
+            continue
+        x = [r.context if kind == "context" else r.high_water for r in rows]
+        res = [r.value - tr.slope * xi for r, xi in zip(rows, x)]
+        # one level per worker segment, as for the flat model (a floor per conversation is not free)
+        groups: dict = {}
+        for r, v in zip(rows, res):
+            groups.setdefault(r.segment, []).append(v)
+        med = {k: median(v) for k, v in groups.items()}
+        fits[kind] = (tr, res, _mad([v - med[r.segment] for r, v in zip(rows, res)]))
+    best = "none"
+    best_spread = flat_spread
+    for kind, (tr, _res, spread) in fits.items():
+        if tr.slope_lo > 0 and tr.slope > 0 and spread <= BETTER_FIT * best_spread:
+            best, best_spread = kind, spread
+    out = {"model": best, "spread_flat": flat_spread,
+           "fits": {k: {"bytes_per_token": tr.slope, "lo": tr.slope_lo, "hi": tr.slope_hi, "spread": spread}
+                    for k, (tr, _r, spread) in fits.items()}}
+    if best != "none":
+        tr = fits[best][0]
+        out["bytes_per_token"] = {"value": tr.slope, "lo": tr.slope_lo, "hi": tr.slope_hi}
+        if expected:
+            e = expected["bytes_per_token"]
+            out["kv_ratio"] = {"value": tr.slope / e, "lo": tr.slope_lo / e,
+                               "hi": tr.slope_hi / e if math.isfinite(tr.slope_hi) else math.inf}
+        out["residual"] = fits[best][1]
+    return out
+
+
+def floor_summary(rows: list[Row], warmup: int, first_only: bool = False) -> dict | None:
+    """Level at each conversation start after warm-up: start, end and kept (with a min..max interval).
+
+    The start is the median of the first few floors, or the first floor alone
+    when a context model explains the rise (the second conversation may
+    already sit on the first one's high-water mark)."""
+    fl = [r for r in floors(rows) if r.iteration >= warmup]
+    if len(fl) < 2:
+        return None
+    k = max(1, min(3, len(fl) // 4))
+    first, last = [r.value for r in fl[:1 if first_only else k]], [r.value for r in fl[-k:]]
+    return {"conversations": len(fl), "start": median(first), "end": median(last),
+            "kept": median(last) - median(first),
+            "kept_lo": min(last) - max(first), "kept_hi": max(last) - min(first),
+            "first_iteration": fl[0].iteration, "last_iteration": fl[-1].iteration,
+            "high_water_start": fl[0].high_water, "high_water_end": max(r.high_water for r in rows)}
