@@ -107,7 +107,8 @@ def _fit(rows: list[Row], kind: str, confidence: float) -> Trend | None:
     for r in rows:
         plateaus.setdefault((r.segment, r.high_water), []).append(r.value)
     pts = sorted((seg, hw, median(v)) for (seg, hw), v in plateaus.items())
-    return trend([p[1] for p in pts], [p[2] for p in pts], [p[0] for p in pts], confidence=confidence)
+    return trend([p[1] for p in pts], [p[2] for p in pts], [p[0] for p in pts], confidence=confidence,
+                 correct=False)
 
 
 def floors(rows: list[Row]) -> list[Row]:

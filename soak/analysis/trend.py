@@ -230,12 +230,14 @@ def reduce_points(x: Sequence[float], y: Sequence[float], max_points: int) -> tu
 
 
 def trend(x: Sequence[float], y: Sequence[float], segments: Sequence[object] | None = None,
-          confidence: float = 0.95, max_points: int = MAX_POINTS) -> Trend | None:
+          confidence: float = 0.95, max_points: int = MAX_POINTS, correct: bool = True) -> Trend | None:
     """Theil–Sen slope with interval, and modified MK test, of y against x.
 
     Samples must be in x order.  `segments` labels each sample; consecutive
     samples with the same label form a segment.  Returns None when fewer than
-    4 samples (after splitting) can be compared.
+    4 samples (after splitting) can be compared.  correct=False skips the
+    autocorrelation correction, for points that are already summaries of
+    independent stretches (e.g. one median per plateau).
     """
     if len(x) != len(y):
         raise ValueError("x and y differ in length")
@@ -287,7 +289,7 @@ def trend(x: Sequence[float], y: Sequence[float], segments: Sequence[object] | N
     spread = max(residuals) - min(residuals)
     growth = abs(slope) * span
     dominance = growth / spread if spread > 0 else (math.inf if growth > 0 else 0.0)
-    if dominance > DOMINANCE:
+    if dominance > DOMINANCE or not correct:
         var_s = var_plain
     inflation = var_s / var_plain if var_plain > 0 else 1.0
     if var_s <= 0:
