@@ -11,6 +11,15 @@ warm-up excluded) and states it as the change over the run in percent of
 the starting level; `retained_pct` is the median of the last tenth of the
 run over the median of the first tenth after warm-up (100 = no change).
 
+Speed against context: decode gets slower as the context grows (attention
+reads the whole KV cache), so a run whose later conversations are longer
+looks like drift when it is not.  When iterations carry `context_tokens`,
+decode time per token (1 / tok/s) and latency are fitted against the context
+(Theil-Sen, with interval); drift is then judged on the residual, what the
+context does not explain, over iterations.  Iterations past the model's
+`max_position_embeddings` are left out of the fit and reported with their
+tok/s against what the fit predicts there (the cliff).
+
 Against a baseline: medians after warm-up, `change_pct` = (run - base) / base.
 For throughput a negative change is a regression; `tps_regression_pct`
 is the decode tok/s drop in percent (positive = slower than the baseline).
@@ -61,6 +70,70 @@ def _tenth(values: list[float], last: bool) -> float:
     return median(values[-k:] if last else values[:k])
 
 
+CONTEXT_METRICS = ("decode_tps", "latency_s")
+
+
+def _context_rows(run: RunFolder, metric: str, warm: int) -> list[tuple[int, float, float]]:
+    """(iteration, context_tokens, y) with y = seconds per token for tok/s metrics, else the value."""
+    out = []
+    for e in run.iterations:
+        if not e.get("ok", True) or not isinstance(e.get("i"), int) or e["i"] < warm:
+            continue
+        v, ctx = _value(e, metric), e.get("context_tokens")
+        if v is None or isinstance(ctx, bool) or not isinstance(ctx, (int, float)):
+            continue
+        out.append((e["i"], float(ctx), 1.0 / v if metric.endswith("_tps") else v))
+    return out
+
+
+def context_fit(run: RunFolder, metric: str, confidence: float = 0.95) -> dict | None:
+    """The metric as a function of context length, its residual drift, and the cliff past the model's context."""
+    warm = warmup_iterations(run.iteration_count, LeakCriteria())
+    rows = _context_rows(run, metric, warm)
+    limit = (run.manifest.get("model") or {}).get("max_position_embeddings")
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    inside = [r for r in rows if limit is None or r[1] <= limit]
+    past = [r for r in rows if limit is not None and r[1] > limit]
+    if len(inside) < 8 or len({r[1] for r in inside}) < 4:
+        return None
+    by_ctx = sorted(inside, key=lambda r: r[1])
+    fit = trend([r[1] for r in by_ctx], [r[2] for r in by_ctx], confidence=confidence)
+    if fit is None:
+        return None
+    tps = metric.endswith("_tps")
+    slope = fit.slope if fit.slope_lo > 0 or fit.slope_hi < 0 else 0.0  # no context effect unless shown
+    res = [r[2] - slope * r[1] for r in inside]
+    level = median(res)
+    out = {"unit": "s/token" if tps else "s", "per_1k_tokens": {"value": 1000 * fit.slope,
+                                                                 "lo": 1000 * fit.slope_lo, "hi": 1000 * fit.slope_hi},
+           "context_effect": slope != 0.0, "samples": len(inside), "context_range": [by_ctx[0][1], by_ctx[-1][1]]}
+    at = [1000.0, float(by_ctx[-1][1])]
+    out["predicted"] = {str(int(c)): ((1.0 / (level + slope * c)) if tps else level + slope * c) for c in at
+                        if level + slope * c > 0}
+    tr = trend([r[0] for r in inside], res, confidence=confidence)
+    typical = median(r[2] for r in inside)
+    if tr is not None and typical > 0:
+        span = inside[-1][0] - inside[0][0]
+        pct = 100.0 * tr.slope * span / typical   # change of s/token (or s) over the run, context removed
+        if tps:
+            pct = -pct                            # more s/token = fewer tok/s
+        out["residual_drift_pct"] = pct
+        out["residual_p"] = tr.p
+        worse, better = tr.increasing, tr.decreasing   # in s/token or s: up is worse
+        big = abs(pct) >= DRIFT_PCT
+        out["residual_verdict"] = "degrading" if worse and big else "improving" if better and big else "stable"
+    if past:
+        got = median(r[2] for r in past)
+        want = level + slope * median(r[1] for r in past)
+        out["past_context_limit"] = {
+            "max_position_embeddings": limit, "iterations": len(past), "first_iteration": past[0][0],
+            # > 1: slower than the context fit predicts (for tok/s: predicted / observed rate)
+            "slowdown": (got / want) if want > 0 else None,
+            "median": (1.0 / got) if tps and got > 0 else got,
+        }
+    return out
+
+
 def drift(run: RunFolder, metric: str, confidence: float = 0.95) -> dict:
     rows = series(run, metric)
     out = {"metric": metric, "samples": len(rows)}
@@ -81,6 +154,14 @@ def drift(run: RunFolder, metric: str, confidence: float = 0.95) -> dict:
     better = tr.increasing if METRICS[metric] else tr.decreasing
     big = out["drift_pct"] is not None and abs(out["drift_pct"]) >= DRIFT_PCT
     out["verdict"] = "degrading" if worse and big else "improving" if better and big else "stable"
+    if metric in CONTEXT_METRICS:
+        ctx = context_fit(run, metric, confidence)
+        if ctx is not None:
+            out["context"] = ctx
+            if ctx["context_effect"] and "residual_verdict" in ctx:
+                # judged on what the context does not explain
+                out["verdict_raw"], out["drift_pct_raw"] = out["verdict"], out["drift_pct"]
+                out["verdict"], out["drift_pct"] = ctx["residual_verdict"], ctx["residual_drift_pct"]
     return out
 
 

@@ -51,6 +51,87 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
     return verdicts
 
 
+NAMES = {"rss": "RSS", "uss": "USS", "pss": "PSS", "gpu_live_bytes": "GPU bytes"}
+
+
+def _b(n: float | None, sign: bool = False) -> str:
+    if n is None or not math.isfinite(n):
+        return "?"
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= f:
+            return f"{n / f:{'+' if sign else ''}.{1 if abs(n) / f < 100 else 0}f} {unit}"
+    return f"{n:{'+' if sign else ''}.0f} B"
+
+
+def _per_token(fit: dict) -> str:
+    b = fit.get("bytes_per_token") or {}
+    text = f"{_b(b.get('value'))}/token [{_b(b.get('lo'))}, {_b(b.get('hi'))}]"
+    ratio = (fit.get("kv_ratio") or {}).get("value")
+    return text + (f", KV growth {ratio:.{1 if ratio < 10 else 0}f}x expected" if ratio is not None else "")
+
+
+def memory_line(field: str, v: dict) -> str | None:
+    """One line per memory series: the verdict and what explains it."""
+    verdict = v.get("verdict")
+    if verdict in (None, "no_data"):
+        return None
+    name = NAMES.get(field, field)
+    if verdict == "insufficient":
+        return f"{name}: not judged ({v.get('samples', 0)} samples)"
+    work = v.get("workload") or {}
+    fit = work.get("fit") or {}
+    kept = (v.get("kept_after_reset") or {}).get("bytes")
+    if verdict == "ratchet":
+        return (f"{name}: ratchet, {_b(kept, True)} kept after reset, follows the longest context "
+                f"({_per_token(fit)})")
+    if verdict == "leak":
+        res = (work.get("residual") or {}).get("slope_per_iteration") if work.get("model") not in (None, "none") \
+            else v.get("slope_per_iteration")
+        res = res or {}
+        beyond = " beyond the context" if work.get("model") not in (None, "none") else ""
+        return (f"{name}: leak, {_b(res.get('value'), True)}/iteration [{_b(res.get('lo'))}, {_b(res.get('hi'))}]"
+                f"{beyond}, {_b(kept, True)} kept after reset")
+    if verdict == "retained":
+        frac = (v.get("kept_after_reset") or {}).get("fraction") or 0
+        return f"{name}: retained, {_b(kept, True)} ({100 * frac:.0f}%) not given back at reset, not explained by the context"
+    text = f"{name}: {verdict.replace('_', ' ')}"
+    if work.get("model") == "context":
+        text += f", grows with the context and comes back at reset ({_per_token(fit)})"
+    elif kept is not None:
+        text += f", {_b(kept, True)} kept after reset"
+    return text
+
+
+def speed_line(perf: dict) -> str | None:
+    d = (perf.get("drift") or {}).get("decode_tps") or {}
+    if not d or d.get("verdict") == "insufficient":
+        return None
+    text = f"decode: {d['verdict']}"
+    ctx = d.get("context")
+    if ctx and ctx.get("context_effect"):
+        pred = ctx.get("predicted") or {}
+        at = " -> ".join(f"{v:.0f} tok/s at {int(k)} tokens" for k, v in pred.items())
+        text += f", {at} (context explains the change)"
+    elif d.get("median") is not None:
+        text += f", {d['median']:.0f} tok/s median"
+    if d.get("drift_pct") is not None:
+        text += f"; {d['drift_pct']:+.1f}% over the run{' beyond the context' if ctx and ctx.get('context_effect') else ''}"
+    past = (ctx or {}).get("past_context_limit")
+    if past:
+        text += (f"; PAST max_position_embeddings {past['max_position_embeddings']}: {past['iterations']} iterations "
+                 f"from {past['first_iteration']}, {past['median']:.0f} tok/s, "
+                 f"{past['slowdown']:.1f}x slower than the context predicts")
+    return text
+
+
+def summary_lines(verdicts: dict) -> list[str]:
+    """The console's verdict lines: one per memory series with data, one for speed."""
+    series = (verdicts.get("memory") or {}).get("series") or {}
+    lines = [line for f, v in series.items() if (line := memory_line(f, v))]
+    sl = speed_line(verdicts.get("perf") or {})
+    return lines + ([sl] if sl else [])
+
+
 def _finite(obj):
     """JSON has no Infinity/NaN: open interval ends become null."""
     if isinstance(obj, float) and not math.isfinite(obj):

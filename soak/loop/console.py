@@ -91,6 +91,11 @@ def summary_table(summary: dict) -> str:
         rows.append(("unrecovered", str(rec.get("unrecovered", 0))))
         text += "\n\n" + table(rows, f"recovery ({rec['attempts']} attempts)")
     analysis = summary.get("analysis") or {}
+    verdicts = analysis.get("verdicts") or {}
+    if verdicts.get("lines"):
+        text += "\n\n" + "\n".join(["verdicts", "--------", *verdicts["lines"]])
+    elif verdicts.get("error"):
+        text += f"\n\nverdicts failed: {verdicts['error']}"
     cls = analysis.get("classification") or {}
     if "findings" in cls:
         text += (f"\n\nclassified: {cls['findings']} distinct findings ({cls.get('known', '?')} known faults)"

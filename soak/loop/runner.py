@@ -492,13 +492,12 @@ def _now() -> str:
 def _analyse(run_dir: Path) -> dict:
     """Run the analysis stages; a failing stage is reported, not fatal.
     Verdicts come first: the classifier reads their memory symptoms."""
-    from soak.analysis.verdicts import compute_verdicts
+    from soak.analysis.verdicts import compute_verdicts, summary_lines
     from soak.catalog.classify import classify_run
 
     done = {}
     try:
-        compute_verdicts(run_dir)
-        done["verdicts"] = {"ok": True}
+        done["verdicts"] = {"ok": True, "lines": summary_lines(compute_verdicts(run_dir))}
     except Exception as exc:
         done["verdicts"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
