@@ -149,6 +149,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    policy = None
+    if args.gate:  # a bad policy or baseline is bad input before the soak starts, not after hours
+        from soak.analysis.runfolder import RunFolder
+        from soak.outputs.policy import load_policy
+
+        policy = load_policy(args.gate)
+        if args.baseline:
+            RunFolder(args.baseline)
     targets = args.target or ["local"]
     if targets != ["local"]:
         from soak.multi_device import run_on_targets
@@ -158,10 +166,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_soak(cfg)
     code = result.exit_code
-    if args.gate:
+    if policy is not None:
         from soak.outputs.gate import gate_run
 
-        passed, _ = gate_run(result.run_dir, args.gate, baseline=args.baseline)
+        passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline)
         if not passed and code == 0:
             code = int(errors.ExitCode.FAILED)
     if args.json:

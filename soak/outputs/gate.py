@@ -1,18 +1,25 @@
 """The CI gate: judge a run folder against a policy (soak.outputs.policy).
 
 Each policy rule becomes one `RuleResult` (one JUnit test case); the gate
-passes when every rule passes.  Reads only the run folder (and a baseline
-run folder for the throughput rule).
+passes when no rule fails.  A rule that could not be judged (no data, no
+recovery to check) is *skipped*, never passed.  Every gate starts with
+`run.complete`: a run that was killed, ended early, has no `run_end`, or
+whose events.jsonl is empty or unreadable fails it, so an empty run can
+never pass.  Reads only the run folder (and a baseline run folder for the
+throughput rule); it computes the verdicts in memory and does not rewrite
+verdicts.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.analysis.runfolder import RunFolder
+from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
 from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events
 from soak.outputs.policy import Limit, Policy, default_policy, load_policy
@@ -24,6 +31,12 @@ class RuleResult:
     passed: bool
     message: str        # one line: why it passed or failed
     details: list[str] = field(default_factory=list)
+    skipped: bool = False   # not judged (no data); `passed` is then True only so it fails nothing
+    time_s: float = 0.0     # time spent judging it
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "passed" if self.passed else "failed"
 
     @property
     def section(self) -> str:
@@ -111,11 +124,13 @@ def _backend_rule(run: RunFolder, policy: Policy) -> list[RuleResult]:
 
 
 def _memory_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
-    if policy.max_leak_slope is None and policy.max_leak_slope_per_hour is None and not policy.require_return:
+    judged = (policy.max_leak_slope is not None or policy.max_leak_slope_per_hour is not None
+              or policy.max_kept_after_reset is not None)
+    if not judged and not policy.require_return:
         return []
     mem = verdicts["memory"]
     out = []
-    if policy.max_leak_slope is not None or policy.max_leak_slope_per_hour is not None:
+    if judged:
         for name in policy.series:
             v = mem["series"].get(name) or {"verdict": "no_data"}
             per_it = (v.get("slope_per_iteration") or {}).get("value")
@@ -125,9 +140,22 @@ def _memory_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
                     f"{_end((v.get('slope_per_iteration') or {}).get('hi'))}], {_size(per_h)}/hour, "
                     f"p={(v.get('test') or {}).get('p', float('nan')):.3g}")
             if v["verdict"] in ("no_data", "insufficient"):
-                out.append(RuleResult(f"memory.leak.{name}", True, f"{name}: {v['verdict']} (not judged)"))
+                out.append(RuleResult(f"memory.leak.{name}", True, f"{name}: {v['verdict']} (not judged)",
+                                      skipped=True))
                 continue
             problems = []
+            kept = v.get("kept_after_reset") or {}
+            if v["verdict"] in ("ratchet", "retained") and kept.get("bytes") is not None:
+                limit = policy.max_kept_after_reset
+                if limit is None:
+                    problems.append(f"{v['verdict']}: {_size(kept['bytes'])} kept after reset "
+                                    f"({100 * (kept.get('fraction') or 0):.0f}% of {_size(kept.get('start'))})"
+                                    + (" follows the longest context" if v["verdict"] == "ratchet" else
+                                       ", not explained by the context")
+                                    + " (allow with [memory].max_kept_after_reset)")
+                elif kept["bytes"] > limit:
+                    problems.append(f"{v['verdict']}: {_size(kept['bytes'])} kept after reset "
+                                    f"> max_kept_after_reset {_size(limit)}")
             if v["verdict"] == "leak":
                 if policy.max_leak_slope is not None and per_it is not None and per_it > policy.max_leak_slope:
                     problems.append(f"leaks {_size(per_it)}/iteration > max {_size(policy.max_leak_slope)}")
@@ -145,9 +173,10 @@ def _memory_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
                                   [f"iteration {r.get('iteration')}: " + ", ".join(
                                       f"{k} {_size(s['after'])} vs start {_size(s.get('start_level'))}"
                                       for k, s in r["series"].items() if s.get("returned") is False) for r in bad]))
+        elif ret is None:
+            out.append(RuleResult("memory.return_after_recovery", True, "no recovery to check", skipped=True))
         else:
-            out.append(RuleResult("memory.return_after_recovery", True,
-                                  "no recovery to check" if ret is None else "memory came back after every recovery"))
+            out.append(RuleResult("memory.return_after_recovery", True, "memory came back after every recovery"))
     return out
 
 
@@ -157,7 +186,7 @@ def _recovery_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
     details = [f"{k}: {v['recovered']}/{v['attempts']} recovered, by {v['by_step']}" for k, v in rec["per_kind"].items()]
     if policy.min_recovery_rate is not None:
         if rec["rate"] is None:
-            out.append(RuleResult("recovery.rate", True, "no recovery attempt was needed"))
+            out.append(RuleResult("recovery.rate", True, "no recovery attempt was needed", skipped=True))
         else:
             ok = rec["rate"] >= policy.min_recovery_rate
             out.append(RuleResult("recovery.rate", ok,
@@ -165,7 +194,7 @@ def _recovery_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
                                   f"{'>=' if ok else '<'} min_rate {policy.min_recovery_rate}", details))
     if policy.min_recovery_score is not None:
         if rec["score"] is None:
-            out.append(RuleResult("recovery.score", True, "no recovery attempt was needed"))
+            out.append(RuleResult("recovery.score", True, "no recovery attempt was needed", skipped=True))
         else:
             ok = rec["score"] >= policy.min_recovery_score
             out.append(RuleResult("recovery.score", ok, f"recovery score {rec['score']} "
@@ -194,42 +223,106 @@ def _perf_rules(policy: Policy, verdicts: dict, baseline_given: bool) -> list[Ru
         d = verdicts["perf"]["drift"]["decode_tps"]
         drift = d.get("drift_pct")
         if drift is None:
-            out.append(RuleResult("perf.drift", True, f"decode tok/s: {d['verdict']} (not judged)"))
+            out.append(RuleResult("perf.drift", True, f"decode tok/s: {d['verdict']} (not judged)", skipped=True))
         else:
             lost = -drift
             ok = not (d["verdict"] == "degrading" and lost > policy.max_drift_pct)
-            out.append(RuleResult("perf.drift", ok, f"decode tok/s changed {drift:+.1f}% over the run "
+            beyond = " beyond what the context explains" if "verdict_raw" in d else ""
+            out.append(RuleResult("perf.drift", ok, f"decode tok/s changed {drift:+.1f}% over the run{beyond} "
                                   f"({d['verdict']}); max loss {policy.max_drift_pct}%"))
+    past = (verdicts["perf"]["drift"]["decode_tps"].get("context") or {}).get("past_context_limit")
+    if past and (policy.max_drift_pct is not None or policy.max_tps_regression_pct is not None):
+        out.append(RuleResult("perf.context_limit", False,
+                              f"{past['iterations']} iteration(s) ran past max_position_embeddings "
+                              f"{past['max_position_embeddings']} (first at iteration {past['first_iteration']}): "
+                              f"decode {past['median']:.4g} tok/s, {past['slowdown']:.2f}x slower than the context predicts"))
     return out
 
 
-def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list[RuleResult], dict]:
+_EARLY = {"interrupted": "it was interrupted (Ctrl-C or a signal)",
+          "unrecoverable": "the engine could not be recovered",
+          "fail_fast": "--fail-fast stopped it at the first failure"}
+
+
+def completeness(run: RunFolder) -> RuleResult:
+    """run.complete: the run ended by itself, after the work it was asked for, and left readable events."""
+    try:
+        events = run.events
+    except BadInput as exc:
+        return RuleResult("run.complete", False, f"events.jsonl cannot be read: {exc.message}")
+    if not events:
+        return RuleResult("run.complete", False, "events.jsonl holds no event (empty, or nothing but a cut-off line)")
+    kinds = {e.get("event") for e in events}
+    if not kinds & {"run_start", "iteration", "run_end"}:
+        return RuleResult("run.complete", False, f"events.jsonl holds no soak run event ({len(events)} line(s) of "
+                          "something else)")
+    end = run.first("run_end")
+    done = len(run.iterations)
+    if end is None:
+        last = events[-1]
+        return RuleResult("run.complete", False,
+                          f"no run_end: the run was killed or is still running ({done} iteration(s), last event "
+                          f"{last.get('event')!r} at t={last.get('t')} s)")
+    reason = end.get("reason")
+    if reason in _EARLY:
+        return RuleResult("run.complete", False, f"ended early: {_EARLY[reason]} after {done} iteration(s)")
+    asked = (run.manifest.get("config") or {}).get("iterations")
+    if reason == "iterations" and isinstance(asked, int) and not isinstance(asked, bool) and done < asked:
+        return RuleResult("run.complete", False, f"ended after {done} of the {asked} iterations asked for")
+    if reason not in ("iterations", "duration"):
+        return RuleResult("run.complete", False, f"run_end gives no known reason ({reason!r})")
+    return RuleResult("run.complete", True, f"ended by {reason} after {done} iteration(s)")
+
+
+def _timed(fn, *args) -> list[RuleResult]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    dt = time.perf_counter() - t0
+    for r in out:
+        r.time_s += dt / max(1, len(out))
+    return out
+
+
+def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list[RuleResult], dict | None]:
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     policy = policy or default_policy()
     base = None if baseline is None else RunFolder(baseline)
-    verdicts = compute_verdicts(run, base)
-    results: list[RuleResult] = []
+    t0 = time.perf_counter()
+    complete = completeness(run)
+    complete.time_s = time.perf_counter() - t0
+    if not complete.passed and complete.message.startswith("events.jsonl"):
+        return [complete], None     # no event to judge any other rule on
+    t0 = time.perf_counter()
+    verdicts = compute_verdicts(run, base, write=False)
+    share = (time.perf_counter() - t0)
+    results: list[RuleResult] = [complete]
     if policy.min_iterations is not None:
         n = run.iteration_count
         ok = n >= policy.min_iterations
         end = (run.first("run_end") or {}).get("reason", "no run_end (killed?)")
         results.append(RuleResult("run.min_iterations", ok, f"{n} iterations {'>=' if ok else '<'} "
                                   f"{policy.min_iterations} required (run ended by {end})"))
-    results += _backend_rule(run, policy)
-    results += _error_rules(run, policy)
-    results += _memory_rules(policy, verdicts)
-    results += _recovery_rules(policy, verdicts)
-    results += _perf_rules(policy, verdicts, base is not None)
+    results += _timed(_backend_rule, run, policy)
+    results += _timed(_error_rules, run, policy)
+    mem = _timed(_memory_rules, policy, verdicts)
+    results += mem
+    results += _timed(_recovery_rules, policy, verdicts)
+    perf = _timed(_perf_rules, policy, verdicts, base is not None)
+    results += perf
+    for r in mem + perf:           # the verdicts these rules read took time too
+        r.time_s += share / max(1, len(mem + perf))
     return results, verdicts
 
 
 def print_results(results: list[RuleResult], run_id: str, stream=None) -> None:
     stream = stream or sys.stdout
     failed = [r for r in results if not r.passed]
+    skipped = [r for r in results if r.skipped]
     print(f"soak gate: {run_id}: {'FAILED' if failed else 'passed'} "
-          f"({len(results) - len(failed)}/{len(results)} rules pass)", file=stream)
+          f"({len(results) - len(failed) - len(skipped)}/{len(results)} rules pass"
+          f"{f', {len(skipped)} skipped' if skipped else ''})", file=stream)
     for r in results:
-        print(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}: {r.message}", file=stream)
+        print(f"  {r.status.upper()[:4]}  {r.name}: {r.message}", file=stream)
         if not r.passed:
             for d in r.details[:5]:
                 print(f"          {d}", file=stream)
@@ -244,13 +337,46 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
 
 
+def run_labels(run: RunFolder) -> dict:
+    """Device and model names for the JUnit suite name."""
+    m = run.manifest
+    device = (m.get("opencl") or {}).get("device") if isinstance(m.get("opencl"), dict) else None
+    target = m.get("target") or (run.first("run_start") or {}).get("target")
+    host = (m.get("host") or {}).get("hostname") if isinstance(m.get("host"), dict) else None
+    model = m.get("model") if isinstance(m.get("model"), dict) else {}
+    return {"device": device or (target if target and target != "local" else host),
+            "model": model.get("name") or (Path(model["config_path"]).parent.name if model.get("config_path") else None)}
+
+
+def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult], RunFolder]:
+    """Evaluate and write JUnit; on bad input, write an error JUnit (when a path is known) and re-raise."""
+    from soak.outputs.junit import write_error_junit, write_junit
+
+    t0 = time.perf_counter()
+    run = None
+    try:
+        run = RunFolder(run_dir)
+        if baseline is not None:
+            RunFolder(baseline)
+        results, _ = evaluate(run, policy, baseline)
+    except BadInput as exc:
+        path = junit_path or (Path(run_dir) / "gate-junit.xml" if Path(run_dir).is_dir() else None)
+        if path is not None:
+            try:
+                write_error_junit(path, policy.name, (run.run_id if run else Path(run_dir).name) if run_dir else "?",
+                                  exc.message, exc.hint, time.perf_counter() - t0)
+            except BadInput:
+                pass
+        raise
+    if junit_path is not None:
+        write_junit(results, junit_path, policy.name, run.run_id, time_s=time.perf_counter() - t0, **run_labels(run))
+    return all(r.passed for r in results), results, run
+
+
 def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult]]:
     """Gate a finished run; prints the rules and writes JUnit (default RUN/gate-junit.xml)."""
-    from soak.outputs.junit import write_junit
-
-    policy = load_policy(policy_path) if policy_path else default_policy()
-    run = RunFolder(run_dir)
-    results, _ = evaluate(run, policy, baseline)
-    write_junit(results, Path(junit_path) if junit_path else run.path / "gate-junit.xml", policy.name, run.run_id)
+    policy = (policy_path if isinstance(policy_path, Policy) else
+              load_policy(policy_path) if policy_path else default_policy())
+    passed, results, run = judge(run_dir, policy, baseline, Path(junit_path) if junit_path else Path(run_dir) / "gate-junit.xml")
     print_results(results, run.run_id)
-    return all(r.passed for r in results), results
+    return passed, results

@@ -22,6 +22,7 @@
     [memory]
     max_leak_slope = "256KiB"      # per iteration, for a series whose verdict is "leak" (0: any leak fails)
     max_leak_slope_per_hour = "1GiB"
+    max_kept_after_reset = "64MiB" # a ratchet / retained growth up to this passes (default: none passes)
     series = ["rss", "pss", "gpu_live_bytes"]   # default: all four
     require_return = true          # memory must come back after each recovery
 
@@ -33,12 +34,16 @@
     max_tps_regression_pct = 10    # decode tok/s drop against --baseline
     max_drift_pct = 20             # decode tok/s lost over the run itself
 
-Every rule is optional; a section that is absent adds no rule.  Unknown
-keys are refused (a typo must not silently disable a rule).
+Every rule is optional; a section that is absent adds no rule, but a
+policy with no rule at all is refused (it would pass anything).  Unknown
+keys, NaN or infinite numbers, and strings where a boolean belongs are
+refused (a typo must not silently disable a rule).  Every gate also judges
+`run.complete` (soak.outputs.gate).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -55,7 +60,7 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _KEYS = {
     "gate": {"name", "required_backend", "min_iterations"},
     "errors": {"max_count", "max_rate", "allow", "allow_all_known", "severity", "fault"},
-    "memory": {"max_leak_slope", "max_leak_slope_per_hour", "series", "require_return"},
+    "memory": {"max_leak_slope", "max_leak_slope_per_hour", "max_kept_after_reset", "series", "require_return"},
     "recovery": {"min_rate", "min_score"},
     "perf": {"max_tps_regression_pct", "max_drift_pct"},
 }
@@ -81,6 +86,7 @@ class Policy:
     by_fault: dict[str, Limit] = field(default_factory=dict)
     max_leak_slope: float | None = None
     max_leak_slope_per_hour: float | None = None
+    max_kept_after_reset: float | None = None
     series: tuple[str, ...] = SERIES
     require_return: bool = False
     min_recovery_rate: float | None = None
@@ -93,6 +99,8 @@ def parse_size(value, where: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{where}: expected a size, got {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a size (give a finite number of bytes)")
         if value < 0:
             raise ValueError(f"{where}: must not be negative")
         return float(value)
@@ -106,6 +114,8 @@ def parse_size(value, where: str) -> float:
 def _number(v, where: str, integer: bool = False, lo: float = 0, hi: float | None = None):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
         raise ValueError(f"{where}: expected {'an integer' if integer else 'a number'}, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{where}: {v!r} is not a finite number")
     if v < lo or (hi is not None and v > hi):
         raise ValueError(f"{where}: {v} is outside {lo}..{hi if hi is not None else 'inf'}")
     return v
@@ -157,7 +167,7 @@ def policy_from_dict(data: dict, path: str = "<policy>") -> Policy:
     if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
         raise ValueError("[errors].allow: expected a list of fault ids or signatures")
     p.allow = allow
-    p.allow_all_known = bool(e.get("allow_all_known", False))
+    p.allow_all_known = _bool(e.get("allow_all_known", False), "[errors].allow_all_known")
     for sev, table in (e.get("severity") or {}).items():
         if sev not in SEVERITIES:
             raise ValueError(f"[errors.severity]: unknown severity {sev!r}; one of {', '.join(SEVERITIES)}")
@@ -171,10 +181,14 @@ def policy_from_dict(data: dict, path: str = "<policy>") -> Policy:
         p.max_leak_slope_per_hour = parse_size(m["max_leak_slope_per_hour"], "[memory].max_leak_slope_per_hour")
     if "series" in m:
         bad = [s for s in m["series"] if s not in SERIES] if isinstance(m["series"], list) else [m["series"]]
+        if isinstance(m["series"], list) and not m["series"]:
+            raise ValueError("[memory].series: empty; leave it out to judge all four series")
         if bad:
             raise ValueError(f"[memory].series: unknown {bad}; choose from {list(SERIES)}")
         p.series = tuple(m["series"])
-    p.require_return = bool(m.get("require_return", False))
+    if "max_kept_after_reset" in m:
+        p.max_kept_after_reset = parse_size(m["max_kept_after_reset"], "[memory].max_kept_after_reset")
+    p.require_return = _bool(m.get("require_return", False), "[memory].require_return")
     r = data.get("recovery", {})
     if "min_rate" in r:
         p.min_recovery_rate = _number(r["min_rate"], "[recovery].min_rate", hi=1)
@@ -185,7 +199,24 @@ def policy_from_dict(data: dict, path: str = "<policy>") -> Policy:
         p.max_tps_regression_pct = _number(f["max_tps_regression_pct"], "[perf].max_tps_regression_pct", lo=-100)
     if "max_drift_pct" in f:
         p.max_drift_pct = _number(f["max_drift_pct"], "[perf].max_drift_pct")
+    if not has_rule(p):
+        raise ValueError("the policy has no rule, so it would pass any run; add at least one rule "
+                         "(e.g. [errors.severity] critical = { max_count = 0 })")
     return p
+
+
+def has_rule(p: Policy) -> bool:
+    return any((p.required_backend, p.min_iterations is not None, p.errors is not None, p.by_severity, p.by_fault,
+                p.max_leak_slope is not None, p.max_leak_slope_per_hour is not None,
+                p.max_kept_after_reset is not None, p.require_return, p.min_recovery_rate is not None,
+                p.min_recovery_score is not None, p.max_tps_regression_pct is not None,
+                p.max_drift_pct is not None))
+
+
+def _bool(v, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{where}: expected true or false, got {v!r}")
+    return v
 
 
 def load_policy(path: str | Path) -> Policy:
