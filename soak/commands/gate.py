@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soak.errors import BadInput
-    from soak.outputs.gate import judge, print_results
+    from soak.outputs.gate import judge, print_results, run_id_of
     from soak.outputs.junit import write_error_junit
     from soak.outputs.policy import default_policy, load_policy
 
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit)
     if args.json:
-        print(json.dumps({"run_id": run_folder.run_id, "passed": passed, "policy": policy.path,
+        print(json.dumps({"run_id": run_id_of(run_folder), "passed": passed, "policy": policy.path,
                           "rules": [{"name": r.name, "status": r.status, "passed": r.passed and not r.skipped,
                                      "message": r.message, "details": r.details} for r in results]}, indent=2))
     else:
-        print_results(results, run_folder.run_id)
+        print_results(results, run_id_of(run_folder))
     return int(ExitCode.OK if passed else ExitCode.FAILED)

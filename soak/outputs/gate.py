@@ -337,6 +337,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
 
 
+def run_id_of(run: RunFolder) -> str:
+    """The run id, even when events.jsonl cannot be read (then from the manifest or the folder name)."""
+    try:
+        return run.run_id
+    except BadInput:
+        return str(run.manifest.get("run_id") or run.path.name)
+
+
 def run_labels(run: RunFolder) -> dict:
     """Device and model names for the JUnit suite name."""
     m = run.manifest
@@ -363,13 +371,13 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool
         path = junit_path or (Path(run_dir) / "gate-junit.xml" if Path(run_dir).is_dir() else None)
         if path is not None:
             try:
-                write_error_junit(path, policy.name, (run.run_id if run else Path(run_dir).name) if run_dir else "?",
+                write_error_junit(path, policy.name, run_id_of(run) if run else Path(run_dir).name,
                                   exc.message, exc.hint, time.perf_counter() - t0)
             except BadInput:
                 pass
         raise
     if junit_path is not None:
-        write_junit(results, junit_path, policy.name, run.run_id, time_s=time.perf_counter() - t0, **run_labels(run))
+        write_junit(results, junit_path, policy.name, run_id_of(run), time_s=time.perf_counter() - t0, **run_labels(run))
     return all(r.passed for r in results), results, run
 
 
@@ -378,5 +386,5 @@ def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
     passed, results, run = judge(run_dir, policy, baseline, Path(junit_path) if junit_path else Path(run_dir) / "gate-junit.xml")
-    print_results(results, run.run_id)
+    print_results(results, run_id_of(run))
     return passed, results

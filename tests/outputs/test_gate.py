@@ -241,3 +241,141 @@ def test_test_engine_cpu_fallback_fails_an_opencl_gate(engine_runs, tmp_path):
     r = rules(run, policy)["backend.required"]
     assert not r.passed and "actually ran on cpu" in r.message and "Can't Find type=3 backend" in r.message
     assert rules(ok, policy)["backend.required"].passed
+
+
+# --- run.complete: an empty, killed or cut-short run never passes -------------------
+
+def _cut(run, keep):
+    """Rewrite events.jsonl keeping only the lines for which keep(event) is true."""
+    import json as _json
+
+    path = run / "events.jsonl"
+    lines = [ln for ln in path.read_text().splitlines() if keep(_json.loads(ln))]
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _complete(run, policy="[errors]\nmax_count = 0\n"):
+    results, _ = evaluate(run, policy_from_dict(tomllib.loads(policy), "<test>"))
+    return {r.name: r for r in results}
+
+
+def test_complete_run_passes_run_complete(clean):
+    r = _complete(clean)["run.complete"]
+    assert r.passed and not r.skipped and "ended by iterations after 100" in r.message
+
+
+def test_killed_run_fails_run_complete(make_run, capsys):
+    run = make_run("killed", iterations=60)
+    _cut(run, lambda e: e["event"] != "run_end")
+    r = _complete(run)
+    assert not r["run.complete"].passed and "no run_end" in r["run.complete"].message
+    assert "errors.total" in r  # the rest is still judged on what there is
+    assert main(["gate", str(run)]) == ExitCode.FAILED
+    assert "FAIL  run.complete: no run_end" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("reason, fragment", [("interrupted", "interrupted"), ("unrecoverable", "could not be recovered"),
+                                              ("fail_fast", "--fail-fast")])
+def test_run_ended_early_fails(make_run, reason, fragment):
+    import json as _json
+
+    run = make_run(f"early-{reason}", iterations=40)
+    path = run / "events.jsonl"
+    lines = path.read_text().splitlines()
+    end = _json.loads(lines[-1])
+    end["reason"] = reason
+    path.write_text("\n".join(lines[:-1] + [_json.dumps(end)]) + "\n")
+    r = _complete(run)["run.complete"]
+    assert not r.passed and fragment in r.message
+
+
+def test_fewer_iterations_than_asked_fails(make_run):
+    import json as _json
+
+    run = make_run("short", iterations=40)
+    m = _json.loads((run / "manifest.json").read_text())
+    m["config"] = {"iterations": 200}
+    (run / "manifest.json").write_text(_json.dumps(m))
+    r = _complete(run)["run.complete"]
+    assert not r.passed and "40 of the 200 iterations" in r.message
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("", "holds no event"),
+    ("\x00\x01garbage", "holds no event"),                     # one cut-off line: dropped
+    ("garbage\nmore garbage\n{{{\n", "cannot be read"),
+    ('{"event": "hello"}\n{"x": 1}\n', "no soak run event"),
+])
+def test_empty_or_garbage_events_fail_the_gate(make_run, tmp_path, content, fragment, capsys):
+    run = make_run("garbage", iterations=10)
+    (run / "events.jsonl").write_text(content)
+    results, verdicts = evaluate(run, load_policy_text("[errors]\nmax_count = 0\n", tmp_path))
+    assert [r.name for r in results] == ["run.complete"] and verdicts is None
+    assert not results[0].passed and fragment in results[0].message
+    junit = tmp_path / "j.xml"
+    assert main(["gate", str(run), "--junit", str(junit)]) == ExitCode.FAILED
+    assert "run.complete" in junit.read_text()
+
+
+def load_policy_text(text, tmp_path):
+    p = tmp_path / "policy.toml"
+    p.write_text(text)
+    return load_policy(p)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "no rule"),
+    ("# nothing\n[gate]\nname = \"x\"\n", "no rule"),
+    ("[errors]\nmax_rate = nan\n", "not a finite number"),
+    ("[errors]\nmax_rate = inf\n", "not a finite number"),
+    ("[memory]\nmax_leak_slope = nan\n", "not a size"),
+    ("[memory]\nrequire_return = \"yes\"\n", "expected true or false"),
+    ("[errors]\nallow_all_known = 1\nmax_count = 0\n", "expected true or false"),
+    ("[memory]\nseries = []\nmax_leak_slope = 0\n", "empty"),
+    ("[memory]\nmax_kept_after_reset = \"lots\"\n", "not a size"),
+])
+def test_more_bad_policies(tmp_path, text, fragment):
+    with pytest.raises(BadInput) as exc:
+        load_policy_text(text, tmp_path)
+    assert fragment in str(exc.value)
+
+
+def test_soak_run_checks_the_policy_before_the_soak(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[memory]\nrequire_return = \"yes\"\n")
+    out = tmp_path / "logs"
+    code = main(["run", "--engine", "test", "--iterations", "3", "--quiet", "--out", str(out), "--run-id", "x",
+                 "--gate", str(bad)])
+    assert code == ExitCode.BAD_INPUT
+    assert not (out / "x").exists()          # nothing ran
+    assert "require_return" in capsys.readouterr().err
+    assert main(["run", "--engine", "test", "--iterations", "3", "--quiet", "--out", str(out), "--run-id", "y",
+                 "--gate", str(bad.with_name("nope.toml"))]) == ExitCode.BAD_INPUT
+    assert not (out / "y").exists()
+
+
+def test_gate_does_not_rewrite_verdicts_json(clean):
+    from soak.analysis.verdicts import compute_verdicts
+
+    compute_verdicts(clean)
+    path = clean / "verdicts.json"
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    _complete(clean)
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_ratchet_fails_unless_allowed(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("shapes", Path(__file__).with_name("_shapes.py"))
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    run = shapes.write_shape(tmp_path / "ratchet", "ratchet", seed=1, field="gpu_live_bytes", floor=43e6,
+                             kv_per_token=235e3, max_turns=60, iterations=600, noise=5e6)
+    r = _complete(run, "[memory]\nmax_leak_slope = 0\nseries = [\"gpu_live_bytes\"]\n")["memory.leak.gpu_live_bytes"]
+    assert not r.passed and "ratchet" in r.message and "follows the longest context" in r.message
+    r = _complete(run, "[memory]\nmax_leak_slope = 0\nmax_kept_after_reset = \"8GiB\"\nseries = [\"gpu_live_bytes\"]\n")
+    assert r["memory.leak.gpu_live_bytes"].passed
+    r = _complete(run, "[memory]\nmax_kept_after_reset = \"1GiB\"\nseries = [\"gpu_live_bytes\"]\n")
+    assert not r["memory.leak.gpu_live_bytes"].passed and "> max_kept_after_reset" in r["memory.leak.gpu_live_bytes"].message
