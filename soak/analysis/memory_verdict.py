@@ -10,10 +10,24 @@ For each series of `memory` events the verdict is one of
                 the slope of the last half is at least half the overall slope;
   growth_stopped  a significant rise that did not go on (a step: a cache or
                 pool that grew once and then held); reported, not a leak;
+  ratchet       the level follows the longest context seen so far and is not
+                given back at reset (soak.analysis.context_model): one long
+                conversation costs its KV bytes for good;
+  retained      growth of at least `kept_fraction` (20 %) of the starting
+                level that reset does not give back and that neither a
+                trend nor the context explains (never "stable");
   stable        no such trend (or growth too small to matter);
   decreasing    a significant downward trend;
   insufficient  too few samples after warm-up;
   no_data       the series was never sampled (e.g. GPU bytes without the interposer).
+
+The LLM workload first: when iterations carry `conversation` and
+`context_tokens`, each series is also fitted against the context
+(soak.analysis.context_model): floors at conversation starts, growth per
+context token against the model's KV bytes per token, and the residual trend
+once both are removed.  That verdict replaces the one-series verdict
+(`verdict_one_series`, kept for comparison) when a context model fits;
+otherwise the one-series verdict stands.  Either way the 20 % rule applies.
 
 Warm-up (model load, first KV-cache allocations, allocator arenas filling)
 is excluded: the first `warmup_fraction` of the run's iterations (at least

@@ -54,7 +54,8 @@ def _anchor(fault_id: str) -> str:
 
 
 def _verdict_cls(v: str) -> str:
-    return {"leak": "bad", "degrading": "bad", "growth_stopped": "warn", "stable": "good"}.get(v, "muted")
+    return {"leak": "bad", "ratchet": "bad", "retained": "bad", "degrading": "bad", "growth_stopped": "warn",
+            "stable": "good"}.get(v, "muted")
 
 
 class _Run:

@@ -161,3 +161,18 @@ def test_drift_the_context_does_not_explain(tmp_path):
     (run / "events.jsonl").write_text("\n".join(lines) + "\n")
     d = compute_verdicts(run, write=False)["perf"]["drift"]["decode_tps"]
     assert d["verdict"] == "degrading" and d["drift_pct"] < -30
+
+
+def test_run_summary_prints_the_verdict_lines():
+    from soak.loop.console import summary_table
+
+    summary = {"run_id": "r", "run_dir": "/tmp/r", "end_reason": "iterations", "iterations": 600, "elapsed_s": 60,
+               "backend_requested": "opencl", "backend_actual": "opencl", "worker_restarts": 0, "rss": {},
+               "analysis": {"verdicts": {"ok": True, "lines": [
+                   "GPU bytes: ratchet, +3.0 GB kept after reset, follows the longest context (235 kB/token)",
+                   "decode: stable, 40 tok/s median"]}}}
+    text = summary_table(summary)
+    assert "\nGPU bytes: ratchet, +3.0 GB kept after reset, follows the longest context" in text
+    assert "\ndecode: stable" in text
+    summary["analysis"]["verdicts"] = {"error": "ValueError: boom"}
+    assert "verdicts failed: ValueError: boom" in summary_table(summary)
