@@ -71,10 +71,75 @@ def expected_kv_bytes_per_token(model: dict | None, backend: str | None) -> dict
             "dtype_assumed": f"{'fp32' if dtype == 4 else 'fp16'} ({backend or '?'} backend, precision {precision or '?'})"}
 
 
-def rows_for(samples: Sequence[tuple[int, dict]], iterations: dict, field: str) -> list[Row]:
-    """Join memory samples (segment, event) with their iteration's conversation and context."""
-    rows = []
-    hw: dict[int, float] = {}
+class Accumulator:
+    """Per-sample rows of one series, fed online, held in bounded memory.
+
+    Up to `cap` rows are kept as they come.  Past that, every finished
+    conversation is reduced to three rows (its floor, the first sample, its
+    peak, the sample at its longest context, and one between), and when that is still too many,
+    every other kept conversation is dropped and only every 2nd, 4th, ... new
+    conversation is kept (a deterministic thinning).  The running high-water
+    mark per worker segment is O(1) state and is exact whatever is dropped.
+    """
+
+    def __init__(self, cap: int = 8192):
+        self.cap = cap
+        self.convs: list[list[Row]] = []
+        self.total = 0
+        self.reduced = False
+        self.stride = 1
+        self.seen = 0            # conversations started
+        self._key = None
+        self._keep = True
+        self._hw: dict[int, float] = {}
+
+    def add(self, iteration: float, t: float | None, conversation, context: float, segment: int, value: float) -> None:
+        hw = self._hw[segment] = max(self._hw.get(segment, 0.0), context)
+        key = (segment, conversation)
+        if key != self._key:
+            self._close()
+            self._key = key
+            self._keep = self.seen % self.stride == 0
+            self.seen += 1
+            if self._keep:
+                self.convs.append([])
+        if self._keep:
+            self.convs[-1].append(Row(iteration, t, conversation, context, hw, segment, value))
+            self.total += 1
+
+    def _close(self) -> None:
+        if not self.convs:
+            return
+        if self.reduced:
+            self.convs[-1] = self._two(self.convs[-1])
+        if self.total > self.cap:
+            if not self.reduced:
+                self.reduced = True
+                self.convs = [self._two(c) for c in self.convs]
+            while sum(len(c) for c in self.convs) > self.cap:
+                self.convs = self.convs[::2]
+                self.stride *= 2
+            self.total = sum(len(c) for c in self.convs)
+
+    @staticmethod
+    def _two(rows: list[Row]) -> list[Row]:
+        """Floor, middle and peak (three rows: the within-conversation fit needs three)."""
+        if len(rows) <= 3:
+            return rows
+        k = max(range(1, len(rows)), key=lambda j: rows[j].context)
+        if k == 1:
+            return [rows[0], rows[1]]
+        return [rows[0], rows[k // 2 or 1], rows[k]]
+
+    def rows(self) -> list[Row]:
+        self._close()
+        self._key = None
+        return [r for c in self.convs for r in c]
+
+
+def rows_for(samples: Sequence[tuple[int, dict]], iterations: dict, field: str, cap: int = 8192) -> list[Row]:
+    """Join memory samples (segment, event) with their iteration's conversation and context (bounded: Accumulator)."""
+    acc = Accumulator(cap)
     for seg, e in samples:
         it = e.get("iteration")
         info = iterations.get(it) if isinstance(it, int) else None
@@ -82,11 +147,9 @@ def rows_for(samples: Sequence[tuple[int, dict]], iterations: dict, field: str) 
         if info is None or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         conv, ctx = info
-        hw[seg] = max(hw.get(seg, 0.0), ctx)
         t = e.get("t")
-        rows.append(Row(float(it), float(t) if isinstance(t, (int, float)) else None, conv, float(ctx),
-                        hw[seg], seg, float(v)))
-    return rows
+        acc.add(float(it), float(t) if isinstance(t, (int, float)) else None, conv, float(ctx), seg, float(v))
+    return acc.rows()
 
 
 def _mad(values: Sequence[float]) -> float:

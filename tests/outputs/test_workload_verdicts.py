@@ -176,3 +176,28 @@ def test_run_summary_prints_the_verdict_lines():
     assert "\ndecode: stable" in text
     summary["analysis"]["verdicts"] = {"error": "ValueError: boom"}
     assert "verdicts failed: ValueError: boom" in summary_table(summary)
+
+
+def test_accumulator_is_bounded_and_keeps_the_shape():
+    """A night of iterations fits in a fixed number of rows; the fits on them still name the shape."""
+    import random
+
+    from soak.analysis.context_model import Accumulator, fit_context
+
+    rnd = random.Random(0)
+    acc = Accumulator(cap=2000)
+    i = conv = hw = 0
+    while i < 200_000:
+        ctx = 0
+        for _turn in range(rnd.randint(1, 8)):
+            ctx += rnd.randint(40, 500)
+            hw = max(hw, ctx)
+            acc.add(float(i), None, conv, float(ctx), 0, 200e6 + 12e3 * hw + rnd.gauss(0, 1e6))
+            i += 1
+        conv += 1
+    rows = acc.rows()
+    assert len(rows) <= 2000 and acc.stride > 1
+    assert rows[-1].iteration > 190_000 and rows[0].iteration == 0      # the whole run, thinned
+    assert max(r.high_water for r in rows) == hw                         # exact whatever was dropped
+    fit = fit_context(rows, {"bytes_per_token": 12e3})
+    assert fit["model"] == "high_water" and fit["kv_ratio"]["lo"] <= 1.0 <= fit["kv_ratio"]["hi"]
