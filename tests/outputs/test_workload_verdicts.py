@@ -96,7 +96,7 @@ def test_small_step_is_not_called_retained(tmp_path):
     assert _v(run)[1]["verdict"] in ("stable", "growth_stopped")
 
 
-@pytest.mark.parametrize("name", ["pip-tiny-200", "pip-tiny-multiturn"])
+@pytest.mark.parametrize("name", ["pip-tiny-200", "pip-tiny-multiturn", "pip-tiny-longctx"])
 def test_recorded_pip_mnn_ratchet(tmp_path, name):
     """Real pip MNN 3.6.1 runs: RSS 41 -> 66 MiB (200 iterations) was called stable next to a 21 GiB/hour slope.
     The memory follows the longest context seen and stays there after reset: a ratchet, with its growth
@@ -201,3 +201,15 @@ def test_accumulator_is_bounded_and_keeps_the_shape():
     assert max(r.high_water for r in rows) == hw                         # exact whatever was dropped
     fit = fit_context(rows, {"bytes_per_token": 12e3})
     assert fit["model"] == "high_water" and fit["kv_ratio"]["lo"] <= 1.0 <= fit["kv_ratio"]["hi"]
+
+
+def test_recorded_long_context_run_flags_the_context_limit(tmp_path):
+    """Real pip MNN run past the tiny model's 4096 positions (contexts to 11688): the ratchet holds RSS at the
+    longest context's level (40.8 -> 100.4 MiB), and the tok/s past max_position_embeddings is reported."""
+    run = series.rebuild("pip-tiny-longctx", tmp_path / "long")
+    v = compute_verdicts(run, write=False)
+    rss = v["memory"]["series"]["rss"]
+    assert rss["verdict"] == "ratchet" and rss["kept_after_reset"]["bytes"] > 40e6
+    past = v["perf"]["drift"]["decode_tps"]["context"]["past_context_limit"]
+    assert past["max_position_embeddings"] == 4096 and past["iterations"] > 50
+    assert "PAST max_position_embeddings 4096" in summary_lines(v)[-1]
