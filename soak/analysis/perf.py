@@ -110,13 +110,17 @@ def context_fit(run: RunFolder, metric: str, confidence: float = 0.95) -> dict |
     at = [1000.0, float(by_ctx[-1][1])]
     out["predicted"] = {str(int(c)): ((1.0 / (level + slope * c)) if tps else level + slope * c) for c in at
                         if level + slope * c > 0}
-    tr = trend([r[0] for r in inside], res, confidence=confidence)
-    typical = median(r[2] for r in inside)
-    if tr is not None and typical > 0:
-        span = inside[-1][0] - inside[0][0]
-        pct = 100.0 * tr.slope * span / typical   # change of s/token (or s) over the run, context removed
+    # the run at one reference context (the median): what the context does not explain
+    ref = median(r[1] for r in inside)
+    adjusted = [v + slope * ref for v in res]
+    tr = trend([r[0] for r in inside], adjusted, confidence=confidence)
+    k = max(3, len(adjusted) // 10)
+    first, last = median(adjusted[:k]), median(adjusted[-k:])
+    if tr is not None and first > 0 and last > 0:
+        pct = 100.0 * (last - first) / first      # change in s/token (or s) at the reference context
         if tps:
-            pct = -pct                            # more s/token = fewer tok/s
+            pct = 100.0 * (first / last - 1.0)    # as tok/s
+        out["at_context"] = {"context": ref, "start": (1 / first) if tps else first, "end": (1 / last) if tps else last}
         out["residual_drift_pct"] = pct
         out["residual_p"] = tr.p
         worse, better = tr.increasing, tr.decreasing   # in s/token or s: up is worse

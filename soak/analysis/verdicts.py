@@ -114,8 +114,12 @@ def speed_line(perf: dict) -> str | None:
         text += f", {at} (context explains the change)"
     elif d.get("median") is not None:
         text += f", {d['median']:.0f} tok/s median"
-    if d.get("drift_pct") is not None:
-        text += f"; {d['drift_pct']:+.1f}% over the run{' beyond the context' if ctx and ctx.get('context_effect') else ''}"
+    at = (ctx or {}).get("at_context")
+    if d.get("drift_pct") is not None and at and "verdict_raw" in d:
+        text += (f"; at {int(at['context'])} tokens of context {at['start']:.0f} -> {at['end']:.0f} tok/s "
+                 f"({d['drift_pct']:+.1f}%) over the run")
+    elif d.get("drift_pct") is not None:
+        text += f"; {d['drift_pct']:+.1f}% over the run"
     past = (ctx or {}).get("past_context_limit")
     if past:
         text += (f"; PAST max_position_embeddings {past['max_position_embeddings']}: {past['iterations']} iterations "
