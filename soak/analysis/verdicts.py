@@ -111,7 +111,7 @@ def speed_line(perf: dict) -> str | None:
     if ctx and ctx.get("context_effect"):
         pred = ctx.get("predicted") or {}
         at = " -> ".join(f"{v:.0f} tok/s at {int(k)} tokens" for k, v in pred.items())
-        text += f", {at} (context explains the change)"
+        text += f", {at}"
     elif d.get("median") is not None:
         text += f", {d['median']:.0f} tok/s median"
     at = (ctx or {}).get("at_context")
