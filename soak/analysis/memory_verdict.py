@@ -70,6 +70,8 @@ from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
 
 SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
+RESIDUAL_SIGMAS = 3.0     # a residual leak grows by at least this many noise sd over the run
+FLOOR_CONFIDENCE = 0.95   # the floor's confirmation of a residual leak (a second, mostly independent test)
 MIB = 1 << 20
 
 
@@ -240,6 +242,29 @@ def workload_verdict(samples, iterations: dict, field: str, warmup: int, c: Leak
         verdict = decide(tr, growth, start, x, y, segs, c)
         if verdict == "decreasing":
             verdict = "stable"
+        if verdict == "leak":
+            # growth the residual's own wander could make is no leak: at least RESIDUAL_SIGMAS robust
+            # standard deviations of the detrended residual (an AR(1) wobble once the sawtooth is gone)
+            detr = [yi - tr.slope * xi for xi, yi in zip(x, y)]
+            by_seg: dict = {}
+            for sg, v in zip(segs, detr):
+                by_seg.setdefault(sg, []).append(v)
+            mids = {sg: median(v) for sg, v in by_seg.items()}
+            sd = 1.4826 * median(abs(v - mids[sg]) for sg, v in zip(segs, detr))
+            out["residual"]["noise_sd"] = sd
+            if growth < RESIDUAL_SIGMAS * sd:
+                verdict = "stable"
+        if verdict == "leak":
+            # a leak also lifts the floor: confirm on the conversation starts (fewer, less correlated points)
+            first = {}
+            for k in keep:
+                first.setdefault((rows[k].segment, rows[k].conversation), k)
+            fk = sorted(first.values())
+            ftr = trend([rows[k].iteration for k in fk], [residual[k] for k in fk],
+                        [segs[keep.index(k)] for k in fk], confidence=FLOOR_CONFIDENCE) if len(fk) >= 4 else None
+            out["residual"]["floor_confirms"] = bool(ftr is not None and ftr.increasing)
+            if not out["residual"]["floor_confirms"]:
+                verdict = "stable"
     if verdict != "leak" and fit["model"] == "high_water":
         b = fit["bytes_per_token"]
         rise = rows[-1].high_water - rows[0].high_water
