@@ -205,11 +205,12 @@ def fit_context(rows: list[Row], expected: dict | None, confidence: float = 0.99
             groups.setdefault(r.segment, []).append(v)
         med = {k: median(v) for k, v in groups.items()}
         fits[kind] = (tr, res, _mad([v - med[r.segment] for r, v in zip(rows, res)]))
-    best = "none"
-    best_spread = flat_spread
-    for kind, (tr, _res, spread) in fits.items():
-        if tr.slope_lo > 0 and tr.slope > 0 and spread <= BETTER_FIT * best_spread:
-            best, best_spread = kind, spread
+    # memory that grows with the context inside conversations is the context model, whatever else a
+    # leak makes the high-water fit look like; a ratchet shows (almost) no growth below the high-water
+    # mark, so its within-conversation slope is 0 and only the high-water model is left
+    eligible = [k for k, (tr, _res, spread) in fits.items()
+                if tr.slope_lo > 0 and tr.slope > 0 and spread <= BETTER_FIT * flat_spread]
+    best = "context" if "context" in eligible else eligible[0] if eligible else "none"
     out = {"model": best, "spread_flat": flat_spread,
            "fits": {k: {"bytes_per_token": tr.slope, "lo": tr.slope_lo, "hi": tr.slope_hi, "spread": spread}
                     for k, (tr, _r, spread) in fits.items()}}

@@ -70,7 +70,7 @@ from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
 
 SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
-RESIDUAL_SIGMAS = 3.0     # a residual leak grows by at least this many noise sd over the run
+RESIDUAL_SIGMAS = 4.0     # a residual leak grows by at least this many noise sd over the run
 FLOOR_CONFIDENCE = 0.95   # the floor's confirmation of a residual leak (a second, mostly independent test)
 MIB = 1 << 20
 
