@@ -20,6 +20,11 @@ back.  For each memory series this module separates
   trend over iterations.  For the high-water model the residual is tested
   within each plateau of the high-water mark (segments), so growth while the
   longest context did not change is a leak whatever the fitted slope absorbed.
+  A residual leak must also grow by at least 4 robust noise sd of the
+  residual over the run and lift the conversation floors (95 % trend test on
+  them): once the sawtooth is removed, what is left is an AR(1) wobble that
+  wanders (2/300 noisy clean runs were called leaks without these checks;
+  benchmarks/bench_leak_detector.py).
 
 Everything here is computed from per-sample rows (iteration, t, conversation,
 context, worker segment, value), which a streaming reader can build from
