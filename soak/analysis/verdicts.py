@@ -115,10 +115,10 @@ def speed_line(perf: dict) -> str | None:
     elif d.get("median") is not None:
         text += f", {d['median']:.0f} tok/s median"
     at = (ctx or {}).get("at_context")
-    if d.get("drift_pct") is not None and at and "verdict_raw" in d:
+    if d.get("drift_pct") is not None and at and "verdict_raw" in d and d["verdict"] != "stable":
         text += (f"; at {int(at['context'])} tokens of context {at['start']:.0f} -> {at['end']:.0f} tok/s "
                  f"({d['drift_pct']:+.1f}%) over the run")
-    elif d.get("drift_pct") is not None:
+    elif d.get("drift_pct") is not None and d["verdict"] != "stable":
         text += f"; {d['drift_pct']:+.1f}% over the run"
     past = (ctx or {}).get("past_context_limit")
     if past:
