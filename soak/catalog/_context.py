@@ -32,6 +32,7 @@ class RunContext:
     driver_version: str | None = None
     mnn_version: str | None = None
     os: str | None = None
+    gpu_platform: str | None = None     # OpenCL platform name (PoCL, NVIDIA CUDA, ...)
     manifest_problem: str | None = None
 
     def to_json(self) -> dict:
@@ -122,8 +123,12 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
                           else _first(cfg, "thread_num") if _first(cfg, "thread_num") is not None
                           else m.get("thread_num"))
     cl = _dict(m.get("opencl"))
+    plat_name = cl.get("platform")
+    plat_name = _first(plat_name, "name", "vendor") if isinstance(plat_name, dict) else plat_name
+    ctx.gpu_platform = _first(cl, "platform_name") or (plat_name if isinstance(plat_name, str) else None)
     if isinstance(cl.get("platforms"), list) and cl["platforms"]:  # [{name, vendor, devices: [...]}]
         plat = _dict(cl["platforms"])
+        ctx.gpu_platform = ctx.gpu_platform or _first(plat, "name", "vendor")
         cl = {**plat, "devices": plat.get("devices")}
     if isinstance(cl.get("devices"), list) and cl["devices"]:
         dev = _dict(cl["devices"])

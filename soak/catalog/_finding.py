@@ -27,6 +27,11 @@ class Finding:
     resource: str | None = None
     symptom: str | None = None
     injected: bool = False
+    param_name: str | None = None                   # clGet*Info param of a cl_call_error
+    tags: dict = field(default_factory=dict)        # info tag / kernel -> occurrences
+    where: dict = field(default_factory=dict)       # causal bucket -> [first order key in it, count] (_causal)
+    minor: bool = False                             # a warning (slowdown, warning line): starts and joins no cascade
+    benign: str | None = None                       # id of the catalog entry that marks it a benign probe
     texts: list = field(default_factory=list)       # log text the `log` matcher searches
     count: int = 0                                  # occurrences (log lines for cl_error)
     events: int = 0                                 # fault events
@@ -39,9 +44,18 @@ class Finding:
     sample: dict = field(default_factory=dict)      # the first event, trimmed
     extra: dict = field(default_factory=dict)       # derived faults: figures behind them
 
-    def add(self, ev: dict, count: int = 1) -> None:
+    def add(self, ev: dict, count: int = 1, tag: str | None = None) -> None:
         self.events += 1
         self.count += count
+        if tag:
+            self.tags[tag] = self.tags.get(tag, 0) + count
+        b = bucket_of(self.kind, ev)
+        if b is not None:
+            w = self.where.get(b)
+            if w is None:
+                self.where[b] = [order_key(self.kind, ev), count]
+            else:
+                w[1] += count
         it = ev.get("iteration")
         if isinstance(it, int) and (not self.iterations or self.iterations[-1] != it):
             self.iterations.append(it)
@@ -55,6 +69,42 @@ class Finding:
             if self.first_t is None:
                 self.first_t = t
             self.last_t = t
+
+
+# Causal order of fault records within one bucket (an iteration, with the
+# init/load that preceded it): an interposer record (the OpenCL call failed)
+# comes before the log line MNN printed about it, which comes before what the
+# call's end showed (crash, hang, status), which comes before the output checks.
+_RANK = {"cl_call_error": 0, "cl_error": 1, "error_line": 1, "cpu_fallback": 1,
+         "crash": 2, "hang": 2, "status_error": 2, "engine_error": 2, "worker_lost": 2,
+         "device_offline": 2, "device_reboot": 2}
+_BEFORE_ITERATION = ("init", "load")
+
+
+def bucket_of(kind: str, ev: dict) -> int | None:
+    """The iteration a fault record belongs to causally.  init/load faults
+    carry the iteration after them (`bucket`, set by the scan from file order)
+    or the session's; None for records with no iteration (derived faults)."""
+    b = ev.get("bucket")
+    if isinstance(b, int):
+        return b
+    it = ev.get("iteration")
+    if isinstance(it, int):
+        return it
+    return 0 if ev.get("phase") in _BEFORE_ITERATION or "offset" in ev or "call_seq" in ev else None
+
+
+def order_key(kind: str, ev: dict) -> tuple:
+    rank = _RANK.get(kind, 3)
+    if rank == 0:
+        pos = ev.get("call_seq")
+    elif rank == 1:
+        pos = ev.get("offset")
+    else:
+        pos = None
+    seq = ev.get("seq")
+    seq = seq if isinstance(seq, int) else 0
+    return (rank, pos if isinstance(pos, int) else seq, seq)
 
 
 class RunFacts:

@@ -15,9 +15,9 @@ import signal as _signal
 from functools import lru_cache
 
 from soak import fault_kinds
-from soak.catalog import _logscan
 from soak.catalog._clcodes import CL_ERROR_NAMES, code_name
 from soak.engine.abi import STATUS_NAMES
+from soak.logparse import first_cl_error, first_error_lines
 
 # Bump when normalization changes: signatures of one scheme are comparable
 # across runs and machines, not across schemes (as Sentry versions grouping).
@@ -109,7 +109,7 @@ def _cl_part(code, info) -> str:
 
 
 def _err_part(lines) -> str:
-    errs = [normalize_line(x) for x in _logscan.first_error_lines(lines, 2)]
+    errs = [normalize_line(x) for x in first_error_lines(lines, 2)]
     return " / ".join(errs)
 
 
@@ -121,7 +121,8 @@ def fault_key(kind: str, ev: dict) -> str:
         return _cl_part(ev.get("code"), str(ev.get("info") or ""))
     if key == "call":
         injected = " (injected)" if ev.get("injected") else ""
-        return f"{ev.get('api') or '?'} {code_name(ev.get('code'))}{injected}"
+        param = f" {ev['param_name']}" if isinstance(ev.get("param_name"), str) and ev["param_name"] else ""
+        return f"{ev.get('api') or '?'}{param} {code_name(ev.get('code'))}{injected}"
     if key == "line":
         return normalize_line(str(ev.get("line") or ev.get("pattern") or ""))
     if key in ("death", "stall"):
@@ -133,7 +134,7 @@ def fault_key(kind: str, ev: dict) -> str:
         if key == "death":
             sig = signal_name(ev.get("signal"))
             parts.append(sig if sig else f"exit {ev.get('exit_code')}")
-        first = _logscan.first_cl_error(lines)
+        first = first_cl_error(lines)
         if first:
             parts.append(_cl_part(first[0], first[1]))
         err = _err_part(lines)
