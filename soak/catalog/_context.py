@@ -159,6 +159,13 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
     return ctx
 
 
+def context_from_log(read: dict, name: str) -> RunContext:
+    """The context of a raw log (soak.catalog._rawlog): only what it told."""
+    return RunContext(run_id=name, model_name=read.get("model_name"), backend=read.get("backend"),
+                      backend_actual=read.get("backend_actual"), gpu_vendor=read.get("gpu_vendor"),
+                      gpu_model=read.get("gpu_model"), mnn_version=read.get("mnn_version"), os=read.get("os"))
+
+
 def _str(v) -> str | None:
     if v is None:
         return None

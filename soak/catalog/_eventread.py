@@ -20,7 +20,7 @@ from pathlib import Path
 
 EVENT_RE = re.compile(rb'"event"\s*:\s*"([a-z_]+)"')
 # fields that differ between repeats of one fault (values never hold a quote)
-VOLATILE_RE = re.compile(rb'"(?:seq|t|ts|run_id|iteration|offset|count|call_seq|t_ns|call_index|first_call_seq|last_call_seq)": (?:"[^"\\]*"|[-0-9.eE+]+|null)(?:, )?')
+VOLATILE_RE = re.compile(rb'"(?:seq|t|ts|run_id|iteration|offset|count|call_seq|t_ns|call_index|first_seq|last_seq)": (?:"[^"\\]*"|[-0-9.eE+]+|null)(?:, )?')
 
 
 def iteration_fields(raw: bytes) -> dict | None:
@@ -116,7 +116,7 @@ def _split_eventlog(raw: bytes) -> tuple[bytes, dict] | None:
 
 _PAYLOAD_VOLATILE = (("iteration", b'"iteration": '), ("count", b'"count": '), ("offset", b'"offset": '),
                      ("call_seq", b'"call_seq": '), (None, b'"t_ns": '), (None, b'"call_index": '),
-                     ("call_seq", b'"first_call_seq": '), (None, b'"last_call_seq": '))
+                     ("first_seq", b'"first_seq": '), (None, b'"last_seq": '))
 
 
 def memory_fields(raw: bytes) -> dict | None:

@@ -96,8 +96,8 @@ def bucket_of(kind: str, ev: dict) -> int | None:
 
 def order_key(kind: str, ev: dict) -> tuple:
     rank = _RANK.get(kind, 3)
-    if rank == 0:
-        pos = ev.get("call_seq")
+    if rank == 0:  # a folded interposer record (count > 1) starts at its first_seq
+        pos = ev.get("first_seq") if isinstance(ev.get("first_seq"), int) else ev.get("call_seq")
     elif rank == 1:
         pos = ev.get("offset")
     else:

@@ -22,7 +22,7 @@ from soak.logparse import parse_line
 THREADTIME_RE = re.compile(
     r"^(?:\d{4}-)?\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+(?:\S+\s+)?(\d+)\s+(\d+)\s+([VDIWEFA])\s+(.*?)\s*: (.*)$")
 # logcat -v brief:  "I/MNNJNI  ( 1234): CL ERROR CODE : -5, info:Raster"
-BRIEF_RE = re.compile(r"^([VDIWEFA])/(.*?)\s*\(\s*(\d+)\):\s?(.*)$")
+BRIEF_RE = re.compile(r"^([VDIWEFA])/([^:(]*?)\s*(?:\(\s*(\d+)\))?:\s?(.*)$")
 # bugreport sections and `getprop` lines
 BUGREPORT_RE = re.compile(r"^== dumpstate: |^------ SYSTEM LOG \(|^Bugreport format version: ")
 GETPROP_RE = re.compile(r"^\[([\w.\-]+)\]: \[(.*)\]\s*$")
@@ -32,6 +32,8 @@ MNN_TAG = "MNNJNI"
 CRASH_TAGS = ("libc", "DEBUG", "crash_dump64", "crash_dump32", "tombstoned")
 _SIGNAL_RE = re.compile(r"\bsignal (\d+) \((SIG\w+)\)|Fatal signal (\d+) \((SIG\w+)\)|\b(SIG(?:SEGV|ABRT|BUS|ILL|FPE))\b"
                         r"|^(Segmentation fault)|^(Aborted)")
+# other tags kept: the OpenCL driver and the linker (why a library did not load)
+_DRIVER_TAG_RE = re.compile(r"(?i)adreno|mali|opencl|^linker$|^CL\b|pocl|nvidia")
 _BACKTRACE_RE = re.compile(r"^\s*#\d+ pc [0-9a-f]+\s")
 # llm_demo / llm_bench / pymnn lines that show the text is an MNN log even without faults
 _MNN_MARKERS = re.compile(r"^config path is |^The device supports: |^\[MNNLLM\]|^prefill speed = |^ decode speed = "
@@ -105,7 +107,7 @@ def read(path: Path) -> RawLog:
                 log.crashes.append(pending_crash)
             pending_crash["end"] = here
             continue
-        if tag is not None and tag != MNN_TAG:
+        if tag is not None and tag != MNN_TAG and not _DRIVER_TAG_RE.search(tag):
             continue
         log.lines.append((here, msg))
         recent.append(msg)

@@ -21,7 +21,7 @@ from soak import fault_kinds
 from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
 from soak.catalog._finding import Finding
-from soak.catalog.signature import fault_key, normalize_tag, signal_name, signature_id, signature_text
+from soak.catalog.signature import fault_key, normalize_tag, param_of, signal_name, signature_id, signature_text
 from soak.logparse import is_fault, parse_line
 
 _TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
@@ -56,7 +56,7 @@ class Scan:
         elif key == "line":
             k = (kind, phase, ev.get("line") or ev.get("pattern"))
         elif key == "call":
-            k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")), ev.get("param_name"))
+            k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")), param_of(ev))
         else:
             k = None
         text = self._keys.get(k) if k is not None else None
@@ -307,7 +307,7 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
                 status_name=ev.get("status_name"),
                 symptoms=frozenset(ev.get("symptoms") or ()), resource=ev.get("resource"),
                 symptom=ev.get("symptom"), injected=bool(ev.get("injected")),
-                param_name=ev.get("param_name") if isinstance(ev.get("param_name"), str) else None,
+                param_name=param_of(ev),
                 minor=kind == "slowdown" or kind == "error_line" and ev.get("severity") in ("warning", "info"))
     texts: list[str] = []
     for key in ("line", "error"):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from soak import fault_kinds
 from soak.catalog import _causal
-from soak.catalog._context import load_context
+from soak.catalog import _rawlog, _runscan
+from soak.catalog._context import context_from_log, load_context
 from soak.catalog._finding import RunFacts
 from soak.catalog._runscan import scan_run
 from soak.catalog.loader import Catalog, default_catalog_dir, load_catalog
@@ -113,6 +114,32 @@ def _classify(scan, findings, facts: RunFacts, ctx, cat: Catalog, started: float
         },
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
+
+
+def classify_log(path, catalog=None) -> dict:
+    """Triage an engine log soak did not record (llm_demo / llm_bench stdout,
+    a logcat dump, an adb bugreport): the same root-cause table, with the
+    context the log told and what it did not.  Nothing is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path} is not a file", hint="give a log file, or a run folder (logs/<run-id>)")
+    log = _rawlog.read(path)
+    if not _rawlog.looks_like_engine_log(log):
+        raise BadInput(f"{path}: no MNN engine line in {log.total_lines} lines ({log.format})",
+                       hint="give llm_demo/llm_bench output, `adb logcat -d -v threadtime` or an `adb bugreport` text")
+    cat = resolve_catalog(catalog)
+    started = time.perf_counter()
+    scan = _runscan.Scan()
+    scan.source = log.format
+    _runscan.scan_raw(scan, log)
+    ctx = context_from_log(log.context, path.name)
+    findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, None)
+    facts = RunFacts(findings, scan.code_counts, None, path)
+    result = _classify(scan, findings, facts, ctx, cat, started, str(path))
+    result["log"] = {"format": log.format, "lines": log.total_lines, "engine_lines": len(log.lines),
+                     "crashes": len(log.crashes), "context_read": log.context,
+                     "context_missing": log.context_missing}
+    return result
 
 
 def _read_verdicts(run_dir: Path) -> dict | None:

@@ -21,7 +21,7 @@ from soak.logparse import first_cl_error, first_error_lines
 
 # Bump when normalization changes: signatures of one scheme are comparable
 # across runs and machines, not across schemes (as Sentry versions grouping).
-SIGNATURE_SCHEME = 1
+SIGNATURE_SCHEME = 2  # 2: one log parser (soak.logparse) picks a crash's error lines
 
 _LOGCAT_THREADTIME = re.compile(r"^\s*\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[^:]*?:\s")
 _LOGCAT_BRIEF = re.compile(r"^\s*[VDIWEF]/[^:(]+(?:\(\s*\d+\))?:\s")
@@ -113,6 +113,16 @@ def _err_part(lines) -> str:
     return " / ".join(errs)
 
 
+def param_of(ev: dict) -> str | None:
+    """The queried param of a failing clGet*Info: its name, else the
+    interposer's key `param=0x..` (when no header names it)."""
+    name = ev.get("param_name")
+    if isinstance(name, str) and name:
+        return name
+    key = ev.get("key")
+    return key[6:] if isinstance(key, str) and key.startswith("param=") else None
+
+
 def fault_key(kind: str, ev: dict) -> str:
     """The normalized key of one fault (without kind and phase): what its
     registry row's `key` (soak.fault_kinds.KEYS) says tells faults apart."""
@@ -121,7 +131,7 @@ def fault_key(kind: str, ev: dict) -> str:
         return _cl_part(ev.get("code"), str(ev.get("info") or ""))
     if key == "call":
         injected = " (injected)" if ev.get("injected") else ""
-        param = f" {ev['param_name']}" if isinstance(ev.get("param_name"), str) and ev["param_name"] else ""
+        param = f" {param_of(ev)}" if param_of(ev) else ""
         return f"{ev.get('api') or '?'}{param} {code_name(ev.get('code'))}{injected}"
     if key == "line":
         return normalize_line(str(ev.get("line") or ev.get("pattern") or ""))
