@@ -112,7 +112,7 @@ def group(findings: list[Finding], by_sig: dict[str, dict], iterations) -> dict:
                 "cause_severity": d["severity"], "severity": d["severity"], "kind": d["kind"],
                 "phase": d["phase"], "injected": False, "confidence": d["confidence"],
                 "signature": d["signature"], "signature_text": d["signature_text"],
-                "findings": [], "tags": {}, "count": 0, "episodes": 0,
+                "findings": [], "kinds": [], "tags": {}, "count": 0, "episodes": 0,
                 "first_iteration": None, "last_iteration": None,
                 "cascade": {}, "cascade_count": 0, "near_misses": [], "why": _why(d),
                 "_first": None,
@@ -139,6 +139,10 @@ def group(findings: list[Finding], by_sig: dict[str, dict], iterations) -> dict:
                 role.setdefault(f.signature, set()).add("root")
                 if d["signature"] not in row["findings"]:
                     row["findings"].append(d["signature"])
+                if f.kind not in row["kinds"]:
+                    row["kinds"].append(f.kind)
+                if SEVERITY_RANK[d["severity"]] < SEVERITY_RANK[row["severity"]]:
+                    row["severity"] = d["severity"]
                 row["count"] += n
                 _merge_near(row, d)
                 continue
@@ -178,6 +182,8 @@ def group(findings: list[Finding], by_sig: dict[str, dict], iterations) -> dict:
         role.setdefault(f.signature, set()).add("root")
         if d["signature"] not in row["findings"]:
             row["findings"].append(d["signature"])
+        if f.kind not in row["kinds"]:
+            row["kinds"].append(f.kind)
         for tag, n in f.tags.items():
             row["tags"][tag] = row["tags"].get(tag, 0) + n
         row["count"] += f.count

@@ -60,7 +60,7 @@ def read(path: Path) -> RawLog:
     if not data.strip():
         raise BadInput(f"{path} is empty", hint="give an llm_demo/llm_bench output, a logcat dump or a bugreport")
     head = data[:65536]
-    if b"\x00" in head and head.count(b"\x00") > len(head) // 100:
+    if b"\x00" in head or head.decode("utf-8", "replace").count("\ufffd") > len(head) // 20:
         raise BadInput(f"{path} is a binary file, not a log",
                        hint="give an llm_demo/llm_bench output, a logcat dump (adb logcat -d) or a bugreport text")
     text = data.decode("utf-8", "replace")

@@ -56,7 +56,7 @@ def causes_table(result: dict) -> str:
         cause = c["fault_id"] or c["signature"]
         what = c["why"] if c["known"] else c["signature_text"]
         rows.append([str(c["rank"]), c["severity"], cause + (" [injected]" if c["injected"] else ""),
-                     c["kind"], c["phase"] or "-", c["count"], iters(c["first_iteration"], c["last_iteration"]),
+                     "+".join(c.get("kinds") or [c["kind"]]), c["phase"] or "-", c["count"], iters(c["first_iteration"], c["last_iteration"]),
                      what])
     table = render(["#", "SEVERITY", "CAUSE", "KIND", "PHASE", "COUNT", "ITER", "WHY / SIGNATURE"], rows)
     lines = table.splitlines()
