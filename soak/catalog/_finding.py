@@ -49,14 +49,16 @@ class Finding:
         self.count += count
         if tag:
             self.tags[tag] = self.tags.get(tag, 0) + count
-        b = bucket_of(self.kind, ev)
+        it = ev.get("iteration")
+        b = ev.get("bucket")
+        if b is None:
+            b = it if isinstance(it, int) else bucket_of(self.kind, ev)
         if b is not None:
             w = self.where.get(b)
             if w is None:
                 self.where[b] = [order_key(self.kind, ev), count]
             else:
                 w[1] += count
-        it = ev.get("iteration")
         if isinstance(it, int) and (not self.iterations or self.iterations[-1] != it):
             self.iterations.append(it)
         seq = ev.get("seq")

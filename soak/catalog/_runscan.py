@@ -136,7 +136,7 @@ class Scan:
                 if ev is not None:
                     add_it(ev)
             elif kind == b"fault" or kind == b"cl_call_error":
-                ident, vol = split_volatile(raw)
+                ident, vol = split_volatile(raw, kind == b"cl_call_error")
                 hit = repeats.get(ident)
                 if hit is not None:  # the same fault again: only where and how often
                     f, tag = hit
