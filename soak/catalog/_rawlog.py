@@ -52,15 +52,17 @@ class RawLog:
     total_lines: int = 0
 
 
-def read(path: Path) -> RawLog:
+def read(path: Path, strict: bool = True) -> RawLog:
+    """strict: a file given to triage (empty or binary is bad input); not
+    strict: a run folder's own engine.log, whatever the engine wrote."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}", hint="give a readable log file or a run folder")
-    if not data.strip():
-        raise BadInput(f"{path} is empty", hint="give an llm_demo/llm_bench output, a logcat dump or a bugreport")
     head = data[:65536]
-    if b"\x00" in head or head.decode("utf-8", "replace").count("\ufffd") > len(head) // 20:
+    if strict and not data.strip():
+        raise BadInput(f"{path} is empty", hint="give an llm_demo/llm_bench output, a logcat dump or a bugreport")
+    if strict and (b"\x00" in head or head.decode("utf-8", "replace").count("\ufffd") > len(head) // 20):
         raise BadInput(f"{path} is a binary file, not a log",
                        hint="give an llm_demo/llm_bench output, a logcat dump (adb logcat -d) or a bugreport text")
     text = data.decode("utf-8", "replace")

@@ -382,7 +382,7 @@ def _loads(loads, raw: bytes):
 
 def _scan_log(scan: Scan, log: Path) -> None:
     """A run folder without events: its engine.log is the engine's stdout."""
-    scan_raw(scan, _rawlog.read(log))
+    scan_raw(scan, _rawlog.read(log, strict=False))
 
 
 def scan_raw(scan: Scan, log: "_rawlog.RawLog") -> Scan:

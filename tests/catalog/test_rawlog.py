@@ -145,3 +145,15 @@ def test_unreadable_input_exits_3(tmp_path, capsys, content, why):
     assert main(["classify", str(p)]) == 3
     err = capsys.readouterr().err
     assert why in err and "hint:" in err and "Traceback" not in err
+
+
+def test_a_run_folders_own_engine_log_is_never_bad_input(tmp_path, catalog):
+    """Whatever the engine wrote (nothing, binary bytes) its run still classifies."""
+    from soak.catalog.classify import classify_run
+
+    for name, content in (("empty", b""), ("binary", b"\x00\x01garbage\xff\xfe\nCan't Find type=3 backend, use 0 instead\n")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "engine.log").write_bytes(content)
+        result = classify_run(run, catalog, write=False)
+        assert [c["kind"] for c in result["causes"]] == ([] if name == "empty" else ["cpu_fallback"])
