@@ -202,6 +202,8 @@ def _rollup(items: list[tuple[str, dict]]) -> list[dict]:
     else by signature; `runs` lists the run folders it was seen in."""
     table: dict[str, dict] = {}
     for run_key, d in items:
+        if d.get("role") == "benign":  # a probe the catalog marks harmless: no fault
+            continue
         key = d["fault_id"] or d["signature"]
         row = table.get(key)
         if row is None:
