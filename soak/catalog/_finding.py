@@ -6,6 +6,8 @@ from __future__ import annotations
 import mmap
 import re
 from dataclasses import dataclass, field
+
+from soak import fault_kinds
 from pathlib import Path
 
 
@@ -77,9 +79,10 @@ class Finding:
 # init/load that preceded it): an interposer record (the OpenCL call failed)
 # comes before the log line MNN printed about it, which comes before what the
 # call's end showed (crash, hang, status), which comes before the output checks.
-_RANK = {"cl_call_error": 0, "cl_error": 1, "error_line": 1, "cpu_fallback": 1,
-         "crash": 2, "hang": 2, "status_error": 2, "engine_error": 2, "worker_lost": 2,
-         "device_offline": 2, "device_reboot": 2}
+# Ranked by the kind's registry key (soak.fault_kinds): an interposer call,
+# then log lines, then how the call ended; output and derived kinds last.
+_RANK_BY_KEY = {"call": 0, "cl": 1, "line": 1, "death": 2, "stall": 2, "error": 2, "status": 2}
+_CALL_ENDINGS = frozenset({"device_offline", "device_reboot", "worker_lost"})
 _BEFORE_ITERATION = ("init", "load")
 
 
@@ -97,7 +100,7 @@ def bucket_of(kind: str, ev: dict) -> int | None:
 
 
 def order_key(kind: str, ev: dict) -> tuple:
-    rank = _RANK.get(kind, 3)
+    rank = _RANK_BY_KEY.get(fault_kinds.key_of(kind), 2 if kind in _CALL_ENDINGS else 3)
     if rank == 0:  # a folded interposer record (count > 1) starts at its first_seq
         pos = ev.get("first_seq") if isinstance(ev.get("first_seq"), int) else ev.get("call_seq")
     elif rank == 1:
