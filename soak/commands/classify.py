@@ -114,7 +114,7 @@ def _print_run(result: dict) -> None:
         if near:
             print("\nnear misses (symptom matches, context does not):")
             print("\n".join(near))
-    if result["context_unknown"]:
+    if result["context_unknown"] and not log:
         print(f"\ncontext unknown (entries needing it matched without it): {', '.join(result['context_unknown'])}")
     if not log:
         print(f"\nwritten: {Path(result['run_dir']) / OUTPUT_NAME}")
