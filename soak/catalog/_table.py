@@ -90,7 +90,7 @@ def near_miss_lines(result: dict) -> list[str]:
                 seen[nm["id"]] = (nm, [who])
             elif who not in seen[nm["id"]][1]:
                 seen[nm["id"]][1].append(who)
-    return [f"  {nm['id']} ({nm['title']}): looks like {', '.join(who)}, but " + "; ".join(nm["mismatch"])
+    return [f"  {', '.join(who)}: looks like {nm['id']} ({nm['title']}), but " + "; ".join(nm["mismatch"])
             for nm, who in seen.values()]
 
 

@@ -112,7 +112,7 @@ def test_same_id_same_phase_is_one_row_without_interposer(tmp_path, catalog, cap
     near = [n["id"] for n in row["near_misses"] if not n["generic"]]
     assert near, "the storm should be a near miss of some report entry"
     for nid in near:
-        assert out.count(f"  {nid} (") == 1, out
+        assert out.count(f"looks like {nid} (") == 1, out
     assert "tags: " in out and "Raster x20" in out
 
 
