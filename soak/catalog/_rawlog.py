@@ -160,10 +160,10 @@ def _context(log: RawLog, props: dict) -> tuple[dict, list[str]]:
             parts = [p for p in re.split(r"[\\/]", cfg) if p]
             if len(parts) >= 2:
                 ctx["model_name"] = parts[-2]
-        m = re.search(r"Can't Find type=(\d+) backend, use (\d+) instead", msg)
-        if m:
-            ctx["backend"] = _FORWARD.get(m.group(1), m.group(1))
-            ctx["backend_actual"] = _FORWARD.get(m.group(2), m.group(2))
+        rec = parse_line(msg)
+        if rec is not None and rec["kind"] == "cpu_fallback" and rec.get("used_type") is not None:
+            ctx["backend"] = _FORWARD.get(str(rec["requested_type"]), str(rec["requested_type"]))
+            ctx["backend_actual"] = _FORWARD.get(str(rec["used_type"]), str(rec["used_type"]))
         if msg.startswith("| ") and "backend" not in ctx:
             cells = [c.strip() for c in msg.strip().strip("|").split("|")]
             if bench_head is None and "model" in cells and "backend" in cells:
@@ -173,7 +173,6 @@ def _context(log: RawLog, props: dict) -> tuple[dict, list[str]]:
                 ctx.setdefault("model_name", row.get("model"))
                 ctx["backend"] = ctx["backend_actual"] = row.get("backend", "").lower() or None
         if not opencl_seen:
-            rec = parse_line(msg)
             opencl_seen = rec is not None and rec["kind"] == "cl_error" and rec["info"] not in ("getPlatform",)
     if opencl_seen and "backend" not in ctx:
         ctx["backend"] = ctx["backend_actual"] = "opencl"  # MNN printed OpenCL errors: the backend ran
