@@ -56,6 +56,7 @@ def trim(src: Path, dst: Path, max_kb: int, text: int) -> list[str]:
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
     events, memory = [], []
+    cut_samples = 0
     if (src / "events.jsonl").is_file():
         for raw in (src / "events.jsonl").read_bytes().splitlines():
             try:
@@ -63,10 +64,15 @@ def trim(src: Path, dst: Path, max_kb: int, text: int) -> list[str]:
             except ValueError:
                 continue
             ev.pop("ts", None)  # wall-clock stamps: `t` (seconds since start) orders the run
+            if ev.get("event") == "cl_call_error" and isinstance(ev.get("samples"), list) and len(ev["samples"]) > 1:
+                ev["samples"] = ev["samples"][:1]  # count, first_seq and last_seq stay exact
+                cut_samples += 1
             if ev.get("event") == "memory":
                 memory.append(ev)
             else:
                 events.append(_cut_text(ev, text) if ev.get("event") == "iteration" else ev)
+    if cut_samples:
+        notes.append(f"cl_call_error samples: the first kept of each folded record ({cut_samples} records)")
     fixed = sum(len(json.dumps(e, ensure_ascii=False)) + 1 for e in events)
     fixed += sum((dst / n).stat().st_size for n in KEEP if (dst / n).is_file())
     budget = max_kb * 1024 - fixed - 40 * 1024  # room for the logs

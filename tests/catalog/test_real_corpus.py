@@ -68,3 +68,24 @@ def test_real_case_matches_expected(case, catalog):
         return
     assert expected, f"{path} missing: run with SOAK_UPDATE_EXPECTED=1 and review it"
     assert {k: expected.get(k) for k in got} == got
+
+
+@pytest.mark.parametrize("case", ["nv-alloc-load", "nv-alloc-forward", "nv-enqueue-persistent",
+                                  "nv-enqueue-transient", "nv-memlimit"])
+def test_h200_one_injected_fault_is_one_row_first(case, catalog):
+    """Issue 11, done when: on real MNN (H200), one injected fault gives one
+    root-cause row, first, with its cascade folded in."""
+    if not (ROOT / case).is_dir():
+        pytest.skip(f"{case} not in tests/data/real")
+    result = classify_run(ROOT / case, catalog, write=False)
+    (row,) = result["causes"]
+    assert row["injected"] and row["kind"] == "cl_call_error"
+    assert result["summary"]["new"] == 0
+    assert sum(1 for d in result["findings"] if d["role"] == "cascade") >= 1
+
+
+def test_h200_clean_run_has_no_new_finding(catalog):
+    result = classify_run(ROOT / "nv-clean", catalog, write=False)
+    assert result["causes"] == [] and result["summary"]["new"] == 0
+    (probe,) = result["benign"]
+    assert probe["param_name"] == "CL_DEVICE_HALF_FP_CONFIG" and probe["entry"] == "soak-benign-nvidia-device-info-probes"
