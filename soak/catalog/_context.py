@@ -32,6 +32,7 @@ class RunContext:
     driver_version: str | None = None
     mnn_version: str | None = None
     os: str | None = None
+    gpu_platform: str | None = None     # OpenCL platform name (PoCL, NVIDIA CUDA, ...)
     manifest_problem: str | None = None
 
     def to_json(self) -> dict:
@@ -122,8 +123,12 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
                           else _first(cfg, "thread_num") if _first(cfg, "thread_num") is not None
                           else m.get("thread_num"))
     cl = _dict(m.get("opencl"))
+    plat_name = cl.get("platform")
+    plat_name = _first(plat_name, "name", "vendor") if isinstance(plat_name, dict) else plat_name
+    ctx.gpu_platform = _first(cl, "platform_name") or (plat_name if isinstance(plat_name, str) else None)
     if isinstance(cl.get("platforms"), list) and cl["platforms"]:  # [{name, vendor, devices: [...]}]
         plat = _dict(cl["platforms"])
+        ctx.gpu_platform = ctx.gpu_platform or _first(plat, "name", "vendor")
         cl = {**plat, "devices": plat.get("devices")}
     if isinstance(cl.get("devices"), list) and cl["devices"]:
         dev = _dict(cl["devices"])
@@ -152,6 +157,13 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
             ctx.backend = ctx.backend or _lower(ev.get("backend") or ev.get("backend_requested"))
             ctx.backend_actual = ctx.backend_actual or _lower(ev.get("backend_actual"))
     return ctx
+
+
+def context_from_log(read: dict, name: str) -> RunContext:
+    """The context of a raw log (soak.catalog._rawlog): only what it told."""
+    return RunContext(run_id=name, model_name=read.get("model_name"), backend=read.get("backend"),
+                      backend_actual=read.get("backend_actual"), gpu_vendor=read.get("gpu_vendor"),
+                      gpu_model=read.get("gpu_model"), mnn_version=read.get("mnn_version"), os=read.get("os"))
 
 
 def _str(v) -> str | None:

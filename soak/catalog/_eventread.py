@@ -20,7 +20,7 @@ from pathlib import Path
 
 EVENT_RE = re.compile(rb'"event"\s*:\s*"([a-z_]+)"')
 # fields that differ between repeats of one fault (values never hold a quote)
-VOLATILE_RE = re.compile(rb'"(?:seq|t|ts|run_id|iteration|offset|count|call_seq)": (?:"[^"\\]*"|[-0-9.eE+]+|null)(?:, )?')
+VOLATILE_RE = re.compile(rb'"(?:seq|t|ts|run_id|iteration|offset|count|call_seq|t_ns|call_index|first_seq|last_seq)": (?:"[^"\\]*"|[-0-9.eE+]+|null)(?:, )?')
 
 
 def iteration_fields(raw: bytes) -> dict | None:
@@ -53,10 +53,10 @@ def iteration_fields(raw: bytes) -> dict | None:
     return ev
 
 
-def split_volatile(raw: bytes) -> tuple[bytes, dict]:
+def split_volatile(raw: bytes, call: bool = False) -> tuple[bytes, dict]:
     """(identity, {seq, iteration, count}) of a fault line: the identity is
     the line without the fields that differ between repeats."""
-    fast = _split_eventlog(raw)
+    fast = _split_eventlog(raw, _CALL_VOLATILE if call else _FAULT_VOLATILE)
     if fast is not None:
         return fast
     ident = VOLATILE_RE.sub(b"", raw)
@@ -74,11 +74,11 @@ def split_volatile(raw: bytes) -> tuple[bytes, dict]:
     return ident, vol
 
 
-_VOLATILE_INTS = tuple((name, b'"' + name.encode() + b'": ', len(name) + 4) for name in ("seq", "iteration", "count"))
+_VOLATILE_INTS = tuple((name, b'"' + name.encode() + b'": ', len(name) + 4) for name in ("seq", "iteration", "count", "offset", "call_seq"))
 _RUN_ID = b'"run_id": "'
 
 
-def _split_eventlog(raw: bytes) -> tuple[bytes, dict] | None:
+def _split_eventlog(raw: bytes, volatile) -> tuple[bytes, dict] | None:
     """split_volatile for soak's EventLog layout, `{"event": .., "seq": N, "t":
     .., "ts": "..", "run_id": "..", <payload>}`: cut the envelope, then the
     payload's iteration/count/offset/call_seq.  None for any other layout."""
@@ -98,7 +98,7 @@ def _split_eventlog(raw: bytes) -> tuple[bytes, dict] | None:
     except ValueError:
         return None
     rest = raw[k + 3:]
-    for name, needle in _PAYLOAD_VOLATILE:
+    for name, needle in volatile:
         i = rest.find(needle)
         if i < 0:
             continue
@@ -114,8 +114,11 @@ def _split_eventlog(raw: bytes) -> tuple[bytes, dict] | None:
     return raw[:raw.find(b'"', 11) + 1] + rest, vol  # keep the event type in the identity
 
 
-_PAYLOAD_VOLATILE = (("iteration", b'"iteration": '), ("count", b'"count": '), (None, b'"offset": '),
-                     (None, b'"call_seq": '))
+# payload fields that differ between repeats: of a `fault`, and of an interposer `cl_call_error`
+_FAULT_VOLATILE = (("iteration", b'"iteration": '), ("count", b'"count": '), ("offset", b'"offset": '))
+_CALL_VOLATILE = (("iteration", b'"iteration": '), ("count", b'"count": '), ("call_seq", b'"call_seq": '),
+                  (None, b'"t_ns": '), (None, b'"call_index": '), ("first_seq", b'"first_seq": '),
+                  (None, b'"last_seq": '))
 
 
 def memory_fields(raw: bytes) -> dict | None:

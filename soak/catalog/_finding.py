@@ -6,6 +6,8 @@ from __future__ import annotations
 import mmap
 import re
 from dataclasses import dataclass, field
+
+from soak import fault_kinds
 from pathlib import Path
 
 
@@ -27,6 +29,11 @@ class Finding:
     resource: str | None = None
     symptom: str | None = None
     injected: bool = False
+    param_name: str | None = None                   # clGet*Info param of a cl_call_error
+    tags: dict = field(default_factory=dict)        # info tag / kernel -> occurrences
+    where: dict = field(default_factory=dict)       # causal bucket -> [first order key in it, count] (_causal)
+    minor: bool = False                             # a warning (slowdown, warning line): starts and joins no cascade
+    benign: str | None = None                       # id of the catalog entry that marks it a benign probe
     texts: list = field(default_factory=list)       # log text the `log` matcher searches
     count: int = 0                                  # occurrences (log lines for cl_error)
     events: int = 0                                 # fault events
@@ -39,10 +46,21 @@ class Finding:
     sample: dict = field(default_factory=dict)      # the first event, trimmed
     extra: dict = field(default_factory=dict)       # derived faults: figures behind them
 
-    def add(self, ev: dict, count: int = 1) -> None:
+    def add(self, ev: dict, count: int = 1, tag: str | None = None) -> None:
         self.events += 1
         self.count += count
+        if tag:
+            self.tags[tag] = self.tags.get(tag, 0) + count
         it = ev.get("iteration")
+        b = ev.get("bucket")
+        if b is None:
+            b = it if isinstance(it, int) else bucket_of(self.kind, ev)
+        if b is not None:
+            w = self.where.get(b)
+            if w is None:
+                self.where[b] = [order_key(self.kind, ev), count]
+            else:
+                w[1] += count
         if isinstance(it, int) and (not self.iterations or self.iterations[-1] != it):
             self.iterations.append(it)
         seq = ev.get("seq")
@@ -55,6 +73,43 @@ class Finding:
             if self.first_t is None:
                 self.first_t = t
             self.last_t = t
+
+
+# Causal order of fault records within one bucket (an iteration, with the
+# init/load that preceded it): an interposer record (the OpenCL call failed)
+# comes before the log line MNN printed about it, which comes before what the
+# call's end showed (crash, hang, status), which comes before the output checks.
+# Ranked by the kind's registry key (soak.fault_kinds): an interposer call,
+# then log lines, then how the call ended; output and derived kinds last.
+_RANK_BY_KEY = {"call": 0, "cl": 1, "line": 1, "death": 2, "stall": 2, "error": 2, "status": 2}
+_CALL_ENDINGS = frozenset({"device_offline", "device_reboot", "worker_lost"})
+_BEFORE_ITERATION = ("init", "load")
+
+
+def bucket_of(kind: str, ev: dict) -> int | None:
+    """The iteration a fault record belongs to causally.  init/load faults
+    carry the iteration after them (`bucket`, set by the scan from file order)
+    or the session's; None for records with no iteration (derived faults)."""
+    b = ev.get("bucket")
+    if isinstance(b, int):
+        return b
+    it = ev.get("iteration")
+    if isinstance(it, int):
+        return it
+    return 0 if ev.get("phase") in _BEFORE_ITERATION or "offset" in ev or "call_seq" in ev else None
+
+
+def order_key(kind: str, ev: dict) -> tuple:
+    rank = _RANK_BY_KEY.get(fault_kinds.key_of(kind), 2 if kind in _CALL_ENDINGS else 3)
+    if rank == 0:  # a folded interposer record (count > 1) starts at its first_seq
+        pos = ev.get("first_seq") if isinstance(ev.get("first_seq"), int) else ev.get("call_seq")
+    elif rank == 1:
+        pos = ev.get("offset")
+    else:
+        pos = None
+    seq = ev.get("seq")
+    seq = seq if isinstance(seq, int) else 0
+    return (rank, pos if isinstance(pos, int) else seq, seq)
 
 
 class RunFacts:

@@ -10,6 +10,7 @@ keyed with a cached normalization, so matching later runs once per finding.
 from __future__ import annotations
 
 import json
+import re
 import multiprocessing as mp
 import os
 import threading
@@ -17,11 +18,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from soak import fault_kinds
-from soak.catalog import _derived
+from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
-from soak.catalog import _logscan
 from soak.catalog._finding import Finding
-from soak.catalog.signature import fault_key, signal_name, signature_id, signature_text
+from soak.catalog.signature import fault_key, normalize_tag, param_of, signal_name, signature_id, signature_text
+from soak.logparse import is_fault, parse_line
 
 _TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
 
@@ -44,6 +45,7 @@ class Scan:
         self.run_start: dict | None = None
         self.has_cpu_fallback = False
         self.source = "events.jsonl"
+        self.next_i: int | None = None   # the iteration after the last one read (None: not known yet)
         self._keys: dict[tuple, str] = {}
 
     # -- grouping -----------------------------------------------------------
@@ -54,7 +56,7 @@ class Scan:
         elif key == "line":
             k = (kind, phase, ev.get("line") or ev.get("pattern"))
         elif key == "call":
-            k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")))
+            k = (kind, phase, ev.get("api"), ev.get("code"), bool(ev.get("injected")), param_of(ev))
         else:
             k = None
         text = self._keys.get(k) if k is not None else None
@@ -76,13 +78,14 @@ class Scan:
         f = self._finding(kind, phase, ev)
         c = ev.get("count")
         n = c if isinstance(c, int) and c > 0 else 1
+        self._place(f, ev)
         if kind == "cl_error":
             code = ev.get("code")
             if isinstance(code, int):
                 self.code_counts[code] = self.code_counts.get(code, 0) + n
         elif kind == "cpu_fallback":
             self.has_cpu_fallback = True
-        f.add(ev, n)
+        f.add(ev, n, tag_of(kind, ev))
         return f
 
     def add_call_error(self, ev: dict) -> Finding:
@@ -91,11 +94,18 @@ class Scan:
         f = self._finding("cl_call_error", ev.get("phase"), ev)
         c = ev.get("count")  # the interposer folds a kind of error per iteration: count is exact
         n = c if isinstance(c, int) and c > 0 else 1
-        f.add(ev, n)
+        self._place(f, ev)
+        f.add(ev, n, tag_of("cl_call_error", ev))
         code = ev.get("code")
         if isinstance(code, int):
             self.code_counts[code] = self.code_counts.get(code, 0) + n
         return f
+
+    def _place(self, f: Finding, ev: dict) -> None:
+        """init/load faults belong to the iteration after them (file order)."""
+        if f.phase in ("init", "load") and self.next_i is not None:
+            it = ev.get("iteration")
+            ev["bucket"] = max(self.next_i, it) if isinstance(it, int) else self.next_i
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
         """Read events.jsonl lines in [start, end) into this scan (the hot loop
@@ -104,7 +114,9 @@ class Scan:
         event_re = R.EVENT_RE.search
         split_volatile = R.split_volatile
         iteration_fields, memory_fields = R.iteration_fields, R.memory_fields
-        repeats: dict[bytes, Finding] = {}
+        repeats: dict[bytes, tuple] = {}
+        if start == 0:
+            self.next_i = 0
         add_it, add_mem = self.add_iteration, self.add_memory
         need_memory = self.need_memory
         code_counts = self.code_counts
@@ -124,22 +136,24 @@ class Scan:
                 if ev is not None:
                     add_it(ev)
             elif kind == b"fault" or kind == b"cl_call_error":
-                ident, vol = split_volatile(raw)
-                f = repeats.get(ident)
-                if f is not None:  # the same fault again: only where and how often
+                ident, vol = split_volatile(raw, kind == b"cl_call_error")
+                hit = repeats.get(ident)
+                if hit is not None:  # the same fault again: only where and how often
+                    f, tag = hit
                     repeat_events += 1
                     c = vol.get("count")
                     n = c if c is not None and c > 0 else 1
                     if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
                         code_counts[f.code] = code_counts.get(f.code, 0) + n
-                    f.add(vol, n)
+                    self._place(f, vol)
+                    f.add(vol, n, tag)
                     continue
                 ev = _loads(loads, raw)
                 if ev is None:
                     continue
                 f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
                 if f is not None and len(repeats) < 200_000:
-                    repeats[ident] = f
+                    repeats[ident] = (f, tag_of(f.kind, ev))
             elif kind == b"memory":
                 memory_seen += 1
                 if need_memory and (stride == 1 or memory_seen % stride == 1):
@@ -171,9 +185,18 @@ class Scan:
             f.last_seq = g.last_seq if g.last_seq is not None else f.last_seq
             f.first_t = f.first_t if f.first_t is not None else g.first_t
             f.last_t = g.last_t if g.last_t is not None else f.last_t
+            for tag, n in g.tags.items():
+                f.tags[tag] = f.tags.get(tag, 0) + n
+            for b, (key, n) in g.where.items():
+                w = f.where.get(b)
+                if w is None:
+                    f.where[b] = [key, n]
+                else:
+                    w[1] += n
         for code, n in other.code_counts.items():
             self.code_counts[code] = self.code_counts.get(code, 0) + n
         self.iters.update(other.iters)
+        self.next_i = other.next_i if other.next_i is not None else self.next_i
         self.tps_err.extend(other.tps_err)
         self.tps_clean.extend(other.tps_clean)
         self.err_iters.extend(other.err_iters)
@@ -189,6 +212,7 @@ class Scan:
         i = ev.get("i")
         if not isinstance(i, int):
             return
+        self.next_i = i + 1
         self.iters[i] = (ev.get("turn"), ev.get("context_tokens"))
         tps = ev.get("decode_tps")
         if isinstance(tps, (int, float)) and tps > 0:
@@ -250,8 +274,27 @@ class Scan:
             f.add({})
         if count is not None:
             f.count = f.events = count
+        if kind == "memory_growth":  # a trend over the run: no place in one iteration
+            f.where.clear()
         f.extra.update(extra)
         return f
+
+_KERNEL_RE = re.compile(r"kernel=(\S+)")
+
+
+def tag_of(kind: str, ev: dict) -> str | None:
+    """What tells occurrences of one finding apart inside it: MNN's info tag
+    of a CL ERROR line, the kernel of a failed NDRange, the param of a probe."""
+    if kind == "cl_error":
+        return normalize_tag(str(ev.get("info") or "")) or None
+    if kind == "cl_call_error":
+        k = ev.get("kernel")
+        if isinstance(k, str) and k:
+            return k
+        m = _KERNEL_RE.search(str(ev.get("detail") or ""))
+        return m.group(1) if m else None
+    return None
+
 
 def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
     code = ev.get("code") if isinstance(ev.get("code"), int) else None
@@ -263,7 +306,9 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
                 status=ev.get("status") if isinstance(ev.get("status"), int) else None,
                 status_name=ev.get("status_name"),
                 symptoms=frozenset(ev.get("symptoms") or ()), resource=ev.get("resource"),
-                symptom=ev.get("symptom"), injected=bool(ev.get("injected")))
+                symptom=ev.get("symptom"), injected=bool(ev.get("injected")),
+                param_name=param_of(ev),
+                minor=kind == "slowdown" or kind == "error_line" and ev.get("severity") in ("warning", "info"))
     texts: list[str] = []
     for key in ("line", "error"):
         if isinstance(ev.get(key), str):
@@ -336,14 +381,25 @@ def _loads(loads, raw: bytes):
 
 
 def _scan_log(scan: Scan, log: Path) -> None:
-    """A run without events: classify the raw log lines (phase unknown)."""
-    with open(log, "rb") as fh:
-        for n, raw in enumerate(fh):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            got = _logscan.parse(line)
-            if got is None:
-                continue
-            ev = {"kind": got["kind"], "phase": None, "line": line, "seq": n}
-            if got["kind"] == "cl_error":
-                ev["code"], ev["info"] = got["code"], got["info"]
-            scan.add_fault(ev)
+    """A run folder without events: its engine.log is the engine's stdout."""
+    scan_raw(scan, _rawlog.read(log, strict=False))
+
+
+def scan_raw(scan: Scan, log: "_rawlog.RawLog") -> Scan:
+    """A log soak did not record: every line in one place (no iterations),
+    in file order; a fatal signal is a crash with the lines before it."""
+    for offset, line in log.lines:
+        got = parse_line(line)
+        if not is_fault(got):
+            continue
+        ev = {"kind": got["kind"], "phase": None, "line": line, "offset": offset, "seq": offset, "bucket": 0}
+        for k in ("code", "pattern", "severity", "requested_type", "used_type"):
+            if k in got:
+                ev[k] = got[k]
+        if got["kind"] == "cl_error":
+            ev["info"], ev["name"] = got["info"], got["name"]
+        scan.add_fault(ev)
+    for c in log.crashes:
+        scan.add_fault({"kind": "crash", "phase": None, "signal": c["signal"], "exit_code": None,
+                        "last_lines": c["last_lines"], "seq": c["offset"], "offset": c["offset"], "bucket": 0})
+    return scan

@@ -48,15 +48,50 @@ def findings_table(result: dict) -> str:
     return render(["SEVERITY", "FAULT", "KIND", "PHASE", "COUNT", "ITER", "WHY / SIGNATURE"], rows)
 
 
+def causes_table(result: dict) -> str:
+    """One row per root cause, first the earliest; beneath it its tags and
+    its cascade (what followed from it), counted by kind, code and tag."""
+    rows = []
+    for c in result["causes"]:
+        cause = c["fault_id"] or c["signature"]
+        what = c["why"] if c["known"] else c["signature_text"]
+        rows.append([str(c["rank"]), c["severity"], cause + (" [injected]" if c["injected"] else ""),
+                     "+".join(c.get("kinds") or [c["kind"]]), c["phase"] or "-", c["count"], iters(c["first_iteration"], c["last_iteration"]),
+                     what])
+    table = render(["#", "SEVERITY", "CAUSE", "KIND", "PHASE", "COUNT", "ITER", "WHY / SIGNATURE"], rows)
+    lines = table.splitlines()
+    out = lines[:1]
+    for c, line in zip(result["causes"], lines[1:]):
+        out.append(line)
+        if len(c["tags"]) > 1 or (c["tags"] and c["kind"] == "cl_call_error"):
+            out.append("     tags: " + ", ".join(f"{t} x{n}" for t, n in list(c["tags"].items())[:12])
+                       + (f", +{len(c['tags']) - 12} more" if len(c["tags"]) > 12 else ""))
+        for k in c["cascade"][:8]:
+            code = f" {k['name']}" if k["name"] else ""
+            tag = f" {k['tag']}" if k["tag"] else ""
+            fid = f"  [{k['fault_id']}]" if k["fault_id"] else ""
+            out.append(f"     -> {k['count']} x {k['kind']}{code}{tag}{fid}")
+        if len(c["cascade"]) > 8:
+            rest = c["cascade"][8:]
+            out.append(f"     -> {sum(k['count'] for k in rest)} more in {len(rest)} other kinds/tags")
+    return "\n".join(out)
+
+
 def near_miss_lines(result: dict) -> list[str]:
-    out = []
-    for d in result["findings"]:
-        for nm in d["near_misses"][:2]:
+    """Each near-miss entry once, with the causes it was a near miss for."""
+    seen: dict[str, tuple[dict, list[str]]] = {}
+    rows = result.get("causes") or result["findings"]
+    for d in rows:
+        for nm in d["near_misses"]:
             if nm.get("generic"):
                 continue
-            out.append(f"  {d['fault_id'] or d['signature']}: looks like {nm['id']} ({nm['title']}), but "
-                       + "; ".join(nm["mismatch"]))
-    return out
+            who = d["fault_id"] or d["signature"]
+            if nm["id"] not in seen:
+                seen[nm["id"]] = (nm, [who])
+            elif who not in seen[nm["id"]][1]:
+                seen[nm["id"]][1].append(who)
+    return [f"  {', '.join(who)}: looks like {nm['id']} ({nm['title']}), but " + "; ".join(nm["mismatch"])
+            for nm, who in seen.values()]
 
 
 def farm_table(farm: dict) -> str:

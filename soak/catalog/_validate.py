@@ -378,6 +378,48 @@ def applies_to(node, where: str, p: Problems) -> S.AppliesTo | None:
     return S.AppliesTo(**out) if ok else None
 
 
+def benign(node, where: str, p: Problems) -> tuple[S.BenignProbe, ...] | None:
+    items = _list(node, where, p)
+    if items is None:
+        return None
+    out = []
+    for n, item in enumerate(items):
+        w = f"{where}[{n}]"
+        m = _mapping(item, w, p)
+        if m is None:
+            continue
+        vals: dict = {}
+        ok = True
+        for key, (knode, vnode) in m.items():
+            if key == "api":
+                v = _string(vnode, f"{w}.api", p)
+            elif key == "code":
+                v = _ints(vnode, f"{w}.code", p, parse_code, "a CL error code (number or CL_* name)")
+                key = "codes"
+            elif key == "param_name":
+                v = _regex(vnode, f"{w}.param_name", p)
+            elif key in ("vendor", "platform"):
+                v = _regex(vnode, f"{w}.{key}", p, re.IGNORECASE)
+            else:
+                _unknown(knode, key, S.BENIGN_KEYS, w, p)
+                ok = False
+                continue
+            if v is None:
+                ok = False
+            else:
+                vals[key] = v
+        for need in ("api", "codes"):
+            if need not in vals and ok:
+                p.add(item, f"{w}: missing required key {'code' if need == 'codes' else need!r}")
+                ok = False
+        if ok and "vendor" not in vals and "platform" not in vals:
+            p.add(item, f"{w}: a benign probe names the vendor or platform it is benign on")
+            ok = False
+        if ok:
+            out.append(S.BenignProbe(**vals))
+    return tuple(out) if len(out) == len(items) else None
+
+
 def remedy(node, where: str, p: Problems) -> S.Remedy | None:
     m = _mapping(node, where, p)
     if m is None:
@@ -448,12 +490,14 @@ def entry(node, p: Problems) -> S.Entry | None:
         elif key == "reports":
             v = _strings(vnode, w, p)
             if v is not None:
-                bad = sorted(r for r in v if not re.match(r"^R\d\d$", r))
+                bad = sorted(r for r in v if not re.match(r"^https?://\S+$", r))
                 if bad:
-                    p.add(vnode, f"{w}: {bad} are not research report ids like R07")
+                    p.add(vnode, f"{w}: {bad} are not URLs of public reports (https://github.com/...)")
                     v = None
                 else:
                     v = tuple(sorted(v))
+        elif key == "benign":
+            v = benign(vnode, w, p)
         elif key == "generic":
             v = _bool(vnode, w, p)
         elif key == "match":
@@ -478,7 +522,7 @@ def entry(node, p: Problems) -> S.Entry | None:
         id=values["id"], title=values["title"], description=values["description"],
         severity=values["severity"], match=values["match"], applies_to=applies,
         remedy=values["remedy"], reports=values.get("reports", ()),
-        generic=values.get("generic", False),
+        generic=values.get("generic", False), benign=values.get("benign", ()),
         source=f"{p.path}:{node.start_mark.line + 1}",
         raw=_constructor.construct_object(node, deep=True), specificity=spec,
     )

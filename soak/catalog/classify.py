@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from soak import fault_kinds
-from soak.catalog._context import load_context
+from soak.catalog import _causal
+from soak.catalog import _rawlog, _runscan
+from soak.catalog._context import context_from_log, load_context
 from soak.catalog._finding import RunFacts
 from soak.catalog._runscan import scan_run
 from soak.catalog.loader import Catalog, default_catalog_dir, load_catalog
@@ -66,14 +68,27 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
     findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, verdicts)
     engine_log = run_dir / "engine.log"
     facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
-    matched = Matcher(cat.entries).match_run(findings, facts, ctx)
-    out_findings = [_finding_json(f, *matched[f.signature]) for f in findings]
+    result = _classify(scan, findings, facts, ctx, cat, started, str(run_dir))
+    if write:
+        _write_json(run_dir / OUTPUT_NAME, result)
+    return result
+
+
+def _classify(scan, findings, facts: RunFacts, ctx, cat: Catalog, started: float, where: str) -> dict:
+    """Match the findings of one scan and group them into root causes."""
+    _causal.mark_benign(findings, cat.entries, ctx.gpu_vendor, ctx.gpu_platform)
+    matched = Matcher(cat.entries).match_run([f for f in findings if not f.benign], facts, ctx)
+    out_findings = [_finding_json(f, *matched.get(f.signature, ([], []))) for f in findings]
+    grouped = _causal.group(findings, {d["signature"]: d for d in out_findings}, scan.iters.keys())
+    for d in out_findings:
+        d["role"] = "benign" if d["confidence"] == "benign" else grouped["roles"].get(d["signature"], "root")
     out_findings.sort(key=lambda d: (SEVERITY_RANK[d["severity"]], -d["count"], d["first_seq"] if d["first_seq"] is not None else 0))
-    result = {
+    causes = grouped["causes"]
+    return {
         "version": FORMAT_VERSION,
         "signature_scheme": SIGNATURE_SCHEME,
         "run_id": ctx.run_id,
-        "run_dir": str(run_dir),
+        "run_dir": where,
         "source": scan.source,
         "catalog": {"path": str(cat.path) if cat.path else None, "entries": len(cat.entries),
                     **({"note": cat.note} if cat.note else {})},
@@ -81,19 +96,49 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
         "context_unknown": ctx.unknown(),
         "events_read": scan.events,
         "fault_events": scan.fault_events,
+        # the root-cause table: one row per cause, its cascade folded beneath
+        "causes": causes,
+        "benign": grouped["benign"],
         "findings": out_findings,
-        "faults": _rollup([(str(run_dir), d) for d in out_findings]),
+        "faults": _rollup([(where, d) for d in out_findings]),
         "summary": {
             "findings": len(out_findings),
             "known": sum(1 for d in out_findings if d["known"]),
             "unknown": sum(1 for d in out_findings if not d["known"]),
             "near_misses": sum(len(d["near_misses"]) for d in out_findings),
             "worst_severity": out_findings[0]["severity"] if out_findings else None,
+            "causes": len(causes),
+            # a cause no catalog entry knows, and that no test injected
+            "new": sum(1 for c in causes if not c["known"] and not c["injected"]),
+            "benign": len(grouped["benign"]),
         },
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    if write:
-        _write_json(run_dir / OUTPUT_NAME, result)
+
+
+def classify_log(path, catalog=None) -> dict:
+    """Triage an engine log soak did not record (llm_demo / llm_bench stdout,
+    a logcat dump, an adb bugreport): the same root-cause table, with the
+    context the log told and what it did not.  Nothing is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path} is not a file", hint="give a log file, or a run folder (logs/<run-id>)")
+    log = _rawlog.read(path)
+    if not _rawlog.looks_like_engine_log(log):
+        raise BadInput(f"{path}: no MNN engine line in {log.total_lines} lines ({log.format})",
+                       hint="give llm_demo/llm_bench output, `adb logcat -d -v threadtime` or an `adb bugreport` text")
+    cat = resolve_catalog(catalog)
+    started = time.perf_counter()
+    scan = _runscan.Scan()
+    scan.source = log.format
+    _runscan.scan_raw(scan, log)
+    ctx = context_from_log(log.context, path.name)
+    findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, None)
+    facts = RunFacts(findings, scan.code_counts, None, path)
+    result = _classify(scan, findings, facts, ctx, cat, started, str(path))
+    result["log"] = {"format": log.format, "lines": log.total_lines, "engine_lines": len(log.lines),
+                     "crashes": len(log.crashes), "context_read": log.context,
+                     "context_missing": log.context_missing}
     return result
 
 
@@ -110,7 +155,9 @@ def _read_verdicts(run_dir: Path) -> dict | None:
 def _finding_json(f, matches, near) -> dict:
     known = [m for m in matches if not m.entry.generic]
     primary = matches[0] if matches else None
-    if primary is not None:
+    if f.benign:
+        severity = "info"
+    elif primary is not None:
         severity = min((m.entry.severity for m in matches), key=SEVERITY_RANK.__getitem__)
     else:
         severity = fault_kinds.severity(f.kind)
@@ -119,11 +166,12 @@ def _finding_json(f, matches, near) -> dict:
         "signature_text": f.signature_text,
         "kind": f.kind,
         "phase": f.phase,
-        "fault_id": known[0].entry.id if known else None,
-        "known": bool(known),
+        "fault_id": f.benign or (known[0].entry.id if known else None),
+        "known": bool(known) or bool(f.benign),
         # confirmed: the best known entry's context all fits; context-unknown:
-        # it fits as far as the manifest tells; signature-only: no known entry
-        "confidence": ("signature-only" if not known else
+        # it fits as far as the manifest tells; signature-only: no known entry;
+        # benign: a probe the catalog marks harmless on this vendor
+        "confidence": ("benign" if f.benign else "signature-only" if not known else
                        "context-unknown" if known[0].unknown else "confirmed"),
         "title": primary.entry.title if primary else f.signature_text,
         "severity": severity,
@@ -132,6 +180,8 @@ def _finding_json(f, matches, near) -> dict:
         "iterations_affected": len(set(f.iterations)) if len(f.iterations) < 1_000_000 else None,
         "first_iteration": f.ranges.get("iteration", (None, None))[0],
         "last_iteration": f.ranges.get("iteration", (None, None))[1],
+        "injected": f.injected,
+        "tags": dict(f.tags),
         "first_seq": f.first_seq,
         "last_seq": f.last_seq,
         "ranges": {k: list(v) for k, v in f.ranges.items()},
@@ -152,6 +202,8 @@ def _rollup(items: list[tuple[str, dict]]) -> list[dict]:
     else by signature; `runs` lists the run folders it was seen in."""
     table: dict[str, dict] = {}
     for run_key, d in items:
+        if d.get("role") == "benign":  # a probe the catalog marks harmless: no fault
+            continue
         key = d["fault_id"] or d["signature"]
         row = table.get(key)
         if row is None:

@@ -81,6 +81,8 @@ class Matcher:
         self.entries = entries
         self.by_kind: dict[str, list[Entry]] = {k: [] for k in FAULT_KINDS}
         for e in entries:
+            if e.benign:  # benign-probe entries are applied by _causal.mark_benign, not matched
+                continue
             for k in possible_kinds(e.match):
                 self.by_kind[k].append(e)
 

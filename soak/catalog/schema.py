@@ -7,7 +7,7 @@ or a list of entries.  An entry:
     title: one line
     description: what is seen, in words
     severity: critical | high | medium | low | info
-    reports: [R01]                       # optional: ids in shared/research/mnn-opencl-faults.yaml
+    reports: [https://github.com/alibaba/MNN/issues/2502]   # optional: the public reports it rests on
     generic: false                       # optional: true for a class of failure (any crash)
     match:                               # the symptom (see MATCH_KEYS); keys of one mapping are ANDed
       kind: cl_error
@@ -22,6 +22,17 @@ or a list of entries.  An entry:
       workaround: what to do now          # optional
       fixed_in: MNN 3.1.4 (PR #3511)     # optional
       references: [https://github.com/alibaba/MNN/issues/2502]
+
+An entry may instead list `benign` probes: OpenCL queries an engine makes
+on purpose and that fail on some vendors' drivers without harm, e.g. MNN's
+`clGetDeviceInfo` of an extension parameter NVIDIA does not support (-30).
+A probe fits an interposer record (`cl_call_error`, not injected) when api,
+code and param_name fit and the run's OpenCL vendor or platform matches:
+
+    benign:
+      - {api: clGetDeviceInfo, param_name: CL_DEVICE_HALF_FP_CONFIG, code: -30, vendor: '(?i)nvidia'}
+
+Such findings are listed as benign, not as findings, and start no cause.
 
 A finding that fires `match` but not `applies_to` is a *near miss*.  A
 context value the run does not record (e.g. no GPU driver in the manifest)
@@ -67,7 +78,8 @@ ENTRY_KEYS = {
     "title": "one line",
     "description": "what is seen",
     "severity": "one of " + ", ".join(SEVERITIES),
-    "reports": "list of research report ids (R01..R43)",
+    "reports": "list of URLs of the public reports (issues, PRs) the entry rests on",
+    "benign": "list of benign probes {api, param_name, code, vendor, platform} (see BENIGN_KEYS)",
     "generic": "true: a class of failure (any crash, any hang), not one known fault; "
                "findings it matches keep their signature as their identity",
     "match": "the symptom: a mapping of MATCH_KEYS",
@@ -121,6 +133,14 @@ APPLIES_KEYS = {
     "driver_version": "version spec, e.g. '>=535, <560'",
     "mnn_version": "version spec, e.g. '<3.1.4'",
     "os": "OS(es): " + ", ".join(OSES),
+}
+
+BENIGN_KEYS = {
+    "api": "OpenCL API name of the probe (clGetDeviceInfo, clGetPlatformInfo, ...) (required)",
+    "param_name": "regex over the queried param's name (fullmatch), e.g. CL_DEVICE_HALF_FP_CONFIG",
+    "code": "the CL error code(s) it returns, number or name (required)",
+    "vendor": "regex over the OpenCL device vendor (case-insensitive)",
+    "platform": "regex over the OpenCL platform name (case-insensitive)",
 }
 
 REMEDY_KEYS = {
@@ -234,6 +254,26 @@ class AppliesTo:
 
 
 @dataclass(frozen=True)
+class BenignProbe:
+    api: str
+    codes: frozenset[int]
+    param_name: re.Pattern | None = None
+    vendor: re.Pattern | None = None
+    platform: re.Pattern | None = None
+
+    def fits(self, api, code, param_name, vendor: str | None, platform: str | None) -> bool:
+        if api != self.api or code not in self.codes:
+            return False
+        if self.param_name is not None and not (isinstance(param_name, str) and self.param_name.fullmatch(param_name)):
+            return False
+        if self.vendor is not None and not (vendor and self.vendor.search(vendor)):
+            return False
+        if self.platform is not None and not (platform and self.platform.search(platform)):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
 class Entry:
     id: str
     title: str
@@ -244,6 +284,7 @@ class Entry:
     remedy: Remedy
     reports: tuple[str, ...] = ()
     generic: bool = False
+    benign: tuple[BenignProbe, ...] = ()
     source: str = ""          # file:line of the entry
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # as written, for `show`
     specificity: int = 0      # number of match leaves + context constraints

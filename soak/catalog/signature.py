@@ -15,13 +15,13 @@ import signal as _signal
 from functools import lru_cache
 
 from soak import fault_kinds
-from soak.catalog import _logscan
 from soak.catalog._clcodes import CL_ERROR_NAMES, code_name
 from soak.engine.abi import STATUS_NAMES
+from soak.logparse import first_cl_error, first_error_lines
 
 # Bump when normalization changes: signatures of one scheme are comparable
 # across runs and machines, not across schemes (as Sentry versions grouping).
-SIGNATURE_SCHEME = 1
+SIGNATURE_SCHEME = 2  # 2: one log parser (soak.logparse) picks a crash's error lines
 
 _LOGCAT_THREADTIME = re.compile(r"^\s*\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[^:]*?:\s")
 _LOGCAT_BRIEF = re.compile(r"^\s*[VDIWEF]/[^:(]+(?:\(\s*\d+\))?:\s")
@@ -109,8 +109,18 @@ def _cl_part(code, info) -> str:
 
 
 def _err_part(lines) -> str:
-    errs = [normalize_line(x) for x in _logscan.first_error_lines(lines, 2)]
+    errs = [normalize_line(x) for x in first_error_lines(lines, 2)]
     return " / ".join(errs)
+
+
+def param_of(ev: dict) -> str | None:
+    """The queried param of a failing clGet*Info: its name, else the
+    interposer's key `param=0x..` (when no header names it)."""
+    name = ev.get("param_name")
+    if isinstance(name, str) and name:
+        return name
+    key = ev.get("key")
+    return key[6:] if isinstance(key, str) and key.startswith("param=") else None
 
 
 def fault_key(kind: str, ev: dict) -> str:
@@ -121,7 +131,8 @@ def fault_key(kind: str, ev: dict) -> str:
         return _cl_part(ev.get("code"), str(ev.get("info") or ""))
     if key == "call":
         injected = " (injected)" if ev.get("injected") else ""
-        return f"{ev.get('api') or '?'} {code_name(ev.get('code'))}{injected}"
+        param = f" {param_of(ev)}" if param_of(ev) else ""
+        return f"{ev.get('api') or '?'}{param} {code_name(ev.get('code'))}{injected}"
     if key == "line":
         return normalize_line(str(ev.get("line") or ev.get("pattern") or ""))
     if key in ("death", "stall"):
@@ -133,7 +144,7 @@ def fault_key(kind: str, ev: dict) -> str:
         if key == "death":
             sig = signal_name(ev.get("signal"))
             parts.append(sig if sig else f"exit {ev.get('exit_code')}")
-        first = _logscan.first_cl_error(lines)
+        first = first_cl_error(lines)
         if first:
             parts.append(_cl_part(first[0], first[1]))
         err = _err_part(lines)

@@ -30,8 +30,6 @@ GOOD = """\
     references: [https://github.com/alibaba/MNN/issues/1]
 """
 
-RESEARCH = Path("/work/shared/research/mnn-opencl-faults.yaml")
-NOT_SEEDED = {"R04", "R07", "R08", "R12", "R27", "R28"}  # no usable signature (fault_catalog/README.md)
 
 
 def write(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -51,15 +49,17 @@ def test_shipped_catalog_validates_and_is_seeded():
     for e in seeded:
         assert e.reports, e.id
         assert e.remedy.references and all(r.startswith("https://github.com/") for r in e.remedy.references), e.id
+    # 37 public reports are seeded; each entry cites them by URL (nothing outside the repository)
     covered = {r for e in seeded for r in e.reports}
-    every = {f"R{n:02d}" for n in range(1, 44)}
-    assert covered == every - NOT_SEEDED
-    # each seeded entry cites its report's own URL
-    if RESEARCH.exists():
-        reports = {r["id"]: r for r in yaml.safe_load(RESEARCH.read_text())["reports"]}
-        for e in seeded:
-            urls = {reports[r]["url"] for r in e.reports}
-            assert urls & set(e.remedy.references), (e.id, urls)
+    assert len(covered) >= 37
+    for e in cat.entries:
+        assert all(re.match(r"^https://github\.com/[\w.-]+/[\w.-]+/(issues|pull)/\d+$", r) for r in e.reports), e.id
+    # a report entry cites its own report: mnn-NNNN -> alibaba/MNN/issues/NNNN, mnnllm-NNN -> wangzhaode/mnn-llm
+    for e in seeded:
+        repo, number = e.id.split("-")[:2]
+        want = {"mnn": "alibaba/MNN", "mnnllm": "wangzhaode/mnn-llm"}[repo]
+        assert any(r.endswith(f"{want}/issues/{number}") or r.endswith(f"{want}/pull/{number}") for r in e.reports), e.id
+        assert set(e.reports) & set(e.remedy.references), e.id
     # soak's own faults named in issue 5 are there
     ids = {e.id for e in cat.entries}
     assert {"soak-cpu-fallback", "soak-sticky-error-state", "soak-kv-cache-growth-failure", "soak-hang",

@@ -71,7 +71,7 @@ def test_single_run_table(tmp_path, capsys):
 
 @pytest.mark.parametrize("make,code,text", [
     (lambda p: p / "missing", 3, "does not exist"),
-    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", 3, "is not a folder"),
+    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", 3, "no MNN engine line"),  # a file is a raw log
     (lambda p: (p / "empty").mkdir() or p / "empty", 3, "no run folders"),
 ])
 def test_bad_run_arguments(tmp_path, capsys, make, code, text):

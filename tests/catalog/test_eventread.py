@@ -55,7 +55,7 @@ def test_repeated_fault_identity(seq, it, count, info):
                            "offset": seq * 7}, ensure_ascii=False).encode()
     ident1, vol = R.split_volatile(line(seq, it, count))
     ident2, _ = R.split_volatile(line(seq + 1, it + 3, count + 1))
-    assert ident1 == ident2 and vol == {"seq": seq, "iteration": it, "count": count}
+    assert ident1 == ident2 and vol == {"seq": seq, "iteration": it, "count": count, "offset": seq * 7}
     other, _ = R.split_volatile(line(seq, it, count).replace(b'"code": -36', b'"code": -5'))
     assert other != ident1
 

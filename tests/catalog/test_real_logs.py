@@ -19,7 +19,7 @@ def catalog():
     return load_catalog()
 
 
-# alibaba/MNN#2502 (R01): ChatGLM-6B, RTX 3090, MNN 2.6.0; 2nd input floods -36.
+# alibaba/MNN#2502: ChatGLM-6B, RTX 3090, MNN 2.6.0; 2nd input floods -36.
 GLM_TAGS = ["image_to_nchw_buffer", "nchw_buffer_to_image", "BinaryOp", "run3d", "While", "Raster"]
 GLM_6B_3090 = ctx(model={"family": "chatglm", "params": 6_200_000_000},
                   opencl={"device": {"name": "NVIDIA GeForce RTX 3090", "vendor": "NVIDIA Corporation",
@@ -61,7 +61,7 @@ def test_r01_symptom_on_small_qwen_is_a_near_miss(tmp_path, catalog):
     assert "model_params is 494M" in text and "model_family" in text and "mnn_version is 3.6.1" in text
 
 
-# wangzhaode/mnn-llm#172 (R03): qwen-1.8b-int4 on a T4; the 1.8B fault seen on 0.5B.
+# wangzhaode/mnn-llm#172: qwen-1.8b-int4 on a T4; the 1.8B fault seen on 0.5B.
 T4_LINES = ["Alloc Image 512 x 151936 error, code:-40 ", "onCopyBuffer float error !!!"]
 
 
@@ -80,7 +80,7 @@ def test_r03_t4_image_limit_known_on_1_8b_near_miss_on_0_5b(tmp_path, catalog, p
         assert miss["mismatch"] == ["model_params is 494M, entry wants 1.5B..2.2B"]
 
 
-# alibaba/MNN#3726 (R18): Qwen3-0.6B, Windows, 4th round -9999 clEvent, then only 。/！
+# alibaba/MNN#3726: Qwen3-0.6B, Windows, 4th round -9999 clEvent, then only 。/！
 def _r18_events():
     ev = [iteration(i, turn=i) for i in range(3)]
     ev.append(cl_fault(3, "CL ERROR CODE : -9999, info:clEvent ", count=2))
@@ -133,7 +133,7 @@ def test_fallback_derived_from_manifest_when_no_log_line(tmp_path, catalog):
     assert d["fault_id"] == "soak-cpu-fallback"
 
 
-# alibaba/MNN#4236 (R29) / #2391 (R31): the line before the fallback names the cause.
+# alibaba/MNN#4236 / #2391: the line before the fallback names the cause.
 def test_r29_no_platform_then_fallback_android(tmp_path, catalog):
     m = ctx(os="android", backend_actual="cpu", opencl=None)
     log = "CL ERROR CODE : -1001, info:getPlatform \nCan't Find type=3 backend, use 0 instead\n"
@@ -215,7 +215,7 @@ def test_m9bc_alloc_then_no_outputs_and_sticky_state(tmp_path, catalog):
     assert (status["first_iteration"], status["last_iteration"]) == (2, 3)
 
 
-# alibaba/MNN#1751 (R34): the build-failure cascade; MNN 1.x context.
+# alibaba/MNN#1751: the build-failure cascade; MNN 1.x context.
 R34_LINES = ["Invalid Cache", "Cache invalid, will be reset", "Build program failed, err:-11 ! ",
              "programName.c_str()=s buffer_to_image in buildKernel, 387 "]
 
@@ -239,7 +239,7 @@ def test_r34_build_cascade(tmp_path, catalog, version, known):
         assert "mnn-1751-build-cascade-45-48" in near_ids(k45)
 
 
-# alibaba/MNN#4802 (R24): fp16 build failure -> nullptr kernel -> SIGSEGV, Omni-3B on Mali-G720.
+# alibaba/MNN#4802: fp16 build failure -> nullptr kernel -> SIGSEGV, Omni-3B on Mali-G720.
 def test_r24_omni_build_failure_segv(tmp_path, catalog):
     m = ctx(model={"family": "qwen2_5_omni", "params": 3_400_000_000},
             opencl={"device": {"name": "Mali-G720-Immortalis MC10", "vendor": "ARM", "driver_version": "v1.r48p0"}})
@@ -251,7 +251,7 @@ def test_r24_omni_build_failure_segv(tmp_path, catalog):
     assert d["matches"][0]["remedy"]["fixed_in"].startswith("alibaba/MNN PR #4805")
 
 
-# alibaba/MNN#2613 (R36): -9999 commandQueue, -36 on a conv kernel, -58 clEvent; MNN 2.7.1 Linux.
+# alibaba/MNN#2613: -9999 commandQueue, -36 on a conv kernel, -58 clEvent; MNN 2.7.1 Linux.
 def test_r36_9999_commandqueue_cascade(tmp_path, catalog):
     ev = [cl_fault(0, "CL ERROR CODE : -9999, info:commandQueue ", phase="load"),
           cl_fault(0, "CL ERROR CODE : -36, info:conv_2d_c4h1w1256_1_1_1_1_1_1 ", phase="load"),
