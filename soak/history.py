@@ -6,8 +6,9 @@
     since_build(db, key)             which MNN build a finding first appeared in
     by_driver(db, key)               on which GPU drivers it appears, and where it never did
 
-A finding's key is its catalog id when the classifier matched one, else its
-signature (`sig-...`).  The file needs no server; parallel CI jobs may add to it
+A finding is one of the classifier's root causes (its cascade folded in; benign
+probes left out); its key is its catalog id when the classifier matched one, else
+its signature (`sig-...`).  The file needs no server; parallel CI jobs may add to it
 at the same time: every write is one `BEGIN IMMEDIATE` transaction, WAL mode,
 with a busy timeout, so writers queue instead of failing.  The schema version is
 SQLite's `user_version`; `_MIGRATIONS` upgrades an older file in place.
@@ -180,12 +181,19 @@ def run_context(manifest: dict) -> dict:
 
 
 def run_findings(classification: dict) -> list[dict]:
-    """One row per finding key: catalog id when known, else the signature."""
+    """One row per finding key: catalog id when known, else the signature.
+
+    The classifier's root causes are what a night is about: their cascades fold into
+    them, and probes it set aside as benign are not findings at all.  A classification
+    written before root causes existed gives its findings instead."""
+    causes = classification.get("causes")
+    items = causes if isinstance(causes, list) else [
+        f for f in classification.get("findings") or [] if isinstance(f, dict) and f.get("role") != "benign"]
     rows: dict[str, dict] = {}
-    for f in classification.get("findings") or []:
+    for f in items:
         if not isinstance(f, dict):
             continue
-        key = f.get("fault_id") if f.get("known") and f.get("fault_id") else f.get("signature")
+        key = f.get("fault_id") if f.get("fault_id") else f.get("signature")
         if not isinstance(key, str) or not key:
             continue
         count = f.get("count") if isinstance(f.get("count"), int) else 1

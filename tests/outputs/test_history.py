@@ -181,3 +181,21 @@ def test_bad_input(tmp_path):
     junk.write_bytes(b"this is not sqlite" * 100)
     proc = _soak("history", "--db", str(junk), cwd=tmp_path)
     assert proc.returncode == 3 and "unreadable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stores_root_causes_not_their_cascade(tmp_path):
+    """A real H200 run (injected clCreateBuffer failure at load, 3,000+ cascading records):
+    the history holds the one root cause, not its cascade, and no benign probe."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[1] / "data" / "real" / "nv-alloc-load"
+    run = tmp_path / "nv-alloc-load"
+    shutil.copytree(src, run)
+    subprocess.run([sys.executable, "-m", "soak", "classify", str(run)], capture_output=True, timeout=120, check=True)
+    classification = json.loads((run / "classification.json").read_text())
+    causes = classification["causes"]
+    assert len(causes) == 1 and len(classification["findings"]) > 1
+    conn = history.connect(tmp_path / "h.sqlite")
+    history.add_runs(conn, [run])
+    keys = [r[0] for r in conn.execute("SELECT key FROM occurrences")]
+    assert keys == [causes[0]["fault_id"] or causes[0]["signature"]]
