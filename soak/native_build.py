@@ -112,6 +112,10 @@ def cmake_build(source: Path, build: Path, filename: str, configure_args: list[s
         fcntl.flock(lock, fcntl.LOCK_EX)
         if product.exists():
             return product
+        if _configured_for(build) not in (None, source.resolve()):
+            # the same sources, configured from another checkout (maybe gone since): start afresh
+            (build / "CMakeCache.txt").unlink()
+            shutil.rmtree(build / "CMakeFiles", ignore_errors=True)
         if not (build / "CMakeCache.txt").exists():
             run([cmake, "-S", str(source), "-B", str(build), f"-DCMAKE_BUILD_TYPE={build_type}", *configure_args],
                 log, f"configuring {what} with CMake")
@@ -123,6 +127,18 @@ def cmake_build(source: Path, build: Path, filename: str, configure_args: list[s
             return found[0]
         raise BuildFailed(f"the build of {what} produced no {product}", f"see {log}")
     return product
+
+
+def _configured_for(build: Path) -> Path | None:
+    """The source folder a CMake build folder was configured from (None if not configured)."""
+    try:
+        text = (build / "CMakeCache.txt").read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:"):
+            return Path(line.split("=", 1)[1]).resolve()
+    return Path("/nonexistent")  # a cache without its source folder: not trusted
 
 
 def build_test_engine() -> Path:
