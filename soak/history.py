@@ -158,6 +158,8 @@ def run_context(manifest: dict) -> dict:
         return cur
 
     device = get("device") or {}
+    if not device and isinstance(get("host"), dict) and get("host", "kind") == "adb":
+        device = get("host")  # runs from before the manifest had `device`: the phone was `host`
     opencl = get("opencl") or {}
     model = get("model") or {}
     params = model.get("params") if isinstance(model, dict) else None
@@ -202,6 +204,7 @@ def run_findings(classification: dict) -> list[dict]:
         if row is None:
             rows[key] = {"key": key, "title": _text(f.get("title") or f.get("signature_text")),
                          "severity": _text(f.get("severity")), "known": bool(f.get("known")),
+                         "kind": _text(f.get("kind")),
                          "count": count, "first_iteration": first if isinstance(first, int) else None,
                          "last_iteration": last if isinstance(last, int) else None}
         else:
@@ -226,28 +229,33 @@ def add_runs(conn: sqlite3.Connection, run_dirs: list[Path]) -> list[Added]:
     for run_dir in run_dirs:
         manifest = _read_json(run_dir / "manifest.json")
         classification = _read_json(run_dir / "classification.json")
-        run_id = _text(manifest.get("run_id")) or run_dir.name
-        context = run_context(manifest)
-        summary = _summary(run_dir)
-        rows = run_findings(classification)
-        with _write(conn):
-            replaced = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
-            conn.execute(
-                "INSERT INTO runs (run_id, added, end_reason, iterations, " + ", ".join(context) + ") "
-                "VALUES (?, ?, ?, ?, " + ", ".join("?" * len(context)) + ")",
-                (run_id, _now(), _text(summary.get("end_reason")),
-                 summary.get("iterations") if isinstance(summary.get("iterations"), int) else None,
-                 *context.values()))
-            for row in rows:
-                conn.execute(
-                    "INSERT INTO findings (key, title, severity, known) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET title = coalesce(excluded.title, title), "
-                    "severity = coalesce(excluded.severity, severity), known = max(known, excluded.known)",
-                    (row["key"], row["title"], row["severity"], int(row["known"])))
-                conn.execute("INSERT INTO occurrences VALUES (?, ?, ?, ?, ?)",
-                             (row["key"], run_id, row["count"], row["first_iteration"], row["last_iteration"]))
-        added.append(Added(run_id, len(rows), replaced))
+        added.append(add_run(conn, run_dir, manifest, classification, _summary(run_dir)))
     return added
+
+
+def add_run(conn: sqlite3.Connection, run_dir: Path, manifest: dict, classification: dict,
+            summary: dict) -> Added:
+    """Store one run from its already-read files (`soak merge` reads them once for both)."""
+    run_id = _text(manifest.get("run_id")) or Path(run_dir).name
+    context = run_context(manifest)
+    rows = run_findings(classification)
+    with _write(conn):
+        replaced = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+        conn.execute(
+            "INSERT INTO runs (run_id, added, end_reason, iterations, " + ", ".join(context) + ") "
+            "VALUES (?, ?, ?, ?, " + ", ".join("?" * len(context)) + ")",
+            (run_id, _now(), _text(summary.get("end_reason")),
+             summary.get("iterations") if isinstance(summary.get("iterations"), int) else None,
+             *context.values()))
+        for row in rows:
+            conn.execute(
+                "INSERT INTO findings (key, title, severity, known) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET title = coalesce(excluded.title, title), "
+                "severity = coalesce(excluded.severity, severity), known = max(known, excluded.known)",
+                (row["key"], row["title"], row["severity"], int(row["known"])))
+            conn.execute("INSERT INTO occurrences VALUES (?, ?, ?, ?, ?)",
+                         (row["key"], run_id, row["count"], row["first_iteration"], row["last_iteration"]))
+    return Added(run_id, len(rows), replaced)
 
 
 def _now() -> str:

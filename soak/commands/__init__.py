@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("gate", "judge a run folder against a gate policy (exit 0 pass, 1 fail) and write JUnit XML"),
     "bundle": ("bundle", "write a bug-report bundle (.tar.gz) for a run's faults, replayable with `soak replay BUNDLE`"),
     "report": ("report", "write a self-contained HTML report of one or more runs (compare CPU vs OpenCL, run vs baseline)"),
+    "merge": ("merge", "merge every run folder of a night into one classification table, HTML report and JUnit"),
     "history": ("history", "store run findings night after night (SQLite) and ask what is new, since which build, on which drivers"),
     "devices": ("devices", "list connected Android devices (model, SoC, GPU, ABI) for --target adb:SERIAL"),
 }

@@ -1,0 +1,507 @@
+"""`soak merge`: every run folder of a night -> one table, one HTML report, one JUnit (issue 16).
+
+A lab runs one CI job per phone; each job leaves a run folder (classified at
+the run's end).  The merge job reads them all and writes into one folder:
+
+    classification.json   each finding once, with per-device counts; the devices; the run list
+    report.html           findings x devices, devices, runs (end reason, link to the folder)
+    junit.xml             one <testsuite> per run (run id, device and model in its name),
+                          from the run's gate results, else from its classification
+
+It reads each run's classification.json and never re-classifies one that has
+it; a run without one (killed before its end) is classified in memory, and
+its folder is left as it was.  Runs are read one at a time and only a small
+record of each is kept, so memory stays bounded for a thousand runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from soak.catalog.classify import OUTPUT_NAME as CLASSIFICATION, classify_run, find_runs, is_run_dir
+from soak.catalog.schema import SEVERITY_RANK
+from soak.errors import BadInput
+from soak.history import run_context, run_findings
+
+FORMAT_VERSION = 1
+TABLE_NAME = "classification.json"
+REPORT_NAME = "report.html"
+JUNIT_NAME = "junit.xml"
+GATE_JSON = "gate.json"
+GATE_JUNIT = "gate-junit.xml"
+SUMMARY = "summary.json"
+MANIFEST = "manifest.json"
+EVENTS = "events.jsonl"
+# severities that fail a run's JUnit when it has no gate results (the default gate's spirit)
+FAILING_SEVERITIES = ("critical", "high")
+# how a run ended, when it did not end by itself
+BAD_ENDS = ("unrecoverable", "engine_error", "fail_fast")
+_BAD_XML_CHARS = {c: None for c in range(32) if c not in (9, 10, 13)}
+
+
+@dataclass
+class Case:
+    """One JUnit test case of a run."""
+    name: str
+    classname: str
+    passed: bool
+    message: str
+    text: str = ""
+
+
+@dataclass
+class RunRecord:
+    """What the merge keeps of one run (small: a thousand of them fit easily)."""
+    run_id: str
+    run_dir: str
+    device: str                 # the device key: serial, else host name
+    label: str                  # "model serial" for people
+    model: str | None
+    serial: str | None
+    adb_server: str | None
+    host: str | None
+    started: str | None
+    end_reason: str | None
+    iterations: int | None
+    classified: str             # "run" (its classification.json) or "merge" (classified now)
+    findings: list[dict] = field(default_factory=list)   # {key, count, severity}
+    worst: str | None = None
+    gate: str | None = None     # "gate.json" / "gate-junit.xml" when the run was gated
+    gate_passed: bool | None = None
+    cases: list[Case] = field(default_factory=list)
+
+
+def collect(paths: list[str | Path]) -> list[Path]:
+    """Run folders from arguments that are run folders or folders of them (each once, in order)."""
+    runs: list[Path] = []
+    seen: set[Path] = set()
+    for text in paths:
+        path = Path(text)
+        if not path.exists():
+            raise BadInput(f"{path} does not exist", "give run folders (logs/<run-id>) or folders of them")
+        if not path.is_dir():
+            raise BadInput(f"{path} is not a folder", "give run folders (logs/<run-id>) or folders of them")
+        found = [path] if is_run_dir(path) else find_runs(path)
+        if not found:
+            raise BadInput(f"no run folders in {path}",
+                           "a run folder holds events.jsonl, manifest.json or engine.log (written by `soak run`)")
+        for run in found:
+            key = run.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+    return runs
+
+
+def _json(path: Path) -> dict | None:
+    """A JSON object file, or None when it is missing; BadInput when it is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path} is unreadable: {exc}",
+                       "re-run `soak classify` on that run, or leave its folder out of the merge") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{path} is not a JSON object", "leave that run folder out of the merge")
+    return value
+
+
+def _run_end(run_dir: Path) -> dict | None:
+    """The run_end event, read from the end of events.jsonl (a run without summary.json)."""
+    path = run_dir / EVENTS
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        if '"run_end"' in line:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == "run_end":
+                return ev
+    return None
+
+
+def device_of(manifest: dict) -> dict:
+    """{device, label, model, serial, adb_server, host} of a run: the phone from the manifest's
+    `device` (or an adb `host` record of older runs), else the machine soak ran on."""
+    dev = manifest.get("device") if isinstance(manifest.get("device"), dict) else None
+    host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
+    if dev is None and host.get("kind") == "adb":
+        dev = host
+    ctx = run_context(manifest)
+    hostname = (dev or {}).get("runner_host") or host.get("hostname")
+    if dev is not None and (dev.get("serial") or dev.get("model")):
+        serial = dev.get("serial")
+        model = dev.get("model")
+        key = str(serial or model)
+        label = " ".join(str(x) for x in (model, serial) if x)
+    else:
+        serial, model = None, None
+        key = label = str(hostname or "unknown host")
+    return {"device": key, "label": label, "model": _str(model), "serial": _str(serial),
+            "adb_server": ctx["adb_server"] or _str((dev or {}).get("adb_server")), "host": _str(hostname)}
+
+
+def _str(v) -> str | None:
+    return None if v is None else str(v)
+
+
+def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
+    """A run's record, plus its manifest, classification and summary (for the history)."""
+    manifest = _json(run_dir / MANIFEST) or {}
+    classification = _json(run_dir / CLASSIFICATION)
+    classified = "run"
+    if classification is None:
+        classification = classify_run(run_dir, catalog, write=False)
+        classified = "merge"
+    summary = _json(run_dir / SUMMARY) or {}
+    end_reason = summary.get("end_reason")
+    iterations = summary.get("iterations")
+    if end_reason is None:
+        end = _run_end(run_dir)
+        end_reason = (end or {}).get("reason")
+        iterations = (end or {}).get("iterations", iterations)
+    dev = device_of(manifest)
+    findings = [{"key": r["key"], "count": r["count"], "severity": r["severity"] or "medium", "title": r["title"],
+                 "known": r["known"], "kind": r.get("kind")} for r in run_findings(classification)]
+    worst = min((f["severity"] for f in findings), key=lambda s: SEVERITY_RANK.get(s, 99), default=None)
+    rec = RunRecord(
+        run_id=str(manifest.get("run_id") or classification.get("run_id") or run_dir.name), run_dir=str(run_dir),
+        device=dev["device"], label=dev["label"], model=dev["model"], serial=dev["serial"],
+        adb_server=dev["adb_server"], host=dev["host"], started=_str(manifest.get("started")),
+        end_reason=_str(end_reason), iterations=iterations if isinstance(iterations, int) else None,
+        classified=classified, findings=findings, worst=worst)
+    rec.cases, rec.gate = _cases(run_dir, rec, findings)
+    if rec.gate is not None:
+        rec.gate_passed = all(c.passed for c in rec.cases)
+    return rec, manifest, classification, summary
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "device"
+
+
+def _classname(rec: RunRecord, section: str) -> str:
+    return f"soak.{_slug(rec.model or 'host')}.{_slug(rec.serial or rec.device)}.{section}"
+
+
+def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Case], str | None]:
+    """The run's test cases: its gate's rules (gate.json, else gate-junit.xml), else one per finding."""
+    gate = _json(run_dir / GATE_JSON)
+    if gate is not None and isinstance(gate.get("rules"), list):
+        cases = []
+        for r in gate["rules"]:
+            if not isinstance(r, dict):
+                continue
+            name = str(r.get("name") or "rule")
+            cases.append(Case(name, _classname(rec, "gate." + name.split(".", 1)[0]), bool(r.get("passed")),
+                              str(r.get("message") or ""), "\n".join(map(str, r.get("details") or []))))
+        return cases, GATE_JSON
+    junit = run_dir / GATE_JUNIT
+    if junit.is_file():
+        try:
+            root = ET.parse(junit).getroot()
+        except (ET.ParseError, OSError) as exc:
+            raise BadInput(f"{junit} is unreadable: {exc}", "re-run `soak gate` on that run") from None
+        cases = []
+        for tc in root.iter("testcase"):
+            fail = tc.find("failure")
+            if fail is None:
+                fail = tc.find("error")
+            section = (tc.get("classname") or "soak.gate.rule").rsplit(".", 1)[-1]
+            out = tc.find("system-out")
+            cases.append(Case(tc.get("name") or "rule", _classname(rec, "gate." + section), fail is None,
+                              (fail.get("message") if fail is not None else None) or (out.text if out is not None else "") or "",
+                              (fail.text if fail is not None else None) or ""))
+        return cases, GATE_JUNIT
+    cases = []
+    ended = rec.end_reason
+    cases.append(Case("run.ended", _classname(rec, "run"), ended is not None and ended not in BAD_ENDS,
+                      f"ended by {ended}" if ended else "no run_end: the run was killed or is still going",
+                      f"{rec.iterations if rec.iterations is not None else '?'} iterations"))
+    for f in findings:
+        fails = f["severity"] in FAILING_SEVERITIES
+        cases.append(Case(f["key"], _classname(rec, "finding." + (f.get("kind") or "fault")), not fails,
+                          f"[{f['severity']}] x{f['count']}: {f['title'] or f['key']}",
+                          f"{'known catalog entry' if f['known'] else 'not in the catalog (signature)'}; "
+                          f"severity {f['severity']} {'fails' if fails else 'does not fail'} a run without a gate"))
+    return cases, None
+
+
+# -- the table -------------------------------------------------------------------
+
+class Table:
+    """Findings x devices, rolled up one run at a time."""
+
+    def __init__(self):
+        self.runs: list[RunRecord] = []
+        self.faults: dict[str, dict] = {}
+        self.devices: dict[str, dict] = {}
+
+    def add(self, rec: RunRecord) -> None:
+        self.runs.append(rec)
+        d = self.devices.get(rec.device)
+        if d is None:
+            d = self.devices[rec.device] = {"device": rec.device, "label": rec.label, "model": rec.model,
+                                            "serial": rec.serial, "adb_servers": [], "hosts": [], "runs": 0,
+                                            "iterations": 0, "findings": 0, "end_reasons": {}}
+        d["runs"] += 1
+        d["iterations"] += rec.iterations or 0
+        for k, v in (("adb_servers", rec.adb_server), ("hosts", rec.host)):
+            if v and v not in d[k]:
+                d[k].append(v)
+        reason = rec.end_reason or "no run_end"
+        d["end_reasons"][reason] = d["end_reasons"].get(reason, 0) + 1
+        for f in rec.findings:
+            d["findings"] += f["count"]
+            row = self.faults.get(f["key"])
+            if row is None:
+                row = self.faults[f["key"]] = {"fault": f["key"], "known": f["known"], "title": f["title"],
+                                               "severity": f["severity"], "kind": f.get("kind"), "runs": 0,
+                                               "count": 0, "devices": {}, "run_ids": []}
+            row["runs"] += 1
+            row["count"] += f["count"]
+            row["known"] = row["known"] or f["known"]
+            if SEVERITY_RANK.get(f["severity"], 99) < SEVERITY_RANK.get(row["severity"], 99):
+                row["severity"] = f["severity"]
+            per = row["devices"].setdefault(rec.device, {"count": 0, "runs": 0})
+            per["count"] += f["count"]
+            per["runs"] += 1
+            row["run_ids"].append(rec.run_id)
+
+    def fault_rows(self) -> list[dict]:
+        return sorted(self.faults.values(),
+                      key=lambda r: (SEVERITY_RANK.get(r["severity"], 99), -len(r["devices"]), -r["count"], r["fault"]))
+
+    def device_rows(self) -> list[dict]:
+        return sorted(self.devices.values(), key=lambda d: d["label"])
+
+    def to_json(self) -> dict:
+        ends: dict[str, int] = {}
+        for r in self.runs:
+            ends[r.end_reason or "no run_end"] = ends.get(r.end_reason or "no run_end", 0) + 1
+        return {
+            "version": FORMAT_VERSION,
+            "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "totals": {"runs": len(self.runs), "devices": len(self.devices), "faults": len(self.faults),
+                       "iterations": sum(r.iterations or 0 for r in self.runs), "end_reasons": ends,
+                       "classified_by_merge": sum(r.classified == "merge" for r in self.runs),
+                       "gated": sum(r.gate is not None for r in self.runs),
+                       "gate_failed": sum(r.gate_passed is False for r in self.runs)},
+            "faults": self.fault_rows(),
+            "devices": self.device_rows(),
+            "runs": [{"run_id": r.run_id, "run_dir": r.run_dir, "device": r.device, "label": r.label,
+                      "model": r.model, "serial": r.serial, "adb_server": r.adb_server, "host": r.host,
+                      "started": r.started, "end_reason": r.end_reason, "iterations": r.iterations,
+                      "classified": r.classified, "worst_severity": r.worst, "gate": r.gate,
+                      "gate_passed": r.gate_passed,
+                      "findings": {f["key"]: f["count"] for f in r.findings}} for r in self.runs],
+        }
+
+    def text(self) -> str:
+        from soak.catalog._table import render
+
+        labels = {k: d["label"] for k, d in self.devices.items()}
+        head = (f"{len(self.runs)} runs on {len(self.devices)} devices, {len(self.faults)} distinct faults")
+        if not self.faults:
+            return head + "\nno failures"
+        rows = []
+        for r in self.fault_rows():
+            per = sorted(r["devices"].items(), key=lambda kv: (-kv[1]["count"], labels[kv[0]]))
+            rows.append([r["severity"], r["fault"], "known" if r["known"] else "new", r["runs"], r["count"],
+                         len(r["devices"]), ", ".join(f"{labels[k]} x{v['count']}" for k, v in per)])
+        return head + "\n" + render(["SEVERITY", "FAULT", "STATUS", "RUNS", "COUNT", "DEVICES", "PER DEVICE"], rows)
+
+
+# -- JUnit -----------------------------------------------------------------------
+
+def _x(text) -> str:
+    return str(text).translate(_BAD_XML_CHARS)
+
+
+def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
+    total = sum(len(r.cases) for r in runs)
+    failed = sum(not c.passed for r in runs for c in r.cases)
+    root = ET.Element("testsuites", name="soak merge", tests=str(total), failures=str(failed), errors="0")
+    stamp = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    names: set[str] = set()
+    for r in runs:
+        name = f"{r.run_id} on {r.label}"
+        if name in names:  # the same run id on the same device twice (copied folders): still unique
+            name = f"{name} ({r.run_dir})"
+        names.add(name)
+        fails = sum(not c.passed for c in r.cases)
+        suite = ET.SubElement(root, "testsuite", name=_x(name), tests=str(len(r.cases)), failures=str(fails),
+                              errors="0", skipped="0", time="0", timestamp=stamp,
+                              hostname=_x(r.host or ""))
+        props = ET.SubElement(suite, "properties")
+        for k, v in (("run_id", r.run_id), ("device", r.device), ("model", r.model), ("serial", r.serial),
+                     ("adb_server", r.adb_server), ("run_dir", r.run_dir), ("end_reason", r.end_reason),
+                     ("source", r.gate or "classification")):
+            if v is not None:
+                ET.SubElement(props, "property", name=k, value=_x(v))
+        for c in r.cases:
+            case = ET.SubElement(suite, "testcase", classname=_x(c.classname), name=_x(c.name), time="0")
+            if not c.passed:
+                fail = ET.SubElement(case, "failure", message=_x(c.message), type="SoakFailure")
+                fail.text = _x("\n".join(x for x in (c.message, c.text) if x))
+            elif c.message or c.text:
+                ET.SubElement(case, "system-out").text = _x("\n".join(x for x in (c.message, c.text) if x))
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+# -- HTML ------------------------------------------------------------------------
+
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def render_html(table: Table, out_dir: Path) -> str:
+    from soak.outputs.report import CSS
+
+    data_devices = table.device_rows()
+    faults = table.fault_rows()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    ends: dict[str, int] = {}
+    for r in table.runs:
+        ends[r.end_reason or "no run_end"] = ends.get(r.end_reason or "no run_end", 0) + 1
+    title = f"soak merge: {len(table.runs)} runs on {len(data_devices)} devices"
+    css = CSS + ("td.z{color:#ccc;text-align:center} th.v{writing-mode:vertical-rl;transform:rotate(180deg);"
+                 "white-space:nowrap;font-weight:normal} .wide{overflow-x:auto}")
+    p = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+         "<meta name=viewport content='width=device-width,initial-scale=1'>"
+         "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+         f"<style>{css}</style></head><body><h1>{_e(title)}</h1>"
+         f"<p class=muted>generated {_e(now)} by <code>soak merge</code> from each run's classification.json; "
+         "self-contained, no script, no network.</p>",
+         "<table><tbody>"
+         f"<tr><th>runs</th><td class=num>{len(table.runs)}</td></tr>"
+         f"<tr><th>devices</th><td class=num>{len(data_devices)}</td></tr>"
+         f"<tr><th>distinct faults</th><td class=num>{len(faults)}</td></tr>"
+         f"<tr><th>iterations</th><td class=num>{sum(r.iterations or 0 for r in table.runs)}</td></tr>"
+         "<tr><th>ended by</th><td>" + ", ".join(f"{_e(k)} ×{v}" for k, v in sorted(ends.items())) + "</td></tr>"
+         f"<tr><th>gate failed</th><td class=num>{sum(r.gate_passed is False for r in table.runs)} of "
+         f"{sum(r.gate is not None for r in table.runs)} gated</td></tr></tbody></table>"]
+    p.append("<h2>Findings × devices</h2>")
+    if not faults:
+        p.append("<p class=good>No faults on any device.</p>")
+    else:
+        p.append("<div class=wide><table><thead><tr><th>severity</th><th>fault</th><th>title</th><th>runs</th>"
+                 "<th>count</th>" + "".join(f"<th class=v title='{_e(d['label'])}'>{_e(d['label'])}</th>"
+                                             for d in data_devices) + "</tr></thead><tbody>")
+        for f in faults:
+            cells = []
+            for d in data_devices:
+                per = f["devices"].get(d["device"])
+                cells.append(f"<td class=num title='{per['runs']} run(s)'>{per['count']}</td>" if per
+                             else "<td class=z>·</td>")
+            sev = f["severity"]
+            p.append(f"<tr><td><span class='sev-{_e(sev)}'>{_e(sev)}</span></td><td><code>{_e(f['fault'])}</code>"
+                     f"{'' if f['known'] else ' <span class=muted>(new)</span>'}</td><td>{_e(f['title'])}</td>"
+                     f"<td class=num>{f['runs']}</td><td class=num>{f['count']}</td>{''.join(cells)}</tr>")
+        p.append("</tbody></table></div>")
+    p.append("<h2>Devices</h2><table><thead><tr><th>device</th><th>model</th><th>serial</th><th>adb server</th>"
+             "<th>runner host</th><th>runs</th><th>iterations</th><th>fault events</th><th>ended by</th>"
+             "</tr></thead><tbody>")
+    for d in data_devices:
+        p.append(f"<tr><td>{_e(d['label'])}</td><td>{_e(d['model'])}</td><td>{_e(d['serial'])}</td>"
+                 f"<td>{_e(', '.join(d['adb_servers']))}</td><td>{_e(', '.join(d['hosts']))}</td>"
+                 f"<td class=num>{d['runs']}</td><td class=num>{d['iterations']}</td><td class=num>{d['findings']}</td>"
+                 f"<td>{_e(', '.join(f'{k} ×{v}' for k, v in sorted(d['end_reasons'].items())))}</td></tr>")
+    p.append("</tbody></table>")
+    p.append("<h2>Runs</h2><table><thead><tr><th>run</th><th>device</th><th>started</th><th>ended by</th>"
+             "<th>iterations</th><th>worst</th><th>findings</th><th>gate</th></tr></thead><tbody>")
+    for r in table.runs:
+        href = _href(out_dir, Path(r.run_dir))
+        cls = "bad" if (r.end_reason in BAD_ENDS or r.end_reason is None) else ""
+        gate = "–" if r.gate is None else ("<span class=good>pass</span>" if r.gate_passed else "<span class=bad>FAIL</span>")
+        found = ", ".join(f"{_e(f['key'])} ×{f['count']}" for f in r.findings[:4]) + (" …" if len(r.findings) > 4 else "")
+        p.append(f"<tr><td><a href='{_e(href)}/'>{_e(r.run_id)}</a> <a class=muted href='{_e(href)}/{CLASSIFICATION}'>"
+                 f"json</a></td><td>{_e(r.label)}</td><td>{_e((r.started or '')[:19])}</td>"
+                 f"<td class='{cls}'>{_e(r.end_reason or 'no run_end')}</td><td class=num>{_e(r.iterations)}</td>"
+                 f"<td>{_e(r.worst or '–')}</td><td>{found or '<span class=good>none</span>'}</td><td>{gate}</td></tr>")
+    p.append("</tbody></table></body></html>")
+    return "\n".join(p)
+
+
+def _href(out_dir: Path, run_dir: Path) -> str:
+    try:
+        rel = os.path.relpath(run_dir.resolve(), out_dir.resolve())
+    except ValueError:  # another drive
+        rel = str(run_dir.resolve())
+    return "/".join(rel.split(os.sep))
+
+
+# -- the whole merge -------------------------------------------------------------
+
+@dataclass
+class MergeResult:
+    table: Table
+    out_dir: Path
+    history_added: int = 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}", "give a writable folder with -o DIR") from None
+
+
+def merge(paths: list[str | Path], out_dir: str | Path, catalog=None, history_db: str | Path | None = None) -> MergeResult:
+    runs = collect(paths)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} is not a folder", "give a folder to -o (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create {out}: {exc.strerror or exc}", "give a writable folder with -o DIR") from None
+    conn = None
+    if history_db is not None:
+        from soak import history
+
+        conn = history.connect(history_db)
+    table = Table()
+    added = 0
+    try:
+        for run_dir in runs:
+            rec, manifest, classification, summary = read_run(run_dir, catalog)
+            table.add(rec)
+            if conn is not None:
+                from soak import history
+
+                history.add_run(conn, run_dir, manifest, classification, summary)
+                added += 1
+    finally:
+        if conn is not None:
+            conn.close()
+    _write_text(out / TABLE_NAME, json.dumps(table.to_json(), indent=1, ensure_ascii=False, default=str) + "\n")
+    _write_text(out / REPORT_NAME, render_html(table, out))
+    tmp = out / (JUNIT_NAME + ".tmp")
+    try:
+        junit_tree(table.runs).write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, out / JUNIT_NAME)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write {out / JUNIT_NAME}: {exc.strerror or exc}", "give a writable folder with -o DIR") from None
+    return MergeResult(table, out, added)
