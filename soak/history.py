@@ -173,8 +173,10 @@ def run_context(manifest: dict) -> dict:
         "adb_server": _text(device.get("adb_server")) if isinstance(device, dict) else None,
         "serial": _text(device.get("serial")) if isinstance(device, dict) else None,
         "device": _text((device.get("model") if isinstance(device, dict) else None) or get("host", "hostname")),
-        "gpu": _text(opencl.get("device") if isinstance(opencl, dict) else None),
-        "driver": _text(opencl.get("driver_version") if isinstance(opencl, dict) else None),
+        "gpu": _text((opencl.get("device") if isinstance(opencl, dict) else None)
+                     or (device.get("gpu") if isinstance(device, dict) else None)),
+        "driver": _text((opencl.get("driver_version") if isinstance(opencl, dict) else None)
+                        or (device.get("gpu_driver") if isinstance(device, dict) else None)),
         "mnn_version": _text(get("mnn_version")),
         "model": " ".join(x for x in (_text(family), size) if x) or None,
         "model_params": int(params) if isinstance(params, (int, float)) else None,

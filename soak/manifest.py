@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import socket
 import sys
 from pathlib import Path
 
@@ -50,6 +52,33 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+_NETWORK_SERIAL = re.compile(r"^\[?[\w.:-]+\]?:\d+$")  # `adb connect HOST:PORT` names the device so
+
+
+def device_record(host: dict) -> dict | None:
+    """The phone a run used, from an adb target's description: which adb server (host:port)
+    and serial reach it, how it is connected, what it is, and the machine soak ran on.
+    None for a local run (the machine is `host`)."""
+    if host.get("kind") != "adb":
+        return None
+    gpu = host.get("gpu") if isinstance(host.get("gpu"), dict) else {}
+    serial = str(host.get("serial") or "")
+    return {
+        "kind": "adb",
+        "adb_server": host.get("adb_server"),
+        "serial": host.get("serial"),
+        "connection": "network" if _NETWORK_SERIAL.match(serial) else "usb",
+        "model": host.get("model"),
+        "manufacturer": host.get("manufacturer"),
+        "soc": host.get("soc"),
+        "gpu": gpu.get("renderer"),
+        "gpu_driver": gpu.get("driver"),
+        "android_version": host.get("android_version"),
+        "fingerprint": host.get("fingerprint"),
+        "runner_host": socket.gethostname(),
+    }
+
+
 def base_manifest(argv: list[str], config: dict, host: dict) -> dict:
     return {
         "schema": 1,
@@ -61,4 +90,5 @@ def base_manifest(argv: list[str], config: dict, host: dict) -> dict:
         "versions": versions(),
         "host": host,
         "os": host.get("os", "linux"),
+        "device": device_record(host),
     }

@@ -34,9 +34,10 @@ def _worst(codes: list[int]) -> int:
 
 
 def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = None, baseline: str | None = None,
-                   json_out: bool = False) -> int:
-    """One run per adb device; gate: a policy to judge each run with; json_out: print the
-    summary (one device) or combined.json (several) to stdout."""
+                   json_out: bool = False, junit: str | None = None) -> int:
+    """One run per adb device; gate: a policy to judge each run with (junit: also write its
+    JUnit there, FILE-<device>.xml with several); json_out: print the summary (one device)
+    or combined.json (several) to stdout."""
     from soak.targets.adb.target import make_targets
 
     targets = make_targets(target_specs)
@@ -91,7 +92,8 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
 
         for entry in results:
             if entry.get("summary") is not None:
-                passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=baseline)
+                passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=baseline,
+                                     junit_path=_junit_path(junit, entry, several))
                 entry["gate_passed"] = passed
                 if not passed and entry["exit_code"] == 0:
                     entry["exit_code"] = int(errors.ExitCode.FAILED)
@@ -113,6 +115,14 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
             print(f"soak: {entry['target']}: error: {entry['error']}" +
                   (f"\n  hint: {entry['hint']}" if entry.get("hint") else ""), file=sys.stderr)
     return code
+
+
+def _junit_path(junit: str | None, entry: dict, several: bool) -> Path | None:
+    """--junit FILE: one device writes FILE; several write FILE-<device>.xml each."""
+    if not junit:
+        return None
+    path = Path(junit)
+    return path.with_name(f"{path.stem}-{device_folder(entry['serial'])}{path.suffix}") if several else path
 
 
 def _reraise(entry: dict) -> errors.SoakError:

@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if targets != ["local"]:
         from soak.multi_device import run_on_targets
 
-        return run_on_targets(cfg, targets, gate=args.gate, baseline=args.baseline, json_out=args.json)
+        return run_on_targets(cfg, targets, gate=args.gate, baseline=args.baseline, json_out=args.json,
+                              junit=args.junit)
     from soak.loop.runner import run_soak
 
     result = run_soak(cfg)
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if policy is not None:
         from soak.outputs.gate import gate_run
 
-        passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline)
+        passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline, junit_path=args.junit)
         if not passed and code == 0:
             code = int(errors.ExitCode.FAILED)
     if args.json:

@@ -335,6 +335,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gate", metavar="POLICY", help="gate the finished run with this TOML policy "
                    "(exit 1 if it fails); JUnit goes to RUN/gate-junit.xml")
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
+    g.add_argument("--junit", metavar="FILE", help="also write the gate's JUnit here (CI test reports; the "
+                   "suite name carries the run id, device and model)")
 
 
 def run_id_of(run: RunFolder) -> str:
@@ -350,6 +352,9 @@ def run_labels(run: RunFolder) -> dict:
     m = run.manifest
     device = (m.get("opencl") or {}).get("device") if isinstance(m.get("opencl"), dict) else None
     target = m.get("target") or (run.first("run_start") or {}).get("target")
+    phone = m.get("device") if isinstance(m.get("device"), dict) else None  # manifest `device`: adb targets
+    if phone and (phone.get("model") or phone.get("serial")):
+        device = " ".join(str(x) for x in (phone.get("model"), phone.get("serial")) if x)
     host = (m.get("host") or {}).get("hostname") if isinstance(m.get("host"), dict) else None
     model = m.get("model") if isinstance(m.get("model"), dict) else {}
     return {"device": device or (target if target and target != "local" else host),
@@ -382,9 +387,13 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool
 
 
 def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult]]:
-    """Gate a finished run; prints the rules and writes JUnit (default RUN/gate-junit.xml)."""
+    """Gate a finished run; prints the rules and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
-    passed, results, run = judge(run_dir, policy, baseline, Path(junit_path) if junit_path else Path(run_dir) / "gate-junit.xml")
+    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / "gate-junit.xml")
+    if junit_path:  # `soak run --gate ... --junit FILE`: a copy where the CI looks for reports
+        from soak.outputs.junit import write_junit
+
+        write_junit(results, Path(junit_path), policy.name, run_id_of(run), **run_labels(run))
     print_results(results, run_id_of(run))
     return passed, results

@@ -200,6 +200,14 @@ def _classname(rec: RunRecord, section: str) -> str:
     return f"soak.{_slug(rec.model or 'host')}.{_slug(rec.serial or rec.device)}.{section}"
 
 
+def junit_names(policy_name: str, run_id: str, manifest: dict) -> tuple[str, str]:
+    """(suite name, class name prefix) of a gated run's JUnit: "POLICY: RUN on MODEL SERIAL" and
+    "soak.MODEL.SERIAL.gate", so the reports of a lab's jobs never collide."""
+    dev = device_of(manifest if isinstance(manifest, dict) else {})
+    model = _slug(dev["model"] or "host")
+    return f"{policy_name}: {run_id} on {dev['label']}", f"soak.{model}.{_slug(dev['serial'] or dev['device'])}.gate"
+
+
 def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Case], str | None]:
     """The run's test cases: its gate's rules (gate.json, else gate-junit.xml), else one per finding."""
     gate = _json(run_dir / GATE_JSON)
