@@ -69,12 +69,53 @@ def test_all_connected_and_remote_server(lab, phone, soak, tmp_path):
         assert res.returncode == 0, res.stderr
         host = json.loads((out / "farm" / "manifest.json").read_text())["host"]
         assert host["adb_server"] == "127.0.0.1:5038"
+        device = json.loads((out / "farm" / "manifest.json").read_text())["device"]
+        assert device["adb_server"] == "127.0.0.1:5038" and device["serial"] == phone.serial
+        assert device["model"] == "Fake Phone" and device["connection"] == "network"  # `adb connect`ed
         assert len(events(out / "farm", {"iteration"})) == 3
         env_res = lab.run([sys.executable, "-m", "soak", "devices", "--json"],
                           env={"ADB_SERVER_SOCKET": "tcp:127.0.0.1:5038"})
         assert env_res.returncode == 0 and phone.serial in env_res.stdout
     finally:
         lab.adb("-P", "5038", "kill-server")
+
+
+def test_phone_behind_another_hosts_adb_server(lab, soak, tmp_path):
+    """A phone plugged into another host: that host's adb server (listening on its network,
+    `adb -a`, in a namespace of its own) is reached over a veth cable from the lab, by
+    adb:SERIAL@HOST:PORT and by ADB_SERVER_SOCKET.  The manifest records which server and
+    serial reach which phone; `soak merge` and `soak history` carry it on."""
+    from fakedevice.lab import Lab
+
+    with Lab(tmp_path / "farm", listen_all=True) as farm:
+        phone = farm.add_device("farm-phone", props={"ro.product.model": "Farm Phone"})
+        _, farm_ip = lab.link(farm)
+        server = f"{farm_ip}:5037"
+        out = tmp_path / "logs"
+        args = ("--engine", "test", "--iterations", "3", "--max-new-tokens", "8", "--out", str(out), "--quiet")
+        res = soak("run", "--target", f"adb:{phone.serial}@{server}", *args, "--run-id", "remote")
+        assert res.returncode == 0, res.stderr
+        env_res = lab.run([sys.executable, "-m", "soak", "run", "--target", f"adb:{phone.serial}", *args,
+                           "--run-id", "remote-env"], env={"ADB_SERVER_SOCKET": f"tcp:{server}"}, timeout=120)
+        assert env_res.returncode == 0, env_res.stderr
+    for run_id in ("remote", "remote-env"):
+        manifest = json.loads((out / run_id / "manifest.json").read_text())
+        device = manifest["device"]
+        # only the farm's phone is a "Farm Phone": the run went through the farm's server
+        assert device["model"] == "Farm Phone" and device["adb_server"] == server
+        assert device["serial"] == phone.serial and device["kind"] == "adb" and device["runner_host"]
+        assert len(events(out / run_id, {"iteration"})) == 3
+    merged = soak("merge", str(out), "-o", str(tmp_path / "night"), "--history", str(tmp_path / "h.sqlite"))
+    assert merged.returncode == 0, merged.stderr
+    table = json.loads((tmp_path / "night" / "classification.json").read_text())
+    assert [(d["model"], d["serial"], d["adb_servers"], d["runs"]) for d in table["devices"]] == \
+        [("Farm Phone", phone.serial, [server], 2)]
+    from soak import history
+
+    conn = history.connect(tmp_path / "h.sqlite")
+    assert {tuple(r) for r in conn.execute("SELECT adb_server, serial, device FROM runs")} == \
+        {(server, phone.serial, "Farm Phone")}
+    conn.close()
 
 
 def test_pip_engine_on_a_phone_is_bad_input(soak, phone, tmp_path):

@@ -133,8 +133,11 @@ class FakeDevice:
 class Lab:
     """Owns the namespaces, the adb server and the devices."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, listen_all: bool = False):
+        """listen_all: the adb server listens on every interface (`adb -a`), as a device farm
+        host's server does for other hosts (see `link`)."""
         self.root = Path(root)
+        self.listen_all = listen_all
         self.devices: list[FakeDevice] = []
         self.holder: subprocess.Popen | None = None
         self.init_pid: int | None = None  # PID 1 of the lab's PID namespace (host pid)
@@ -182,7 +185,8 @@ class Lab:
         children = Path(f"/proc/{self.holder.pid}/task/{self.holder.pid}/children").read_text().split()
         self.init_pid = int(children[0])
         # the server daemon joins the lab's PID namespace too, so it ends with the lab
-        started = subprocess.run(["nsenter", f"--target={self.init_pid}", "--net", "--pid", "--", "adb", "start-server"],
+        started = subprocess.run(["nsenter", f"--target={self.init_pid}", "--net", "--pid", "--", "adb",
+                                  *(["-a"] if self.listen_all else []), "start-server"],
                                  env=self.env(), capture_output=True, text=True, timeout=60)
         if started.returncode != 0:
             raise RuntimeError(f"adb start-server failed: {started.stderr}")
@@ -224,6 +228,19 @@ class Lab:
                 raise RuntimeError(f"test device {dev.serial} did not come up: {state.stderr}\n"
                                    + (dev.state / "boot.log").read_text(errors="replace"))
             time.sleep(0.3)
+
+    def link(self, other: "Lab", subnet: str = "10.231.0") -> tuple[str, str]:
+        """A cable between two labs: a veth pair, this lab SUBNET.1, the other SUBNET.2.
+        Returns the two addresses.  Each lab is still a host of its own (its own loopback)."""
+        tag = f"{os.getpid() % 100000}"
+        mine, theirs = f"sk{tag}a", f"sk{tag}b"
+        subprocess.run(["ip", "link", "add", mine, "type", "veth", "peer", "name", theirs], check=True)
+        subprocess.run(["ip", "link", "set", mine, "netns", str(self.init_pid)], check=True)
+        subprocess.run(["ip", "link", "set", theirs, "netns", str(other.init_pid)], check=True)
+        for lab, dev, addr in ((self, mine, f"{subnet}.1"), (other, theirs, f"{subnet}.2")):
+            for argv in (["ip", "addr", "add", f"{addr}/24", "dev", dev], ["ip", "link", "set", dev, "up"]):
+                subprocess.run(lab.cmd(argv), check=True)
+        return f"{subnet}.1", f"{subnet}.2"
 
     def close(self) -> None:
         for dev in self.devices:
