@@ -95,6 +95,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL: a commit does not wait for fsync (the checkpoint does); a power
+        # cut may lose the last commits but never corrupts the file.  1,000 runs add in 1 s, not 8.
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
