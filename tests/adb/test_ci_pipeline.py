@@ -110,3 +110,33 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     conn.close()
     assert set(rows) == {a.serial, b.serial}
     assert rows[b.serial]["device"] == "Other Phone" and rows[b.serial]["adb_server"] == "127.0.0.1:5037"
+
+
+def test_buildkite_template_has_the_same_shape():
+    """buildkite.yml is not run here (no Buildkite agent offline); it must keep the GitLab
+    template's shape: each phone one job at a time, the same soak commands, a merge that
+    waits for every phone whatever they did."""
+    import yaml
+
+    gitlab = yaml.safe_load(TEMPLATE.read_text())
+    bk = yaml.safe_load((TEMPLATE.parent / "buildkite.yml").read_text())
+    assert gitlab["soak"]["resource_group"] == "phone-$SERIAL" and gitlab["merge"]["when"] == "always"
+    assert gitlab["soak"]["artifacts"]["when"] == "always"
+    phones = bk["steps"][0]["steps"]
+    assert len(phones) >= 2
+    for step in phones:
+        serial = step["env"]["SERIAL"]
+        assert step["concurrency_group"] == f"phone-{serial}" and step["concurrency"] == 1
+        assert serial in step["label"] and "logs/**/*" in step["artifact_paths"]
+    merge = bk["steps"][1]
+    assert merge["depends_on"] == bk["steps"][0]["key"] and merge["allow_dependency_failure"] is True
+
+    def words(script: str) -> set[str]:
+        return {w.strip('"') for w in script.replace("$$", "$").split()}
+
+    gl_run = words(" ".join(gitlab["soak"]["script"]))
+    bk_run = words(phones[0]["command"])
+    for flag in ("run", "--target", '"adb:$SERIAL', "--gate", "--junit", "$SOAK_RUN_ARGS", "$SOAK_DEVICE_ARGS"):
+        assert flag.strip('"') in gl_run and flag.strip('"') in bk_run, flag
+    for line in gitlab["merge"]["script"]:
+        assert line.replace("$", "$$") in merge["command"], line
