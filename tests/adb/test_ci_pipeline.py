@@ -34,7 +34,6 @@ def _pipeline_repo(tmp_path: Path, serial_a: str, serial_b: str) -> Path:
     repo = tmp_path / "project"
     (repo / "ci").mkdir(parents=True)
     shutil.copyfile(TEMPLATE, repo / "ci" / "soak-lab.yml")
-    (repo / "lab-gate.toml").write_text(POLICY)
     (repo / ".gitlab-ci.yml").write_text(
         "include:\n  - local: ci/soak-lab.yml\n"
         "soak:\n  parallel:\n    matrix:\n"
@@ -48,11 +47,12 @@ def _pipeline_repo(tmp_path: Path, serial_a: str, serial_b: str) -> Path:
     return repo
 
 
-def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
-    a = lab.add_device("ci-a")
-    b = lab.add_device("ci-b", props={"ro.product.model": "Other Phone", "ro.serialno": "ci-b"})
+def _pipeline(lab, tmp_path: Path, a, b, policy: str) -> tuple[subprocess.CompletedProcess, Path, Path, str]:
+    """Run the pipeline in gitlab-ci-local inside the lab's network namespace: the phones'
+    jobs, then the merge.  Phone b crashes (a fault plan in a pipeline variable)."""
     repo = _pipeline_repo(tmp_path, a.serial, b.serial)
     assert (repo / "ci" / "soak-lab.yml").read_bytes() == TEMPLATE.read_bytes()
+    (repo / "lab-gate.toml").write_text(policy)
     crash_plan = tmp_path / "crash.json"
     crash_plan.write_text(json.dumps([{"kind": "crash", "at": [4], "signal": "segv"}]))
     db = tmp_path / "history.sqlite"
@@ -63,7 +63,13 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
                     "--variable", f"SOAK_HISTORY={db}"])
     env = lab.env({"PYTHONPATH": str(REPO)})  # the jobs' `soak` is this checkout's
     res = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=540)
-    log = res.stdout[-6000:] + res.stderr[-3000:]
+    return res, repo, db, res.stdout[-6000:] + res.stderr[-3000:]
+
+
+def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
+    a = lab.add_device("ci-a")
+    b = lab.add_device("ci-b", props={"ro.product.model": "Other Phone", "ro.serialno": "ci-b"})
+    res, repo, db, log = _pipeline(lab, tmp_path, a, b, POLICY)
     assert res.returncode == 0, log
     night = repo / "night"
     table = json.loads((night / "classification.json").read_text())
@@ -110,6 +116,27 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     conn.close()
     assert set(rows) == {a.serial, b.serial}
     assert rows[b.serial]["device"] == "Other Phone" and rows[b.serial]["adb_server"] == "127.0.0.1:5037"
+
+
+def test_a_failed_gate_fails_its_phone_and_the_night_is_still_merged(lab, tmp_path):
+    """With a gate that allows no crash, the crashing phone's job fails (and the pipeline);
+    its run folder is still uploaded (artifacts when: always) and the merge job still runs
+    (when: always): the night's JUnit has that phone's failed gate rule."""
+    a = lab.add_device("ci-c")
+    b = lab.add_device("ci-d", props={"ro.product.model": "Other Phone"})
+    strict = POLICY.replace("critical = { max_count = 1 }", "critical = { max_count = 0 }")
+    res, repo, db, log = _pipeline(lab, tmp_path, a, b, strict)
+    assert res.returncode != 0, log
+    assert "merge" in log and "soak merge logs -o night" in log
+    table = json.loads((repo / "night" / "classification.json").read_text())
+    runs = {r["device"]: r for r in table["runs"]}
+    assert set(runs) == {a.serial, b.serial}, log
+    assert runs[a.serial]["gate_passed"] is True and runs[b.serial]["gate_passed"] is False
+    suites = {s.get("name"): s for s in ET.parse(repo / "night" / "junit.xml").getroot().findall("testsuite")}
+    failed = [c.get("name") for s in suites.values() for c in s.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["errors.severity.critical"]
+    (bad,) = [s for n, s in suites.items() if b.serial in n]
+    assert int(bad.get("failures")) == 1
 
 
 def test_buildkite_template_has_the_same_shape():
