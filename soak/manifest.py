@@ -52,7 +52,7 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-_NETWORK_SERIAL = re.compile(r"^\[?[\w.:-]+\]?:\d+$")  # `adb connect HOST:PORT` names the device so
+NETWORK_SERIAL = re.compile(r"^\[?[\w.:-]+\]?:\d+$")  # `adb connect HOST:PORT` names the device so
 
 
 def device_record(host: dict) -> dict | None:
@@ -67,7 +67,7 @@ def device_record(host: dict) -> dict | None:
         "kind": "adb",
         "adb_server": host.get("adb_server"),
         "serial": host.get("serial"),
-        "connection": "network" if _NETWORK_SERIAL.match(serial) else "usb",
+        "connection": "network" if NETWORK_SERIAL.match(serial) else "usb",
         "model": host.get("model"),
         "manufacturer": host.get("manufacturer"),
         "soc": host.get("soc"),

@@ -29,6 +29,7 @@ from soak.catalog.classify import OUTPUT_NAME as CLASSIFICATION, classify_run, f
 from soak.catalog.schema import SEVERITY_RANK
 from soak.errors import BadInput
 from soak.history import run_context, run_findings
+from soak.manifest import NETWORK_SERIAL
 
 FORMAT_VERSION = 1
 TABLE_NAME = "classification.json"
@@ -136,25 +137,39 @@ def _run_end(run_dir: Path) -> dict | None:
     return None
 
 
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
 def device_of(manifest: dict) -> dict:
     """{device, label, model, serial, adb_server, host} of a run: the phone from the manifest's
-    `device` (or an adb `host` record of older runs), else the machine soak ran on."""
+    `device` (or an adb `host` record of older runs), else the machine soak ran on.
+
+    The key is the serial when it names the hardware (USB).  A network serial (`adb connect
+    HOST:PORT`) or an emulator's is only unique on its side of the cable: two lab hosts may
+    both have a 127.0.0.1:5555 or an emulator-5554, so the key adds where it was reached
+    (the remote adb server, else the host soak ran on)."""
     dev = manifest.get("device") if isinstance(manifest.get("device"), dict) else None
     host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
     if dev is None and host.get("kind") == "adb":
         dev = host
     ctx = run_context(manifest)
     hostname = (dev or {}).get("runner_host") or host.get("hostname")
+    adb_server = ctx["adb_server"] or _str((dev or {}).get("adb_server"))
     if dev is not None and (dev.get("serial") or dev.get("model")):
-        serial = dev.get("serial")
-        model = dev.get("model")
-        key = str(serial or model)
-        label = " ".join(str(x) for x in (model, serial) if x)
+        serial = _str(dev.get("serial"))
+        model = _str(dev.get("model"))
+        key = serial or str(model)
+        local = serial is not None and (dev.get("connection") == "network" or serial.startswith("emulator-")
+                                        or NETWORK_SERIAL.match(serial) is not None)
+        if local:
+            where = adb_server if adb_server and not adb_server.startswith(_LOOPBACK) else hostname
+            key = f"{serial}@{where}" if where else serial
+        label = " ".join(x for x in (model, key) if x)
     else:
         serial, model = None, None
         key = label = str(hostname or "unknown host")
-    return {"device": key, "label": label, "model": _str(model), "serial": _str(serial),
-            "adb_server": ctx["adb_server"] or _str((dev or {}).get("adb_server")), "host": _str(hostname)}
+    return {"device": key, "label": label, "model": model, "serial": serial, "adb_server": adb_server,
+            "host": _str(hostname)}
 
 
 def _str(v) -> str | None:
@@ -197,7 +212,7 @@ def _slug(text: str) -> str:
 
 
 def _classname(rec: RunRecord, section: str) -> str:
-    return f"soak.{_slug(rec.model or 'host')}.{_slug(rec.serial or rec.device)}.{section}"
+    return f"soak.{_slug(rec.model or 'host')}.{_slug(rec.device)}.{section}"
 
 
 def junit_names(policy_name: str, run_id: str, manifest: dict) -> tuple[str, str]:
@@ -205,7 +220,7 @@ def junit_names(policy_name: str, run_id: str, manifest: dict) -> tuple[str, str
     "soak.MODEL.SERIAL.gate", so the reports of a lab's jobs never collide."""
     dev = device_of(manifest if isinstance(manifest, dict) else {})
     model = _slug(dev["model"] or "host")
-    return f"{policy_name}: {run_id} on {dev['label']}", f"soak.{model}.{_slug(dev['serial'] or dev['device'])}.gate"
+    return f"{policy_name}: {run_id} on {dev['label']}", f"soak.{model}.{_slug(dev['device'])}.gate"
 
 
 def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Case], str | None]:

@@ -108,8 +108,8 @@ def test_phone_behind_another_hosts_adb_server(lab, soak, tmp_path):
     merged = soak("merge", str(out), "-o", str(tmp_path / "night"), "--history", str(tmp_path / "h.sqlite"))
     assert merged.returncode == 0, merged.stderr
     table = json.loads((tmp_path / "night" / "classification.json").read_text())
-    assert [(d["model"], d["serial"], d["adb_servers"], d["runs"]) for d in table["devices"]] == \
-        [("Farm Phone", phone.serial, [server], 2)]
+    assert [(d["device"], d["model"], d["serial"], d["adb_servers"], d["runs"]) for d in table["devices"]] == \
+        [(f"{phone.serial}@{server}", "Farm Phone", phone.serial, [server], 2)]  # network serial: where it was
     from soak import history
 
     conn = history.connect(tmp_path / "h.sqlite")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -74,9 +75,12 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     night = repo / "night"
     table = json.loads((night / "classification.json").read_text())
 
-    # both phones ran, each under its own device key, model and serial from the manifest
-    devices = {d["device"]: d for d in table["devices"]}
+    # both phones ran, each under its own device key, model and serial from the manifest; an
+    # `adb connect`ed serial is only unique on its host, so the key says which host reached it
+    devices = {d["serial"]: d for d in table["devices"]}
     assert set(devices) == {a.serial, b.serial}, log
+    host = socket.gethostname()
+    assert {d["device"] for d in devices.values()} == {f"{a.serial}@{host}", f"{b.serial}@{host}"}
     assert devices[a.serial]["model"] == "Fake Phone" and devices[b.serial]["model"] == "Other Phone"
     assert all(d["runs"] == 1 and d["iterations"] == 12 for d in devices.values())
     assert table["totals"]["runs"] == 2 and table["totals"]["gated"] == 2 and table["totals"]["gate_failed"] == 0
@@ -84,10 +88,10 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     # the crash: listed once, counted on the crashing phone only
     crashes = [f for f in table["faults"] if f["kind"] == "crash"]
     assert len(crashes) == 1, table["faults"]
-    assert crashes[0]["devices"] == {b.serial: {"count": 1, "runs": 1}}
+    assert crashes[0]["devices"] == {devices[b.serial]["device"]: {"count": 1, "runs": 1}}
     keys = [f["fault"] for f in table["faults"]]
     assert len(keys) == len(set(keys))
-    runs = {r["device"]: r for r in table["runs"]}
+    runs = {r["serial"]: r for r in table["runs"]}
     assert runs[a.serial]["findings"] == {} and crashes[0]["fault"] in runs[b.serial]["findings"]
     assert all(r["classified"] == "run" for r in table["runs"])  # read, not re-classified
 
@@ -129,7 +133,7 @@ def test_a_failed_gate_fails_its_phone_and_the_night_is_still_merged(lab, tmp_pa
     assert res.returncode != 0, log
     assert "merge" in log and "soak merge logs -o night" in log
     table = json.loads((repo / "night" / "classification.json").read_text())
-    runs = {r["device"]: r for r in table["runs"]}
+    runs = {r["serial"]: r for r in table["runs"]}
     assert set(runs) == {a.serial, b.serial}, log
     assert runs[a.serial]["gate_passed"] is True and runs[b.serial]["gate_passed"] is False
     suites = {s.get("name"): s for s in ET.parse(repo / "night" / "junit.xml").getroot().findall("testsuite")}

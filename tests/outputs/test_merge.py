@@ -164,6 +164,24 @@ def test_history_option_adds_every_run(night, tmp_path):
     assert found[crash_key] == ["Pixel 8", "SM-S911"]
 
 
+def test_network_serials_on_two_hosts_are_two_devices(sources, tmp_path):
+    """`adb connect`ed phones and emulators are named relative to their host: the same serial on
+    two lab hosts is two phones; a USB serial is the hardware's, whichever host it moved to."""
+    base = tmp_path / "runs"
+    for i, (serial, host, server) in enumerate([("127.0.0.1:5555", "lab1", "127.0.0.1:5037"),
+                                                ("127.0.0.1:5555", "lab2", "127.0.0.1:5037"),
+                                                ("emulator-5554", "lab1", "farm:5037"),
+                                                ("R58M", "lab1", "127.0.0.1:5037"), ("R58M", "lab2", "127.0.0.1:5037")]):
+        run = _on(sources["crash"], base / f"r{i}", "Phone", serial)
+        m = json.loads((run / "manifest.json").read_text())
+        m["device"].update(runner_host=host, adb_server=server)
+        (run / "manifest.json").write_text(json.dumps(m))
+    assert main(["merge", str(base), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    table = json.loads((tmp_path / "out" / "classification.json").read_text())
+    assert {d["device"]: d["runs"] for d in table["devices"]} == {
+        "127.0.0.1:5555@lab1": 1, "127.0.0.1:5555@lab2": 1, "emulator-5554@farm:5037": 1, "R58M": 2}
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "damaged", "out_is_file"])
 def test_bad_input_is_exit_3_with_a_hint(night, tmp_path, case):
     base, runs = night
