@@ -229,11 +229,17 @@ def _summary(run_dir: Path) -> dict:
 
 
 def add_runs(conn: sqlite3.Connection, run_dirs: list[Path]) -> list[Added]:
-    """Store runs; a run added again replaces its earlier rows (one transaction each)."""
+    """Store runs; a run added again replaces its earlier rows (one transaction each).
+    A run without classification.json (killed before its end) is classified in memory."""
     added = []
     for run_dir in run_dirs:
         manifest = _read_json(run_dir / "manifest.json")
-        classification = _read_json(run_dir / "classification.json")
+        if (run_dir / "classification.json").exists():
+            classification = _read_json(run_dir / "classification.json")
+        else:  # killed before its end-of-run classification: classify now, leave the folder as it is
+            from soak.catalog.classify import classify_run
+
+            classification = classify_run(run_dir, write=False)
         added.append(add_run(conn, run_dir, manifest, classification, _summary(run_dir)))
     return added
 

@@ -170,6 +170,20 @@ def test_cli(nights, tmp_path):
     assert proc.returncode == 0 and key[:30] in proc.stdout
 
 
+def test_a_killed_run_without_classification_is_classified_in_memory(nights, tmp_path):
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(nights["n2a"], run)
+    expected = _keys(run)
+    (run / "classification.json").unlink()
+    conn = history.connect(tmp_path / "h.sqlite")
+    history.add_runs(conn, [run])
+    stored = {r[0] for r in conn.execute("SELECT key FROM occurrences WHERE run_id = 'n2a'")}
+    conn.close()
+    assert stored == expected and not (run / "classification.json").exists()
+
+
 def test_bad_input(tmp_path):
     (tmp_path / "notarun").mkdir()
     db = str(tmp_path / "h.sqlite")
