@@ -55,6 +55,7 @@ class Case:
     passed: bool
     message: str
     text: str = ""
+    skipped: bool = False       # a gate rule that could not be judged (no data)
 
 
 @dataclass
@@ -215,14 +216,6 @@ def _classname(rec: RunRecord, section: str) -> str:
     return f"soak.{_slug(rec.model or 'host')}.{_slug(rec.device)}.{section}"
 
 
-def junit_names(policy_name: str, run_id: str, manifest: dict) -> tuple[str, str]:
-    """(suite name, class name prefix) of a gated run's JUnit: "POLICY: RUN on MODEL SERIAL" and
-    "soak.MODEL.SERIAL.gate", so the reports of a lab's jobs never collide."""
-    dev = device_of(manifest if isinstance(manifest, dict) else {})
-    model = _slug(dev["model"] or "host")
-    return f"{policy_name}: {run_id} on {dev['label']}", f"soak.{model}.{_slug(dev['device'])}.gate"
-
-
 def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Case], str | None]:
     """The run's test cases: its gate's rules (gate.json, else gate-junit.xml), else one per finding."""
     gate = _json(run_dir / GATE_JSON)
@@ -233,7 +226,8 @@ def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Ca
                 continue
             name = str(r.get("name") or "rule")
             cases.append(Case(name, _classname(rec, "gate." + name.split(".", 1)[0]), bool(r.get("passed")),
-                              str(r.get("message") or ""), "\n".join(map(str, r.get("details") or []))))
+                              str(r.get("message") or ""), "\n".join(map(str, r.get("details") or [])),
+                              skipped=r.get("status") == "skipped" or bool(r.get("skipped"))))
         return cases, GATE_JSON
     junit = run_dir / GATE_JUNIT
     if junit.is_file():
@@ -248,9 +242,10 @@ def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Ca
                 fail = tc.find("error")
             section = (tc.get("classname") or "soak.gate.rule").rsplit(".", 1)[-1]
             out = tc.find("system-out")
+            skip = tc.find("skipped")
             cases.append(Case(tc.get("name") or "rule", _classname(rec, "gate." + section), fail is None,
                               (fail.get("message") if fail is not None else None) or (out.text if out is not None else "") or "",
-                              (fail.text if fail is not None else None) or ""))
+                              (fail.text if fail is not None else None) or "", skipped=skip is not None))
         return cases, GATE_JUNIT
     cases = []
     ended = rec.end_reason
@@ -360,7 +355,9 @@ def _x(text) -> str:
 def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
     total = sum(len(r.cases) for r in runs)
     failed = sum(not c.passed for r in runs for c in r.cases)
-    root = ET.Element("testsuites", name="soak merge", tests=str(total), failures=str(failed), errors="0")
+    skipped = sum(c.skipped for r in runs for c in r.cases)
+    root = ET.Element("testsuites", name="soak merge", tests=str(total), failures=str(failed), errors="0",
+                      skipped=str(skipped))
     stamp = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
     names: set[str] = set()
     for r in runs:
@@ -370,7 +367,7 @@ def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
         names.add(name)
         fails = sum(not c.passed for c in r.cases)
         suite = ET.SubElement(root, "testsuite", name=_x(name), tests=str(len(r.cases)), failures=str(fails),
-                              errors="0", skipped="0", time="0", timestamp=stamp,
+                              errors="0", skipped=str(sum(c.skipped for c in r.cases)), time="0", timestamp=stamp,
                               hostname=_x(r.host or ""))
         props = ET.SubElement(suite, "properties")
         for k, v in (("run_id", r.run_id), ("device", r.device), ("model", r.model), ("serial", r.serial),
@@ -380,7 +377,9 @@ def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
                 ET.SubElement(props, "property", name=k, value=_x(v))
         for c in r.cases:
             case = ET.SubElement(suite, "testcase", classname=_x(c.classname), name=_x(c.name), time="0")
-            if not c.passed:
+            if c.skipped:
+                ET.SubElement(case, "skipped", message=_x(c.message))
+            elif not c.passed:
                 fail = ET.SubElement(case, "failure", message=_x(c.message), type="SoakFailure")
                 fail.text = _x("\n".join(x for x in (c.message, c.text) if x))
             elif c.message or c.text:

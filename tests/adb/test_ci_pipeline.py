@@ -110,7 +110,9 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     per_job = sorted(repo.glob("logs/junit-*.xml"))
     assert len(per_job) == 2, sorted(p.name for p in repo.glob("logs/*"))
     suite_names = {ET.parse(p).getroot().find("testsuite").get("name") for p in per_job}
-    assert len(suite_names) == 2 and all(n.startswith("lab: night-") for n in suite_names)
+    assert len(suite_names) == 2 and all(n.startswith("lab | night-") for n in suite_names)
+    assert any(f"Fake Phone {a.serial}" in n for n in suite_names)
+    assert any(f"Other Phone {b.serial}" in n for n in suite_names)
 
     # the merge job added both runs to the history, with device and adb server
     from soak import history

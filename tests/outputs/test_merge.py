@@ -43,10 +43,10 @@ def _on(src: Path, dest: Path, model: str, serial: str, run_id: str | None = Non
 
 
 def _keys(run: Path) -> dict[str, int]:
-    """Finding key -> count, straight from the run's classification.json."""
+    """Root-cause key (catalog id, else signature) -> count, straight from the run's classification.json."""
     out: dict[str, int] = {}
-    for f in json.loads((run / "classification.json").read_text())["findings"]:
-        key = f["fault_id"] if f["known"] else f["signature"]
+    for f in json.loads((run / "classification.json").read_text())["causes"]:
+        key = f["fault_id"] or f["signature"]
         out[key] = out.get(key, 0) + f["count"]
     return out
 
@@ -126,6 +126,9 @@ def test_junit_one_suite_per_run_from_gate_else_classification(night, tmp_path):
     cases = {c.get("name"): c for c in gated.iter("testcase")}
     assert "errors.severity.critical" in cases and cases["errors.severity.critical"].find("failure") is not None
     assert all(c.get("classname").startswith("soak.SM-S911.R58M.gate.") for c in cases.values())
+    gate_junit = ET.parse(runs["b1"] / "gate-junit.xml").getroot()
+    skipped = {c.get("name") for c in gate_junit.iter("testcase") if c.find("skipped") is not None}
+    assert skipped == {n for n, c in cases.items() if c.find("skipped") is not None}  # not judged stays skipped
     props, crashed = by_run["a2"][0]
     assert props["source"] == "classification"
     failing = [c for c in crashed.iter("testcase") if c.find("failure") is not None]
