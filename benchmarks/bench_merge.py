@@ -14,12 +14,12 @@ for a quarter of the runs and for all of them, and reports wall time, CPU time a
 of the merge process (ru_maxrss of the child): memory is bounded when the peak barely grows
 from RUNS/4 to RUNS.  Target: <= 60 s for 1,000 runs on this 2-core machine.
 
-Measured 2026-12-01 on this 2-vCPU host shared with other sessions, 1,000 runs (53 MiB) from
-50 devices, 8 distinct faults, 20 classified by the merge, 614 gated, --history on:
-  load average 22: 15.6 s wall, 4.6 s CPU, peak RSS 45 MiB (250 runs: 2.2 s, 1.4 s CPU, 41 MiB);
-  load average 11: 21.4 s wall, 5.3 s CPU, peak RSS 41 MiB (250 runs: 37 MiB): x1.1 RSS for x4 runs;
-  outputs 606 KiB table, 432 KiB HTML, 1.9 MiB JUnit, 400 KiB history.
-The CPU time (about 5 ms a run) is what an idle machine's wall time would be near.
+Measured 2026-12-01 on this 2-vCPU host shared with other sessions, 1,000 runs (62 MiB) from
+50 devices, 6 distinct root causes, 20 classified by the merge, 614 gated, --history on:
+  load average 10.5: 23.5 s wall, 6.6 s CPU, peak RSS 52 MiB (250 runs: 6.8 s, 1.7 s CPU, 49 MiB:
+  x1.07 RSS for x4 runs); outputs 590 KiB table, 424 KiB HTML, 1.9 MiB JUnit, 372 KiB history.
+  (Earlier, with the classifier before root causes: 15.6-21.4 s wall, 4.6-5.3 s CPU, 41-45 MiB.)
+The CPU time (about 6.5 ms a run) is what an idle machine's wall time would be near.
 """
 
 from __future__ import annotations
