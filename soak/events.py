@@ -2,8 +2,11 @@
 
 Written through structlog's WriteLogger; every event is flushed to the OS as soon as it is
 emitted, so a SIGKILL of soak leaves a valid file up to the last event (at
-worst one partial last line, which the reader drops).  This file is the only
-contract between `soak run` and everything that analyses a run.
+worst one partial last line, which the reader drops).  The run folder's
+names, schema and reader live in soak.run_folder; this is its writer.
+While the log is open the writer holds the folder's lock
+(soak.run_folder.WriterLock), so readers can tell a running run from one
+that was killed.  `run_start` carries the folder's schema version.
 """
 
 from __future__ import annotations
@@ -13,14 +16,10 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
-
 import structlog
 
-from soak.errors import BadInput
+from soak import run_folder
 
-EVENTS_FILE = "events.jsonl"
-SCHEMA_VERSION = 1
 ENVELOPE = ("event", "seq", "t", "ts", "run_id")
 
 
@@ -43,6 +42,7 @@ class EventLog:
         self.t0 = time.monotonic() if t0 is None else t0
         self._seq = 0
         self._lock = threading.Lock()
+        self._writer_lock = run_folder.WriterLock(self.path.parent)
         self._file = self.path.open("a", encoding="utf-8")
         # structlog's writer (one line, then flush); the envelope and the JSON are made here
         # directly: a bound logger's processor chain cost ~150 us per event, more than the
@@ -50,6 +50,8 @@ class EventLog:
         self._writer = structlog.WriteLogger(self._file)
 
     def _stamp(self, event: str, event_dict: dict) -> dict:
+        if event == "run_start":
+            event_dict.setdefault("schema", run_folder.SCHEMA)
         stamped = {
             "event": event,
             "seq": self._seq,
@@ -74,33 +76,4 @@ class EventLog:
         with self._lock:
             if not self._file.closed:
                 self._file.close()
-
-
-def events_path(run: str | Path) -> Path:
-    run = Path(run)
-    return run / EVENTS_FILE if run.is_dir() else run
-
-
-def read_events(run: str | Path, kinds: set[str] | None = None) -> Iterator[dict]:
-    """Yield the events of a run folder (or an events.jsonl path), in order.
-
-    A truncated last line (soak was killed mid-write) is dropped.  A corrupt
-    line elsewhere raises BadInput naming the line.
-    """
-    path = events_path(run)
-    if not path.exists():
-        raise BadInput(f"no event log at {path}", "pass a run folder written by `soak run` (logs/<run-id>)")
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
-    last = len(lines) - 1
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):  # a kill can cut a UTF-8 character too
-            if number - 1 >= last - 1:  # the final, unterminated line
-                return
-            raise BadInput(f"{path}:{number}: corrupt event line", "the run folder was damaged") from None
-        if kinds is None or event.get("event") in kinds:
-            yield event
+            self._writer_lock.release()

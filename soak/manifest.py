@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import re
@@ -11,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from soak import __version__
+from soak import __version__, run_folder
 
 
 def sha256_file(path: str | Path, limit: int | None = None) -> str | None:
@@ -39,17 +38,6 @@ def versions() -> dict:
         except Exception:  # not installed
             continue
     return out
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 NETWORK_SERIAL = re.compile(r"^\[?[\w.:-]+\]?:\d+$")  # `adb connect HOST:PORT` names the device so
@@ -81,7 +69,7 @@ def device_record(host: dict) -> dict | None:
 
 def base_manifest(argv: list[str], config: dict, host: dict) -> dict:
     return {
-        "schema": 1,
+        "schema": run_folder.SCHEMA,
         "command": ["soak", *argv],
         "cwd": os.getcwd(),
         "argv0": sys.argv[0],

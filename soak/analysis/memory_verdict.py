@@ -103,16 +103,9 @@ def _num(v) -> float | None:
 
 
 def _samples(run: RunFolder) -> list[tuple[int, dict]]:
-    """(segment, memory event) in file order; segment counts worker starts and recoveries."""
-    seg = 0
-    out = []
-    for e in run.events:
-        kind = e.get("event")
-        if kind in ("worker_start", "recovery"):
-            seg += 1
-        elif kind == "memory":
-            out.append((seg, e))
-    return out
+    """(segment, memory event) in file order; segment counts worker starts and recoveries.
+    Bounded whatever the run length (RunFolder.memory_samples)."""
+    return run.memory_samples
 
 
 def _select(samples: list[tuple[int, dict]], field: str, warmup: int, c: LeakCriteria):
@@ -199,7 +192,7 @@ def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
 def _iterations(run: RunFolder) -> dict:
     """iteration index -> (conversation, context_tokens), for iterations that carry both."""
     out = {}
-    for e in run.iterations:
+    for e in run.iteration_series:
         i, ctx = e.get("i"), _num(e.get("context_tokens"))
         if isinstance(i, int) and ctx is not None and e.get("conversation") is not None:
             out[i] = (e["conversation"], ctx)

@@ -56,7 +56,7 @@ def _value(e: dict, metric: str) -> float | None:
 def series(run: RunFolder, metric: str, skip_warmup: bool = True) -> list[tuple[int, float]]:
     warm = warmup_iterations(run.iteration_count, LeakCriteria()) if skip_warmup else 0
     out = []
-    for e in run.iterations:
+    for e in run.iteration_series:
         if not e.get("ok", True) or not isinstance(e.get("i"), int) or e["i"] < warm:
             continue
         v = _value(e, metric)
@@ -76,7 +76,7 @@ CONTEXT_METRICS = ("decode_tps", "latency_s")
 def _context_rows(run: RunFolder, metric: str, warm: int) -> list[tuple[int, float, float]]:
     """(iteration, context_tokens, y) with y = seconds per token for tok/s metrics, else the value."""
     out = []
-    for e in run.iterations:
+    for e in run.iteration_series:
         if not e.get("ok", True) or not isinstance(e.get("i"), int) or e["i"] < warm:
             continue
         v, ctx = _value(e, metric), e.get("context_tokens")

@@ -1,112 +1,214 @@
-"""Read one run folder (logs/<run-id>/) for the analyses and outputs.
+"""A run folder as the analyses and outputs see it: one streaming pass, bounded memory.
 
-Everything after the engine reads only the run folder (docs/ARCHITECTURE.md).
-`RunFolder` loads manifest.json, events.jsonl (through
-`soak.events.read_events`, which tolerates a truncated last line),
-summary.json and classification.json once, and answers the questions the
-verdicts, gate, bundle and report ask of them.
+Everything after the engine reads only the run folder (docs/ARCHITECTURE.md),
+through soak.run_folder (names, schema, the one event reader).  `RunFolder`
+reads events.jsonl once, line by line, and keeps what the verdicts, gate,
+bundle and report ask of it in memory that does not grow with the run:
+
+- `notable`: every event except `iteration` and `memory` (faults, recoveries,
+  loads, worker starts, run_start/run_end): these grow with the faults, not
+  with the iterations;
+- `iteration_series` and `memory_samples`: the iteration and memory events
+  without their long text, thinned by `Decimator` to at most
+  `SERIES_CAP` each (every event while the run is shorter; a long run keeps
+  every k-th, k a power of two, so the samples stay evenly spaced);
+- counts, first/last times and the run_end.
+
+The memory samples next to each recovery (the last before it, the first
+after it) are always kept, so "memory came back after recovery" is exact.
+Whatever needs every event again (the bundle's prompts and series) streams
+the file a second time with `stream()`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from soak.errors import BadInput
+from soak import run_folder
+from soak.run_folder import EventReader
 
+SERIES_CAP = 8192
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path} is not valid JSON ({exc})",
-                       hint="the run folder is damaged; re-run `soak run`, or delete the file "
-                            "if it is optional (summary.json, classification.json)") from exc
-    if not isinstance(data, dict):
-        raise BadInput(f"{path} does not hold a JSON object", hint="the run folder is damaged")
-    return data
-
-
-# With slim=True, iteration events keep only these fields: the numbers and
-# statuses the verdicts, gate and plots use.  Prompts and outputs (long text)
-# stay on disk, so a 100k-iteration run fits in tens of MiB, not a GiB.
+# Iteration and memory events keep only these fields in the series: the
+# numbers and statuses the verdicts, gate and plots use.  Prompts and outputs
+# (long text) stay on disk.
 SLIM_ITERATION_FIELDS = frozenset({
-    "event", "seq", "t", "ts", "run_id", "i", "conversation", "turn", "max_new_tokens", "status",
+    "event", "seq", "t", "i", "conversation", "turn", "max_new_tokens", "status",
     "status_name", "ok", "prompt_tokens", "generated_tokens", "prefill_us", "decode_us", "prefill_tps",
-    "decode_tps", "wall_s", "context_tokens", "output_bytes", "cl_errors", "cl_call_errors", "failures",
-    "worker_generation", "backend_actual", "log_span",
+    "decode_tps", "wall_s", "context_tokens", "output_bytes", "worker_generation", "backend_actual",
+    "ttft_s", "itl_p50_s", "itl_p99_s", "itl_max_s",
+})
+SLIM_MEMORY_FIELDS = frozenset({
+    "event", "seq", "t", "source", "iteration", "generation", "rss", "uss", "pss", "gpu_live_bytes",
+    "conversation", "turn", "context_tokens",
 })
 
 
-def _slim(event: dict) -> dict:
-    """The event without long text, its keys and short strings shared (interned):
-    json.loads makes new key strings for every line, which dominates a long run."""
-    keep = SLIM_ITERATION_FIELDS if event.get("event") == "iteration" else None
+def _slim(event: dict, keep: frozenset) -> dict:
+    """The event with only `keep`, its keys and short strings shared (interned)."""
     return {sys.intern(k): (sys.intern(v) if isinstance(v, str) and len(v) <= 32 else v)
-            for k, v in event.items() if keep is None or k in keep}
+            for k, v in event.items() if k in keep and isinstance(k, str)}
+
+
+class Decimator:
+    """At most `cap` items of a stream, evenly spaced: every item until the
+    cap is reached, then every 2nd, 4th, ... (`stride`).  `count` is how many
+    were offered.  Per-series accumulator of the streaming analysis."""
+
+    __slots__ = ("cap", "items", "stride", "count")
+
+    def __init__(self, cap: int = SERIES_CAP):
+        self.cap = max(2, cap)
+        self.items: list = []
+        self.stride = 1
+        self.count = 0
+
+    def add(self, item) -> None:
+        if self.count % self.stride == 0:
+            self.items.append(item)
+            if len(self.items) > self.cap:
+                self.items = self.items[::2]
+                self.stride *= 2
+        self.count += 1
 
 
 class RunFolder:
-    """A run folder, loaded lazily.  Raises BadInput if `path` is not one.
+    """A run folder, read lazily in one streaming pass.  BadInput if `path`
+    is not one, or if its event log is damaged (file:line)."""
 
-    slim=True drops the prompt/output text of iteration events (for analyses
-    that never read it); the bundle, which ships prompts, loads them whole.
-    """
-
-    def __init__(self, path: str | Path, slim: bool = False):
-        self.slim = slim
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise BadInput(f"run folder {self.path} does not exist",
-                           hint="pass a folder written by `soak run`, e.g. logs/<run-id>")
-        if not (self.path / "events.jsonl").is_file():
-            raise BadInput(f"{self.path} has no events.jsonl, so it is not a soak run folder",
-                           hint="pass a folder written by `soak run`, e.g. logs/<run-id>")
+    def __init__(self, path: str | Path, series_cap: int = SERIES_CAP):
+        self.path = run_folder.require(path)
+        self.series_cap = series_cap
 
     # --- files -----------------------------------------------------------------
     @cached_property
     def manifest(self) -> dict:
-        return _read_json(self.path / "manifest.json") or {}
+        return run_folder.read_json(self.path / run_folder.MANIFEST) or {}
 
     @cached_property
     def summary(self) -> dict:
-        return _read_json(self.path / "summary.json") or {}
+        return run_folder.read_json(self.path / run_folder.SUMMARY) or {}
 
     @cached_property
     def classification(self) -> dict | None:
-        return _read_json(self.path / "classification.json")
+        return run_folder.read_json(self.path / run_folder.CLASSIFICATION)
 
     @cached_property
-    def events(self) -> list[dict]:
-        from soak.events import read_events
+    def state(self) -> str:
+        """run_folder.state: running, complete or ended_without_run_end."""
+        return run_folder.state(self.path)
 
-        try:
-            if self.slim:
-                return [_slim(e) for e in read_events(self.path) if isinstance(e, dict)]
-            return [e for e in read_events(self.path) if isinstance(e, dict)]
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read {self.path / 'events.jsonl'}: {exc}",
-                           hint="the run folder is damaged; re-run `soak run`") from exc
+    # --- the pass ------------------------------------------------------------------
+    def stream(self, kinds=None) -> Iterator[dict]:
+        """Every event (of `kinds`) again, streaming: for consumers that need
+        the whole events (prompts, full series)."""
+        return iter(EventReader(self.path, kinds))
+
+    @cached_property
+    def _pass(self) -> dict:
+        notable: list[dict] = []
+        its = Decimator(self.series_cap)
+        mem_by_source: dict[Any, Decimator] = {}
+        forced: dict[int, tuple] = {}   # order -> (order, seg, memory sample), kept around recoveries
+        seg = 0
+        run_id = None
+        t_max = None
+        last_mem: tuple | None = None
+        want_next_mem = False
+        n_iterations = n_memory = 0
+        for e in EventReader(self.path):
+            kind = e.get("event")
+            t = e.get("t")
+            if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
+                t_max = t
+            if run_id is None and isinstance(e.get("run_id"), str) and e["run_id"]:
+                run_id = e["run_id"]
+            if kind == "iteration":
+                n_iterations += 1
+                its.add(_slim(e, SLIM_ITERATION_FIELDS))
+                continue
+            if kind == "memory":
+                sample = (n_memory, seg, _slim(e, SLIM_MEMORY_FIELDS))
+                n_memory += 1
+                src = e.get("source")
+                dec = mem_by_source.get(src if isinstance(src, str) else None)
+                if dec is None:
+                    dec = mem_by_source[src if isinstance(src, str) else None] = Decimator(self.series_cap)
+                dec.add(sample)
+                if want_next_mem:
+                    forced[sample[0]] = sample
+                    want_next_mem = False
+                last_mem = sample
+                continue
+            if kind == "run_start":
+                run_folder.check_schema(e.get("schema"), f"{self.path / run_folder.EVENTS} (run_start)")
+            if kind in ("worker_start", "recovery"):
+                seg += 1
+            if kind == "recovery":
+                if last_mem is not None:
+                    forced[last_mem[0]] = last_mem
+                want_next_mem = True
+            notable.append(e)
+        samples = {s[0]: s for d in mem_by_source.values() for s in d.items}
+        samples.update(forced)
+        memory = [(seg_, ev) for _, seg_, ev in sorted(samples.values(), key=lambda s: s[0])]
+        return {"notable": notable, "iterations": its, "memory": memory, "run_id": run_id,
+                "t_max": t_max, "n_iterations": n_iterations,
+                "n_memory": n_memory}
+
+    # --- what the pass kept ----------------------------------------------------------
+    @property
+    def notable(self) -> list[dict]:
+        """Every event but `iteration` and `memory`, in file order."""
+        return self._pass["notable"]
+
+    @property
+    def iteration_series(self) -> list[dict]:
+        """Iteration events without their text, in order; evenly thinned past SERIES_CAP."""
+        return self._pass["iterations"].items
+
+    @property
+    def memory_samples(self) -> list[tuple[int, dict]]:
+        """(segment, memory event without text) in file order; a segment
+        starts at every worker start and recovery; evenly thinned per source
+        past SERIES_CAP, the samples next to each recovery always kept."""
+        return self._pass["memory"]
+
+    @property
+    def memory_events(self) -> list[dict]:
+        return [e for _, e in self.memory_samples]
+
+    @property
+    def iterations_seen(self) -> int:
+        """iteration events in the log (all of them, not the thinned series)."""
+        return self._pass["n_iterations"]
+
+    @property
+    def events_seen(self) -> int:
+        """Every event in the log (iteration and memory events counted, not kept)."""
+        return len(self.notable) + self._pass["n_iterations"] + self._pass["n_memory"]
+
+    @property
+    def event_kinds(self) -> set:
+        kinds = {e.get("event") for e in self.notable}
+        if self._pass["n_iterations"]:
+            kinds.add("iteration")
+        if self._pass["n_memory"]:
+            kinds.add("memory")
+        return kinds
 
     @property
     def run_id(self) -> str:
-        for e in self.events:
-            if e.get("run_id"):
-                return str(e["run_id"])
-        return str(self.manifest.get("run_id") or self.path.name)
+        return str(self._pass["run_id"] or self.manifest.get("run_id") or self.path.name)
 
-    # --- event selections --------------------------------------------------------
     def of(self, kind: str) -> list[dict]:
-        return [e for e in self.events if e.get("event") == kind]
-
-    @cached_property
-    def iterations(self) -> list[dict]:
-        return self.of("iteration")
+        """Events of one kind (not iteration or memory: see the series)."""
+        if kind in ("iteration", "memory"):
+            raise ValueError(f"{kind} events are streamed (RunFolder.stream) or thinned (the series)")
+        return [e for e in self.notable if e.get("event") == kind]
 
     @cached_property
     def faults(self) -> list[dict]:
@@ -116,12 +218,12 @@ class RunFolder:
     def recoveries(self) -> list[dict]:
         return self.of("recovery")
 
-    @cached_property
-    def memory(self) -> list[dict]:
-        return self.of("memory")
-
     def first(self, kind: str) -> dict | None:
-        return next((e for e in self.events if e.get("event") == kind), None)
+        return next((e for e in self.notable if e.get("event") == kind), None)
+
+    @property
+    def run_end(self) -> dict | None:
+        return self.first("run_end")
 
     @property
     def seed(self) -> Any:
@@ -130,42 +232,51 @@ class RunFolder:
 
     @property
     def iteration_count(self) -> int:
-        end = self.first("run_end") or {}
-        if isinstance(end.get("iterations"), int):
-            return end["iterations"]
-        return len(self.iterations)
+        end = self.run_end or {}
+        n = end.get("iterations")
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+            return n
+        return self.iterations_seen
 
     @property
     def elapsed_s(self) -> float | None:
-        end = self.first("run_end") or {}
-        if isinstance(end.get("elapsed_s"), (int, float)):
-            return float(end["elapsed_s"])
-        ts = [e.get("t") for e in self.events if isinstance(e.get("t"), (int, float))]
-        return float(max(ts)) if ts else None
+        end = self.run_end or {}
+        v = end.get("elapsed_s")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        t = self._pass["t_max"]
+        return float(t) if t is not None else None
 
     @property
     def backend_requested(self) -> str | None:
         start = self.first("run_start") or {}
-        return start.get("backend") or self.manifest.get("backend") or \
-            (self.manifest.get("config") or {}).get("backend")
+        cfg = self.manifest.get("config")
+        return _text(start.get("backend")) or _text(self.manifest.get("backend")) or \
+            (_text(cfg.get("backend")) if isinstance(cfg, dict) else None)
 
     @property
     def backend_actual(self) -> str | None:
-        if self.manifest.get("backend_actual"):
+        if _text(self.manifest.get("backend_actual")):
             return self.manifest["backend_actual"]
-        loads = [e for e in self.of("load") if e.get("backend_actual")]
+        loads = [e for e in self.of("load") if _text(e.get("backend_actual"))]
         return loads[-1]["backend_actual"] if loads else None
 
     # --- engine.log --------------------------------------------------------------
-    def log_bytes(self, start: int, end: int, limit: int = 1 << 20) -> bytes:
-        path = self.path / "engine.log"
+    def log_bytes(self, start, end, limit: int = 1 << 20) -> bytes:
+        path = self.path / run_folder.ENGINE_LOG
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+            return b""
         if not path.is_file() or end <= start:
             return b""
-        start = max(0, int(start))
-        end = min(int(end), start + limit)
+        start = max(0, start)
+        end = min(end, start + limit)
         with path.open("rb") as fh:
             fh.seek(start)
             return fh.read(end - start)
 
     def cl_trace_files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("cl_trace.*") if p.is_file())
+
+
+def _text(v) -> str | None:
+    return v if isinstance(v, str) and v else None

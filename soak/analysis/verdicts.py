@@ -6,24 +6,23 @@ baseline's), so it works on a finished run, a copied run or a bundle.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts
 from soak.analysis.perf import perf_verdicts
 from soak.analysis.recovery_verdict import recovery_verdicts
 from soak.analysis.runfolder import RunFolder
+from soak.run_folder import VERDICTS, write_json
 
 VERSION = 1
 
 
 def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | RunFolder | None = None,
                      criteria: LeakCriteria = LeakCriteria(), write: bool = True) -> dict:
-    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, slim=True)
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     base = (None if baseline is None else baseline if isinstance(baseline, RunFolder)
-            else RunFolder(baseline, slim=True))
+            else RunFolder(baseline))
     memory = memory_verdicts(run, criteria)
     recovery = recovery_verdicts(run, memory["after_recovery"])
     perf = perf_verdicts(run, base)
@@ -47,7 +46,7 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
     }
     verdicts = _finite(verdicts)
     if write:
-        _write_json(run.path / "verdicts.json", verdicts)
+        write_json(run.path / VERDICTS, verdicts)
     return verdicts
 
 
@@ -145,12 +144,3 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # read-only run folder (e.g. an extracted bundle): verdicts still returned

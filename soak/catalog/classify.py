@@ -25,6 +25,7 @@ from soak.catalog.matcher import Matcher
 from soak.catalog.schema import SEVERITY_RANK
 from soak.catalog.signature import SIGNATURE_SCHEME
 from soak.errors import BadInput, CatalogInvalid
+from soak.run_folder import write_json
 
 FORMAT_VERSION = 1
 OUTPUT_NAME = "classification.json"
@@ -70,7 +71,7 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
     facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
     result = _classify(scan, findings, facts, ctx, cat, started, str(run_dir))
     if write:
-        _write_json(run_dir / OUTPUT_NAME, result)
+        write_json(run_dir / OUTPUT_NAME, result)
     return result
 
 
@@ -274,20 +275,9 @@ def classify_many(runs_or_dir, catalog=None, write: bool = True) -> dict:
         "faults": _rollup(items),
     }
     if write and base is not None and not is_run_dir(base):
-        _write_json(base / FARM_OUTPUT_NAME, farm)
+        write_json(base / FARM_OUTPUT_NAME, farm)
     farm["results"] = results
     return farm
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise BadInput(f"cannot write {path}: {exc.strerror}", hint="check the folder is writable") from exc
 
 
 __all__ = ["classify_run", "classify_many", "find_runs", "is_run_dir", "resolve_catalog", "CatalogInvalid"]

@@ -166,7 +166,7 @@ def agreement(ref: dict[int, dict], other: dict[int, dict]) -> dict:
 
 
 def summarize_run(run_dir: Path) -> tuple[dict, dict[int, dict]]:
-    from soak.events import read_events
+    from soak.run_folder import read_events
 
     iterations: dict[int, dict] = {}
     loads, load_us = [], []

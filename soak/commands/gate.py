@@ -36,11 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", metavar="FILE", help="gate policy (TOML); default: the built-in gate")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here (one test case per rule)")
     p.add_argument("--json", action="store_true", help="print the rule results as JSON")
+    p.add_argument("--out", metavar="FILE", help="write the rule results and verdicts here "
+                   "(default RUN/gate.json; the run's own files are never rewritten)")
 
 
 def run(args: argparse.Namespace) -> int:
     from soak.errors import BadInput
-    from soak.outputs.gate import judge, print_results, run_id_of
+    import sys
+
+    from soak.outputs.gate import judge, print_results, run_id_of, state_note
     from soak.outputs.junit import write_error_junit
     from soak.outputs.policy import default_policy, load_policy
 
@@ -50,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
         if args.junit:  # CI shows why the gate did not run
             write_error_junit(args.junit, "soak-gate", Path(args.run).name, exc.message, exc.hint)
         raise
-    passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit)
+    passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit, args.out)
+    note = state_note(run_folder)
+    if note:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps({"run_id": run_id_of(run_folder), "passed": passed, "policy": policy.path,
                           "rules": [{"name": r.name, "status": r.status, "passed": r.passed and not r.skipped,

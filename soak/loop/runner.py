@@ -31,7 +31,8 @@ from soak.loop.engine_setup import engine_setup, manifest_facts
 from soak.loop.session import EngineSetup, Session
 from soak.loop.stats import TOKEN_TIMING, RunStats
 from soak.loop.workload import Prefetcher, WorkloadSpec
-from soak.manifest import base_manifest, library_hashes, write_json
+from soak.manifest import base_manifest, library_hashes
+from soak.run_folder import write_json
 from soak.targets.base import Target
 from soak.worker.protocol import unb64
 

@@ -24,7 +24,7 @@ def classification(run: RunFolder) -> dict:
 def fault_events(run: RunFolder) -> list[dict]:
     """Fault events plus interposer cl_call_error records (as kind cl_call_error)."""
     out = []
-    for e in run.events:
+    for e in run.notable:
         if e.get("event") == "fault" and isinstance(e.get("kind"), str):
             out.append(e)
         elif e.get("event") == "cl_call_error":

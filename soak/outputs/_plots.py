@@ -28,11 +28,11 @@ def _figure_class():
 
 
 def _series(run: RunFolder):
-    mem = [(e.get("iteration"), e) for e in run.memory if e.get("source", "iteration") == "iteration"]
+    mem = [(e.get("iteration"), e) for e in run.memory_events if e.get("source", "iteration") == "iteration"]
     mem = [(i, e) for i, e in mem if isinstance(i, int)]
     rss = [(i, e["rss"] / MIB) for i, e in mem if isinstance(e.get("rss"), (int, float))]
     gpu = [(i, e["gpu_live_bytes"] / MIB) for i, e in mem if isinstance(e.get("gpu_live_bytes"), (int, float))]
-    its = [e for e in run.iterations if isinstance(e.get("i"), int)]
+    its = [e for e in run.iteration_series if isinstance(e.get("i"), int)]
     tps = [(e["i"], e["decode_tps"]) for e in its
            if e.get("ok", True) and isinstance(e.get("decode_tps"), (int, float)) and e["decode_tps"] > 0]
     lat = [(e["i"], e["wall_s"]) for e in its if isinstance(e.get("wall_s"), (int, float))]

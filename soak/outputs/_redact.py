@@ -35,7 +35,7 @@ class Redactor:
                     found.add(m.group(1))
 
         walk(run.manifest)
-        for e in run.events:
+        for e in run.notable:
             if e.get("event") in ("run_start", "worker_start", "load"):
                 walk(e)
         return found

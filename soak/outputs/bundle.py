@@ -29,6 +29,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from soak import run_folder
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
 from soak.outputs._bundle_readme import render_readme
@@ -64,28 +65,54 @@ def _occurrences(f: dict) -> list[dict]:
     return occ[:half] + occ[-half:]
 
 
-def _window_iterations(run: RunFolder, failing: set[int]) -> set[int]:
-    """Failing iterations, the turns before them in their conversation, and a few before that."""
-    by_i = {e["i"]: e for e in run.iterations if isinstance(e.get("i"), int)}
-    keep: set[int] = set()
-    for i in failing:
-        target = by_i.get(i)
-        keep.update(range(max(0, i - ITERATIONS_BEFORE), i + 1))
-        if target is None:
+def _window_iterations(run: RunFolder, failing: set[int]) -> dict[int, dict]:
+    """Failing iterations, the turns before them in their conversation, and a
+    few before that: {i: iteration event}.  One streaming pass that holds only
+    the current conversation and the last few iterations."""
+    keep: dict[int, dict] = {}
+    recent: list[dict] = []          # the last ITERATIONS_BEFORE + 1 iterations
+    conversation: list[dict] = []    # the current conversation so far
+    for e in run.stream({"iteration"}):
+        i = e.get("i")
+        if not isinstance(i, int) or isinstance(i, bool):
             continue
-        for j, e in by_i.items():
-            if j <= i and e.get("conversation") == target.get("conversation") \
-                    and e.get("worker_generation") == target.get("worker_generation"):
-                keep.add(j)
-    return {i for i in keep if i in by_i}
+        if conversation and (_key(conversation[-1]) != _key(e)):
+            conversation = []
+        conversation.append(e)
+        recent.append(e)
+        if len(recent) > ITERATIONS_BEFORE + 1:
+            recent.pop(0)
+        if i in failing:
+            for x in recent:
+                if x["i"] >= i - ITERATIONS_BEFORE:
+                    keep[x["i"]] = x
+            for x in conversation:
+                if x["i"] <= i:
+                    keep[x["i"]] = x
+    return keep
 
 
-def _csv(rows: list[list], header: list[str]) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+def _key(e: dict):
+    return (_hashable(e.get("conversation")), _hashable(e.get("worker_generation")))
+
+
+def _hashable(v):
+    return v if isinstance(v, (int, str, float, type(None))) else repr(v)
+
+
+def _csv_file(rows, header: list[str]):
+    """The rows as CSV in a temporary file (a long run's series do not fit in memory)."""
+    import tempfile
+
+    fh = tempfile.TemporaryFile()
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=True)
+    w = csv.writer(text, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    return buf.getvalue().encode()
+    text.flush()
+    text.detach()
+    fh.seek(0)
+    return fh
 
 
 def _replay_iteration(selected: list[dict]) -> int | None:
@@ -102,7 +129,8 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     redactor = Redactor(run, redact_prompts, redact_serials)
     occurrences = [(f, o) for f in selected for o in _occurrences(f)]
     failing = {o["iteration"] for _, o in occurrences if isinstance(o.get("iteration"), int)}
-    keep_iters = _window_iterations(run, failing)
+    kept = _window_iterations(run, failing)
+    keep_iters = set(kept)
     replay_iter = _replay_iteration(selected)
 
     top = f"soak-bundle-{re.sub(r'[^A-Za-z0-9._-]', '_', run.run_id)}"
@@ -119,10 +147,8 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     put_json("manifest.json", run.manifest)
     put_json("environment.json", env)
     put_json("classification.json", classification(run))
-    verdicts = None
-    if (run.path / "verdicts.json").is_file():
-        verdicts = json.loads((run.path / "verdicts.json").read_text(encoding="utf-8"))
-    else:
+    verdicts = run_folder.read_json(run.path / run_folder.VERDICTS)
+    if verdicts is None:
         from soak.analysis.verdicts import compute_verdicts
 
         verdicts = compute_verdicts(run, write=False)
@@ -136,13 +162,13 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     # events: the whole log if small, else everything but the iterations outside the windows
     size = (run.path / "events.jsonl").stat().st_size
     whole = size <= FULL_EVENTS_LIMIT
-    ev_lines = [json.dumps(redactor.event(e), ensure_ascii=False) for e in run.events
+    ev_lines = [json.dumps(redactor.event(e), ensure_ascii=False) for e in run.stream()
                 if whole or e.get("event") != "iteration" or e.get("i") in keep_iters]
     put_text("events.jsonl", "\n".join(ev_lines) + "\n")
 
     # engine-log windows around each occurrence
-    spans = {e["i"]: e.get("log_span") for e in run.iterations if isinstance(e.get("i"), int)}
-    load_spans = [e.get("log_span") for e in run.of("load") if e.get("log_span")]
+    spans = {i: _span(e.get("log_span")) for i, e in kept.items()}
+    load_spans = [_span(e.get("log_span")) for e in run.of("load") if _span(e.get("log_span"))]
     occ_index = []
     for k, (f, o) in enumerate(occurrences):
         it = o.get("iteration")
@@ -174,22 +200,22 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
         files[f"cl_trace/{p.name}"] = data
 
     # series
-    mem_rows = [[e.get("seq"), e.get("t"), e.get("iteration"), e.get("source"), e.get("generation"),
-                 e.get("rss"), e.get("uss"), e.get("pss"), e.get("gpu_live_bytes")] for e in run.memory]
-    files["series/memory.csv"] = _csv(mem_rows, ["seq", "t", "iteration", "source", "generation", "rss", "uss",
-                                                 "pss", "gpu_live_bytes"])
-    perf_rows = [[e.get("i"), e.get("t"), e.get("ok"), e.get("decode_tps"), e.get("prefill_tps"), e.get("wall_s"),
+    mem_rows = ([e.get("seq"), e.get("t"), e.get("iteration"), e.get("source"), e.get("generation"),
+                 e.get("rss"), e.get("uss"), e.get("pss"), e.get("gpu_live_bytes")] for e in run.stream({"memory"}))
+    files["series/memory.csv"] = _csv_file(mem_rows, ["seq", "t", "iteration", "source", "generation", "rss", "uss",
+                                                      "pss", "gpu_live_bytes"])
+    perf_rows = ([e.get("i"), e.get("t"), e.get("ok"), e.get("decode_tps"), e.get("prefill_tps"), e.get("wall_s"),
                   e.get("prefill_us"), e.get("decode_us"), e.get("prompt_tokens"), e.get("generated_tokens"),
-                  e.get("context_tokens"), "+".join(e.get("failures") or [])] for e in run.iterations]
-    files["series/perf.csv"] = _csv(perf_rows, ["i", "t", "ok", "decode_tps", "prefill_tps", "wall_s", "prefill_us",
+                  e.get("context_tokens"), "+".join(_texts(e.get("failures")))] for e in run.stream({"iteration"}))
+    files["series/perf.csv"] = _csv_file(perf_rows, ["i", "t", "ok", "decode_tps", "prefill_tps", "wall_s", "prefill_us",
                                                 "decode_us", "prompt_tokens", "generated_tokens", "context_tokens",
                                                 "failures"])
     # prompts
     prompt_lines = []
-    for e in run.iterations:
-        if e.get("i") in keep_iters:
-            r = redactor.event(e)
-            prompt_lines.append(json.dumps({"i": e["i"], "conversation": e.get("conversation"), "turn": e.get("turn"),
+    for i in sorted(kept):
+        e = kept[i]
+        r = redactor.event(e)
+        prompt_lines.append(json.dumps({"i": e["i"], "conversation": e.get("conversation"), "turn": e.get("turn"),
                                             "failing": e["i"] in failing, "max_new_tokens": e.get("max_new_tokens"),
                                             "prompt": r.get("prompt")}, ensure_ascii=False))
     put_text("prompts.jsonl", "\n".join(prompt_lines) + ("\n" if prompt_lines else ""))
@@ -211,13 +237,24 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     return out
 
 
+def _span(v) -> list[int] | None:
+    """A [start, end] engine.log span, or None when the field is not one."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return [v[0], v[1]]
+    return None
+
+
+def _texts(v) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else ([] if v in (None, "") else [str(v)])
+
+
 def _tail(path: Path, limit: int) -> bytes:
     with path.open("rb") as fh:
         fh.seek(-limit, 2)
         return fh.read()
 
 
-def _write_tar(out: Path, top: str, files: dict[str, bytes]) -> None:
+def _write_tar(out: Path, top: str, files: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     now = int(time.time())
@@ -229,9 +266,17 @@ def _write_tar(out: Path, top: str, files: dict[str, bytes]) -> None:
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
                 tar.addfile(info)
             for name in sorted(files):
+                data = files[name]
                 info = tarfile.TarInfo(f"{top}/{name}")
-                info.size, info.mode, info.mtime = len(files[name]), 0o644, now
-                tar.addfile(info, io.BytesIO(files[name]))
+                info.mode, info.mtime = 0o644, now
+                if isinstance(data, bytes):
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                else:  # a temporary file
+                    data.seek(0, 2)
+                    info.size = data.tell()
+                    data.seek(0)
+                    tar.addfile(info, data)
         tmp.replace(out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soak import run_folder
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
@@ -245,24 +246,25 @@ _EARLY = {"interrupted": "it was interrupted (Ctrl-C or a signal)",
 
 
 def completeness(run: RunFolder) -> RuleResult:
-    """run.complete: the run ended by itself, after the work it was asked for, and left readable events."""
+    """run.complete: the run ended by itself, after the work it was asked for, and left readable events.
+    A run still being written (soak.run_folder.state) is not judged: it is in progress."""
     try:
-        events = run.events
+        n_events = run.events_seen
     except BadInput as exc:
         return RuleResult("run.complete", False, f"events.jsonl cannot be read: {exc.message}")
-    if not events:
+    if not n_events:
         return RuleResult("run.complete", False, "events.jsonl holds no event (empty, or nothing but a cut-off line)")
-    kinds = {e.get("event") for e in events}
-    if not kinds & {"run_start", "iteration", "run_end"}:
-        return RuleResult("run.complete", False, f"events.jsonl holds no soak run event ({len(events)} line(s) of "
+    if not run.event_kinds & {"run_start", "iteration", "run_end"}:
+        return RuleResult("run.complete", False, f"events.jsonl holds no soak run event ({n_events} line(s) of "
                           "something else)")
     end = run.first("run_end")
-    done = len(run.iterations)
+    done = run.iterations_seen
     if end is None:
-        last = events[-1]
+        if run.state == run_folder.RUNNING:
+            return RuleResult("run.complete", True, f"in progress: no run_end yet and its writer is running "
+                              f"({done} iteration(s) so far)", skipped=True)
         return RuleResult("run.complete", False,
-                          f"no run_end: the run was killed or is still running ({done} iteration(s), last event "
-                          f"{last.get('event')!r} at t={last.get('t')} s)")
+                          f"no run_end: the run was killed ({done} iteration(s), last event at t={run.elapsed_s} s)")
     reason = end.get("reason")
     if reason in _EARLY:
         return RuleResult("run.complete", False, f"ended early: {_EARLY[reason]} after {done} iteration(s)")
@@ -314,6 +316,28 @@ def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list
     return results, verdicts
 
 
+def gate_record(results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict) -> dict:
+    """What the gate writes to RUN/gate.json (its own output; the run's files are inputs)."""
+    return {"run_id": run_id_of(run), "passed": all(r.passed for r in results), "policy": policy.path,
+            "policy_name": policy.name, "state": run.state,
+            "rules": [{"name": r.name, "status": r.status, "passed": r.passed and not r.skipped,
+                       "message": r.message, "details": r.details} for r in results],
+            "verdicts": verdicts}
+
+
+def write_gate(path, results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict) -> None:
+    run_folder.write_json(path, gate_record(results, run, policy, verdicts))
+
+
+def state_note(run: RunFolder) -> str | None:
+    """One line when the run is not complete: judged on the events so far."""
+    if run.state == run_folder.RUNNING:
+        return f"soak gate: {run.run_id} is in progress (no run_end yet, its writer is running): judged on the events so far"
+    if run.state == run_folder.ENDED_WITHOUT_RUN_END:
+        return f"soak gate: {run.run_id} ended without run_end (killed, or the machine went down)"
+    return None
+
+
 def print_results(results: list[RuleResult], run_id: str, stream=None) -> None:
     stream = stream or sys.stdout
     failed = [r for r in results if not r.passed]
@@ -361,8 +385,11 @@ def run_labels(run: RunFolder) -> dict:
             "model": model.get("name") or (Path(model["config_path"]).parent.name if model.get("config_path") else None)}
 
 
-def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult], RunFolder]:
-    """Evaluate and write JUnit; on bad input, write an error JUnit (when a path is known) and re-raise."""
+def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
+          gate_path=None) -> tuple[bool, list[RuleResult], RunFolder]:
+    """Evaluate, write gate.json (default RUN/gate.json: the gate's own output, the
+    run's files are never rewritten) and JUnit; on bad input, write an error JUnit
+    (when a path is known) and re-raise."""
     from soak.outputs.junit import write_error_junit, write_junit
 
     t0 = time.perf_counter()
@@ -371,7 +398,7 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool
         run = RunFolder(run_dir)
         if baseline is not None:
             RunFolder(baseline)
-        results, _ = evaluate(run, policy, baseline)
+        results, verdicts = evaluate(run, policy, baseline)
     except BadInput as exc:
         path = junit_path or (Path(run_dir) / "gate-junit.xml" if Path(run_dir).is_dir() else None)
         if path is not None:
@@ -381,6 +408,7 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None) -> tuple[bool
             except BadInput:
                 pass
         raise
+    write_gate(gate_path or run.path / run_folder.GATE, results, run, policy, verdicts)
     if junit_path is not None:
         write_junit(results, junit_path, policy.name, run_id_of(run), time_s=time.perf_counter() - t0, **run_labels(run))
     return all(r.passed for r in results), results, run

@@ -16,11 +16,11 @@ policy, not a run folder), `write_error_junit` still writes a file with one
 from __future__ import annotations
 
 import datetime as _dt
-import os
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from soak.errors import BadInput
+from soak.run_folder import write_bytes
 
 _BAD_XML_CHARS = {c: None for c in range(32) if c not in (9, 10, 13)}
 
@@ -74,13 +74,9 @@ def junit_tree(results, suite_name: str, run_id: str, device: str | None = None,
 
 def _write(tree: ET.ElementTree, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tree.write(tmp, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BadInput(f"cannot write JUnit file {path}: {exc}", hint="give a writable path to --junit") from None
+    buf = io.BytesIO()
+    tree.write(buf, encoding="utf-8", xml_declaration=True)
+    write_bytes(path, buf.getvalue())
     return path
 
 

@@ -18,6 +18,7 @@ from soak.analysis.perf import compare
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.verdicts import compute_verdicts
 from soak.errors import BadInput
+from soak.run_folder import write_bytes
 from soak.outputs._findings import findings_with_events
 
 CSS = """
@@ -268,12 +269,9 @@ def render_report(run_dirs: list, baseline=None) -> str:
 def write_report(run_dirs: list, out: str | Path, baseline=None) -> Path:
     out = Path(out)
     text = render_report(run_dirs, baseline)
-    tmp = out.with_name(out.name + ".tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BadInput(f"cannot write report {out}: {exc}", hint="give a writable path with -o FILE") from None
+    write_bytes(out, text.encode("utf-8", "surrogatepass"))
     return out

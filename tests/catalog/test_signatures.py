@@ -130,7 +130,7 @@ def test_signature_is_the_same_in_two_runs_on_two_machines(tmp_path):
 def test_every_finding_signature_is_the_per_event_signature(tmp_path):
     """soak.outputs joins findings to events with signature(kind, phase, event):
     every finding that comes from events must carry that same id."""
-    from soak.events import read_events
+    from soak.run_folder import read_events
 
     from _catalog_runs import cl_fault, line_fault
 

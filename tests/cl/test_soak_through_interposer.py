@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from soak.events import read_events
+from soak.run_folder import read_events
 
 
 def soak(tmp_path, run_id, plan, *args, rc=0):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from soak.events import read_events
+from soak.run_folder import read_events
 from soak.loop.config import RunConfig
 from soak.loop.runner import run_soak
 from soak.loop.session import Timeouts

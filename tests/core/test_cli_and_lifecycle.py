@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from coresupport import soak_cli
-from soak.events import read_events
+from soak.run_folder import read_events
 from soak.loop.config import RunConfig
 from soak.loop.runner import run_soak
 from soak.loop.session import Timeouts

@@ -4,7 +4,8 @@ import json
 
 from hypothesis import example, given, settings, strategies as st
 
-from soak.events import EventLog, read_events
+from soak.events import EventLog
+from soak.run_folder import read_events
 from soak.worker import protocol
 from soak.loop.workload import CLASSES, WorkloadSpec, conversation
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from soak.events import read_events
+from soak.run_folder import read_events
 from soak.loop.config import RunConfig
 from soak.loop.runner import run_soak
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def events(run_dir: Path, kinds: set[str] | None = None) -> list[dict]:
-    from soak.events import read_events
+    from soak.run_folder import read_events
 
     return [e for e in read_events(run_dir) if kinds is None or e["event"] in kinds]
 

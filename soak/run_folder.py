@@ -1,0 +1,371 @@
+"""The run folder (logs/<run-id>/): the one module that owns it.
+
+Everything that writes or reads a run folder goes through here:
+- the file names (`EVENTS`, `MANIFEST`, ...);
+- the schema version, written in `run_start` and in manifest.json and checked
+  on read: a folder written by a newer major version is bad input (exit 3);
+- atomic JSON writes (`write_json`): temporary file in the same folder,
+  fsync, rename, fsync of the folder; a failure is a clear error, never half
+  a file;
+- what a run folder is (`is_run_folder`, `require`);
+- the event reader (`read_events`), streaming, with one rule for damaged
+  lines (below);
+- whether a run is still being written (`state`), from `run_end` and the lock
+  the writer holds (`WriterLock`).
+
+Damaged lines.  soak's EventLog writes one whole line per event and flushes
+it, so a killed writer leaves at most one unterminated last line: that line
+is dropped (counted in `EventReader.truncated_tail`).  Any other line that is
+not one JSON object is damage: by default it stops the reader with BadInput
+naming file:line (exit 3); with strict=False it is counted and its line
+numbers kept (`EventReader.damaged`) for the caller to report.  A line of a
+kind the caller did not ask for is not decoded (most of a long run is
+`iteration` and `memory` events); it is still checked for the shape EventLog
+writes (`{"event": "<kind>", ... }` with no second record glued to it), so
+damage there is reported too.
+
+Judging commands (classify, gate, report, bundle) read a run folder and write
+only their own outputs: `CLASSIFICATION`, `GATE`, the report and the bundle.
+`VERDICTS` is written by `soak run` (and by `soak report` when missing).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from soak.errors import BadInput
+
+# --- names ---------------------------------------------------------------------
+EVENTS = "events.jsonl"
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+VERDICTS = "verdicts.json"
+CLASSIFICATION = "classification.json"
+GATE = "gate.json"                 # `soak gate` / `soak run --gate`: the rules and their results
+GATE_JUNIT = "gate-junit.xml"
+ENGINE_LOG = "engine.log"
+LOCK = "run.lock"                  # held (flock) by the writer while the run is going on
+
+# --- schema ----------------------------------------------------------------------
+# major.minor.  A new minor adds fields readers may ignore; a new major changes
+# the meaning of existing ones, so an older soak refuses to read it.
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 1
+SCHEMA = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
+
+RUNNING, COMPLETE, ENDED_WITHOUT_RUN_END = "running", "complete", "ended_without_run_end"
+
+
+def schema_major(value) -> int | None:
+    """The major version of a `schema` field: "1.1" -> 1, 1 -> 1 (folders
+    before the minor number); None when absent or unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)(?:\.\d+)?\s*", value)
+        return int(m.group(1)) if m else None
+    return None
+
+
+def check_schema(value, where: str) -> None:
+    """BadInput when `value` names a newer major schema than this soak reads."""
+    major = schema_major(value)
+    if major is not None and major > SCHEMA_MAJOR:
+        raise BadInput(f"{where} was written with run-folder schema {value}; this soak reads schema "
+                       f"{SCHEMA_MAJOR}.x", hint="upgrade soak (pip install -U soak) to read this run folder")
+
+
+# --- writing -----------------------------------------------------------------------
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`: a crash leaves the old file or
+    the new one, never half of one.  An OS failure (disk full, read-only
+    folder) is BadInput naming the file; the old file is kept."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+        raise BadInput(f"cannot write {path}: {reason}",
+                       hint="free disk space or make the folder writable, then run the command again") from None
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write `data` as indented JSON atomically (write_bytes).  NaN and
+    infinities become null: JSON has no such numbers."""
+    text = json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+    write_bytes(path, text.encode("utf-8", "surrogatepass"))
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+class WriterLock:
+    """The lock a run's writer holds while the run goes on: RUN/run.lock,
+    flock'ed exclusively, holding the writer's pid.  `state()` reads a run
+    whose lock nobody holds and that has no run_end as ended without one."""
+
+    def __init__(self, run_dir: str | Path):
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise BadInput(f"{self.path.parent} is being written by another soak run",
+                           hint="give this run another --run-id") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _lock_held(run_dir: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock if we got it
+    return False
+
+
+# --- what a run folder is ----------------------------------------------------------
+def is_run_folder(path: str | Path) -> bool:
+    """A folder with an event log: what `soak run` writes."""
+    path = Path(path)
+    return path.is_dir() and (path / EVENTS).is_file()
+
+
+def require(path: str | Path) -> Path:
+    """`path` as a run folder, or BadInput saying why it is not one.  Checks
+    the schema of manifest.json (the events' run_start is checked as it is read)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInput(f"run folder {path} does not exist",
+                       hint="pass a folder written by `soak run`, e.g. logs/<run-id>")
+    if not (path / EVENTS).is_file():
+        raise BadInput(f"{path} has no {EVENTS}, so it is not a soak run folder",
+                       hint="pass a folder written by `soak run`, e.g. logs/<run-id>")
+    manifest = read_json(path / MANIFEST)
+    if manifest is not None:
+        check_schema(manifest.get("schema"), str(path / MANIFEST))
+    return path
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON object file of the folder; None when absent; BadInput when damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8", "surrogatepass"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{path} is not valid JSON ({exc})",
+                       hint="the run folder is damaged; re-run `soak run`, or delete the file "
+                            "if it is optional (summary.json, verdicts.json, classification.json)") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path} does not hold a JSON object", hint="the run folder is damaged")
+    return data
+
+
+def events_path(run: str | Path) -> Path:
+    run = Path(run)
+    return run / EVENTS if run.is_dir() else run
+
+
+# --- reading events ------------------------------------------------------------------
+_PREFIX = b'{"event": "'
+_KIND_RE = re.compile(rb'"event"\s*:\s*"([^"\\]*)"')
+
+
+class EventReader:
+    """Iterate the events of a run folder (or of an events.jsonl path) in file
+    order, one line at a time: memory stays flat whatever the file size.
+
+    kinds: yield only these event types (others are checked, not decoded).
+    strict: a damaged line is BadInput (default) or counted (`damaged`).
+    The file is read up to its size when iteration starts, so a running
+    writer's later events are not read half-written.
+    """
+
+    MAX_DAMAGED_KEPT = 20
+
+    def __init__(self, run: str | Path, kinds=None, strict: bool = True):
+        self.path = events_path(run)
+        self.kinds = None if kinds is None else frozenset(kinds)
+        self._kinds_b = None if kinds is None else frozenset(k.encode() for k in kinds)
+        self.strict = strict
+        self.lines = 0
+        self.damaged_count = 0
+        self.damaged: list[int] = []      # line numbers (first MAX_DAMAGED_KEPT)
+        self.truncated_tail = False
+        if not self.path.is_file():
+            raise BadInput(f"no event log at {self.path}",
+                           hint="pass a run folder written by `soak run` (logs/<run-id>)")
+
+    def _damage(self, number: int, why: str) -> None:
+        if self.strict:
+            raise BadInput(f"{self.path}:{number}: damaged event line ({why})",
+                           hint="the run folder was damaged; re-run `soak run`, or remove that line to "
+                                "read the rest")
+        self.damaged_count += 1
+        if len(self.damaged) < self.MAX_DAMAGED_KEPT:
+            self.damaged.append(number)
+
+    def report(self) -> str | None:
+        """One line about the damaged lines, or None when there were none."""
+        if not self.damaged_count:
+            return None
+        shown = ", ".join(str(n) for n in self.damaged)
+        more = "" if self.damaged_count <= len(self.damaged) else ", ..."
+        return f"{self.path}: {self.damaged_count} damaged line(s) skipped (line {shown}{more})"
+
+    def __iter__(self) -> Iterator[dict]:
+        loads = json.loads
+        kinds_b = self._kinds_b
+        kinds = self.kinds
+        try:
+            fh = open(self.path, "rb")
+        except OSError as exc:
+            raise BadInput(f"cannot read {self.path}: {exc.strerror}", hint="check the file's permissions") from None
+        with fh:
+            remaining = os.fstat(fh.fileno()).st_size
+            number = 0
+            for raw in fh:
+                if remaining <= 0:
+                    break
+                number += 1
+                last = len(raw) >= remaining
+                if last:
+                    raw = raw[:remaining]
+                remaining -= len(raw)
+                if last and not raw.endswith(b"\n"):  # unterminated: cut by a kill, or being written now
+                    ev = self._decode(raw, loads)
+                    if ev is None:
+                        self.truncated_tail = bool(raw.strip())
+                    elif kinds is None or ev.get("event") in kinds:
+                        yield ev
+                    break
+                if kinds_b is not None and raw.startswith(_PREFIX):
+                    end = raw.find(b'"', 11)
+                    if raw[11:end] not in kinds_b:
+                        if not raw.rstrip().endswith(b"}") or raw.find(_PREFIX, 1) >= 0:
+                            self._damage(number, "not one JSON object")
+                        continue
+                if not raw.strip():
+                    continue
+                ev = self._decode(raw, loads)
+                if ev is None:
+                    self._damage(number, "not one JSON object")
+                elif kinds is None or ev.get("event") in kinds:
+                    yield ev
+            self.lines = number
+
+    @staticmethod
+    def _decode(raw: bytes, loads):
+        try:
+            ev = loads(raw)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError (a kill can cut a UTF-8 character)
+            return None
+        return ev if isinstance(ev, dict) else None
+
+
+def read_events(run: str | Path, kinds=None, strict: bool = True) -> Iterator[dict]:
+    """The events of a run folder, streaming (EventReader)."""
+    return iter(EventReader(run, kinds, strict))
+
+
+def has_run_end(run: str | Path, tail_bytes: int = 1 << 16) -> bool:
+    """Whether the event log holds a run_end: read from the end (run_end is
+    the last event soak writes), then the whole file if the tail has none."""
+    path = events_path(run)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - tail_bytes))
+            tail = fh.read()
+    except OSError:
+        return False
+    if _tail_has_run_end(tail):
+        return True
+    if size <= tail_bytes:
+        return False
+    return any(True for _ in EventReader(path, {"run_end"}, strict=False))
+
+
+def _tail_has_run_end(tail: bytes) -> bool:
+    for raw in tail.split(b"\n"):
+        m = _KIND_RE.search(raw[:200])
+        if m and m.group(1) == b"run_end":
+            try:
+                if isinstance(json.loads(raw), dict):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def state(run: str | Path) -> str:
+    """RUNNING (no run_end, its writer holds the lock), COMPLETE (run_end
+    written) or ENDED_WITHOUT_RUN_END (no run_end and nobody writing: killed,
+    or the machine went down)."""
+    run = require(run)
+    if has_run_end(run):
+        return COMPLETE
+    return RUNNING if _lock_held(run) else ENDED_WITHOUT_RUN_END
