@@ -192,6 +192,13 @@ def is_run_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / EVENTS).is_file()
 
 
+def is_classifiable(path: str | Path) -> bool:
+    """A run folder, or a folder holding only an engine log (a raw `llm_demo`
+    log), which the classifier also reads."""
+    path = Path(path)
+    return is_run_folder(path) or (path.is_dir() and (path / ENGINE_LOG).is_file())
+
+
 def require(path: str | Path) -> Path:
     """`path` as a run folder, or BadInput saying why it is not one.  Checks
     the schema of manifest.json (the events' run_start is checked as it is read)."""
@@ -234,6 +241,32 @@ _PREFIX = b'{"event": "'
 _KIND_RE = re.compile(rb'"event"\s*:\s*"([^"\\]*)"')
 
 
+def bad_shape(raw: bytes) -> bool:
+    """The cheap check of a line in EventLog's layout that is not decoded: it
+    must end with "}" and hold no second record (a quote inside a JSON string
+    is escaped, so `{"event": "` cannot occur inside one)."""
+    return not raw.rstrip().endswith(b"}") or raw.find(_PREFIX, 1) >= 0
+
+
+def damaged_line_error(path: Path, number: int) -> BadInput:
+    return BadInput(f"{path}:{number}: damaged event line (not one JSON object)",
+                    hint="the run folder was damaged; re-run `soak run`, or remove that line to read the rest")
+
+
+def line_number(path: Path, offset: int) -> int:
+    """The 1-based number of the line that starts at byte `offset`."""
+    n = 1
+    with open(path, "rb") as fh:
+        done = 0
+        while done < offset:
+            chunk = fh.read(min(1 << 20, offset - done))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            done += len(chunk)
+    return n
+
+
 class EventReader:
     """Iterate the events of a run folder (or of an events.jsonl path) in file
     order, one line at a time: memory stays flat whatever the file size.
@@ -259,11 +292,9 @@ class EventReader:
             raise BadInput(f"no event log at {self.path}",
                            hint="pass a run folder written by `soak run` (logs/<run-id>)")
 
-    def _damage(self, number: int, why: str) -> None:
+    def _damage(self, number: int) -> None:
         if self.strict:
-            raise BadInput(f"{self.path}:{number}: damaged event line ({why})",
-                           hint="the run folder was damaged; re-run `soak run`, or remove that line to "
-                                "read the rest")
+            raise damaged_line_error(self.path, number)
         self.damaged_count += 1
         if len(self.damaged) < self.MAX_DAMAGED_KEPT:
             self.damaged.append(number)
@@ -305,14 +336,14 @@ class EventReader:
                 if kinds_b is not None and raw.startswith(_PREFIX):
                     end = raw.find(b'"', 11)
                     if raw[11:end] not in kinds_b:
-                        if not raw.rstrip().endswith(b"}") or raw.find(_PREFIX, 1) >= 0:
-                            self._damage(number, "not one JSON object")
+                        if bad_shape(raw):
+                            self._damage(number)
                         continue
                 if not raw.strip():
                     continue
                 ev = self._decode(raw, loads)
                 if ev is None:
-                    self._damage(number, "not one JSON object")
+                    self._damage(number)
                 elif kinds is None or ev.get("event") in kinds:
                     yield ev
             self.lines = number

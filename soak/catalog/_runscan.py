@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from soak import fault_kinds
+from soak import fault_kinds, run_folder
 from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
 from soak.catalog._finding import Finding
@@ -122,17 +122,31 @@ class Scan:
         code_counts = self.code_counts
         events = repeat_events = memory_seen = 0
         stride = self.memory_stride
+        bad_shape = run_folder.bad_shape
+
+        def _decode(raw: bytes):
+            ev = _loads(loads, raw)
+            if ev is None:
+                _damaged(path, raw, start)
+            return ev
         for raw in R.read_lines(path, start, end):
             if raw.startswith(b'{"event": "'):  # EventLog's layout: the type comes first
+                if bad_shape(raw):
+                    _damaged(path, raw, start)
+                    continue
                 kind = raw[11:raw.find(b'"', 11)]
             else:
+                if not raw.strip():
+                    continue
+                if _decode(raw) is None:
+                    continue
                 m = event_re(raw)
                 if m is None:
                     continue
                 kind = m.group(1)
             events += 1
             if kind == b"iteration":
-                ev = iteration_fields(raw) or _loads(loads, raw)
+                ev = iteration_fields(raw) or _decode(raw)
                 if ev is not None:
                     add_it(ev)
             elif kind == b"fault" or kind == b"cl_call_error":
@@ -148,7 +162,7 @@ class Scan:
                     self._place(f, vol)
                     f.add(vol, n, tag)
                     continue
-                ev = _loads(loads, raw)
+                ev = _decode(raw)
                 if ev is None:
                     continue
                 f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
@@ -157,13 +171,13 @@ class Scan:
             elif kind == b"memory":
                 memory_seen += 1
                 if need_memory and (stride == 1 or memory_seen % stride == 1):
-                    ev = memory_fields(raw) or _loads(loads, raw)
+                    ev = memory_fields(raw) or _decode(raw)
                     if ev is not None:
                         add_mem(ev)
             elif kind == b"load":
-                self.load = _loads(loads, raw) or self.load
+                self.load = _decode(raw) or self.load
             elif kind == b"run_start":
-                self.run_start = _loads(loads, raw) or self.run_start
+                self.run_start = _decode(raw) or self.run_start
         self.events += events
         self.fault_events += repeat_events
         return self
@@ -370,6 +384,24 @@ def _scan_part(args) -> Scan:
     scan = Scan(need_memory, stride).consume(path, start, end)
     scan._keys = {}  # not needed by the parent; less to send back
     return scan
+
+
+def _damaged(path: Path, raw: bytes, start: int) -> None:
+    """soak.run_folder's rule: an unterminated last line (a killed writer) is
+    dropped; any other damaged line is bad input naming file:line."""
+    if not raw.endswith(b"\n"):
+        return
+    offset = 0
+    with open(path, "rb") as fh:
+        if start > 0:
+            fh.seek(start - 1)
+            fh.readline()
+        while True:
+            offset = fh.tell()
+            line = fh.readline()
+            if not line or line == raw:
+                break
+    raise run_folder.damaged_line_error(path, run_folder.line_number(path, offset))
 
 
 def _loads(loads, raw: bytes):

@@ -9,7 +9,6 @@ findings up into one table of distinct faults.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -25,17 +24,17 @@ from soak.catalog.matcher import Matcher
 from soak.catalog.schema import SEVERITY_RANK
 from soak.catalog.signature import SIGNATURE_SCHEME
 from soak.errors import BadInput, CatalogInvalid
+from soak import run_folder
 from soak.run_folder import write_json
 
 FORMAT_VERSION = 1
 OUTPUT_NAME = "classification.json"
 FARM_OUTPUT_NAME = "farm-classification.json"
-RUN_MARKERS = ("events.jsonl", "manifest.json", "engine.log")
 
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / m).is_file() for m in RUN_MARKERS)
+    return run_folder.is_classifiable(path)
 
 
 def resolve_catalog(catalog) -> Catalog:
@@ -58,8 +57,10 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
     if not run_dir.is_dir():
         raise BadInput(f"run folder {run_dir} does not exist", hint="give a logs/<run-id>/ folder")
     if not is_run_dir(run_dir):
-        raise BadInput(f"{run_dir} is not a run folder (no events.jsonl, manifest.json or engine.log)",
+        raise BadInput(f"{run_dir} is not a run folder (no events.jsonl or engine.log)",
                        hint="give a logs/<run-id>/ folder written by `soak run`")
+    if run_folder.is_run_folder(run_dir):
+        run_folder.require(run_dir)  # the schema of manifest.json
     cat = resolve_catalog(catalog)
     started = time.perf_counter()
     verdicts = _read_verdicts(run_dir)
@@ -145,12 +146,10 @@ def classify_log(path, catalog=None) -> dict:
 
 def _read_verdicts(run_dir: Path) -> dict | None:
     """verdicts.json of soak.analysis (memory trend), when it was written first."""
-    path = run_dir / "verdicts.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        return run_folder.read_json(run_dir / run_folder.VERDICTS)
+    except BadInput:  # damaged: the classifier judges memory itself
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _finding_json(f, matches, near) -> dict:
