@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import os
 from pathlib import Path
 
 from soak.analysis.perf import compare
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.verdicts import compute_verdicts
 from soak.errors import BadInput
+from soak import run_folder
 from soak.run_folder import write_bytes
 from soak.outputs._findings import findings_with_events
 
@@ -72,7 +72,7 @@ def _summary(runs: list[_Run]) -> str:
             ("backend (asked → ran on)", lambda r: _backend_cell(r.folder)),
             ("iterations", lambda r: _e(r.folder.iteration_count)),
             ("elapsed", lambda r: _e(_dt.timedelta(seconds=round(r.folder.elapsed_s or 0)))),
-            ("ended by", lambda r: _e((r.folder.first("run_end") or {}).get("reason", "no run_end (killed?)"))),
+            ("ended by", lambda r: _e(_ended_by(r.folder))),
             ("fault events", lambda r: _e(len(r.folder.faults))),
             ("findings", lambda r: _e(len(r.findings))),
             ("memory", lambda r: _memory_cell(r.verdicts)),
@@ -85,6 +85,15 @@ def _summary(runs: list[_Run]) -> str:
         out.append(f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{cell(r)}</td>" for r in runs) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _ended_by(run: RunFolder) -> str:
+    end = run.run_end
+    if end is not None:
+        return str(end.get("reason"))
+    if run.state == run_folder.RUNNING:
+        return "in progress (no run_end yet, its writer is running)"
+    return "no run_end (killed?)"
 
 
 def _backend_cell(run: RunFolder) -> str:

@@ -175,6 +175,9 @@ def test_gate_on_a_running_folder_says_in_progress(tmp_path, capsys):
         main(["gate", str(live), "--out", str(tmp_path / "g.json")])
         assert "in progress" in capsys.readouterr().err
         assert json.loads((tmp_path / "g.json").read_text())["state"] == run_folder.RUNNING
+        pytest.importorskip("matplotlib")
+        assert main(["report", str(live), "-o", str(tmp_path / "r.html")]) == ExitCode.OK
+        assert "in progress" in (tmp_path / "r.html").read_text()
     finally:
         log.close()
 
