@@ -245,7 +245,9 @@ def bad_shape(raw: bytes) -> bool:
     """The cheap check of a line in EventLog's layout that is not decoded: it
     must end with "}" and hold no second record (a quote inside a JSON string
     is escaped, so `{"event": "` cannot occur inside one)."""
-    return not raw.rstrip().endswith(b"}") or raw.find(_PREFIX, 1) >= 0
+    if not raw.endswith(b"}\n") and not raw.rstrip().endswith(b"}"):
+        return True
+    return raw.find(_PREFIX, 1) >= 0
 
 
 def damaged_line_error(path: Path, number: int) -> BadInput:
@@ -273,17 +275,22 @@ class EventReader:
 
     kinds: yield only these event types (others are checked, not decoded).
     strict: a damaged line is BadInput (default) or counted (`damaged`).
+    skip: optional `skip(kind: bytes, raw: bytes) -> bool` for lines in
+    EventLog's layout: True means "not needed decoded" (a streaming
+    reduction that counts or thins); the line is checked like any line not
+    decoded.
     The file is read up to its size when iteration starts, so a running
     writer's later events are not read half-written.
     """
 
     MAX_DAMAGED_KEPT = 20
 
-    def __init__(self, run: str | Path, kinds=None, strict: bool = True):
+    def __init__(self, run: str | Path, kinds=None, strict: bool = True, skip=None):
         self.path = events_path(run)
         self.kinds = None if kinds is None else frozenset(kinds)
         self._kinds_b = None if kinds is None else frozenset(k.encode() for k in kinds)
         self.strict = strict
+        self.skip = skip
         self.lines = 0
         self.damaged_count = 0
         self.damaged: list[int] = []      # line numbers (first MAX_DAMAGED_KEPT)
@@ -308,8 +315,9 @@ class EventReader:
         return f"{self.path}: {self.damaged_count} damaged line(s) skipped (line {shown}{more})"
 
     def __iter__(self) -> Iterator[dict]:
-        loads = json.loads
+        loads = _loads
         kinds_b = self._kinds_b
+        skip = self.skip
         kinds = self.kinds
         try:
             fh = open(self.path, "rb")
@@ -333,9 +341,9 @@ class EventReader:
                     elif kinds is None or ev.get("event") in kinds:
                         yield ev
                     break
-                if kinds_b is not None and raw.startswith(_PREFIX):
-                    end = raw.find(b'"', 11)
-                    if raw[11:end] not in kinds_b:
+                if (kinds_b is not None or skip is not None) and raw.startswith(_PREFIX):
+                    kind = raw[11:raw.find(b'"', 11)]
+                    if (kinds_b is not None and kind not in kinds_b) or (skip is not None and skip(kind, raw)):
                         if bad_shape(raw):
                             self._damage(number)
                         continue
@@ -355,6 +363,23 @@ class EventReader:
         except ValueError:  # JSONDecodeError and UnicodeDecodeError (a kill can cut a UTF-8 character)
             return None
         return ev if isinstance(ev, dict) else None
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(raw: bytes):
+    """json.loads of one line, without its encoding detection (events are UTF-8)."""
+    text = raw.decode("utf-8")
+    obj, end = _raw_decode(text, len(text) - len(text.lstrip()))
+    if text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return obj
+
+
+def decode_line(raw: bytes):
+    """One event line as a dict, or None when it is not one JSON object."""
+    return EventReader._decode(raw, _loads)
 
 
 def read_events(run: str | Path, kinds=None, strict: bool = True) -> Iterator[dict]:

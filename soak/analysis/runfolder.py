@@ -66,6 +66,10 @@ class Decimator:
         self.stride = 1
         self.count = 0
 
+    def wants(self) -> bool:
+        """Whether the next item offered will be kept (so worth preparing)."""
+        return self.count % self.stride == 0
+
     def add(self, item) -> None:
         if self.count % self.stride == 0:
             self.items.append(item)
@@ -111,15 +115,33 @@ class RunFolder:
     def _pass(self) -> dict:
         notable: list[dict] = []
         its = Decimator(self.series_cap)
-        mem_by_source: dict[Any, Decimator] = {}
+        mem = Decimator(2 * self.series_cap)  # every source together (per-iteration and timer samples)
         forced: dict[int, tuple] = {}   # order -> (order, seg, memory sample), kept around recoveries
-        seg = 0
+        st = {"seg": 0, "n_mem": 0, "want_next_mem": False}
+        last_mem: list = [None, None]    # (order, seg) and the raw line of the last memory sample not decoded
+        last_raw: list = [None]          # the last line counted, not decoded (its t may be the run's last)
+
+        def skip(kind: bytes, raw: bytes) -> bool:
+            """Lines the thinned series will not keep are counted, not decoded."""
+            if kind == b"iteration":
+                if its.wants():
+                    return False
+                its.count += 1
+                last_raw[0] = raw
+                return True
+            if kind == b"memory":
+                if st["want_next_mem"] or mem.wants():
+                    return False
+                mem.count += 1
+                last_mem[0], last_mem[1] = (st["n_mem"], st["seg"]), raw
+                st["n_mem"] += 1
+                last_raw[0] = raw
+                return True
+            return False
+
         run_id = None
         t_max = None
-        last_mem: tuple | None = None
-        want_next_mem = False
-        n_iterations = n_memory = 0
-        for e in EventReader(self.path):
+        for e in EventReader(self.path, skip=skip):
             kind = e.get("event")
             t = e.get("t")
             if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
@@ -127,37 +149,40 @@ class RunFolder:
             if run_id is None and isinstance(e.get("run_id"), str) and e["run_id"]:
                 run_id = e["run_id"]
             if kind == "iteration":
-                n_iterations += 1
                 its.add(_slim(e, SLIM_ITERATION_FIELDS))
                 continue
             if kind == "memory":
-                sample = (n_memory, seg, _slim(e, SLIM_MEMORY_FIELDS))
-                n_memory += 1
-                src = e.get("source")
-                dec = mem_by_source.get(src if isinstance(src, str) else None)
-                if dec is None:
-                    dec = mem_by_source[src if isinstance(src, str) else None] = Decimator(self.series_cap)
-                dec.add(sample)
-                if want_next_mem:
+                sample = (st["n_mem"], st["seg"], _slim(e, SLIM_MEMORY_FIELDS))
+                st["n_mem"] += 1
+                mem.add(sample)
+                if st["want_next_mem"]:
                     forced[sample[0]] = sample
-                    want_next_mem = False
-                last_mem = sample
+                    st["want_next_mem"] = False
+                last_mem[0], last_mem[1] = sample, None
                 continue
             if kind == "run_start":
                 run_folder.check_schema(e.get("schema"), f"{self.path / run_folder.EVENTS} (run_start)")
             if kind in ("worker_start", "recovery"):
-                seg += 1
+                st["seg"] += 1
             if kind == "recovery":
-                if last_mem is not None:
-                    forced[last_mem[0]] = last_mem
-                want_next_mem = True
+                if last_mem[1] is not None:  # the sample before it was counted, not decoded: decode it now
+                    ev = run_folder.decode_line(last_mem[1])
+                    if ev is not None:
+                        order, seg = last_mem[0]
+                        forced[order] = (order, seg, _slim(ev, SLIM_MEMORY_FIELDS))
+                elif last_mem[0] is not None:
+                    forced[last_mem[0][0]] = last_mem[0]
+                st["want_next_mem"] = True
             notable.append(e)
-        samples = {s[0]: s for d in mem_by_source.values() for s in d.items}
+        samples = {s[0]: s for s in mem.items}
         samples.update(forced)
         memory = [(seg_, ev) for _, seg_, ev in sorted(samples.values(), key=lambda s: s[0])]
+        last = run_folder.decode_line(last_raw[0]) if last_raw[0] is not None else None
+        t = (last or {}).get("t")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
+            t_max = t
         return {"notable": notable, "iterations": its, "memory": memory, "run_id": run_id,
-                "t_max": t_max, "n_iterations": n_iterations,
-                "n_memory": n_memory}
+                "t_max": t_max, "n_iterations": its.count, "n_memory": st["n_mem"]}
 
     # --- what the pass kept ----------------------------------------------------------
     @property
@@ -173,8 +198,8 @@ class RunFolder:
     @property
     def memory_samples(self) -> list[tuple[int, dict]]:
         """(segment, memory event without text) in file order; a segment
-        starts at every worker start and recovery; evenly thinned per source
-        past SERIES_CAP, the samples next to each recovery always kept."""
+        starts at every worker start and recovery; evenly thinned past
+        2 x SERIES_CAP, the samples next to each recovery always kept."""
         return self._pass["memory"]
 
     @property
