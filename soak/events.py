@@ -68,8 +68,16 @@ class EventLog:
         with self._lock:
             if self._file.closed:
                 return
-            line = json.dumps(self._stamp(event, fields), ensure_ascii=False, default=_json_default)
-            self._writer.msg(line)  # writes one line and flushes
+            stamped = self._stamp(event, fields)
+            line = json.dumps(stamped, ensure_ascii=False, default=_json_default)
+            try:
+                self._writer.msg(line)  # writes one line and flushes
+            except UnicodeEncodeError:
+                # text that is not valid Unicode (a lone surrogate from a decoder or a
+                # hand-made prompt): nothing was written (the text wrapper encodes the
+                # line first); write it with every non-ASCII character escaped, valid
+                # UTF-8 that reads back as the same text
+                self._writer.msg(json.dumps(stamped, ensure_ascii=True, default=_json_default))
             self._seq += 1
 
     def close(self) -> None:

@@ -236,6 +236,97 @@ def events_path(run: str | Path) -> Path:
     return run / EVENTS if run.is_dir() else run
 
 
+# --- field types ----------------------------------------------------------------------
+# The types of the fields the analyses, gate, classifier, bundle and report
+# read (docs/ARCHITECTURE.md's event table).  The reader drops a field whose
+# value has another type (a hand-edited, damaged or foreign log), so every
+# consumer sees it as absent instead of tripping over it; `sanitize` counts them.
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _bool(v) -> bool:
+    return isinstance(v, bool)
+
+
+def _strs(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _span(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_int(x) for x in v)
+
+
+def _dicts(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+
+
+def _list(v) -> bool:
+    return isinstance(v, list)
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float))
+
+
+def _lines(v) -> bool:
+    return isinstance(v, str) or _strs(v)
+
+
+def _steps(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, dict) and _str(x.get("step", "")) for x in v)
+
+
+_ENVELOPE_TYPES = {"event": _str, "seq": _int, "t": _num, "ts": _str, "run_id": _str}
+FIELD_TYPES: dict[str, dict] = {
+    "run_start": {"seed": _scalar, "backend": _str, "engine": _str, "target": _str, "schema": _scalar},
+    "worker_start": {"generation": _int, "pid": _int, "log_offset": _int},
+    "load": {"ok": _bool, "backend_actual": _str, "backend_requested": _str, "log_span": _span, "status": _int,
+             "generation": _int, "duration_s": _num, "error": _str},
+    "iteration": {"i": _int, "conversation": _int, "turn": _int, "ok": _bool, "status": _int, "status_name": _str,
+                  "decode_tps": _num, "prefill_tps": _num, "wall_s": _num, "prefill_us": _num, "decode_us": _num,
+                  "context_tokens": _int, "prompt": _str, "output": _str, "max_new_tokens": _int,
+                  "generated_tokens": _int, "prompt_tokens": _int, "worker_generation": _int, "log_span": _span,
+                  "failures": _strs, "cl_errors": _list, "error_lines": _list, "backend_actual": _str,
+                  "output_bytes": _int, "checks": lambda v: isinstance(v, dict)},
+    "memory": {"source": _str, "iteration": _int, "generation": _int, "rss": _num, "uss": _num, "pss": _num,
+               "gpu_live_bytes": _num, "pid": _int},
+    "fault": {"kind": _str, "phase": _str, "iteration": _int, "line": _str, "code": _int, "info": _str,
+              "count": _int, "last_lines": _lines, "signal": lambda v: _int(v) or _str(v), "symptoms": _strs,
+              "api": _str, "exit_code": _int, "status": _int, "status_name": _str, "pattern": _str,
+              "injected": _bool, "resource": _str, "symptom": _str, "error": _str, "name": _str},
+    "cl_call_error": {"api": _str, "code": _int, "phase": _str, "iteration": _int, "injected": _bool, "name": _str},
+    "recovery": {"trigger": _strs, "steps": _steps, "recovered_by": _str, "duration_s": _num, "rss_before": _num,
+                 "rss_after": _num, "iteration": _int},
+    "run_end": {"iterations": _int, "elapsed_s": _num, "reason": _str},
+}
+
+
+def sanitize(ev: dict) -> int:
+    """Drop, in place, the fields of `ev` whose value has the wrong type
+    (FIELD_TYPES); returns how many were dropped."""
+    dropped = 0
+    for key, ok in _ENVELOPE_TYPES.items():
+        if key in ev and not ok(ev[key]):
+            del ev[key]
+            dropped += 1
+    types = FIELD_TYPES.get(ev.get("event"))
+    if types:
+        for key, ok in types.items():
+            if key in ev and ev[key] is not None and not ok(ev[key]):
+                del ev[key]
+                dropped += 1
+    return dropped
+
+
 # --- reading events ------------------------------------------------------------------
 _PREFIX = b'{"event": "'
 _KIND_RE = re.compile(rb'"event"\s*:\s*"([^"\\]*)"')
@@ -295,6 +386,7 @@ class EventReader:
         self.damaged_count = 0
         self.damaged: list[int] = []      # line numbers (first MAX_DAMAGED_KEPT)
         self.truncated_tail = False
+        self.fields_dropped = 0           # fields of the wrong type (sanitize)
         if not self.path.is_file():
             raise BadInput(f"no event log at {self.path}",
                            hint="pass a run folder written by `soak run` (logs/<run-id>)")
@@ -338,8 +430,10 @@ class EventReader:
                     ev = self._decode(raw, loads)
                     if ev is None:
                         self.truncated_tail = bool(raw.strip())
-                    elif kinds is None or ev.get("event") in kinds:
-                        yield ev
+                    else:
+                        self.fields_dropped += sanitize(ev)
+                        if kinds is None or ev.get("event") in kinds:
+                            yield ev
                     break
                 if (kinds_b is not None or skip is not None) and raw.startswith(_PREFIX):
                     kind = raw[11:raw.find(b'"', 11)]
@@ -352,8 +446,10 @@ class EventReader:
                 ev = self._decode(raw, loads)
                 if ev is None:
                     self._damage(number)
-                elif kinds is None or ev.get("event") in kinds:
-                    yield ev
+                else:
+                    self.fields_dropped += sanitize(ev)
+                    if kinds is None or ev.get("event") in kinds:
+                        yield ev
             self.lines = number
 
     @staticmethod
@@ -378,8 +474,12 @@ def _loads(raw: bytes):
 
 
 def decode_line(raw: bytes):
-    """One event line as a dict, or None when it is not one JSON object."""
-    return EventReader._decode(raw, _loads)
+    """One event line as a dict (fields of the wrong type dropped), or None
+    when it is not one JSON object."""
+    ev = EventReader._decode(raw, _loads)
+    if ev is not None:
+        sanitize(ev)
+    return ev
 
 
 def read_events(run: str | Path, kinds=None, strict: bool = True) -> Iterator[dict]:

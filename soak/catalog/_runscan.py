@@ -124,10 +124,14 @@ class Scan:
         stride = self.memory_stride
         bad_shape = run_folder.bad_shape
 
+        sanitize = run_folder.sanitize
+
         def _decode(raw: bytes):
             ev = _loads(loads, raw)
             if ev is None:
                 _damaged(path, raw, start)
+            else:
+                sanitize(ev)  # a field of the wrong type reads as absent
             return ev
         for raw in R.read_lines(path, start, end):
             if raw.startswith(b'{"event": "'):  # EventLog's layout: the type comes first
