@@ -228,3 +228,27 @@ def test_what_a_run_folder_is(tmp_path, run):
     assert run_folder.is_classifiable(logs_only) and not run_folder.is_run_folder(logs_only)
     with pytest.raises(BadInput, match="not a soak run folder"):
         run_folder.require(logs_only)
+
+
+def test_text_that_is_not_valid_unicode_is_recorded_and_replayed(soak_run, tmp_path):
+    """A lone surrogate in a prompt: the event log keeps it (escaped, valid
+    UTF-8), and replay runs the conversation instead of crashing."""
+    from soak.loop.replay import replay
+
+    d = tmp_path / "sur"
+    d.mkdir()
+    log = EventLog(d / run_folder.EVENTS, "sur")
+    log.emit("iteration", i=0, prompt="a\ud800b 你")
+    log.close()
+    assert [e["prompt"] for e in run_folder.read_events(d)] == ["a\ud800b 你"]
+
+    result, events = soak_run(iterations=3)
+    lines = _lines(result.run_dir)
+    k = next(n for n, raw in enumerate(lines) if raw.startswith(b'{"event": "iteration"'))
+    ev = json.loads(lines[k])
+    ev["prompt"] = "lone \ud83d surrogate"
+    lines[k] = (json.dumps(ev) + "\n").encode()
+    _set_lines(result.run_dir, lines)
+    replayed, _verdict = replay(result.run_dir, ev["i"], out_dir=str(tmp_path / "rp"), quiet=True)
+    prompts = [e["prompt"] for e in run_folder.read_events(replayed.run_dir, {"iteration"})]
+    assert prompts and prompts[-1] == "lone \ufffd surrogate"

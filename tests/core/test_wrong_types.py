@@ -94,7 +94,7 @@ def _ok(code: int) -> bool:
     return code in (0, 1, 3)  # pass, fail, bad input: never a traceback (which main would not catch)
 
 
-COMMON = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+COMMON = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @COMMON
