@@ -12,7 +12,7 @@ import pytest
 
 from coresupport import soak_cli
 from soak import __version__, errors
-from soak.events import read_events
+from soak.run_folder import read_events
 from soak.loop.config import RunConfig
 from soak.loop.runner import run_soak
 from soak.targets.local import LocalTarget
