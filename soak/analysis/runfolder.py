@@ -121,15 +121,15 @@ class RunFolder:
         last_mem: list = [None, None]    # (order, seg) and the raw line of the last memory sample not decoded
         last_raw: list = [None]          # the last line counted, not decoded (its t may be the run's last)
 
-        def skip(kind: bytes, raw: bytes) -> bool:
+        def skip(etype: bytes, raw: bytes) -> bool:
             """Lines the thinned series will not keep are counted, not decoded."""
-            if kind == b"iteration":
+            if etype == b"iteration":
                 if its.wants():
                     return False
                 its.count += 1
                 last_raw[0] = raw
                 return True
-            if kind == b"memory":
+            if etype == b"memory":
                 if st["want_next_mem"] or mem.wants():
                     return False
                 mem.count += 1
@@ -142,16 +142,16 @@ class RunFolder:
         run_id = None
         t_max = None
         for e in EventReader(self.path, skip=skip):
-            kind = e.get("event")
+            etype = e.get("event")
             t = e.get("t")
             if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
                 t_max = t
             if run_id is None and isinstance(e.get("run_id"), str) and e["run_id"]:
                 run_id = e["run_id"]
-            if kind == "iteration":
+            if etype == "iteration":
                 its.add(_slim(e, SLIM_ITERATION_FIELDS))
                 continue
-            if kind == "memory":
+            if etype == "memory":
                 sample = (st["n_mem"], st["seg"], _slim(e, SLIM_MEMORY_FIELDS))
                 st["n_mem"] += 1
                 mem.add(sample)
@@ -160,11 +160,11 @@ class RunFolder:
                     st["want_next_mem"] = False
                 last_mem[0], last_mem[1] = sample, None
                 continue
-            if kind == "run_start":
+            if etype == "run_start":
                 run_folder.check_schema(e.get("schema"), f"{self.path / run_folder.EVENTS} (run_start)")
-            if kind in ("worker_start", "recovery"):
+            if etype in ("worker_start", "recovery"):
                 st["seg"] += 1
-            if kind == "recovery":
+            if etype == "recovery":
                 if last_mem[1] is not None:  # the sample before it was counted, not decoded: decode it now
                     ev = run_folder.decode_line(last_mem[1])
                     if ev is not None:
