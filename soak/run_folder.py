@@ -341,9 +341,17 @@ def bad_shape(raw: bytes) -> bool:
     return raw.find(_PREFIX, 1) >= 0
 
 
+class DamagedEvents(BadInput):
+    """A damaged line in events.jsonl (exit 3); `line` is its number."""
+
+    def __init__(self, message: str, hint: str | None = None, line: int = 0):
+        super().__init__(message, hint)
+        self.line = line
+
+
 def damaged_line_error(path: Path, number: int) -> BadInput:
-    return BadInput(f"{path}:{number}: damaged event line (not one JSON object)",
-                    hint="the run folder was damaged; re-run `soak run`, or remove that line to read the rest")
+    return DamagedEvents(f"{path}:{number}: damaged event line (not one JSON object)",
+                    hint="the run folder was damaged; re-run `soak run`, or remove that line to read the rest", line=number)
 
 
 def line_number(path: Path, offset: int) -> int:

@@ -250,7 +250,9 @@ def completeness(run: RunFolder) -> RuleResult:
     A run still being written (soak.run_folder.state) is not judged: it is in progress."""
     try:
         n_events = run.events_seen
-    except BadInput as exc:
+    except run_folder.DamagedEvents as exc:
+        if exc.line > 1:  # events before the damage: bad input (exit 3, file:line), as for every judge
+            raise
         return RuleResult("run.complete", False, f"events.jsonl cannot be read: {exc.message}")
     if not n_events:
         return RuleResult("run.complete", False, "events.jsonl holds no event (empty, or nothing but a cut-off line)")
@@ -332,9 +334,9 @@ def write_gate(path, results: list[RuleResult], run: RunFolder, policy: Policy, 
 def state_note(run: RunFolder) -> str | None:
     """One line when the run is not complete: judged on the events so far."""
     if run.state == run_folder.RUNNING:
-        return f"soak gate: {run.run_id} is in progress (no run_end yet, its writer is running): judged on the events so far"
+        return f"soak gate: {run_id_of(run)} is in progress (no run_end yet, its writer is running): judged on the events so far"
     if run.state == run_folder.ENDED_WITHOUT_RUN_END:
-        return f"soak gate: {run.run_id} ended without run_end (killed, or the machine went down)"
+        return f"soak gate: {run_id_of(run)} ended without run_end (killed, or the machine went down)"
     return None
 
 
@@ -375,7 +377,11 @@ def run_labels(run: RunFolder) -> dict:
     """Device and model names for the JUnit suite name."""
     m = run.manifest
     device = (m.get("opencl") or {}).get("device") if isinstance(m.get("opencl"), dict) else None
-    target = m.get("target") or (run.first("run_start") or {}).get("target")
+    try:
+        start = run.first("run_start") or {}
+    except BadInput:  # events.jsonl unreadable: judged as run.complete, labelled from the manifest
+        start = {}
+    target = m.get("target") or start.get("target")
     phone = m.get("device") if isinstance(m.get("device"), dict) else None  # manifest `device`: adb targets
     if phone and (phone.get("model") or phone.get("serial")):
         device = " ".join(str(x) for x in (phone.get("model"), phone.get("serial")) if x)
