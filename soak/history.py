@@ -19,7 +19,6 @@ only the database: it is an output of the analysis, never an input to it.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from soak import errors
+from soak import errors, run_folder
 
 DEFAULT_DB = Path("logs") / "history.sqlite"
 BUSY_TIMEOUT_S = 60.0
@@ -134,20 +133,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 # -- reading a run folder ------------------------------------------------------
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HistoryError(f"{path.parent} has no {path.name}",
-                           "pass run folders written by `soak run` (classified at the run's end, "
-                           "or run `soak classify RUN` first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HistoryError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(value, dict):
-        raise HistoryError(f"{path} is not a JSON object")
-    return value
-
-
 def _text(value) -> str | None:
     return None if value is None or isinstance(value, (dict, list)) else str(value)
 
@@ -221,26 +206,20 @@ def run_findings(classification: dict) -> list[dict]:
     return list(rows.values())
 
 
-def _summary(run_dir: Path) -> dict:
-    try:
-        return _read_json(run_dir / "summary.json")
-    except HistoryError:
-        return {}  # a killed run has no summary; its findings still count
-
-
 def add_runs(conn: sqlite3.Connection, run_dirs: list[Path]) -> list[Added]:
     """Store runs; a run added again replaces its earlier rows (one transaction each).
     A run without classification.json (killed before its end) is classified in memory."""
     added = []
     for run_dir in run_dirs:
-        manifest = _read_json(run_dir / "manifest.json")
-        if (run_dir / "classification.json").exists():
-            classification = _read_json(run_dir / "classification.json")
-        else:  # killed before its end-of-run classification: classify now, leave the folder as it is
+        run_folder.require(run_dir)  # exit 3 on a folder that is not one, or of a newer schema
+        manifest = run_folder.read_json(run_dir / run_folder.MANIFEST) or {}
+        classification = run_folder.read_json(run_dir / run_folder.CLASSIFICATION)
+        if classification is None:  # killed before its end-of-run classification: classify now, read-only
             from soak.catalog.classify import classify_run
 
             classification = classify_run(run_dir, write=False)
-        added.append(add_run(conn, run_dir, manifest, classification, _summary(run_dir)))
+        summary = run_folder.read_json(run_dir / run_folder.SUMMARY) or {}  # a killed run has none
+        added.append(add_run(conn, run_dir, manifest, classification, summary))
     return added
 
 
