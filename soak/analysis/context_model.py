@@ -164,8 +164,8 @@ def _mad(values: Sequence[float]) -> float:
     return sum(abs(v - m) for v in values) / len(values)  # mean, not median: a minority of steps must count
 
 
-def _fit(rows: list[Row], kind: str, confidence: float) -> Trend | None:
-    if kind == "context":
+def _fit(rows: list[Row], basis: str, confidence: float) -> Trend | None:
+    if basis == "context":
         # within each conversation (context rises turn by turn, so x is in order)
         return trend([r.context for r in rows], [r.value for r in rows],
                      [(r.segment, r.conversation) for r in rows], confidence=confidence)
@@ -198,18 +198,18 @@ def fit_context(rows: list[Row], expected: dict | None, confidence: float = 0.99
     level = {k: median(v) for k, v in levels.items()}
     flat_spread = _mad([r.value - level[r.segment] for r in rows])
     fits = {}
-    for kind in ("context", "high_water"):
-        tr = _fit(rows, kind, confidence)
+    for basis in ("context", "high_water"):
+        tr = _fit(rows, basis, confidence)
         if tr is None or not math.isfinite(tr.slope):
             continue
-        x = [r.context if kind == "context" else r.high_water for r in rows]
+        x = [r.context if basis == "context" else r.high_water for r in rows]
         res = [r.value - tr.slope * xi for r, xi in zip(rows, x)]
         # one level per worker segment, as for the flat model (a floor per conversation is not free)
         groups: dict = {}
         for r, v in zip(rows, res):
             groups.setdefault(r.segment, []).append(v)
         med = {k: median(v) for k, v in groups.items()}
-        fits[kind] = (tr, res, _mad([v - med[r.segment] for r, v in zip(rows, res)]))
+        fits[basis] = (tr, res, _mad([v - med[r.segment] for r, v in zip(rows, res)]))
     # memory that grows with the context inside conversations is the context model, whatever else a
     # leak makes the high-water fit look like; a ratchet shows (almost) no growth below the high-water
     # mark, so its within-conversation slope is 0 and only the high-water model is left

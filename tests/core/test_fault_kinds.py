@@ -25,6 +25,7 @@ OTHER_KINDS = {
     "start": "CL-trace record kind", "config_error": "CL-trace record kind",
     "iteration": "event type", "load": "event type", "fault": "event type", "memory": "event type",
     "worker_start": "event type", "recovery": "event type",
+    "adb": "target kind (manifest host.kind)", "local": "target kind (manifest host.kind)",
 }
 
 # How code names a fault kind: emits one ({"kind": "x", "phase": ...}, kind="x", add_derived("x"),
