@@ -4,7 +4,6 @@ workload through it on PoCL, parse what the workload and the interposer saw."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +34,12 @@ class Build:
 
 @pytest.fixture(scope="session")
 def cl_build() -> Build:
+    from soak import native_build
+
     lib = interposer.interposer_library()  # soak.native_build: CMake on native/interposer, cached
-    build_dir = _build_dir(lib)
-    cmake = shutil.which("cmake")
-    proc = subprocess.run([cmake, "--build", str(build_dir), "--target", "cl_workload", "-j", "2"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    workload = lib.parent / "testprog" / "cl_workload"
+    # the test program, in the same cached build folder (reconfigured there if another checkout made it)
+    workload = native_build.cmake_build(native_build.NATIVE_DIR / "interposer", _build_dir(lib),
+                                        "testprog/cl_workload", [], "cl_workload", "the CL test workload")
     assert workload.exists()
     return Build(lib=lib, workload=workload)
 
