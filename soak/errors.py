@@ -27,7 +27,9 @@ class ExitCode(enum.IntEnum):
     CATALOG_INVALID = 10
     OPENCL_SETUP = 11
     HARNESS = 12  # soak's own worker could not start (not the engine's fault)
-    INTERRUPTED = 130
+    DISK_FULL = 13  # the disk holding the run folder filled up: the run ended early, its folder is readable
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): the run ended early, run_end and summary written
+    TERMINATED = 143  # SIGTERM (a CI timeout): the run ended at once, run_end and summary written
 
 
 class SoakError(Exception):
@@ -88,6 +90,12 @@ class HarnessError(SoakError):
     import, or it is another soak version.  Never an engine fault: no recovery, no crash event."""
 
     exit_code = ExitCode.HARNESS
+
+
+class DiskFull(SoakError):
+    """No space left (or over quota) where the run folder is: the run ends, the folder stays readable."""
+
+    exit_code = ExitCode.DISK_FULL
 
 
 class EngineError(SoakError):

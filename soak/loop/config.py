@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from soak import errors
@@ -19,6 +20,11 @@ from soak.loop.session import Timeouts
 ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
 BACKENDS = ("cpu", "opencl", "vulkan")
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "models" / "qwen2-tiny" / "config.json"
+# a run id is one folder name under --out: never a path, never too long for the file system
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_ID_HINT = "a run id is one folder name: up to 128 letters, digits, '.', '_' and '-', starting with a letter or digit"
+# the memory timer: faster than this measures soak, not the engine
+MIN_MEMORY_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -55,7 +61,8 @@ class RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    """BadInput for a config no run can start from."""
+    """BadInput for a config no run can start from.  The one check of a RunConfig: the CLI,
+    replay and the Python API (run_soak) all come through here before anything is written."""
     if cfg.engine not in ENGINE_KINDS:
         raise errors.BadInput(f"unknown engine {cfg.engine!r}", f"use one of {', '.join(ENGINE_KINDS)}")
     if cfg.backend not in BACKENDS:
@@ -63,6 +70,65 @@ def validate(cfg: RunConfig) -> None:
     if cfg.engine == "mnn-pip" and cfg.backend != "cpu":
         raise errors.BadInput(f"pip MNN runs on the CPU only; --backend {cfg.backend} needs a hand-built MNN",
                               errors.HAND_BUILT_MNN_HINT)
+    validate_run_id(cfg.run_id)
+    _count("--iterations", cfg.iterations, minimum=0, optional=True)
+    _count("--max-new-tokens", cfg.max_new_tokens, minimum=1)
+    _count("--max-turns", cfg.max_turns, minimum=1)
+    _count("--context", cfg.context_tokens, minimum=1, optional=True)
+    _count("max_unrecovered", cfg.max_unrecovered, minimum=1)
+    _count("--seed", cfg.seed, minimum=None)
+    _seconds("--duration", cfg.duration_s, optional=True)
+    _seconds("--memory-interval", cfg.memory_interval_s, minimum=MIN_MEMORY_INTERVAL_S)
+    for f in fields(cfg.timeouts):
+        value = getattr(cfg.timeouts, f.name)
+        # a field whose default is None (the stall timer) may be off
+        _seconds(f"--timeout-{f.name}", value, optional=f.default is None)
+    if cfg.engine in ("test", "mnn-pip"):
+        engine = "the test engine" if cfg.engine == "test" else "pip MNN"
+        if cfg.engine_lib:
+            raise errors.BadInput(f"--engine-lib is not used by {engine}: {cfg.engine_lib} would be ignored",
+                                  "drop --engine-lib, or pass --engine lib to load it")
+        if cfg.plugins:
+            raise errors.BadInput(f"--plugin is not used by {engine}: {', '.join(map(str, cfg.plugins))} "
+                                  "would be ignored", "drop --plugin, or use --engine lib or --engine mnn")
+    if cfg.fault_plan is not None:
+        if cfg.engine != "test":
+            raise errors.BadInput("--fault-plan works with the test engine only",
+                                  "for real engines inject OpenCL faults with --cl-fault")
+        if not isinstance(cfg.fault_plan, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("kind"), str) for f in cfg.fault_plan):
+            raise errors.BadInput("a fault plan is a JSON list of objects, each with a \"kind\"",
+                                  "see native/test_engine/FAULTS.md")
+
+
+def validate_run_id(run_id: str | None) -> None:
+    if run_id is None:
+        return
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+        shown = run_id if not isinstance(run_id, str) or len(run_id) <= 60 else run_id[:60] + "..."
+        raise errors.BadInput(f"--run-id {shown!r} is not a plain folder name"
+                              + (f" ({len(run_id)} characters)" if isinstance(run_id, str) and len(run_id) > 128
+                                 else ""), RUN_ID_HINT)
+
+
+def _count(option: str, value, minimum: int | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise errors.BadInput(f"{option} must be a whole number" + (f" >= {minimum}" if minimum is not None else "")
+                              + f", not {value!r}")
+
+
+def _seconds(option: str, value, minimum: float | None = None, optional: bool = False) -> None:
+    """A time in seconds: a finite number > 0 (and >= minimum)."""
+    if value is None and optional:
+        return
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+          and (minimum is None or value >= minimum))
+    if not ok:
+        floor = f">= {minimum:g}" if minimum is not None else "> 0"
+        raise errors.BadInput(f"{option} must be a finite number of seconds {floor}, not {value!r}",
+                              f"e.g. {option} {max(minimum or 0, 1.0):g}")
 
 
 def config_dict(cfg: RunConfig) -> dict:

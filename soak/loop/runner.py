@@ -13,6 +13,7 @@ Totals: soak.loop.stats.  Interposer records -> events: soak.cl.trace_events.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 import signal
 import threading
@@ -25,9 +26,10 @@ from soak.engine.abi import FINISHED_STATUSES, STATUS_NAMES
 from soak.events import EventLog
 from soak.loop import ladder, outcomes
 from soak.loop.checks import check_output
-from soak.loop.config import RunConfig, config_dict, new_run_id
+from soak.loop.config import RunConfig, config_dict, new_run_id, validate
 from soak.loop.console import Progress, summary_table
 from soak.loop.engine_setup import engine_setup, manifest_facts
+from soak.loop.reserve import DiskReserve, disk_full_error, is_disk_full
 from soak.loop.session import EngineSetup, Session
 from soak.loop.stats import TOKEN_TIMING, RunStats
 from soak.loop.workload import Prefetcher, WorkloadSpec
@@ -35,6 +37,15 @@ from soak.manifest import base_manifest, library_hashes
 from soak.run_folder import write_json
 from soak.targets.base import Target
 from soak.worker.protocol import unb64
+
+
+# on abort (a second Ctrl-C, SIGTERM) the worker gets this long to quit before it is killed,
+# instead of --timeout-teardown: an engine that hangs must not hold the user for minutes
+ABORT_GRACE_S = 2.0
+
+
+class _Abort(BaseException):
+    """Raised by the signal handler: leave the iteration in flight, end the run now."""
 
 
 @dataclass
@@ -74,13 +85,17 @@ class Runner:
         self.gpu_bytes = None   # callable -> int | None, set with cl_trace
         self.iteration_samples = 0
         self.last_iteration_sample = 0.0
+        self.reserve: DiskReserve | None = None
+        self.aborted = False    # a second Ctrl-C or SIGTERM: the iteration in flight was abandoned
+        self._ending = False    # writing run_end and the summary: signals no longer interrupt
 
     # -- a run, top to bottom ----------------------------------------------
     def run(self) -> RunResult:
         cfg = self.cfg
+        validate(cfg)
         run_id = cfg.run_id or new_run_id(cfg)
-        run_dir, created = self._make_run_dir(run_id)
-        setup = self._setup_engine(run_dir, created)
+        run_dir = self._make_run_dir(run_id)
+        setup = self._setup_engine(run_dir)
         manifest = base_manifest(cfg.argv, config_dict(cfg), self.target.describe())
         manifest.update({
             "run_id": run_id, "engine": cfg.engine, "engine_spec": setup.spec, "engine_config": setup.config,
@@ -90,51 +105,95 @@ class Runner:
             "interposer": cfg.intercept,  # None: the engine loaded OpenCL directly
             **manifest_facts(cfg),
         })
-        write_json(run_dir / "manifest.json", manifest)
-        t0 = time.monotonic()
-        self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0)
-        self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
-                         target=self.target.name, run_dir=str(run_dir))
+        try:
+            write_json(run_dir / "manifest.json", manifest)
+            t0 = time.monotonic()
+            self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0)
+            self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
+                             target=self.target.name, run_dir=str(run_dir))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.reserve.release()
+            raise disk_full_error(run_dir, exc, "the run could not start") from None
         self._record_faults(self.target.check_health(), None)  # what the target saw before the event log
         self.target.attach(_RunnerSink(self))
         self.session = Session(self.target, setup, self.events, run_dir, cfg.timeouts)
-        error = self._supervised(t0)
-        elapsed = time.monotonic() - t0
-        self.events.emit("run_end", reason=self.stop_reason, iterations=self.iterations_done,
-                         elapsed_s=round(elapsed, 3))
-        self.target.attach(None)
-        self.events.close()
-        summary = self.summary(run_id, run_dir, elapsed)
-        manifest.update({"backend_actual": summary["backend_actual"], "engine_name": summary["engine_name"],
-                         "ended": _now()})
-        write_json(run_dir / "manifest.json", manifest)
-        write_json(run_dir / "summary.json", summary)
+        previous = self._catch_signals()
+        try:
+            error = self._supervised(t0)
+            self._ending = True  # a signal from here on is noted, never raised: run_end and summary get written
+            elapsed = time.monotonic() - t0
+            summary = self._end(run_id, run_dir, manifest, elapsed)
+        finally:
+            self._ending = True
+            self._restore_signals(previous)
         if error is not None:
             raise error
-        summary["analysis"] = _analyse(run_dir)
+        if self.aborted:  # the user wants out now: the analysis stages run on demand (gate, report)
+            summary["analysis"] = {"skipped": f"run {self.stop_reason}"}
+        else:
+            summary["analysis"] = _analyse(run_dir)
         write_json(run_dir / "summary.json", summary)
         if not cfg.quiet:
             print(summary_table(summary), flush=True)
         return RunResult(run_dir, summary, int(self._exit_code()))
 
-    def _make_run_dir(self, run_id: str) -> tuple[Path, bool]:
-        run_dir = (Path(self.cfg.out_dir) / run_id).resolve()  # the worker runs in it: no relative paths
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise errors.BadInput(f"run folder {run_dir} already exists and is not empty",
-                                  "choose another --run-id or --out")
-        created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir, created
+    def _end(self, run_id: str, run_dir: Path, manifest: dict, elapsed: float) -> dict:
+        """run_end, the manifest's end and summary.json; on a full disk, in the reserve's room."""
+        try:
+            self.events.emit("run_end", reason=self.stop_reason, iterations=self.iterations_done,
+                             elapsed_s=round(elapsed, 3), **({"aborted": True} if self.aborted else {}))
+            self.target.attach(None)
+            self.events.close()
+            summary = self.summary(run_id, run_dir, elapsed)
+            manifest.update({"backend_actual": summary["backend_actual"], "engine_name": summary["engine_name"],
+                             "ended": _now()})
+            write_json(run_dir / "manifest.json", manifest)
+            write_json(run_dir / "summary.json", summary)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.reserve.release()
+            raise disk_full_error(run_dir, exc, "could not write the end of the run") from None
+        self.reserve.release()
+        return summary
 
-    def _setup_engine(self, run_dir: Path, created: bool) -> EngineSetup:
+    def _make_run_dir(self, run_id: str) -> Path:
+        """Create the run folder, exclusively: a folder that exists (even empty) belongs to another run."""
+        out = Path(self.cfg.out_dir).expanduser()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            run_dir = out.resolve() / run_id  # the worker runs in it: no relative paths
+            os.mkdir(run_dir)
+        except FileExistsError:
+            if not out.is_dir():
+                raise errors.BadInput(f"--out {out} is not a folder", "pass a folder for the run folders") from None
+            raise errors.BadInput(f"run folder {out / run_id} already exists (another run's, or one running now)",
+                                  "choose another --run-id or --out") from None
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(out, exc, "could not create the run folder") from None
+            why = "is not a folder" if isinstance(exc, NotADirectoryError) else f"cannot be written ({exc.strerror})"
+            raise errors.BadInput(f"--out {out} {why}", "pass a folder you can write to with --out") from None
+        try:
+            self.reserve = DiskReserve(run_dir)
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if is_disk_full(exc):
+                raise disk_full_error(run_dir, exc, "no room to start a run") from None
+            raise errors.BadInput(f"cannot write in the run folder {run_dir}: {exc.strerror}",
+                                  "pass a folder you can write to with --out") from None
+        return run_dir
+
+    def _setup_engine(self, run_dir: Path) -> EngineSetup:
         try:
             setup = engine_setup(self.cfg, run_dir)
             if self.cfg.intercept is not None:
                 self._setup_interposer(setup, run_dir)
             return setup
         except errors.SoakError:
-            if created:  # bad input: leave nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input: leave nothing behind (the folder is ours)
             raise
 
     def _setup_interposer(self, setup: EngineSetup, run_dir: Path) -> None:
@@ -146,20 +205,20 @@ class Runner:
         self.gpu_bytes = self.cl_trace.live_bytes
 
     def _supervised(self, t0: float) -> errors.SoakError | None:
-        """Start the engine and run the loop, with Ctrl-C handled and the memory timer on.
-        A SoakError ends the run (recorded as an `error` event) and is returned."""
+        """Start the engine and run the loop with the memory timer on, then end the worker.
+        A SoakError ends the run (recorded as an `error` event) and is returned, as is a full disk
+        (errors.DiskFull).  A second Ctrl-C or SIGTERM (_Abort) leaves the iteration in flight."""
         cfg = self.cfg
         progress = Progress(quiet=cfg.quiet)
         timer = _MemoryTimer(self, cfg.memory_interval_s)
-        previous = signal.getsignal(signal.SIGINT)
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        error = None
         try:
             if self._start_engine():
                 self.sample_memory("iteration", None)
                 timer.start()
                 self.loop(t0, progress)
+        except _Abort:
+            pass  # the handler set stop_reason
         except errors.SoakError as exc:
             harness = isinstance(exc, errors.HarnessError)
             kind = ("harness" if harness else "device" if isinstance(exc, errors.DeviceUnavailable)
@@ -167,15 +226,76 @@ class Runner:
             self.stop_reason = "harness_error" if harness else "engine_error"
             self.events.emit("error", kind=kind, error_type=type(exc).__name__,
                              message=exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
-            return exc
+            error = exc
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            error = self._disk_full(exc)
         finally:
             timer.stop_event.set()
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
             progress.done()
-            self.session.close()
+        if timer.error is not None and error is None:
+            error = self._disk_full(timer.error)
+        return self._close_session(error)
+
+    def _close_session(self, error: errors.SoakError | None) -> errors.SoakError | None:
+        """End the worker: the teardown timeout for a run that ends, ABORT_GRACE_S for an abort."""
+        grace = ABORT_GRACE_S if (self.aborted or error is not None) else None
+        try:
+            try:
+                self.session.close(grace_s=grace)
+            except _Abort:  # a second Ctrl-C (or SIGTERM) while the engine shuts down
+                self.session.close(grace_s=ABORT_GRACE_S)
             self._poll_cl_trace(None)  # what the worker's CL calls did after the last iteration
-        return None
+        except OSError as exc:  # the disk filled up while the worker was stopping
+            if not is_disk_full(exc):
+                raise
+            self.session.close(grace_s=ABORT_GRACE_S)
+            if error is None:
+                error = self._disk_full(exc)
+        return error
+
+    def _disk_full(self, exc: OSError) -> errors.DiskFull:
+        """No space left: free the reserve, record why, and end the run."""
+        self.reserve.release()
+        self.stop_reason = "disk_full"
+        error = disk_full_error(self.events.path.parent, exc, "a write failed")
+        try:
+            self.events.emit("error", kind="disk", error_type=type(error).__name__, message=error.message,
+                             hint=error.hint, exit_code=int(error.exit_code))
+        except OSError:
+            pass  # run_end and the summary matter more
+        return error
+
+    # -- signals ---------------------------------------------------------------
+    def _catch_signals(self) -> dict | None:
+        """Ctrl-C and SIGTERM while the run runs (only the main thread can take signals)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict | None) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        """First Ctrl-C: stop after this iteration.  A second Ctrl-C, or SIGTERM (what CI
+        timeouts send; the SIGKILL follows soon): abort the iteration in flight.  Either way
+        run_end and the summary are written."""
+        terminated = signum == signal.SIGTERM
+        if self._ending or self.aborted:
+            return
+        if not terminated and not self.interrupted:
+            self.interrupted = True
+            print("\nsoak: stopping after this iteration (Ctrl-C again to abort it)", flush=True)
+            return
+        self.interrupted = True
+        self.aborted = True
+        self.stop_reason = "terminated" if terminated else "interrupted"
+        print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
+              "writing run_end and the summary", flush=True)
+        raise _Abort
 
     def _start_engine(self) -> bool:
         """First worker and load, retried up to max_unrecovered times.  False: the run is over."""
@@ -227,6 +347,7 @@ class Runner:
             if not hard and not self.session.alive:
                 hard = [{"kind": "worker_lost"}]  # e.g. a phone went offline: its target recorded why
             i += 1
+            self.iterations_done += 1  # so far (an abort leaves the loop here or earlier)
             if hard and cfg.fail_fast:
                 self.stop_reason = "fail_fast"
             elif hard:
@@ -451,13 +572,9 @@ class Runner:
             return errors.ExitCode.FAILED
         if self.stop_reason == "interrupted":
             return errors.ExitCode.INTERRUPTED
+        if self.stop_reason == "terminated":
+            return errors.ExitCode.TERMINATED
         return errors.ExitCode.OK
-
-    def _on_sigint(self, signum, frame):
-        if self.interrupted:
-            raise KeyboardInterrupt
-        self.interrupted = True
-        print("\nsoak: stopping after this iteration (Ctrl-C again to abort)", flush=True)
 
 
 class _RunnerSink:
@@ -480,10 +597,17 @@ class _MemoryTimer(threading.Thread):
         self.runner = runner
         self.interval = interval
         self.stop_event = threading.Event()
+        self.error: OSError | None = None  # the disk filled up: the main thread ends the run
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
-            self.runner.sample_memory("timer")
+            try:
+                self.runner.sample_memory("timer")
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.error = exc
+                return
 
 
 def _now() -> str:

@@ -180,14 +180,17 @@ class Session:
             return False, faultlib.from_outcome(out, "teardown", self.timeouts.reset)
         return self.open_and_load(next_iteration)
 
-    def stop(self, kill: bool = False) -> None:
+    def stop(self, kill: bool = False, grace_s: float | None = None) -> None:
+        """End the worker.  grace_s: how long it gets to quit before it is killed
+        (default: the teardown timeout, time for MNN to save its kernel cache)."""
         if self.sup.proc is not None:
             pid, gen = self.sup.pid, self.sup.generation
-            code = self.sup.stop(kill=kill, timeout_s=self.timeouts.teardown)
+            code = self.sup.stop(kill=kill, timeout_s=self.timeouts.teardown if grace_s is None else grace_s)
             self.events.emit("worker_exit", pid=pid, generation=gen, exit_code=code, signal=None,
                              phase="teardown", iteration=self.iteration,
                              reason="killed" if kill else "stopped")
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, grace_s: float | None = None) -> None:
+        """The end of the run: stop the worker (see stop) and close engine.log."""
+        self.stop(grace_s=grace_s)
         self.sup.close()
