@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from soak.errors import ExitCode
-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,18 +15,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iteration", "-i", type=int, metavar="N",
                    help="iteration to replay (required for a run folder; a bundle's default: its first failing iteration)")
     p.add_argument("--out", metavar="DIR", help="where the replay run goes (default: beside RUN; logs/ for a bundle)")
-    p.add_argument("--engine-lib", metavar="PATH", help="use this engine library instead of the recorded one")
-    p.add_argument("--model", metavar="PATH", help="use this model instead of the recorded one")
+    p.add_argument("--engine-lib", metavar="PATH", help="use this engine library instead of the recorded one "
+                   "(a bundle's own is never loaded: --engine lib bundles need it)")
+    p.add_argument("--plugin", action="append", default=[], metavar="PATH",
+                   help="backend plugin to load before the engine (a bundle's are never loaded; repeatable)")
+    p.add_argument("--mnn-build", metavar="DIR", help="hand-built MNN for a --engine mnn run (default $SOAK_MNN_BUILD)")
+    p.add_argument("--model", metavar="PATH", help="use this model instead of the recorded one (a bundle's "
+                   "path is the sender's: --engine lib and mnn bundles need it)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what the replay would load and what it leaves out of the bundle, and stop")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from soak.outputs.replay_source import replay_source, replay_verdict
-    from soak.loop.replay import replay
+    from soak.loop.replay import plan_replay, run_replay
 
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
-        _, verdict = replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
-                            engine_lib=args.engine_lib, model=args.model)
+        plan = plan_replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
+                           engine_lib=args.engine_lib, model=args.model, plugins=args.plugin,
+                           mnn_build=args.mnn_build, from_stranger=from_bundle)
+        if from_bundle:
+            plan.run_dir = Path(args.run)
+        # before anything is loaded: what will be (stderr, so that --json stays one document)
+        print("\n".join(plan.describe()), file=sys.stderr, flush=True)
+        if args.dry_run:
+            return int(ExitCode.OK)
+        _, verdict = run_replay(plan)
         verdict.update(replay_verdict(run_dir, iteration, verdict["replay_run"]))
         verdict["run"] = str(args.run)
     if args.json:
