@@ -163,6 +163,13 @@ def test_timeouts_must_be_finite_and_positive(field, value):
         validate(cfg)
 
 
+def test_the_stall_timer_may_be_off_but_not_nan():
+    validate(RunConfig(engine="test", timeouts=Timeouts(stall=None)))
+    for bad in (math.nan, 0.0, -1.0, math.inf):
+        with pytest.raises(errors.BadInput, match="--timeout-stall"):
+            validate(RunConfig(engine="test", timeouts=Timeouts(stall=bad)))
+
+
 @settings(max_examples=60, deadline=None)
 @given(value=st.one_of(BAD_SECONDS, st.floats(min_value=0.0, max_value=0.0499)))
 def test_memory_interval_must_leave_the_engine_alone(value):
