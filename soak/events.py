@@ -70,6 +70,9 @@ class EventLog:
                 return
             stamped = self._stamp(event, fields)
             line = json.dumps(stamped, ensure_ascii=False, default=_json_default)
+            # the number is taken before the write: a write that fails for lack of space keeps
+            # the line buffered, and it goes out whole with the next one (seq stays unique)
+            self._seq += 1
             try:
                 self._writer.msg(line)  # writes one line and flushes
             except UnicodeEncodeError:
@@ -78,7 +81,6 @@ class EventLog:
                 # line first); write it with every non-ASCII character escaped, valid
                 # UTF-8 that reads back as the same text
                 self._writer.msg(json.dumps(stamped, ensure_ascii=True, default=_json_default))
-            self._seq += 1
 
     def close(self) -> None:
         with self._lock:

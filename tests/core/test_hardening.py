@@ -215,6 +215,7 @@ def _ended(run_dir, reason):
     summary = json.loads((run_dir / "summary.json").read_text())
     events = list(read_events(run_dir))
     assert events[-1]["event"] == "run_end" and events[-1]["reason"] == reason, events[-1]
+    assert [e["seq"] for e in events] == list(range(len(events)))  # no line lost or doubled
     assert summary["end_reason"] == reason
     assert not (run_dir / ".soak-reserve").exists()
     return summary, events
@@ -265,14 +266,19 @@ def test_abort_during_a_hang_kills_the_worker_quickly_and_writes_the_summary(tmp
 
 # -- item 3: a full disk ---------------------------------------------------------------------------
 
-def test_a_full_disk_ends_the_run_readably(tmp_path):
-    """A 2 MiB tmpfs (in a private mount namespace: nothing to clean up) fills during the run."""
+@pytest.mark.parametrize("filler", ["events", "engine_log"])
+def test_a_full_disk_ends_the_run_readably(tmp_path, filler):
+    """A 2 MiB tmpfs (in a private mount namespace: nothing to clean up) fills during the run,
+    with events (long outputs) or with the engine's own log lines (written by the supervisor)."""
     if not shutil.which("unshare"):
         raise AssertionError("util-linux unshare is needed (apt-get install util-linux)")
     copy = tmp_path / "copy"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"kind": "log", "every": 1, "lines": ["I/MNN chatty line " + "x" * 400] * 20}]
+                               if filler == "engine_log" else []))
     script = ('mount -t tmpfs -o size=2m soak-full "$1" || exit 99; cd "$1"; '
               f'{sys.executable} -m soak run --engine test --iterations 1000000 --max-new-tokens 200 '
-              '--out "$1" --run-id full >"$2/stdout" 2>"$2/stderr"; echo $? >"$2/rc"; '
+              f'--fault-plan {plan} --out "$1" --run-id full >"$2/stdout" 2>"$2/stderr"; echo $? >"$2/rc"; '
               'cp -r "$1/full" "$2/copy"')
     mnt = tmp_path / "mnt"
     mnt.mkdir()
