@@ -28,13 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soak.outputs.replay_source import replay_source, replay_verdict
+    from soak.outputs.replay_source import is_bundle_folder, replay_source, replay_verdict
     from soak.loop.replay import plan_replay, run_replay
 
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
         plan = plan_replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
                            engine_lib=args.engine_lib, model=args.model, plugins=args.plugin,
-                           mnn_build=args.mnn_build, from_stranger=from_bundle)
+                           mnn_build=args.mnn_build, from_stranger=from_bundle or is_bundle_folder(run_dir))
         if from_bundle:
             plan.run_dir = Path(args.run)
         # before anything is loaded: what will be (stderr, so that --json stays one document)

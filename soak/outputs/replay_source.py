@@ -20,6 +20,11 @@ def is_bundle(path: str | Path) -> bool:
     return p.is_file() and (p.name.endswith((".tar.gz", ".tgz", ".tar")))
 
 
+def is_bundle_folder(path: str | Path) -> bool:
+    """A bundle someone extracted by hand: as much a stranger's data as the .tar.gz."""
+    return (Path(path) / "bundle.json").is_file()
+
+
 @contextlib.contextmanager
 def replay_source(source: str | Path, iteration: int | None) -> Iterator[tuple[Path, int, bool]]:
     """Yields (run folder, iteration, from_bundle).  A bundle's temp dir is removed afterwards."""

@@ -125,3 +125,17 @@ def test_a_bundles_engine_options_cannot_point_the_engine_at_a_folder(engine_run
     said = capsys.readouterr().err
     assert "tmp_path='/etc'" in said and "thread_num=" in said
     assert "precision" not in said.split("left out", 1)[1]
+
+
+def test_a_bundle_extracted_by_hand_is_still_a_strangers(engine_runs, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    bundle = tampered_bundle(engine_runs, tmp_path, lambda c: c["test_engine"].update(teardown_file=str(victim)))
+    by_hand = tmp_path / "by-hand"
+    with tarfile.open(bundle) as tar:
+        tar.extractall(by_hand, filter="data")
+    (folder,) = by_hand.iterdir()
+    code = main(["replay", str(folder), "--iteration", "3", "--out", str(tmp_path / "replays"), "--json"])
+    captured = capsys.readouterr()
+    assert code == ExitCode.OK, captured.err
+    assert victim.read_text() == "precious\n" and "teardown_file" in captured.err
