@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from coresupport import soak_cli
 from soak import errors
 from soak.errors import ExitCode
-from soak.events import read_events
+from soak.run_folder import read_events
 from soak.loop.config import RunConfig, validate
 from soak.loop.runner import run_soak
 from soak.loop.session import Timeouts
