@@ -26,6 +26,7 @@ OTHER_KINDS = {
     "iteration": "event type", "load": "event type", "fault": "event type", "memory": "event type",
     "worker_start": "event type", "recovery": "event type",
     "adb": "target kind (manifest host.kind)", "local": "target kind (manifest host.kind)",
+    "disk": "`error` event kind (the disk holding the run folder filled up)",
 }
 
 # How code names a fault kind: emits one ({"kind": "x", "phase": ...}, kind="x", add_derived("x"),
