@@ -13,7 +13,9 @@ bytes per token, AR(1) noise of 2 MB sd, page-granular):
   * false positives on noisy clean sawtooth runs (memory follows the context
     and comes back at reset): any verdict other than stable / growth_stopped;
   * sensitivity per shape and size: the share of runs given the right verdict
-    (ratchet -> ratchet; leak and ratchet+leak -> leak; a lasting step -> not stable).
+    (ratchet -> ratchet; leak and ratchet+leak -> leak; a lasting step -> not stable; a step ratchet,
+    the level stepping up by `step_bytes` each time the longest context passes 1k and 2k tokens as MNN
+    OpenCL's GPU pool does -> ratchet).
 
 Usage:
     python benchmarks/bench_leak_detector.py                 # 100 clean runs of 60 iterations + leak grid + shapes
@@ -71,6 +73,7 @@ SHAPE_GRID = {  # shape -> (parameter, sizes)
     "leak": ("leak_per_iteration", [30e3, 100e3, 300e3]),
     "step": ("step_fraction", [0.2, 0.3, 0.5]),
     "ratchet_leak": ("leak_per_iteration", [30e3, 100e3, 300e3]),
+    "step_ratchet": ("step_bytes", [10e6, 25e6, 60e6]),   # per threshold (1k and 2k tokens), on a 213 MB floor
 }
 
 

@@ -26,6 +26,13 @@ back.  For each memory series this module separates
   wanders (2/300 noisy clean runs were called leaks without these checks;
   benchmarks/bench_leak_detector.py).
 
+A ratchet need not be linear in the context: MNN OpenCL's GPU allocations
+jump at thresholds (51 MB -> 1.09 GB once the context passed ~5.6k tokens on
+the H200, tests/data/series/h200-opencl-60turn.jsonl) and its memory pool
+keeps the largest allocation.  `fit_steps` fits the conversation floors to the
+longest context seen so far with a non-decreasing step function (isotonic
+regression, pool-adjacent-violators on medians) and says where it steps.
+
 Everything here is computed from per-sample rows (iteration, t, conversation,
 context, worker segment, value), which a streaming reader can build from
 per-iteration accumulators: the running max context per segment and the
@@ -42,7 +49,7 @@ from typing import Sequence
 
 from soak.analysis.trend import Trend, trend
 
-MODELS = ("none", "context", "high_water")
+MODELS = ("none", "context", "high_water", "steps")
 BETTER_FIT = 0.8          # a context model must cut the residual spread (mean |deviation|) to this share of the flat model's
 
 
@@ -246,3 +253,81 @@ def floor_summary(rows: list[Row], warmup: int, first_only: bool = False) -> dic
             "kept_lo": min(last) - max(first), "kept_hi": max(last) - min(first),
             "first_iteration": fl[0].iteration, "last_iteration": fl[-1].iteration,
             "high_water_start": fl[0].high_water, "high_water_end": max(r.high_water for r in rows)}
+
+
+def isotonic(groups: Sequence[Sequence[float]]) -> list[float]:
+    """Non-decreasing fit, one level per group of values (groups in x order): pool-adjacent-violators,
+    each pooled block at the median of all its values (an L1 fit: a transient spike moves a block's level
+    by at most one rank, not by its size)."""
+    blocks: list[tuple[list[float], int]] = []      # (values, groups pooled)
+    for g in groups:
+        blocks.append((list(g), 1))
+        while len(blocks) > 1 and median(blocks[-2][0]) > median(blocks[-1][0]):
+            vals, k = blocks.pop()
+            blocks[-1] = (blocks[-1][0] + vals, blocks[-1][1] + k)
+    out: list[float] = []
+    for vals, k in blocks:
+        out += [median(vals)] * k
+    return out
+
+
+def _rise_inside(vals: Sequence[float]) -> float:
+    """The largest rise of the median after a split point over the median before it (values in time
+    order; at most ~20 split points, and the last two)."""
+    n = len(vals)
+    if n < 2:
+        return 0.0
+    ks = sorted({max(1, min(n - 1, round(j * n / 20))) for j in range(1, 20)} | {n - 1, max(1, n - 2)})
+    return max(0.0, max(median(vals[k:]) - median(vals[:k]) for k in ks))
+
+
+def fit_steps(rows: list[Row]) -> dict | None:
+    """The conversation floors as a non-decreasing step function of the longest context seen so far.
+
+    Floors are pooled per (worker segment, high-water mark) first (the model predicts one level there),
+    then fitted per segment with `isotonic`.  Returned: the steps (high-water mark where the level rose,
+    bytes), the total rise, the largest rise inside one plateau of the high-water mark (a ratchet holds
+    there; a step in time or a leak does not), the robust noise sd of the floors about the fit, and the mean absolute
+    deviation of the floors about the step fit, a flat level, and a straight line over iterations (a leak);
+    the caller decides (soak.analysis.memory_verdict)."""
+    fl = floors(rows)
+    if len(fl) < 4:
+        return None
+    by_seg: dict = {}
+    for r in fl:
+        by_seg.setdefault(r.segment, []).append(r)
+    steps, dev_step, dev_flat, dev_line, noise = [], [], [], [], []
+    rise = within = 0.0
+    for seg, rs in by_seg.items():
+        plateaus: dict = {}
+        for r in rs:
+            plateaus.setdefault(r.high_water, []).append(r.value)
+        hws = sorted(plateaus)
+        for vals in plateaus.values():
+            within = max(within, _rise_inside(vals))
+        fitted = isotonic([plateaus[h] for h in hws])
+        level = dict(zip(hws, fitted))
+        for k in range(1, len(hws)):
+            if fitted[k] > fitted[k - 1]:
+                steps.append({"segment": seg, "at_tokens": hws[k], "from_tokens": hws[k - 1],
+                              "bytes": fitted[k] - fitted[k - 1]})
+        rise += fitted[-1] - fitted[0]
+        res = [r.value - level[r.high_water] for r in rs]
+        dev_step += [abs(v) for v in res]
+        # noise from the plateaus holding 3 floors or more (a lone floor sits on its own level, deviation 0)
+        noise += [v for r, v in zip(rs, res) if len(plateaus[r.high_water]) >= 3]
+        m = median(r.value for r in rs)
+        dev_flat += [abs(r.value - m) for r in rs]
+        if len(rs) >= 3:
+            line = trend([r.iteration for r in rs], [r.value for r in rs], confidence=0.95, correct=False)
+        else:
+            line = None
+        if line is not None and math.isfinite(line.slope):
+            off = median(r.value - line.slope * r.iteration for r in rs)
+            dev_line += [abs(r.value - off - line.slope * r.iteration) for r in rs]
+        else:
+            dev_line += [abs(r.value - m) for r in rs]
+    n = len(fl)
+    return {"floors": n, "steps": steps, "rise": rise, "within_plateau_rise": within,
+            "noise_sd": 1.4826 * median(abs(v) for v in noise) if len(noise) >= 3 else None,
+            "spread": {"steps": sum(dev_step) / n, "flat": sum(dev_flat) / n, "line": sum(dev_line) / n}}

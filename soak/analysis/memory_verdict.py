@@ -65,12 +65,14 @@ import math
 from dataclasses import dataclass
 from statistics import median
 
-from soak.analysis.context_model import expected_kv_bytes_per_token, fit_context, floor_summary, rows_for
+from soak.analysis.context_model import BETTER_FIT, expected_kv_bytes_per_token, fit_context, fit_steps, floor_summary, floors, rows_for
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
 
 SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
 RESIDUAL_SIGMAS = 4.0     # a residual leak grows by at least this many noise sd over the run
+STEP_SIGMAS = 4.0         # a ratchet's step is at least this many noise sd of the floors about the step fit
+STEP_WITHIN = 0.25        # ...and the floors rise inside a plateau of the high-water mark by at most this share of the steps
 FLOOR_CONFIDENCE = 0.95   # the floor's confirmation of a residual leak (a second, mostly independent test)
 MIB = 1 << 20
 
@@ -216,6 +218,8 @@ def workload_verdict(samples, iterations: dict, field: str, warmup: int, c: Leak
     fl = floor_summary(rows, 0 if fit["model"] != "none" else warmup, first_only=fit["model"] != "none")
     out["floor"] = fl
     if residual is None:
+        if step_ratchet(rows, out, c):
+            out["verdict"] = "ratchet"
         return out
     keep = [k for k, r in enumerate(rows) if r.iteration >= min(warmup, c.warmup_min)]
     x = [rows[k].iteration for k in keep]
@@ -266,8 +270,38 @@ def workload_verdict(samples, iterations: dict, field: str, warmup: int, c: Leak
         kept = fl["kept"] if fl else b["value"] * rise
         if kept >= c.min_growth_bytes or b["value"] * rise >= c.min_growth_bytes:
             verdict = "ratchet"
+    if verdict not in ("leak", "ratchet") and step_ratchet(rows, out, c):
+        verdict = "ratchet"
     out["verdict"] = verdict
     return out
+
+
+def step_ratchet(rows, out: dict, c: LeakCriteria) -> bool:
+    """A floor that follows the longest context in steps (soak.analysis.context_model.fit_steps): a ratchet.
+
+    All of: steps of at least STEP_SIGMAS noise sd of the floors (and `min_growth_bytes`) adding up to
+    at least `kept_fraction` of the first floor; no rise inside one plateau of the high-water mark of more
+    than STEP_WITHIN of those steps (a lasting step in time lands inside a plateau: it does not follow
+    the context, it is "retained"); and the step fit explains the floors: its mean absolute
+    deviation is at most BETTER_FIT of a flat level's and of a straight line's over iterations (a leak
+    rises inside the plateaus of the high-water mark too, where a ratchet holds).  On success `out`
+    becomes the step model: model "steps", the steps, and the floors from the first conversation."""
+    st = fit_steps(rows)
+    if st is None or st["noise_sd"] is None:
+        return False
+    out["steps"] = st
+    big = [s for s in st["steps"] if s["bytes"] >= max(STEP_SIGMAS * st["noise_sd"], c.min_growth_bytes)]
+    first = floors(rows)[0].value
+    total = sum(s["bytes"] for s in big)
+    sp = st["spread"]
+    st["significant"] = big
+    st["significant_bytes"] = total
+    if not big or total < c.kept_fraction * abs(first) or st["within_plateau_rise"] > STEP_WITHIN * total \
+            or sp["steps"] > BETTER_FIT * min(sp["flat"], sp["line"]):
+        return False
+    out["model"] = "steps"
+    out["floor"] = floor_summary(rows, 0, first_only=True)
+    return True
 
 
 def kept_rule(out: dict, c: LeakCriteria) -> None:

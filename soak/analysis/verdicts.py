@@ -80,6 +80,9 @@ def memory_line(field: str, v: dict) -> str | None:
     work = v.get("workload") or {}
     fit = work.get("fit") or {}
     kept = (v.get("kept_after_reset") or {}).get("bytes")
+    if verdict == "ratchet" and work.get("model") == "steps":
+        at = ", ".join(f"~{s['at_tokens'] / 1000:.1f}k" for s in (work.get("steps") or {}).get("significant", []))
+        return f"{name}: ratchet, {_b(kept, True)} kept after reset, follows the longest context (steps at {at} tokens)"
     if verdict == "ratchet":
         return (f"{name}: ratchet, {_b(kept, True)} kept after reset, follows the longest context "
                 f"({_per_token(fit)})")

@@ -10,6 +10,9 @@ issue 12): the KV growth per context token, the floor, the noise.
     leak      clean + a fixed loss per iteration
     step      clean + one lasting step of `step_fraction` of the floor (a pool grown once)
     ratchet_leak  ratchet + a fixed loss per iteration
+    step_ratchet  clean + `step_bytes` for every threshold in `thresholds` the longest context so far has
+              passed (MNN OpenCL's GPU pool on the H200: +1.04 GB once the context passed ~5.6k tokens,
+              kept for good)
 
 Noise: an AR(1) wobble (phi 0.9) plus page-granular rounding, sd `noise` bytes.
 """
@@ -20,16 +23,17 @@ import json
 import random
 from pathlib import Path
 
-SHAPES = ("clean", "ratchet", "leak", "step", "ratchet_leak")
+SHAPES = ("clean", "ratchet", "leak", "step", "ratchet_leak", "step_ratchet")
 EXPECTED = {"clean": {"stable"}, "ratchet": {"ratchet"}, "leak": {"leak"}, "step": {"retained", "leak"},
-            "ratchet_leak": {"leak"}}
+            "ratchet_leak": {"leak"}, "step_ratchet": {"ratchet"}}
 MODEL = {"name": "shape-model", "layers": 24, "kv_heads": 2, "head_dim": 64, "max_position_embeddings": 32768,
          "config": {"precision": "low"}}   # 12 KiB/token at fp16
 
 
 def write_shape(run_dir: Path, shape: str, *, seed: int = 0, iterations: int = 300, floor: float = 213e6,
                 kv_per_token: float = 12288 * 1.1, leak_per_iteration: float = 100e3, step_fraction: float = 0.3,
-                noise: float = 2e6, max_turns: int = 8, field: str = "rss", backend: str = "opencl") -> Path:
+                noise: float = 2e6, max_turns: int = 8, field: str = "rss", backend: str = "opencl",
+                step_bytes: float = 0.3 * 213e6, thresholds: tuple = (1000, 2000)) -> Path:
     rnd = random.Random(seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,8 @@ def write_shape(run_dir: Path, shape: str, *, seed: int = 0, iterations: int = 3
             base = floor + (kv_per_token * hw if shape.startswith("ratchet") else kv_per_token * ctx)
             if shape in ("leak", "ratchet_leak"):
                 base += leak_per_iteration * i
+            if shape == "step_ratchet":
+                base += step_bytes * sum(hw >= th for th in thresholds)
             if shape == "step" and i >= step_at:
                 base += step_fraction * floor
             level = int((base + ar) // 4096 * 4096)
