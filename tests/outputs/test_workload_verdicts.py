@@ -101,6 +101,29 @@ def test_lasting_step_of_30_percent_is_never_stable(tmp_path):
     assert rss["kept_after_reset"]["fraction"] >= 0.2
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_step_ratchet_is_named(tmp_path, seed):
+    """The level steps up each time the longest context passes a threshold (1k, 2k tokens) and stays: a ratchet,
+    with the steps where they are."""
+    run = shapes.write_shape(tmp_path / "sr", "step_ratchet", seed=seed, step_bytes=60e6)
+    v, rss = _v(run)
+    assert rss["verdict"] == "ratchet" and rss["workload"]["model"] == "steps"
+    at = [s["at_tokens"] for s in rss["workload"]["steps"]["significant"]]
+    # a step shows at the first floor after the longest context passed its threshold (both at once when the
+    # first conversation already went past 2k)
+    assert 1 <= len(at) <= 2 and all(a >= 1000 for a in at) and any(a >= 2000 for a in at)
+    assert rss["workload"]["steps"]["significant_bytes"] == pytest.approx(120e6, rel=0.1)
+    assert "follows the longest context (steps at ~" in summary_lines(v)[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_step_in_time_is_not_a_ratchet(tmp_path, seed):
+    """A lasting step at a fixed iteration (a pool grown once, not by the context) is retained, not a ratchet,
+    even when the longest context happens to rise near it."""
+    run = shapes.write_shape(tmp_path / "st", "step", seed=6000 + seed, step_fraction=0.3)
+    assert _v(run)[1]["verdict"] in ("retained", "leak")
+
+
 def test_small_step_is_not_called_retained(tmp_path):
     run = shapes.write_shape(tmp_path / "step", "step", seed=0, step_fraction=0.05)
     assert _v(run)[1]["verdict"] in ("stable", "growth_stopped")
@@ -228,8 +251,9 @@ def test_recorded_long_context_run_flags_the_context_limit(tmp_path):
 def test_recorded_h200_opencl_60_turn_run(tmp_path):
     """Real H200 run (hand-built MNN 3.6.1, OpenCL through the interposer, 44M Qwen2, 60-turn conversations):
     RSS 220 -> 596 MB, held at the longest context's level after every reset; the old verdict said stable
-    (p = 0.148).  GPU live bytes 51 MB -> 1.4 GB jump at context thresholds (not linear in the context), so
-    the one-series verdict stands there and is not stable either."""
+    (p = 0.148).  GPU live bytes 51 MB -> 1.4 GB jump at context thresholds (not linear in the context: +1.04 GB
+    once the context passed ~5.6k tokens, MNN's pool keeps it): the one-series verdict said leak
+    (+1.3 MB/iteration); the step fit of the floors on the longest context names the ratchet."""
     run = series.rebuild("h200-opencl-60turn", tmp_path / "h200")
     v = compute_verdicts(run, write=False)
     assert v["memory"]["expected_kv"]["bytes_per_token"] == 6 * 12 * 64 * 2 * 2
@@ -240,7 +264,13 @@ def test_recorded_h200_opencl_60_turn_run(tmp_path):
         kv = s["workload"]["fit"]["kv_ratio"]
         assert 1.5 < kv["lo"] <= kv["value"] <= kv["hi"] < 3
     g = v["memory"]["series"]["gpu_live_bytes"]
-    assert g["verdict"] not in ("stable", "growth_stopped", "decreasing")
+    assert g["verdict_one_series"] == "leak"                   # what soak said before the step fit
+    assert g["verdict"] == "ratchet" and g["workload"]["model"] == "steps"
+    steps = g["workload"]["steps"]["significant"]
+    assert steps[0]["at_tokens"] == 5780 and steps[0]["bytes"] > 1e9        # 51 MB -> 1.09 GB
+    assert 1.1e9 < g["kept_after_reset"]["bytes"] < 1.3e9
+    assert summary_lines(v)[3] == ("GPU bytes: ratchet, +1.2 GB kept after reset, follows the longest context "
+                                   "(steps at ~5.8k, ~6.8k tokens)")
     assert summary_lines(v)[0].startswith("RSS: ratchet, +360 MB kept after reset, follows the longest context")
     past = v["perf"]["drift"]["decode_tps"]
     assert past["context"]["context_effect"] and past["verdict"] == "stable"   # slower with context, no drift
