@@ -101,6 +101,11 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               no_injection="made by the interposer (--intercept with fault rules), not the test engine"),
     FaultKind("memory_growth", False, "high", "derived", "resource", ("resource",), ("decode",),
               "host or GPU memory grew over the run", inject=("leak", "gpu_leak"), own_verdict=True),
+    FaultKind("memory_kept", False, "high", "derived", "resource", ("resource", "symptom"), ("reset",),
+              "host or GPU memory not given back at reset: a ratchet (follows the longest context) or retained",
+              no_injection="needs memory that follows the conversation's context, which the test engine's does not "
+                           "(shapes: tests/outputs/_shapes.py; real series: tests/data/series/)",
+              own_verdict=True),
     FaultKind("perf_anomaly", False, "high", "derived", "symptom", ("symptom",), ("decode",),
               "tok/s rose while kernels failed (a dead GPU looks fast)",
               no_injection="needs kernels that fail and so run faster on a real OpenCL device (interposer)",

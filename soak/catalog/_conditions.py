@@ -239,6 +239,16 @@ class MemoryAny(Cond):
 
 
 @dataclass(frozen=True)
+class MemoryKept(Cond):
+    shapes: frozenset[str]
+
+    def test(self, f, run):
+        if f.kind == "memory_kept" and f.symptom in self.shapes:
+            return True, [f"{f.resource} memory {f.symptom} (kept after reset)"]
+        return False, []
+
+
+@dataclass(frozen=True)
 class Hang(Cond):
     want: bool
 

@@ -1,5 +1,6 @@
 """Faults the classifier derives from a whole run (no event of their own):
-the silent CPU fallback from the manifest, memory growth, tok/s rising while
+the silent CPU fallback from the manifest, memory growth (a leak) and memory
+kept after reset (a ratchet or retained, from verdicts.json), tok/s rising while
 kernels fail (research §6 M8), history past the model's context (§6 M7)."""
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ def cpu_fallback(scan, requested, actual) -> None:
 
 
 def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
-    """Use soak.analysis's memory verdicts (verdicts.json) when present."""
+    """Use soak.analysis's memory verdicts (verdicts.json) when present: a `leak` is memory_growth; a
+    `ratchet` or `retained` (memory not given back at reset) is memory_kept, one per resource, the
+    ratchet first."""
     series = ((verdicts or {}).get("memory") or {}).get("series")
     if not isinstance(series, dict):
         return False
     for res, names in (("host", ("rss", "pss", "uss")), ("gpu", ("gpu_live_bytes",))):
         leaking = [n for n in names if isinstance(series.get(n), dict) and series[n].get("verdict") == "leak"]
         if not leaking:
+            _memory_kept(scan, res, names, series)
             continue
         v = series[leaking[0]]
         slope = (v.get("slope_per_iteration") or {}).get("value")
@@ -40,6 +44,31 @@ def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
         pts = [i for i, _, _ in scan.mem[res]] or list(scan.iters) or [0]
         scan.add_derived("memory_growth", None, {"resource": res}, [min(pts), max(pts)], extra, count=1)
     return True
+
+
+def _memory_kept(scan, res: str, names, series: dict) -> None:
+    for shape in ("ratchet", "retained"):
+        kept = [n for n in names if isinstance(series.get(n), dict) and series[n].get("verdict") == shape]
+        if not kept:
+            continue
+        v = series[kept[0]]
+        work = v.get("workload") or {}
+        after = v.get("kept_after_reset") or {}
+        extra = {"series": kept, "verdict": shape, "kept_bytes": after.get("bytes"),
+                 "start_bytes": after.get("start"), "kept_fraction": after.get("fraction"),
+                 "model": work.get("model"), "source": "verdicts.json"}
+        fl = work.get("floor") or {}
+        if shape == "ratchet":
+            extra["high_water_tokens"] = [fl.get("high_water_start"), fl.get("high_water_end")]
+            if work.get("model") == "steps":
+                extra["steps_at_tokens"] = [s.get("at_tokens") for s in (work.get("steps") or {}).get("significant", [])]
+            else:
+                extra["bytes_per_token"] = ((work.get("fit") or {}).get("bytes_per_token") or {}).get("value")
+                extra["kv_ratio"] = ((work.get("fit") or {}).get("kv_ratio") or {}).get("value")
+        pts = [i for i, _, _ in scan.mem[res]] or list(scan.iters) or [0]
+        scan.add_derived("memory_kept", "reset", {"resource": res, "symptom": shape}, [min(pts), max(pts)],
+                         extra, count=1)
+        return
 
 
 def memory_growth(scan) -> None:

@@ -292,7 +292,7 @@ class Scan:
             f.add({})
         if count is not None:
             f.count = f.events = count
-        if kind == "memory_growth":  # a trend over the run: no place in one iteration
+        if kind in ("memory_growth", "memory_kept"):  # a trend over the run: no place in one iteration
             f.where.clear()
         f.extra.update(extra)
         return f

@@ -311,6 +311,9 @@ def _leaf(key, knode, vnode, w, p) -> C.Cond | None:
     if key == "memory":
         v = _choices(vnode, w, p, S.MEMORY_RESOURCES)
         return C.MemoryAny(v) if v else None
+    if key == "memory_kept":
+        v = _choices(vnode, w, p, S.MEMORY_KEPT)
+        return C.MemoryKept(v) if v else None
     if key == "perf":
         v = _choices(vnode, w, p, S.PERF_SYMPTOMS)
         return C.PerfAny(v) if v else None

@@ -19,8 +19,8 @@ from soak.fault_kinds import with_field
 MAX_NEAR_MISSES = 5
 _ALL = frozenset(FAULT_KINDS)
 # a condition on this event field can only hold for the kinds whose events carry it
-_FIELD_OF = {C.OutputAny: "symptoms", C.MemoryAny: "resource", C.PerfAny: "symptom", C.InfoIn: "info",
-             C.InfoRegex: "info", C.PatternIn: "pattern", C.ApiIn: "api", C.SignalIn: "signal"}
+_FIELD_OF = {C.OutputAny: "symptoms", C.MemoryAny: "resource", C.MemoryKept: "symptom", C.PerfAny: "symptom",
+             C.InfoIn: "info", C.InfoRegex: "info", C.PatternIn: "pattern", C.ApiIn: "api", C.SignalIn: "signal"}
 
 
 @dataclass

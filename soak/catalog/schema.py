@@ -61,6 +61,7 @@ FAULT_KINDS = fault_kinds.FAULT_KINDS
 PHASES = ("init", "load", "prefill", "decode", "reset", "teardown")
 OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
 MEMORY_RESOURCES = ("host", "gpu")
+MEMORY_KEPT = ("ratchet", "retained")
 PERF_SYMPTOMS = ("tps_up_with_errors",)
 OSES = ("android", "linux", "windows", "macos")
 BACKENDS = ("cpu", "opencl", "vulkan", "metal", "cuda", "opengl")
@@ -111,7 +112,8 @@ MATCH_KEYS = {
     "context_tokens": "window {min, max} over the history length in tokens",
     "context_past_max": "true: history went past the model's context length",
     "output": "output symptom(s): " + ", ".join(OUTPUT_SYMPTOMS),
-    "memory": "memory growth: host and/or gpu",
+    "memory": "memory growth (a leak): host and/or gpu",
+    "memory_kept": "memory not given back at reset: " + ", ".join(MEMORY_KEPT),
     "perf": "performance symptom(s): " + ", ".join(PERF_SYMPTOMS),
     "hang": "true: the worker hung (watchdog)",
     "cpu_fallback": "true: OpenCL requested, CPU used",
