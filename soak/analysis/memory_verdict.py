@@ -11,8 +11,10 @@ For each series of `memory` events the verdict is one of
   growth_stopped  a significant rise that did not go on (a step: a cache or
                 pool that grew once and then held); reported, not a leak;
   ratchet       the level follows the longest context seen so far and is not
-                given back at reset (soak.analysis.context_model): one long
-                conversation costs its KV bytes for good;
+                given back at reset (soak.analysis.context_model): linearly
+                (KV bytes per token) or in steps (a pool that jumps at context
+                thresholds and keeps its high-water mark, `step_ratchet`): one
+                long conversation costs its memory for good;
   retained      growth of at least `kept_fraction` (20 %) of the starting
                 level that reset does not give back and that neither a
                 trend nor the context explains (never "stable");
