@@ -209,7 +209,10 @@ def require(path: str | Path) -> Path:
     if not (path / EVENTS).is_file():
         raise BadInput(f"{path} has no {EVENTS}, so it is not a soak run folder",
                        hint="pass a folder written by `soak run`, e.g. logs/<run-id>")
-    manifest = read_json(path / MANIFEST)
+    try:
+        manifest = read_json(path / MANIFEST)
+    except BadInput:
+        return path  # damaged: a reader that needs it says so; the classifier works without it
     if manifest is not None:
         check_schema(manifest.get("schema"), str(path / MANIFEST))
     return path
