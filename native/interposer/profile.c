@@ -47,7 +47,8 @@ static pending ring[PENDING_MAX];
 static size_t head, tail; /* ring[head..tail) pending */
 typedef struct {
     int open;
-    uint64_t epoch, busy, idle, first_start, last_end, dropped, failed, pending;
+    uint64_t epoch, phase, busy, idle, first_start, last_end, dropped, failed, pending;
+    uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
@@ -55,6 +56,7 @@ typedef struct {
 static window windows[2]; /* the current window and the one before it, until its commands are read */
 static int cur;
 static int ready;
+uint64_t soak_prof_epoch, soak_prof_phase, soak_prof_last_ns; /* the current window's key; last call's exit */
 
 typedef cl_int(CL_API_CALL *pfn_event_info)(cl_event, cl_uint, size_t, void *, size_t *);
 typedef cl_int(CL_API_CALL *pfn_event1)(cl_event);
@@ -104,6 +106,7 @@ void soak_profile_init(void)
         }
     }
     windows[0].open = 1;
+    windows[0].host_first = soak_now_ns();
     ready = 1;
 }
 
@@ -211,6 +214,9 @@ static void flush_window(int w)
             soak_json_begin(&j, buf, cap, "profile");
             soak_json_common(&j, 0);
             soak_json_uint(&j, "epoch", W->epoch);
+            soak_json_uint(&j, "phase", W->phase);
+            soak_json_uint(&j, "host_first_ns", W->host_first);
+            soak_json_uint(&j, "host_last_ns", W->host_last);
             soak_json_uint(&j, "busy_ns", W->busy);
             soak_json_uint(&j, "idle_ns", W->idle);
             soak_json_uint(&j, "span_ns", W->last_end > W->first_start ? W->last_end - W->first_start : 0);
@@ -275,19 +281,26 @@ static void flush_window(int w)
     memset(slots, 0, PROF_SLOTS * sizeof *slots);
     W->open = 0;
     W->busy = W->idle = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
+    W->host_first = W->host_last = 0;
 }
 
-/* a later epoch began: the current window ends (written once its commands are read) */
-static void next_window(uint64_t epoch)
+/* a later epoch or another phase began: the current window ends (written once its commands
+ * are read); t0: the entry time of the call that saw it (the new window's first call) */
+static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
 {
     window *old = &windows[cur];
     for (int i = 0; i < SOAK_N_API; i++)
         old->host_end[i] = soak_g.api[i].host_ns;
+    old->host_last = __atomic_load_n(&soak_prof_last_ns, __ATOMIC_RELAXED);
     int nw = 1 - cur;
     flush_window(nw); /* the one before: still not read completely, written now */
     window *W = &windows[nw];
     W->open = 1;
     W->epoch = epoch;
+    W->phase = phase;
+    W->host_first = t0;
+    soak_prof_epoch = epoch;
+    soak_prof_phase = phase;
     memcpy(W->host_start, old->host_end, SOAK_N_API * sizeof(uint64_t));
     cur = nw;
     if (!old->pending)
@@ -356,11 +369,6 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     if (!own && (!retain || retain(ev) != CL_SUCCESS))
         return;
     pthread_mutex_lock(&plock);
-    uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
-    if (ep != windows[cur].epoch) {
-        drain(0);
-        next_window(ep);
-    }
     window *W = &windows[cur];
     if (tail - head >= PENDING_MAX) {
         drain(0);
@@ -382,6 +390,20 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     pthread_mutex_unlock(&plock);
 }
 
+void soak_prof_switch(uint64_t t0)
+{
+    if (!ready)
+        return;
+    pthread_mutex_lock(&plock);
+    uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
+    uint64_t ph = __atomic_load_n(&soak_g.hdr->phase, __ATOMIC_RELAXED);
+    if (ep != windows[cur].epoch || ph != windows[cur].phase) {
+        drain(0);
+        next_window(ep, ph, t0);
+    }
+    pthread_mutex_unlock(&plock);
+}
+
 void soak_prof_sync(void)
 {
     pthread_mutex_lock(&plock);
@@ -398,6 +420,7 @@ void soak_profile_fini(void)
     pthread_mutex_lock(&plock);
     for (int i = 0; i < SOAK_N_API; i++)
         windows[cur].host_end[i] = soak_g.api[i].host_ns;
+    windows[cur].host_last = __atomic_load_n(&soak_prof_last_ns, __ATOMIC_RELAXED);
     flush_window(1 - cur);
     flush_window(cur);
     head = tail;

@@ -9,7 +9,7 @@ import os
 import subprocess
 
 from soak.cl import interposer
-from soak.cl.trace import TraceReader
+from soak.cl.trace import PHASES, PhaseMarker, TraceReader
 from soak.cl.trace_events import trace_events
 
 
@@ -85,3 +85,44 @@ def test_one_record_per_poll_window(cl_build, tmp_path):
     per_window = [sum(n for (k, _), n in kernel_counts(e).items() if k != "vadd") for e in events]
     assert per_window == [calls] * steps + [0]
     assert [c["api"] for c in events[-1]["commands"]] == ["clEnqueueReadBuffer"]
+
+
+def test_phase_marks_cut_windows(cl_build, tmp_path):
+    """The worker's PhaseMarker writes the phase into the stats file: each change ends the profile
+    window, so one poll window splits into prefill and decode records, each with its host span."""
+    env = dict(os.environ)
+    env.update(interposer.prepare({"profile": True}, tmp_path, interposer_dir=cl_build.lib_dir, mnn_paths=()))
+    proc = subprocess.Popen([str(cl_build.workload), "--steps", "3", "--step-calls", "20",
+                             "--step-kernels", "2", "--step-sync"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    marker = PhaseMarker(env["SOAK_CL_STATS"], proc.pid)
+    reader = TraceReader(tmp_path)
+    events = []
+    try:
+        for i, phase in enumerate(("prefill", "decode", "idle")):
+            for line in proc.stdout:
+                if line.split()[:2] == ["result", "step"]:
+                    break
+            assert marker.mark(phase)  # the next step's calls are in this phase
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        marker.close()
+    events += [f for name, f in trace_events(reader.poll(), 0) if name == "cl_profile"]
+    phases = [PHASES[e["phase"]] for e in events]
+    assert phases == ["load", "prefill", "decode", "idle"]  # one epoch (no poll), four windows
+    steps = [sum(n for (k, _), n in kernel_counts(e).items() if k != "vadd") for e in events]
+    assert steps == [20, 20, 20, 0]
+    for e in events:
+        assert 0 < e["host_first_ns"] <= e["host_last_ns"]
+    for a, b in zip(events, events[1:]):
+        assert a["host_last_ns"] <= b["host_first_ns"]
+
+
+def test_phase_marker_without_stats_file(tmp_path):
+    m = PhaseMarker(str(tmp_path / "cl_trace.%p.stats"), 123)
+    assert m.mark("decode") is False  # no file (no interposer loaded yet): nothing happens
+    assert PhaseMarker("", 1).mark("load") is False
