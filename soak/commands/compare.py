@@ -321,7 +321,7 @@ def render_sweep(result: dict) -> str:
             r.get("precision") or "-", r.get("memory") or "-", str(r["iterations"]),
             f"{r['faults']}+{r.get('cl_call_errors', 0)}cl",
             f"{r['first_load_s']:.3f} ({r.get('first_load_cache') or '?'})" if r.get("first_load_s") else "-",
-            f"{warm:.3f}" if warm else "-", _fmt(r["prefill_tps"]), _fmt(r["decode_tps"], 1),
+            f"{warm:.3f} ({r.get('warm_load_cache') or '?'})" if warm else "-", _fmt(r["prefill_tps"]), _fmt(r["decode_tps"], 1),
             f"{r['vs_reference']['decode_tps']:.2f}x" if r["vs_reference"]["decode_tps"] else "-"))
     widths = [max(len(h), *(len(row[k]) for row in lines)) for k, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
