@@ -209,25 +209,27 @@ def explain(gpu: dict, cpu: RunFolder | str | None) -> list[str]:
         parts = {"kernels": ph["kernels_ns"] / n, "transfers": (ph["transfers_ns"] + ph["other_ns"]) / n,
                  "device idle": ph["idle_ns"] / n, "host-only": ph["host_only_ns"] / n}
         head = (f"{name}: GPU {_ms(g_tok)}/token vs CPU {_ms(c_tok)}/token "
-                f"({c_tok / g_tok:.2f}x the CPU's speed); GPU token = " +
+                f"({c_tok / g_tok:.3g}x the CPU's speed); GPU token = " +
                 ", ".join(f"{k} {_ms(v)}" for k, v in parts.items()))
         if g_tok <= c_tok:
             lines.append(head + f" -> the GPU is faster in {name}.")
             continue
-        # the part whose removal closes most of the gap; kernels alone slower than the CPU -> kernels
-        if parts["kernels"] >= c_tok:
-            why = (f"the kernels alone ({_ms(parts['kernels'])}/token: {ph['kernels_per_token']} kernels x "
-                   f"{_ms(ph['mean_kernel_ns'])}) take longer than the CPU's whole token")
-        else:
-            rest = {k: v for k, v in parts.items() if k != "kernels"}
-            worst = max(rest, key=rest.get)
-            gap = g_tok - c_tok
-            why = (f"{worst} ({_ms(rest[worst])}/token) makes it slower: without it the GPU token would take "
-                   f"{_ms(g_tok - rest[worst])} against the CPU's {_ms(c_tok)} (gap {_ms(gap)})")
-            if worst == "device idle":
-                why += (f"; the device waits for the host between {ph['kernels_per_token']} kernels/token "
-                        f"of {_ms(ph['mean_kernel_ns'])} mean: launch-bound "
-                        f"(idle fraction {ph['idle_fraction']:.0%})")
+        worst = max(parts, key=parts.get)
+        without = g_tok - parts[worst]
+        why = (f"{worst} makes it slower ({_ms(parts[worst])}/token, {parts[worst] / g_tok:.0%} of the GPU token); "
+               + (f"without it the GPU token would take {_ms(without)}, "
+                  + ("at or under" if without <= c_tok else "still over") + f" the CPU's {_ms(c_tok)}"))
+        if worst == "device idle":
+            why += (f"; the device waits for the host between {ph['kernels_per_token']} kernels/token "
+                    f"of {_ms(ph['mean_kernel_ns'])} mean (idle fraction {ph['idle_fraction']:.0%}): launch-bound")
+            host = ", ".join(f"{k} {v / 1e6:.1f} ms" for k, v in list(ph["top_host_api"].items())[:3])
+            if host:
+                why += f"; host time inside CL calls in {name}: {host}"
+            if ph["top_host_api"].get("clBuildProgram"):
+                why += " (clBuildProgram here: kernels compiled on first use, a cold kernel cache)"
+        if worst != "kernels" and parts["kernels"] >= c_tok:
+            why += (f"; the kernels alone ({_ms(parts['kernels'])}/token: {ph['kernels_per_token']} kernels x "
+                    f"{_ms(ph['mean_kernel_ns'])}) also take longer than the CPU's whole token")
         lines.append(head + " -> " + why + ".")
     return lines
 
