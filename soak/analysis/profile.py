@@ -20,6 +20,7 @@ slower.  Reads only the run folder (events), never the engine.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 from collections import defaultdict
 
@@ -97,22 +98,22 @@ def mono_t0_ns(run: RunFolder) -> int | None:
 
 
 def iteration_of_windows(run: RunFolder, windows: list[dict]) -> dict[int, int]:
-    """id(window) -> iteration index, for prefill/decode/respond windows whose first CL call
-    falls inside an iteration's wall interval (the iteration event's t - wall_s .. t)."""
+    """id(window) -> iteration index, for prefill/decode/respond windows: the iteration whose
+    event is the first one written after the window's first CL call (an iteration's event comes
+    after its respond returned; the one before it, before its respond began)."""
     t0 = mono_t0_ns(run)
     if t0 is None:
         return {}
-    spans = sorted((t0 + int((float(e["t"]) - float(e.get("wall_s") or 0)) * 1e9), t0 + int(float(e["t"]) * 1e9),
-                    e.get("i")) for e in run.iterations if e.get("t") is not None)
+    ends = sorted((t0 + int(float(e["t"]) * 1e9), e.get("i")) for e in run.iterations if e.get("t") is not None)
+    keys = [t for t, _ in ends]
     out = {}
     for w in windows:
         first = w.get("host_first_ns")
         if not first or phase_of(w) not in ("prefill", "decode", "respond"):
             continue
-        for begin, end, i in spans:
-            if begin <= int(first) <= end:
-                out[id(w)] = i
-                break
+        k = bisect.bisect_left(keys, int(first))
+        if k < len(ends):
+            out[id(w)] = ends[k][1]
     return out
 
 

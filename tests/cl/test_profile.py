@@ -126,3 +126,32 @@ def test_phase_marker_without_stats_file(tmp_path):
     m = PhaseMarker(str(tmp_path / "cl_trace.%p.stats"), 123)
     assert m.mark("decode") is False  # no file (no interposer loaded yet): nothing happens
     assert PhaseMarker("", 1).mark("load") is False
+
+
+def test_soak_run_profile_windows_follow_the_worker_phases(tmp_path):
+    """`soak run --cl-profile` with the test engine's OpenCL path (one 4 KiB write + clFinish per
+    respond, after its prefill and before its first text): the worker's marks put every write in
+    a prefill window of its own iteration, none in decode (no CL calls there), queue creation in
+    load; `soak profile` places every window in its iteration."""
+    import json
+    import sys
+
+    from soak.analysis.profile import profile_run
+    from soak.events import read_events
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"opencl": True, "faults": []}))
+    proc = subprocess.run([sys.executable, "-m", "soak", "run", "--fault-plan", str(plan), "--backend", "opencl",
+                           "--cl-gpu-override", "--cl-profile", "--iterations", "5", "--seed", "3",
+                           "--out", str(tmp_path), "--run-id", "prof", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = list(read_events(tmp_path / "prof"))
+    windows = [e for e in events if e["event"] == "cl_profile"]
+    writes = [(PHASES[w["phase"]], c["count"], c.get("bytes")) for w in windows for c in w["commands"]
+              if c["api"] == "clEnqueueWriteBuffer"]
+    assert writes == [("prefill", 1, 4096)] * 5
+    assert {PHASES[w["phase"]] for w in windows} <= {"load", "prefill", "idle"}
+    prof = profile_run(tmp_path / "prof")
+    assert prof["iterations_profiled"] == 5 and prof["phases"]["prefill"]["windows"] == 5
+    assert prof["phases"]["prefill"]["host_api_ns"] > 0 and "decode" not in prof["phases"]
