@@ -101,14 +101,21 @@ def engine_main(a, rest: list[str]) -> int:
         rest = ["--mnn-build", a.mnn_build, *rest]
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k in range(a.repeat):  # interleaved, so load on the machine hits every arm alike
-            for name in arms:
-                r = soak_arm(name, k, a, rest, Path(tmp))
-                print(f"  {name:<11} run {k}: decode {r['decode_tps'] or 0:8.1f} tok/s  prefill "
-                      f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}", flush=True)
-                for key in ("decode_tps", "prefill_tps"):
-                    if r[key] and r[key] > best.setdefault(name, {}).get(key, 0):
-                        best[name][key] = r[key]
+        try:
+            for k in range(a.repeat):  # interleaved, so load on the machine hits every arm alike
+                for name in arms:
+                    try:
+                        r = soak_arm(name, k, a, rest, Path(tmp))
+                    except subprocess.TimeoutExpired:
+                        print(f"  {name:<11} run {k}: over --timeout {a.timeout:.0f} s, left out", flush=True)
+                        continue
+                    print(f"  {name:<11} run {k}: decode {r['decode_tps'] or 0:8.1f} tok/s  prefill "
+                          f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}", flush=True)
+                    for key in ("decode_tps", "prefill_tps"):
+                        if r[key] and r[key] > best.setdefault(name, {}).get(key, 0):
+                            best[name][key] = r[key]
+        except KeyboardInterrupt:  # cut short (a time box): the table of the runs done
+            print("  interrupted: the table below has the runs done so far", flush=True)
     ref = "direct" if "direct" in arms else "interposer"
     print(f"soak run --engine {a.engine}, {a.iterations} iterations x {a.max_new_tokens} new tokens, "
           f"seed {a.seed}; best of {a.repeat} per arm (tok/s = tokens / engine time)")

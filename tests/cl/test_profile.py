@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+
 from soak.cl import interposer
 from soak.cl.trace import PHASES, PhaseMarker, TraceReader
 from soak.cl.trace_events import trace_events
@@ -155,3 +156,18 @@ def test_soak_run_profile_windows_follow_the_worker_phases(tmp_path):
     prof = profile_run(tmp_path / "prof")
     assert prof["iterations_profiled"] == 5 and prof["phases"]["prefill"]["windows"] == 5
     assert prof["phases"]["prefill"]["host_api_ns"] > 0 and "decode" not in prof["phases"]
+    # the same real run as a Perfetto trace: phases and the GPU queue track, parsed back with the
+    # perfetto package's own protos (its trace processor binary is downloaded at run time: not here)
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
+
+    from soak.outputs.perfetto_trace import build_trace
+
+    data, counts = build_trace(tmp_path / "prof")
+    trace = Trace()
+    trace.ParseFromString(data)
+    tracks = {p.track_descriptor.uuid: p.track_descriptor.name for p in trace.packet if p.HasField("track_descriptor")}
+    slices = [(tracks[p.track_event.track_uuid], p.track_event.name) for p in trace.packet
+              if p.HasField("track_event") and p.track_event.type == 1]
+    assert [n for t, n in slices if t == "OpenCL: phases"].count("prefill") == 5
+    assert [n for t, n in slices if t == "GPU queue: transfers"].count("WriteBuffer x1") == 5
+    assert counts["iterations"] == 5 and counts["windows_unplaced"] == 0

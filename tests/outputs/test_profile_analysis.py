@@ -183,7 +183,6 @@ def _parse(data: bytes):
 
 
 def test_trace_parses_back_with_the_tracks(tmp_path):
-    pytest.importorskip("perfetto")
     from soak.outputs.perfetto_trace import build_trace
 
     data, counts = build_trace(write_profile_run(tmp_path / "gpu"))
@@ -226,7 +225,6 @@ def test_trace_parses_back_with_the_tracks(tmp_path):
 def test_trace_command_and_trace_processor(tmp_path):
     """soak trace writes the file; a trace_processor_shell found offline (PATH or
     $SOAK_TRACE_PROCESSOR) loads it and sees the slices (the package would download one)."""
-    pytest.importorskip("perfetto")
     out = tmp_path / "run.pftrace"
     r = _soak("trace", str(write_profile_run(tmp_path / "gpu")), "-o", str(out))
     assert r.returncode == 0, r.stderr
