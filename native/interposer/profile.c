@@ -3,8 +3,8 @@
  *
  * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue gets an event (the
  * engine's, retained, or one of ours, released here); events wait in a FIFO and are read
- * when complete, without blocking: a few at every profiled enqueue, all complete ones at
- * clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
+ * when complete, without blocking: the complete ones at the head once 32 wait, all complete
+ * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
  * iteration; a command counts in the window it was enqueued in) and written as one `profile`
  * record once the window has ended (an enqueue of a later epoch came) and its last command was
  * read (or at exit, or when yet another window begins): per kernel name + global/local size
@@ -24,6 +24,8 @@
 #define HIST_SUB 4         /* histogram buckets per power of two */
 #define HIST_N (64 * HIST_SUB)
 #define RECORD_TOP 48      /* commands listed per record, by total device time */
+#define DRAIN_BATCH 32     /* read completed events once this many wait: one status query per event,
+                              not one per enqueue while the device lags behind */
 
 typedef struct {
     cl_event ev;
@@ -45,6 +47,7 @@ typedef struct {
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
 static pending ring[PENDING_MAX];
 static size_t head, tail; /* ring[head..tail) pending */
+static size_t drain_at = DRAIN_BATCH; /* pending count at which the enqueue path reads events next */
 typedef struct {
     int open;
     uint64_t epoch, phase, busy, idle, first_start, last_end, dropped, failed, pending;
@@ -386,7 +389,10 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     ring[tail % PENDING_MAX] = (pending){ev, own, slot, cur};
     tail++;
     W->pending++;
-    drain(4);
+    if (tail - head >= drain_at) { /* DRAIN_BATCH more since the last look */
+        drain(0);
+        drain_at = tail - head + DRAIN_BATCH;
+    }
     pthread_mutex_unlock(&plock);
 }
 
