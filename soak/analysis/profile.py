@@ -104,7 +104,8 @@ def iteration_of_windows(run: RunFolder, windows: list[dict]) -> dict[int, int]:
     t0 = mono_t0_ns(run)
     if t0 is None:
         return {}
-    ends = sorted((t0 + int(float(e["t"]) * 1e9), e.get("i")) for e in run.iterations if e.get("t") is not None)
+    ends = sorted((t0 + int(float(e["t"]) * 1e9), e.get("i")) for e in run.stream({"iteration"})
+                  if e.get("t") is not None)
     keys = [t for t, _ in ends]
     out = {}
     for w in windows:
@@ -120,7 +121,9 @@ def iteration_of_windows(run: RunFolder, windows: list[dict]) -> dict[int, int]:
 def measured(run: RunFolder, only: set | None = None) -> dict[str, dict]:
     """The engine's own phase times and token counts (iteration perf, load events); `only`:
     the iteration indexes to count (those the profile has windows for)."""
-    its = [e for e in run.iterations if e.get("prefill_us") is not None and (only is None or e.get("i") in only)]
+    its = [{k: e.get(k) for k in ("prefill_us", "decode_us", "prompt_tokens", "generated_tokens")}
+           for e in run.stream({"iteration"})
+           if e.get("prefill_us") is not None and (only is None or e.get("i") in only)]
     loads = [e for e in run.of("load") if e.get("ok")]
     prefill_us = sum(int(e.get("prefill_us") or 0) for e in its)
     decode_us = sum(int(e.get("decode_us") or 0) for e in its)
@@ -167,8 +170,8 @@ def _finish(name: str, ph: dict, meas: dict | None) -> dict:
 def profile_run(run: RunFolder | str) -> dict:
     """Per phase: kernels, transfers, idle, host-only, host API time, closure against the
     engine's measured phase time.  {"phases": {name: ...}, "windows": n, ...}."""
-    run = run if isinstance(run, RunFolder) else RunFolder(run, slim=True)
-    events = run.of("cl_profile")
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    events = list(run.stream({"cl_profile"}))
     phases: dict[str, dict] = {}
     for ev in events:
         name = phase_of(ev)
@@ -179,7 +182,7 @@ def profile_run(run: RunFolder | str) -> dict:
     # placed: a run folder without monotonic_t0 and interposer start stamps)
     meas = measured(run, profiled if placed else None)
     out = {"run_id": run.run_id, "run_dir": str(run.path), "backend": run.backend_actual or run.backend_requested,
-           "windows": len(events), "measured": meas, "iterations": len(run.iterations),
+           "windows": len(events), "measured": meas, "iterations": run.iterations_seen,
            "iterations_profiled": len(profiled) if placed else None,
            "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PHASE_ORDER if n in phases}}
     if not events:
@@ -196,7 +199,7 @@ def explain(gpu: dict, cpu: RunFolder | str | None) -> list[str]:
     the GPU's time makes it slower (kernels, transfers, idle gaps, host-only)."""
     if cpu is None:
         return []
-    cpu = cpu if isinstance(cpu, RunFolder) else RunFolder(cpu, slim=True)
+    cpu = cpu if isinstance(cpu, RunFolder) else RunFolder(cpu)
     cmeas = measured(cpu)
     lines = []
     for name in ("prefill", "decode"):
@@ -283,8 +286,9 @@ def same_workload(a: RunFolder, b: RunFolder) -> str | None:
     sa, sb = a.seed, b.seed
     if sa != sb:
         return f"seeds differ ({sa} vs {sb})"
-    ia = {e.get("i"): e for e in a.iterations}
-    ib = {e.get("i"): e for e in b.iterations}
+    keys = ("conversation", "turn", "max_new_tokens")
+    ia = {e.get("i"): {k: e.get(k) for k in keys} for e in a.stream({"iteration"})}
+    ib = {e.get("i"): {k: e.get(k) for k in keys} for e in b.stream({"iteration"})}
     common = sorted(set(ia) & set(ib), key=lambda i: (i is None, i))
     if not common:
         return "no iteration in common"

@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from soak.analysis.runfolder import RunFolder
     from soak.errors import BadInput
 
-    gpu = RunFolder(args.run, slim=True)
+    gpu = RunFolder(args.run)
     result = profile_run(gpu)
     lines: list[str] = []
     if args.vs:
-        cpu = RunFolder(args.vs, slim=True)
+        cpu = RunFolder(args.vs)
         problem = same_workload(gpu, cpu)
         if problem:
             raise BadInput(f"--vs {args.vs} is not the same seeded workload: {problem}",

@@ -117,12 +117,12 @@ def _aggregate_slices(tb: _Builder, track: str, begin: int, end: int, items: lis
 
 def build_trace(run_dir: str | Path) -> tuple[bytes, dict]:
     """The trace's bytes and what went in (counts per kind)."""
-    run = RunFolder(run_dir, slim=True)
+    run = RunFolder(run_dir)
     t0 = mono_t0_ns(run)
     tb = _Builder()
     n = {"iterations": 0, "loads": 0, "windows": 0, "kernel_slices": 0, "transfer_slices": 0,
          "instants": 0, "counters": 0, "windows_unplaced": 0}
-    for e in run.events:
+    for e in run.stream():
         kind = e.get("event")
         t = _ns(e.get("t") or 0)
         if kind == "load":

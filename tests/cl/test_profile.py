@@ -138,7 +138,7 @@ def test_soak_run_profile_windows_follow_the_worker_phases(tmp_path):
     import sys
 
     from soak.analysis.profile import profile_run
-    from soak.events import read_events
+    from soak.run_folder import read_events
 
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"opencl": True, "faults": []}))

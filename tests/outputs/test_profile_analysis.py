@@ -74,7 +74,8 @@ def write_profile_run(path: Path, *, backend="opencl", iterations=4, decode_ms=1
     evs.append({"event": "run_end", "t": t + 0.1, "iterations": iterations, "reason": "iterations"})
     with (path / "events.jsonl").open("w") as f:
         for k, e in enumerate(evs):
-            f.write(json.dumps({"seq": k, "run_id": path.name, "ts": "2026-12-01T00:00:00+00:00", **e}) + "\n")
+            f.write(json.dumps({"event": e["event"], "seq": k, "t": e.get("t", 0.0), "ts": "2026-12-01T00:00:00+00:00",
+                                "run_id": path.name, **e}) + "\n")
     return path
 
 
