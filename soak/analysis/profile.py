@@ -187,6 +187,9 @@ def profile_run(run: RunFolder | str) -> dict:
            "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PHASE_ORDER if n in phases}}
     if not events:
         out["note"] = "no cl_profile events: run with --cl-profile on OpenCL"
+    elif out["backend"] and out["backend"] != "opencl":
+        out["note"] = (f"the engine ran on {out['backend']} (OpenCL fell back): these windows hold only "
+                       "the CL calls made before the fallback, not a GPU profile")
     return out
 
 
