@@ -223,7 +223,7 @@ def explain(gpu: dict, cpu: RunFolder | str | None) -> list[str]:
             continue
         worst = max(parts, key=parts.get)
         without = g_tok - parts[worst]
-        why = (f"{worst} makes it slower ({_ms(parts[worst])}/token, {parts[worst] / g_tok:.0%} of the GPU token); "
+        why = (f"the largest part is {worst} ({_ms(parts[worst])}/token, {parts[worst] / g_tok:.0%} of the GPU token); "
                + (f"without it the GPU token would take {_ms(without)}, "
                   + ("at or under" if without <= c_tok else "still over") + f" the CPU's {_ms(c_tok)}"))
         if worst == "device idle":
