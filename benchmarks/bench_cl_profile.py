@@ -1,6 +1,19 @@
-"""Cost of --cl-profile on enqueue-bound work, on PoCL (issue 14: profiling on <= 10 %).
+"""Cost of the interposer and of --cl-profile (issue 14: off <= 2 %, on <= 10 % of decode tok/s).
 
     python benchmarks/bench_cl_profile.py [--steps 12] [--calls 4000] [--kernels 32] [--repeat 3]
+    python benchmarks/bench_cl_profile.py --engine mnn --mnn-build /work/mnn-build --cl-gpu-override \
+        --model soak/models/qwen2-tiny --tmp-path /work/clcache-profile --iterations 10 --max-new-tokens 16
+    python benchmarks/bench_cl_profile.py --engine lib --engine-lib libsoak_mnn_shim.so \
+        --plugin libMNN_CL.so --cl-real-lib /path/libOpenCL.so.1 --direct-lib-dir DIR ...
+
+With --engine (mnn or lib: a real MNN on OpenCL), each arm is one `soak run` of the same seeded
+workload: direct (--no-intercept; left out with --cl-gpu-override, which needs the interposer:
+PoCL), interposer (profiling off) and --cl-profile, interleaved --repeat times; it reports decode
+and prefill tok/s (total tokens / total engine time, best run of each arm) and the ratios in one
+table.  Options it does not know go to `soak run` as they are.  --direct-lib-dir: a folder put
+first on LD_LIBRARY_PATH for the direct arm (holding a libOpenCL.so for the engine's dlopen).
+
+Without --engine:
 
 Runs soak's cl_workload --steps: each step enqueues CALLS NDRange kernels (KERNELS distinct
 names, no events) and ends with clFinish; the workload times each step in C.  Three ways:
@@ -44,13 +57,102 @@ def steps_ns(workload: Path, env: dict, a) -> list[float]:
     return ns[1:]  # the first step warms up
 
 
+def soak_arm(name: str, k: int, a, rest: list[str], out: Path) -> dict:
+    """One `soak run` of the arm; its decode/prefill tok/s from the iteration events."""
+    import json
+
+    run_id = f"bench-{name}-{k}"
+    argv = [sys.executable, "-m", "soak", "run", "--engine", a.engine, "--seed", str(a.seed),
+            "--iterations", str(a.iterations), "--max-new-tokens", str(a.max_new_tokens),
+            "--backend", "opencl", "--out", str(out), "--run-id", run_id, "--quiet", *rest]
+    env = dict(os.environ)
+    if name == "direct":
+        argv.append("--no-intercept")
+        if a.direct_lib_dir:
+            env["LD_LIBRARY_PATH"] = a.direct_lib_dir + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    else:
+        argv.append("--intercept")
+        if a.cl_gpu_override:
+            argv.append("--cl-gpu-override")
+        if name == "profile":
+            argv.append("--cl-profile")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=a.timeout)
+    gen = dec = prm = pre = 0
+    backend = None
+    events = out / run_id / "events.jsonl"
+    for line in events.read_text().splitlines() if events.exists() else []:
+        e = json.loads(line)
+        if e.get("event") == "iteration" and e.get("decode_us") is not None:
+            gen += e.get("generated_tokens") or 0
+            dec += e.get("decode_us") or 0
+            prm += e.get("prompt_tokens") or 0
+            pre += e.get("prefill_us") or 0
+        elif e.get("event") == "load" and e.get("ok"):
+            backend = e.get("backend_actual")
+    if proc.returncode not in (0, 1) or not dec:
+        print(f"  {run_id}: rc {proc.returncode}, no decode measured: {proc.stderr.strip()[-300:]}")
+    return {"decode_tps": gen / (dec / 1e6) if dec else None, "prefill_tps": prm / (pre / 1e6) if pre else None,
+            "backend": backend, "rc": proc.returncode}
+
+
+def engine_main(a, rest: list[str]) -> int:
+    arms = ["interposer", "profile"] if a.cl_gpu_override else ["direct", "interposer", "profile"]
+    if a.engine == "mnn" and a.mnn_build:
+        rest = ["--mnn-build", a.mnn_build, *rest]
+    best: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for k in range(a.repeat):  # interleaved, so load on the machine hits every arm alike
+                for name in arms:
+                    try:
+                        r = soak_arm(name, k, a, rest, Path(tmp))
+                    except subprocess.TimeoutExpired:
+                        print(f"  {name:<11} run {k}: over --timeout {a.timeout:.0f} s, left out", flush=True)
+                        continue
+                    print(f"  {name:<11} run {k}: decode {r['decode_tps'] or 0:8.1f} tok/s  prefill "
+                          f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}", flush=True)
+                    for key in ("decode_tps", "prefill_tps"):
+                        if r[key] and r[key] > best.setdefault(name, {}).get(key, 0):
+                            best[name][key] = r[key]
+        except KeyboardInterrupt:  # cut short (a time box): the table of the runs done
+            print("  interrupted: the table below has the runs done so far", flush=True)
+    ref = "direct" if "direct" in arms else "interposer"
+    print(f"soak run --engine {a.engine}, {a.iterations} iterations x {a.max_new_tokens} new tokens, "
+          f"seed {a.seed}; best of {a.repeat} per arm (tok/s = tokens / engine time)")
+    for name in arms:
+        d, p = best.get(name, {}).get("decode_tps"), best.get(name, {}).get("prefill_tps")
+        rd = best.get(ref, {}).get("decode_tps")
+        ratio = f"x{d / rd:.3f} decode vs {ref}" if d and rd else "-"
+        print(f"  {name:<11} decode {d or 0:9.1f} tok/s  prefill {p or 0:9.1f} tok/s  {ratio}")
+    on, off = best.get("profile", {}).get("decode_tps"), best.get("interposer", {}).get("decode_tps")
+    direct = best.get("direct", {}).get("decode_tps")
+    if off and direct:
+        print(f"  interposer (profiling off) vs direct: x{off / direct:.3f} decode tok/s (target >= 0.98)")
+    if on and off:
+        print(f"  profiling on vs off: x{on / off:.3f} decode tok/s (target >= 0.90 vs direct"
+              + (f": x{on / direct:.3f})" if direct else "; no direct arm with --cl-gpu-override)"))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--calls", type=int, default=4000)
     ap.add_argument("--kernels", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
-    a = ap.parse_args()
+    ap.add_argument("--engine", choices=("mnn", "lib"), help="measure a real MNN through `soak run` instead")
+    ap.add_argument("--mnn-build", help="--engine mnn: the hand-built MNN")
+    ap.add_argument("--cl-gpu-override", action="store_true", help="PoCL: no direct arm (MNN needs a GPU device)")
+    ap.add_argument("--direct-lib-dir", help="first on LD_LIBRARY_PATH for the direct arm")
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per soak run")
+    a, rest = ap.parse_known_args()
+    if a.engine:
+        return engine_main(a, rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     lib_dir, workload = build()
     with tempfile.TemporaryDirectory() as tmp:
         base = dict(os.environ)

@@ -3,8 +3,8 @@
  *
  * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue gets an event (the
  * engine's, retained, or one of ours, released here); events wait in a FIFO and are read
- * when complete, without blocking: a few at every profiled enqueue, all complete ones at
- * clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
+ * when complete, without blocking: the complete ones at the head once 32 wait, all complete
+ * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
  * iteration; a command counts in the window it was enqueued in) and written as one `profile`
  * record once the window has ended (an enqueue of a later epoch came) and its last command was
  * read (or at exit, or when yet another window begins): per kernel name + global/local size
@@ -24,6 +24,8 @@
 #define HIST_SUB 4         /* histogram buckets per power of two */
 #define HIST_N (64 * HIST_SUB)
 #define RECORD_TOP 48      /* commands listed per record, by total device time */
+#define DRAIN_BATCH 32     /* read completed events once this many wait: one status query per event,
+                              not one per enqueue while the device lags behind */
 
 typedef struct {
     cl_event ev;
@@ -45,9 +47,11 @@ typedef struct {
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
 static pending ring[PENDING_MAX];
 static size_t head, tail; /* ring[head..tail) pending */
+static size_t drain_at = DRAIN_BATCH; /* pending count at which the enqueue path reads events next */
 typedef struct {
     int open;
-    uint64_t epoch, busy, idle, first_start, last_end, dropped, failed, pending;
+    uint64_t epoch, phase, busy, idle, first_start, last_end, dropped, failed, pending;
+    uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
@@ -55,6 +59,7 @@ typedef struct {
 static window windows[2]; /* the current window and the one before it, until its commands are read */
 static int cur;
 static int ready;
+uint64_t soak_prof_epoch, soak_prof_phase, soak_prof_last_ns; /* the current window's key; last call's exit */
 
 typedef cl_int(CL_API_CALL *pfn_event_info)(cl_event, cl_uint, size_t, void *, size_t *);
 typedef cl_int(CL_API_CALL *pfn_event1)(cl_event);
@@ -104,6 +109,7 @@ void soak_profile_init(void)
         }
     }
     windows[0].open = 1;
+    windows[0].host_first = soak_now_ns();
     ready = 1;
 }
 
@@ -211,6 +217,9 @@ static void flush_window(int w)
             soak_json_begin(&j, buf, cap, "profile");
             soak_json_common(&j, 0);
             soak_json_uint(&j, "epoch", W->epoch);
+            soak_json_uint(&j, "phase", W->phase);
+            soak_json_uint(&j, "host_first_ns", W->host_first);
+            soak_json_uint(&j, "host_last_ns", W->host_last);
             soak_json_uint(&j, "busy_ns", W->busy);
             soak_json_uint(&j, "idle_ns", W->idle);
             soak_json_uint(&j, "span_ns", W->last_end > W->first_start ? W->last_end - W->first_start : 0);
@@ -275,19 +284,26 @@ static void flush_window(int w)
     memset(slots, 0, PROF_SLOTS * sizeof *slots);
     W->open = 0;
     W->busy = W->idle = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
+    W->host_first = W->host_last = 0;
 }
 
-/* a later epoch began: the current window ends (written once its commands are read) */
-static void next_window(uint64_t epoch)
+/* a later epoch or another phase began: the current window ends (written once its commands
+ * are read); t0: the entry time of the call that saw it (the new window's first call) */
+static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
 {
     window *old = &windows[cur];
     for (int i = 0; i < SOAK_N_API; i++)
         old->host_end[i] = soak_g.api[i].host_ns;
+    old->host_last = __atomic_load_n(&soak_prof_last_ns, __ATOMIC_RELAXED);
     int nw = 1 - cur;
     flush_window(nw); /* the one before: still not read completely, written now */
     window *W = &windows[nw];
     W->open = 1;
     W->epoch = epoch;
+    W->phase = phase;
+    W->host_first = t0;
+    soak_prof_epoch = epoch;
+    soak_prof_phase = phase;
     memcpy(W->host_start, old->host_end, SOAK_N_API * sizeof(uint64_t));
     cur = nw;
     if (!old->pending)
@@ -356,11 +372,6 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     if (!own && (!retain || retain(ev) != CL_SUCCESS))
         return;
     pthread_mutex_lock(&plock);
-    uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
-    if (ep != windows[cur].epoch) {
-        drain(0);
-        next_window(ep);
-    }
     window *W = &windows[cur];
     if (tail - head >= PENDING_MAX) {
         drain(0);
@@ -378,7 +389,24 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     ring[tail % PENDING_MAX] = (pending){ev, own, slot, cur};
     tail++;
     W->pending++;
-    drain(4);
+    if (tail - head >= drain_at) { /* DRAIN_BATCH more since the last look */
+        drain(0);
+        drain_at = tail - head + DRAIN_BATCH;
+    }
+    pthread_mutex_unlock(&plock);
+}
+
+void soak_prof_switch(uint64_t t0)
+{
+    if (!ready)
+        return;
+    pthread_mutex_lock(&plock);
+    uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
+    uint64_t ph = __atomic_load_n(&soak_g.hdr->phase, __ATOMIC_RELAXED);
+    if (ep != windows[cur].epoch || ph != windows[cur].phase) {
+        drain(0);
+        next_window(ep, ph, t0);
+    }
     pthread_mutex_unlock(&plock);
 }
 
@@ -398,6 +426,7 @@ void soak_profile_fini(void)
     pthread_mutex_lock(&plock);
     for (int i = 0; i < SOAK_N_API; i++)
         windows[cur].host_end[i] = soak_g.api[i].host_ns;
+    windows[cur].host_last = __atomic_load_n(&soak_prof_last_ns, __ATOMIC_RELAXED);
     flush_window(1 - cur);
     flush_window(cur);
     head = tail;

@@ -69,7 +69,11 @@ typedef struct {
     uint32_t agg_size;      /* sizeof(soak_stats_agg) */
     uint64_t agg_used;      /* slots taken */
     uint64_t agg_overflow;  /* errors that found no free slot (recorded one record each) */
-    uint64_t reserved[3];
+    uint64_t phase;         /* written by the worker (soak.cl.trace.PhaseMarker): 0 before its first
+                               marker (load), 1 load, 2 prefill, 3 decode, 4 idle, 5 respond
+                               (prefill + decode, no first-token mark); with the epoch
+                               it keys the profile window */
+    uint64_t reserved[2];
 } soak_stats_header;
 
 #define SOAK_STATS_FLAG_OVERRIDE 1u    /* device-type override on */
@@ -204,6 +208,17 @@ SOAK_HIDDEN uint64_t soak_now_ns(void);
 SOAK_HIDDEN void soak_note_param(soak_call *c, const soak_param_name *names, size_t n, uint64_t param);
 SOAK_HIDDEN void soak_kernel_name(const void *kernel, char *out, size_t cap);
 
+/* profile.c: the window is keyed by (epoch, phase) from the stats header; a call that sees
+ * either change ends the current window (soak_prof_switch) */
+SOAK_HIDDEN extern uint64_t soak_prof_epoch, soak_prof_phase, soak_prof_last_ns;
+SOAK_HIDDEN void soak_prof_switch(uint64_t t0);
+static inline void soak_prof_tick(uint64_t t0)
+{
+    if (SOAK_UNLIKELY(__atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED) != soak_prof_epoch ||
+                      __atomic_load_n(&soak_g.hdr->phase, __ATOMIC_RELAXED) != soak_prof_phase))
+        soak_prof_switch(t0);
+}
+
 static inline void *soak_real_fn(int id)
 {
     if (SOAK_UNLIKELY(!__atomic_load_n(&soak_g.ready, __ATOMIC_ACQUIRE)))
@@ -230,8 +245,10 @@ static inline int soak_enter(soak_call *c, int id)
     c->kernel[0] = 0;
     c->seq = SOAK_ADD(&soak_g.hdr->calls, 1) + 1;
     c->index = SOAK_ADD(&soak_g.api[id].calls, 1) + 1;
-    if (SOAK_UNLIKELY(soak_g.profile))
+    if (SOAK_UNLIKELY(soak_g.profile)) {
         c->t0 = soak_now_ns();
+        soak_prof_tick(c->t0);
+    }
     return 1;
 }
 
@@ -246,8 +263,11 @@ static inline void soak_exit(soak_call *c, cl_int code)
 {
     if (SOAK_UNLIKELY(code != 0))
         soak_record_error(c, code);
-    if (SOAK_UNLIKELY(soak_g.profile))
-        SOAK_ADD(&soak_g.api[c->id].host_ns, soak_now_ns() - c->t0);
+    if (SOAK_UNLIKELY(soak_g.profile)) {
+        uint64_t t1 = soak_now_ns();
+        SOAK_ADD(&soak_g.api[c->id].host_ns, t1 - c->t0);
+        __atomic_store_n(&soak_prof_last_ns, t1, __ATOMIC_RELAXED);
+    }
     soak_depth = 0;
 }
 

@@ -5,7 +5,8 @@ through soak.run_folder (names, schema, the one event reader).  `RunFolder`
 reads events.jsonl once, line by line, and keeps what the verdicts, gate,
 bundle and report ask of it in memory that does not grow with the run:
 
-- `notable`: every event except `iteration` and `memory` (faults, recoveries,
+- `notable`: every event except `iteration`, `memory` and `cl_profile` (the
+  interposer's profile windows, several per iteration: `stream()` them) (faults, recoveries,
   loads, worker starts, run_start/run_end): these grow with the faults, not
   with the iterations;
 - `iteration_series` and `memory_samples`: the iteration and memory events
@@ -123,6 +124,8 @@ class RunFolder:
 
         def skip(etype: bytes, raw: bytes) -> bool:
             """Lines the thinned series will not keep are counted, not decoded."""
+            if etype == b"cl_profile":  # --cl-profile: several per iteration, streamed by soak.analysis.profile
+                return True
             if etype == b"iteration":
                 if its.wants():
                     return False

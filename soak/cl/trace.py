@@ -121,6 +121,64 @@ def set_epoch(path: str | os.PathLike, epoch: int) -> bool:
         return False
 
 
+PHASE_OFFSET = 168  # u64 phase in the stats header, written by the worker (PhaseMarker)
+# the phase codes of the stats header and of `profile` records (FORMAT.md)
+PHASES = {0: "load", 1: "load", 2: "prefill", 3: "decode", 4: "idle", 5: "respond"}
+PHASE_CODE = {"load": 1, "prefill": 2, "decode": 3, "idle": 4, "respond": 5}
+
+
+class PhaseMarker:
+    """Tells the interposer loaded in this process which phase the engine is in, so that its
+    --cl-profile windows (one `profile` record each) end at phase boundaries too: one 8-byte
+    pwrite into this process's stats file per mark.  No stats file (no interposer, or no
+    SOAK_CL_STATS): marks do nothing."""
+
+    def __init__(self, pattern: str | None = None, pid: int | None = None):
+        pattern = pattern if pattern is not None else os.environ.get("SOAK_CL_STATS", "")
+        self.path = pattern.replace("%p", str(pid if pid is not None else os.getpid())) if pattern else ""
+        self._fd = -1
+        self._ino = None
+        self.phase = None
+
+    def _open(self) -> int:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return -1
+        if st.st_ino != self._ino:  # first mark, or the interposer started a new file
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd, self._ino = -1, None
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                return -1
+            if os.pread(fd, 8, 0) != STATS_MAGIC or os.fstat(fd).st_size < PHASE_OFFSET + 8:
+                os.close(fd)  # not initialised yet: the interposer maps it at the first CL call
+                return -1
+            self._fd, self._ino = fd, st.st_ino
+        return self._fd
+
+    def mark(self, phase: str) -> bool:
+        """The engine enters `phase` (a PHASE_CODE name) now."""
+        if not self.path:
+            return False
+        fd = self._open()
+        if fd < 0:
+            return False
+        try:
+            os.pwrite(fd, struct.pack("<Q", PHASE_CODE[phase]), PHASE_OFFSET)
+        except OSError:
+            return False
+        self.phase = phase
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._ino = -1, None
+
+
 def _error_key(rec: dict) -> tuple:
     return (rec.get("pid"), rec.get("api"), rec.get("code"), bool(rec.get("injected")), rec.get("key", ""))
 

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("classify", "classify a run's failures against the fault catalog"),
     "gate": ("gate", "judge a run folder against a gate policy (exit 0 pass, 1 fail) and write JUnit XML"),
     "bundle": ("bundle", "write a bug-report bundle (.tar.gz) for a run's faults, replayable with `soak replay BUNDLE`"),
+    "profile": ("profile", "where each phase's GPU time went (kernels, transfers, idle, host) from a --cl-profile run; --vs a CPU run"),
+    "trace": ("trace", "write a Perfetto trace (ui.perfetto.dev) of a run: iterations, phases, GPU kernels/transfers, errors, counters"),
     "report": ("report", "write a self-contained HTML report of one or more runs (compare CPU vs OpenCL, run vs baseline)"),
     "merge": ("merge", "merge every run folder of a night into one classification table, HTML report and JUnit"),
     "history": ("history", "store run findings night after night (SQLite) and ask what is new, since which build, on which drivers"),

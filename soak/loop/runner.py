@@ -110,7 +110,8 @@ class Runner:
             t0 = time.monotonic()
             self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0)
             self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
-                             target=self.target.name, run_dir=str(run_dir))
+                             target=self.target.name, run_dir=str(run_dir),
+                             monotonic_t0=round(t0, 6))  # events' t is time.monotonic() - this (trace export)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise

@@ -2,7 +2,7 @@
 
 Sections: summary and verdicts, fault table (linked to the catalog entries
 and their references), the timeline plots (soak.outputs._plots), recovery,
-environment.  Several runs are shown side by side and overlaid in the plots;
+the GPU profile of --cl-profile runs (soak.analysis.profile), environment.  Several runs are shown side by side and overlaid in the plots;
 with a baseline, each run's tok/s and latency are compared against it.
 """
 
@@ -246,6 +246,56 @@ def _comparison(runs: list[_Run], baseline: RunFolder | None) -> str:
     return "\n".join(out)
 
 
+def _ms(ns) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.2f} ms"
+
+
+def _profile_section(r: _Run, runs: list[_Run]) -> str:
+    """--cl-profile runs: where each phase's time went; beside a CPU run of the same seeded
+    workload among the report's runs, which part makes the GPU slower."""
+    from soak.analysis.profile import explain, profile_run, same_workload
+
+    prof = profile_run(r.folder)
+    if not prof["windows"]:
+        return ""
+    rows = []
+    for name, ph in prof["phases"].items():
+        closure = (f"<span class={'good' if ph['closes'] else 'bad'}>{ph['closure']:.1%}</span>"
+                   if ph.get("closure") is not None else "-")
+        idle = f"{_ms(ph['idle_ns'])} ({ph['idle_fraction']:.0%})" if ph["idle_fraction"] is not None else _ms(ph["idle_ns"])
+        gbs = f", {ph['transfer_gb_s']} GB/s" if ph["transfer_gb_s"] is not None else ""
+        rows.append(f"<tr><td>{_e(name)}</td><td class=num>{ph['windows']}</td><td class=num>{_ms(ph.get('measured_ns'))}</td>"
+                    f"<td class=num>{_ms(ph['kernels_ns'])} ({ph['kernel_count']})</td>"
+                    f"<td class=num>{_ms(ph['transfers_ns'] + ph['other_ns'])} ({ph['transfer_bytes'] / 1e6:.2f} MB{gbs})</td>"
+                    f"<td class=num>{idle}</td><td class=num>{_ms(ph['host_only_ns'])}</td><td class=num>{_ms(ph['host_api_ns'])}</td>"
+                    f"<td class=num>{closure}</td><td class=num>{_e(ph.get('kernels_per_token', '-'))}</td>"
+                    f"<td class=num>{_ms(ph['mean_kernel_ns'])}</td></tr>")
+    out = ["<table><thead><tr><th>phase</th><th>windows</th><th>measured</th><th>kernels (launches)</th>"
+           "<th>transfers</th><th>GPU idle</th><th>host-only</th><th>host API (overlaps)</th><th>closure</th>"
+           "<th>kernels/token</th><th>mean kernel</th></tr></thead><tbody>", *rows, "</tbody></table>"]
+    for name, ph in prof["phases"].items():
+        if ph["top_kernels"] and name in ("prefill", "decode", "respond"):
+            out.append(f"<h3>Top kernels: {_e(name)}</h3><table><thead><tr><th>kernel</th><th>launches</th>"
+                       "<th>device time</th><th>mean</th><th>p99 (max of shapes)</th></tr></thead><tbody>")
+            for k in ph["top_kernels"][:8]:
+                out.append(f"<tr><td><code>{_e(k['kernel'])}</code></td><td class=num>{k['count']}</td>"
+                           f"<td class=num>{_ms(k['total_ns'])}</td><td class=num>{k['total_ns'] / max(k['count'], 1) / 1e3:.1f} us</td>"
+                           f"<td class=num>{k['p99_ns'] / 1e3:.1f} us</td></tr>")
+            out.append("</tbody></table>")
+    for other in runs:
+        if other is r or (other.folder.backend_actual or other.folder.backend_requested) != "cpu":
+            continue
+        if same_workload(r.folder, other.folder) is None:
+            lines = explain(prof, other.folder)
+            if lines:
+                out.append(f"<h3>GPU vs CPU ({_e(other.folder.run_id)}, same seeded workload)</h3><ul>"
+                           + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
+            break
+    out.append("<p class=muted>closure: kernels + transfers + GPU idle + host-only against the engine's measured "
+               "phase time (within 10 %); host API time is inside CL calls and overlaps the device time.</p>")
+    return "\n".join(out)
+
+
 def render_report(run_dirs: list, baseline=None) -> str:
     from soak.outputs._plots import timeline_svg
 
@@ -268,6 +318,9 @@ def render_report(run_dirs: list, baseline=None) -> str:
         parts += [f"<h2>Memory verdicts: {rid}</h2>", _memory_table(r),
                   f"<h2>Faults: {rid}</h2>", _fault_table(r),
                   f"<h2>Recovery: {rid}</h2>", _recovery_table(r)]
+        profile = _profile_section(r, runs)
+        if profile:
+            parts += [f"<h2>GPU profile: {rid}</h2>", profile]
     parts += ["<h2>Catalog entries</h2>", _catalog_entries(runs)]
     for r in runs:
         parts += [f"<h2>Environment: {_e(r.folder.run_id)}</h2>", _environment(r)]

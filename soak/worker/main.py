@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from soak.cl.trace import PhaseMarker
 from soak.engine import abi
 from soak.errors import WORKER_ERROR_KINDS, SoakError, worker_error_kind
 from soak.worker import protocol
@@ -49,15 +50,18 @@ def _open_engine(spec: dict):
 class _TokenClock:
     """Times each streamed chunk and writes throttled progress lines on the result stream."""
 
-    __slots__ = ("fd", "cmd_id", "times", "next_progress")
+    __slots__ = ("fd", "cmd_id", "times", "next_progress", "on_first")
 
-    def __init__(self, fd: int, cmd_id: int, started: float):
+    def __init__(self, fd: int, cmd_id: int, started: float, on_first=None):
         self.fd = fd
         self.cmd_id = cmd_id
         self.times: list[float] = []
         self.next_progress = started  # the first chunk always reports
+        self.on_first = on_first  # called at the first chunk: prefill is over (--cl-profile phase mark)
 
     def tick(self) -> None:
+        if self.on_first is not None and not self.times:
+            self.on_first()
         t = time.perf_counter()
         self.times.append(t)
         if t >= self.next_progress:
@@ -70,6 +74,12 @@ class Worker:
         self.proto_fd = proto_fd
         self.log_fd = log_fd
         self.engine = None
+        # --cl-profile: the interposer's profile windows end at load/prefill/decode boundaries
+        self.phases = PhaseMarker() if os.environ.get("SOAK_CL_PROFILE") == "1" else None
+
+    def _mark(self, phase: str) -> None:
+        if self.phases is not None:
+            self.phases.mark(phase)
 
     def reply(self, cmd_id: int, op: str, **fields) -> None:
         os.write(self.log_fd, protocol.marker(cmd_id))
@@ -98,17 +108,27 @@ class Worker:
             elif op == "set_config":
                 self.engine.set_config(protocol.payload(args[0]).decode())
             elif op == "load":
-                if not self.engine.load():
-                    extra.update(_failed("load_failed", "load failed"))
+                self._mark("load")
+                try:
+                    if not self.engine.load():
+                        extra.update(_failed("load_failed", "load failed"))
+                finally:
+                    self._mark("idle")
             elif op == "respond":
                 max_new = int(args[0])
                 prompt = protocol.payload(args[1])
-                if self.engine.streams:
-                    clock = _TokenClock(self.proto_fd, cmd_id, started)
-                    out = self.engine.respond(prompt, max_new, clock.tick)
-                    extra["timing"] = protocol.token_timing(started, clock.times)
-                else:
-                    out = self.engine.respond(prompt, max_new)
+                # --cl-profile phases: prefill until the first streamed text, then decode
+                self._mark("prefill" if self.engine.streams else "respond")
+                try:
+                    if self.engine.streams:
+                        clock = _TokenClock(self.proto_fd, cmd_id, started,
+                                            (lambda: self._mark("decode")) if self.phases is not None else None)
+                        out = self.engine.respond(prompt, max_new, clock.tick)
+                        extra["timing"] = protocol.token_timing(started, clock.times)
+                    else:
+                        out = self.engine.respond(prompt, max_new)
+                finally:
+                    self._mark("idle")
                 extra["output_b64"] = protocol.b64(out)
                 tokens = getattr(self.engine, "last_tokens", None)
                 if tokens is not None:
@@ -116,7 +136,11 @@ class Worker:
             elif op == "reset":
                 self.engine.reset()
             elif op == "reinit":
-                self.engine.reinit()
+                self._mark("load")
+                try:
+                    self.engine.reinit()
+                finally:
+                    self._mark("idle")
             elif op in ("close", "quit"):
                 if self.engine is not None:
                     self.engine.close()

@@ -1,0 +1,303 @@
+"""Where each phase's time went, from a --cl-profile run's `cl_profile` events.
+
+The interposer writes one `profile` record per window: (poll epoch, phase), the phase marked by
+the worker (load, prefill until the first generated text, decode, idle; `respond` when the
+engine gives no first-token mark).  Per phase this module sums:
+
+  kernels     device time of clEnqueueNDRangeKernel commands (top kernels by time)
+  transfers   device time and bytes of reads/writes/maps/copies/fills (GB/s)
+  idle        device gaps between commands inside a window (the device waiting for the host:
+              launch-bound when large)
+  host-only   the window's host span (first CL call in, last CL call out) beyond its device
+              span: host work while the device had nothing queued
+and compares kernels + transfers + other + idle + host-only with the phase time the engine
+measured (perf: load_us, prefill_us, decode_us): the closure figure.  Host API time (inside CL
+calls) is reported beside it; it overlaps the device time, so it is not added.
+
+Given a CPU run of the same seeded workload, `explain` says per phase which part makes the GPU
+slower.  Reads only the run folder (events), never the engine.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+from collections import defaultdict
+
+from soak.analysis.runfolder import RunFolder
+
+PHASE_NAMES = {0: "load", 1: "load", 2: "prefill", 3: "decode", 4: "idle", 5: "respond"}
+PHASE_ORDER = ("load", "prefill", "decode", "respond", "idle")
+KERNEL_API = "clEnqueueNDRangeKernel"
+CLOSURE_TOLERANCE = 0.10
+TOP_KERNELS = 10
+
+
+def phase_of(event: dict) -> str:
+    return PHASE_NAMES.get(int(event.get("phase") or 0), "load")
+
+
+def _new_phase() -> dict:
+    return {"windows": 0, "kernels_ns": 0, "kernel_count": 0, "transfers_ns": 0, "transfer_bytes": 0,
+            "transfer_count": 0, "other_ns": 0, "other_count": 0, "busy_ns": 0, "idle_ns": 0, "span_ns": 0,
+            "host_span_ns": 0, "host_only_ns": 0, "host_api_ns": 0, "untimed": 0, "failed_commands": 0,
+            "kernels": defaultdict(lambda: {"count": 0, "total_ns": 0, "shapes": 0, "p99_ns": 0}),
+            "transfers": defaultdict(lambda: {"count": 0, "total_ns": 0, "bytes": 0}),
+            "host_api": defaultdict(int)}
+
+
+def _add_window(ph: dict, ev: dict) -> None:
+    ph["windows"] += 1
+    for c in ev.get("commands") or []:
+        api, ns, n = c.get("api"), int(c.get("total_ns") or 0), int(c.get("count") or 0)
+        if api == KERNEL_API:
+            k = ph["kernels"][c.get("kernel") or "?"]
+            k["count"] += n
+            k["total_ns"] += ns
+            k["shapes"] += 1
+            k["p99_ns"] = max(k["p99_ns"], int(c.get("p99_ns") or 0))
+            ph["kernels_ns"] += ns
+            ph["kernel_count"] += n
+        else:
+            t = ph["transfers"][api]
+            t["count"] += n
+            t["total_ns"] += ns
+            t["bytes"] += int(c.get("bytes") or 0)
+            ph["transfers_ns"] += ns
+            ph["transfer_count"] += n
+            ph["transfer_bytes"] += int(c.get("bytes") or 0)
+    other = ev.get("other") or {}
+    ph["other_ns"] += int(other.get("total_ns") or 0)
+    ph["other_count"] += int(other.get("count") or 0)
+    busy, idle, span = int(ev.get("busy_ns") or 0), int(ev.get("idle_ns") or 0), int(ev.get("span_ns") or 0)
+    ph["busy_ns"] += busy
+    ph["idle_ns"] += idle
+    ph["span_ns"] += span
+    first, last = ev.get("host_first_ns"), ev.get("host_last_ns")
+    host_span = int(last) - int(first) if first and last and last > first else 0
+    ph["host_span_ns"] += host_span
+    ph["host_only_ns"] += max(0, host_span - span)
+    for api, ns in (ev.get("host_ns") or {}).items():
+        ph["host_api"][api] += int(ns)
+        ph["host_api_ns"] += int(ns)
+    ph["untimed"] += int(ev.get("untimed") or 0)
+    ph["failed_commands"] += int(ev.get("failed_commands") or 0)
+
+
+def mono_t0_ns(run: RunFolder) -> int | None:
+    """The run's t=0 on CLOCK_MONOTONIC (ns), the interposer's clock: run_start's monotonic_t0,
+    else from the interposer's start record (its unix and monotonic stamps) and the wall clock."""
+    start = run.first("run_start") or {}
+    if start.get("monotonic_t0") is not None:
+        return int(float(start["monotonic_t0"]) * 1e9)
+    cl = run.first("cl_start")
+    if cl and cl.get("unix_ns") and cl.get("t_ns") and start.get("ts"):
+        unix0 = _dt.datetime.fromisoformat(start["ts"]).timestamp() - float(start.get("t") or 0)
+        return int(unix0 * 1e9) - (int(cl["unix_ns"]) - int(cl["t_ns"]))
+    return None
+
+
+def iteration_of_windows(run: RunFolder, windows: list[dict]) -> dict[int, int]:
+    """id(window) -> iteration index, for prefill/decode/respond windows: the iteration whose
+    event is the first one written after the window's first CL call (an iteration's event comes
+    after its respond returned; the one before it, before its respond began)."""
+    t0 = mono_t0_ns(run)
+    if t0 is None:
+        return {}
+    ends = sorted((t0 + int(float(e["t"]) * 1e9), e.get("i")) for e in run.stream({"iteration"})
+                  if e.get("t") is not None)
+    keys = [t for t, _ in ends]
+    out = {}
+    for w in windows:
+        first = w.get("host_first_ns")
+        if not first or phase_of(w) not in ("prefill", "decode", "respond"):
+            continue
+        k = bisect.bisect_left(keys, int(first))
+        if k < len(ends):
+            out[id(w)] = ends[k][1]
+    return out
+
+
+def measured(run: RunFolder, only: set | None = None) -> dict[str, dict]:
+    """The engine's own phase times and token counts (iteration perf, load events); `only`:
+    the iteration indexes to count (those the profile has windows for)."""
+    its = [{k: e.get(k) for k in ("prefill_us", "decode_us", "prompt_tokens", "generated_tokens")}
+           for e in run.stream({"iteration"})
+           if e.get("prefill_us") is not None and (only is None or e.get("i") in only)]
+    loads = [e for e in run.of("load") if e.get("ok")]
+    prefill_us = sum(int(e.get("prefill_us") or 0) for e in its)
+    decode_us = sum(int(e.get("decode_us") or 0) for e in its)
+    return {
+        "load": {"us": sum(int(e.get("load_us") or e.get("duration_s", 0) * 1e6) for e in loads),
+                 "count": len(loads)},
+        "prefill": {"us": prefill_us, "tokens": sum(int(e.get("prompt_tokens") or 0) for e in its),
+                    "count": len(its)},
+        "decode": {"us": decode_us, "tokens": sum(int(e.get("generated_tokens") or 0) for e in its),
+                   "count": len(its)},
+        "respond": {"us": prefill_us + decode_us,
+                    "tokens": sum(int(e.get("generated_tokens") or 0) for e in its), "count": len(its)},
+    }
+
+
+def _finish(name: str, ph: dict, meas: dict | None) -> dict:
+    kernels = sorted(({"kernel": k, **v} for k, v in ph.pop("kernels").items()),
+                     key=lambda k: -k["total_ns"])
+    transfers = sorted(({"api": k, **v, "gb_s": round(v["bytes"] / v["total_ns"], 3) if v["total_ns"] else None}
+                        for k, v in ph.pop("transfers").items()), key=lambda t: -t["total_ns"])
+    host_api = dict(sorted(ph.pop("host_api").items(), key=lambda kv: -kv[1])[:8])
+    out = {"phase": name, **ph, "top_kernels": kernels[:TOP_KERNELS], "kernel_names": len(kernels),
+           "transfers": transfers, "top_host_api": host_api}
+    accounted = ph["busy_ns"] + ph["idle_ns"] + ph["host_only_ns"]
+    out["accounted_ns"] = accounted
+    out["overlap_ns"] = max(0, ph["kernels_ns"] + ph["transfers_ns"] + ph["other_ns"] - ph["busy_ns"])
+    out["idle_fraction"] = round(ph["idle_ns"] / ph["span_ns"], 4) if ph["span_ns"] else None
+    out["mean_kernel_ns"] = round(ph["kernels_ns"] / ph["kernel_count"]) if ph["kernel_count"] else None
+    out["transfer_gb_s"] = round(ph["transfer_bytes"] / ph["transfers_ns"], 3) if ph["transfers_ns"] else None
+    if meas and meas.get("us"):
+        m_ns = meas["us"] * 1000
+        out["measured_ns"] = m_ns
+        out["closure"] = round(accounted / m_ns, 4)
+        out["closes"] = abs(accounted / m_ns - 1) <= CLOSURE_TOLERANCE
+        tokens = meas.get("tokens")
+        if tokens:
+            out["tokens"] = tokens
+            out["ns_per_token"] = round(m_ns / tokens)
+            out["kernels_per_token"] = round(ph["kernel_count"] / tokens, 2)
+            out["tokens_per_s"] = round(tokens / (m_ns / 1e9), 2)
+    return out
+
+
+def profile_run(run: RunFolder | str) -> dict:
+    """Per phase: kernels, transfers, idle, host-only, host API time, closure against the
+    engine's measured phase time.  {"phases": {name: ...}, "windows": n, ...}."""
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    events = list(run.stream({"cl_profile"}))
+    phases: dict[str, dict] = {}
+    for ev in events:
+        name = phase_of(ev)
+        _add_window(phases.setdefault(name, _new_phase()), ev)
+    placed = iteration_of_windows(run, events)
+    profiled = set(placed.values())
+    # the engine's times of the iterations the profile saw (all of them when windows cannot be
+    # placed: a run folder without monotonic_t0 and interposer start stamps)
+    meas = measured(run, profiled if placed else None)
+    out = {"run_id": run.run_id, "run_dir": str(run.path), "backend": run.backend_actual or run.backend_requested,
+           "windows": len(events), "measured": meas, "iterations": run.iterations_seen,
+           "iterations_profiled": len(profiled) if placed else None,
+           "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PHASE_ORDER if n in phases}}
+    if not events:
+        out["note"] = "no cl_profile events: run with --cl-profile on OpenCL"
+    elif out["backend"] and out["backend"] != "opencl":
+        out["note"] = (f"the engine ran on {out['backend']} (OpenCL fell back): these windows hold only "
+                       "the CL calls made before the fallback, not a GPU profile")
+    return out
+
+
+def _ms(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.3f} ms"
+
+
+def explain(gpu: dict, cpu: RunFolder | str | None) -> list[str]:
+    """Sentences: per phase, the GPU's time per token against the CPU run's, and which part of
+    the GPU's time makes it slower (kernels, transfers, idle gaps, host-only)."""
+    if cpu is None:
+        return []
+    cpu = cpu if isinstance(cpu, RunFolder) else RunFolder(cpu)
+    cmeas = measured(cpu)
+    lines = []
+    for name in ("prefill", "decode"):
+        ph = gpu["phases"].get(name)
+        c = cmeas.get(name) or {}
+        if not ph or not ph.get("tokens") or not c.get("tokens") or not c.get("us"):
+            continue
+        g_tok = ph["ns_per_token"]
+        c_tok = c["us"] * 1000 / c["tokens"]
+        n = ph["tokens"]
+        parts = {"kernels": ph["kernels_ns"] / n, "transfers": (ph["transfers_ns"] + ph["other_ns"]) / n,
+                 "device idle": ph["idle_ns"] / n, "host-only": ph["host_only_ns"] / n}
+        head = (f"{name}: GPU {_ms(g_tok)}/token vs CPU {_ms(c_tok)}/token "
+                f"({c_tok / g_tok:.3g}x the CPU's speed); GPU token = " +
+                ", ".join(f"{k} {_ms(v)}" for k, v in parts.items()))
+        if g_tok <= c_tok:
+            lines.append(head + f" -> the GPU is faster in {name}.")
+            continue
+        worst = max(parts, key=parts.get)
+        without = g_tok - parts[worst]
+        why = (f"the largest part is {worst} ({_ms(parts[worst])}/token, {parts[worst] / g_tok:.0%} of the GPU token); "
+               + (f"without it the GPU token would take {_ms(without)}, "
+                  + ("at or under" if without <= c_tok else "still over") + f" the CPU's {_ms(c_tok)}"))
+        if worst == "device idle":
+            why += (f"; the device waits for the host between {ph['kernels_per_token']} kernels/token "
+                    f"of {_ms(ph['mean_kernel_ns'])} mean (idle fraction {ph['idle_fraction']:.0%}): launch-bound")
+            host = ", ".join(f"{k} {v / 1e6:.1f} ms" for k, v in list(ph["top_host_api"].items())[:3])
+            if host:
+                why += f"; host time inside CL calls in {name}: {host}"
+            if ph["top_host_api"].get("clBuildProgram"):
+                why += " (clBuildProgram here: kernels compiled on first use, a cold kernel cache)"
+        if worst != "kernels" and parts["kernels"] >= c_tok:
+            why += (f"; the kernels alone ({_ms(parts['kernels'])}/token: {ph['kernels_per_token']} kernels x "
+                    f"{_ms(ph['mean_kernel_ns'])}) also take longer than the CPU's whole token")
+        lines.append(head + " -> " + why + ".")
+    return lines
+
+
+def render(result: dict, explanation: list[str] = ()) -> str:
+    seen = (f", {result['iterations_profiled']} of {result['iterations']} iterations profiled"
+            if result.get("iterations_profiled") is not None else "")
+    out = [f"profile of {result['run_id']} ({result['backend']}): {result['windows']} profile windows{seen}"]
+    if result.get("note"):
+        out.append(result["note"])
+    for name, ph in result["phases"].items():
+        meas = f"measured {_ms(ph.get('measured_ns'))}" if ph.get("measured_ns") else "not measured by the engine"
+        out.append("")
+        out.append(f"== {name}: {ph['windows']} windows, {meas}")
+        out.append(f"  kernels    {_ms(ph['kernels_ns'])}  ({ph['kernel_count']} launches, {ph['kernel_names']} kernels, "
+                   f"mean {_ms(ph['mean_kernel_ns'])})")
+        gbs = f", {ph['transfer_gb_s']} GB/s" if ph["transfer_gb_s"] is not None else ""
+        out.append(f"  transfers  {_ms(ph['transfers_ns'])}  ({ph['transfer_count']} commands, "
+                   f"{ph['transfer_bytes'] / 1e6:.2f} MB{gbs})")
+        if ph["other_count"]:
+            out.append(f"  other cmds {_ms(ph['other_ns'])}  ({ph['other_count']} commands beyond the top 48)")
+        frac = f" ({ph['idle_fraction']:.0%} of the device span)" if ph["idle_fraction"] is not None else ""
+        out.append(f"  GPU idle   {_ms(ph['idle_ns'])}{frac}")
+        out.append(f"  host-only  {_ms(ph['host_only_ns'])}  (host span beyond the device span)")
+        out.append(f"  host API   {_ms(ph['host_api_ns'])}  (inside CL calls; overlaps the above) "
+                   + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in list(ph["top_host_api"].items())[:4]) + " ms")
+        if ph.get("measured_ns"):
+            ok = "within" if ph["closes"] else "OUTSIDE"
+            out.append(f"  closure    kernels + transfers + other + idle + host-only = {_ms(ph['accounted_ns'])} "
+                       f"= {ph['closure']:.1%} of measured ({ok} ±{CLOSURE_TOLERANCE:.0%})")
+        if ph.get("tokens"):
+            out.append(f"  per token  {ph['kernels_per_token']} kernels, {_ms(ph['ns_per_token'])} "
+                       f"({ph['tokens_per_s']} tok/s over {ph['tokens']} tokens)")
+        if ph["untimed"] or ph["failed_commands"]:
+            out.append(f"  untimed {ph['untimed']}, failed {ph['failed_commands']} commands")
+        for k in ph["top_kernels"][:5]:
+            share = k["total_ns"] / ph["kernels_ns"] if ph["kernels_ns"] else 0
+            out.append(f"    {k['kernel'][:40]:40s} {k['count']:7d} x {k['total_ns'] / max(k['count'], 1) / 1e3:8.1f} us"
+                       f" = {_ms(k['total_ns'])} ({share:.0%})")
+    if explanation:
+        out.append("")
+        out.append("GPU vs CPU (same seeded workload):")
+        out += [f"  {line}" for line in explanation]
+    return "\n".join(out)
+
+
+def same_workload(a: RunFolder, b: RunFolder) -> str | None:
+    """None when the two runs ran the same seeded workload (seed, and conversation/turn/
+    max_new_tokens of every iteration both have); else what differs."""
+    sa, sb = a.seed, b.seed
+    if sa != sb:
+        return f"seeds differ ({sa} vs {sb})"
+    keys = ("conversation", "turn", "max_new_tokens")
+    ia = {e.get("i"): {k: e.get(k) for k in keys} for e in a.stream({"iteration"})}
+    ib = {e.get("i"): {k: e.get(k) for k in keys} for e in b.stream({"iteration"})}
+    common = sorted(set(ia) & set(ib), key=lambda i: (i is None, i))
+    if not common:
+        return "no iteration in common"
+    for i in common:
+        ka = tuple(ia[i].get(k) for k in ("conversation", "turn", "max_new_tokens"))
+        kb = tuple(ib[i].get(k) for k in ("conversation", "turn", "max_new_tokens"))
+        if ka != kb:
+            return f"iteration {i} differs (conversation, turn, max_new_tokens {ka} vs {kb})"
+    return None
