@@ -305,9 +305,11 @@ def run(args: argparse.Namespace) -> int:
         if v["precision"] is not None:
             cfg.engine_options["precision"] = v["precision"]
         cfg.out_dir, cfg.run_id, cfg.quiet, cfg.script = str(folder), v["label"], True, script
-        print(f"[{k}/{len(variants)}] {v['label']}: {cfg.engine} on {v['backend']} "
-              f"({cfg.iterations if cfg.iterations is not None else cfg.duration_s} "
-              f"{'iterations' if cfg.iterations is not None else 's'}, seed {cfg.seed})", flush=True)
+        if not args.quiet:
+            print(f"[{k}/{len(variants)}] {v['label']}: {cfg.engine} on {v['backend']} "
+                  f"({cfg.iterations if cfg.iterations is not None else cfg.duration_s} "
+                  f"{'iterations' if cfg.iterations is not None else 's'}, seed {cfg.seed})", file=sys.stderr,
+                  flush=True)
         result = run_soak(cfg)
         run_dirs.append(Path(result.run_dir))
         codes.append(result.exit_code)
@@ -321,9 +323,9 @@ def run(args: argparse.Namespace) -> int:
                    "seed": base.seed, "engine": base.engine,
                    "exit_codes": dict(zip([v["label"] for v in variants], codes))})
     (folder / "compare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    if not args.quiet:
-        print(render(result))
-        print(f"wrote {folder / 'compare.json'}")
+    if not args.quiet:  # people text on stderr: stdout is for --json
+        print(render(result), file=sys.stderr)
+        print(f"wrote {folder / 'compare.json'}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return max(codes, default=0)
