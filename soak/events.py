@@ -36,8 +36,9 @@ def _json_default(obj):
 class EventLog:
     """Append-only structured event writer for one run."""
 
-    def __init__(self, path: Path, run_id: str, t0: float | None = None):
+    def __init__(self, path: Path, run_id: str, t0: float | None = None, listener=None):
         self.path = Path(path)
+        self.listener = listener  # called (event, fields) after each event is written
         self.run_id = run_id
         self.t0 = time.monotonic() if t0 is None else t0
         self._seq = 0
@@ -81,6 +82,8 @@ class EventLog:
                 # line first); write it with every non-ASCII character escaped, valid
                 # UTF-8 that reads back as the same text
                 self._writer.msg(json.dumps(stamped, ensure_ascii=True, default=_json_default))
+        if self.listener is not None:
+            self.listener(event, fields)
 
     def close(self) -> None:
         with self._lock:

@@ -166,3 +166,47 @@ def key_of(kind: str) -> str:
 
 
 OWN_VERDICT_KINDS = frozenset(k.name for k in KINDS.values() if k.own_verdict)
+
+
+# --- what counts as one fault -------------------------------------------------------
+# The one definition every count uses (the live progress line, summary.json, the
+# classifier's findings, the gate, the report): a `fault` event is one fault; an
+# interposer `cl_call_error` event is one fault of kind cl_call_error however many calls
+# it folds (its `count`); so is a `cl_error` fault folding several log lines.  Series
+# verdicts (OWN_VERDICT_KINDS: memory trend, perf) are judged apart and never counted.
+FAULT_EVENTS = {"fault": None, "cl_call_error": "cl_call_error"}
+
+
+def fault_kind_of(event: str, fields: dict) -> str | None:
+    """The kind an event counts as one fault of, or None when it is not a fault."""
+    if event not in FAULT_EVENTS:
+        return None
+    kind = FAULT_EVENTS[event] or fields.get("kind")
+    return kind if isinstance(kind, str) and kind not in OWN_VERDICT_KINDS else None
+
+
+def count_faults(events) -> int:
+    """Faults among events (dicts with an `event` name), by fault_kind_of."""
+    return sum(1 for e in events if fault_kind_of(e.get("event"), e) is not None)
+
+
+def fault_detail(kind: str, f: dict) -> str:
+    """A fault in a few words (the live display's line above the bar)."""
+    bits = [f.get("phase") or ""]
+    if kind in ("cl_error", "cl_call_error"):
+        bits += [f.get("api") or "", str(f.get("name") or f.get("code") or ""), f.get("info") or ""]
+        if (f.get("count") or 1) > 1:
+            bits.append(f"x{f['count']}")
+    elif f.get("signal") or f.get("exit_code") is not None:
+        bits.append(str(f.get("signal") or f"exit {f.get('exit_code')}"))
+    elif kind == "hang":
+        bits.append(f"no progress for {f.get('stall_s') or f.get('timeout_s')}s")
+    elif f.get("line"):
+        bits.append(str(f["line"]))
+    elif f.get("symptoms"):
+        bits.append(",".join(map(str, f["symptoms"])))
+    elif f.get("status_name") or f.get("status") is not None:
+        bits.append(str(f.get("status_name") or f.get("status")))
+    elif f.get("decode_tps"):
+        bits.append(f"{f['decode_tps']} tok/s (usual {f.get('baseline_tps')})")
+    return " ".join(b for b in bits if b).replace("\n", " ")

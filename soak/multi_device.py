@@ -93,7 +93,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
         for entry in results:
             if entry.get("summary") is not None:
                 passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=baseline,
-                                     junit_path=_junit_path(junit, entry, several))
+                                     junit_path=_junit_path(junit, entry, several), quiet=cfg.quiet)
                 entry["gate_passed"] = passed
                 if not passed and entry["exit_code"] == 0:
                     entry["exit_code"] = int(errors.ExitCode.FAILED)
@@ -105,7 +105,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
         group_dir.mkdir(parents=True, exist_ok=True)
         (group_dir / COMBINED_FILE).write_text(json.dumps(combined, indent=2) + "\n")
         if not cfg.quiet:
-            print(_table(combined), flush=True)
+            print(_table(combined), file=sys.stderr, flush=True)  # people text: stderr
     if json_out:
         print(json.dumps(combined if several else (results[0].get("summary") or results[0]), indent=2))
     if not several and results[0].get("error"):

@@ -24,6 +24,8 @@ from soak.catalog._finding import Finding
 from soak.catalog.signature import fault_key, normalize_tag, param_of, signal_name, signature_id, signature_text
 from soak.logparse import is_fault, parse_line
 
+_FAULT_EVENT_NAMES = frozenset(name.encode() for name in fault_kinds.FAULT_EVENTS)  # what counts as a fault
+
 _TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
 
 
@@ -153,7 +155,7 @@ class Scan:
                 ev = iteration_fields(raw) or _decode(raw)
                 if ev is not None:
                     add_it(ev)
-            elif kind == b"fault" or kind == b"cl_call_error":
+            elif kind in _FAULT_EVENT_NAMES:
                 ident, vol = split_volatile(raw, kind == b"cl_call_error")
                 hit = repeats.get(ident)
                 if hit is not None:  # the same fault again: only where and how often

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cl-info": ("cl_info", "show the OpenCL platforms and devices the worker would see (through soak's interposer)"),
     "catalog": ("catalog", "validate, list and show fault-catalog entries"),
     "classify": ("classify", "classify a run's failures against the fault catalog"),
+    "status": ("status", "how a run is going (from another terminal): progress, faults so far, memory trend, time left"),
     "gate": ("gate", "judge a run folder against a gate policy (exit 0 pass, 1 fail) and write JUnit XML"),
     "bundle": ("bundle", "write a bug-report bundle (.tar.gz) for a run's faults, replayable with `soak replay BUNDLE`"),
     "profile": ("profile", "where each phase's GPU time went (kernels, transfers, idle, host) from a --cl-profile run; --vs a CPU run"),

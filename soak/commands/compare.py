@@ -429,9 +429,11 @@ def run(args: argparse.Namespace) -> int:
             cache.mkdir(parents=True, exist_ok=True)
             cfg.engine_options["tmp_path"] = str(cache)
         cfg.out_dir, cfg.run_id, cfg.quiet, cfg.script = str(folder), v["label"], True, script
-        print(f"[{k}/{len(variants)}] {v['label']}: {cfg.engine} on {v['backend']} "
-              f"({cfg.iterations if cfg.iterations is not None else cfg.duration_s} "
-              f"{'iterations' if cfg.iterations is not None else 's'}, seed {cfg.seed})", flush=True)
+        if not args.quiet:
+            print(f"[{k}/{len(variants)}] {v['label']}: {cfg.engine} on {v['backend']} "
+                  f"({cfg.iterations if cfg.iterations is not None else cfg.duration_s} "
+                  f"{'iterations' if cfg.iterations is not None else 's'}, seed {cfg.seed})", file=sys.stderr,
+                  flush=True)
         result = run_soak(cfg)
         run_dirs.append(Path(result.run_dir))
         codes.append(result.exit_code)
@@ -460,12 +462,12 @@ def run(args: argparse.Namespace) -> int:
                    "seed": base.seed, "engine": base.engine,
                    "exit_codes": dict(zip([v["label"] for v in variants], codes))})
     (folder / "compare.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    if not args.quiet:
-        print(render(result))
+    if not args.quiet:  # people text on stderr: stdout is for --json
+        print(render(result), file=sys.stderr)
         if any(v.get("sweep") for v in variants):
-            print()
-            print(render_sweep(result))
-        print(f"wrote {folder / 'compare.json'}")
+            print(file=sys.stderr)
+            print(render_sweep(result), file=sys.stderr)
+        print(f"wrote {folder / 'compare.json'}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return max(codes, default=0)

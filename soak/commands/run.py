@@ -82,8 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default="logs", metavar="DIR", help="parent folder of run folders (default logs/)")
     o.add_argument("--run-id", help="name of the run folder (default: time-engine-backend-random)")
-    o.add_argument("--quiet", action="store_true", help="no progress line or summary table")
-    o.add_argument("--json", action="store_true", help="print summary.json to stdout at the end")
+    o.add_argument("--quiet", action="store_true", help="nothing but errors: no progress, summary or gate table")
+    o.add_argument("--json", action="store_true", help="print summary.json alone to stdout at the end "
+                   "(people text always goes to stderr)")
     p.add_argument("--target", action="append", default=[], metavar="TARGET",
                    help="local (default) or adb[:SERIAL] (repeatable: several phones in parallel)")
     add_interposer_arguments(p)
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if policy is not None:
         from soak.outputs.gate import gate_run
 
-        passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline, junit_path=args.junit)
+        passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline, junit_path=args.junit,
+                             quiet=args.quiet)
         if not passed and code == 0:
             code = int(errors.ExitCode.FAILED)
     if args.json:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
+import threading
 import time
+
 
 
 def human_bytes(n: float | None) -> str:
@@ -23,41 +27,173 @@ def human_duration(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+def display_mode(stream, quiet: bool) -> str:
+    """quiet (nothing but errors), live (rich, on a terminal) or plain (a line now and then)."""
+    if quiet:
+        return "quiet"
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    if not tty or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return "plain"
+    return "live"
+
+
 class Progress:
-    """One updating line on a terminal; a plain line every few seconds otherwise."""
+    """What a person sees while a run goes: the run folder and seed at the start, then on a
+    terminal one width-aware live line (rich: bar and percentage when the run is bounded,
+    ETA, rate) with each new fault printed above it; elsewhere, or under NO_COLOR, a plain
+    line every few seconds and one line per fault.  Quiet: nothing."""
 
-    def __init__(self, stream=None, every_s: float = 5.0, quiet: bool = False):
+    def __init__(self, stream=None, quiet: bool = False, total: int | None = None,
+                 duration: float | None = None, every_s: float = 5.0):
         self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.mode = display_mode(self.stream, quiet)
+        self.quiet = self.mode == "quiet"
+        self.total = total
+        self.duration = duration
         self.every_s = every_s
-        self.quiet = quiet
         self._last = 0.0
+        self._lock = threading.Lock()
+        self._state: dict | None = None
+        self._live = None
+        self._console = None
 
+    # -- the start -----------------------------------------------------------
+    def start(self, *, run_dir, seed: int, run_id: str) -> None:
+        if self.quiet:
+            return
+        head = [f"soak run {run_id}  seed {seed}", f"  folder {_short_path(run_dir)}"]
+        if self.mode == "plain":
+            self._write("\n".join(head) + "\n")
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=self.stream, highlight=False, soft_wrap=False, emoji=False)
+        width = self._console.width
+        for line in head:  # long paths broken by us, not wrapped by the terminal
+            for k in range(0, len(line), width):
+                self._print_above(line[k:k + width])
+        self._live = Live(_Line(self), console=self._console, refresh_per_second=4, transient=False,
+                          redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+
+    # -- while it runs ---------------------------------------------------------
     def update(self, *, iteration: int, total: int | None, elapsed: float, duration: float | None,
                faults: int, recovered: int, rss: int | None, decode_tps: float | None, force=False) -> None:
         if self.quiet:
             return
+        self.total, self.duration = total, duration
+        self._state = {"i": iteration, "elapsed": elapsed, "at": time.monotonic(), "faults": faults,
+                       "recovered": recovered, "rss": rss, "tps": decode_tps}
+        if self.mode == "live":
+            return  # rich redraws on its own timer
         now = time.monotonic()
-        if not force and not self.tty and now - self._last < self.every_s:
-            return
-        if not force and self.tty and now - self._last < 0.1:
+        if not force and now - self._last < self.every_s:
             return
         self._last = now
-        goal = f"/{total}" if total else ""
-        limit = f"/{human_duration(duration)}" if duration else ""
-        tps = f"{decode_tps:.0f}" if decode_tps else "-"
-        line = (f"iter {iteration}{goal}  {human_duration(elapsed)}{limit}  faults {faults}"
-                f"  recovered {recovered}  rss {human_bytes(rss)}  decode {tps} tok/s")
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line)
+        self._write("  ".join(self.fields(self._state)) + "\n")
+
+    def fault(self, *, iteration: int | None, kind: str, detail: str = "") -> None:
+        """A new fault, printed as it happens (above the live line)."""
+        if self.quiet:
+            return
+        where = f"iter {iteration}" if iteration is not None else "start"
+        line = f"fault  {where}  {kind}" + (f"  {detail}" if detail else "")
+        if self.mode == "live" and self._console is not None:
+            self._print_above(line)
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._write(line + "\n")
 
     def done(self) -> None:
-        if self.tty and not self.quiet:
-            self.stream.write("\n")
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+
+    # -- the line --------------------------------------------------------------
+    def fields(self, st: dict) -> list[str]:
+        """The parts of the progress line, most important first."""
+        i, elapsed = st["i"], st["elapsed"]
+        if self.mode == "live":  # the clock goes on between iterations
+            elapsed += time.monotonic() - st["at"]
+        rate = i / elapsed if elapsed > 0 and i else None
+        frac = eta = None
+        if self.total:
+            frac = min(1.0, i / self.total)
+            eta = (self.total - i) / rate if rate else None
+        if self.duration:
+            dfrac = min(1.0, elapsed / self.duration)
+            frac = dfrac if frac is None else max(frac, dfrac)
+            left = max(0.0, self.duration - elapsed)
+            eta = left if eta is None else min(eta, left)
+        goal = f"/{self.total}" if self.total else ""
+        limit = f"/{human_duration(self.duration)}" if self.duration else ""
+        parts = [f"iter {i}{goal}"]
+        if frac is not None:
+            parts.append(f"{frac * 100:.0f}%")
+        parts += [f"faults {st['faults']}", f"{human_duration(elapsed)}{limit}"]
+        if eta is not None:
+            parts.append(f"eta {human_duration(eta)}")
+        if rate is not None:
+            parts.append(f"{rate:.2f} it/s" if rate < 10 else f"{rate:.0f} it/s")
+        parts += [f"recovered {st['recovered']}", f"rss {human_bytes(st['rss'])}"]
+        if st["tps"]:
+            parts.append(f"{st['tps']:.0f} tok/s")
+        return parts
+
+    def render_line(self, width: int) -> str:
+        """One line of at most `width` characters.  Bounded runs get a bar (12 to 30 cells) after
+        the iteration count; the other parts are dropped from the least important (tok/s,
+        rss, recovered, rate) until the line fits; the bar goes only when nothing else can."""
+        st = self._state
+        if st is None:
+            return "starting the engine..."[:width]
+        parts = self.fields(st)
+        frac = float(parts[1].strip().rstrip("%")) / 100 if (self.total or self.duration) else None
+        # a bar of 22 costs only the optional parts (rate and after), one of 12 any part
+        for bar_min, keep in (((22, 5), (12, 1), (0, 1)) if frac is not None else ((0, 1),)):
+            kept = list(parts)
+            while len(kept) > keep and len("  ".join(kept)) + (bar_min + 1 if bar_min else 0) > width:
+                kept.pop()
+            if not bar_min or len("  ".join(kept)) + bar_min + 1 <= width:
+                break
+        text = "  ".join(kept)
+        if bar_min:
+            cells = min(30, width - len(text) - 1) - 2
+            done = int(round(frac * cells))
+            text = f"{kept[0]} [{'#' * done}{'-' * (cells - done)}]" + "".join("  " + p for p in kept[1:])
+        return text[:width]
+
+    # -- output ----------------------------------------------------------------
+    def _print_above(self, line: str) -> None:
+        from rich.text import Text
+
+        width = self._console.width
+        self._console.print(Text(line[:width]), no_wrap=True, overflow="crop", crop=True)
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text)
             self.stream.flush()
+
+
+def _short_path(path) -> str:
+    """The path relative to the current folder when it lies below it (logs/<run-id>)."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+class _Line:
+    """The live line as rich renders it: exactly one line as wide as the terminal allows."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        width = max(1, options.max_width)
+        yield Text(self.progress.render_line(width), no_wrap=True, overflow="crop", end="")
 
 
 def table(rows: list[tuple[str, str]], title: str | None = None) -> str:
@@ -70,6 +206,7 @@ def table(rows: list[tuple[str, str]], title: str | None = None) -> str:
 def summary_table(summary: dict) -> str:
     rows = [
         ("run", summary["run_id"]),
+        ("seed", str(summary.get("seed", "-"))),
         ("folder", summary["run_dir"]),
         ("ended by", summary["end_reason"]),
         ("iterations", str(summary["iterations"])),
@@ -103,7 +240,9 @@ def summary_table(summary: dict) -> str:
     elif cls.get("error"):
         text += f"\n\nclassification failed: {cls['error']}"
     if summary.get("faults"):
-        text += (f"\nnext: soak report {summary['run_dir']}   soak gate {summary['run_dir']}"
+        # `soak report` needs matplotlib (the [report] extra): offered only where it would work
+        report = f"soak report {summary['run_dir']}   " if importlib.util.find_spec("matplotlib") else ""
+        text += (f"\nnext: {report}soak gate {summary['run_dir']}"
                  f"   soak bundle {summary['run_dir']}")
     if summary.get("backend_requested") == "opencl" and summary.get("backend_actual") == "cpu":
         text += "\n\nWARNING: OpenCL was requested but MNN ran on the CPU (silent fallback). This is NOT an OpenCL run."

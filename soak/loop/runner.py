@@ -16,6 +16,7 @@ import datetime as _dt
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from soak.events import EventLog
 from soak.loop import ladder, outcomes
 from soak.loop.checks import check_output
 from soak.loop.config import RunConfig, config_dict, new_run_id, validate
+from soak.fault_kinds import fault_detail, fault_kind_of
 from soak.loop.console import Progress, summary_table
 from soak.loop.engine_setup import engine_setup, manifest_facts
 from soak.loop.reserve import DiskReserve, disk_full_error, is_disk_full
@@ -108,7 +110,8 @@ class Runner:
         try:
             write_json(run_dir / "manifest.json", manifest)
             t0 = time.monotonic()
-            self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0)
+            self.progress = Progress(quiet=cfg.quiet, total=cfg.iterations, duration=cfg.duration_s)
+            self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0, listener=self._on_event)
             self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
                              target=self.target.name, run_dir=str(run_dir),
                              monotonic_t0=round(t0, 6))  # events' t is time.monotonic() - this (trace export)
@@ -117,6 +120,7 @@ class Runner:
                 raise
             self.reserve.release()
             raise disk_full_error(run_dir, exc, "the run could not start") from None
+        self.progress.start(run_dir=run_dir, seed=cfg.seed, run_id=run_id)  # stopped in _supervised
         self._record_faults(self.target.check_health(), None)  # what the target saw before the event log
         self.target.attach(_RunnerSink(self))
         self.session = Session(self.target, setup, self.events, run_dir, cfg.timeouts)
@@ -136,8 +140,8 @@ class Runner:
         else:
             summary["analysis"] = _analyse(run_dir)
         write_json(run_dir / "summary.json", summary)
-        if not cfg.quiet:
-            print(summary_table(summary), flush=True)
+        if not cfg.quiet:  # people text: stderr (stdout is for --json)
+            print(summary_table(summary), file=sys.stderr, flush=True)
         return RunResult(run_dir, summary, int(self._exit_code()))
 
     def _end(self, run_id: str, run_dir: Path, manifest: dict, elapsed: float) -> dict:
@@ -210,7 +214,7 @@ class Runner:
         A SoakError ends the run (recorded as an `error` event) and is returned, as is a full disk
         (errors.DiskFull).  A second Ctrl-C or SIGTERM (_Abort) leaves the iteration in flight."""
         cfg = self.cfg
-        progress = Progress(quiet=cfg.quiet)
+        progress = self.progress
         timer = _MemoryTimer(self, cfg.memory_interval_s)
         error = None
         try:
@@ -289,13 +293,13 @@ class Runner:
             return
         if not terminated and not self.interrupted:
             self.interrupted = True
-            print("\nsoak: stopping after this iteration (Ctrl-C again to abort it)", flush=True)
+            print("\nsoak: stopping after this iteration (Ctrl-C again to abort it)", file=sys.stderr, flush=True)
             return
         self.interrupted = True
         self.aborted = True
         self.stop_reason = "terminated" if terminated else "interrupted"
         print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
-              "writing run_end and the summary", flush=True)
+              "writing run_end and the summary", file=sys.stderr, flush=True)
         raise _Abort
 
     def _start_engine(self) -> bool:
@@ -305,7 +309,6 @@ class Runner:
         loaded = False
         for attempt in range(cfg.max_unrecovered):
             loaded, found = self.session.start(first_i) if attempt == 0 else self.session.restart(first_i)
-            self.stats.add_faults(found)
             if loaded or self.interrupted:
                 break
         if not loaded:
@@ -452,8 +455,7 @@ class Runner:
         """Before a conversation: if the last recovery left no worker, try again."""
         if self.session.alive:
             return True
-        loaded, found = self.session.restart(next_i)
-        self.stats.add_faults(found)
+        loaded, _ = self.session.restart(next_i)
         if loaded:
             self.consecutive_unrecovered = 0
             return True
@@ -515,7 +517,15 @@ class Runner:
     def _record_faults(self, found: list[dict], iteration: int | None) -> None:
         for f in found:
             self.events.emit("fault", iteration=iteration, **f)
-        self.stats.add_faults(found)
+
+    def _on_event(self, event: str, fields: dict) -> None:
+        """Every event written: faults are counted here and only here (soak.fault_kinds.fault_kind_of),
+        whoever emitted them (the loop, the session, the recovery ladder, a target)."""
+        kind = fault_kind_of(event, fields)
+        if kind is None:
+            return
+        self.stats.add_fault(kind)
+        self.progress.fault(iteration=fields.get("iteration"), kind=kind, detail=fault_detail(kind, fields))
 
     def _progress(self, progress: Progress, i: int, started: float, force: bool = False) -> None:
         progress.update(iteration=i, total=self.cfg.iterations, elapsed=time.monotonic() - started,
@@ -549,6 +559,7 @@ class Runner:
             "schema": 1,
             "run_id": run_id,
             "run_dir": str(run_dir),
+            "seed": self.cfg.seed,
             "end_reason": self.stop_reason,
             "iterations": self.iterations_done,
             "elapsed_s": round(elapsed, 3),

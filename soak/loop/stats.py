@@ -58,11 +58,12 @@ class RunStats:
         self.last_memory: dict | None = None
         self.token_timing = {name: RunningStats() for name in TOKEN_TIMING}
 
-    def add_faults(self, found: list[dict]) -> None:
+    def add_fault(self, kind: str) -> None:
+        """One fault event as soak.fault_kinds.fault_kind_of counts it (the runner's event listener
+        calls this for every event written, so progress, summary and the gate count alike)."""
         with self._lock:
-            for f in found:
-                self.faults += 1
-                self.faults_by_kind[f["kind"]] = self.faults_by_kind.get(f["kind"], 0) + 1
+            self.faults += 1
+            self.faults_by_kind[kind] = self.faults_by_kind.get(kind, 0) + 1
 
     def add_memory(self, sample: dict) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from soak.analysis.runfolder import RunFolder
 from soak.fault_kinds import OWN_VERDICT_KINDS as DERIVED_KINDS  # findings from series, not from fault events
+from soak.fault_kinds import fault_kind_of
 
 
 def classification(run: RunFolder) -> dict:
@@ -22,13 +23,13 @@ def classification(run: RunFolder) -> dict:
 
 
 def fault_events(run: RunFolder) -> list[dict]:
-    """Fault events plus interposer cl_call_error records (as kind cl_call_error)."""
+    """Fault events plus interposer cl_call_error records (as kind cl_call_error): the faults
+    of soak.fault_kinds.fault_kind_of, one per event."""
     out = []
     for e in run.notable:
-        if e.get("event") == "fault" and isinstance(e.get("kind"), str):
-            out.append(e)
-        elif e.get("event") == "cl_call_error":
-            out.append(dict(e, kind="cl_call_error"))
+        kind = fault_kind_of(e.get("event"), e)
+        if kind is not None:
+            out.append(e if e.get("kind") == kind else dict(e, kind=kind))
     return out
 
 

@@ -13,6 +13,8 @@ import re
 
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
+from soak.fault_kinds import fault_detail
+from soak.outputs._findings import fault_events
 
 MIB = float(1 << 20)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
@@ -36,9 +38,50 @@ def _series(run: RunFolder):
     tps = [(e["i"], e["decode_tps"]) for e in its
            if e.get("ok", True) and isinstance(e.get("decode_tps"), (int, float)) and e["decode_tps"] > 0]
     lat = [(e["i"], e["wall_s"]) for e in its if isinstance(e.get("wall_s"), (int, float))]
-    faults = sorted({e["iteration"] for e in run.faults if isinstance(e.get("iteration"), int)})
+    faults: dict[int, list[str]] = {}  # iteration -> "kind: detail" of each fault there
+    for e in fault_events(run):
+        if isinstance(e.get("iteration"), int):
+            detail = fault_detail(e["kind"], e)
+            faults.setdefault(e["iteration"], []).append(f"{e['kind']}: {detail}" if detail else e["kind"])
     recs = sorted({e["iteration"] for e in run.recoveries if isinstance(e.get("iteration"), int)})
-    return {"rss": rss, "gpu": gpu, "tps": tps, "lat": lat, "faults": faults, "recoveries": recs}
+    clock = [(e["i"], e["t"]) for e in its if isinstance(e.get("t"), (int, float))]
+    return {"rss": rss, "gpu": gpu, "tps": tps, "lat": lat, "faults": faults, "recoveries": recs, "clock": clock}
+
+
+SMOOTH_ABOVE = 300  # points in a series: above this, the raw series faint and a rolling median over it
+LABEL_FAULTS_UP_TO = 25  # fault markers labelled with their kind (hover text always)
+
+
+def _smooth(ys: list[float]) -> list[float]:
+    """Rolling median over about 1% of the series (an odd window of at least 5)."""
+    import statistics
+
+    half = max(2, len(ys) // 200)
+    return [statistics.median(ys[max(0, k - half):k + half + 1]) for k in range(len(ys))]
+
+
+def _clock_axis(ax, clock: list[tuple[int, float]]) -> None:
+    """Elapsed time (h:mm or m:ss) along the top of the first panel, next to the iterations."""
+    if len(clock) < 2:
+        return
+    import numpy as np
+
+    its = np.array([c[0] for c in clock], dtype=float)
+    ts = np.array([c[1] for c in clock], dtype=float)
+    order = np.argsort(its)
+    its, ts = its[order], np.maximum.accumulate(ts[order])
+    sec = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, its, ts), lambda t: np.interp(t, ts, its)))
+    span = ts[-1] - ts[0]
+
+    def fmt(v, _pos):
+        v = max(0, int(v))
+        return f"{v // 3600}:{v % 3600 // 60:02d}h" if span >= 3600 else f"{v // 60}:{v % 60:02d}"
+
+    from matplotlib.ticker import FuncFormatter
+
+    sec.xaxis.set_major_formatter(FuncFormatter(fmt))
+    sec.set_xlabel("elapsed (clock time since the start)", fontsize=8)
+    sec.tick_params(labelsize=8)
 
 
 def timeline_svg(runs: list[RunFolder]) -> str:
@@ -48,6 +91,7 @@ def timeline_svg(runs: list[RunFolder]) -> str:
     panels = (("rss", "host RSS (MiB)"), ("gpu", "GPU live bytes (MiB)"),
               ("tps", "decode tok/s"), ("lat", "latency per call (s)"))
     plotted = {key: False for key, _ in panels}
+    hover: dict[str, str] = {}  # SVG group id -> its <title> (hover text)
     for k, run in enumerate(runs):
         color = COLORS[k % len(COLORS)]
         s = _series(run)
@@ -56,12 +100,23 @@ def timeline_svg(runs: list[RunFolder]) -> str:
             pts = s[key]
             if pts:
                 plotted[key] = True
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=1.0,
-                        marker="." if len(pts) < 200 else None, ms=3, label=label)
-            if s["faults"]:
-                ax.vlines(s["faults"], 0, 1, transform=ax.get_xaxis_transform(), colors="#d62728",
-                          alpha=0.7 if len(runs) == 1 else 0.5, lw=1.0, linestyles="solid" if k == 0 else "dashed",
-                          label="fault" if (key == "rss" and k == 0) else None)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                if len(pts) > SMOOTH_ABOVE:  # dense: raw faint, rolling median on top
+                    ax.plot(xs, ys, color=color, lw=0.5, alpha=0.3)
+                    ax.plot(xs, _smooth(ys), color=color, lw=1.3, label=f"{label} (rolling median)")
+                else:
+                    ax.plot(xs, ys, color=color, lw=1.0, marker=".", ms=3, label=label)
+            for n, (it, what) in enumerate(sorted(s["faults"].items())):
+                line = ax.axvline(it, color="#d62728", alpha=0.7 if len(runs) == 1 else 0.5, lw=1.0,
+                                  ls="solid" if k == 0 else "dashed",
+                                  label="fault" if (key == "rss" and k == 0 and n == 0) else None)
+                line.set_gid(f"soakfault-{k}-{key}-{n}")
+                hover[line.get_gid()] = f"{label}: iteration {it}: " + "; ".join(what)
+                if key == "rss" and len(s["faults"]) <= LABEL_FAULTS_UP_TO:
+                    kinds = sorted({w.split(":")[0] for w in what})
+                    ax.annotate(f"{it} {'/'.join(kinds)}", (it, 1), xycoords=("data", "axes fraction"),
+                                xytext=(2, -2), textcoords="offset points", rotation=90, va="top",
+                                fontsize=6.5, color="#b00020")
             if s["recoveries"]:
                 ax.plot(s["recoveries"], [0] * len(s["recoveries"]), ls="none", marker="^", color="#2ca02c", ms=5,
                         transform=ax.get_xaxis_transform(), clip_on=False)
@@ -74,11 +129,24 @@ def timeline_svg(runs: list[RunFolder]) -> str:
                     ha="center", va="center", transform=ax.transAxes, color="#777")
             ax.set_yticks([])
     axes[-1].set_xlabel("iteration")
+    _clock_axis(axes[0], _series(runs[0])["clock"] if runs else [])
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[0].legend(handles, labels, fontsize=8, loc="upper left")
-    fig.suptitle("Memory and performance over the run (red lines: faults; green ticks: recoveries)", fontsize=10)
-    return _svg(fig)
+    fig.suptitle("Memory and performance over the run (red lines: faults, hover for what; green ticks: "
+                 "recoveries)", fontsize=10)
+    return _with_titles(_svg(fig), hover)
+
+
+def _with_titles(svg: str, hover: dict[str, str]) -> str:
+    """A <title> (the browser's hover text) as the first child of each fault marker's group."""
+    from xml.sax.saxutils import escape
+
+    def add(m):
+        text = hover.get(m.group(1))
+        return m.group(0) + (f"<title>{escape(text)}</title>" if text else "")
+
+    return re.sub(r'<g id="(soakfault-[^"]+)"[^>]*>', add, svg)
 
 
 def _svg(fig) -> str:

@@ -420,8 +420,10 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
     return all(r.passed for r in results), results, run
 
 
-def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool, list[RuleResult]]:
-    """Gate a finished run; prints the rules and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
+def gate_run(run_dir, policy_path, baseline=None, junit_path=None,
+             quiet: bool = False) -> tuple[bool, list[RuleResult]]:
+    """Gate a finished run; prints the rules to stderr (stdout stays for --json; nothing when
+    quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
     passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / "gate-junit.xml")
@@ -429,5 +431,6 @@ def gate_run(run_dir, policy_path, baseline=None, junit_path=None) -> tuple[bool
         from soak.outputs.junit import write_junit
 
         write_junit(results, Path(junit_path), policy.name, run_id_of(run), **run_labels(run))
-    print_results(results, run_id_of(run))
+    if not quiet:
+        print_results(results, run_id_of(run), stream=sys.stderr)
     return passed, results

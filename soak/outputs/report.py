@@ -19,7 +19,7 @@ from soak.analysis.verdicts import compute_verdicts
 from soak.errors import BadInput
 from soak import run_folder
 from soak.run_folder import write_bytes
-from soak.outputs._findings import findings_with_events
+from soak.outputs._findings import fault_events, findings_with_events
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -73,7 +73,7 @@ def _summary(runs: list[_Run]) -> str:
             ("iterations", lambda r: _e(r.folder.iteration_count)),
             ("elapsed", lambda r: _e(_dt.timedelta(seconds=round(r.folder.elapsed_s or 0)))),
             ("ended by", lambda r: _e(_ended_by(r.folder))),
-            ("fault events", lambda r: _e(len(r.folder.faults))),
+            ("faults", lambda r: _e(len(fault_events(r.folder)))),  # the one count (soak.fault_kinds)
             ("findings", lambda r: _e(len(r.findings))),
             ("memory", lambda r: _memory_cell(r.verdicts)),
             ("recovery", lambda r: _recovery_cell(r.verdicts)),
@@ -296,6 +296,31 @@ def _profile_section(r: _Run, runs: list[_Run]) -> str:
     return "\n".join(out)
 
 
+def _status_banner(r: _Run) -> str:
+    """At the top, per run: in progress (no run_end yet), then the built-in gate's result."""
+    from soak.outputs.gate import evaluate
+    from soak.outputs.policy import default_policy
+
+    rid = _e(r.folder.run_id)
+    out = []
+    if r.folder.state != run_folder.COMPLETE:
+        if r.folder.state == run_folder.RUNNING:
+            out.append(f"<p class=warn><b>{rid}: in progress</b> (no run_end yet, its event log still being "
+                       f"written); figures are as of the last event. <code>soak status {_e(r.folder.path)}</code> "
+                       f"shows how it goes.</p>")
+        else:
+            out.append(f"<p class=bad>{rid}: ended without run_end (killed, or the machine went down); "
+                       f"figures are as of the last event.</p>")
+    results, _ = evaluate(r.folder, default_policy())
+    failed = [x for x in results if not x.passed]
+    verdict = (f"<span class=bad>FAILED</span> ({len(results) - len(failed)}/{len(results)} rules pass): "
+               + "; ".join(f"<b>{_e(x.name)}</b> {_e(x.message)}" for x in failed)) if failed else \
+        f"<span class=good>passed</span> ({len(results)} rules)"
+    out.append(f"<p><b>gate</b> (built-in policy; <code>soak gate {_e(r.folder.path)} --policy FILE</code> for "
+               f"yours) for {rid}: {verdict}</p>")
+    return "\n".join(out)
+
+
 def render_report(run_dirs: list, baseline=None) -> str:
     from soak.outputs._plots import timeline_svg
 
@@ -310,6 +335,7 @@ def render_report(run_dirs: list, baseline=None) -> str:
              f"<style>{CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1><p class=muted>generated {_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}"
              f" by soak from the run folder(s); self-contained, no network.</p>",
+             *[_status_banner(r) for r in runs],
              "<h2>Summary and verdicts</h2>", _summary(runs),
              _comparison(runs, base),
              "<h2>Memory and performance over the run</h2><div class=plot>", timeline_svg([r.folder for r in runs]), "</div>"]

@@ -27,7 +27,7 @@ def test_demo_holds_every_failure_kind(tmp_path):
     recs = [e for e in events if e["event"] == "recovery"]
     assert recs and all(r["recovered_by"] for r in recs)
     assert {r["recovered_by"] for r in recs} >= {"reset", "reinit", "restart"}
-    assert "NOT an OpenCL run" in proc.stdout
+    assert "NOT an OpenCL run" in proc.stderr  # people text: stderr
     assert summary["backend_actual"] == "cpu"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["libraries"] and all(manifest["libraries"].values())

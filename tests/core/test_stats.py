@@ -32,7 +32,7 @@ def test_no_update_is_lost_between_threads():
         def work(k):
             for j in range(n):
                 stats.add_memory({"rss": 1000 + k})
-                stats.add_faults([{"kind": f"k{k % 2}"}])
+                stats.add_fault(f"k{k % 2}")
                 stats.add_speed(10.0 + k, None)
 
         ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]

@@ -226,12 +226,14 @@ def test_soak_run_with_gate(tmp_path, capsys):
     plan.write_text('[{"kind": "leak", "bytes": 262144, "every": 1}]')
     policy = tmp_path / "gate.toml"
     policy.write_text('[memory]\nmax_leak_slope = "64KiB"\nseries = ["rss"]\n')
-    common = ["run", "--engine", "test", "--iterations", "30", "--max-new-tokens", "8", "--quiet",
+    common = ["run", "--engine", "test", "--iterations", "30", "--max-new-tokens", "8",
               "--out", str(tmp_path / "logs"), "--gate", str(policy)]
     assert main(common + ["--fault-plan", str(plan), "--run-id", "leaky"]) == ExitCode.FAILED
-    assert "FAIL  memory.leak.rss" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "FAIL  memory.leak.rss" in out.err and out.out == ""  # the gate table is people text: stderr
     assert (tmp_path / "logs/leaky/gate-junit.xml").is_file()
-    assert main(common + ["--run-id", "clean"]) == ExitCode.OK
+    assert main(common + ["--run-id", "clean", "--quiet"]) == ExitCode.OK
+    assert capsys.readouterr() == ("", "")  # --quiet: nothing, the gate table included
 
 
 def test_test_engine_cpu_fallback_fails_an_opencl_gate(engine_runs, tmp_path):

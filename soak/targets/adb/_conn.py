@@ -15,10 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import adbutils
-from adbutils.errors import AdbError
+from soak.errors import BadInput, DeviceUnavailable
 
-from soak.errors import DeviceUnavailable
+try:  # the [adb] extra: only adb targets need it (it brings Pillow, requests and an adb binary)
+    import adbutils
+    from adbutils.errors import AdbError
+except ImportError:
+    raise BadInput("adb targets need the adbutils package, which is not installed",
+                   "pip install 'soak[adb]'") from None
 
 #: shell v2 packet ids (adb/shell_protocol.h)
 STDIN, STDOUT, STDERR, EXIT, CLOSE_STDIN = 0, 1, 2, 3, 4
@@ -68,6 +72,13 @@ class AdbLink:
 
     # ---- the adb server ----
     def _server_conn(self, timeout: float) -> adbutils.AdbConnection:
+        # adbutils starts an adb server (its own binary) when none answers, and leaves it running:
+        # soak never starts one, it only connects to the server the user runs
+        try:
+            socket.create_connection(self.server, timeout=timeout).close()
+        except OSError as exc:
+            raise DeviceGone(f"adb server {self.server[0]}:{self.server[1]} not reachable: {exc} "
+                             f"(soak does not start one)") from None
         try:
             c = self.client.make_connection(timeout=timeout)
         except (AdbError, OSError) as exc:
