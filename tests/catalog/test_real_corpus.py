@@ -71,10 +71,11 @@ def test_real_case_matches_expected(case, catalog):
 
 
 @pytest.mark.parametrize("case", ["nv-alloc-load", "nv-alloc-forward", "nv-enqueue-persistent",
-                                  "nv-enqueue-transient", "nv-memlimit"])
-def test_h200_one_injected_fault_is_one_row_first(case, catalog):
-    """Issue 11, done when: on real MNN (H200), one injected fault gives one
-    root-cause row, first, with its cascade folded in."""
+                                  "nv-enqueue-transient", "nv-memlimit",
+                                  "pocl-alloc-load", "pocl-enqueue-transient"])
+def test_one_injected_fault_is_one_row_first(case, catalog):
+    """Issue 11, done when: on real MNN (H200 and PoCL), one injected fault
+    gives one root-cause row, first, with its cascade folded in."""
     if not (ROOT / case).is_dir():
         pytest.skip(f"{case} not in tests/data/real")
     result = classify_run(ROOT / case, catalog, write=False)
