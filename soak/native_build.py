@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from soak.errors import BuildFailed
@@ -108,6 +109,8 @@ def cmake_build(source: Path, build: Path, filename: str, configure_args: list[s
         return product
     build.mkdir(parents=True, exist_ok=True)
     log = build / "build.log"
+    # people text on stderr (stdout may be --json): a first build takes seconds to minutes
+    print(f"soak: building {what} (first use; cached in {build})", file=sys.stderr, flush=True)
     with (build / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if product.exists():

@@ -4,6 +4,7 @@ command and the interposer build run from there."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,4 +85,6 @@ def test_demo_from_wheel(venv, tmp_path):
 def test_interposer_builds_from_wheel(venv, tmp_path):
     proc = _run(venv, tmp_path, "cl-info", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "soak: building native/interposer (first use" in proc.stderr  # not silent while it builds
+    json.loads(proc.stdout)  # and stdout stays JSON
     assert list((tmp_path / "cache" / "native").glob("soak_interposer-*")), "interposer not built from the wheel"
