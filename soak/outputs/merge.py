@@ -27,6 +27,7 @@ from pathlib import Path
 
 from soak.catalog.classify import OUTPUT_NAME as CLASSIFICATION, classify_run, find_runs, is_run_dir
 from soak.catalog.schema import SEVERITY_RANK
+from soak import run_folder
 from soak.errors import BadInput
 from soak.history import run_context, run_findings
 from soak.manifest import NETWORK_SERIAL
@@ -35,11 +36,8 @@ FORMAT_VERSION = 1
 TABLE_NAME = "classification.json"
 REPORT_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
-GATE_JSON = "gate.json"
-GATE_JUNIT = "gate-junit.xml"
-SUMMARY = "summary.json"
-MANIFEST = "manifest.json"
-EVENTS = "events.jsonl"
+GATE_JSON, GATE_JUNIT = run_folder.GATE, run_folder.GATE_JUNIT
+SUMMARY, MANIFEST, EVENTS = run_folder.SUMMARY, run_folder.MANIFEST, run_folder.EVENTS
 # severities that fail a run's JUnit when it has no gate results (the default gate's spirit)
 FAILING_SEVERITIES = ("critical", "high")
 # how a run ended, when it did not end by itself
@@ -103,17 +101,8 @@ def collect(paths: list[str | Path]) -> list[Path]:
 
 
 def _json(path: Path) -> dict | None:
-    """A JSON object file, or None when it is missing; BadInput when it is damaged."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path} is unreadable: {exc}",
-                       "re-run `soak classify` on that run, or leave its folder out of the merge") from None
-    if not isinstance(value, dict):
-        raise BadInput(f"{path} is not a JSON object", "leave that run folder out of the merge")
-    return value
+    """A JSON object file of a run folder (None when missing; BadInput when damaged)."""
+    return run_folder.read_json(path)
 
 
 def _run_end(run_dir: Path) -> dict | None:

@@ -122,7 +122,7 @@ def test_junit_one_suite_per_run_from_gate_else_classification(night, tmp_path):
         assert props["run_id"] in s.get("name") and props["model"] in s.get("name") and props["serial"] in s.get("name")
         by_run.setdefault(props["run_id"], []).append((props, s))
     props, gated = by_run["b1"][0]
-    assert props["source"] == "gate-junit.xml"
+    assert props["source"] == "gate.json"  # the gate's own result file, preferred to its JUnit
     cases = {c.get("name"): c for c in gated.iter("testcase")}
     assert "errors.severity.critical" in cases and cases["errors.severity.critical"].find("failure") is not None
     assert all(c.get("classname").startswith("soak.SM-S911.R58M.gate.") for c in cases.values())
