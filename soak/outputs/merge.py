@@ -55,6 +55,10 @@ class Case:
     text: str = ""
     skipped: bool = False       # a gate rule that could not be judged (no data)
 
+    @property
+    def failed(self) -> bool:
+        return not self.passed and not self.skipped  # a rule not judged fails nothing
+
 
 @dataclass
 class RunRecord:
@@ -193,7 +197,7 @@ def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
         classified=classified, findings=findings, worst=worst)
     rec.cases, rec.gate = _cases(run_dir, rec, findings)
     if rec.gate is not None:
-        rec.gate_passed = all(c.passed for c in rec.cases)
+        rec.gate_passed = not any(c.failed for c in rec.cases)
     return rec, manifest, classification, summary
 
 
@@ -343,7 +347,7 @@ def _x(text) -> str:
 
 def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
     total = sum(len(r.cases) for r in runs)
-    failed = sum(not c.passed for r in runs for c in r.cases)
+    failed = sum(c.failed for r in runs for c in r.cases)
     skipped = sum(c.skipped for r in runs for c in r.cases)
     root = ET.Element("testsuites", name="soak merge", tests=str(total), failures=str(failed), errors="0",
                       skipped=str(skipped))
@@ -354,7 +358,7 @@ def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
         if name in names:  # the same run id on the same device twice (copied folders): still unique
             name = f"{name} ({r.run_dir})"
         names.add(name)
-        fails = sum(not c.passed for c in r.cases)
+        fails = sum(c.failed for c in r.cases)
         suite = ET.SubElement(root, "testsuite", name=_x(name), tests=str(len(r.cases)), failures=str(fails),
                               errors="0", skipped=str(sum(c.skipped for c in r.cases)), time="0", timestamp=stamp,
                               hostname=_x(r.host or ""))

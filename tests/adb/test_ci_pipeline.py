@@ -103,7 +103,7 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     assert any("Other Phone" in n and b.serial in n for n in names)
     for s in suites:
         props = {p.get("name"): p.get("value") for p in s.iter("property")}
-        assert props["source"] == "gate-junit.xml" and props["run_id"] in s.get("name")
+        assert props["source"] == "gate.json" and props["run_id"] in s.get("name")
     assert "Other Phone" in (night / "report.html").read_text()
 
     # each phone's job left its own JUnit for GitLab's test report, and its run folder
