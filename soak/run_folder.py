@@ -116,17 +116,18 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_json(path: str | Path, data) -> None:
     """Write `data` as indented JSON atomically (write_bytes).  NaN and
     infinities become null: JSON has no such numbers."""
-    text = json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+    text = json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
     write_bytes(path, text.encode("utf-8", "surrogatepass"))
 
 
-def _finite(obj):
+def finite(obj):
+    """obj with every NaN/infinity as None (JSON has no such numbers; open interval ends become null)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 

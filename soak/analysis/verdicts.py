@@ -13,7 +13,7 @@ from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts
 from soak.analysis.perf import perf_verdicts
 from soak.analysis.recovery_verdict import recovery_verdicts
 from soak.analysis.runfolder import RunFolder
-from soak.run_folder import VERDICTS, write_json
+from soak.run_folder import VERDICTS, finite, write_json
 
 VERSION = 1
 
@@ -44,7 +44,7 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
             "tps_regression_pct": (perf["baseline"] or {}).get("tps_regression_pct"),
         },
     }
-    verdicts = _finite(verdicts)
+    verdicts = finite(verdicts)
     if write:
         write_json(run.path / VERDICTS, verdicts)
     return verdicts
@@ -136,14 +136,3 @@ def summary_lines(verdicts: dict) -> list[str]:
     lines = [line for f, v in series.items() if (line := memory_line(f, v))]
     sl = speed_line(verdicts.get("perf") or {})
     return lines + ([sl] if sl else [])
-
-
-def _finite(obj):
-    """JSON has no Infinity/NaN: open interval ends become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
