@@ -24,7 +24,8 @@ OTHER_KINDS = {
     "error": "CL-trace record kind (soak.cl.trace)", "build_failure": "CL-trace record kind",
     "start": "CL-trace record kind", "config_error": "CL-trace record kind",
     "iteration": "event type", "load": "event type", "fault": "event type", "memory": "event type",
-    "worker_start": "event type", "recovery": "event type",
+    "worker_start": "event type", "recovery": "event type", "worker_exit": "event type",
+    "cl_build_failure": "event type", "cl_profile": "event type",
     "adb": "target kind (manifest host.kind)", "local": "target kind (manifest host.kind)",
     "disk": "`error` event kind (the disk holding the run folder filled up)",
 }

@@ -60,5 +60,6 @@ def test_sweep_runs_and_tabulates(tmp_path):
     for label in rows:
         cfg = json.loads((tmp_path / "sw" / label / "manifest.json").read_text())
         assert str(tmp_path / "sw" / "cache" / label) in json.dumps(cfg)
-    assert "load cold s" in proc.stdout and "1st iter cold/warm s" in proc.stdout and "cl-normal-image  136" in proc.stdout
+    # the tables are people text: on stderr (stdout is for --json)
+    assert "load cold s" in proc.stderr and "1st iter cold/warm s" in proc.stderr and "cl-normal-image  136" in proc.stderr
     assert all(r["first_iteration_s"] and r["warm_first_iteration_s"] for r in rows.values())

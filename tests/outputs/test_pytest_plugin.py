@@ -32,7 +32,12 @@ def test_plugin_runs_the_readme_example(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's soak, installed or not
     pytester.makepyfile(test_example=EXAMPLE)
     out_dir = pytester.path / "kept"
-    result = pytester.runpytest_subprocess("-p", "soak.pytest_plugin", "--soak-out", str(out_dir), "-q")
+    from importlib.metadata import entry_points
+
+    # installed, pytest loads it through the pytest11 entry point; from a bare checkout, name it
+    installed = any(ep.name == "soak" for ep in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "soak.pytest_plugin"]
+    result = pytester.runpytest_subprocess(*plugin, "--soak-out", str(out_dir), "-q")
     result.assert_outcomes(passed=1, failed=1)
     text = result.stdout.str()
     assert "AssertionError: soak gate (built-in gate) failed for" in text
