@@ -220,8 +220,11 @@ class StallPolicy:
             return max(10 * self.stall_s, 10 * self.first_ttft_s, 2 * self.load_s if first_after_load else 0.0)
         return max(10 * self.stall_s, 10 * self.ttft_per_byte_s * max(prompt_bytes, 64))
 
-    def gap_s(self, gap_in_call: float) -> float | None:
-        if self.stall_s is None:
+    def gap_s(self, gap_in_call: float, first_after_load: bool) -> float | None:
+        """None (only the whole-call timeout) on the first call after a load and before any call
+        finished with measured gaps: a cold engine builds its decode kernels after the first token
+        (MNN 3.6.1 on PoCL: 20-300 s between tokens 1 and 2, which a 3 s timer killed as hangs)."""
+        if self.stall_s is None or first_after_load or self.max_gap_s == 0.0:
             return None
         return max(self.stall_s, 4 * max(self.max_gap_s, gap_in_call))
 
@@ -350,7 +353,7 @@ class Supervisor:
             now = time.monotonic()
             limit = deadline
             if watch:
-                allowed = self.stall.gap_s(gap) if tokens else first_limit
+                allowed = self.stall.gap_s(gap, first_after_load) if tokens else first_limit
                 if allowed is not None:
                     limit = min(limit, last_t + allowed)
             if now >= limit:
