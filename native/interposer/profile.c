@@ -167,18 +167,6 @@ static int slot_for(prof_slot *slots, const soak_call *c)
     return -1;
 }
 
-static void json_dims(soak_json *j, const char *k, const uint64_t *v, uint32_t dim)
-{
-    char t[80];
-    size_t o = 0;
-    t[o++] = '[';
-    for (uint32_t i = 0; i < dim && i < 3; i++)
-        o += (size_t)snprintf(t + o, sizeof t - o, "%s%llu", i ? "," : "", (unsigned long long)v[i]);
-    t[o++] = ']';
-    t[o] = 0;
-    soak_json_raw(j, k, t);
-}
-
 static int by_total(const void *a, const void *b)
 {
     const prof_slot *x = *(prof_slot *const *)a, *y = *(prof_slot *const *)b;
@@ -243,9 +231,9 @@ static void flush_window(int w)
                 if (s->name[0])
                     soak_json_str(&it, "kernel", s->name);
                 if (s->dim) {
-                    json_dims(&it, "gws", s->gws, s->dim);
+                    soak_json_dims(&it, "gws", s->gws, s->dim);
                     if (s->lws[0])
-                        json_dims(&it, "lws", s->lws, s->dim);
+                        soak_json_dims(&it, "lws", s->lws, s->dim);
                 }
                 soak_json_uint(&it, "count", s->count);
                 soak_json_uint(&it, "total_ns", s->total_ns);

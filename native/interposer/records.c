@@ -273,9 +273,9 @@ static int agg_count(const soak_call *c, cl_int code, int injected, const char *
     return found;
 }
 
-static void json_sizes(soak_json *j, const char *k, const uint64_t *v, uint32_t dim)
+void soak_json_dims(soak_json *j, const char *k, const uint64_t *v, uint32_t dim)
 {
-    char t[96];
+    char t[96]; /* three 20-digit sizes */
     size_t o = 0;
     t[o++] = '[';
     for (uint32_t i = 0; i < dim && i < 3; i++)
@@ -321,9 +321,9 @@ void soak_record_error(soak_call *c, cl_int code)
     if (c->kernel[0]) {
         soak_json_str(&j, "kernel", c->kernel);
         if (c->dim) {
-            json_sizes(&j, "gws", c->gws, c->dim);
+            soak_json_dims(&j, "gws", c->gws, c->dim);
             if (c->has_lws)
-                json_sizes(&j, "lws", c->lws, c->dim);
+                soak_json_dims(&j, "lws", c->lws, c->dim);
         }
     }
     if (c->param >= 0) {

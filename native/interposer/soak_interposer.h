@@ -302,6 +302,8 @@ SOAK_HIDDEN void soak_json_uint(soak_json *j, const char *key, uint64_t v);
 SOAK_HIDDEN void soak_json_ptr(soak_json *j, const char *key, const void *p);
 SOAK_HIDDEN void soak_json_bool(soak_json *j, const char *key, int v);
 SOAK_HIDDEN void soak_json_raw(soak_json *j, const char *key, const char *raw);
+/* "key":[v0,v1,v2], the first dim (<= 3) work sizes */
+SOAK_HIDDEN void soak_json_dims(soak_json *j, const char *key, const uint64_t *v, uint32_t dim);
 SOAK_HIDDEN void soak_json_append(soak_json *j, const char *raw); /* no key, no comma */
 SOAK_HIDDEN void soak_json_common(soak_json *j, const soak_call *c); /* pid, seq, t_ns, tid, api */
 SOAK_HIDDEN size_t soak_json_end(soak_json *j);                     /* appends "}\n" */
