@@ -370,9 +370,18 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
         L.append(f"#ifdef SOAK_PRE_{n}")
         L.append(f"    (void)SOAK_PRE_{n}({hook_args});")
         L.append("#endif")
+    names = {p.name: p for p in api.params}
+    launches = "kernel" in names and names["kernel"].ctype == "cl_kernel"
     if prof:
+        # kernel launches are timed 1 in SOAK_CL_PROFILE_SAMPLE (an event each is what costs); every
+        # other command (transfers, markers) is timed
+        want = "soak_prof_want()" if launches else "1"
         L.append(f"    cl_event soak_own_ev = 0, *soak_app_ev = {prof.name};")
-        L.append(f"    if (SOAK_UNLIKELY(soak_g.profile) && !{prof.name}) {prof.name} = &soak_own_ev;")
+        L.append("    int soak_timed = 0;")
+        L.append("    if (SOAK_UNLIKELY(soak_g.profile)) {")
+        L.append(f"        soak_timed = {want};")
+        L.append(f"        if (soak_timed && !{prof.name}) {prof.name} = &soak_own_ev;")
+        L.append("    }")
     if void:
         L.append(f"    soak_fn({real_args});")
     else:
@@ -401,13 +410,14 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     L.extend(generic or ["    (void)0;"])
     L.append("#endif")
     if prof:
-        names = {p.name: p for p in api.params}
-        L.append(f"    if (SOAK_UNLIKELY(soak_g.profile) && soak_code == CL_SUCCESS && {prof.name} && *{prof.name}) {{")
-        if "kernel" in names and names["kernel"].ctype == "cl_kernel":
+        L.append("    if (SOAK_UNLIKELY(soak_g.profile) && soak_code == CL_SUCCESS) {")
+        L.append(f"        cl_event soak_pe = soak_timed && {prof.name} ? *{prof.name} : 0;")
+        if launches:
             dims = ("work_dim", "global_work_size", "local_work_size")
             args = ", ".join(d if d in names else "0" for d in dims)
-            L.append(f"        soak_kernel_fields(&soak_c, kernel, {args});")
-        L.append(f"        soak_prof_enqueue(&soak_c, *{prof.name}, soak_app_ev == 0, {transfer_bytes(api)});")
+            L.append(f"        soak_prof_kernel(&soak_c, soak_pe, soak_app_ev == 0, kernel, {args});")
+        else:
+            L.append(f"        soak_prof_enqueue(&soak_c, soak_pe, soak_app_ev == 0, {transfer_bytes(api)});")
         L.append("    }")
     if note:
         L.append(note)

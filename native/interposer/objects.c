@@ -221,6 +221,8 @@ static void obj_drop(soak_call *c, const void *obj, int force)
         e->key = TOMBSTONE;
     }
     pthread_mutex_unlock(&lock);
+    if (kind == SOAK_OBJ_KERNEL) /* profile.c caches kernel names by object */
+        __atomic_add_fetch(&soak_prof_kernel_gen, 1, __ATOMIC_RELAXED);
     if (kind >= 0 && is_memory(kind))
         mem_record(c, "free", kind, obj, bytes, 0);
 }

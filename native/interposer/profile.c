@@ -1,16 +1,23 @@
 /* --cl-profile (SOAK_CL_PROFILE=1): device time per kernel and transfer, device idle gaps,
  * host time per entry point.
  *
- * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue gets an event (the
- * engine's, retained, or one of ours, released here); events wait in a FIFO and are read
+ * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue is counted (per kernel
+ * name and work sizes, or per transfer entry point).  Timed commands get an event (the engine's,
+ * retained, or one of ours, released here): every transfer and other non-kernel command, the first
+ * command of each window, and one kernel launch in SOAK_CL_PROFILE_SAMPLE (default 16; 1: every
+ * launch) at a jittered interval from a fixed seed.  An event per launch is what costs on a GPU
+ * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch); the untimed launches
+ * of a kernel shape get its timed launches' mean (in this window, else the mean over earlier
+ * windows).  Events wait in a FIFO and are read
  * when complete, without blocking: the complete ones at the head once 32 wait, all complete
  * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
  * iteration; a command counts in the window it was enqueued in) and written as one `profile`
  * record once the window has ended (an enqueue of a later epoch came) and its last command was
  * read (or at exit, or when yet another window begins): per kernel name + global/local size
- * count, total and p50/p99 device ns;
- * per transfer entry point count, bytes and device ns; busy and idle device ns; host ns per
- * entry point.  See FORMAT.md. */
+ * count, timed, total (estimated when not every launch was timed) and p50/p99 device ns of the timed;
+ * per transfer entry point count, bytes and device ns; busy device ns (timed commands' union plus
+ * the untimed launches' estimate), span (first timed start to last timed end) and idle = span - busy;
+ * host ns per entry point.  See FORMAT.md. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -40,9 +47,42 @@ typedef struct {
     uint32_t dim;
     uint64_t gws[3], lws[3];
     char name[96];
-    uint64_t count, total_ns, bytes, max_ns;
+    uint64_t count, timed, total_ns, bytes, max_ns; /* count: every enqueue; the rest: the timed ones */
     uint32_t hist[HIST_N];
 } prof_slot;
+
+/* a command's key: entry point, kernel name, work sizes */
+typedef struct {
+    uint32_t api, dim;
+    const uint64_t *gws, *lws;
+    const char *name;
+} prof_key;
+
+/* launches seen per kernel object (cached name and this window's slot, so an untimed launch
+ * costs no driver call and no string hashing); cleared when a kernel is released */
+#define KCACHE 256
+typedef struct {
+    const void *kernel;
+    uint64_t gen, serial;
+    uint32_t dim;
+    uint64_t gws[3], lws[3];
+    int slot;
+    char name[96];
+} kcache_entry;
+static kcache_entry kcache[KCACHE];
+uint64_t soak_prof_kernel_gen = 1; /* objects.c bumps it when a kernel object goes away */
+static uint64_t serial = 1;        /* the current window's serial: slot numbers in kcache belong to it */
+
+static uint64_t sample_every = 16; /* SOAK_CL_PROFILE_SAMPLE */
+static uint64_t skip_left;         /* untimed launches before the next timed one */
+static int time_next = 1;          /* the window's first command is timed */
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+/* means over every window written so far, per command key: the estimate for launches a window
+ * did not time */
+static prof_slot *history;
+static prof_slot *history_used[PROF_SLOTS]; /* its slots in use, in the order they were taken */
+static size_t history_n;
 
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
 static pending ring[PENDING_MAX];
@@ -50,7 +90,7 @@ static size_t head, tail; /* ring[head..tail) pending */
 static size_t drain_at = DRAIN_BATCH; /* pending count at which the enqueue path reads events next */
 typedef struct {
     int open;
-    uint64_t epoch, phase, busy, idle, first_start, last_end, dropped, failed, pending;
+    uint64_t epoch, phase, busy, first_start, last_end, dropped, failed, pending;
     uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
@@ -86,7 +126,7 @@ static uint64_t bucket_value(int b) /* the bucket's midpoint */
 
 static uint64_t quantile(const prof_slot *s, double q)
 {
-    uint64_t want = (uint64_t)(q * (double)s->count + 0.5), seen = 0;
+    uint64_t want = (uint64_t)(q * (double)s->timed + 0.5), seen = 0;
     if (want < 1)
         want = 1;
     for (int b = 0; b < HIST_N; b++) {
@@ -107,6 +147,17 @@ void soak_profile_init(void)
             soak_g.profile = 0;
             return;
         }
+    }
+    history = calloc(PROF_SLOTS, sizeof(prof_slot));
+    const char *v = getenv("SOAK_CL_PROFILE_SAMPLE");
+    if (v && *v) {
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*end || n < 1 || n > 1000000)
+            fprintf(stderr, "soak-interposer: SOAK_CL_PROFILE_SAMPLE=%s: not a whole number from 1 to 1000000; "
+                            "timing 1 kernel launch in %llu\n", v, (unsigned long long)sample_every);
+        else
+            sample_every = n;
     }
     windows[0].open = 1;
     windows[0].host_first = soak_now_ns();
@@ -141,30 +192,87 @@ const cl_queue_properties *soak_profile_props(const cl_queue_properties *props)
 
 /* ---- the window record ---- */
 
-static int slot_for(prof_slot *slots, const soak_call *c)
+/* the slot of key k in slots (a new one when absent and create is set); -1: full or absent */
+static int slot_of(prof_slot *slots, const prof_key *k, int create)
 {
-    uint64_t h = 1469598103934665603ull ^ c->id;
-    for (const char *p = c->kernel; *p; p++)
+    uint64_t h = 1469598103934665603ull ^ k->api;
+    for (const char *p = k->name; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    for (uint32_t i = 0; i < c->dim; i++)
-        h = (h ^ c->gws[i] ^ (c->lws[i] << 20)) * 1099511628211ull;
+    for (uint32_t i = 0; i < k->dim; i++)
+        h = (h ^ k->gws[i] ^ (k->lws[i] << 20)) * 1099511628211ull;
     for (unsigned probe = 0; probe < PROF_SLOTS; probe++) {
         prof_slot *s = &slots[(h + probe) & (PROF_SLOTS - 1)];
         if (!s->used) {
+            if (!create)
+                return -1;
             s->used = 1;
-            s->api = c->id;
-            s->dim = c->dim;
-            memcpy(s->gws, c->gws, sizeof s->gws);
-            memcpy(s->lws, c->has_lws ? c->lws : (uint64_t[3]){0, 0, 0}, sizeof s->lws);
-            snprintf(s->name, sizeof s->name, "%s", c->kernel);
+            s->api = k->api;
+            s->dim = k->dim;
+            memcpy(s->gws, k->gws, sizeof s->gws);
+            memcpy(s->lws, k->lws, sizeof s->lws);
+            snprintf(s->name, sizeof s->name, "%s", k->name);
             return (int)(s - slots);
         }
-        if (s->api == c->id && s->dim == c->dim && !memcmp(s->gws, c->gws, sizeof s->gws) &&
-            !memcmp(s->lws, c->has_lws ? c->lws : (uint64_t[3]){0, 0, 0}, sizeof s->lws) &&
-            !strcmp(s->name, c->kernel))
+        if (s->api == k->api && s->dim == k->dim && !memcmp(s->gws, k->gws, sizeof s->gws) &&
+            !memcmp(s->lws, k->lws, sizeof s->lws) && !strcmp(s->name, k->name))
             return (int)(s - slots);
     }
     return -1;
+}
+
+static int slot_for(prof_slot *slots, const soak_call *c)
+{
+    static const uint64_t zero[3] = {0, 0, 0};
+    prof_key k = {c->id, c->dim, c->gws, c->has_lws ? c->lws : zero, c->kernel};
+    return slot_of(slots, &k, 1);
+}
+
+static prof_key key_of(const prof_slot *s) { return (prof_key){s->api, s->dim, s->gws, s->lws, s->name}; }
+
+static double items_of(const prof_slot *s) /* work-items of a launch of this shape (1: not a kernel) */
+{
+    double n = 1;
+    for (uint32_t i = 0; i < s->dim; i++)
+        n *= (double)(s->gws[i] ? s->gws[i] : 1);
+    return n;
+}
+
+/* per kernel name: device ns per work-item over the timed launches of every shape (this window's
+ * slots, or the history), for shapes a window never timed (prefill sizes follow the prompt) */
+static int name_rate(prof_slot *const *slots, size_t n, const prof_slot *s, double *rate)
+{
+    double ns = 0, items = 0;
+    for (size_t i = 0; i < n; i++) {
+        const prof_slot *o = slots[i];
+        if (o->timed && o->api == s->api && !strcmp(o->name, s->name)) {
+            ns += (double)o->total_ns;
+            items += (double)o->timed * items_of(o);
+        }
+    }
+    if (items > 0)
+        *rate = ns / items;
+    return items > 0;
+}
+
+/* device ns for a slot's untimed launches: the shape's mean (this window, else earlier ones),
+ * else the kernel's ns per work-item times this shape's work-items (this window, else earlier);
+ * launches with none of these are `unestimated` */
+static uint64_t untimed_estimate(const prof_slot *s, prof_slot *const *used, size_t n, uint64_t *unknown)
+{
+    uint64_t left = s->count - s->timed;
+    if (!left)
+        return 0;
+    if (s->timed)
+        return (uint64_t)((double)s->total_ns / (double)s->timed * (double)left + 0.5);
+    prof_key k = key_of(s);
+    int h = history ? slot_of(history, &k, 0) : -1;
+    if (h >= 0 && history[h].timed)
+        return (uint64_t)((double)history[h].total_ns / (double)history[h].timed * (double)left + 0.5);
+    double rate;
+    if (s->name[0] && (name_rate(used, n, s, &rate) || (history && name_rate(history_used, history_n, s, &rate))))
+        return (uint64_t)(rate * items_of(s) * (double)left + 0.5);
+    *unknown += left;
+    return 0;
 }
 
 static int by_total(const void *a, const void *b)
@@ -196,6 +304,29 @@ static void flush_window(int w)
     uint64_t host_total = 0;
     for (int i = 0; i < SOAK_N_API; i++)
         host_total += W->host_end[i] - W->host_start[i];
+    /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves */
+    uint64_t unknown = 0, est_ns = 0;
+    static uint64_t est[PROF_SLOTS];
+    for (size_t i = 0; i < n; i++) /* estimates first: they read the measured totals of other slots */
+        est[i] = untimed_estimate(used[i], used, n, &unknown);
+    for (size_t i = 0; i < n; i++) {
+        prof_slot *s = used[i];
+        if (s->timed && history) { /* this window's measured launches join the history */
+            prof_key k = key_of(s);
+            int h = slot_of(history, &k, 0);
+            if (h < 0 && (h = slot_of(history, &k, 1)) >= 0)
+                history_used[history_n++] = &history[h];
+            if (h >= 0) {
+                history[h].timed += s->timed;
+                history[h].total_ns += s->total_ns;
+            }
+        }
+        s->total_ns += est[i];
+        est_ns += est[i];
+    }
+    uint64_t span = W->last_end > W->first_start ? W->last_end - W->first_start : 0;
+    uint64_t busy = W->busy + est_ns;
+    uint64_t idle = span > busy ? span - busy : 0;
     if (n || host_total || W->dropped) {
         qsort(used, n, sizeof used[0], by_total);
         size_t cap = 96 * 1024;
@@ -208,9 +339,12 @@ static void flush_window(int w)
             soak_json_uint(&j, "phase", W->phase);
             soak_json_uint(&j, "host_first_ns", W->host_first);
             soak_json_uint(&j, "host_last_ns", W->host_last);
-            soak_json_uint(&j, "busy_ns", W->busy);
-            soak_json_uint(&j, "idle_ns", W->idle);
-            soak_json_uint(&j, "span_ns", W->last_end > W->first_start ? W->last_end - W->first_start : 0);
+            soak_json_uint(&j, "busy_ns", busy);
+            soak_json_uint(&j, "idle_ns", idle);
+            soak_json_uint(&j, "span_ns", span);
+            soak_json_uint(&j, "sample", sample_every);
+            soak_json_uint(&j, "estimated_ns", est_ns);
+            soak_json_uint(&j, "unestimated", unknown);
             soak_json_uint(&j, "untimed", W->dropped);
             soak_json_uint(&j, "failed_commands", W->failed);
             /* commands: the top ones by device time, the rest summed */
@@ -236,10 +370,14 @@ static void flush_window(int w)
                         soak_json_dims(&it, "lws", s->lws, s->dim);
                 }
                 soak_json_uint(&it, "count", s->count);
+                if (s->timed != s->count)
+                    soak_json_uint(&it, "timed", s->timed);
                 soak_json_uint(&it, "total_ns", s->total_ns);
-                soak_json_uint(&it, "p50_ns", quantile(s, 0.50));
-                soak_json_uint(&it, "p99_ns", quantile(s, 0.99));
-                soak_json_uint(&it, "max_ns", s->max_ns);
+                if (s->timed) {
+                    soak_json_uint(&it, "p50_ns", quantile(s, 0.50));
+                    soak_json_uint(&it, "p99_ns", quantile(s, 0.99));
+                    soak_json_uint(&it, "max_ns", s->max_ns);
+                }
                 if (s->bytes)
                     soak_json_uint(&it, "bytes", s->bytes);
                 item[it.len++] = '}';
@@ -271,7 +409,7 @@ static void flush_window(int w)
     }
     memset(slots, 0, PROF_SLOTS * sizeof *slots);
     W->open = 0;
-    W->busy = W->idle = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
+    W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
 }
 
@@ -294,6 +432,8 @@ static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
     soak_prof_phase = phase;
     memcpy(W->host_start, old->host_end, SOAK_N_API * sizeof(uint64_t));
     cur = nw;
+    serial++;
+    __atomic_store_n(&time_next, 1, __ATOMIC_RELAXED);
     if (!old->pending)
         flush_window(1 - cur);
 }
@@ -307,15 +447,13 @@ static void account(pending *p, cl_ulong start, cl_ulong end)
     window *W = &windows[p->win];
     prof_slot *s = &W->slots[p->slot];
     uint64_t ns = end - start;
-    s->count++;
+    s->timed++;
     s->total_ns += ns;
     if (ns > s->max_ns)
         s->max_ns = ns;
     s->hist[bucket(ns)]++;
     if (!W->first_start || start < W->first_start)
         W->first_start = start;
-    if (W->last_end && start > W->last_end)
-        W->idle += start - W->last_end;
     uint64_t from = start > W->last_end ? start : W->last_end; /* busy time, overlaps counted once */
     if (end > from)
         W->busy += end - from;
@@ -353,27 +491,26 @@ static void drain(size_t max)
     }
 }
 
-void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
+/* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
+static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
 {
-    pfn_event1 retain = (pfn_event1)soak_g.real[SOAK_ID_clRetainEvent];
     pfn_event1 release = (pfn_event1)soak_g.real[SOAK_ID_clReleaseEvent];
-    if (!own && (!retain || retain(ev) != CL_SUCCESS))
-        return;
-    pthread_mutex_lock(&plock);
     window *W = &windows[cur];
+    if (slot >= 0) {
+        W->slots[slot].count++;
+        W->slots[slot].bytes += bytes;
+    }
+    if (!ev)
+        return;
     if (tail - head >= PENDING_MAX) {
         drain(0);
         if (tail - head >= PENDING_MAX) { /* the device is far behind: this one goes untimed */
             W->dropped++;
             if (release)
                 release(ev);
-            pthread_mutex_unlock(&plock);
             return;
         }
     }
-    int slot = slot_for(W->slots, c);
-    if (slot >= 0)
-        W->slots[slot].bytes += bytes;
     ring[tail % PENDING_MAX] = (pending){ev, own, slot, cur};
     tail++;
     W->pending++;
@@ -381,6 +518,74 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
         drain(0);
         drain_at = tail - head + DRAIN_BATCH;
     }
+}
+
+/* the engine's event is kept until read: one reference of ours */
+static int hold(cl_event ev, int own)
+{
+    pfn_event1 retain = (pfn_event1)soak_g.real[SOAK_ID_clRetainEvent];
+    return own || (retain && retain(ev) == CL_SUCCESS);
+}
+
+int soak_prof_want(void)
+{
+    if (sample_every <= 1)
+        return 1;
+    /* threads racing here only shift which launch is timed */
+    if (!__atomic_exchange_n(&time_next, 0, __ATOMIC_RELAXED) && skip_left) {
+        skip_left--;
+        return 0;
+    }
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; /* xorshift64: the skip is uniform in [0, 2N-2] */
+    skip_left = rng % (2 * sample_every - 1);
+    return 1;
+}
+
+void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
+{
+    if (ev && !hold(ev, own))
+        ev = 0;
+    pthread_mutex_lock(&plock);
+    enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes);
+    pthread_mutex_unlock(&plock);
+}
+
+void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_uint dim, const size_t *gws,
+                      const size_t *lws)
+{
+    if (ev && !hold(ev, own))
+        ev = 0;
+    uint64_t g[3] = {0, 0, 0}, l[3] = {0, 0, 0};
+    if (!gws || dim < 1 || dim > 3)
+        dim = 0;
+    for (cl_uint i = 0; i < dim; i++) {
+        g[i] = gws[i];
+        l[i] = lws ? lws[i] : 0;
+    }
+    uint64_t gen = __atomic_load_n(&soak_prof_kernel_gen, __ATOMIC_RELAXED);
+    size_t at = ((uintptr_t)kernel >> 4) % KCACHE;
+    pthread_mutex_lock(&plock);
+    kcache_entry *e = &kcache[at];
+    if (e->kernel != kernel || e->gen != gen) { /* first launch of this kernel object here */
+        pthread_mutex_unlock(&plock);
+        char name[96];
+        soak_kernel_name(kernel, name, sizeof name); /* may call the driver: not under plock */
+        pthread_mutex_lock(&plock);
+        e = &kcache[at];
+        e->kernel = kernel;
+        e->gen = gen;
+        e->serial = 0;
+        memcpy(e->name, name, sizeof name);
+    }
+    if (e->serial != serial || e->dim != dim || memcmp(e->gws, g, sizeof g) || memcmp(e->lws, l, sizeof l)) {
+        prof_key k = {c->id, dim, g, l, e->name};
+        e->slot = slot_of(windows[cur].slots, &k, 1);
+        e->serial = serial;
+        e->dim = dim;
+        memcpy(e->gws, g, sizeof g);
+        memcpy(e->lws, l, sizeof l);
+    }
+    enqueue_locked(e->slot, ev, own, 0);
     pthread_mutex_unlock(&plock);
 }
 

@@ -281,7 +281,12 @@ SOAK_HIDDEN void soak_obj_exit_summary(char *buf, size_t cap);
 SOAK_HIDDEN void soak_profile_init(void);
 SOAK_HIDDEN void soak_profile_fini(void);
 SOAK_HIDDEN const cl_queue_properties *soak_profile_props(const cl_queue_properties *props);
+SOAK_HIDDEN int soak_prof_want(void); /* time this kernel launch? (1 in SOAK_CL_PROFILE_SAMPLE) */
+/* a successful enqueue: counted; ev (0: untimed) read once complete; own: ours to release */
 SOAK_HIDDEN void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes);
+SOAK_HIDDEN void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_uint dim,
+                                  const size_t *gws, const size_t *lws);
+SOAK_HIDDEN extern uint64_t soak_prof_kernel_gen; /* bumped when a kernel object goes away */
 SOAK_HIDDEN void soak_prof_sync(void);
 
 /* records.c */

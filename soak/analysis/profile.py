@@ -10,7 +10,10 @@ engine gives no first-token mark).  Per phase this module sums:
               launch-bound when large)
   host-only   the window's host span (first CL call in, last CL call out) beyond its device
               span: host work while the device had nothing queued
-and compares kernels + transfers + other + idle + host-only with the phase time the engine
+The interposer times 1 kernel launch in N (--cl-profile-sample, `sample` in the record) and gives
+the others their kernel's mean (`estimated_ns`; `timed` per command); idle is the device span left
+once busy time (measured plus estimated) is taken out.  The report says how much was estimated.
+It compares kernels + transfers + other + idle + host-only with the phase time the engine
 measured (perf: load_us, prefill_us, decode_us): the closure figure.  Host API time (inside CL
 calls) is reported beside it; it overlaps the device time, so it is not added.
 
@@ -41,6 +44,7 @@ def _new_phase() -> dict:
     return {"windows": 0, "kernels_ns": 0, "kernel_count": 0, "transfers_ns": 0, "transfer_bytes": 0,
             "transfer_count": 0, "other_ns": 0, "other_count": 0, "busy_ns": 0, "idle_ns": 0, "span_ns": 0,
             "host_span_ns": 0, "host_only_ns": 0, "host_api_ns": 0, "untimed": 0, "failed_commands": 0,
+            "kernel_timed": 0, "estimated_ns": 0, "unestimated": 0, "sample": 1,
             "kernels": defaultdict(lambda: {"count": 0, "total_ns": 0, "shapes": 0, "p99_ns": 0}),
             "transfers": defaultdict(lambda: {"count": 0, "total_ns": 0, "bytes": 0}),
             "host_api": defaultdict(int)}
@@ -58,6 +62,7 @@ def _add_window(ph: dict, ev: dict) -> None:
             k["p99_ns"] = max(k["p99_ns"], int(c.get("p99_ns") or 0))
             ph["kernels_ns"] += ns
             ph["kernel_count"] += n
+            ph["kernel_timed"] += int(c["timed"]) if c.get("timed") is not None else n
         else:
             t = ph["transfers"][api]
             t["count"] += n
@@ -81,6 +86,9 @@ def _add_window(ph: dict, ev: dict) -> None:
         ph["host_api"][api] += int(ns)
         ph["host_api_ns"] += int(ns)
     ph["untimed"] += int(ev.get("untimed") or 0)
+    ph["estimated_ns"] += int(ev.get("estimated_ns") or 0)
+    ph["unestimated"] += int(ev.get("unestimated") or 0)
+    ph["sample"] = max(ph["sample"], int(ev.get("sample") or 1))
     ph["failed_commands"] += int(ev.get("failed_commands") or 0)
 
 
@@ -270,6 +278,10 @@ def render(result: dict, explanation: list[str] = ()) -> str:
         if ph.get("tokens"):
             out.append(f"  per token  {ph['kernels_per_token']} kernels, {_ms(ph['ns_per_token'])} "
                        f"({ph['tokens_per_s']} tok/s over {ph['tokens']} tokens)")
+        if ph["kernel_timed"] < ph["kernel_count"]:
+            unknown = f", {ph['unestimated']} launches of kernels never timed (not counted)" if ph["unestimated"] else ""
+            out.append(f"  sampling   {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['sample']}); "
+                       f"the others' {_ms(ph['estimated_ns'])} is their kernel's mean{unknown}")
         if ph["untimed"] or ph["failed_commands"]:
             out.append(f"  untimed {ph['untimed']}, failed {ph['failed_commands']} commands")
         for k in ph["top_kernels"][:5]:

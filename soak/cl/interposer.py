@@ -30,6 +30,8 @@ MNN_LINUX_OPENCL_PATHS: tuple[str, ...] = (
     "/usr/lib32/libOpenCL.so",
 )
 LIBRARY_NAME = "libOpenCL.so"
+# --cl-profile times 1 kernel launch in this many (an event per launch halves launch-bound GPU decode)
+DEFAULT_PROFILE_SAMPLE = 16
 
 
 def mnn_bypass_paths(paths: tuple[str, ...] | list[str] | None = None) -> list[str]:
@@ -165,5 +167,6 @@ def prepare(options, run_dir: str | os.PathLike, *, interposer_dir: str | os.Pat
         "SOAK_CL_FAULTS": faults,
         "SOAK_CL_MEM_LIMIT": str(int(_opt(options, "mem_limit") or 0) or ""),
         "SOAK_CL_PROFILE": "1" if _opt(options, "profile") else "0",
+        "SOAK_CL_PROFILE_SAMPLE": str(int(_opt(options, "profile_sample") or DEFAULT_PROFILE_SAMPLE)),
     }
     return env

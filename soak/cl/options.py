@@ -10,6 +10,7 @@ import argparse
 import re
 
 from soak.cl.fault_rules import join_spec, parse_spec
+from soak.cl.interposer import DEFAULT_PROFILE_SAMPLE
 from soak.errors import BadInput
 
 _BYTES_RE = re.compile(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?")
@@ -40,8 +41,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cl-mem-limit", metavar="BYTES", type=parse_bytes,
                    help="fail OpenCL allocations beyond this many live bytes (e.g. 512M)")
     g.add_argument("--cl-profile", action="store_true",
-                   help="time every kernel and transfer on the device (profiling queues), device idle gaps "
-                        "and host time per CL call; one cl_profile event per iteration")
+                   help="time kernels and transfers on the device (profiling queues), device idle gaps "
+                        "and host time per CL call; one cl_profile event per iteration and phase")
+    g.add_argument("--cl-profile-sample", metavar="N", type=int, default=None,
+                   help=f"with --cl-profile: time 1 kernel launch in N (default {DEFAULT_PROFILE_SAMPLE}; the others get "
+                        "their kernel's mean; 1: every launch, which slows launch-bound GPU decode about 2x)")
     g.add_argument("--cl-real-lib", metavar="PATH",
                    help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
 
@@ -54,6 +58,12 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
     mem_limit = args.cl_mem_limit
     real_lib = args.cl_real_lib
     profile = bool(args.cl_profile)
+    sample = args.cl_profile_sample
+    if sample is not None and not profile:
+        raise BadInput("--cl-profile-sample needs --cl-profile", "add --cl-profile or drop --cl-profile-sample")
+    if sample is not None and not 1 <= sample <= 1_000_000:
+        raise BadInput(f"--cl-profile-sample {sample}: not a whole number from 1 to 1000000",
+                       f"use 1 (every kernel launch) or more (default {DEFAULT_PROFILE_SAMPLE})")
     intercept = args.intercept
     wants = bool(faults or override or mem_limit or profile)
     if intercept is False:
@@ -70,4 +80,5 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
         "mem_limit": int(mem_limit) if mem_limit else None,
         "real_lib": real_lib,
         "profile": profile,
+        "profile_sample": (sample or DEFAULT_PROFILE_SAMPLE) if profile else None,
     }

@@ -66,6 +66,10 @@ def test_prepare_env(tmp_path, cl_build):
     assert env["SOAK_CL_STATS"].endswith("cl_trace.%p.stats")
     assert env["SOAK_CL_GPU_OVERRIDE"] == "1" and env["SOAK_CL_MEM_LIMIT"] == str(1 << 30)
     assert env["SOAK_CL_FAULTS"] == "clEnqueueNDRangeKernel=CL_OUT_OF_RESOURCES@nth:50"
+    assert env["SOAK_CL_PROFILE"] == "0" and env["SOAK_CL_PROFILE_SAMPLE"] == "16"
+    sampled = interposer.prepare({"profile": True, "profile_sample": 4}, tmp_path / "run3",
+                                 interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
+    assert sampled["SOAK_CL_PROFILE"] == "1" and sampled["SOAK_CL_PROFILE_SAMPLE"] == "4"
     plain = interposer.prepare(None, tmp_path / "r2", interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
     assert plain["LD_LIBRARY_PATH"] == str(cl_build.lib_dir) and plain["SOAK_CL_MEM_LIMIT"] == ""
 
@@ -91,8 +95,16 @@ def _parse(*argv, backend="opencl"):
 
 
 def test_options():
-    assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None, "profile": False}
+    assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None, "profile": False,
+                        "profile_sample": None}
     assert _parse("--cl-profile", backend="cpu")["profile"] is True
+    assert _parse("--cl-profile")["profile_sample"] == interposer.DEFAULT_PROFILE_SAMPLE == 16
+    assert _parse("--cl-profile", "--cl-profile-sample", "1")["profile_sample"] == 1
+    with pytest.raises(BadInput, match="needs --cl-profile"):
+        _parse("--cl-profile-sample", "4")
+    for bad in ("0", "-3", "2000000"):
+        with pytest.raises(BadInput, match="not a whole number from 1 to 1000000"):
+            _parse("--cl-profile", "--cl-profile-sample", bad)
     assert _parse(backend="cpu") is None
     assert _parse("--no-intercept") is None
     assert _parse("--intercept", backend="cpu") is not None
@@ -100,7 +112,8 @@ def test_options():
                "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7", "--cl-gpu-override",
                "--cl-mem-limit", "512M", "--cl-real-lib", "/x/libOpenCL.so.1", backend="cpu")
     assert o == {"faults": "clEnqueueNDRangeKernel=-5@nth:50;clCreateBuffer=-4@p:0.01,seed:7",
-                 "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1", "profile": False}
+                 "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1", "profile": False,
+                 "profile_sample": None}
     with pytest.raises(BadInput, match="need the interposer"):
         _parse("--no-intercept", "--cl-gpu-override")
     with pytest.raises(BadInput):

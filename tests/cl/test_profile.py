@@ -1,7 +1,9 @@
 """--cl-profile on PoCL: the interposer turns profiling on for the queues the engine creates,
-gives every enqueue an event, reads device start/end when complete, and writes one `profile`
-record per poll window: per kernel name and sizes, per transfer, busy/idle device time, host
-time per entry point.  The engine's own object counts stay as they were."""
+counts every enqueue, gives the timed ones an event (every command with --cl-profile-sample 1;
+else every transfer, each window's first command and 1 kernel launch in N), reads device
+start/end when complete, and writes one `profile` record per poll window: per kernel name and
+sizes, per transfer, busy/idle device time, host time per entry point.  The engine's own object
+counts stay as they were."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def kernel_counts(rec: dict) -> dict[tuple, int]:
 
 def test_kernels_and_transfers_timed_per_name_and_size(run_workload):
     r = run_workload("--iterations", "3", "--steps", "2", "--step-calls", "30", "--step-kernels", "3",
-                     options={"profile": True})
+                     options={"profile": True, "profile_sample": 1})
     assert r.rc == 0, r.stderr
     (p,) = profiles(r)  # one window (no reader polled): written at exit
     counts = kernel_counts(p)
@@ -39,6 +41,8 @@ def test_kernels_and_transfers_timed_per_name_and_size(run_workload):
     assert read["bytes"] == 4096 and read["count"] == 1
     assert p["busy_ns"] + p["idle_ns"] == p["span_ns"] and p["busy_ns"] > 0
     assert p["untimed"] == 0 and p["failed_commands"] == 0
+    assert p["sample"] == 1 and p["estimated_ns"] == 0 and p["unestimated"] == 0
+    assert all("timed" not in c for c in p["commands"])  # every launch timed: no `timed` field
     assert p["host_ns"]["clEnqueueNDRangeKernel"] > 0 and p["host_ns"]["clFinish"] > 0
     assert r.stats["api"]["clFinish"]["host_ns"] > 0
     # the engine's events (vadd iterations) are its own: 3 made, 3 released; ours are not counted
@@ -46,10 +50,99 @@ def test_kernels_and_transfers_timed_per_name_and_size(run_workload):
 
 
 def test_queue_with_properties_gets_profiling(run_workload):
-    r = run_workload("--queue-props", "--steps", "1", "--step-calls", "20", options={"profile": True})
+    r = run_workload("--queue-props", "--steps", "1", "--step-calls", "20",
+                     options={"profile": True, "profile_sample": 1})
     assert r.rc == 0 and "check=1" in r.stdout, r.stderr  # results unchanged
     (p,) = profiles(r)
     assert sum(kernel_counts(p).values()) == 21 and p["untimed"] == 0
+
+
+def test_sampling_times_one_launch_in_n_and_estimates_the_rest(run_workload):
+    """The default: 1 kernel launch in 16 gets an event; counts stay exact, each shape's untimed
+    launches get its timed launches' mean, busy holds both and idle is what the span leaves."""
+    r = run_workload("--steps", "4", "--step-calls", "400", "--step-kernels", "3", options={"profile": True})
+    assert r.rc == 0, r.stderr
+    (p,) = profiles(r)
+    counts = kernel_counts(p)
+    assert sum(n for (k, _), n in counts.items() if k.startswith("k")) == 1600  # every launch counted
+    for k in range(3):
+        for size in (1024, 512):
+            want = 4 * sum(1 for i in range(400) if i % 3 == k and (512 if i & 1 else 1024) == size)
+            assert counts[(f"k{k}", (size,))] == want
+    kernels = [c for c in p["commands"] if c["api"] == "clEnqueueNDRangeKernel" and c["kernel"] != "vadd"]
+    timed = sum(c.get("timed", c["count"]) for c in kernels)
+    assert 50 <= timed <= 200, timed  # about 1600 / 16
+    for c in kernels:
+        assert 0 < c["timed"] < c["count"]
+        assert c["total_ns"] > 0 and c["p50_ns"] <= c["p99_ns"] <= c["max_ns"]
+    (read,) = [c for c in p["commands"] if c["api"] == "clEnqueueReadBuffer"]
+    assert "timed" not in read and read["total_ns"] > 0  # transfers are always timed
+    assert p["sample"] == 16 and p["estimated_ns"] > 0 and p["unestimated"] == 0
+    assert p["idle_ns"] == max(0, p["span_ns"] - p["busy_ns"])
+
+
+def _step_windows(cl_build, tmp_path, sample: int, *args: str) -> list[dict]:
+    """cl_workload --step-sync with a reader poll after each of 3 steps: the profile records
+    holding step kernels (k0, k1, ...), one per step."""
+    env = dict(os.environ)
+    env.update(interposer.prepare({"profile": True, "profile_sample": sample}, tmp_path,
+                                  interposer_dir=cl_build.lib_dir, mnn_paths=()))
+    proc = subprocess.Popen([str(cl_build.workload), "--steps", "3", "--step-calls", "20", "--step-rotate",
+                             "--step-sync", *args], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    reader = TraceReader(tmp_path)
+    events = []
+    try:
+        for i in range(3):
+            for line in proc.stdout:
+                if line.split()[:2] == ["result", "step"]:
+                    break
+            events += [f for name, f in trace_events(reader.poll(), i) if name == "cl_profile"]
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    events += [f for name, f in trace_events(reader.poll(), 3) if name == "cl_profile"]
+    steps = [e for e in events if any(c.get("kernel", "").startswith("k") for c in e["commands"])]
+    assert len(steps) == 3
+    return steps
+
+
+def _shapes(e: dict) -> dict:
+    return {(c["kernel"], c["gws"][0]): c for c in e["commands"] if c.get("kernel", "").startswith("k")}
+
+
+def test_sampling_estimates_a_shape_from_earlier_windows(cl_build, tmp_path):
+    """A shape launched in a window where none of its launches was timed gets its mean from earlier
+    windows; with no earlier timing it is `unestimated` (counted, no time).  Sampling 1 in 10^6:
+    only each window's first launch is timed; --step-rotate starts each step at another shape."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "2")
+    first, second, third = (_shapes(e) for e in steps)
+    # window 1 begins with the workload's vadd: neither step shape is timed, none known before
+    assert all(c["timed"] == 0 and c["total_ns"] == 0 for c in first.values())
+    assert steps[0]["unestimated"] == 20
+    # window 2 times its first launch (k1 at 512): k1 from its own launch, k0 still unknown
+    assert second[("k1", 512)]["timed"] == 1 and second[("k1", 512)]["total_ns"] > 0
+    assert second[("k0", 1024)]["timed"] == 0 and steps[1]["unestimated"] == 10
+    # window 3 times k0 (rotated back): k1's 10 launches get window 2's mean
+    assert third[("k0", 1024)]["timed"] == 1
+    k1 = third[("k1", 512)]
+    assert k1["timed"] == 0 and k1["total_ns"] > 0 and steps[2]["unestimated"] == 0
+    # both are 10 x the one timed launch of window 2 (its own 9 untimed launches got that mean too)
+    assert k1["total_ns"] == second[("k1", 512)]["total_ns"] == 10 * second[("k1", 512)]["max_ns"]
+
+
+def test_sampling_estimates_an_untimed_size_from_the_kernels_rate(cl_build, tmp_path):
+    """A kernel timed at one global size but never at another (prefill sizes follow the prompt):
+    the other size gets the kernel's device ns per work-item times its work-items."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1")
+    second = _shapes(steps[1])  # its first launch: k0 at 512 (rotated by one)
+    small, big = second[("k0", 512)], second[("k0", 1024)]
+    assert small["timed"] == 1 and big["timed"] == 0 and steps[1]["unestimated"] == 0
+    # 10 launches of 1024 items at the rate of the one timed 512-item launch: 2 x its 10 x mean
+    assert abs(big["total_ns"] - 2 * small["total_ns"]) <= 1
+    assert steps[0]["unestimated"] == 20  # window 1: k0 never timed anywhere yet (vadd was)
 
 
 def test_off_by_default(run_workload):
@@ -61,7 +154,8 @@ def test_off_by_default(run_workload):
 def test_one_record_per_poll_window(cl_build, tmp_path):
     steps, calls = 4, 50
     env = dict(os.environ)
-    env.update(interposer.prepare({"profile": True}, tmp_path, interposer_dir=cl_build.lib_dir, mnn_paths=()))
+    env.update(interposer.prepare({"profile": True, "profile_sample": 1}, tmp_path, interposer_dir=cl_build.lib_dir,
+                                  mnn_paths=()))
     proc = subprocess.Popen([str(cl_build.workload), "--steps", str(steps), "--step-calls", str(calls),
                              "--step-kernels", "2", "--step-sync"], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)

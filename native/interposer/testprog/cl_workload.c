@@ -23,7 +23,9 @@
  *   --steps S --step-calls K   S steps of K NDRange enqueues (global sizes 1024 and 512 in turn,
  *                        no event); each step ends with clFinish and "result step I failed=F ns=T";
  *                        with --step-sync it then waits for a line on stdin (a reader polls between);
- *                        --step-kernels M: M distinct kernels (k0..kM-1) called in turn (default: vadd)
+ *                        --step-kernels M: M distinct kernels (k0..kM-1) called in turn (default: vadd);
+ *                        --step-rotate: step S starts S launches into the cycle (the same kernel and
+ *                        size pairs, another first launch)
  *   --queue-props        create the queue with clCreateCommandQueueWithProperties (no properties)
  *   --probe-param P      clGetDeviceInfo(P) with a 1-byte buffer (P: number, 0x.. allowed)
  */
@@ -109,7 +111,7 @@ int main(int argc, char **argv)
     int gpu_only = 0, iterations = 1, errors = 0, bad = 0, leak = 0, maps = 0, ext = 0, bench = 0;
     int alloc_n = 0, leak_svm = 0, sleep_ms = 0, hold_ms = 0, threads = 0, thread_calls = 1000;
     size_t alloc_size = 1 << 20, svm = 0;
-    int steps = 0, step_calls = 100, step_sync = 0, step_kernels = 0;
+    int steps = 0, step_calls = 100, step_sync = 0, step_kernels = 0, step_rotate = 0;
     long probe_param = -1;
     int queue_props = 0;
     const char *crash = 0;
@@ -136,6 +138,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
         else if (!strcmp(a, "--step-calls")) step_calls = atoi(v), i++;
         else if (!strcmp(a, "--step-sync")) step_sync = 1;
+        else if (!strcmp(a, "--step-rotate")) step_rotate = 1;
         else if (!strcmp(a, "--queue-props")) queue_props = 1;
         else if (!strcmp(a, "--step-kernels")) step_kernels = atoi(v), i++;
         else if (!strcmp(a, "--probe-param")) probe_param = strtol(v, 0, 0), i++;
@@ -266,7 +269,8 @@ int main(int argc, char **argv)
     for (int st = 0; st < steps; st++) {
         int failed = 0;
         double t0 = now_ns();
-        for (int i = 0; i < step_calls; i++) {
+        for (int i0 = 0; i0 < step_calls; i0++) {
+            int i = i0 + (step_rotate ? st : 0);
             size_t gws = (i & 1) ? N / 2 : N;
             cl_kernel kk = step_kernels > 0 ? sk[i % step_kernels] : k;
             if (p_clEnqueueNDRangeKernel(q, kk, 1, 0, &gws, 0, 0, 0, 0) != CL_SUCCESS)
