@@ -103,9 +103,7 @@ def _median(xs: list[float]) -> float | None:
 
 
 def engine_main(a, rest: list[str]) -> int:
-    arms = ["interposer", "profile", "profile-all"]
-    if not a.cl_gpu_override:
-        arms.insert(0, "direct")
+    arms = [n for n in a.arms if not (n == "direct" and a.cl_gpu_override)]
     if a.engine == "mnn" and a.mnn_build:
         rest = ["--mnn-build", a.mnn_build, *rest]
     runs: dict[str, dict[str, list[float]]] = {n: {"decode_tps": [], "prefill_tps": []} for n in arms}
@@ -125,7 +123,7 @@ def engine_main(a, rest: list[str]) -> int:
                             runs[name][key].append(r[key])
         except KeyboardInterrupt:  # cut short (a time box): the table of the runs done
             print("  interrupted: the table below has the runs done so far", flush=True)
-    ref = "direct" if "direct" in arms else "interposer"
+    ref = "direct" if "direct" in arms else arms[0]
     med = {n: {k: _median(v) for k, v in runs[n].items()} for n in arms}
     print(f"soak run --engine {a.engine}, {a.iterations} iterations x {a.max_new_tokens} new tokens, "
           f"seed {a.seed}; {a.repeat} runs per arm, interleaved (tok/s = tokens / engine time)")
@@ -136,8 +134,8 @@ def engine_main(a, rest: list[str]) -> int:
         rd = med[ref]["decode_tps"]
         ratio = f"x{d / rd:.3f} decode vs {ref}" if d and rd else "-"
         print(f"  {name:<11} decode median {d or 0:9.1f} tok/s {spread:>20}  prefill median {p or 0:9.1f} tok/s  {ratio}")
-    direct, off = med.get("direct", {}).get("decode_tps"), med["interposer"]["decode_tps"]
-    on, every = med["profile"]["decode_tps"], med["profile-all"]["decode_tps"]
+    direct, off = med.get("direct", {}).get("decode_tps"), med.get("interposer", {}).get("decode_tps")
+    on, every = med.get("profile", {}).get("decode_tps"), med.get("profile-all", {}).get("decode_tps")
     if off and direct:
         print(f"  interposer (profiling off) vs direct: x{off / direct:.3f} decode tok/s (target >= 0.98)")
     base = direct or off
@@ -165,6 +163,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per soak run")
     ap.add_argument("--profile-sample", type=int, default=16, help="the profile arm's --cl-profile-sample")
+    ap.add_argument("--arms", type=lambda t: t.split(","), default=["direct", "interposer", "profile", "profile-all"],
+                    help="comma-separated subset of direct,interposer,profile,profile-all (in this order)")
     ap.add_argument("--cl-real-lib", help="the real OpenCL library (ICD loader); default: as found")
     a, rest = ap.parse_known_args()
     if a.engine:
@@ -184,7 +184,8 @@ def main() -> int:
         every = dict(base)
         every.update(interposer.prepare({**real, "profile": True, "profile_sample": 1}, Path(tmp) / "all",
                                         interposer_dir=lib_dir, mnn_paths=()))
-        arms = (("direct", direct), ("interposer", through), ("profile", prof), ("profile-all", every))
+        arms = tuple((n, e) for n, e in (("direct", direct), ("interposer", through), ("profile", prof),
+                                         ("profile-all", every)) if n in a.arms)
         best = {}
         for _ in range(a.repeat):  # interleaved, so load on the machine hits all arms alike
             for name, env in arms:
@@ -193,11 +194,14 @@ def main() -> int:
     per = {k: v / a.calls for k, v in best.items()}
     print(f"{a.calls} NDRange enqueues + clFinish per step, {a.kernels} kernels, {interposer.find_real_library(a.cl_real_lib)}; "
           f"median step, best of {a.repeat}")
+    ref = arms[0][0]
     for name, _ in arms:
         print(f"  {name:<11} {best[name] / 1e6:9.2f} ms/step  {per[name]:8.0f} ns/enqueue  "
-              f"x{best[name] / best['direct']:.3f} step time vs direct")
-    print(f"  profiling on (1 in {a.profile_sample}) vs off: x{best['profile'] / best['interposer']:.3f} step time; "
-          f"every launch timed: x{best['profile-all'] / best['interposer']:.3f}")
+              f"x{best[name] / best[ref]:.3f} step time vs {ref}")
+    if "profile" in best and "interposer" in best:
+        print(f"  profiling on (1 in {a.profile_sample}) vs off: x{best['profile'] / best['interposer']:.3f} step time")
+    if "profile-all" in best and "interposer" in best:
+        print(f"  every launch timed vs off: x{best['profile-all'] / best['interposer']:.3f} step time")
     return 0
 
 

@@ -373,9 +373,11 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     names = {p.name: p for p in api.params}
     launches = "kernel" in names and names["kernel"].ctype == "cl_kernel"
     if prof:
-        # kernel launches are timed 1 in SOAK_CL_PROFILE_SAMPLE (an event each is what costs); every
-        # other command (transfers, markers) is timed
-        want = "soak_prof_want()" if launches else "1"
+        # kernel launches: each kernel name's first in a window and 1 in SOAK_CL_PROFILE_SAMPLE of
+        # the others are timed (an event each is what costs); every other command is timed
+        dims = ("work_dim", "global_work_size", "local_work_size")
+        want = (f"soak_prof_kernel_want(&soak_c, kernel, {', '.join(d if d in names else '0' for d in dims)})"
+                if launches else "1")
         L.append(f"    cl_event soak_own_ev = 0, *soak_app_ev = {prof.name};")
         L.append("    int soak_timed = 0;")
         L.append("    if (SOAK_UNLIKELY(soak_g.profile)) {")
@@ -413,9 +415,7 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
         L.append("    if (SOAK_UNLIKELY(soak_g.profile) && soak_code == CL_SUCCESS) {")
         L.append(f"        cl_event soak_pe = soak_timed && {prof.name} ? *{prof.name} : 0;")
         if launches:
-            dims = ("work_dim", "global_work_size", "local_work_size")
-            args = ", ".join(d if d in names else "0" for d in dims)
-            L.append(f"        soak_prof_kernel(&soak_c, soak_pe, soak_app_ev == 0, kernel, {args});")
+            L.append("        soak_prof_kernel_done(&soak_c, soak_pe, soak_app_ev == 0);")
         else:
             L.append(f"        soak_prof_enqueue(&soak_c, soak_pe, soak_app_ev == 0, {transfer_bytes(api)});")
         L.append("    }")

@@ -3,9 +3,9 @@
  *
  * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue is counted (per kernel
  * name and work sizes, or per transfer entry point).  Timed commands get an event (the engine's,
- * retained, or one of ours, released here): every transfer and other non-kernel command, the first
- * command of each window, and one kernel launch in SOAK_CL_PROFILE_SAMPLE (default 16; 1: every
- * launch) at a jittered interval from a fixed seed.  An event per launch is what costs on a GPU
+ * retained, or one of ours, released here): every transfer and other non-kernel command, each
+ * kernel name's first launch in a window, and one other kernel launch in SOAK_CL_PROFILE_SAMPLE
+ * (default 16; 1: every launch) at a jittered interval from a fixed seed.  An event per launch is what costs on a GPU
  * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch); the untimed launches
  * of a kernel shape get its timed launches' mean (in this window, else the mean over earlier
  * windows).  Events wait in a FIFO and are read
@@ -63,7 +63,8 @@ typedef struct {
 #define KCACHE 256
 typedef struct {
     const void *kernel;
-    uint64_t gen, serial;
+    uint64_t gen, serial; /* serial: the window `slot` belongs to */
+    uint32_t name_at;     /* its kernel name's entry in name_timed */
     uint32_t dim;
     uint64_t gws[3], lws[3];
     int slot;
@@ -72,15 +73,25 @@ typedef struct {
 static kcache_entry kcache[KCACHE];
 uint64_t soak_prof_kernel_gen = 1; /* objects.c bumps it when a kernel object goes away */
 static uint64_t serial = 1;        /* the current window's serial: slot numbers in kcache belong to it */
+/* per kernel name (hashed; names sharing an entry share it): the last window that timed one of
+ * its launches because it was the name's first there */
+#define NAME_SLOTS 1024
+static uint64_t name_timed[NAME_SLOTS];
 
 static uint64_t sample_every = 16; /* SOAK_CL_PROFILE_SAMPLE */
 static uint64_t skip_left;         /* untimed launches before the next timed one */
-static int time_next = 1;          /* the window's first command is timed */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 /* means over every window written so far, per command key: the estimate for launches a window
  * did not time */
 static prof_slot *history;
+
+/* untimed launches before the next sampled one: uniform in [0, 2N-2] (mean N-1), xorshift64 */
+static uint64_t next_skip(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng % (2 * sample_every - 1);
+}
 static prof_slot *history_used[PROF_SLOTS]; /* its slots in use, in the order they were taken */
 static size_t history_n;
 
@@ -159,6 +170,8 @@ void soak_profile_init(void)
         else
             sample_every = n;
     }
+    if (sample_every > 1)
+        skip_left = next_skip(); /* the first pick, like every later one, after a uniform skip */
     windows[0].open = 1;
     windows[0].host_first = soak_now_ns();
     ready = 1;
@@ -433,7 +446,6 @@ static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
     memcpy(W->host_start, old->host_end, SOAK_N_API * sizeof(uint64_t));
     cur = nw;
     serial++;
-    __atomic_store_n(&time_next, 1, __ATOMIC_RELAXED);
     if (!old->pending)
         flush_window(1 - cur);
 }
@@ -532,12 +544,11 @@ int soak_prof_want(void)
     if (sample_every <= 1)
         return 1;
     /* threads racing here only shift which launch is timed */
-    if (!__atomic_exchange_n(&time_next, 0, __ATOMIC_RELAXED) && skip_left) {
+    if (skip_left) {
         skip_left--;
         return 0;
     }
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; /* xorshift64: the skip is uniform in [0, 2N-2] */
-    skip_left = rng % (2 * sample_every - 1);
+    skip_left = next_skip();
     return 1;
 }
 
@@ -550,11 +561,8 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     pthread_mutex_unlock(&plock);
 }
 
-void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_uint dim, const size_t *gws,
-                      const size_t *lws)
+int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws, const size_t *lws)
 {
-    if (ev && !hold(ev, own))
-        ev = 0;
     uint64_t g[3] = {0, 0, 0}, l[3] = {0, 0, 0};
     if (!gws || dim < 1 || dim > 3)
         dim = 0;
@@ -576,6 +584,10 @@ void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_u
         e->gen = gen;
         e->serial = 0;
         memcpy(e->name, name, sizeof name);
+        uint64_t h = 1469598103934665603ull;
+        for (const char *p = name; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        e->name_at = (uint32_t)(h % NAME_SLOTS);
     }
     if (e->serial != serial || e->dim != dim || memcmp(e->gws, g, sizeof g) || memcmp(e->lws, l, sizeof l)) {
         prof_key k = {c->id, dim, g, l, e->name};
@@ -585,7 +597,27 @@ void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_u
         memcpy(e->gws, g, sizeof g);
         memcpy(e->lws, l, sizeof l);
     }
-    enqueue_locked(e->slot, ev, own, 0);
+    /* the key rides in the call, for the count after it */
+    memcpy(c->kernel, e->name, sizeof c->kernel);
+    c->dim = dim;
+    c->has_lws = lws != 0;
+    memcpy(c->gws, g, sizeof g);
+    memcpy(c->lws, l, sizeof l);
+    c->prof_slot = e->slot;
+    c->prof_serial = serial;
+    int first = name_timed[e->name_at] != serial; /* the kernel name's first launch in the window: timed */
+    name_timed[e->name_at] = serial;
+    pthread_mutex_unlock(&plock);
+    return first || soak_prof_want();
+}
+
+void soak_prof_kernel_done(soak_call *c, cl_event ev, int own)
+{
+    if (ev && !hold(ev, own))
+        ev = 0;
+    pthread_mutex_lock(&plock);
+    int slot = c->prof_serial == serial ? c->prof_slot : slot_for(windows[cur].slots, c); /* another window began */
+    enqueue_locked(slot, ev, own, 0);
     pthread_mutex_unlock(&plock);
 }
 

@@ -140,6 +140,8 @@ typedef struct {
     const char *param_name;     /* its symbolic name, when the headers define one */
     char kernel[96];            /* NDRange: CL_KERNEL_FUNCTION_NAME */
     uint64_t t0;                /* profiling: when the call entered */
+    int prof_slot;              /* profiling, NDRange: the window slot found before the launch */
+    uint64_t prof_serial;       /* ... and that window's serial */
 } soak_call;
 
 typedef struct {
@@ -284,8 +286,11 @@ SOAK_HIDDEN const cl_queue_properties *soak_profile_props(const cl_queue_propert
 SOAK_HIDDEN int soak_prof_want(void); /* time this kernel launch? (1 in SOAK_CL_PROFILE_SAMPLE) */
 /* a successful enqueue: counted; ev (0: untimed) read once complete; own: ours to release */
 SOAK_HIDDEN void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes);
-SOAK_HIDDEN void soak_prof_kernel(soak_call *c, cl_event ev, int own, cl_kernel kernel, cl_uint dim,
-                                  const size_t *gws, const size_t *lws);
+/* a kernel launch: before it, whether to time it (its kernel name's first launch in the window,
+ * or the sampler's pick); after it succeeded, counted and ev (0: untimed) queued */
+SOAK_HIDDEN int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws,
+                                      const size_t *lws);
+SOAK_HIDDEN void soak_prof_kernel_done(soak_call *c, cl_event ev, int own);
 SOAK_HIDDEN extern uint64_t soak_prof_kernel_gen; /* bumped when a kernel object goes away */
 SOAK_HIDDEN void soak_prof_sync(void);
 

@@ -115,34 +115,38 @@ def _shapes(e: dict) -> dict:
 
 def test_sampling_estimates_a_shape_from_earlier_windows(cl_build, tmp_path):
     """A shape launched in a window where none of its launches was timed gets its mean from earlier
-    windows; with no earlier timing it is `unestimated` (counted, no time).  Sampling 1 in 10^6:
-    only each window's first launch is timed; --step-rotate starts each step at another shape."""
-    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "2")
-    first, second, third = (_shapes(e) for e in steps)
-    # window 1 begins with the workload's vadd: neither step shape is timed, none known before
-    assert all(c["timed"] == 0 and c["total_ns"] == 0 for c in first.values())
-    assert steps[0]["unestimated"] == 20
-    # window 2 times its first launch (k1 at 512): k1 from its own launch, k0 still unknown
-    assert second[("k1", 512)]["timed"] == 1 and second[("k1", 512)]["total_ns"] > 0
-    assert second[("k0", 1024)]["timed"] == 0 and steps[1]["unestimated"] == 10
-    # window 3 times k0 (rotated back): k1's 10 launches get window 2's mean
-    assert third[("k0", 1024)]["timed"] == 1
-    k1 = third[("k1", 512)]
-    assert k1["timed"] == 0 and k1["total_ns"] > 0 and steps[2]["unestimated"] == 0
-    # both are 10 x the one timed launch of window 2 (its own 9 untimed launches got that mean too)
-    assert k1["total_ns"] == second[("k1", 512)]["total_ns"] == 10 * second[("k1", 512)]["max_ns"]
+    windows.  Sampling 1 in 10^6: only each kernel name's first launch in a window is timed;
+    --step-rotate starts each step at the other size."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1")
+    first, second, _ = (_shapes(e) for e in steps)
+    assert first[("k0", 1024)]["timed"] == 1 and first[("k0", 512)]["timed"] == 0
+    assert second[("k0", 512)]["timed"] == 1 and second[("k0", 1024)]["timed"] == 0
+    # window 2's 1024s: window 1's mean (10 x its one timed launch, as window 1 counted them)
+    assert second[("k0", 1024)]["total_ns"] == first[("k0", 1024)]["total_ns"] == 10 * first[("k0", 1024)]["max_ns"]
+    assert all(e["unestimated"] == 0 for e in steps)
 
 
 def test_sampling_estimates_an_untimed_size_from_the_kernels_rate(cl_build, tmp_path):
     """A kernel timed at one global size but never at another (prefill sizes follow the prompt):
     the other size gets the kernel's device ns per work-item times its work-items."""
     steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1")
-    second = _shapes(steps[1])  # its first launch: k0 at 512 (rotated by one)
-    small, big = second[("k0", 512)], second[("k0", 1024)]
-    assert small["timed"] == 1 and big["timed"] == 0 and steps[1]["unestimated"] == 0
-    # 10 launches of 1024 items at the rate of the one timed 512-item launch: 2 x its 10 x mean
-    assert abs(big["total_ns"] - 2 * small["total_ns"]) <= 1
-    assert steps[0]["unestimated"] == 20  # window 1: k0 never timed anywhere yet (vadd was)
+    first = _shapes(steps[0])  # window 1: k0's first launch is at 1024; the 512s are never timed
+    big, small = first[("k0", 1024)], first[("k0", 512)]
+    assert big["timed"] == 1 and small["timed"] == 0 and steps[0]["unestimated"] == 0
+    # 10 launches of 512 items at the rate of the one timed 1024-item launch: half its 10 x mean
+    assert abs(small["total_ns"] - big["total_ns"] / 2) <= 1
+
+
+def test_sampling_times_each_kernels_first_launch_in_a_window(cl_build, tmp_path):
+    """Every kernel name is timed at its first launch in each window, whatever the sampler says:
+    no kernel goes unmeasured in a window (the sampler picks among the rest)."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "3")
+    for e in steps:
+        timed = {c["kernel"]: c.get("timed", c["count"]) for c in e["commands"] if c.get("kernel", "").startswith("k")}
+        per_kernel = {k: sum(n for (name, _), n in ((key, c.get("timed", c["count"])) for key, c in _shapes(e).items())
+                             if name == k) for k in ("k0", "k1", "k2")}
+        assert per_kernel == {"k0": 1, "k1": 1, "k2": 1}, timed
+        assert e["unestimated"] == 0
 
 
 def test_off_by_default(run_workload):
