@@ -23,6 +23,22 @@ SOAK_CL_PROFILE=1 (profiling queue, 1 launch in 16 timed, read without blocking,
 record per window) and with every launch timed (SOAK_CL_PROFILE_SAMPLE=1).  Reports the median step time of the best run of each and the ratios.
 PoCL runs kernels on this machine's CPU; the figures say what the interposer adds per
 enqueue, not what a GPU driver would.
+
+Measured 2026-12-01 on one NVIDIA H200 (driver 580.159.04; hand-built MNN 3.6.1 OpenCL, 44M Qwen2,
+thread_num 68; 15 iterations x 64 new tokens, seed 1; 6 interleaved runs per arm, medians):
+    python benchmarks/bench_cl_profile.py --engine lib --engine-lib libsoak_mnn_shim.so \
+        --plugin libMNN_CL.so --model qwen2-768x6 --thread-num 68 --tmp-path CLCACHE \
+        --cl-real-lib libOpenCL.so.1 --direct-lib-dir DIR --iterations 15 --max-new-tokens 64 --repeat 6
+  direct       decode 424.2 tok/s [362.9, 479.6]
+  interposer   decode 419.1 tok/s [351.8, 483.6]   x0.988 (target >= 0.98)
+  profile      decode 388.7 tok/s [373.8, 410.8]   x0.916 (target >= 0.90; 1 launch in 16 + each
+                                                    kernel name's first per window)
+  profile-all  decode 193.2 tok/s [182.5, 205.9]   x0.455 (an event on every launch)
+  A second call, interposer vs direct only, 30 iterations, 8 interleaved pairs: x1.015.  Run-to-run
+  spread (about +-12 %) is larger than the interposer's cost: single runs cannot show it.
+  Synthetic (4000 tiny NDRanges + clFinish per step, best of 3-7): interposer x0.999-1.058 step
+  time, profile x1.14-1.20, every launch timed x3.3-3.7 (an event costs about 11 us of host time
+  per launch in NVIDIA's driver).
 """
 
 from __future__ import annotations
