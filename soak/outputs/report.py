@@ -291,6 +291,13 @@ def _profile_section(r: _Run, runs: list[_Run]) -> str:
                 out.append(f"<h3>GPU vs CPU ({_e(other.folder.run_id)}, same seeded workload)</h3><ul>"
                            + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
             break
+    sampled = [(n, ph) for n, ph in prof["phases"].items() if ph["kernel_timed"] < ph["kernel_count"]]
+    if sampled:
+        out.append("<p class=muted>sampling: " + "; ".join(
+            f"{_e(n)} {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['sample']}), "
+            f"{_ms(ph['estimated_ns'])} estimated from their kernel's mean"
+            + (f", {ph['unestimated']} launches never timed" if ph["unestimated"] else "") for n, ph in sampled)
+            + " (--cl-profile-sample 1 times every launch, and slows launch-bound decode)</p>")
     out.append("<p class=muted>closure: kernels + transfers + GPU idle + host-only against the engine's measured "
                "phase time (within 10 %); host API time is inside CL calls and overlaps the device time.</p>")
     return "\n".join(out)

@@ -242,3 +242,32 @@ def test_trace_command_and_trace_processor(tmp_path):
         assert {"OpenCL: phases", "GPU queue: kernels", "soak: iterations"} <= names
     finally:
         tp.close()
+
+
+def test_sampled_windows_say_how_much_was_estimated(tmp_path):
+    """--cl-profile times 1 kernel launch in N: the windows carry `timed` per command and the
+    estimate; profile, its text and the report say how many launches were timed and how much
+    device time is an estimate (and how many launches had no estimate at all)."""
+    run = write_profile_run(tmp_path / "gpu")
+    lines = []
+    for line in (run / "events.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["event"] == "cl_profile" and e["phase"] == 3:
+            for c in e["commands"]:
+                if c["api"] == "clEnqueueNDRangeKernel":
+                    c["timed"] = c["count"] // 16
+            e.update(sample=16, estimated_ns=2_000_000, unestimated=5)
+        lines.append(json.dumps(e))
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    d = profile_run(run)["phases"]["decode"]
+    assert d["kernel_timed"] == 4 * (1200 // 16 + 400 // 16) and d["kernel_count"] == 4 * 1600
+    assert d["sample"] == 16 and d["estimated_ns"] == 4 * 2_000_000 and d["unestimated"] == 20
+    assert profile_run(run)["phases"]["prefill"]["kernel_timed"] == 4 * 60  # no `timed`: all timed
+    text = render(profile_run(run))
+    assert "sampling   400 of 6400 launches timed (1 in 16); the others' 8.000 ms is their kernel's mean, " \
+           "20 launches of kernels never timed (not counted)" in text
+    assert "sampling   " not in text.split("== decode")[0]  # prefill and load: every launch timed
+
+    from soak.outputs.report import render_report
+    html = render_report([str(run)])
+    assert "sampling: decode 400 of 6400 launches timed (1 in 16)" in html
