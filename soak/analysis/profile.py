@@ -242,6 +242,13 @@ def explain(gpu: dict, cpu: RunFolder | str | None) -> list[str]:
                 why += f"; host time inside CL calls in {name}: {host}"
             if ph["top_host_api"].get("clBuildProgram"):
                 why += " (clBuildProgram here: kernels compiled on first use, a cold kernel cache)"
+        if worst == "kernels" and ph.get("kernels_per_token"):
+            top = ", ".join(f"{k['kernel']} {k['total_ns'] / ph['kernels_ns']:.0%}" for k in ph["top_kernels"][:3]
+                            if ph["kernels_ns"])
+            why += (f"; {ph['kernels_per_token']} kernels/token x {_ms(ph['mean_kernel_ns'])} mean"
+                    + (f" (top: {top})" if top else ""))
+            if parts["kernels"] >= c_tok:
+                why += " - the kernels alone take longer than the CPU's whole token"
         if worst != "kernels" and parts["kernels"] >= c_tok:
             why += (f"; the kernels alone ({_ms(parts['kernels'])}/token: {ph['kernels_per_token']} kernels x "
                     f"{_ms(ph['mean_kernel_ns'])}) also take longer than the CPU's whole token")

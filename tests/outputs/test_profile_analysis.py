@@ -139,6 +139,19 @@ def test_explain_kernels_slower_than_the_cpu(tmp_path):
     assert "kernels alone" in decode and "also take longer" in decode
 
 
+def test_explain_kernel_bound_decode(tmp_path):
+    """Decode where kernels are the largest part (the H200 with sampled profiling): the sentence
+    gives kernels per token, their mean and the top kernels' shares."""
+    gpu = profile_run(write_profile_run(tmp_path / "gpu", decode_ms=4.0))
+    for w in gpu["phases"].values():  # no idle: 3.2 ms of kernels in a 4 ms token budget x 16
+        w["idle_ns"] = 0
+    cpu = RunFolder(write_profile_run(tmp_path / "cpu", backend="cpu", decode_ms=1.0, windows=False))
+    decode = next(line for line in explain(gpu, cpu) if line.startswith("decode"))
+    assert "the largest part is kernels" in decode
+    assert "100.0 kernels/token x 0.002 ms mean (top: matmul 75%, attn 25%)" in decode
+    assert "the kernels alone take longer than the CPU's whole token" in decode
+
+
 def test_same_workload(tmp_path):
     a = RunFolder(write_profile_run(tmp_path / "a"))
     assert same_workload(a, RunFolder(write_profile_run(tmp_path / "b", backend="cpu", windows=False))) is None
