@@ -3,7 +3,13 @@ normal status (research §1.2), so every output is checked."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
+
+# ASCII text takes shortcuts with the same results: no ASCII character but the controls is
+# garbage, and every ASCII letter is LATIN
+_ASCII_SPACES = str.maketrans("", "", "\n\t\r")
+_TWO_ASCII_LETTERS = re.compile("[A-Za-z][^A-Za-z]*[A-Za-z]")
 
 
 def is_valid_utf8(data: bytes) -> bool:
@@ -48,6 +54,8 @@ def garbage_ratio(text: str) -> float:
     characters (other than whitespace), U+FFFD and unassigned code points."""
     if not text:
         return 0.0
+    if text.isascii() and text.translate(_ASCII_SPACES).isprintable():
+        return 0.0
     bad = 0
     for ch in text:
         if ch in "\n\t\r":
@@ -64,6 +72,8 @@ def script_mix(text: str) -> int:
     A model answers in one or two; a corrupted GPU emits letters from many.
     Counts scripts that hold at least two letters, so a lone symbol doesn't count.
     """
+    if text.isascii():
+        return 1 if _TWO_ASCII_LETTERS.search(text) else 0
     counts: dict[str, int] = {}
     for ch in text:
         if not ch.isalpha():
@@ -77,14 +87,19 @@ def script_mix(text: str) -> int:
 
 
 def check_output(data: bytes, max_new_tokens: int) -> dict:
-    text = data.decode("utf-8", errors="replace")
+    try:
+        text = decodable = data.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+        text = data.decode("utf-8", errors="replace")
+        # invalid bytes are their own symptom; garbage judges the characters that did decode
+        decodable = data.decode("utf-8", errors="ignore")
     rep = repetition_ratio(text)
-    # invalid bytes are their own symptom; garbage judges the characters that did decode
-    decodable = data.decode("utf-8", errors="ignore")
     garbage = garbage_ratio(decodable)
     scripts = script_mix(decodable)
     return {
-        "utf8_valid": is_valid_utf8(data),
+        "utf8_valid": valid,
         "empty": len(data) == 0 and max_new_tokens != 0,
         "repetition": round(rep, 3),
         "garbage": round(garbage, 3),

@@ -58,6 +58,7 @@ class RunResult:
 
 
 DENSE_MEMORY_SAMPLES = 200
+_TIMING_KEYS = tuple((name, name[:-2] + "_us") for name in TOKEN_TIMING)  # ttft_s <- the worker's ttft_us
 
 
 def _seconds(us: int | None) -> float | None:
@@ -409,7 +410,8 @@ class Runner:
         )
         self._record_faults(found, i)
         self.stats.add_speed(decode_tps, prefill_tps)
-        self.stats.add_timing({name: _seconds(timing.get(name[:-2] + "_us")) for name in TOKEN_TIMING})
+        if timing:
+            self.stats.add_timing({name: _seconds(timing.get(key)) for name, key in _TIMING_KEYS})
         if self._memory_due() and self.session.alive:
             self.sample_memory("iteration", i)
         return found, context_tokens
@@ -528,6 +530,8 @@ class Runner:
         self.progress.fault(iteration=fields.get("iteration"), kind=kind, detail=fault_detail(kind, fields))
 
     def _progress(self, progress: Progress, i: int, started: float, force: bool = False) -> None:
+        if progress.quiet:
+            return
         progress.update(iteration=i, total=self.cfg.iterations, elapsed=time.monotonic() - started,
                         duration=self.cfg.duration_s, force=force, **self.stats.progress())
 

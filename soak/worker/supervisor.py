@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import select
 import time
 from collections import deque
@@ -27,6 +28,25 @@ from soak.worker import protocol
 
 SIGNAL_NAMES = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV",
                 13: "SIGPIPE", 15: "SIGTERM"}
+
+
+# Result lines as both workers write them (compact JSON, "id" then "op" first): a progress line, or
+# another command's result, is recognised without decoding it.  A line of any other shape is
+# decoded in full.
+_HEAD = re.compile(rb'\{"id":(-?\d+),"op":"([a-z_]+)"')
+_PROGRESS = re.compile(rb'\{"id":-?\d+,"op":"progress","tokens":(\d+)\}\r?')
+
+
+def _decode(raw: bytes | dict) -> dict:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        item = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        item = None
+    if not isinstance(item, dict):
+        return {"op": "garbled", "raw": raw[:200].decode(errors="replace")}
+    return item
 
 
 def signal_name(exit_code: int | None) -> str | None:
@@ -88,11 +108,12 @@ class _Streams:
         self.poller.register(self.log_fd, select.POLLIN)
         self.res_buf = b""
         self.log_buf = b""
-        self.results: deque[dict] = deque()
+        self.results: deque[bytes | dict] = deque()  # result lines, undecoded (see _HEAD)
         self.res_eof = False
         self.eof = False  # of the log stream
         self.pending: list[LogLine] = []
-        self.pending_start = log_file.tell()
+        self.pos = log_file.tell()  # engine.log's size: kept here, not asked of the OS per line
+        self.pending_start = self.pos
         self.done: dict[int, tuple[list[LogLine], tuple[int, int]]] = {}
 
     def pump(self, timeout_s: float) -> None:
@@ -117,7 +138,7 @@ class _Streams:
         if not chunk:
             self.res_eof = True
             self.poller.unregister(self.res_fd)
-            if self.res_buf.strip():
+            if self.res_buf.strip():  # an unterminated last line: cut off by the worker's end
                 self.results.append({"op": "garbled", "raw": self.res_buf[:200].decode(errors="replace")})
             self.res_buf = b""
             return
@@ -125,11 +146,7 @@ class _Streams:
         if b"\n" not in chunk:
             return
         *lines, self.res_buf = self.res_buf.split(b"\n")
-        for raw in lines:
-            try:
-                self.results.append(json.loads(raw))
-            except json.JSONDecodeError:
-                self.results.append({"op": "garbled", "raw": raw[:200].decode(errors="replace")})
+        self.results.extend(lines)
 
     def _log(self, chunk: bytes) -> None:
         if not chunk:
@@ -156,7 +173,7 @@ class _Streams:
                 cmd_id = int(rest.strip() or b"-1")
             except ValueError:
                 cmd_id = -1
-            end = self.log_file.tell()
+            end = self.pos
             self.done[cmd_id] = (self.pending, (self.pending_start, end))
             self.pending = []
             self.pending_start = end
@@ -164,8 +181,8 @@ class _Streams:
         self._write_text(raw)
 
     def _write_text(self, raw: bytes) -> None:
-        offset = self.log_file.tell()
-        self.log_file.write(raw)
+        offset = self.pos
+        self.pos += self.log_file.write(raw) or 0
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         line = LogLine(text, offset, parse_line(text))
         self.pending.append(line)
@@ -184,7 +201,7 @@ class _Streams:
             return self.done.pop(cmd_id)
         lines, start = self.pending, self.pending_start
         self.pending = []
-        self.pending_start = self.log_file.tell()
+        self.pending_start = self.pos
         return lines, (start, self.pending_start)
 
     def drain(self, wait_s: float) -> None:
@@ -284,7 +301,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         while not self._io.results and not self._io.res_eof and time.monotonic() < deadline:
             self._io.pump(deadline - time.monotonic())
-        hello = self._io.results.popleft() if self._io.results else None
+        hello = _decode(self._io.results.popleft()) if self._io.results else None
         timed_out = hello is None and not self._io.res_eof
         problem = protocol.hello_problem(hello)
         if problem:
@@ -333,16 +350,21 @@ class Supervisor:
         tokens, last_t, gap = 0, started, 0.0
         while True:
             while io.results:
-                item = io.results.popleft()
-                if item.get("id") != cmd_id:
+                raw = io.results.popleft()
+                head = _HEAD.match(raw) if isinstance(raw, bytes) else None
+                if head is not None and int(head[1]) != cmd_id:
                     continue  # a `before` command's result, or a stale line
-                if item.get("op") == "progress":
+                progress = _PROGRESS.fullmatch(raw) if head is not None and head[2] == b"progress" else None
+                item = None if progress is not None else _decode(raw)
+                if progress is not None or (item.get("id") == cmd_id and item.get("op") == "progress"):
                     now = time.monotonic()
-                    n = int(item.get("tokens") or 0)
+                    n = int(progress[1] if progress is not None else item.get("tokens") or 0)
                     if tokens and n > tokens:
                         gap = max(gap, (now - last_t) / (n - tokens))
                     tokens, last_t = n, now
                     continue
+                if item.get("id") != cmd_id:
+                    continue  # a `before` command's result, or a stale line
                 outcome.result = item
                 break
             if outcome.result is not None:
