@@ -61,17 +61,17 @@ def unb64(text: str) -> bytes:
 
 def encode_command(op: str, cmd_id: int, *args) -> bytes:
     """One command line.  bytes/dict args are base64-encoded; ints as decimal."""
-    words = [op, str(cmd_id)]
+    words = [op.encode("ascii"), b"%d" % cmd_id]
     for arg in args:
         if isinstance(arg, (dict, list)):
-            words.append(b64(json.dumps(arg).encode()))
+            words.append(base64.b64encode(json.dumps(arg).encode()))
         elif isinstance(arg, bytes):
-            words.append(b64(arg) if arg else "-")
+            words.append(base64.b64encode(arg) if arg else b"-")
         elif isinstance(arg, str):
-            words.append(b64(arg.encode()) if arg else "-")
+            words.append(base64.b64encode(arg.encode()) if arg else b"-")
         else:
-            words.append(str(int(arg)))
-    return (" ".join(words) + "\n").encode("ascii")
+            words.append(b"%d" % int(arg))
+    return b" ".join(words) + b"\n"
 
 
 class BadCommand(ValueError):
