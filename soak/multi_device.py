@@ -10,15 +10,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from soak import errors
 from soak.loop.config import RunConfig, new_run_id
-from soak.loop.runner import Runner
+from soak.loop.runner import ABORT_GRACE_S, Runner
 
 COMBINED_FILE = "combined.json"
+# after SIGTERM (or a second Ctrl-C) each device's run has this long to write its end; one that
+# has not (its thread stuck in something no abort reaches, e.g. waiting for an offline phone) is
+# reported as such and left behind, so the combined summary is written and soak exits
+ABORT_JOIN_S = ABORT_GRACE_S + 20.0
 
 
 def device_folder(serial: str) -> str:
@@ -45,18 +51,19 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
     several = len(targets) > 1
     group_dir = Path(cfg.out_dir) / run_id
     results: list[dict] = [{} for _ in targets]
-    runners: list = []
-
-    def one(index: int, target) -> None:
+    runners: list[Runner] = []
+    for index, target in enumerate(targets):  # made here, so a signal reaches every one of them
         sub = dataclasses.replace(
             cfg, target=target.name, quiet=cfg.quiet or several,
             out_dir=str(group_dir) if several else cfg.out_dir,
             run_id=device_folder(target.serial) if several else run_id)
+        results[index].update(target=target.name, serial=target.serial,
+                              run_dir=str(Path(sub.out_dir) / sub.run_id))
+        runners.append(Runner(sub, target))
+
+    def one(index: int, target) -> None:
         entry = results[index]
-        entry.update(target=target.name, serial=target.serial,
-                     run_dir=str(Path(sub.out_dir) / sub.run_id))
-        runner = Runner(sub, target)
-        runners.append(runner)
+        runner = runners[index]
         try:
             result = runner.run()
             entry.update(exit_code=result.exit_code, summary=result.summary)
@@ -71,21 +78,27 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
                 pass
 
     if several:
-        threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}") for i, t in enumerate(targets)]
-        for t in threads:
-            t.start()
+        # daemon threads: one that does not end after an abort must not keep soak from exiting
+        threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}", daemon=True)
+                   for i, t in enumerate(targets)]
+        signals = _Signals(runners)
+        previous = signals.install()
         try:
             for t in threads:
-                while t.is_alive():
-                    t.join(0.5)
-        except KeyboardInterrupt:  # Ctrl-C: every device stops after its current iteration
-            print("\nsoak: stopping every device after its current iteration", file=sys.stderr, flush=True)
-            for runner in runners:
-                runner.interrupted = True
+                t.start()
             for t in threads:
-                t.join()
+                while t.is_alive() and not signals.overdue():
+                    t.join(0.2)
+        finally:
+            signals.restore(previous)
+        for entry, t in zip(results, threads):
+            if t.is_alive():
+                entry.update(exit_code=int(errors.ExitCode.TERMINATED if signals.terminated
+                                           else errors.ExitCode.INTERRUPTED),
+                             error=f"the run did not end within {ABORT_JOIN_S:g}s of the abort; "
+                                   "its run folder may lack run_end and summary.json")
     else:
-        one(0, targets[0])
+        one(0, targets[0])  # in this thread: the run takes Ctrl-C and SIGTERM itself
 
     if gate:
         from soak.outputs.gate import gate_run
@@ -115,6 +128,54 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
             print(f"soak: {entry['target']}: error: {entry['error']}" +
                   (f"\n  hint: {entry['hint']}" if entry.get("hint") else ""), file=sys.stderr)
     return code
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM for several devices' runs (each runs in a thread of its own, and only
+    the main thread takes signals).  The first Ctrl-C stops every device after its iteration in
+    flight; SIGTERM or a second Ctrl-C aborts every device's iteration in flight
+    (Runner.abort); any signal after that is noted and changes nothing, so each run's run_end
+    and summary and the combined summary are still written.  Never raises in the main thread."""
+
+    def __init__(self, runners: list[Runner]):
+        self.runners = runners
+        self.interrupted = False
+        self.terminated = False
+        self.aborted_at: float | None = None
+
+    def install(self) -> dict | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def restore(previous: dict | None) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
+
+    def overdue(self) -> bool:
+        """Aborted longer ago than the runs get to end."""
+        return self.aborted_at is not None and time.monotonic() - self.aborted_at > ABORT_JOIN_S
+
+    def _on_signal(self, signum, frame) -> None:
+        terminated = signum == signal.SIGTERM
+        if self.aborted_at is not None:
+            print("\nsoak: already stopping every device", file=sys.stderr, flush=True)
+            return
+        if not terminated and not self.interrupted:
+            self.interrupted = True
+            print("\nsoak: stopping every device after its current iteration (Ctrl-C again to abort them)",
+                  file=sys.stderr, flush=True)
+            for runner in self.runners:
+                runner.interrupted = True
+            return
+        self.interrupted = True
+        self.terminated = terminated
+        self.aborted_at = time.monotonic()
+        print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning every device's iteration "
+              "in flight, writing run_end and the summaries", file=sys.stderr, flush=True)
+        for runner in self.runners:
+            runner.abort(terminated)
 
 
 def _junit_path(junit: str | None, entry: dict, several: bool) -> Path | None:

@@ -39,6 +39,7 @@ from soak.manifest import base_manifest, library_hashes
 from soak.run_folder import write_json
 from soak.targets.base import Target
 from soak.worker.protocol import unb64
+from soak.worker.supervisor import Aborted
 
 
 # on abort (a second Ctrl-C, SIGTERM) the worker gets this long to quit before it is killed,
@@ -91,6 +92,8 @@ class Runner:
         self.reserve: DiskReserve | None = None
         self.aborted = False    # a second Ctrl-C or SIGTERM: the iteration in flight was abandoned
         self._ending = False    # writing run_end and the summary: signals no longer interrupt
+        self._abort_reason: str | None = None  # "terminated" or "interrupted" once aborted
+        self._abort_lock = threading.Lock()  # abort() from another thread vs the run's own end
 
     # -- a run, top to bottom ----------------------------------------------
     def run(self) -> RunResult:
@@ -125,10 +128,15 @@ class Runner:
         self._record_faults(self.target.check_health(), None)  # what the target saw before the event log
         self.target.attach(_RunnerSink(self))
         self.session = Session(self.target, setup, self.events, run_dir, cfg.timeouts)
+        if self.aborted:  # abort() came before there was a session to wake
+            self.session.sup.abort()
         previous = self._catch_signals()
         try:
             error = self._supervised(t0)
-            self._ending = True  # a signal from here on is noted, never raised: run_end and summary get written
+            with self._abort_lock:
+                self._ending = True  # a signal from here on is noted, never raised: run_end and summary get written
+                if self.aborted and error is None:  # not what the loop set meanwhile (abort() from another thread)
+                    self.stop_reason = self._abort_reason
             elapsed = time.monotonic() - t0
             summary = self._end(run_id, run_dir, manifest, elapsed)
         finally:
@@ -223,8 +231,8 @@ class Runner:
                 self.sample_memory("iteration", None)
                 timer.start()
                 self.loop(t0, progress)
-        except _Abort:
-            pass  # the handler set stop_reason
+        except (_Abort, Aborted):
+            pass  # the signal handler or abort() set stop_reason
         except errors.SoakError as exc:
             harness = isinstance(exc, errors.HarnessError)
             kind = ("harness" if harness else "device" if isinstance(exc, errors.DeviceUnavailable)
@@ -250,7 +258,7 @@ class Runner:
         try:
             try:
                 self.session.close(grace_s=grace)
-            except _Abort:  # a second Ctrl-C (or SIGTERM) while the engine shuts down
+            except (_Abort, Aborted):  # a second Ctrl-C (or SIGTERM) while the engine shuts down
                 self.session.close(grace_s=ABORT_GRACE_S)
             self._poll_cl_trace(None)  # what the worker's CL calls did after the last iteration
         except OSError as exc:  # the disk filled up while the worker was stopping
@@ -298,10 +306,25 @@ class Runner:
             return
         self.interrupted = True
         self.aborted = True
-        self.stop_reason = "terminated" if terminated else "interrupted"
+        self.stop_reason = self._abort_reason = "terminated" if terminated else "interrupted"
         print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
               "writing run_end and the summary", file=sys.stderr, flush=True)
         raise _Abort
+
+    def abort(self, terminated: bool) -> None:
+        """From another thread (several devices: the signals reach the main thread only): end
+        the run as SIGTERM (terminated) or a second Ctrl-C would.  The call in flight is left
+        (Supervisor.abort wakes it), the worker gets ABORT_GRACE_S, run_end and the summary are
+        written by the run's own thread."""
+        with self._abort_lock:
+            if self._ending or self.aborted:
+                return
+            self.stop_reason = self._abort_reason = "terminated" if terminated else "interrupted"
+            self.interrupted = True
+            self.aborted = True
+        session = self.session
+        if session is not None:
+            session.sup.abort()
 
     def _start_engine(self) -> bool:
         """First worker and load, retried up to max_unrecovered times.  False: the run is over."""

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import select
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -86,6 +87,12 @@ class CallOutcome:
         return self.result is not None and bool(self.result.get("ok"))
 
 
+class Aborted(BaseException):
+    """Supervisor.abort() was called (from another thread): the call in flight is left as it is,
+    neither a result nor a fault.  A BaseException, like KeyboardInterrupt: no handler of
+    ordinary errors on the way up may take it for one."""
+
+
 class WorkerDead(Exception):
     """The connection to a remote worker dropped before its hello (the device went away)."""
 
@@ -98,7 +105,7 @@ class _Streams:
     nothing is read; the pipe holds what the engine prints meanwhile (up to its size,
     64 KiB on Linux) and the next call files it."""
 
-    def __init__(self, proc: WorkerProcess, log_file, on_line=None):
+    def __init__(self, proc: WorkerProcess, log_file, on_line=None, wake_fd: int | None = None):
         self.log_file = log_file
         self.on_line = on_line
         self.res_fd = proc.stdout.fileno()
@@ -106,6 +113,9 @@ class _Streams:
         self.poller = select.poll()
         self.poller.register(self.res_fd, select.POLLIN)
         self.poller.register(self.log_fd, select.POLLIN)
+        self.wake_fd = wake_fd  # readable after Supervisor.abort(): ends a wait at once
+        if wake_fd is not None:
+            self.poller.register(wake_fd, select.POLLIN)
         self.res_buf = b""
         self.log_buf = b""
         self.results: deque[bytes | dict] = deque()  # result lines, undecoded (see _HEAD)
@@ -125,6 +135,12 @@ class _Streams:
         except InterruptedError:
             return
         for fd, _ in ready:
+            if fd == self.wake_fd:
+                try:
+                    os.read(fd, 64)  # the caller sees Supervisor.aborted
+                except OSError:
+                    pass
+                continue
             try:
                 chunk = os.read(fd, 65536)
             except OSError:
@@ -277,6 +293,22 @@ class Supervisor:
         self.stall = StallPolicy(stall_s)
         self.streams = False  # the open engine streams its text (progress lines come)
         self._first_after_load = True
+        self.aborted = False
+        self._wake_lock = threading.Lock()  # abort() from another thread vs close()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    def abort(self) -> None:
+        """From any thread: the call or start in flight (and any later one) raises Aborted.
+        stop() and close() still work, so the caller can end the worker."""
+        self.aborted = True
+        with self._wake_lock:
+            if self._wake_w is None:  # closed
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: it was woken already
 
     @property
     def pid(self) -> int | None:
@@ -294,12 +326,16 @@ class Supervisor:
         """Start a worker and wait for its hello.  A worker that does not say a valid hello is
         soak's problem, not the engine's (no engine code runs before it): HarnessError.
         WorkerDead: a remote worker's connection dropped (its target records why)."""
+        if self.aborted:
+            raise Aborted
         self.generation += 1
         self.streams = False
         self.proc = self.target.spawn_worker(self.env, self.cwd)
-        self._io = _Streams(self.proc, self._log_file, self.on_line)
+        self._io = _Streams(self.proc, self._log_file, self.on_line, self._wake_r)
         deadline = time.monotonic() + timeout_s
         while not self._io.results and not self._io.res_eof and time.monotonic() < deadline:
+            if self.aborted:
+                raise Aborted
             self._io.pump(deadline - time.monotonic())
         hello = _decode(self._io.results.popleft()) if self._io.results else None
         timed_out = hello is None and not self._io.res_eof
@@ -325,6 +361,8 @@ class Supervisor:
         """Send op (after the commands in `before`, each (op, *args), in the same write:
         one round trip) and wait for its result, the worker's death, the whole-call
         timeout or, for a streaming respond, a stall (see StallPolicy)."""
+        if self.aborted:
+            raise Aborted
         if self.proc is None:  # already gone: the caller's recovery decides what next
             return CallOutcome(op, died=True)
         io = self._io
@@ -385,6 +423,8 @@ class Supervisor:
                     outcome.stall_limit_s = round(limit - last_t, 3)
                 break
             io.pump(limit - now)
+            if self.aborted:
+                raise Aborted
         outcome.elapsed_s = time.monotonic() - started
         outcome.tokens = tokens
         if outcome.hung:
@@ -462,3 +502,8 @@ class Supervisor:
     def close(self) -> None:
         self.stop()
         self._log_file.close()
+        with self._wake_lock:
+            if self._wake_w is not None:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = None
