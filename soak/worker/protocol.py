@@ -126,5 +126,8 @@ def marker(cmd_id: int) -> bytes:
     return MARKER_PREFIX + str(cmd_id).encode() + b"\n"
 
 
+_encode_compact = json.JSONEncoder(separators=(",", ":")).encode  # made once: json.dumps makes one per call
+
+
 def encode_result(result: dict) -> bytes:
-    return (json.dumps(result, separators=(",", ":")) + "\n").encode()
+    return (_encode_compact(result) + "\n").encode()
