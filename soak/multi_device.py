@@ -77,29 +77,35 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
             except Exception:
                 pass
 
-    if several:
-        # daemon threads: one that does not end after an abort must not keep soak from exiting
-        threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}", daemon=True)
-                   for i, t in enumerate(targets)]
-        signals = _Signals(runners)
-        previous = signals.install()
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive() and not signals.overdue():
-                    t.join(0.2)
-        finally:
-            signals.restore(previous)
+    if not several:
+        one(0, targets[0])  # in this thread: the run takes Ctrl-C and SIGTERM itself
+        return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit, False)
+    # daemon threads: one that does not end after an abort must not keep soak from exiting
+    threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}", daemon=True)
+               for i, t in enumerate(targets)]
+    signals = _Signals(runners)
+    previous = signals.install()
+    try:  # until combined.json is written: a signal from here on changes nothing
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive() and not signals.overdue():
+                t.join(0.2)
         for entry, t in zip(results, threads):
             if t.is_alive():
                 entry.update(exit_code=int(errors.ExitCode.TERMINATED if signals.terminated
                                            else errors.ExitCode.INTERRUPTED),
                              error=f"the run did not end within {ABORT_JOIN_S:g}s of the abort; "
                                    "its run folder may lack run_end and summary.json")
-    else:
-        one(0, targets[0])  # in this thread: the run takes Ctrl-C and SIGTERM itself
+        return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit,
+                       signals.terminated)
+    finally:
+        signals.restore(previous)
 
+
+def _finish(cfg: RunConfig, run_id: str, group_dir: Path, results: list[dict], several: bool, gate: str | None,
+            baseline: str | None, json_out: bool, junit: str | None, terminated: bool) -> int:
+    """Gate each run, write combined.json (several devices), print; the command's exit code."""
     if gate:
         from soak.outputs.gate import gate_run
 
@@ -111,7 +117,8 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
                 if not passed and entry["exit_code"] == 0:
                     entry["exit_code"] = int(errors.ExitCode.FAILED)
 
-    code = _worst([e.get("exit_code", 1) for e in results])
+    # SIGTERM says stop: 143 even when every run had ended by then (as a single run, killed then)
+    code = int(errors.ExitCode.TERMINATED) if terminated else _worst([e.get("exit_code", 1) for e in results])
     combined = {"schema": 1, "run_id": run_id, "exit_code": code, "devices": results,
                 "totals": _totals(results)}
     if several:
