@@ -4,6 +4,9 @@
 
 Reads each run folder's events (never the engine):
   per iteration  engine = prefill_us + decode_us (the engine's own timers, inside respond)
+                 call   = engine_s (the worker's clock around the engine's respond call: the
+                          engine's timers plus its untimed work, e.g. sampling and detokenizing,
+                          and soak's per-token callback)
                  soak   = wall_s (soak's clock around the same respond call, worker and
                           supervisor round trip included)
   whole run      engine = loads' load_us + every iteration's engine time
@@ -26,7 +29,8 @@ from soak.run_folder import read_events  # noqa: E402
 
 
 def share(run_dir: Path) -> dict:
-    engine_us = wall_s = load_us = 0.0
+    engine_us = wall_s = load_us = call_s = 0.0
+    calls = 0
     iterations = 0
     elapsed = None
     for e in read_events(run_dir):
@@ -35,12 +39,16 @@ def share(run_dir: Path) -> dict:
             engine_us += float(e.get("prefill_us") or 0) + float(e.get("decode_us") or 0)
             wall_s += float(e["wall_s"])
             iterations += 1
+            if e.get("engine_s") is not None:
+                call_s += float(e["engine_s"])
+                calls += 1
         elif kind == "load" and e.get("ok"):
             load_us += float(e.get("load_us") or float(e.get("duration_s") or 0) * 1e6)
         elif kind == "run_end":
             elapsed = e.get("elapsed_s")
     out = {"run": run_dir.name, "iterations": iterations,
            "per_iteration": engine_us / 1e6 / wall_s if wall_s else None,
+           "call_share": call_s / wall_s if wall_s and calls == iterations else None, "call_s": call_s,
            "whole_run": (engine_us + load_us) / 1e6 / float(elapsed) if elapsed else None,
            "engine_s": engine_us / 1e6, "wall_s": wall_s, "load_s": load_us / 1e6, "elapsed_s": elapsed}
     return out
@@ -56,8 +64,10 @@ def main(argv: list[str]) -> int:
         def pct(x):
             return f"{x:.2%}" if x is not None else "-"
 
-        print(f"{s['run']}: {s['iterations']} iterations; engine {s['engine_s']:.3f} s of soak's {s['wall_s']:.3f} s "
-              f"around respond = {pct(s['per_iteration'])}; whole run (loads {s['load_s']:.2f} s + iterations) "
+        call = (f"; the respond call {s['call_s']:.3f} s = {pct(s['call_share'])} (soak's own share "
+                f"{pct(1 - s['call_share'])})" if s["call_share"] is not None else "")
+        print(f"{s['run']}: {s['iterations']} iterations; engine timers {s['engine_s']:.3f} s of soak's {s['wall_s']:.3f} s "
+              f"around respond = {pct(s['per_iteration'])}{call}; whole run (loads {s['load_s']:.2f} s + iterations) "
               f"of elapsed {s['elapsed_s']} s = {pct(s['whole_run'])}")
     return 0
 

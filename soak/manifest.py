@@ -30,7 +30,7 @@ def library_hashes(paths: list[str]) -> dict[str, str | None]:
 
 def versions() -> dict:
     out = {"soak": __version__, "python": platform.python_version()}
-    for name in ("structlog", "hypothesis", "psutil", "adbutils", "MNN"):
+    for name in ("hypothesis", "psutil", "adbutils", "MNN"):
         try:
             from importlib.metadata import version
 

@@ -47,6 +47,7 @@ typedef struct {
     const sbuf *output;      /* respond only */
     int has_timing;          /* respond: per-token timing (us; -1 = none) */
     int64_t ttft_us, itl_p50_us, itl_p99_us, itl_max_us;
+    int64_t engine_us;       /* respond: time inside the engine's respond call (-1 = none) */
     int streams;             /* open: text arrives through the callback as generated */
     const char *error;
     const char *error_kind;
@@ -114,6 +115,7 @@ static void send_result(const result *r) {
         }
         sbuf_str(&b, "}");
     }
+    if (r->engine_us >= 0) sbuf_fmt(&b, ",\"engine_us\":%" PRId64, r->engine_us);
     if (r->output) {
         sbuf_str(&b, ",\"output_b64\":\"");
         b64_encode(&b, r->output->data ? r->output->data : "", r->output->len);
@@ -314,7 +316,9 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
             fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: prompt is not valid base64");
         } else {
             stream_state st = {out, r->id, started_us, started_us, NULL, 0, 0};
+            int64_t call_us = now_us();
             int rc = api.respond(engine, prompt, len, (int32_t)max_new, text_cb, &st);
+            r->engine_us = now_us() - call_us;
             free(prompt);
             if (rc != SOAK_OK) {
                 snprintf(err, sizeof err, "respond failed with rc %d", rc);
@@ -372,6 +376,7 @@ static int handle_line(char *line) {
     r.id = strtoll(w[1], NULL, 10);
     r.op = w[0];
     r.ok = 1;
+    r.engine_us = -1;
     sbuf out;
     sbuf_init(&out);
     int64_t t0 = now_us();

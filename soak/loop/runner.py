@@ -418,7 +418,7 @@ class Runner:
             prefill_us=perf.get("prefill_us"), decode_us=perf.get("decode_us"),
             prefill_tps=round(prefill_tps, 3) if prefill_tps else None,
             decode_tps=round(decode_tps, 3) if decode_tps else None,
-            wall_s=round(out.elapsed_s, 6), context_tokens=context_tokens,
+            wall_s=round(out.elapsed_s, 6), engine_s=_seconds(res.get("engine_us")), context_tokens=context_tokens,
             ttft_s=_seconds(timing.get("ttft_us")), itl_p50_s=_seconds(timing.get("itl_p50_us")),
             itl_p99_s=_seconds(timing.get("itl_p99_us")), itl_max_s=_seconds(timing.get("itl_max_us")),
             output=output.decode("utf-8", errors="replace"), output_bytes=len(output), checks=checks,

@@ -123,10 +123,14 @@ class Worker:
                     if self.engine.streams:
                         clock = _TokenClock(self.proto_fd, cmd_id, started,
                                             (lambda: self._mark("decode")) if self.phases is not None else None)
+                        call = time.perf_counter()
                         out = self.engine.respond(prompt, max_new, clock.tick)
+                        extra["engine_us"] = int((time.perf_counter() - call) * 1e6)
                         extra["timing"] = protocol.token_timing(started, clock.times)
                     else:
+                        call = time.perf_counter()
                         out = self.engine.respond(prompt, max_new)
+                        extra["engine_us"] = int((time.perf_counter() - call) * 1e6)
                 finally:
                     self._mark("idle")
                 extra["output_b64"] = protocol.b64(out)

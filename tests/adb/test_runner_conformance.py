@@ -134,7 +134,7 @@ def drive(argv: list[str], lines: list[bytes], progress: list[dict] | None = Non
 
 def normalise(result: dict) -> dict:
     r = dict(result)
-    for key in ("wall_us", "pid", "runner", "version", "package", "error", "hint"):
+    for key in ("wall_us", "engine_us", "pid", "runner", "version", "package", "error", "hint"):
         r.pop(key, None)
     if result.get("error") is not None:
         r["has_error"] = True
@@ -178,6 +178,11 @@ def test_runner_matches_python_worker(built):
         firsts = {p["id"]: p["tokens"] for p in reversed(progress)}
         assert set(firsts) == streamed and set(firsts.values()) == {1}
     assert all(r["streams"] is True for r in c_results if r.get("op") == "open" and r["ok"])
+    # both time the engine's own respond call (soak's share of an iteration = wall - engine)
+    for results in (py_results, c_results):
+        called = [r for r in results if r.get("op") == "respond" and r.get("timing")]
+        assert called and all(0 <= r["engine_us"] <= r["wall_us"] for r in called)
+        assert all("engine_us" not in r for r in results if r.get("op") != "respond")
 
 
 def test_runner_logs_before_marker_and_marker_before_result(built):
