@@ -14,8 +14,15 @@ Reads each run folder's events (never the engine):
 and prints the engine's share of each.  The per-iteration figure is what soak's loop costs
 around every respond; the whole-run figure adds start-up and teardown.
 
-Measured 2026-12-01 on one NVIDIA H200 (hand-built MNN 3.6.1 OpenCL, 44M Qwen2, 30 iterations x 64
-new tokens, seed 1): see the closing note of issue 13 for the figures and the command.
+Measured 2026-12-01 on one NVIDIA H200 (hand-built MNN 3.6.1, 44M Qwen2, --thread-num 68, seed 1;
+30 iterations x 64 new tokens unless said; `soak run --engine lib --engine-lib libsoak_mnn_shim.so ...`):
+  run                          engine timers / soak   respond call / soak   soak's own share
+  OpenCL, interposer (x2)      99.02 %, 97.04 %        99.81 %, 99.47 %      0.19 %, 0.53 %
+  OpenCL, --no-intercept (x2)  96.80 %, 96.84 %        99.29 %, 99.29 %      0.71 %, 0.71 %
+  CPU, 4 threads               99.05 %                 99.81 %               0.19 %
+  OpenCL, 10 x 256 tokens      97.72 %                 99.81 %               0.19 %
+The gap between MNN's own timers and the call (about 60 us per generated token) is MNN's work outside
+prefill_us/decode_us (sampling, detokenizing) and the text callback, inside the engine's call.
 """
 
 from __future__ import annotations
