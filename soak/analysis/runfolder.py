@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from soak import run_folder
+from soak.analysis.streaming import SERIES_CAP, Decimator
 from soak.run_folder import EventReader
-
-SERIES_CAP = 8192
 
 # Iteration and memory events keep only these fields in the series: the
 # numbers and statuses the verdicts, gate and plots use.  Prompts and outputs
@@ -52,32 +51,6 @@ def _slim(event: dict, keep: frozenset) -> dict:
     """The event with only `keep`, its keys and short strings shared (interned)."""
     return {sys.intern(k): (sys.intern(v) if isinstance(v, str) and len(v) <= 32 else v)
             for k, v in event.items() if k in keep and isinstance(k, str)}
-
-
-class Decimator:
-    """At most `cap` items of a stream, evenly spaced: every item until the
-    cap is reached, then every 2nd, 4th, ... (`stride`).  `count` is how many
-    were offered.  Per-series accumulator of the streaming analysis."""
-
-    __slots__ = ("cap", "items", "stride", "count")
-
-    def __init__(self, cap: int = SERIES_CAP):
-        self.cap = max(2, cap)
-        self.items: list = []
-        self.stride = 1
-        self.count = 0
-
-    def wants(self) -> bool:
-        """Whether the next item offered will be kept (so worth preparing)."""
-        return self.count % self.stride == 0
-
-    def add(self, item) -> None:
-        if self.count % self.stride == 0:
-            self.items.append(item)
-            if len(self.items) > self.cap:
-                self.items = self.items[::2]
-                self.stride *= 2
-        self.count += 1
 
 
 class RunFolder:

@@ -23,8 +23,7 @@ engine asking a driver for a parameter it does not have is no fault.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-
+from soak.analysis.streaming import Intervals
 from soak.catalog._clcodes import code_name
 from soak.catalog._finding import Finding
 from soak.catalog.schema import SEVERITY_RANK, Entry
@@ -72,8 +71,9 @@ def _cascade_tag(f: Finding) -> str | None:
 
 
 def episodes(findings: list[Finding], iterations) -> list[list[tuple]]:
-    """[(bucket, order key, finding, count), ...] per episode, in order."""
-    its = sorted(iterations)
+    """[(bucket, order key, finding, count), ...] per episode, in order.
+    `iterations`: the iterations the run recorded (Intervals, or numbers)."""
+    its = iterations if isinstance(iterations, Intervals) else Intervals(iterations)
     records = []
     for f in findings:
         if f.benign or f.minor:
@@ -86,7 +86,7 @@ def episodes(findings: list[Finding], iterations) -> list[list[tuple]]:
     for rec in records:
         b = rec[0]
         # a recorded iteration strictly between the last failing bucket and this one was clean
-        clean_between = prev is not None and b > prev + 1 and bisect_right(its, b - 1) - bisect_right(its, prev) > 0
+        clean_between = prev is not None and b > prev + 1 and its.any_between(prev + 1, b - 1)
         if prev is None or clean_between:
             out.append([])
         out[-1].append(rec)

@@ -150,13 +150,18 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
         target = str(m.get("target") or "")
         if target.startswith("adb"):
             ctx.os = "android"
-    if scan is not None:  # fill gaps from events
-        for ev in (scan.run_start, scan.load):
-            if not ev:
-                continue
-            ctx.backend = ctx.backend or _lower(ev.get("backend") or ev.get("backend_requested"))
-            ctx.backend_actual = ctx.backend_actual or _lower(ev.get("backend_actual"))
+    if scan is not None:
+        fill_from_events(ctx, scan)
     return ctx
+
+
+def fill_from_events(ctx: RunContext, scan) -> None:
+    """Fill the backend gaps of the manifest from the events' run_start and load."""
+    for ev in (scan.run_start, scan.load):
+        if not ev:
+            continue
+        ctx.backend = ctx.backend or _lower(ev.get("backend") or ev.get("backend_requested"))
+        ctx.backend_actual = ctx.backend_actual or _lower(ev.get("backend_actual"))
 
 
 def context_from_log(read: dict, name: str) -> RunContext:

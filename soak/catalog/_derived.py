@@ -41,8 +41,8 @@ def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
         extra = {"series": leaking, "start_bytes": v.get("start_level"), "end_bytes": v.get("end_level"),
                  "growth_bytes": v.get("growth_bytes"), "bytes_per_iteration": slope,
                  "source": "verdicts.json"}
-        pts = [i for i, _, _ in scan.mem[res]] or list(scan.iters) or [0]
-        scan.add_derived("memory_growth", None, {"resource": res}, [min(pts), max(pts)], extra, count=1)
+        its, infos = _span(scan, res)
+        scan.add_derived("memory_growth", None, {"resource": res}, its, extra, count=1, infos=infos)
     return True
 
 
@@ -65,22 +65,30 @@ def _memory_kept(scan, res: str, names, series: dict) -> None:
             else:
                 extra["bytes_per_token"] = ((work.get("fit") or {}).get("bytes_per_token") or {}).get("value")
                 extra["kv_ratio"] = ((work.get("fit") or {}).get("kv_ratio") or {}).get("value")
-        pts = [i for i, _, _ in scan.mem[res]] or list(scan.iters) or [0]
-        scan.add_derived("memory_kept", "reset", {"resource": res, "symptom": shape}, [min(pts), max(pts)],
-                         extra, count=1)
+        its, infos = _span(scan, res)
+        scan.add_derived("memory_kept", "reset", {"resource": res, "symptom": shape}, its,
+                         extra, count=1, infos=infos)
         return
+
+
+def _span(scan, res: str) -> tuple[list[int], list]:
+    """The first and last iteration of a trend over the whole run, with their
+    (turn, context): of the memory samples kept, else of the iterations read."""
+    pts = [(s[0], s[3]) for s in scan.mem[res]] or scan.iteration_bounds or [(0, None)]
+    lo, hi = min(pts, key=lambda p: p[0]), max(pts, key=lambda p: p[0])
+    return [lo[0], hi[0]], [lo[1], hi[1]]
 
 
 def memory_growth(scan) -> None:
     for res, samples in scan.mem.items():
         # a restarted worker starts from scratch: judge the longest life
         lives: dict[int, list] = {}
-        for idx, v, gen in samples:
-            lives.setdefault(gen, []).append((idx, v))
+        for idx, v, gen, info in samples:
+            lives.setdefault(gen, []).append((idx, v, info))
         series = max(lives.values(), key=len) if lives else []
         if len(series) < _MEM_MIN_SAMPLES:
             continue
-        values = [v for _, v in series]
+        values = [v for _, v, _ in series]
         body = values[len(values) // 10:]  # warm-up excluded
         q = len(body) // 4
         if q < 2:
@@ -94,25 +102,30 @@ def memory_growth(scan) -> None:
             extra = {"start_bytes": int(meds[0]), "end_bytes": int(meds[3]),
                      "growth_bytes": int(growth), "bytes_per_iteration": growth / span}
             scan.add_derived("memory_growth", None, {"resource": res},
-                          [series[0][0], series[-1][0]], extra, count=1)
+                             [series[0][0], series[-1][0]], extra, count=1, infos=[series[0][2], series[-1][2]])
 
 
 def tps_up_with_errors(scan) -> None:
+    """Medians over bounded samples (soak.analysis.streaming.Reservoir: every
+    value up to its cap, so exact on all but very long runs)."""
     if len(scan.tps_err) < _TPS_MIN_ITERS or len(scan.tps_clean) < _TPS_MIN_ITERS:
         return
-    err, clean = statistics.median(scan.tps_err), statistics.median(scan.tps_clean)
+    err, clean = statistics.median(scan.tps_err.items), statistics.median(scan.tps_clean.items)
     if err >= _TPS_RATIO * clean:
         extra = {"decode_tps_with_errors": round(err, 2), "decode_tps_clean": round(clean, 2),
                  "iterations_with_errors": len(scan.tps_err)}
         scan.add_derived("perf_anomaly", "decode", {"symptom": "tps_up_with_errors"},
-                      scan.err_iters, extra)
+                         scan.err_iters, extra, ranges=scan.err_info)
 
 
 def context_overflow(scan, max_context: int | None) -> None:
     if not max_context:
         return
-    over = [i for i, (_, ctx) in sorted(scan.iters.items()) if isinstance(ctx, int) and ctx > max_context]
-    if over:
-        top = max(scan.iters[i][1] for i in over)
+    """From the iterations past max_context, collected as the scan read them
+    (Scan(max_context=...)): a fault each, so kept."""
+    if scan.over:
+        last = dict(scan.over)  # an iteration read twice: its last record
+        over = sorted(last)
+        top = max(last.values())
         scan.add_derived("context_overflow", "prefill", {}, over,
-                      {"max_context": max_context, "max_context_tokens_seen": top})
+                         {"max_context": max_context, "max_context_tokens_seen": top}, ranges=scan.over_info)

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from soak import fault_kinds, run_folder
+from soak.analysis.streaming import Decimator, Intervals, Reservoir
 from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
 from soak.catalog._finding import Finding
@@ -30,17 +31,39 @@ _TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
 
 
 
+_WINDOW = 4096      # iterations whose (turn, context) stay at hand: the first ones, and the latest ones
+MEMORY_CAP = 1 << 15  # memory samples kept (evenly thinned past it: a trend needs no more)
+TPS_CAP = 1 << 16     # decode tok/s values kept per class (all of them below it, else a uniform sample)
+
+
 class Scan:
-    def __init__(self, need_memory: bool = True, memory_stride: int = 1):
+    """What one pass over a run's events keeps: the findings (which grow
+    with the faults), and of the iterations and memory samples (which grow
+    with the run) only bounded summaries: the recorded iterations as runs
+    of numbers (soak.analysis.streaming.Intervals), each finding's turn and
+    context range folded in as its events are read, decode tok/s in
+    reservoirs, memory samples thinned by a Decimator."""
+
+    def __init__(self, need_memory: bool = True, max_context: int | None = None):
         self.need_memory = need_memory  # False when verdicts.json already judged memory
-        self.memory_stride = memory_stride  # keep every k-th memory sample (a trend needs no more)
+        self.max_context = max_context  # iterations past it are context_overflow
         self.findings: dict[str, Finding] = {}
         self.code_counts: dict[int, int] = {}
-        self.iters: dict[int, tuple] = {}           # i -> (turn, context_tokens)
-        self.tps_err: list[float] = []
-        self.tps_clean: list[float] = []
-        self.err_iters: list[int] = []
-        self.mem: dict[str, list[tuple[int, float]]] = {"host": [], "gpu": []}
+        self.recorded = Intervals()                 # the iteration numbers read
+        self._head: dict[int, tuple] = {}           # i -> (turn, context_tokens): the first _WINDOW iterations
+        self._recent: dict[int, tuple] = {}         # ... the latest ones (two generations of up to _WINDOW)
+        self._older: dict[int, tuple] = {}
+        self._pending: dict[int, list] = {}         # i -> findings / memory samples waiting for iteration i
+        self._lo: tuple | None = None               # (i, (turn, context)) of the lowest and highest i read
+        self._hi: tuple | None = None
+        self.tps_err = Reservoir(TPS_CAP)
+        self.tps_clean = Reservoir(TPS_CAP)
+        self.err_iters: list[int] = []              # iterations with CL errors: grows with those faults only
+        self.err_info: dict = {}                    # their turn and context ranges
+        self.over: list[tuple[int, int]] = []       # (i, context_tokens) past max_context (a fault each)
+        self.over_info: dict = {}
+        self._mem = Decimator(MEMORY_CAP)           # [idx, generation, (turn, context), rss, gpu bytes]
+        self._mem_host = 0                          # samples with an RSS kept (the index of a sample with no iteration)
         self.events = 0
         self.fault_events = 0
         self.load: dict | None = None
@@ -87,6 +110,7 @@ class Scan:
                 self.code_counts[code] = self.code_counts.get(code, 0) + n
         elif kind == "cpu_fallback":
             self.has_cpu_fallback = True
+        self._locate(f, ev.get("iteration"))
         f.add(ev, n, tag_of(kind, ev))
         return f
 
@@ -97,6 +121,7 @@ class Scan:
         c = ev.get("count")  # the interposer folds a kind of error per iteration: count is exact
         n = c if isinstance(c, int) and c > 0 else 1
         self._place(f, ev)
+        self._locate(f, ev.get("iteration"))
         f.add(ev, n, tag_of("cl_call_error", ev))
         code = ev.get("code")
         if isinstance(code, int):
@@ -108,6 +133,22 @@ class Scan:
         if f.phase in ("init", "load") and self.next_i is not None:
             it = ev.get("iteration")
             ev["bucket"] = max(self.next_i, it) if isinstance(it, int) else self.next_i
+
+    # -- where an iteration was (turn, context) -----------------------------
+    def _info(self, i) -> tuple | None:
+        return self._recent.get(i) or self._older.get(i) or self._head.get(i)
+
+    def _locate(self, f: Finding, it) -> None:
+        """Fold iteration `it`'s turn and context into the finding's ranges:
+        now if the iteration was read, else when it is (faults of an
+        iteration come before and after its event)."""
+        if not isinstance(it, int) or (f.iterations and f.iterations[-1] == it):
+            return  # no iteration, or the one folded last
+        info = self._info(it)
+        if info is None:
+            self._pending.setdefault(it, []).append(f)
+        else:
+            _fold(f.ranges, info)
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
         """Read events.jsonl lines in [start, end) into this scan (the hot loop
@@ -122,9 +163,10 @@ class Scan:
         add_it, add_mem = self.add_iteration, self.add_memory
         need_memory = self.need_memory
         code_counts = self.code_counts
-        events = repeat_events = memory_seen = 0
-        stride = self.memory_stride
+        events = repeat_events = 0
+        mem = self._mem
         bad_shape = run_folder.bad_shape
+        locate = self._locate
 
         sanitize = run_folder.sanitize
 
@@ -166,6 +208,7 @@ class Scan:
                     if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
                         code_counts[f.code] = code_counts.get(f.code, 0) + n
                     self._place(f, vol)
+                    locate(f, vol.get("iteration"))
                     f.add(vol, n, tag)
                     continue
                 ev = _decode(raw)
@@ -175,11 +218,13 @@ class Scan:
                 if f is not None and len(repeats) < 200_000:
                     repeats[ident] = (f, tag_of(f.kind, ev))
             elif kind == b"memory":
-                memory_seen += 1
-                if need_memory and (stride == 1 or memory_seen % stride == 1):
-                    ev = memory_fields(raw) or _decode(raw)
-                    if ev is not None:
-                        add_mem(ev)
+                if need_memory:
+                    if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
+                        ev = memory_fields(raw) or _decode(raw)
+                        if ev is not None:
+                            add_mem(ev)
+                    else:
+                        mem.count += 1
             elif kind == b"load":
                 self.load = _decode(raw) or self.load
             elif kind == b"run_start":
@@ -190,6 +235,17 @@ class Scan:
 
     def merge(self, other: "Scan") -> None:
         """Append a scan of the next part of the same file."""
+        for i, targets in list(self._pending.items()):  # waiting for an iteration read by the next part
+            info = other._head.get(i) or other._info(i)
+            if info is not None:
+                _resolve(targets, info)
+                del self._pending[i]
+        for i, targets in other._pending.items():  # waiting for an iteration read by this part
+            info = self._info(i)
+            if info is not None:
+                _resolve(targets, info)
+            else:
+                self._pending.setdefault(i, []).extend(targets)
         for text, g in other.findings.items():
             f = self.findings.get(text)
             if f is None:
@@ -213,91 +269,195 @@ class Scan:
                     f.where[b] = [key, n]
                 else:
                     w[1] += n
+            _merge_ranges(f.ranges, g.ranges)
         for code, n in other.code_counts.items():
             self.code_counts[code] = self.code_counts.get(code, 0) + n
-        self.iters.update(other.iters)
+        self.recorded.merge(other.recorded)
+        for i, info in other._head.items():
+            if len(self._head) >= _WINDOW:
+                break
+            self._head.setdefault(i, info)
+        latest = {**self._older, **self._recent, **other._older, **other._recent}
+        if len(latest) > 2 * _WINDOW:
+            latest = dict(list(latest.items())[-2 * _WINDOW:])
+        self._older, self._recent = latest, {}
+        for end in (other._lo, other._hi):
+            if end is not None:
+                self._ends(*end)
         self.next_i = other.next_i if other.next_i is not None else self.next_i
-        self.tps_err.extend(other.tps_err)
-        self.tps_clean.extend(other.tps_clean)
+        self.tps_err.merge(other.tps_err)
+        self.tps_clean.merge(other.tps_clean)
         self.err_iters.extend(other.err_iters)
-        for res in self.mem:
-            self.mem[res].extend(other.mem[res])
+        _merge_ranges(self.err_info, other.err_info)
+        self.over.extend(other.over)
+        _merge_ranges(self.over_info, other.over_info)
+        self._mem.merge(other._mem)
+        self._mem_host += other._mem_host
         self.events += other.events
         self.fault_events += other.fault_events
         self.load = other.load or self.load
         self.run_start = self.run_start or other.run_start
         self.has_cpu_fallback = self.has_cpu_fallback or other.has_cpu_fallback
 
+    def _ends(self, i: int, info: tuple) -> None:
+        if self._lo is None or i < self._lo[0]:
+            self._lo = (i, info)
+        if self._hi is None or i > self._hi[0]:
+            self._hi = (i, info)
+
     def add_iteration(self, ev: dict) -> None:
         i = ev.get("i")
         if not isinstance(i, int):
             return
         self.next_i = i + 1
-        self.iters[i] = (ev.get("turn"), ev.get("context_tokens"))
+        info = (ev.get("turn"), ev.get("context_tokens"))
+        self.recorded.add(i)
+        recent = self._recent
+        recent[i] = info
+        if len(recent) >= _WINDOW:
+            self._older, self._recent = recent, {}
+        head = self._head
+        if len(head) < _WINDOW or i in head:
+            head[i] = info
+        if self._pending:
+            waiting = self._pending.pop(i, None)
+            if waiting:
+                _resolve(waiting, info)
+        lo, hi = self._lo, self._hi
+        if lo is None or i < lo[0]:
+            self._lo = (i, info)
+        if hi is None or i > hi[0]:
+            self._hi = (i, info)
+        ctx = info[1]
+        if self.max_context and isinstance(ctx, int) and ctx > self.max_context:
+            self.over.append((i, ctx))
+            _fold(self.over_info, info)
         tps = ev.get("decode_tps")
         if isinstance(tps, (int, float)) and tps > 0:
             if ev.get("cl_errors"):
-                self.tps_err.append(float(tps))
+                self.tps_err.add(float(tps))
                 self.err_iters.append(i)
+                _fold(self.err_info, info)
             elif ev.get("ok", True) and not ev.get("failures"):
-                self.tps_clean.append(float(tps))
+                self.tps_clean.add(float(tps))
 
     def add_memory(self, ev: dict) -> None:
         idx = ev.get("iteration")
-        idx = idx if isinstance(idx, int) else len(self.mem["host"])
+        idx = idx if isinstance(idx, int) else self._mem_host
         gen = ev.get("generation")
         gen = gen if isinstance(gen, int) else 0
-        for res, key in (("host", "rss"), ("gpu", "gpu_live_bytes")):
-            v = ev.get(key)
-            if isinstance(v, (int, float)):
-                self.mem[res].append((idx, float(v), gen))
+        rss, gpu = ev.get("rss"), ev.get("gpu_live_bytes")
+        rss = float(rss) if isinstance(rss, (int, float)) else None
+        gpu = float(gpu) if isinstance(gpu, (int, float)) else None
+        if rss is None and gpu is None:
+            self._mem.count += 1
+            return
+        info = self._info(idx)
+        sample = [idx, gen, info, rss, gpu]
+        if info is None:
+            self._pending.setdefault(idx, []).append(sample)
+        if rss is not None:
+            self._mem_host += 1
+        self._mem.add(sample)
+
+    @property
+    def mem(self) -> dict[str, list[tuple]]:
+        """The memory samples kept, per resource: (index, bytes, generation, (turn, context))."""
+        out: dict[str, list[tuple]] = {"host": [], "gpu": []}
+        for idx, gen, info, rss, gpu in self._mem.items:
+            if rss is not None:
+                out["host"].append((idx, rss, gen, info))
+            if gpu is not None:
+                out["gpu"].append((idx, gpu, gen, info))
+        return out
+
+    @property
+    def iteration_bounds(self) -> list[tuple]:
+        """(i, (turn, context)) of the lowest and the highest iteration read."""
+        return [e for e in (self._lo, self._hi) if e is not None]
+
+    def retained(self) -> int:
+        """How many entries the scan holds apart from its findings (the
+        state that must not grow with the number of iterations)."""
+        return (len(self.recorded.runs) + len(self._head) + len(self._recent) + len(self._older)
+                + sum(len(v) for v in self._pending.values()) + len(self.tps_err.items)
+                + len(self.tps_clean.items) + len(self.err_iters) + len(self.over) + len(self._mem.items))
 
     # -- after the pass -----------------------------------------------------
-    def finish(self, max_context: int | None, backend_requested: str | None,
-               backend_actual: str | None, verdicts: dict | None = None) -> list[Finding]:
+    def finish(self, backend_requested: str | None, backend_actual: str | None,
+               verdicts: dict | None = None) -> list[Finding]:
         _derived.cpu_fallback(self, backend_requested, backend_actual)
         if not _derived.memory_from_verdicts(self, verdicts):
             _derived.memory_growth(self)
         _derived.tps_up_with_errors(self)
-        _derived.context_overflow(self, max_context)
+        _derived.context_overflow(self, self.max_context)
         for f in self.findings.values():
             self._ranges(f)
         return sorted(self.findings.values(),
                       key=lambda f: (f.first_seq if f.first_seq is not None else 1 << 62, f.signature_text))
 
-    def _ranges(self, f: Finding) -> None:
+    @staticmethod
+    def _ranges(f: Finding) -> None:
+        """The iteration range, then the turn and context ranges folded in as the events were read."""
+        folded = f.ranges
+        f.ranges = {}
         if not f.iterations:
             return
         f.ranges["iteration"] = (min(f.iterations), max(f.iterations))
-        turns, ctxs = [], []
-        for i in f.iterations:
-            t = self.iters.get(i)
-            if t is None:
-                continue
-            if isinstance(t[0], int):
-                turns.append(t[0])
-            if isinstance(t[1], int):
-                ctxs.append(t[1])
-        if turns:
-            f.ranges["turn"] = (min(turns), max(turns))
-        if ctxs:
-            f.ranges["context_tokens"] = (min(ctxs), max(ctxs))
+        for k in ("turn", "context_tokens"):
+            if k in folded:
+                f.ranges[k] = folded[k]
 
     def add_derived(self, kind: str, phase, ev: dict, iterations: list[int], extra: dict,
-                 count: int | None = None) -> Finding:
+                    count: int | None = None, infos=(), ranges: dict | None = None) -> Finding:
         """A fault the classifier derives (no event of its own): `count` is
-        how many times it happened (default: once per iteration listed)."""
+        how many times it happened (default: once per iteration listed);
+        `infos` the (turn, context) of those iterations, or `ranges` their
+        turn and context ranges already folded."""
         f = self._finding(kind, phase, ev)
         for i in iterations:
             f.add({"iteration": i}, 1)
         if not iterations:
             f.add({})
+        for info in infos:
+            if info is not None:
+                _fold(f.ranges, info)
+        if ranges:
+            _merge_ranges(f.ranges, ranges)
         if count is not None:
             f.count = f.events = count
         if kind in ("memory_growth", "memory_kept"):  # a trend over the run: no place in one iteration
             f.where.clear()
         f.extra.update(extra)
         return f
+
+
+def _fold(ranges: dict, info: tuple) -> None:
+    turn, ctx = info
+    if isinstance(turn, int):
+        r = ranges.get("turn")
+        ranges["turn"] = (turn, turn) if r is None else (min(r[0], turn), max(r[1], turn))
+    if isinstance(ctx, int):
+        r = ranges.get("context_tokens")
+        ranges["context_tokens"] = (ctx, ctx) if r is None else (min(r[0], ctx), max(r[1], ctx))
+
+
+def _merge_ranges(into: dict, other: dict) -> None:
+    for k in ("turn", "context_tokens"):
+        r = other.get(k)
+        if r is not None:
+            mine = into.get(k)
+            into[k] = r if mine is None else (min(mine[0], r[0]), max(mine[1], r[1]))
+
+
+def _resolve(targets: list, info: tuple) -> None:
+    """Give iteration info to what waited for it: a finding's ranges, or a memory sample."""
+    for t in targets:
+        if t.__class__ is list:
+            t[2] = info
+        else:
+            _fold(t.ranges, info)
+
 
 _KERNEL_RE = re.compile(r"kernel=(\S+)")
 
@@ -348,18 +508,18 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
 
 
 PARALLEL_MIN_BYTES = 32 << 20  # below this, one process is faster than two
-MEMORY_SAMPLE_BYTES = 64 << 20  # one memory sample in k kept per 64 MiB of events (k >= 1)
 
 
-def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True) -> Scan:
+def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True,
+             max_context: int | None = None) -> Scan:
     """One pass over events.jsonl (or, without it, over engine.log lines).
     A large file is split at line boundaries over `jobs` forked processes
     (default: the CPUs this process may use, at most 4) and the parts merged
-    in order."""
+    in order.  `max_context`: the model's context length (iterations past it
+    are context_overflow)."""
     events = run_dir / "events.jsonl"
     if events.is_file():
         size = events.stat().st_size
-        stride = 1 + size // MEMORY_SAMPLE_BYTES
         if jobs is None:
             jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
         # workers are forked: not from a process with other threads running (a
@@ -369,15 +529,15 @@ def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True) -
             ranges = R.split_ranges(events, jobs)
             try:
                 with ProcessPoolExecutor(max_workers=len(ranges), mp_context=mp.get_context("fork")) as pool:
-                    parts = list(pool.map(_scan_part, [(events, a, b, need_memory, stride) for a, b in ranges]))
+                    parts = list(pool.map(_scan_part, [(events, a, b, need_memory, max_context) for a, b in ranges]))
             except (OSError, RuntimeError):  # no processes here (sandbox): do it inline
-                parts = [Scan(need_memory, stride).consume(events, a, b) for a, b in ranges]
+                parts = [Scan(need_memory, max_context).consume(events, a, b) for a, b in ranges]
             scan = parts[0]
             for part in parts[1:]:
                 scan.merge(part)
             return scan
-        return Scan(need_memory, stride).consume(events)
-    scan = Scan()
+        return Scan(need_memory, max_context).consume(events)
+    scan = Scan(max_context=max_context)
     log = run_dir / "engine.log"
     if log.is_file():
         scan.source = "engine.log"
@@ -386,8 +546,8 @@ def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True) -
 
 
 def _scan_part(args) -> Scan:
-    path, start, end, need_memory, stride = args
-    scan = Scan(need_memory, stride).consume(path, start, end)
+    path, start, end, need_memory, max_context = args
+    scan = Scan(need_memory, max_context).consume(path, start, end)
     scan._keys = {}  # not needed by the parent; less to send back
     return scan
 

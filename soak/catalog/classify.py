@@ -16,7 +16,7 @@ from pathlib import Path
 from soak import fault_kinds
 from soak.catalog import _causal
 from soak.catalog import _rawlog, _runscan
-from soak.catalog._context import context_from_log, load_context
+from soak.catalog._context import context_from_log, fill_from_events, load_context
 from soak.catalog._finding import RunFacts
 from soak.catalog._runscan import scan_run
 from soak.catalog.loader import Catalog, default_catalog_dir, load_catalog
@@ -65,9 +65,10 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
     started = time.perf_counter()
     verdicts = _read_verdicts(run_dir)
     memory_judged = isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
-    scan = scan_run(run_dir, need_memory=not memory_judged)
-    ctx = load_context(run_dir, scan)
-    findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, verdicts)
+    ctx = load_context(run_dir)
+    scan = scan_run(run_dir, need_memory=not memory_judged, max_context=ctx.max_context)
+    fill_from_events(ctx, scan)
+    findings = scan.finish(ctx.backend, ctx.backend_actual, verdicts)
     engine_log = run_dir / "engine.log"
     facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
     result = _classify(scan, findings, facts, ctx, cat, started, str(run_dir))
@@ -81,7 +82,7 @@ def _classify(scan, findings, facts: RunFacts, ctx, cat: Catalog, started: float
     _causal.mark_benign(findings, cat.entries, ctx.gpu_vendor, ctx.gpu_platform)
     matched = Matcher(cat.entries).match_run([f for f in findings if not f.benign], facts, ctx)
     out_findings = [_finding_json(f, *matched.get(f.signature, ([], []))) for f in findings]
-    grouped = _causal.group(findings, {d["signature"]: d for d in out_findings}, scan.iters.keys())
+    grouped = _causal.group(findings, {d["signature"]: d for d in out_findings}, scan.recorded)
     for d in out_findings:
         d["role"] = "benign" if d["confidence"] == "benign" else grouped["roles"].get(d["signature"], "root")
     out_findings.sort(key=lambda d: (SEVERITY_RANK[d["severity"]], -d["count"], d["first_seq"] if d["first_seq"] is not None else 0))
@@ -135,7 +136,7 @@ def classify_log(path, catalog=None) -> dict:
     scan.source = log.format
     _runscan.scan_raw(scan, log)
     ctx = context_from_log(log.context, path.name)
-    findings = scan.finish(ctx.max_context, ctx.backend, ctx.backend_actual, None)
+    findings = scan.finish(ctx.backend, ctx.backend_actual, None)
     facts = RunFacts(findings, scan.code_counts, None, path)
     result = _classify(scan, findings, facts, ctx, cat, started, str(path))
     result["log"] = {"format": log.format, "lines": log.total_lines, "engine_lines": len(log.lines),

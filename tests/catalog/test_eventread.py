@@ -94,12 +94,17 @@ def test_parallel_scan_equals_single(tmp_path):
     for p in parts[1:]:
         merged.merge(p)
     assert one.events == merged.events == 3000 * 3 + 429
-    assert one.code_counts == merged.code_counts and one.iters == merged.iters and one.mem == merged.mem
+    assert one.code_counts == merged.code_counts and one.recorded == merged.recorded and one.mem == merged.mem
+    assert one.recorded.runs == [[0, 2999]]
+    assert all(info == (i % 6, i) for i, _, _, info in one.mem["host"])  # each sample knows its iteration's turn
     assert list(one.findings) == list(merged.findings)
     for k, f in one.findings.items():
         g = merged.findings[k]
-        assert (f.count, f.events, f.iterations, f.first_seq, f.last_seq) == \
-            (g.count, g.events, g.iterations, g.first_seq, g.last_seq)
+        assert (f.count, f.events, f.iterations, f.first_seq, f.last_seq, f.ranges) == \
+            (g.count, g.events, g.iterations, g.first_seq, g.last_seq, g.ranges)
+        # faults come before their iteration's event: its turn and context are folded in when it is read
+        assert f.ranges == {"turn": (min(i % 6 for i in f.iterations), max(i % 6 for i in f.iterations)),
+                            "context_tokens": (min(f.iterations), max(f.iterations))}
 
 
 def test_scan_run_over_processes(tmp_path, monkeypatch):
