@@ -145,10 +145,16 @@ class Scan:
         if not isinstance(it, int) or (f.iterations and f.iterations[-1] == it):
             return  # no iteration, or the one folded last
         info = self._info(it)
-        if info is None:
-            self._pending.setdefault(it, []).append(f)
-        else:
+        if info is not None:
             _fold(f.ranges, info)
+        elif self._may_come(it):
+            self._pending.setdefault(it, []).append(f)
+
+    def _may_come(self, i: int) -> bool:
+        """Whether iteration i may still be read (by this part, or the one
+        before it): not inside the span this part already read, where it was
+        either never recorded or is older than the window kept."""
+        return self._lo is None or i >= self.next_i or i < self._lo[0]
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
         """Read events.jsonl lines in [start, end) into this scan (the hot loop
@@ -354,7 +360,7 @@ class Scan:
             return
         info = self._info(idx)
         sample = [idx, gen, info, rss, gpu]
-        if info is None:
+        if info is None and self._may_come(idx):
             self._pending.setdefault(idx, []).append(sample)
         if rss is not None:
             self._mem_host += 1
