@@ -57,9 +57,13 @@ class RunFolder:
     """A run folder, read lazily in one streaming pass.  BadInput if `path`
     is not one, or if its event log is damaged (file:line)."""
 
-    def __init__(self, path: str | Path, series_cap: int = SERIES_CAP):
+    def __init__(self, path: str | Path, series_cap: int = SERIES_CAP, companion=None):
+        """companion: a factory of another reducer of soak.run_folder.reduce_lines
+        (e.g. the classifier's scan) to feed in the same pass over the events."""
         self.path = run_folder.require(path)
         self.series_cap = series_cap
+        self._companion = companion
+        self._companion_result = None
 
     # --- files -----------------------------------------------------------------
     @cached_property
@@ -87,78 +91,20 @@ class RunFolder:
 
     @cached_property
     def _pass(self) -> dict:
-        notable: list[dict] = []
-        its = Decimator(self.series_cap)
-        mem = Decimator(2 * self.series_cap)  # every source together (per-iteration and timer samples)
-        forced: dict[int, tuple] = {}   # order -> (order, seg, memory sample), kept around recoveries
-        st = {"seg": 0, "n_mem": 0, "want_next_mem": False}
-        last_mem: list = [None, None]    # (order, seg) and the raw line of the last memory sample not decoded
-        last_raw: list = [None]          # the last line counted, not decoded (its t may be the run's last)
+        companion = self._companion
+        where = str(self.path / run_folder.EVENTS)
+        make = ((lambda: [_Series(self.series_cap, where), companion()]) if companion
+                else (lambda: [_Series(self.series_cap, where)]))
+        reducers = run_folder.reduce_lines(self.path, make)
+        if companion:
+            self._companion_result = reducers[1]
+        return reducers[0].result(self.path)
 
-        def skip(etype: bytes, raw: bytes) -> bool:
-            """Lines the thinned series will not keep are counted, not decoded."""
-            if etype == b"cl_profile":  # --cl-profile: several per iteration, streamed by soak.analysis.profile
-                return True
-            if etype == b"iteration":
-                if its.wants():
-                    return False
-                its.count += 1
-                last_raw[0] = raw
-                return True
-            if etype == b"memory":
-                if st["want_next_mem"] or mem.wants():
-                    return False
-                mem.count += 1
-                last_mem[0], last_mem[1] = (st["n_mem"], st["seg"]), raw
-                st["n_mem"] += 1
-                last_raw[0] = raw
-                return True
-            return False
-
-        run_id = None
-        t_max = None
-        for e in EventReader(self.path, skip=skip):
-            etype = e.get("event")
-            t = e.get("t")
-            if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
-                t_max = t
-            if run_id is None and isinstance(e.get("run_id"), str) and e["run_id"]:
-                run_id = e["run_id"]
-            if etype == "iteration":
-                its.add(_slim(e, SLIM_ITERATION_FIELDS))
-                continue
-            if etype == "memory":
-                sample = (st["n_mem"], st["seg"], _slim(e, SLIM_MEMORY_FIELDS))
-                st["n_mem"] += 1
-                mem.add(sample)
-                if st["want_next_mem"]:
-                    forced[sample[0]] = sample
-                    st["want_next_mem"] = False
-                last_mem[0], last_mem[1] = sample, None
-                continue
-            if etype == "run_start":
-                run_folder.check_schema(e.get("schema"), f"{self.path / run_folder.EVENTS} (run_start)")
-            if etype in ("worker_start", "recovery"):
-                st["seg"] += 1
-            if etype == "recovery":
-                if last_mem[1] is not None:  # the sample before it was counted, not decoded: decode it now
-                    ev = run_folder.decode_line(last_mem[1])
-                    if ev is not None:
-                        order, seg = last_mem[0]
-                        forced[order] = (order, seg, _slim(ev, SLIM_MEMORY_FIELDS))
-                elif last_mem[0] is not None:
-                    forced[last_mem[0][0]] = last_mem[0]
-                st["want_next_mem"] = True
-            notable.append(e)
-        samples = {s[0]: s for s in mem.items}
-        samples.update(forced)
-        memory = [(seg_, ev) for _, seg_, ev in sorted(samples.values(), key=lambda s: s[0])]
-        last = run_folder.decode_line(last_raw[0]) if last_raw[0] is not None else None
-        t = (last or {}).get("t")
-        if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
-            t_max = t
-        return {"notable": notable, "iterations": its, "memory": memory, "run_id": run_id,
-                "t_max": t_max, "n_iterations": its.count, "n_memory": st["n_mem"]}
+    @property
+    def companion(self):
+        """The reducer `companion` made, fed by the same pass (merged over the parts of the file)."""
+        self._pass
+        return self._companion_result
 
     # --- what the pass kept ----------------------------------------------------------
     @property
@@ -281,3 +227,140 @@ class RunFolder:
 
 def _text(v) -> str | None:
     return v if isinstance(v, str) and v else None
+
+
+class _Series:
+    """RunFolder's reduction of the event lines (a soak.run_folder.reduce_lines
+    reducer): the notable events, the thinned iteration and memory series,
+    counts, and the memory samples next to each recovery.  Lines the thinned
+    series will not keep are counted, not decoded.  Parts of a split file
+    merge in order: memory sample numbers and segments are offset by the
+    part before, and a recovery at a part's edge gets the sample on the
+    other side."""
+
+    def __init__(self, cap: int = SERIES_CAP, where: str = run_folder.EVENTS):
+        self.where = where               # events.jsonl's path, for messages
+        self.notable: list[dict] = []
+        self.its = Decimator(cap)
+        self.mem = Decimator(2 * cap)    # every source together (per-iteration and timer samples)
+        self.forced: dict[int, tuple] = {}  # order -> (order, seg, memory sample): kept around recoveries
+        self.seg = 0                     # a segment starts at every worker start and recovery
+        self.n_mem = 0
+        self.want_next_mem = False
+        self.last_mem = None             # (order, seg, sample or None, raw line or None) of the last memory sample
+        self.first_mem = None            # (order, seg, sample) of the part's first memory sample (not the first part)
+        self.recovery_first = False      # a recovery before any memory sample of the part
+        self.last_raw = None             # the last line counted, not decoded (its t may be the run's last)
+        self.run_id = None
+        self.t_max = None
+        self.start = 0
+
+    def _seen(self, e: dict) -> None:
+        t = e.get("t")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and (self.t_max is None or t > self.t_max):
+            self.t_max = t
+        if self.run_id is None and isinstance(e.get("run_id"), str) and e["run_id"]:
+            self.run_id = e["run_id"]
+
+    def feeder(self, start: int):
+        self.start = start
+        its, mem, decode, seen = self.its, self.mem, run_folder.decode_line, self._seen
+
+        def event(raw: bytes) -> dict:
+            e = decode(raw)
+            if e is None:
+                raise run_folder.Damaged
+            seen(e)
+            return e
+
+        def feed(kind: bytes, raw: bytes) -> None:
+            if kind == b"iteration":
+                if its.count % its.stride:
+                    its.count += 1
+                    self.last_raw = raw
+                    return
+                its.add(_slim(event(raw), SLIM_ITERATION_FIELDS))
+                return
+            if kind == b"memory":
+                first = start > 0 and self.first_mem is None
+                if not (self.want_next_mem or first or mem.count % mem.stride == 0):
+                    mem.count += 1
+                    self.last_mem = (self.n_mem, self.seg, None, raw)
+                    self.n_mem += 1
+                    self.last_raw = raw
+                    return
+                sample = (self.n_mem, self.seg, _slim(event(raw), SLIM_MEMORY_FIELDS))
+                self.n_mem += 1
+                mem.add(sample)
+                if first:
+                    self.first_mem = sample
+                if self.want_next_mem:
+                    self.forced[sample[0]] = sample
+                    self.want_next_mem = False
+                self.last_mem = (sample[0], sample[1], sample, None)
+                return
+            if kind == b"cl_profile":  # --cl-profile: several per iteration, streamed by soak.analysis.profile
+                return
+            e = event(raw)
+            etype = e.get("event")
+            if etype == "run_start":
+                run_folder.check_schema(e.get("schema"), f"{self.where} (run_start)")
+            if etype in ("worker_start", "recovery"):
+                self.seg += 1
+            if etype == "recovery":
+                if self.last_mem is not None:
+                    self._force_last()
+                elif start > 0 and self.n_mem == 0:
+                    self.recovery_first = True  # the sample before it is the previous part's
+                self.want_next_mem = True
+            self.notable.append(e)
+        return feed
+
+    def _force_last(self) -> None:
+        order, seg, sample, raw = self.last_mem
+        if sample is None:  # counted, not decoded: decode it now
+            ev = run_folder.decode_line(raw)
+            if ev is None:
+                return
+            sample = (order, seg, _slim(ev, SLIM_MEMORY_FIELDS))
+        self.forced[order] = sample
+
+    def merge(self, other: "_Series") -> None:
+        off, seg_off = self.n_mem, self.seg
+
+        def shift(sample):
+            return (sample[0] + off, sample[1] + seg_off, sample[2])
+
+        if other.recovery_first and self.last_mem is not None:
+            self._force_last()
+        if self.want_next_mem and other.first_mem is not None:
+            self.forced[other.first_mem[0] + off] = shift(other.first_mem)
+        for order, sample in other.forced.items():
+            self.forced[order + off] = shift(sample)
+        other.mem.items = [shift(s) for s in other.mem.items]
+        self.mem.merge(other.mem)
+        self.its.merge(other.its)
+        self.notable.extend(other.notable)
+        if other.last_mem is not None:
+            o, sg, sample, raw = other.last_mem
+            self.last_mem = (o + off, sg + seg_off, shift(sample) if sample is not None else None, raw)
+        self.want_next_mem = other.want_next_mem or (self.want_next_mem and other.first_mem is None
+                                                     and other.n_mem == 0)
+        self.n_mem += other.n_mem
+        self.seg += other.seg
+        self.last_raw = other.last_raw if other.last_raw is not None else self.last_raw
+        self.run_id = self.run_id or other.run_id
+        if other.t_max is not None and (self.t_max is None or other.t_max > self.t_max):
+            self.t_max = other.t_max
+
+    def result(self, path: Path) -> dict:
+        samples = {s[0]: s for s in self.mem.items}
+        samples.update(self.forced)
+        memory = [(seg, ev) for _, seg, ev in sorted(samples.values(), key=lambda s: s[0])]
+        t_max = self.t_max
+        last = run_folder.decode_line(self.last_raw) if self.last_raw is not None else None
+        t = (last or {}).get("t")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
+            t_max = t
+        return {"notable": self.notable, "iterations": self.its, "memory": memory, "run_id": self.run_id,
+                "t_max": t_max, "n_iterations": self.its.count, "n_memory": self.n_mem}

@@ -75,6 +75,10 @@ class Reservoir:
         self._w = 1.0
         self._next = -1   # 0-based index of the next item to take once full
 
+    def wants(self) -> bool:
+        """Whether the next item offered will be kept (else count it: `count += 1`)."""
+        return self.count < self.cap or self.count == self._next
+
     def add(self, x) -> None:
         n = self.count
         self.count = n + 1

@@ -9,12 +9,7 @@ keyed with a cached normalization, so matching later runs once per finding.
 
 from __future__ import annotations
 
-import json
 import re
-import multiprocessing as mp
-import os
-import threading
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from soak import fault_kinds, run_folder
@@ -63,6 +58,7 @@ class Scan:
         self.over: list[tuple[int, int]] = []       # (i, context_tokens) past max_context (a fault each)
         self.over_info: dict = {}
         self._mem = Decimator(MEMORY_CAP)           # [idx, generation, (turn, context), rss, gpu bytes]
+        self._mem_view = None
         self._mem_host = 0                          # samples with an RSS kept (the index of a sample with no iteration)
         self.events = 0
         self.fault_events = 0
@@ -136,7 +132,8 @@ class Scan:
 
     # -- where an iteration was (turn, context) -----------------------------
     def _info(self, i) -> tuple | None:
-        return self._recent.get(i) or self._older.get(i) or self._head.get(i)
+        v = self._recent.get(i) or self._older.get(i) or self._head.get(i)
+        return _info_of(v) if v.__class__ is bytes else v
 
     def _locate(self, f: Finding, it) -> None:
         """Fold iteration `it`'s turn and context into the finding's ranges:
@@ -157,92 +154,73 @@ class Scan:
         return self._lo is None or i >= self.next_i or i < self._lo[0]
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
-        """Read events.jsonl lines in [start, end) into this scan (the hot loop
-        of a large classification: keep it lean)."""
-        loads = json.loads
-        event_re = R.EVENT_RE.search
+        """Read events.jsonl lines in [start, end) into this scan."""
+        run_folder.feed_range(path, [self], start, end)
+        return self
+
+    def feeder(self, start: int = 0):
+        """feed(kind, raw) for soak.run_folder.reduce_lines (this scan reads the
+        part of the file from byte `start`): one event line
+        into this scan (the hot loop of a large classification: keep it lean)."""
+        decode = run_folder.decode_line
         split_volatile = R.split_volatile
         iteration_fields, memory_fields = R.iteration_fields, R.memory_fields
         repeats: dict[bytes, tuple] = {}
-        if start == 0:
-            self.next_i = 0
-        add_it, add_mem = self.add_iteration, self.add_memory
+        add_it, add_mem, iteration_line = self.add_iteration, self.add_memory, self.iteration_line
         need_memory = self.need_memory
         code_counts = self.code_counts
-        events = repeat_events = 0
         mem = self._mem
-        bad_shape = run_folder.bad_shape
-        locate = self._locate
-
-        sanitize = run_folder.sanitize
+        locate, place = self._locate, self._place
+        fault_names = _FAULT_EVENT_NAMES
+        if start == 0:
+            self.next_i = 0
 
         def _decode(raw: bytes):
-            ev = _loads(loads, raw)
+            ev = decode(raw)  # a field of the wrong type reads as absent
             if ev is None:
-                _damaged(path, raw, start)
-            else:
-                sanitize(ev)  # a field of the wrong type reads as absent
+                raise run_folder.Damaged
             return ev
-        for raw in R.read_lines(path, start, end):
-            if raw.startswith(b'{"event": "'):  # EventLog's layout: the type comes first
-                if bad_shape(raw):
-                    _damaged(path, raw, start)
-                    continue
-                kind = raw[11:raw.find(b'"', 11)]
-            else:
-                if not raw.strip():
-                    continue
-                if _decode(raw) is None:
-                    continue
-                m = event_re(raw)
-                if m is None:
-                    continue
-                kind = m.group(1)
-            events += 1
+
+        def feed(kind: bytes, raw: bytes) -> None:
+            self.events += 1
             if kind == b"iteration":
-                ev = iteration_fields(raw) or _decode(raw)
-                if ev is not None:
-                    add_it(ev)
-            elif kind in _FAULT_EVENT_NAMES:
+                if not iteration_line(raw):
+                    add_it(iteration_fields(raw) or _decode(raw))
+            elif kind == b"memory":
+                if need_memory:
+                    if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
+                        add_mem(memory_fields(raw) or _decode(raw))
+                    else:
+                        mem.count += 1
+            elif kind in fault_names:
                 ident, vol = split_volatile(raw, kind == b"cl_call_error")
                 hit = repeats.get(ident)
                 if hit is not None:  # the same fault again: only where and how often
                     f, tag = hit
-                    repeat_events += 1
+                    self.fault_events += 1
                     c = vol.get("count")
                     n = c if c is not None and c > 0 else 1
                     if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
                         code_counts[f.code] = code_counts.get(f.code, 0) + n
-                    self._place(f, vol)
+                    place(f, vol)
                     locate(f, vol.get("iteration"))
                     f.add(vol, n, tag)
-                    continue
+                    return
                 ev = _decode(raw)
-                if ev is None:
-                    continue
                 f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
                 if f is not None and len(repeats) < 200_000:
                     repeats[ident] = (f, tag_of(f.kind, ev))
-            elif kind == b"memory":
-                if need_memory:
-                    if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
-                        ev = memory_fields(raw) or _decode(raw)
-                        if ev is not None:
-                            add_mem(ev)
-                    else:
-                        mem.count += 1
             elif kind == b"load":
-                self.load = _decode(raw) or self.load
+                self.load = _decode(raw)
             elif kind == b"run_start":
-                self.run_start = _decode(raw) or self.run_start
-        self.events += events
-        self.fault_events += repeat_events
-        return self
+                self.run_start = _decode(raw)
+        return feed
 
     def merge(self, other: "Scan") -> None:
         """Append a scan of the next part of the same file."""
         for i, targets in list(self._pending.items()):  # waiting for an iteration read by the next part
             info = other._head.get(i) or other._info(i)
+            info = _info_of(info) if info.__class__ is bytes else info
             if info is not None:
                 _resolve(targets, info)
                 del self._pending[i]
@@ -311,6 +289,68 @@ class Scan:
         if self._hi is None or i > self._hi[0]:
             self._hi = (i, info)
 
+    def iteration_line(self, raw: bytes) -> bool:
+        """add_iteration for a line in EventLog's layout, reading only what it
+        needs: the number, whether it had CL errors or failed, its tok/s when
+        a reservoir takes it, its context when max_context is known.  Its
+        (turn, context) are read from the line only when asked for (the
+        windows keep the line).  False when the line is not in that layout
+        (the caller decodes it)."""
+        find = raw.find
+        j = find(b'"i": ')
+        if j < 0:
+            return False
+        try:
+            i = int(raw[j + 5:find(b",", j)])
+        except ValueError:
+            return False
+        self.next_i = i + 1
+        runs = self.recorded.runs
+        if runs and runs[-1][1] + 1 == i:
+            runs[-1][1] = i
+        else:
+            self.recorded.add(i)
+        recent = self._recent
+        recent[i] = raw
+        if len(recent) >= _WINDOW:
+            self._older, self._recent = recent, {}
+        head = self._head
+        if len(head) < _WINDOW or i in head:
+            head[i] = raw
+        if self._pending:
+            waiting = self._pending.pop(i, None)
+            if waiting:
+                _resolve(waiting, _info_of(raw))
+        lo, hi = self._lo, self._hi
+        if hi is None or i > hi[0]:
+            self._hi = (i, raw)
+        if lo is None or i < lo[0]:
+            self._lo = (i, raw)
+        if self.max_context:
+            info = _info_of(raw)
+            ctx = info[1]
+            if isinstance(ctx, int) and ctx > self.max_context:
+                self.over.append((i, ctx))
+                _fold(self.over_info, info)
+        rfind = raw.rfind  # both lists come late in the line: look from its end
+        if rfind(b'"cl_errors": []') < 0:
+            tps = _tps(raw)
+            if tps is not None:
+                self.tps_err.add(tps)
+                self.err_iters.append(i)
+                _fold(self.err_info, _info_of(raw))
+            return True
+        k = find(b'"ok": ')
+        if (k < 0 or raw[k + 6:k + 10] == b"true") and rfind(b'"failures": []') >= 0:
+            res = self.tps_clean
+            if res.wants():
+                tps = _tps(raw)
+                if tps is not None:
+                    res.add(tps)
+            else:  # past the cap, not drawn: counted (a clean iteration has tok/s) without reading it
+                res.count += 1
+        return True
+
     def add_iteration(self, ev: dict) -> None:
         i = ev.get("i")
         if not isinstance(i, int):
@@ -358,7 +398,7 @@ class Scan:
         if rss is None and gpu is None:
             self._mem.count += 1
             return
-        info = self._info(idx)
+        info = self._recent.get(idx) or self._older.get(idx) or self._head.get(idx)  # read when asked for (mem)
         sample = [idx, gen, info, rss, gpu]
         if info is None and self._may_come(idx):
             self._pending.setdefault(idx, []).append(sample)
@@ -369,18 +409,25 @@ class Scan:
     @property
     def mem(self) -> dict[str, list[tuple]]:
         """The memory samples kept, per resource: (index, bytes, generation, (turn, context))."""
+        key = (self._mem.count, len(self._mem.items))
+        if self._mem_view is not None and self._mem_view[0] == key:
+            return self._mem_view[1]
         out: dict[str, list[tuple]] = {"host": [], "gpu": []}
         for idx, gen, info, rss, gpu in self._mem.items:
+            if info.__class__ is bytes:
+                info = _info_of(info)
             if rss is not None:
                 out["host"].append((idx, rss, gen, info))
             if gpu is not None:
                 out["gpu"].append((idx, gpu, gen, info))
+        self._mem_view = (key, out)
         return out
 
     @property
     def iteration_bounds(self) -> list[tuple]:
         """(i, (turn, context)) of the lowest and the highest iteration read."""
-        return [e for e in (self._lo, self._hi) if e is not None]
+        return [(e[0], _info_of(e[1]) if e[1].__class__ is bytes else e[1]) for e in (self._lo, self._hi)
+                if e is not None]
 
     def retained(self) -> int:
         """How many entries the scan holds apart from its findings (the
@@ -456,6 +503,26 @@ def _merge_ranges(into: dict, other: dict) -> None:
             into[k] = r if mine is None else (min(mine[0], r[0]), max(mine[1], r[1]))
 
 
+def _info_of(raw: bytes) -> tuple:
+    """(turn, context_tokens) of an iteration line."""
+    ev = R.iteration_fields(raw) or run_folder.decode_line(raw) or {}
+    return (ev.get("turn"), ev.get("context_tokens"))
+
+
+def _tps(raw: bytes) -> float | None:
+    """decode_tps of an iteration line when it is a positive number."""
+    j = raw.find(b'"decode_tps": ')
+    if j < 0:
+        return None
+    j += 14
+    k, e = raw.find(b",", j), raw.find(b"}", j)
+    try:
+        v = float(raw[j:e if k < 0 or 0 <= e < k else k])
+    except ValueError:  # null
+        return None
+    return v if v > 0 and v != float("inf") else None
+
+
 def _resolve(targets: list, info: tuple) -> None:
     """Give iteration info to what waited for it: a finding's ranges, or a memory sample."""
     for t in targets:
@@ -513,36 +580,15 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
     return f
 
 
-PARALLEL_MIN_BYTES = 32 << 20  # below this, one process is faster than two
-
-
 def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True,
              max_context: int | None = None) -> Scan:
-    """One pass over events.jsonl (or, without it, over engine.log lines).
-    A large file is split at line boundaries over `jobs` forked processes
-    (default: the CPUs this process may use, at most 4) and the parts merged
-    in order.  `max_context`: the model's context length (iterations past it
-    are context_overflow)."""
+    """One pass over events.jsonl (soak.run_folder.reduce_lines: a large file
+    is split over forked processes and the parts merged in order), or,
+    without it, over engine.log lines.  `max_context`: the model's context
+    length (iterations past it are context_overflow)."""
     events = run_dir / "events.jsonl"
     if events.is_file():
-        size = events.stat().st_size
-        if jobs is None:
-            jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
-        # workers are forked: not from a process with other threads running (a
-        # forked child could inherit a lock held by one of them), nor where fork is missing
-        forkable = threading.active_count() == 1 and "fork" in mp.get_all_start_methods()
-        if jobs > 1 and forkable and size >= PARALLEL_MIN_BYTES:
-            ranges = R.split_ranges(events, jobs)
-            try:
-                with ProcessPoolExecutor(max_workers=len(ranges), mp_context=mp.get_context("fork")) as pool:
-                    parts = list(pool.map(_scan_part, [(events, a, b, need_memory, max_context) for a, b in ranges]))
-            except (OSError, RuntimeError):  # no processes here (sandbox): do it inline
-                parts = [Scan(need_memory, max_context).consume(events, a, b) for a, b in ranges]
-            scan = parts[0]
-            for part in parts[1:]:
-                scan.merge(part)
-            return scan
-        return Scan(need_memory, max_context).consume(events)
+        return run_folder.reduce_lines(events, scan_maker(need_memory, max_context), jobs)[0]
     scan = Scan(max_context=max_context)
     log = run_dir / "engine.log"
     if log.is_file():
@@ -551,37 +597,17 @@ def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True,
     return scan
 
 
-def _scan_part(args) -> Scan:
-    path, start, end, need_memory, max_context = args
-    scan = Scan(need_memory, max_context).consume(path, start, end)
-    scan._keys = {}  # not needed by the parent; less to send back
-    return scan
+class scan_maker:
+    """The reducer factory of reduce_lines for a classification (picklable)."""
 
+    def __init__(self, need_memory: bool = True, max_context: int | None = None):
+        self.need_memory, self.max_context = need_memory, max_context
 
-def _damaged(path: Path, raw: bytes, start: int) -> None:
-    """soak.run_folder's rule: an unterminated last line (a killed writer) is
-    dropped; any other damaged line is bad input naming file:line."""
-    if not raw.endswith(b"\n"):
-        return
-    offset = 0
-    with open(path, "rb") as fh:
-        if start > 0:
-            fh.seek(start - 1)
-            fh.readline()
-        while True:
-            offset = fh.tell()
-            line = fh.readline()
-            if not line or line == raw:
-                break
-    raise run_folder.damaged_line_error(path, run_folder.line_number(path, offset))
+    def __call__(self) -> list:
+        return [self.one()]
 
-
-def _loads(loads, raw: bytes):
-    try:
-        ev = loads(raw)
-    except ValueError:  # a truncated last line (killed writer) or damage: skip it
-        return None
-    return ev if isinstance(ev, dict) else None
+    def one(self) -> Scan:
+        return Scan(self.need_memory, self.max_context)
 
 
 def _scan_log(scan: Scan, log: Path) -> None:

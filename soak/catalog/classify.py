@@ -52,7 +52,22 @@ def resolve_catalog(catalog) -> Catalog:
     return load_catalog(found)
 
 
-def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
+def scan_reducer(run_dir):
+    """The classifier's scan as a reducer for another pass over the run's
+    events (soak.run_folder.reduce_lines, e.g. soak.analysis's RunFolder
+    with `companion=`): made as classify_run makes its own; give the fed
+    scan back to classify_run(scan=...)."""
+    run_dir = Path(run_dir)
+    return _runscan.scan_maker(not _memory_judged(_read_verdicts(run_dir)), load_context(run_dir).max_context).one
+
+
+def _memory_judged(verdicts: dict | None) -> bool:
+    return isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
+
+
+def classify_run(run_dir, catalog=None, write: bool = True, scan=None) -> dict:
+    """scan: the run's events already read into a scan made by scan_reducer
+    (one pass for verdicts and classification); else they are read here."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInput(f"run folder {run_dir} does not exist", hint="give a logs/<run-id>/ folder")
@@ -64,9 +79,9 @@ def classify_run(run_dir, catalog=None, write: bool = True) -> dict:
     cat = resolve_catalog(catalog)
     started = time.perf_counter()
     verdicts = _read_verdicts(run_dir)
-    memory_judged = isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
     ctx = load_context(run_dir)
-    scan = scan_run(run_dir, need_memory=not memory_judged, max_context=ctx.max_context)
+    if scan is None:
+        scan = scan_run(run_dir, need_memory=not _memory_judged(verdicts), max_context=ctx.max_context)
     fill_from_events(ctx, scan)
     findings = scan.finish(ctx.backend, ctx.backend_actual, verdicts)
     engine_log = run_dir / "engine.log"

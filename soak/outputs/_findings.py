@@ -8,18 +8,34 @@ same function the classifier uses, so the two always agree.
 
 from __future__ import annotations
 
+from soak import run_folder
 from soak.analysis.runfolder import RunFolder
 from soak.fault_kinds import OWN_VERDICT_KINDS as DERIVED_KINDS  # findings from series, not from fault events
 from soak.fault_kinds import fault_kind_of
 
 
+def open_run(path) -> RunFolder:
+    """The run folder for a judge that needs its findings: when
+    classification.json is missing, the classifier's scan rides along the
+    one pass over the events (RunFolder's companion), so the log is read once."""
+    path = run_folder.require(path)
+    if (path / run_folder.CLASSIFICATION).is_file():
+        return RunFolder(path)
+    from soak.catalog.classify import scan_reducer
+
+    return RunFolder(path, companion=scan_reducer(path))
+
+
 def classification(run: RunFolder) -> dict:
-    """classification.json, or classify now (not written) when it is missing."""
+    """classification.json, or classify now (not written) when it is missing
+    (from the scan fed by the run's pass when open_run made it)."""
     if run.classification is not None:
         return run.classification
+    from soak.catalog._runscan import Scan
     from soak.catalog.classify import classify_run
 
-    return classify_run(run.path, write=False)
+    scan = run.companion
+    return classify_run(run.path, write=False, scan=scan if isinstance(scan, Scan) else None)
 
 
 def fault_events(run: RunFolder) -> list[dict]:

@@ -33,7 +33,7 @@ from soak import run_folder
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
 from soak.outputs._bundle_readme import render_readme
-from soak.outputs._findings import DERIVED_KINDS, classification, finding_label, findings_with_events
+from soak.outputs._findings import DERIVED_KINDS, classification, finding_label, findings_with_events, open_run
 from soak.outputs._redact import Redactor
 from soak.outputs.environment import environment, model_config_path
 
@@ -123,7 +123,7 @@ def _replay_iteration(selected: list[dict]) -> int | None:
 
 def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path | None = None,
                 redact_prompts: bool = False, redact_serials: bool = False) -> Path:
-    run = RunFolder(run_dir)
+    run = open_run(run_dir)
     findings = findings_with_events(run)
     selected = _select(findings, fault)
     redactor = Redactor(run, redact_prompts, redact_serials)

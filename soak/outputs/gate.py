@@ -22,7 +22,7 @@ from soak import run_folder
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
-from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events
+from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events, open_run
 from soak.outputs.policy import Limit, Policy, default_policy, load_policy
 
 
@@ -288,7 +288,7 @@ def _timed(fn, *args) -> list[RuleResult]:
 
 
 def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list[RuleResult], dict | None]:
-    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    run = run_dir if isinstance(run_dir, RunFolder) else open_run(run_dir)
     policy = policy or default_policy()
     base = None if baseline is None else RunFolder(baseline)
     t0 = time.perf_counter()
@@ -401,7 +401,7 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
     t0 = time.perf_counter()
     run = None
     try:
-        run = RunFolder(run_dir)
+        run = open_run(run_dir)
         if baseline is not None:
             RunFolder(baseline)
         results, verdicts = evaluate(run, policy, baseline)

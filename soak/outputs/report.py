@@ -19,7 +19,7 @@ from soak.analysis.verdicts import compute_verdicts
 from soak.errors import BadInput
 from soak import run_folder
 from soak.run_folder import write_bytes
-from soak.outputs._findings import fault_events, findings_with_events
+from soak.outputs._findings import fault_events, findings_with_events, open_run
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -61,7 +61,7 @@ def _verdict_cls(v: str) -> str:
 
 class _Run:
     def __init__(self, path, baseline: RunFolder | None):
-        self.folder = RunFolder(path)
+        self.folder = open_run(path)
         self.verdicts = compute_verdicts(self.folder, baseline, write=False)
         self.findings = findings_with_events(self.folder)
 

@@ -122,15 +122,19 @@ def test_scan_run_over_processes(tmp_path, monkeypatch):
         log.emit(name, **fields)
     log.close()
     one = runscan.scan_run(tmp_path, jobs=1)
-    monkeypatch.setattr(runscan, "PARALLEL_MIN_BYTES", 0)
+    import concurrent.futures
+
+    from soak import run_folder
+
+    monkeypatch.setattr(run_folder, "PARALLEL_MIN_BYTES", 0)
     pools = []
 
-    class Recorded(runscan.ProcessPoolExecutor):
+    class Recorded(concurrent.futures.ProcessPoolExecutor):
         def __init__(self, *a, **kw):
             pools.append(kw.get("max_workers"))
             super().__init__(*a, **kw)
 
-    monkeypatch.setattr(runscan, "ProcessPoolExecutor", Recorded)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recorded)
     assert threading.active_count() == 1, "the pool path needs a thread-free process"
     two = runscan.scan_run(tmp_path, jobs=2)
     assert pools == [2]
