@@ -485,6 +485,12 @@ def _loads(raw: bytes):
     return obj
 
 
+def loads_line(raw: bytes):
+    """One event line as a dict, fields unchecked (sanitize them), or None
+    when it is not one JSON object."""
+    return EventReader._decode(raw, _loads)
+
+
 def decode_line(raw: bytes):
     """One event line as a dict (fields of the wrong type dropped), or None
     when it is not one JSON object."""
@@ -630,6 +636,7 @@ def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
     line, else each line of the chunk is checked."""
     feeds = [r.feeder(start) for r in reducers]
     one = feeds[0] if len(feeds) == 1 else None
+    f0, f1 = (feeds + [None])[:2] if len(feeds) == 2 else (None, None)
     prefix = _PREFIX
     glued = b"\n" + prefix
     raw = b""
@@ -659,6 +666,9 @@ def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
                     kind = kind.encode() if isinstance(kind, str) else b""
                 if one is not None:
                     one(kind, raw)
+                elif f0 is not None:
+                    f0(kind, raw)
+                    f1(kind, raw)
                 else:
                     for feed in feeds:
                         feed(kind, raw)

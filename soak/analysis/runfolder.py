@@ -53,6 +53,25 @@ def _slim(event: dict, keep: frozenset) -> dict:
             for k, v in event.items() if k in keep and isinstance(k, str)}
 
 
+_SLIM_ITERATION = tuple(sorted(SLIM_ITERATION_FIELDS))
+_SLIM_MEMORY = tuple(sorted(SLIM_MEMORY_FIELDS))
+
+
+def _slim_line(raw: bytes, keep: tuple) -> dict | None:
+    """_slim(decode_line(raw)) without checking the fields it drops: one
+    series sample of a long run (the same dict: sanitize is per field)."""
+    ev = run_folder.loads_line(raw)
+    if ev is None:
+        return None
+    out = {k: ev[k] for k in keep if k in ev}
+    for k, v in out.items():
+        if v.__class__ is str and len(v) <= 32:
+            out[k] = sys.intern(v)
+    run_folder.sanitize(out)
+    rid = ev.get("run_id")
+    return out, (rid if isinstance(rid, str) else None)
+
+
 class RunFolder:
     """A run folder, read lazily in one streaming pass.  BadInput if `path`
     is not one, or if its event log is damaged (file:line)."""
@@ -273,13 +292,25 @@ class _Series:
             seen(e)
             return e
 
+        def sample(raw: bytes, keep: tuple) -> dict:
+            got = _slim_line(raw, keep)
+            if got is None:
+                raise run_folder.Damaged
+            e, rid = got
+            t = e.get("t")
+            if t is not None and (self.t_max is None or t > self.t_max):
+                self.t_max = t
+            if self.run_id is None and rid:
+                self.run_id = rid
+            return e
+
         def feed(kind: bytes, raw: bytes) -> None:
             if kind == b"iteration":
                 if its.count % its.stride:
                     its.count += 1
                     self.last_raw = raw
                     return
-                its.add(_slim(event(raw), SLIM_ITERATION_FIELDS))
+                its.add(sample(raw, _SLIM_ITERATION))
                 return
             if kind == b"memory":
                 first = start > 0 and self.first_mem is None
@@ -289,15 +320,15 @@ class _Series:
                     self.n_mem += 1
                     self.last_raw = raw
                     return
-                sample = (self.n_mem, self.seg, _slim(event(raw), SLIM_MEMORY_FIELDS))
+                got = (self.n_mem, self.seg, sample(raw, _SLIM_MEMORY))
                 self.n_mem += 1
-                mem.add(sample)
+                mem.add(got)
                 if first:
-                    self.first_mem = sample
+                    self.first_mem = got
                 if self.want_next_mem:
-                    self.forced[sample[0]] = sample
+                    self.forced[got[0]] = got
                     self.want_next_mem = False
-                self.last_mem = (sample[0], sample[1], sample, None)
+                self.last_mem = (got[0], got[1], got, None)
                 return
             if kind == b"cl_profile":  # --cl-profile: several per iteration, streamed by soak.analysis.profile
                 return

@@ -398,7 +398,7 @@ class Scan:
         if rss is None and gpu is None:
             self._mem.count += 1
             return
-        info = self._recent.get(idx) or self._older.get(idx) or self._head.get(idx)  # read when asked for (mem)
+        info = self._info(idx)
         sample = [idx, gen, info, rss, gpu]
         if info is None and self._may_come(idx):
             self._pending.setdefault(idx, []).append(sample)
@@ -414,8 +414,6 @@ class Scan:
             return self._mem_view[1]
         out: dict[str, list[tuple]] = {"host": [], "gpu": []}
         for idx, gen, info, rss, gpu in self._mem.items:
-            if info.__class__ is bytes:
-                info = _info_of(info)
             if rss is not None:
                 out["host"].append((idx, rss, gen, info))
             if gpu is not None:
