@@ -631,29 +631,30 @@ _CHUNK = 1 << 22
 def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
     """Feed the lines whose first byte lies in [start, end) to the reducers
     (each line without its newline); the reducers, or ("damaged", offset).
-    The file is read in chunks split into lines; EventLog's shape (one
-    record per line) is checked per chunk: every `{"event": "` must start a
-    line, else each line of the chunk is checked."""
+    The file is read in chunks split into lines.  EventLog's shape is one
+    record per line ending with "}": the end is checked per line, the one
+    record per chunk (every `{"event": "` of a chunk must start one of its
+    lines), and a chunk that fails is searched for its first glued line."""
     feeds = [r.feeder(start) for r in reducers]
     one = feeds[0] if len(feeds) == 1 else None
     f0, f1 = (feeds + [None])[:2] if len(feeds) == 2 else (None, None)
     prefix = _PREFIX
-    glued = b"\n" + prefix
-    raw = b""
+    raw = last = b""
+    lines: list = []
     try:
         for chunk, last in _chunks(path, start, end, size):
             lines = chunk.split(b"\n")
             if last is not None:  # the unterminated last line of the file
                 lines.append(last)
-            check = chunk.count(prefix) != chunk.count(glued) + chunk.startswith(prefix)
+            starts = 0
             for raw in lines:
                 if raw.startswith(prefix):
+                    starts += 1
                     kind = raw[11:raw.find(b'"', 11)]
-                    if raw[-1:] != b"}" or check and raw.find(prefix, 1) >= 0:
-                        if bad_shape(raw + b"\n"):
-                            if raw is last and decode_line(raw) is None:
-                                continue  # cut by a kill: dropped
-                            raise Damaged
+                    if raw[-1:] != b"}" and bad_shape(raw + b"\n"):
+                        if raw is last and decode_line(raw) is None:
+                            continue  # cut by a kill: dropped
+                        raise Damaged
                 else:
                     if not raw.strip():
                         continue
@@ -672,11 +673,23 @@ def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
                 else:
                     for feed in feeds:
                         feed(kind, raw)
+            if chunk.count(prefix) + (last.count(prefix) if last else 0) != starts:
+                raw = _glued(lines, len(lines))
+                raise Damaged
     except Damaged:
-        if raw is last:
+        raw = _glued(lines, lines.index(raw) if raw in lines else len(lines)) or raw
+        if raw is last and not raw.find(_PREFIX, 1) >= 0:
             return reducers  # the unterminated last line, cut by a kill: dropped
         return ("damaged", _offset_of(path, start, raw))
     return reducers
+
+
+def _glued(lines: list, before: int):
+    """The first of lines[:before] holding a second record, or None."""
+    for raw in lines[:before]:
+        if raw.find(_PREFIX, 1) >= 0:
+            return raw
+    return None
 
 
 def _chunks(path: Path, start: int, end: int, size: int):

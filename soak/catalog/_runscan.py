@@ -49,8 +49,6 @@ class Scan:
         self._recent: dict[int, tuple] = {}         # ... the latest ones (two generations of up to _WINDOW)
         self._older: dict[int, tuple] = {}
         self._pending: dict[int, list] = {}         # i -> findings / memory samples waiting for iteration i
-        self._lo: tuple | None = None               # (i, (turn, context)) of the lowest and highest i read
-        self._hi: tuple | None = None
         self.tps_err = Reservoir(TPS_CAP)
         self.tps_clean = Reservoir(TPS_CAP)
         self.err_iters: list[int] = []              # iterations with CL errors: grows with those faults only
@@ -151,7 +149,8 @@ class Scan:
         """Whether iteration i may still be read (by this part, or the one
         before it): not inside the span this part already read, where it was
         either never recorded or is older than the window kept."""
-        return self._lo is None or i >= self.next_i or i < self._lo[0]
+        lo = self.recorded.lo
+        return lo is None or i >= self.next_i or i < lo
 
     def consume(self, path: Path, start: int = 0, end: int | None = None) -> "Scan":
         """Read events.jsonl lines in [start, end) into this scan."""
@@ -265,9 +264,6 @@ class Scan:
         if len(latest) > 2 * _WINDOW:
             latest = dict(list(latest.items())[-2 * _WINDOW:])
         self._older, self._recent = latest, {}
-        for end in (other._lo, other._hi):
-            if end is not None:
-                self._ends(*end)
         self.next_i = other.next_i if other.next_i is not None else self.next_i
         self.tps_err.merge(other.tps_err)
         self.tps_clean.merge(other.tps_clean)
@@ -282,12 +278,6 @@ class Scan:
         self.load = other.load or self.load
         self.run_start = self.run_start or other.run_start
         self.has_cpu_fallback = self.has_cpu_fallback or other.has_cpu_fallback
-
-    def _ends(self, i: int, info: tuple) -> None:
-        if self._lo is None or i < self._lo[0]:
-            self._lo = (i, info)
-        if self._hi is None or i > self._hi[0]:
-            self._hi = (i, info)
 
     def iteration_line(self, raw: bytes) -> bool:
         """add_iteration for a line in EventLog's layout, reading only what it
@@ -315,22 +305,22 @@ class Scan:
         if len(recent) >= _WINDOW:
             self._older, self._recent = recent, {}
         head = self._head
-        if len(head) < _WINDOW or i in head:
+        if len(head) < _WINDOW:
             head[i] = raw
         if self._pending:
             waiting = self._pending.pop(i, None)
             if waiting:
                 _resolve(waiting, _info_of(raw))
-        lo, hi = self._lo, self._hi
-        if hi is None or i > hi[0]:
-            self._hi = (i, raw)
-        if lo is None or i < lo[0]:
-            self._lo = (i, raw)
-        if self.max_context:
-            info = _info_of(raw)
-            ctx = info[1]
-            if isinstance(ctx, int) and ctx > self.max_context:
-                self.over.append((i, ctx))
+        limit = self.max_context
+        if limit:
+            c = find(b'"context_tokens": ')
+            try:
+                ctx = int(raw[c + 18:find(b",", c)]) if c >= 0 else None
+            except ValueError:
+                ctx = _info_of(raw)[1]
+            if isinstance(ctx, int) and ctx > limit:
+                info = _info_of(raw)
+                self.over.append((i, info[1]))
                 _fold(self.over_info, info)
         rfind = raw.rfind  # both lists come late in the line: look from its end
         if rfind(b'"cl_errors": []') < 0:
@@ -343,12 +333,13 @@ class Scan:
         k = find(b'"ok": ')
         if (k < 0 or raw[k + 6:k + 10] == b"true") and rfind(b'"failures": []') >= 0:
             res = self.tps_clean
-            if res.wants():
+            n = res.count
+            if n < res.cap or n == res._next:
                 tps = _tps(raw)
                 if tps is not None:
                     res.add(tps)
             else:  # past the cap, not drawn: counted (a clean iteration has tok/s) without reading it
-                res.count += 1
+                res.count = n + 1
         return True
 
     def add_iteration(self, ev: dict) -> None:
@@ -369,11 +360,6 @@ class Scan:
             waiting = self._pending.pop(i, None)
             if waiting:
                 _resolve(waiting, info)
-        lo, hi = self._lo, self._hi
-        if lo is None or i < lo[0]:
-            self._lo = (i, info)
-        if hi is None or i > hi[0]:
-            self._hi = (i, info)
         ctx = info[1]
         if self.max_context and isinstance(ctx, int) and ctx > self.max_context:
             self.over.append((i, ctx))
@@ -424,8 +410,8 @@ class Scan:
     @property
     def iteration_bounds(self) -> list[tuple]:
         """(i, (turn, context)) of the lowest and the highest iteration read."""
-        return [(e[0], _info_of(e[1]) if e[1].__class__ is bytes else e[1]) for e in (self._lo, self._hi)
-                if e is not None]
+        rec = self.recorded
+        return [] if not rec else [(rec.lo, self._info(rec.lo)), (rec.hi, self._info(rec.hi))]
 
     def retained(self) -> int:
         """How many entries the scan holds apart from its findings (the

@@ -100,6 +100,18 @@ def _hashable(v):
     return v if isinstance(v, (int, str, float, type(None))) else repr(v)
 
 
+def _spooled(lines) -> "tempfile.TemporaryFile":
+    """Text lines written to a temporary file as they come (a long run's log does not fit in memory)."""
+    import tempfile
+
+    fh = tempfile.TemporaryFile()
+    write = fh.write
+    for line in lines:
+        write(line.encode("utf-8", "surrogatepass"))
+    fh.seek(0)
+    return fh
+
+
 def _csv_file(rows, header: list[str]):
     """The rows as CSV in a temporary file (a long run's series do not fit in memory)."""
     import tempfile
@@ -162,9 +174,9 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     # events: the whole log if small, else everything but the iterations outside the windows
     size = (run.path / "events.jsonl").stat().st_size
     whole = size <= FULL_EVENTS_LIMIT
-    ev_lines = [json.dumps(redactor.event(e), ensure_ascii=False) for e in run.stream()
-                if whole or e.get("event") != "iteration" or e.get("i") in keep_iters]
-    put_text("events.jsonl", "\n".join(ev_lines) + "\n")
+    files["events.jsonl"] = _spooled(redactor.text(json.dumps(redactor.event(e), ensure_ascii=False)) + "\n"
+                                     for e in run.stream()
+                                     if whole or e.get("event") != "iteration" or e.get("i") in keep_iters)
 
     # engine-log windows around each occurrence
     spans = {i: _span(e.get("log_span")) for i, e in kept.items()}

@@ -92,6 +92,20 @@ def test_damaged_line_named_by_its_number(tmp_path, monkeypatch, parallel):
         run_folder.reduce_lines(path, lambda: [_Series(64, "e"), Scan()], jobs=2)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_glued_records_named_by_their_line(tmp_path, monkeypatch, parallel):
+    """A writer killed mid-line and a new one appending: two records on one line."""
+    path = _run(tmp_path, n=400)
+    lines = path.read_bytes().split(b"\n")
+    k = len(lines) // 3
+    lines[k] = lines[k][:-30] + lines[k + 1]
+    path.write_bytes(b"\n".join(lines))
+    if parallel:
+        monkeypatch.setattr(run_folder, "PARALLEL_MIN_BYTES", 0)
+    with pytest.raises(BadInput, match=rf"events.jsonl:{k + 1}: damaged"):
+        run_folder.reduce_lines(path, lambda: [_Series(64, "e")], jobs=2)
+
+
 def test_unterminated_last_line_is_dropped(tmp_path):
     path = _run(tmp_path, n=50)
     data = path.read_bytes()
