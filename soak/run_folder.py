@@ -625,7 +625,7 @@ def _reduce_part(args):
     return _feed_range(path, start, end, size, _MAKE())
 
 
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20  # 1 MiB: split into lines while it is in the cache
 
 
 def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
