@@ -557,10 +557,12 @@ _MAKE = None                    # the reducer factory of the reduce_lines in pro
 def reduce_lines(run: str | Path, make, jobs: int | None = None) -> list:
     """One streaming pass over events.jsonl feeding several readers at once.
 
-    `make()` returns a list of reducers, each with `feeder(start)` -> `feed(kind:
-    bytes, raw: bytes)` (called for every event line of the part that starts
-    at byte `start`, in file order, with the event type and the raw line) and
-    `merge(other)` (append the reducer of the next part of the file).  A file of PARALLEL_MIN_BYTES or more is
+    `make()` returns a list of reducers, each with `feeder(start)` ->
+    `feed(kinds, lines)` (called for each chunk of the part that starts at
+    byte `start`, in file order: the raw event lines, without their newline,
+    and the event type of each, as bytes; raise Damaged(line) for a line
+    that cannot be decoded) and `merge(other)` (append the reducer of the
+    next part of the file).  A file of PARALLEL_MIN_BYTES or more is
     split at line boundaries over `jobs` forked processes (default: the CPUs
     this process may use, at most 4), each with its own reducers, and the
     parts merged in order; returns the (merged) reducers.
@@ -629,15 +631,14 @@ _CHUNK = 1 << 20  # 1 MiB: split into lines while it is in the cache
 
 
 def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
-    """Feed the lines whose first byte lies in [start, end) to the reducers
-    (each line without its newline); the reducers, or ("damaged", offset).
-    The file is read in chunks split into lines.  EventLog's shape is one
-    record per line ending with "}": the end is checked per line, the one
-    record per chunk (every `{"event": "` of a chunk must start one of its
-    lines), and a chunk that fails is searched for its first glued line."""
+    """Feed the lines whose first byte lies in [start, end) to the reducers,
+    a chunk at a time: feed(kinds, lines), each line without its newline,
+    blank lines and a cut last line left out; the reducers, or ("damaged",
+    offset).  EventLog's shape is one record per line ending with "}": the
+    end is checked per line, the one record per chunk (every `{"event": "`
+    of a chunk must start one of its lines), and a chunk that fails is
+    searched for its first glued line."""
     feeds = [r.feeder(start) for r in reducers]
-    one = feeds[0] if len(feeds) == 1 else None
-    f0, f1 = (feeds + [None])[:2] if len(feeds) == 2 else (None, None)
     prefix = _PREFIX
     raw = last = b""
     lines: list = []
@@ -646,39 +647,41 @@ def _feed_range(path: Path, start: int, end: int, size: int, reducers: list):
             lines = chunk.split(b"\n")
             if last is not None:  # the unterminated last line of the file
                 lines.append(last)
-            starts = 0
+            kinds = []
+            put = kinds.append
+            other = 0     # lines not in EventLog's layout (or left out)
             for raw in lines:
                 if raw.startswith(prefix):
-                    starts += 1
-                    kind = raw[11:raw.find(b'"', 11)]
+                    put(raw[11:raw.find(b'"', 11)])
                     if raw[-1:] != b"}" and bad_shape(raw + b"\n"):
                         if raw is last and decode_line(raw) is None:
-                            continue  # cut by a kill: dropped
-                        raise Damaged
+                            kinds[-1] = None  # cut by a kill: left out
+                            continue
+                        raise Damaged(raw)
                 else:
+                    other += 1
                     if not raw.strip():
+                        put(None)
                         continue
                     ev = decode_line(raw)
                     if ev is None:
                         if raw is last:
+                            put(None)
                             continue
-                        raise Damaged
+                        raise Damaged(raw)
                     kind = ev.get("event")
-                    kind = kind.encode() if isinstance(kind, str) else b""
-                if one is not None:
-                    one(kind, raw)
-                elif f0 is not None:
-                    f0(kind, raw)
-                    f1(kind, raw)
-                else:
-                    for feed in feeds:
-                        feed(kind, raw)
-            if chunk.count(prefix) + (last.count(prefix) if last else 0) != starts:
-                raw = _glued(lines, len(lines))
-                raise Damaged
-    except Damaged:
+                    put(kind.encode() if isinstance(kind, str) else b"")
+            if chunk.count(prefix) + (last.count(prefix) if last else 0) != len(lines) - other:
+                raise Damaged(_glued(lines, len(lines)))
+            if None in kinds:  # blank lines, the cut last line
+                keep = [k for k, kind in enumerate(kinds) if kind is not None]
+                kinds, lines = [kinds[k] for k in keep], [lines[k] for k in keep]
+            for feed in feeds:
+                feed(kinds, lines)
+    except Damaged as exc:
+        raw = exc.args[0] if exc.args else raw
         raw = _glued(lines, lines.index(raw) if raw in lines else len(lines)) or raw
-        if raw is last and not raw.find(_PREFIX, 1) >= 0:
+        if raw is last and raw.find(_PREFIX, 1) < 0:
             return reducers  # the unterminated last line, cut by a kill: dropped
         return ("damaged", _offset_of(path, start, raw))
     return reducers

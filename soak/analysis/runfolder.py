@@ -283,19 +283,13 @@ class _Series:
 
     def feeder(self, start: int):
         self.start = start
-        its, mem, decode, seen = self.its, self.mem, run_folder.decode_line, self._seen
-
-        def event(raw: bytes) -> dict:
-            e = decode(raw)
-            if e is None:
-                raise run_folder.Damaged
-            seen(e)
-            return e
+        its, mem = self.its, self.mem
+        ITER, MEM, PROF = b"iteration", b"memory", b"cl_profile"  # cl_profile: several per iteration, streamed by soak.analysis.profile
 
         def sample(raw: bytes, keep: tuple) -> dict:
             got = _slim_line(raw, keep)
             if got is None:
-                raise run_folder.Damaged
+                raise run_folder.Damaged(raw)
             e, rid = got
             t = e.get("t")
             if t is not None and (self.t_max is None or t > self.t_max):
@@ -304,35 +298,58 @@ class _Series:
                 self.run_id = rid
             return e
 
-        def feed(kind: bytes, raw: bytes) -> None:
-            if kind == b"iteration":
-                if its.count % its.stride:
-                    its.count += 1
-                    self.last_raw = raw
-                    return
-                its.add(sample(raw, _SLIM_ITERATION))
-                return
-            if kind == b"memory":
-                first = start > 0 and self.first_mem is None
-                if not (self.want_next_mem or first or mem.count % mem.stride == 0):
-                    mem.count += 1
-                    self.last_mem = (self.n_mem, self.seg, None, raw)
-                    self.n_mem += 1
-                    self.last_raw = raw
-                    return
-                got = (self.n_mem, self.seg, sample(raw, _SLIM_MEMORY))
-                self.n_mem += 1
+        def iterations(lines: list, idx: list) -> None:
+            """Iteration lines of a stretch with no notable event: counted, every stride-th decoded."""
+            base, c, k = its.count, len(idx), 0
+            while True:
+                nxt = k + (-(base + k)) % its.stride  # the next whose number is a multiple of the stride
+                if nxt >= c:
+                    break
+                its.count = base + nxt
+                its.add(sample(lines[idx[nxt]], _SLIM_ITERATION))  # may double the stride
+                k = nxt + 1
+            its.count = base + c
+
+        def memory(lines: list, idx: list) -> None:
+            """Memory lines of a stretch with no notable event (one segment)."""
+            base, c, k = mem.count, len(idx), 0
+            order0, seg = self.n_mem, self.seg
+            if (start > 0 and self.first_mem is None) or self.want_next_mem:  # the first one is needed whole
+                got = (order0, seg, sample(lines[idx[0]], _SLIM_MEMORY))
                 mem.add(got)
-                if first:
+                if start > 0 and self.first_mem is None:
                     self.first_mem = got
                 if self.want_next_mem:
-                    self.forced[got[0]] = got
+                    self.forced[order0] = got
                     self.want_next_mem = False
-                self.last_mem = (got[0], got[1], got, None)
-                return
-            if kind == b"cl_profile":  # --cl-profile: several per iteration, streamed by soak.analysis.profile
-                return
-            e = event(raw)
+                k = 1
+            while True:
+                nxt = k + (-(base + k)) % mem.stride
+                if nxt >= c:
+                    break
+                mem.count = base + nxt
+                mem.add((order0 + nxt, seg, sample(lines[idx[nxt]], _SLIM_MEMORY)))
+                k = nxt + 1
+            mem.count = base + c
+            self.n_mem = order0 + c
+            self.last_mem = (order0 + c - 1, seg, None, lines[idx[-1]])
+
+        def stretch(kinds: list, lines: list, a: int, b: int) -> None:
+            its_idx = [k for k in range(a, b) if kinds[k] == ITER]
+            mem_idx = [k for k in range(a, b) if kinds[k] == MEM]
+            if its_idx:
+                iterations(lines, its_idx)
+            if mem_idx:
+                memory(lines, mem_idx)
+            last = max(its_idx[-1] if its_idx else -1, mem_idx[-1] if mem_idx else -1)
+            if last >= 0:
+                self.last_raw = lines[last]
+
+        def notable(raw: bytes) -> None:
+            e = run_folder.decode_line(raw)
+            if e is None:
+                raise run_folder.Damaged(raw)
+            self._seen(e)
             etype = e.get("event")
             if etype == "run_start":
                 run_folder.check_schema(e.get("schema"), f"{self.where} (run_start)")
@@ -345,6 +362,16 @@ class _Series:
                     self.recovery_first = True  # the sample before it is the previous part's
                 self.want_next_mem = True
             self.notable.append(e)
+
+        def feed(kinds: list, lines: list) -> None:
+            pos = 0
+            for k in [k for k, kind in enumerate(kinds) if kind != ITER and kind != MEM and kind != PROF]:
+                if k > pos:
+                    stretch(kinds, lines, pos, k)
+                notable(lines[k])
+                pos = k + 1
+            if pos < len(lines):
+                stretch(kinds, lines, pos, len(lines))
         return feed
 
     def _force_last(self) -> None:

@@ -2,7 +2,7 @@
 
 A 1,000,000-event run must classify in seconds, so the scan avoids decoding
 what it does not need:
-- each line's event type is read with a byte regex; unused types are skipped;
+- each line comes with its event type (soak.run_folder.reduce_lines); unused types are skipped;
 - `iteration` and `memory` events (most of a run) give up only a few scalar
   fields, found with bytes.find instead of decoding the prompt and output;
 - a `fault` event that repeats one seen before (same fields apart from seq,
@@ -14,11 +14,8 @@ layout fall back to json.loads.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
-EVENT_RE = re.compile(rb'"event"\s*:\s*"([a-z_]+)"')
 # fields that differ between repeats of one fault (values never hold a quote)
 VOLATILE_RE = re.compile(rb'"(?:seq|t|ts|run_id|iteration|offset|count|call_seq|t_ns|call_index|first_seq|last_seq)": (?:"[^"\\]*"|[-0-9.eE+]+|null)(?:, )?')
 
@@ -147,27 +144,3 @@ def memory_fields(raw: bytes) -> dict | None:
 
 _MEMORY_OPTIONAL = (("iteration", b'"iteration": '), ("gpu_live_bytes", b'"gpu_live_bytes": '),
                     ("generation", b'"generation": '))
-
-
-def read_lines(path: Path, start: int = 0, end: int | None = None):
-    """Lines whose first byte lies in [start, end)."""
-    with open(path, "rb") as fh:
-        if start > 0:
-            fh.seek(start - 1)
-            fh.readline()  # finish the line that straddles `start`
-        if end is None:
-            yield from fh
-            return
-        pos = fh.tell()
-        for raw in fh:
-            if pos >= end:
-                return
-            pos += len(raw)
-            yield raw
-
-
-def split_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
-    size = os.path.getsize(path)
-    step = max(size // parts, 1)
-    edges = [min(k * step, size) for k in range(parts)] + [size]
-    return [(edges[k], edges[k + 1]) for k in range(parts) if edges[k] < edges[k + 1]]

@@ -2,9 +2,12 @@
 the faults the classifier derives (memory growth, tok/s rising while kernels
 fail, context past the model's length).  Reads only the run folder.
 
-Speed (a 1,000,000-event run in seconds): each line's event type is read with
-a byte regex and only the types used here are JSON-decoded; each fault is
-keyed with a cached normalization, so matching later runs once per finding.
+Speed and memory (10 million iterations: benchmarks/bench_analysis_scale.py):
+the scan is a reducer of soak.run_folder.reduce_lines (one pass, split over
+processes, possibly shared with the verdicts' pass); only the types used
+here are decoded, iteration lines only for the few fields needed; each fault
+is keyed with a cached normalization, so matching later runs once per
+finding.  What it keeps grows with the faults, not with the iterations.
 """
 
 from __future__ import annotations
@@ -158,8 +161,8 @@ class Scan:
         return self
 
     def feeder(self, start: int = 0):
-        """feed(kind, raw) for soak.run_folder.reduce_lines (this scan reads the
-        part of the file from byte `start`): one event line
+        """feed(kinds, lines) for soak.run_folder.reduce_lines (this scan reads the
+        part of the file from byte `start`): a chunk of event lines
         into this scan (the hot loop of a large classification: keep it lean)."""
         decode = run_folder.decode_line
         split_volatile = R.split_volatile
@@ -177,42 +180,43 @@ class Scan:
         def _decode(raw: bytes):
             ev = decode(raw)  # a field of the wrong type reads as absent
             if ev is None:
-                raise run_folder.Damaged
+                raise run_folder.Damaged(raw)
             return ev
 
-        def feed(kind: bytes, raw: bytes) -> None:
-            self.events += 1
-            if kind == b"iteration":
-                if not iteration_line(raw):
-                    add_it(iteration_fields(raw) or _decode(raw))
-            elif kind == b"memory":
-                if need_memory:
-                    if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
-                        add_mem(memory_fields(raw) or _decode(raw))
-                    else:
-                        mem.count += 1
-            elif kind in fault_names:
-                ident, vol = split_volatile(raw, kind == b"cl_call_error")
-                hit = repeats.get(ident)
-                if hit is not None:  # the same fault again: only where and how often
-                    f, tag = hit
-                    self.fault_events += 1
-                    c = vol.get("count")
-                    n = c if c is not None and c > 0 else 1
-                    if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
-                        code_counts[f.code] = code_counts.get(f.code, 0) + n
-                    place(f, vol)
-                    locate(f, vol.get("iteration"))
-                    f.add(vol, n, tag)
-                    return
-                ev = _decode(raw)
-                f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
-                if f is not None and len(repeats) < 200_000:
-                    repeats[ident] = (f, tag_of(f.kind, ev))
-            elif kind == b"load":
-                self.load = _decode(raw)
-            elif kind == b"run_start":
-                self.run_start = _decode(raw)
+        def feed(kinds: list, lines: list) -> None:
+            self.events += len(lines)
+            for kind, raw in zip(kinds, lines):
+                if kind == b"iteration":
+                    if not iteration_line(raw):
+                        add_it(iteration_fields(raw) or _decode(raw))
+                elif kind == b"memory":
+                    if need_memory:
+                        if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
+                            add_mem(memory_fields(raw) or _decode(raw))
+                        else:
+                            mem.count += 1
+                elif kind in fault_names:
+                    ident, vol = split_volatile(raw, kind == b"cl_call_error")
+                    hit = repeats.get(ident)
+                    if hit is not None:  # the same fault again: only where and how often
+                        f, tag = hit
+                        self.fault_events += 1
+                        c = vol.get("count")
+                        n = c if c is not None and c > 0 else 1
+                        if f.code is not None and (f.kind == "cl_error" or f.kind == "cl_call_error"):
+                            code_counts[f.code] = code_counts.get(f.code, 0) + n
+                        place(f, vol)
+                        locate(f, vol.get("iteration"))
+                        f.add(vol, n, tag)
+                        continue
+                    ev = _decode(raw)
+                    f = self.add_fault(ev) if kind == b"fault" else self.add_call_error(ev)
+                    if f is not None and len(repeats) < 200_000:
+                        repeats[ident] = (f, tag_of(f.kind, ev))
+                elif kind == b"load":
+                    self.load = _decode(raw)
+                elif kind == b"run_start":
+                    self.run_start = _decode(raw)
         return feed
 
     def merge(self, other: "Scan") -> None:

@@ -9,6 +9,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from soak import run_folder
 from soak.catalog import _eventread as R
 from soak.catalog._runscan import Scan
 
@@ -62,11 +63,20 @@ def test_repeated_fault_identity(seq, it, count, info):
 
 @settings(max_examples=50)
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=300),
-       st.integers(1, 6), st.booleans())
-def test_ranges_read_every_line_once(tmp_path_factory, lines, parts, final_newline):
+       st.integers(1, 6), st.booleans(), st.integers(1, 64))
+def test_ranges_read_every_line_once(tmp_path_factory, lines, parts, final_newline, chunk):
+    """run_folder's parts and chunks: every line once, in order, whatever the chunk size."""
     p = tmp_path_factory.mktemp("rl") / "events.jsonl"
     p.write_bytes(b"\n".join(lines) + (b"\n" if final_newline and lines else b""))
-    got = [x.rstrip(b"\n") for a, b in R.split_ranges(p, parts) for x in R.read_lines(p, a, b)]
+    size = p.stat().st_size
+    old, run_folder._CHUNK = run_folder._CHUNK, chunk
+    try:
+        got = []
+        for a, b in run_folder._split(p, size, parts) if size else []:
+            for whole, last in run_folder._chunks(p, a, b, size):
+                got += whole.split(b"\n") + ([last] if last is not None else [])
+    finally:
+        run_folder._CHUNK = old
     assert [x for x in got if x] == [x for x in lines if x]
 
 
@@ -89,7 +99,7 @@ def test_parallel_scan_equals_single(tmp_path):
     log.close()
     path = tmp_path / "events.jsonl"
     one = Scan().consume(path)
-    parts = [Scan().consume(path, a, b) for a, b in R.split_ranges(path, 4)]
+    parts = [Scan().consume(path, a, b) for a, b in run_folder._split(path, path.stat().st_size, 4)]
     merged = parts[0]
     for p in parts[1:]:
         merged.merge(p)

@@ -11,6 +11,7 @@ import random
 import pytest
 
 import soak.catalog._runscan as runscan
+from soak import run_folder
 from soak.analysis.streaming import Decimator, Intervals, Reservoir
 
 ITER = ('{"event": "iteration", "seq": %d, "t": %.3f, "ts": "2026-12-01T00:00:00.000+00:00", "run_id": "b", '
@@ -72,7 +73,7 @@ def test_scan_state_does_not_grow_with_iterations(tmp_path, small_caps, parts):
     for n in (10_000, 100_000):
         path = tmp_path / f"events-{n}.jsonl"
         _write(path, n)
-        ranges = runscan.R.split_ranges(path, parts)
+        ranges = run_folder._split(path, path.stat().st_size, parts)
         scans = [runscan.Scan().consume(path, a, b) for a, b in ranges]
         scan = scans[0]
         for other in scans[1:]:
