@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from soak.analysis.runfolder import RunFolder
 
@@ -105,46 +105,99 @@ def mono_t0_ns(run: RunFolder) -> int | None:
     return None
 
 
-def iteration_of_windows(run: RunFolder, windows: list[dict]) -> dict[int, int]:
-    """id(window) -> iteration index, for prefill/decode/respond windows: the iteration whose
-    event is the first one written after the window's first CL call (an iteration's event comes
-    after its respond returned; the one before it, before its respond began)."""
-    t0 = mono_t0_ns(run)
-    if t0 is None:
-        return {}
-    ends = sorted((t0 + int(float(e["t"]) * 1e9), e.get("i")) for e in run.stream({"iteration"})
-                  if e.get("t") is not None)
-    keys = [t for t, _ in ends]
-    out = {}
-    for w in windows:
+_PLACE_RECENT = 256  # iteration ends kept to place windows: a window is written within a few iterations of its own
+
+
+class _Placer:
+    """Places prefill/decode/respond windows on their iteration while the events stream by, in
+    bounded memory: the iteration whose event is the first one written after the window's first
+    CL call (an iteration's event comes after its respond returned; the one before it, before its
+    respond began).  Windows come before or after their iteration's event (a prefill window is
+    written once decode begins, a decode window once the next iteration's calls come); those
+    waiting for a later iteration are held until it comes, and the last _PLACE_RECENT iteration
+    ends are kept for the others.  Each placed iteration's engine times are summed once."""
+
+    def __init__(self, t0: int | None):
+        self.t0 = t0
+        self.recent: deque = deque(maxlen=_PLACE_RECENT)  # [end_ns, perf sums, counted]
+        self.waiting: list[int] = []  # host_first_ns of windows after the last iteration end
+        self.placed = self.unplaced = self.iterations = 0
+        self.sums = _Sums()
+
+    def iteration(self, e: dict) -> None:
+        if self.t0 is None or e.get("t") is None:
+            return
+        entry = [self.t0 + int(float(e["t"]) * 1e9), e, False]
+        self.recent.append(entry)
+        if self.waiting:
+            still = [first for first in self.waiting if first > entry[0]]
+            for _ in range(len(self.waiting) - len(still)):
+                self._place(entry)
+            self.waiting = still
+
+    def window(self, w: dict) -> None:
         first = w.get("host_first_ns")
-        if not first or phase_of(w) not in ("prefill", "decode", "respond"):
-            continue
-        k = bisect.bisect_left(keys, int(first))
-        if k < len(ends):
-            out[id(w)] = ends[k][1]
-    return out
+        if self.t0 is None or not first or phase_of(w) not in ("prefill", "decode", "respond"):
+            return
+        first = int(first)
+        if not self.recent or first > self.recent[-1][0]:
+            self.waiting.append(first)
+            return
+        ends = [r[0] for r in self.recent]
+        k = bisect.bisect_left(ends, first)
+        if k == 0 and len(self.recent) == self.recent.maxlen and first < ends[0]:
+            self.unplaced += 1  # older than the iterations kept
+            return
+        self._place(self.recent[k])
+
+    def _place(self, entry: list) -> None:
+        self.placed += 1
+        if not entry[2]:
+            entry[2] = True
+            self.iterations += 1
+            self.sums.add(entry[1])
+
+    def finish(self) -> None:
+        self.unplaced += len(self.waiting)
+        self.waiting.clear()
 
 
-def measured(run: RunFolder, only: set | None = None) -> dict[str, dict]:
-    """The engine's own phase times and token counts (iteration perf, load events); `only`:
-    the iteration indexes to count (those the profile has windows for)."""
-    its = [{k: e.get(k) for k in ("prefill_us", "decode_us", "prompt_tokens", "generated_tokens")}
-           for e in run.stream({"iteration"})
-           if e.get("prefill_us") is not None and (only is None or e.get("i") in only)]
-    loads = [e for e in run.of("load") if e.get("ok")]
-    prefill_us = sum(int(e.get("prefill_us") or 0) for e in its)
-    decode_us = sum(int(e.get("decode_us") or 0) for e in its)
-    return {
-        "load": {"us": sum(int(e.get("load_us") or e.get("duration_s", 0) * 1e6) for e in loads),
-                 "count": len(loads)},
-        "prefill": {"us": prefill_us, "tokens": sum(int(e.get("prompt_tokens") or 0) for e in its),
-                    "count": len(its)},
-        "decode": {"us": decode_us, "tokens": sum(int(e.get("generated_tokens") or 0) for e in its),
-                   "count": len(its)},
-        "respond": {"us": prefill_us + decode_us,
-                    "tokens": sum(int(e.get("generated_tokens") or 0) for e in its), "count": len(its)},
-    }
+class _Sums:
+    """The engine's own phase times and token counts, summed over iteration events."""
+
+    __slots__ = ("prefill_us", "decode_us", "prompt_tokens", "generated_tokens", "count")
+
+    def __init__(self):
+        self.prefill_us = self.decode_us = self.prompt_tokens = self.generated_tokens = self.count = 0
+
+    def add(self, e: dict) -> None:
+        if e.get("prefill_us") is None:
+            return
+        self.prefill_us += int(e.get("prefill_us") or 0)
+        self.decode_us += int(e.get("decode_us") or 0)
+        self.prompt_tokens += int(e.get("prompt_tokens") or 0)
+        self.generated_tokens += int(e.get("generated_tokens") or 0)
+        self.count += 1
+
+    def phases(self, run: RunFolder) -> dict[str, dict]:
+        loads = [e for e in run.of("load") if e.get("ok")]
+        n = self.count
+        return {
+            "load": {"us": sum(int(e.get("load_us") or e.get("duration_s", 0) * 1e6) for e in loads),
+                     "count": len(loads)},
+            "prefill": {"us": self.prefill_us, "tokens": self.prompt_tokens, "count": n},
+            "decode": {"us": self.decode_us, "tokens": self.generated_tokens, "count": n},
+            "respond": {"us": self.prefill_us + self.decode_us, "tokens": self.generated_tokens, "count": n},
+        }
+
+
+def measured(run: RunFolder) -> dict[str, dict]:
+    """The engine's own phase times and token counts over the whole run (iteration perf, load
+    events), streamed."""
+    sums = _Sums()
+    for e in run.stream({"iteration"}):
+        sums.add(e)
+    return sums.phases(run)
 
 
 def _finish(name: str, ph: dict, meas: dict | None) -> dict:
@@ -177,23 +230,31 @@ def _finish(name: str, ph: dict, meas: dict | None) -> dict:
 
 def profile_run(run: RunFolder | str) -> dict:
     """Per phase: kernels, transfers, idle, host-only, host API time, closure against the
-    engine's measured phase time.  {"phases": {name: ...}, "windows": n, ...}."""
+    engine's measured phase time.  {"phases": {name: ...}, "windows": n, ...}.  One pass over
+    the iteration and cl_profile events, in memory bounded by the number of kernel names."""
     run = run if isinstance(run, RunFolder) else RunFolder(run)
-    events = list(run.stream({"cl_profile"}))
     phases: dict[str, dict] = {}
-    for ev in events:
-        name = phase_of(ev)
-        _add_window(phases.setdefault(name, _new_phase()), ev)
-    placed = iteration_of_windows(run, events)
-    profiled = set(placed.values())
+    placer = _Placer(mono_t0_ns(run))
+    every = _Sums()
+    windows = 0
+    for ev in run.stream({"iteration", "cl_profile"}):
+        if ev.get("event") == "iteration":
+            every.add(ev)
+            placer.iteration(ev)
+            continue
+        windows += 1
+        _add_window(phases.setdefault(phase_of(ev), _new_phase()), ev)
+        placer.window(ev)
+    placer.finish()
     # the engine's times of the iterations the profile saw (all of them when windows cannot be
     # placed: a run folder without monotonic_t0 and interposer start stamps)
-    meas = measured(run, profiled if placed else None)
+    meas = (placer.sums if placer.placed else every).phases(run)
     out = {"run_id": run.run_id, "run_dir": str(run.path), "backend": run.backend_actual or run.backend_requested,
-           "windows": len(events), "measured": meas, "iterations": run.iterations_seen,
-           "iterations_profiled": len(profiled) if placed else None,
+           "windows": windows, "measured": meas, "iterations": run.iterations_seen,
+           "iterations_profiled": placer.iterations if placer.placed else None,
+           "windows_unplaced": placer.unplaced if placer.placed else None,
            "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PHASE_ORDER if n in phases}}
-    if not events:
+    if not windows:
         out["note"] = "no cl_profile events: run with --cl-profile on OpenCL"
     elif out["backend"] and out["backend"] != "opencl":
         out["note"] = (f"the engine ran on {out['backend']} (OpenCL fell back): these windows hold only "

@@ -284,3 +284,28 @@ def test_sampled_windows_say_how_much_was_estimated(tmp_path):
     from soak.outputs.report import render_report
     html = render_report([str(run)])
     assert "sampling: decode 400 of 6400 launches timed (1 in 16)" in html
+
+
+def test_windows_placed_streaming_before_or_after_their_iteration(tmp_path):
+    """profile_run reads the events once, holding only the last iteration ends: windows written
+    before their iteration's event (a prefill window, flushed when decode begins) and after it
+    (a decode window, flushed when the next iteration's calls come) land on the same iteration,
+    over more iterations than it keeps (256)."""
+    base = profile_run(write_profile_run(tmp_path / "a", iterations=300))
+    moved = write_profile_run(tmp_path / "b", iterations=300)
+    lines = (moved / "events.jsonl").read_text().splitlines()
+    out: list[str] = []
+    for line in lines:  # each prefill window goes before the iteration event just written
+        e = json.loads(line)
+        if e["event"] == "cl_profile" and e["phase"] == 2 and out and json.loads(out[-1])["event"] == "iteration":
+            out.insert(len(out) - 1, line)
+        else:
+            out.append(line)
+    assert out != lines
+    (moved / "events.jsonl").write_text("\n".join(out) + "\n")
+    prof = profile_run(moved)
+    assert prof["iterations_profiled"] == base["iterations_profiled"] == 300
+    assert prof["windows_unplaced"] == base["windows_unplaced"] == 0
+    for name in ("prefill", "decode"):
+        assert prof["phases"][name]["closure"] == base["phases"][name]["closure"]
+    assert prof["phases"]["decode"]["measured_ns"] == 300 * 10 * MS  # every iteration's 10 ms, once
