@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from soak import errors
+from soak import signals as stop_signals
 from soak.loop.config import RunConfig, new_run_id
 from soak.loop.runner import ABORT_GRACE_S, Runner
 
@@ -84,7 +85,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
     threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}", daemon=True)
                for i, t in enumerate(targets)]
     signals = _Signals(runners)
-    previous = signals.install()
+    previous = stop_signals.catch(signals.handle)
     try:  # until combined.json is written: a signal from here on changes nothing
         for t in threads:
             t.start()
@@ -100,7 +101,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
         return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit,
                        signals.terminated)
     finally:
-        signals.restore(previous)
+        stop_signals.restore(previous)
 
 
 def _finish(cfg: RunConfig, run_id: str, group_dir: Path, results: list[dict], several: bool, gate: str | None,
@@ -150,21 +151,11 @@ class _Signals:
         self.terminated = False
         self.aborted_at: float | None = None
 
-    def install(self) -> dict | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def restore(previous: dict | None) -> None:
-        for sig, handler in (previous or {}).items():
-            signal.signal(sig, handler)
-
     def overdue(self) -> bool:
         """Aborted longer ago than the runs get to end."""
         return self.aborted_at is not None and time.monotonic() - self.aborted_at > ABORT_JOIN_S
 
-    def _on_signal(self, signum, frame) -> None:
+    def handle(self, signum, frame) -> None:
         terminated = signum == signal.SIGTERM
         if self.aborted_at is not None:
             print("\nsoak: already stopping every device", file=sys.stderr, flush=True)

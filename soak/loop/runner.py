@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from soak import errors
+from soak import errors, signals
 from soak.engine.abi import FINISHED_STATUSES, STATUS_NAMES
 from soak.events import EventLog
 from soak.loop import ladder, outcomes
@@ -130,7 +130,7 @@ class Runner:
         self.session = Session(self.target, setup, self.events, run_dir, cfg.timeouts)
         if self.aborted:  # abort() came before there was a session to wake
             self.session.sup.abort()
-        previous = self._catch_signals()
+        previous = signals.catch(self._on_signal)  # Ctrl-C and SIGTERM while the run runs
         try:
             error = self._supervised(t0)
             with self._abort_lock:
@@ -141,7 +141,7 @@ class Runner:
             summary = self._end(run_id, run_dir, manifest, elapsed)
         finally:
             self._ending = True
-            self._restore_signals(previous)
+            signals.restore(previous)
         if error is not None:
             raise error
         if self.aborted:  # the user wants out now: the analysis stages run on demand (gate, report)
@@ -282,17 +282,6 @@ class Runner:
         return error
 
     # -- signals ---------------------------------------------------------------
-    def _catch_signals(self) -> dict | None:
-        """Ctrl-C and SIGTERM while the run runs (only the main thread can take signals)."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def _restore_signals(previous: dict | None) -> None:
-        for sig, handler in (previous or {}).items():
-            signal.signal(sig, handler)
-
     def _on_signal(self, signum, frame):
         """First Ctrl-C: stop after this iteration.  A second Ctrl-C, or SIGTERM (what CI
         timeouts send; the SIGKILL follows soon): abort the iteration in flight.  Either way

@@ -81,18 +81,17 @@ def test_sampling_times_one_launch_in_n_and_estimates_the_rest(run_workload):
     assert p["idle_ns"] == max(0, p["span_ns"] - p["busy_ns"])
 
 
-def _step_windows(cl_build, tmp_path, sample: int, *args: str) -> list[dict]:
-    """cl_workload --step-sync with a reader poll after each of 3 steps: the profile records
-    holding step kernels (k0, k1, ...), one per step."""
+def _polled_profiles(cl_build, tmp_path, options: dict, steps: int, *args: str) -> list[dict]:
+    """cl_workload --steps STEPS --step-sync ARGS with a reader poll after each step (one epoch a
+    step): every cl_profile event, in order, the last ones written at exit."""
     env = dict(os.environ)
-    env.update(interposer.prepare({"profile": True, "profile_sample": sample}, tmp_path,
-                                  interposer_dir=cl_build.lib_dir, mnn_paths=()))
-    proc = subprocess.Popen([str(cl_build.workload), "--steps", "3", "--step-calls", "20", "--step-rotate",
-                             "--step-sync", *args], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env.update(interposer.prepare(options, tmp_path, interposer_dir=cl_build.lib_dir, mnn_paths=()))
+    proc = subprocess.Popen([str(cl_build.workload), "--steps", str(steps), "--step-sync", *args], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     reader = TraceReader(tmp_path)
     events = []
     try:
-        for i in range(3):
+        for i in range(steps):
             for line in proc.stdout:
                 if line.split()[:2] == ["result", "step"]:
                     break
@@ -103,7 +102,14 @@ def _step_windows(cl_build, tmp_path, sample: int, *args: str) -> list[dict]:
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-    events += [f for name, f in trace_events(reader.poll(), 3) if name == "cl_profile"]
+    return events + [f for name, f in trace_events(reader.poll(), steps) if name == "cl_profile"]
+
+
+def _step_windows(cl_build, tmp_path, sample: int, *args: str) -> list[dict]:
+    """3 rotated steps of 20 launches, profiled 1 launch in `sample`: the records holding step
+    kernels (k0, k1, ...), one per step."""
+    events = _polled_profiles(cl_build, tmp_path, {"profile": True, "profile_sample": sample}, 3,
+                              "--step-calls", "20", "--step-rotate", *args)
     steps = [e for e in events if any(c.get("kernel", "").startswith("k") for c in e["commands"])]
     assert len(steps) == 3
     return steps
@@ -157,27 +163,8 @@ def test_off_by_default(run_workload):
 
 def test_one_record_per_poll_window(cl_build, tmp_path):
     steps, calls = 4, 50
-    env = dict(os.environ)
-    env.update(interposer.prepare({"profile": True, "profile_sample": 1}, tmp_path, interposer_dir=cl_build.lib_dir,
-                                  mnn_paths=()))
-    proc = subprocess.Popen([str(cl_build.workload), "--steps", str(steps), "--step-calls", str(calls),
-                             "--step-kernels", "2", "--step-sync"], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    reader = TraceReader(tmp_path)
-    events = []
-    try:
-        for i in range(steps):
-            for line in proc.stdout:
-                if line.split()[:2] == ["result", "step"]:
-                    break
-            events += [f for name, f in trace_events(reader.poll(), i) if name == "cl_profile"]
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0
-    finally:
-        proc.kill()
-    events += [f for name, f in trace_events(reader.poll(), steps) if name == "cl_profile"]
+    events = _polled_profiles(cl_build, tmp_path, {"profile": True, "profile_sample": 1}, steps,
+                              "--step-calls", str(calls), "--step-kernels", "2")
     # window 0: the workload's first vadd + step 1; then one window per step; the last one (the
     # final read, after the last poll) is written at exit
     assert [e["epoch"] for e in events] == list(range(steps + 1))
