@@ -92,6 +92,8 @@ class Runner:
         self.reserve: DiskReserve | None = None
         self.aborted = False    # a second Ctrl-C or SIGTERM: the iteration in flight was abandoned
         self._ending = False    # writing run_end and the summary: signals no longer interrupt
+        self._recording = False  # writing an iteration's event, count and faults: an abort waits
+        self._abort_pending = False
         self._abort_reason: str | None = None  # "terminated" or "interrupted" once aborted
         self._abort_lock = threading.Lock()  # abort() from another thread vs the run's own end
 
@@ -298,6 +300,9 @@ class Runner:
         self.stop_reason = self._abort_reason = "terminated" if terminated else "interrupted"
         print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
               "writing run_end and the summary", file=sys.stderr, flush=True)
+        if self._recording:
+            self._abort_pending = True  # raised once the iteration's record is whole
+            return
         raise _Abort
 
     def abort(self, terminated: bool) -> None:
@@ -364,7 +369,6 @@ class Runner:
             if not hard and not self.session.alive:
                 hard = [{"kind": "worker_lost"}]  # e.g. a phone went offline: its target recorded why
             i += 1
-            self.iterations_done += 1  # so far (an abort leaves the loop here or earlier)
             if hard and cfg.fail_fast:
                 self.stop_reason = "fail_fast"
             elif hard:
@@ -400,27 +404,36 @@ class Runner:
                 found.append(slow)
         cl_calls = self._poll_cl_trace(i)
         context_tokens += prompt_tokens + generated
-        self.events.emit(
-            "iteration", i=i, conversation=conv_index, turn=turn_index, prompt=prompt,
-            max_new_tokens=max_new, status=status, status_name=STATUS_NAMES.get(status),
-            ok=out.ok and not found, prompt_tokens=prompt_tokens, generated_tokens=generated,
-            prefill_us=perf.get("prefill_us"), decode_us=perf.get("decode_us"),
-            prefill_tps=round(prefill_tps, 3) if prefill_tps else None,
-            decode_tps=round(decode_tps, 3) if decode_tps else None,
-            wall_s=round(out.elapsed_s, 6), engine_s=_seconds(res.get("engine_us")), context_tokens=context_tokens,
-            ttft_s=_seconds(timing.get("ttft_us")), itl_p50_s=_seconds(timing.get("itl_p50_us")),
-            itl_p99_s=_seconds(timing.get("itl_p99_us")), itl_max_s=_seconds(timing.get("itl_max_us")),
-            output=output.decode("utf-8", errors="replace"), output_bytes=len(output), checks=checks,
-            output_tokens=res.get("output_tokens"),
-            cl_errors=[{"code": f["code"], "name": f["name"], "info": f["info"], "count": f["count"]}
-                       for f in found if f["kind"] == "cl_error"],
-            cl_call_errors=cl_calls,
-            error_lines=[f["line"] for f in found if f["kind"] == "error_line"],
-            log_span=list(out.span), failures=sorted({f["kind"] for f in found}),
-            worker_generation=self.session.sup.generation,
-            backend_actual=self.session.backend_actual,
-        )
-        self._record_faults(found, i)
+        # the iteration's event, its count and its faults go together: an abort signal arriving
+        # in this block waits for its end (else the summary could count one iteration fewer)
+        self._recording = True
+        try:
+            self.events.emit(
+                "iteration", i=i, conversation=conv_index, turn=turn_index, prompt=prompt,
+                max_new_tokens=max_new, status=status, status_name=STATUS_NAMES.get(status),
+                ok=out.ok and not found, prompt_tokens=prompt_tokens, generated_tokens=generated,
+                prefill_us=perf.get("prefill_us"), decode_us=perf.get("decode_us"),
+                prefill_tps=round(prefill_tps, 3) if prefill_tps else None,
+                decode_tps=round(decode_tps, 3) if decode_tps else None,
+                wall_s=round(out.elapsed_s, 6), engine_s=_seconds(res.get("engine_us")), context_tokens=context_tokens,
+                ttft_s=_seconds(timing.get("ttft_us")), itl_p50_s=_seconds(timing.get("itl_p50_us")),
+                itl_p99_s=_seconds(timing.get("itl_p99_us")), itl_max_s=_seconds(timing.get("itl_max_us")),
+                output=output.decode("utf-8", errors="replace"), output_bytes=len(output), checks=checks,
+                output_tokens=res.get("output_tokens"),
+                cl_errors=[{"code": f["code"], "name": f["name"], "info": f["info"], "count": f["count"]}
+                           for f in found if f["kind"] == "cl_error"],
+                cl_call_errors=cl_calls,
+                error_lines=[f["line"] for f in found if f["kind"] == "error_line"],
+                log_span=list(out.span), failures=sorted({f["kind"] for f in found}),
+                worker_generation=self.session.sup.generation,
+                backend_actual=self.session.backend_actual,
+            )
+            self.iterations_done += 1  # so far (an abort leaves the loop here or earlier)
+            self._record_faults(found, i)
+        finally:
+            self._recording = False
+        if self._abort_pending:
+            raise _Abort
         self.stats.add_speed(decode_tps, prefill_tps)
         if timing:
             self.stats.add_timing({name: _seconds(timing.get(key)) for name, key in _TIMING_KEYS})

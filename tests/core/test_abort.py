@@ -61,3 +61,32 @@ def test_abort_from_another_thread_ends_the_run_with_its_summary(tmp_path, where
         assert summary["iterations"] == 4
     if where == "before_start":
         assert summary["iterations"] == 0 and not any(e["event"] == "worker_start" for e in events)
+
+
+def test_sigterm_right_after_an_iteration_event_still_counts_it(tmp_path, monkeypatch):
+    """SIGTERM whose handler runs just after an iteration's event is written (and before the run
+    counted it): the iteration's record finishes first, so summary.json counts every iteration
+    event (a CI run once summed 9 against 10 events)."""
+    import os
+    import signal
+
+    from soak.events import EventLog
+
+    real_emit = EventLog.emit
+    seen = {"n": 0}
+
+    def emit(self, event, **fields):
+        real_emit(self, event, **fields)
+        if event == "iteration":
+            seen["n"] += 1
+            if seen["n"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode
+
+    monkeypatch.setattr(EventLog, "emit", emit)
+    result = _runner(tmp_path, []).run()  # the main thread: the runner takes the signals itself
+    assert result.exit_code == 143
+    events = list(read_events(result.run_dir))
+    assert events[-1]["event"] == "run_end" and events[-1]["reason"] == "terminated"
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert sum(e["event"] == "iteration" for e in events) == 3 == summary["iterations"]
+    assert events[-1]["iterations"] == 3
