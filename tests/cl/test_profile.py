@@ -81,6 +81,23 @@ def test_sampling_times_one_launch_in_n_and_estimates_the_rest(run_workload):
     assert p["idle_ns"] == max(0, p["span_ns"] - p["busy_ns"])
 
 
+def _step_through(proc, steps: int, between) -> None:
+    """Drive a cl_workload --step-sync: after each step's result line call between(i), then let the
+    next step go; the workload must exit cleanly."""
+    try:
+        for i in range(steps):
+            for line in proc.stdout:
+                if line.split()[:2] == ["result", "step"]:
+                    break
+            between(i)
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
 def _polled_profiles(cl_build, tmp_path, options: dict, steps: int, *args: str) -> list[dict]:
     """cl_workload --steps STEPS --step-sync ARGS with a reader poll after each step (one epoch a
     step): every cl_profile event, in order, the last ones written at exit."""
@@ -90,18 +107,11 @@ def _polled_profiles(cl_build, tmp_path, options: dict, steps: int, *args: str) 
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     reader = TraceReader(tmp_path)
     events = []
-    try:
-        for i in range(steps):
-            for line in proc.stdout:
-                if line.split()[:2] == ["result", "step"]:
-                    break
-            events += [f for name, f in trace_events(reader.poll(), i) if name == "cl_profile"]
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0
-    finally:
-        proc.kill()
+
+    def poll(i):
+        events.extend(f for name, f in trace_events(reader.poll(), i) if name == "cl_profile")
+
+    _step_through(proc, steps, poll)
     return events + [f for name, f in trace_events(reader.poll(), steps) if name == "cl_profile"]
 
 
@@ -184,18 +194,13 @@ def test_phase_marks_cut_windows(cl_build, tmp_path):
     marker = PhaseMarker(env["SOAK_CL_STATS"], proc.pid)
     reader = TraceReader(tmp_path)
     events = []
+
+    def mark(i):
+        assert marker.mark(("prefill", "decode", "idle")[i])  # the next step's calls are in this phase
+
     try:
-        for i, phase in enumerate(("prefill", "decode", "idle")):
-            for line in proc.stdout:
-                if line.split()[:2] == ["result", "step"]:
-                    break
-            assert marker.mark(phase)  # the next step's calls are in this phase
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0
+        _step_through(proc, 3, mark)
     finally:
-        proc.kill()
         marker.close()
     events += [f for name, f in trace_events(reader.poll(), 0) if name == "cl_profile"]
     phases = [PHASES[e["phase"]] for e in events]
