@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@
 #define PROTOCOL_VERSION 1
 
 static int proto_fd = -1;
+/* The result stream has two writers (the main thread, the watch thread): one lock, so a
+ * progress line never lands inside a result line. */
+static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int is_int_word(const char *s) {
     if (*s == '-' || *s == '+') s++;
@@ -90,10 +94,6 @@ static void add_text(sbuf *b, const char *key, const char *value) {
 static void send_result(const result *r) {
     sbuf b;
     sbuf_init(&b);
-    sbuf_fmt(&b, "\x1esoak:done %lld\n", r->id);
-    write_all(2, b.data, b.len);
-    b.len = 0;
-
     sbuf_fmt(&b, "{\"id\":%lld,\"op\":", r->id);
     json_quote(&b, r->op, strlen(r->op));
     sbuf_fmt(&b, ",\"ok\":%s,\"rc\":%d", r->ok ? "true" : "false", r->rc);
@@ -130,7 +130,14 @@ static void send_result(const result *r) {
                  r->perf.load_us);
     }
     sbuf_fmt(&b, ",\"wall_us\":%" PRId64 "}", r->wall_us);
+    /* the marker, then at once the result (made before either is written): the supervisor,
+     * woken by the first, usually finds both */
+    char marker[64];
+    int m = snprintf(marker, sizeof marker, "\x1esoak:done %lld\n", r->id);
+    pthread_mutex_lock(&write_mu);
+    write_all(2, marker, (size_t)m);
     send_line(&b);
+    pthread_mutex_unlock(&write_mu);
     sbuf_free(&b);
 }
 
@@ -146,35 +153,94 @@ static void send_bad_line(const char *why) {
 }
 
 /* One respond in flight: its output, the time of each streamed chunk, and the
- * throttled progress lines (soak/worker/protocol.py: PROGRESS_INTERVAL_S). */
+ * throttled progress lines (soak/worker/protocol.py: PROGRESS_INTERVAL_S).  As the
+ * Python worker: the first line goes out once the call has run the interval and a
+ * chunk has come, then at most every interval; a respond that ends sooner sends none.
+ * A chunk due a line with no chunk after it (the engine stalls right after it) is
+ * reported by the watch thread within WATCH_US. */
 #define PROGRESS_INTERVAL_US 200000
+#define WATCH_US 50000
 typedef struct {
     sbuf *out;
     long long id;
     int64_t start_us, next_progress_us;
     int64_t *times;
     size_t n, cap;
+    size_t reported; /* chunks the last progress line counted */
+    int done;        /* the call is over: no more progress lines */
 } stream_state;
+
+static stream_state *watched; /* the respond in flight, under write_mu */
+static int watch_started;
+
+/* Under write_mu. */
+static void report_locked(stream_state *st, int64_t t) {
+    if (st->done || st->n <= st->reported) return;
+    char line[96];
+    int n = snprintf(line, sizeof line, "{\"id\":%lld,\"op\":\"progress\",\"tokens\":%zu}\n", st->id, st->n);
+    st->reported = st->n;
+    st->next_progress_us = t + PROGRESS_INTERVAL_US;
+    if (write_all(proto_fd, line, (size_t)n) != 0) _exit(3); /* supervisor is gone */
+}
+
+static void *watch_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        struct timespec nap = {0, WATCH_US * 1000L};
+        nanosleep(&nap, NULL);
+        pthread_mutex_lock(&write_mu);
+        stream_state *st = watched;
+        if (st && st->n) {
+            int64_t t = now_us();
+            if (t >= st->next_progress_us) report_locked(st, t);
+        }
+        pthread_mutex_unlock(&write_mu);
+    }
+    return NULL;
+}
+
+static void watch(stream_state *st) {
+    if (!watch_started) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, watch_main, NULL) == 0) {
+            pthread_detach(thread);
+            watch_started = 1;
+        }
+    }
+    pthread_mutex_lock(&write_mu);
+    watched = st;
+    pthread_mutex_unlock(&write_mu);
+}
+
+static void unwatch(stream_state *st) {
+    pthread_mutex_lock(&write_mu);
+    watched = NULL;
+    st->done = 1;
+    pthread_mutex_unlock(&write_mu);
+}
 
 static int text_cb(const char *data, size_t len, void *user) {
     stream_state *st = (stream_state *)user;
     if (sbuf_add(st->out, data, len) != 0) return 1;
     int64_t t = now_us();
+    int grow_failed = 0;
+    pthread_mutex_lock(&write_mu);
     if (st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 256;
         int64_t *grown = realloc(st->times, cap * sizeof(int64_t));
-        if (!grown) return 1;
-        st->times = grown;
-        st->cap = cap;
+        if (grown) {
+            st->times = grown;
+            st->cap = cap;
+        } else {
+            grow_failed = 1;
+        }
     }
-    st->times[st->n++] = t;
-    if (t >= st->next_progress_us) {
-        char line[96];
-        int n = snprintf(line, sizeof line, "{\"id\":%lld,\"op\":\"progress\",\"tokens\":%zu}\n", st->id, st->n);
-        st->next_progress_us = t + PROGRESS_INTERVAL_US;
-        if (write_all(proto_fd, line, (size_t)n) != 0) _exit(3); /* supervisor is gone */
+    if (!grow_failed) {
+        st->times[st->n++] = t;
+        if (t >= st->next_progress_us) report_locked(st, t);
     }
-    return 0;
+    pthread_mutex_unlock(&write_mu);
+    return grow_failed;
 }
 
 static int cmp_i64(const void *a, const void *b) {
@@ -277,6 +343,31 @@ static void cmd_open(result *r, const char *word) {
     }
 }
 
+/* set_config with a payload word (the set_config command, or a respond's optional config to set
+ * first).  1: set; 0: refused, r says why. */
+static int set_config_word(result *r, const char *word, char *err, size_t err_size) {
+    char *json;
+    size_t len;
+    if (payload(word, &json, &len) != 0) {
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config needs a base64 JSON payload");
+        return 0;
+    }
+    int ok = 1;
+    if (!utf8_valid(json, len)) {
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config payload is not UTF-8");
+        ok = 0;
+    } else {
+        int rc = api.set_config(engine, json);
+        if (rc != SOAK_OK) {
+            snprintf(err, err_size, "engine rejected config (rc %d)", rc);
+            fail(r, SOAK_ERR_ENGINE, "engine_error", err);
+            ok = 0;
+        }
+    }
+    free(json);
+    return ok;
+}
+
 /* Runs one command (words[0] is a known op, id parsed).  Returns 1 to quit. */
 static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) {
     static char err[256];
@@ -288,22 +379,8 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
         if (n < 3) fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: open needs a spec");
         else cmd_open(r, w[2]);
     } else if (strcmp(op, "set_config") == 0) {
-        char *json;
-        size_t len;
-        if (n < 3 || payload(w[2], &json, &len) != 0) {
-            fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config needs a base64 JSON payload");
-        } else {
-            if (!utf8_valid(json, len)) {
-                fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config payload is not UTF-8");
-            } else {
-                int rc = api.set_config(engine, json);
-                if (rc != SOAK_OK) {
-                    snprintf(err, sizeof err, "engine rejected config (rc %d)", rc);
-                    fail(r, SOAK_ERR_ENGINE, "engine_error", err);
-                }
-            }
-            free(json);
-        }
+        if (n < 3) fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: set_config needs a base64 JSON payload");
+        else set_config_word(r, w[2], err, sizeof err);
     } else if (strcmp(op, "load") == 0) {
         if (api.load(engine) != SOAK_OK) fail(r, SOAK_ERR_ENGINE, "load_failed", "load failed");
     } else if (strcmp(op, "respond") == 0) {
@@ -314,11 +391,15 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
             fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: respond needs <max_new_tokens> <b64 prompt>");
         } else if (payload(w[3], &prompt, &len) != 0) {
             fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: prompt is not valid base64");
+        } else if (n >= 5 && !set_config_word(r, w[4], err, sizeof err)) {
+            free(prompt); /* the config to set first was refused: the respond does not run */
         } else {
-            stream_state st = {out, r->id, started_us, started_us, NULL, 0, 0};
+            stream_state st = {out, r->id, started_us, started_us + PROGRESS_INTERVAL_US, NULL, 0, 0, 0, 0};
+            watch(&st);
             int64_t call_us = now_us();
             int rc = api.respond(engine, prompt, len, (int32_t)max_new, text_cb, &st);
             r->engine_us = now_us() - call_us;
+            unwatch(&st);
             free(prompt);
             if (rc != SOAK_OK) {
                 snprintf(err, sizeof err, "respond failed with rc %d", rc);

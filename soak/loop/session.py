@@ -142,13 +142,16 @@ class Session:
     # -- calls --------------------------------------------------------------
     def respond(self, prompt: bytes, max_new_tokens: int, iteration: int) -> CallOutcome:
         self.iteration = iteration
-        # the test engine's iteration goes in the same write as the respond: one round trip
-        before = ((("set_config", json.dumps({"soak_iteration": iteration})),)
-                  if self.setup.per_iteration_config else ())
         self.phase = "decode"
-        out = self.sup.call("respond", max_new_tokens, prompt, timeout_s=self.timeouts.respond, before=before)
+        out = self.sup.call("respond", max_new_tokens, prompt, *self._iteration_config(iteration),
+                            timeout_s=self.timeouts.respond)
         self._record_exit(out, "decode")
         return out
+
+    def _iteration_config(self, iteration: int) -> tuple[str, ...]:
+        """The test engine's iteration (its fault plan counts them), as the config a respond sets
+        first: in the respond's own command, no round trip of its own."""
+        return (f'{{"soak_iteration": {iteration}}}',) if self.setup.per_iteration_config else ()
 
     def simple(self, op: str, phase: str) -> CallOutcome:
         self.phase = phase
@@ -158,9 +161,7 @@ class Session:
 
     def probe(self) -> tuple[bool, list[dict]]:
         """A short fixed prompt: is the engine healthy again?"""
-        if self.setup.per_iteration_config:
-            self.sup.call("set_config", json.dumps({"soak_iteration": -1}), timeout_s=self.timeouts.reset)
-        out = self.sup.call("respond", 4, PROBE_PROMPT, timeout_s=self.timeouts.respond)
+        out = self.sup.call("respond", 4, PROBE_PROMPT, *self._iteration_config(-1), timeout_s=self.timeouts.respond)
         self._record_exit(out, "decode")
         found = faultlib.from_outcome(out, "decode", self.timeouts.respond)
         healthy = out.ok and not any(faultlib.is_hard(f) for f in found)

@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import sys
+import threading
 import time
 
 from soak.cl.trace import PhaseMarker
@@ -48,16 +49,25 @@ def _open_engine(spec: dict):
 
 
 class _TokenClock:
-    """Times each streamed chunk and writes throttled progress lines on the result stream."""
+    """Times each streamed chunk and writes throttled progress lines on the result stream.
 
-    __slots__ = ("fd", "cmd_id", "times", "next_progress", "on_first")
+    The first progress line goes out once the call has run PROGRESS_INTERVAL_S and a chunk has
+    come, then at most every PROGRESS_INTERVAL_S: a respond that ends sooner sends none (its result
+    says all), so a fast call costs the supervisor one wake-up, not two.  A chunk that is due a
+    line but is followed by no other (the engine stalls right after it) is reported by the
+    worker's _ProgressWatch thread within WATCH_S."""
 
-    def __init__(self, fd: int, cmd_id: int, started: float, on_first=None):
+    __slots__ = ("fd", "cmd_id", "times", "next_progress", "on_first", "reported", "lock", "done")
+
+    def __init__(self, fd: int, cmd_id: int, started: float, lock, on_first=None):
         self.fd = fd
         self.cmd_id = cmd_id
         self.times: list[float] = []
-        self.next_progress = started  # the first chunk always reports
+        self.next_progress = started + protocol.PROGRESS_INTERVAL_S
         self.on_first = on_first  # called at the first chunk: prefill is over (--cl-profile phase mark)
+        self.reported = 0  # chunks the last progress line counted
+        self.lock = lock  # the worker's write lock on the result stream
+        self.done = False  # the call is over: no more progress lines
 
     def tick(self) -> None:
         if self.on_first is not None and not self.times:
@@ -65,8 +75,38 @@ class _TokenClock:
         t = time.perf_counter()
         self.times.append(t)
         if t >= self.next_progress:
+            self.report(t)
+
+    def report(self, t: float) -> None:
+        """A progress line for the chunks so far (from the engine's callback or the watch thread)."""
+        with self.lock:
+            n = len(self.times)
+            if self.done or n <= self.reported:
+                return
+            self.reported = n
             self.next_progress = t + protocol.PROGRESS_INTERVAL_S
-            os.write(self.fd, protocol.progress_line(self.cmd_id, len(self.times)))
+            os.write(self.fd, protocol.progress_line(self.cmd_id, n))
+
+
+class _ProgressWatch:
+    """Reports a chunk that came but was not yet reported once its line is due (see _TokenClock):
+    the engine's callback can't, when no chunk follows it.  A daemon thread that looks every
+    WATCH_S, started with the first streaming respond; the engine's call releases the GIL."""
+
+    WATCH_S = 0.05
+
+    def __init__(self):
+        self.clock: _TokenClock | None = None
+        threading.Thread(target=self._run, name="soak-progress", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.WATCH_S)
+            clock = self.clock
+            if clock is not None and clock.times:
+                now = time.perf_counter()
+                if now >= clock.next_progress:
+                    clock.report(now)
 
 
 class Worker:
@@ -74,6 +114,8 @@ class Worker:
         self.proto_fd = proto_fd
         self.log_fd = log_fd
         self.engine = None
+        self.write_lock = threading.Lock()  # the result stream: results and the watch's progress lines
+        self.watch: _ProgressWatch | None = None
         # --cl-profile: the interposer's profile windows end at load/prefill/decode boundaries
         self.phases = PhaseMarker() if os.environ.get("SOAK_CL_PROFILE") == "1" else None
 
@@ -82,10 +124,14 @@ class Worker:
             self.phases.mark(phase)
 
     def reply(self, cmd_id: int, op: str, **fields) -> None:
-        os.write(self.log_fd, protocol.marker(cmd_id))
         result = {"id": cmd_id, "op": op, "ok": True, "rc": abi.OK, "error": None, "error_kind": None}
         result.update(fields)
-        os.write(self.proto_fd, protocol.encode_result(result))
+        line = protocol.encode_result(result)
+        # the marker, then at once the result (made before either is written): the supervisor,
+        # woken by the first, usually finds both (one wake-up per call, not two)
+        with self.write_lock:
+            os.write(self.log_fd, protocol.marker(cmd_id))
+            os.write(self.proto_fd, line)
 
     def _status(self) -> int:
         return self.engine.status() if self.engine is not None else abi.NOT_LOADED
@@ -117,14 +163,24 @@ class Worker:
             elif op == "respond":
                 max_new = int(args[0])
                 prompt = protocol.payload(args[1])
+                if len(args) > 2:  # a config to set first (the test engine's iteration): no round trip of its own
+                    self.engine.set_config(protocol.payload(args[2]).decode())
                 # --cl-profile phases: prefill until the first streamed text, then decode
                 self._mark("prefill" if self.engine.streams else "respond")
                 try:
                     if self.engine.streams:
-                        clock = _TokenClock(self.proto_fd, cmd_id, started,
+                        clock = _TokenClock(self.proto_fd, cmd_id, started, self.write_lock,
                                             (lambda: self._mark("decode")) if self.phases is not None else None)
+                        if self.watch is None:
+                            self.watch = _ProgressWatch()
+                        self.watch.clock = clock
                         call = time.perf_counter()
-                        out = self.engine.respond(prompt, max_new, clock.tick)
+                        try:
+                            out = self.engine.respond(prompt, max_new, clock.tick)
+                        finally:
+                            self.watch.clock = None
+                            with self.write_lock:
+                                clock.done = True
                         extra["engine_us"] = int((time.perf_counter() - call) * 1e6)
                         extra["timing"] = protocol.token_timing(started, clock.times)
                     else:

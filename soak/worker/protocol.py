@@ -97,8 +97,11 @@ def payload(word: str) -> bytes:
 
 # While a respond streams, the worker writes progress lines on the result stream,
 #   {"id": <id>, "op": "progress", "tokens": <chunks so far>}
-# at the first chunk and then at most every PROGRESS_INTERVAL_S while chunks keep
-# coming, so the supervisor can tell a stalled decode from a slow one.
+# once the call has run PROGRESS_INTERVAL_S and a chunk has come, then at most every
+# PROGRESS_INTERVAL_S while chunks keep coming, so the supervisor can tell a stalled
+# decode from a slow one.  A respond that ends sooner sends none (one wake-up of the
+# supervisor per call); a due chunk that no chunk follows is reported by the worker's
+# watch thread (soak/worker/main.py _ProgressWatch, native/runner watch_main).
 PROGRESS_INTERVAL_S = 0.2
 
 

@@ -38,12 +38,15 @@ _HEAD = re.compile(rb'\{"id":(-?\d+),"op":"([a-z_]+)"')
 _PROGRESS = re.compile(rb'\{"id":-?\d+,"op":"progress","tokens":(\d+)\}\r?')
 
 
+_json_decode = json.JSONDecoder().decode  # made once; fed str (json.loads on bytes sniffs the encoding first)
+
+
 def _decode(raw: bytes | dict) -> dict:
     if isinstance(raw, dict):
         return raw
     try:
-        item = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        item = _json_decode(raw.decode())
+    except ValueError:  # not JSON, or not UTF-8 (JSONDecodeError and UnicodeDecodeError both are)
         item = None
     if not isinstance(item, dict):
         return {"op": "garbled", "raw": raw[:200].decode(errors="replace")}
@@ -357,22 +360,17 @@ class Supervisor:
         self.last_pid = self.pid
         return hello
 
-    def call(self, op: str, *args, timeout_s: float, before: tuple = ()) -> CallOutcome:
-        """Send op (after the commands in `before`, each (op, *args), in the same write:
-        one round trip) and wait for its result, the worker's death, the whole-call
-        timeout or, for a streaming respond, a stall (see StallPolicy)."""
+    def call(self, op: str, *args, timeout_s: float) -> CallOutcome:
+        """Send op and wait for its result, the worker's death, the whole-call timeout or, for a
+        streaming respond, a stall (see StallPolicy)."""
         if self.aborted:
             raise Aborted
         if self.proc is None:  # already gone: the caller's recovery decides what next
             return CallOutcome(op, died=True)
         io = self._io
-        ids = []
-        data = b""
-        for cmd in (*before, (op, *args)):
-            self._next_id += 1
-            ids.append(self._next_id)
-            data += protocol.encode_command(cmd[0], self._next_id, *cmd[1:])
-        cmd_id = ids[-1]
+        self._next_id += 1
+        cmd_id = self._next_id
+        data = protocol.encode_command(op, cmd_id, *args)
         outcome = CallOutcome(op)
         started = time.monotonic()
         try:
@@ -391,7 +389,7 @@ class Supervisor:
                 raw = io.results.popleft()
                 head = _HEAD.match(raw) if isinstance(raw, bytes) else None
                 if head is not None and int(head[1]) != cmd_id:
-                    continue  # a `before` command's result, or a stale line
+                    continue  # a stale line (an earlier call's, after a timeout)
                 progress = _PROGRESS.fullmatch(raw) if head is not None and head[2] == b"progress" else None
                 item = None if progress is not None else _decode(raw)
                 if progress is not None or (item.get("id") == cmd_id and item.get("op") == "progress"):
@@ -402,7 +400,7 @@ class Supervisor:
                     tokens, last_t = n, now
                     continue
                 if item.get("id") != cmd_id:
-                    continue  # a `before` command's result, or a stale line
+                    continue  # a stale line
                 outcome.result = item
                 break
             if outcome.result is not None:
@@ -438,13 +436,7 @@ class Supervisor:
                 self._reap()
         if outcome.exit_code is not None:
             outcome.signal = signal_name(outcome.exit_code)
-        wait_s = 2.0 if outcome.result else 3.0
-        spans = []
-        for i in ids:
-            lines, span = io.take(i, wait_s)
-            outcome.lines += lines
-            spans.append(span)
-        outcome.span = (spans[0][0], spans[-1][1])
+        outcome.lines, outcome.span = io.take(cmd_id, 2.0 if outcome.result else 3.0)
         self._learn(op, outcome, first_after_load, prompt_bytes)
         return outcome
 
