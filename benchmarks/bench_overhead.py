@@ -46,12 +46,12 @@ output checks' shortcuts; a quiet run does no progress bookkeeping.  Not importi
 is the 6 MiB of RSS.
 
 Then one wake-up per call instead of two or three (main b372bea -> this code, 100,000 iterations,
-three runs each alternating, quiet host, load 0.4-1.1):
+five runs each alternating, quiet host, load 0.1-1.1):
 
-    soak CPU/iteration   347, 358, 335 us (median 347)  ->  294, 301, 280 us (median 294)
-    worker CPU/iteration 200-216 us                      ->  173-186 us
-    wall/iteration       485-528 us                      ->  483-522 us
-    supervisor polls     2.4 per iteration               ->  1.4 (one per call)
+    soak CPU/iteration   347, 358, 335, 328, 317 us (median 335)  ->  294, 301, 280, 265, 291 us (median 291)
+    worker CPU/iteration 188-216 us                                ->  161-186 us
+    wall/iteration       459-528 us (median 485)                   ->  451-522 us (median 496)
+    supervisor polls     2.4 per iteration                         ->  1.4 (one per call)
 
   - the test engine's iteration is a config the respond sets first (`respond ... <b64 json>`),
     not a set_config command of its own with a result and a marker to read;
