@@ -304,13 +304,7 @@ class Scan:
             runs[-1][1] = i
         else:
             self.recorded.add(i)
-        recent = self._recent
-        recent[i] = raw
-        if len(recent) >= _WINDOW:
-            self._older, self._recent = recent, {}
-        head = self._head
-        if len(head) < _WINDOW:
-            head[i] = raw
+        self._keep(i, raw)
         if self._pending:
             waiting = self._pending.pop(i, None)
             if waiting:
@@ -346,6 +340,18 @@ class Scan:
                 res.count = n + 1
         return True
 
+    def _keep(self, i: int, record) -> None:
+        """Iteration i's record (its raw line, or (turn, context_tokens)) into the latest windows
+        and, among the first _WINDOW iterations, the head; a repeated i keeps its latest record in
+        both, as the raw and the decoded path alike."""
+        recent = self._recent
+        recent[i] = record
+        if len(recent) >= _WINDOW:
+            self._older, self._recent = recent, {}
+        head = self._head
+        if len(head) < _WINDOW or i in head:
+            head[i] = record
+
     def add_iteration(self, ev: dict) -> None:
         i = ev.get("i")
         if not isinstance(i, int):
@@ -353,13 +359,7 @@ class Scan:
         self.next_i = i + 1
         info = (ev.get("turn"), ev.get("context_tokens"))
         self.recorded.add(i)
-        recent = self._recent
-        recent[i] = info
-        if len(recent) >= _WINDOW:
-            self._older, self._recent = recent, {}
-        head = self._head
-        if len(head) < _WINDOW or i in head:
-            head[i] = info
+        self._keep(i, info)
         if self._pending:
             waiting = self._pending.pop(i, None)
             if waiting:
