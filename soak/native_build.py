@@ -35,6 +35,7 @@ TARGETS = {
     "soak_test_engine": ("test_engine", "libsoak_test_engine.so"),
     "soak_interposer": ("interposer", "libOpenCL.so"),
     "soak-runner": ("runner", "soak-runner"),
+    "soak_oracle": ("oracle", "libsoak_oracle.so"),
 }
 
 
