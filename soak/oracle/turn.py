@@ -17,9 +17,12 @@ def _num(x: float) -> float | None:
 
 
 class TurnCheck:
-    """Accumulates one turn's steps, in order."""
+    """Accumulates one turn's steps, in order.  With `limits` (abs_max, kl_max: soak.oracle.judge's
+    thresholds) it also notes the first step that exceeds one: the first diverging step."""
 
-    def __init__(self):
+    def __init__(self, limits: tuple[float, float] | None = None):
+        self.limits = limits
+        self.first_over: int | None = None
         self.steps = 0
         self.flips = 0                  # argmax differs from the reference's token
         self.first_flip: int | None = None
@@ -53,6 +56,8 @@ class TurnCheck:
         ab = m.max_abs if not math.isnan(m.max_abs) else math.inf
         if ab > self.abs_max or self.abs_max_step is None:
             self.abs_max, self.abs_max_step = ab, step
+        if self.limits and self.first_over is None and (ab > self.limits[0] or kl > self.limits[1]):
+            self.first_over = step
         self.rank_max = max(self.rank_max, m.ref_rank if m.ref_rank >= 0 else 1 << 30)
         self.nll_sum += -m.ref_logprob if math.isfinite(m.ref_logprob) else math.inf
 
@@ -64,6 +69,7 @@ class TurnCheck:
             "first_flip": self.first_flip,
             "nonfinite_steps": self.nonfinite_steps,
             "first_nonfinite": self.first_nonfinite,
+            "first_over": self.first_over,
             "kl_mean": _num(self.kl_sum / n),
             "kl_max": _num(self.kl_max),
             "kl_max_step": self.kl_max_step,
