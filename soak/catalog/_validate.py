@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import signal as _signal
 
 import yaml
 
 from soak.catalog import _conditions as C
 from soak.catalog import schema as S
 from soak.catalog._clcodes import parse_code
+from soak import signals
 from soak.fault_kinds import and_refinements
 
 _constructor = yaml.constructor.SafeConstructor()
@@ -199,21 +199,6 @@ def _window(node, where, p, parse=None) -> tuple | None:
     return (lo, hi)
 
 
-def _signal_name(value) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        try:
-            return _signal.Signals(abs(value)).name
-        except ValueError:
-            return None
-    if isinstance(value, str):
-        name = value.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        return name if name in _signal.Signals.__members__ else None
-    return None
-
-
 def _status(value) -> int | None:
     if isinstance(value, bool):
         return None
@@ -288,7 +273,7 @@ def _leaf(key, knode, vnode, w, p) -> C.Cond | None:
             return None
         return C.LogRegex(v) if key == "log" else C.EngineLogRegex(v)
     if key == "signal":
-        v = _ints(vnode, w, p, _signal_name, "a signal name or number")  # names, despite _ints
+        v = _ints(vnode, w, p, signals.known, "a signal name or number")  # names, despite _ints
         return C.SignalIn(v) if v else None
     if key == "exit_code":
         v = _ints(vnode, w, p, _int, "an integer")

@@ -50,15 +50,15 @@ from dataclasses import dataclass, field
 from soak.catalog._conditions import Cond
 from soak import fault_kinds
 from soak.engine import abi
+from soak.phases import FAULT_PHASES
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 
-SEVERITIES = ("critical", "high", "medium", "low", "info")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = worst
+SEVERITIES, SEVERITY_RANK = fault_kinds.SEVERITIES, fault_kinds.SEVERITY_RANK  # worst first
 
 # the kinds an entry may match: every fault kind of soak.fault_kinds
 FAULT_KINDS = fault_kinds.FAULT_KINDS
-PHASES = ("init", "load", "prefill", "decode", "reset", "teardown")
+PHASES = FAULT_PHASES
 OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
 MEMORY_RESOURCES = ("host", "gpu")
 MEMORY_KEPT = ("ratchet", "retained")
