@@ -106,12 +106,30 @@ def _stop_reason_writes(tree: ast.AST) -> list[ast.AST]:
     return out
 
 
+def _run_end_reasons(tree: ast.AST) -> list[ast.AST]:
+    """The reason= of every emit("run_end", ...) and the end_reason of every dict literal."""
+    out = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value == "run_end"):
+            out += [k.value for k in node.keywords if k.arg == "reason"]
+        elif isinstance(node, ast.Dict):
+            out += [v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == "end_reason"]
+    return out
+
+
 def test_the_runner_writes_only_reasons_of_the_table():
-    """Every `stop_reason = ...` in the loop is a name of soak.end_reasons, or a reason set earlier."""
-    values = []
-    for path in (SOAK / "loop").glob("*.py"):
-        values += [(path.name, v) for v in _stop_reason_writes(ast.parse(path.read_text()))]
-    assert len(values) >= 10
+    """Every `stop_reason = ...` in soak/ (the loop; multi_device writes none of its own) is a
+    name of soak.end_reasons, or a reason set earlier; run_end and summary.json write stop_reason."""
+    values, written = [], []
+    for path in sorted(SOAK.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        values += [(path.name, v) for v in _stop_reason_writes(tree)]
+        if path.parent.name == "loop" or path.name == "multi_device.py":  # the producers (readers echo them)
+            written += [(path.name, v) for v in _run_end_reasons(tree)]
+    assert len(values) >= 10 and len(written) >= 2
+    for where, v in written:
+        assert isinstance(v, ast.Attribute) and v.attr == "stop_reason", (where, ast.unparse(v))
     for where, v in values:
         if isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name) and v.value.id == "ends":
             assert getattr(end_reasons, v.attr) in end_reasons.REASONS, (where, v.attr)
