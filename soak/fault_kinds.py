@@ -40,6 +40,11 @@ SOURCES = {
 }
 
 
+# how bad a finding is, worst first: every severity soak knows (the catalog's, the policy's)
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = worst
+
+
 @dataclass(frozen=True)
 class FaultKind:
     name: str

@@ -28,16 +28,15 @@ import datetime as _dt
 from collections import defaultdict, deque
 
 from soak.analysis.runfolder import RunFolder
+from soak.phases import PROFILE_PHASE_ORDER, profile_phase
 
-PHASE_NAMES = {0: "load", 1: "load", 2: "prefill", 3: "decode", 4: "idle", 5: "respond"}
-PHASE_ORDER = ("load", "prefill", "decode", "respond", "idle")
 KERNEL_API = "clEnqueueNDRangeKernel"
 CLOSURE_TOLERANCE = 0.10
 TOP_KERNELS = 10
 
 
 def phase_of(event: dict) -> str:
-    return PHASE_NAMES.get(int(event.get("phase") or 0), "load")
+    return profile_phase(event.get("phase"))
 
 
 def _new_phase() -> dict:
@@ -253,7 +252,7 @@ def profile_run(run: RunFolder | str) -> dict:
            "windows": windows, "measured": meas, "iterations": run.iterations_seen,
            "iterations_profiled": placer.iterations if placer.placed else None,
            "windows_unplaced": placer.unplaced if placer.placed else None,
-           "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PHASE_ORDER if n in phases}}
+           "phases": {n: _finish(n, phases[n], meas.get(n)) for n in PROFILE_PHASE_ORDER if n in phases}}
     if not windows:
         out["note"] = "no cl_profile events: run with --cl-profile on OpenCL"
     elif out["backend"] and out["backend"] != "opencl":

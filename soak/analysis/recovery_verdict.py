@@ -21,6 +21,7 @@ from __future__ import annotations
 from statistics import median
 
 from soak.analysis.runfolder import RunFolder
+from soak.end_reasons import UNRECOVERABLE
 
 DEFAULT_LADDER = ("reset", "reinit", "reload", "restart")
 
@@ -74,7 +75,7 @@ def recovery_verdicts(run: RunFolder, after_recovery: list[dict] | None = None) 
             "returned": returned_by_iter.get(rec.get("iteration")),
             "steps_tried": [s.get("step") for s in rec.get("steps") or [] if isinstance(s, dict)],
         })
-    if end.get("reason") == "unrecoverable" and not (attempts and not attempts[-1]["recovered"]):
+    if end.get("reason") == UNRECOVERABLE and not (attempts and not attempts[-1]["recovered"]):
         attempts.append({"iteration": None, "trigger": ["unrecoverable"], "recovered_by": None,
                          "recovered": False, "step_index": None, "duration_s": None,
                          "given_back": None, "returned": None, "steps_tried": []})

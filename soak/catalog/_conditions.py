@@ -58,6 +58,19 @@ class Not(Cond):
 
 
 @dataclass(frozen=True)
+class Keyed(Cond):
+    """A leaf of the match tree: the condition of one match key (soak.catalog.match_keys),
+    with the fault kinds it can fire on (None: any)."""
+
+    key: str
+    kinds: frozenset[str] | None
+    cond: Cond
+
+    def test(self, f, run):
+        return self.cond.test(f, run)
+
+
+@dataclass(frozen=True)
 class KindIn(Cond):
     kinds: frozenset[str]
 
@@ -204,10 +217,11 @@ class Window(Cond):
 
 @dataclass(frozen=True)
 class ContextPastMax(Cond):
+    field: str          # the finding's range of history lengths
     want: bool
 
     def test(self, f, run):
-        rng = f.ranges.get("context_tokens")
+        rng = f.ranges.get(self.field)
         limit = run.max_context
         if rng is None or limit is None:
             return False, []
@@ -219,57 +233,57 @@ class ContextPastMax(Cond):
 
 @dataclass(frozen=True)
 class OutputAny(Cond):
+    kind: str           # the kind whose findings carry output symptoms
     symptoms: frozenset[str]
 
     def test(self, f, run):
         hit = self.symptoms & f.symptoms
-        if f.kind == "bad_output" and hit:
+        if f.kind == self.kind and hit:
             return True, ["output " + ", ".join(sorted(hit))]
         return False, []
 
 
 @dataclass(frozen=True)
 class MemoryAny(Cond):
+    kind: str           # the kind of a memory growth finding
     resources: frozenset[str]
 
     def test(self, f, run):
-        if f.kind == "memory_growth" and f.resource in self.resources:
+        if f.kind == self.kind and f.resource in self.resources:
             return True, [f"{f.resource} memory growth"]
         return False, []
 
 
 @dataclass(frozen=True)
 class MemoryKept(Cond):
+    kind: str           # the kind of a memory-kept finding
     shapes: frozenset[str]
 
     def test(self, f, run):
-        if f.kind == "memory_kept" and f.symptom in self.shapes:
+        if f.kind == self.kind and f.symptom in self.shapes:
             return True, [f"{f.resource} memory {f.symptom} (kept after reset)"]
         return False, []
 
 
 @dataclass(frozen=True)
-class Hang(Cond):
+class KindIs(Cond):
+    """The finding is (want) or is not (not want) of `kind`; `said` is why, when it holds."""
+
+    kind: str
     want: bool
+    said: tuple[str, ...] = ()
 
     def test(self, f, run):
-        return ((f.kind == "hang") == self.want), (["hang"] if self.want else ["no hang"])
-
-
-@dataclass(frozen=True)
-class CpuFallback(Cond):
-    want: bool
-
-    def test(self, f, run):
-        return ((f.kind == "cpu_fallback") == self.want), (["silent CPU fallback"] if self.want else [])
+        return ((f.kind == self.kind) == self.want), list(self.said)
 
 
 @dataclass(frozen=True)
 class PerfAny(Cond):
+    kind: str           # the kind of a performance finding
     symptoms: frozenset[str]
 
     def test(self, f, run):
-        if f.kind == "perf_anomaly" and f.symptom in self.symptoms:
+        if f.kind == self.kind and f.symptom in self.symptoms:
             return True, [f"performance: {f.symptom}"]
         return False, []
 

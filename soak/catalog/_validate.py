@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import signal as _signal
 
 import yaml
 
 from soak.catalog import _conditions as C
 from soak.catalog import schema as S
 from soak.catalog._clcodes import parse_code
-from soak.fault_kinds import and_refinements
+from soak.catalog.match_keys import KEYS, Value
 
 _constructor = yaml.constructor.SafeConstructor()
 
@@ -199,31 +198,6 @@ def _window(node, where, p, parse=None) -> tuple | None:
     return (lo, hi)
 
 
-def _signal_name(value) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        try:
-            return _signal.Signals(abs(value)).name
-        except ValueError:
-            return None
-    if isinstance(value, str):
-        name = value.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        return name if name in _signal.Signals.__members__ else None
-    return None
-
-
-def _status(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value in S.LLM_STATUS.values() else None
-    if isinstance(value, str):
-        return S.LLM_STATUS.get(value.upper())
-    return None
-
-
 def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -251,87 +225,46 @@ def condition(node, where: str, p: Problems) -> C.Cond | None:
 
 
 def _leaf(key, knode, vnode, w, p) -> C.Cond | None:
-    if key in ("all", "any"):
+    row = KEYS.get(key)
+    if row is None:
+        _unknown(knode, key, S.MATCH_KEYS, w.rsplit(".", 1)[0], p)
+        return None
+    v = _value(row.value, vnode, w, p)
+    return None if v is None else row.compile(v)
+
+
+def _value(value: Value, vnode, w, p):
+    """A match key's value, read as its type (soak.catalog.match_keys.Value); None when invalid."""
+    t = value.type
+    if t == "conditions":
         if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
             p.add(vnode, f"{w} must be a non-empty list of conditions, not {_what(vnode)}")
             return None
         subs = [condition(n, f"{w}[{i}]", p) for i, n in enumerate(vnode.value)]
-        if any(s is None for s in subs):
-            return None
-        return (C.All if key == "all" else C.Any_)(tuple(subs))
-    if key in ("not", "run_has"):
-        sub = condition(vnode, w, p)
-        if sub is None:
-            return None
-        return C.Not(sub) if key == "not" else C.RunHas(sub)
-    if key == "kind":
-        v = _choices(vnode, w, p, S.FAULT_KINDS)
-        return C.KindIn(and_refinements(v)) if v else None
-    if key == "cl_code":
-        v = _ints(vnode, w, p, parse_code, "a CL error code (number or CL_* name)")
-        return C.CodeIn(v) if v else None
-    if key == "info":
-        v = _strings(vnode, w, p)
-        return C.InfoIn(v) if v else None
-    if key == "info_regex":
-        v = _regex(vnode, w, p)
-        return C.InfoRegex(v) if v else None
-    if key == "pattern":
-        v = _strings(vnode, w, p)
-        return C.PatternIn(v) if v else None
-    if key == "api":
-        v = _strings(vnode, w, p)
-        return C.ApiIn(v) if v else None
-    if key in ("log", "engine_log"):
-        v = _regex(vnode, w, p)
-        if v is None:
-            return None
-        return C.LogRegex(v) if key == "log" else C.EngineLogRegex(v)
-    if key == "signal":
-        v = _ints(vnode, w, p, _signal_name, "a signal name or number")  # names, despite _ints
-        return C.SignalIn(v) if v else None
-    if key == "exit_code":
-        v = _ints(vnode, w, p, _int, "an integer")
-        return C.ExitCodeIn(v) if v else None
-    if key == "phase":
-        v = _choices(vnode, w, p, S.PHASES)
-        return C.PhaseIn(v) if v else None
-    if key == "status":
-        v = _ints(vnode, w, p, _status, "an LlmStatus (number -1..5 or name)")
-        return C.StatusIn(v) if v else None
-    if key in ("iteration", "turn", "context_tokens"):
-        v = _window(vnode, w, p)
-        return C.Window(key, v[0], v[1]) if v else None
-    if key == "context_past_max":
-        v = _bool(vnode, w, p)
-        return C.ContextPastMax(v) if v is not None else None
-    if key == "output":
-        v = _choices(vnode, w, p, S.OUTPUT_SYMPTOMS)
-        return C.OutputAny(v) if v else None
-    if key == "memory":
-        v = _choices(vnode, w, p, S.MEMORY_RESOURCES)
-        return C.MemoryAny(v) if v else None
-    if key == "memory_kept":
-        v = _choices(vnode, w, p, S.MEMORY_KEPT)
-        return C.MemoryKept(v) if v else None
-    if key == "perf":
-        v = _choices(vnode, w, p, S.PERF_SYMPTOMS)
-        return C.PerfAny(v) if v else None
-    if key in ("hang", "cpu_fallback", "injected"):
-        v = _bool(vnode, w, p)
-        if v is None:
-            return None
-        return {"hang": C.Hang, "cpu_fallback": C.CpuFallback, "injected": C.Injected}[key](v)
-    if key == "count":
+        return None if any(s is None for s in subs) else tuple(subs)
+    if t == "condition":
+        return condition(vnode, w, p)
+    if t == "choices":
+        return _choices(vnode, w, p, value.choices)
+    if t == "strings":
+        return _strings(vnode, w, p)
+    if t == "items":
+        return _ints(vnode, w, p, value.parse, value.what)
+    if t == "regex":
+        return _regex(vnode, w, p)
+    if t == "bool":
+        return _bool(vnode, w, p)
+    if t == "window":
+        return _window(vnode, w, p)
+    if t == "min_count":
         v = _window(vnode, w, p)
         if v is None:
             return None
         if v[1] is not None or not isinstance(v[0], int):
             p.add(vnode, f"{w} takes only an integer min")
             return None
-        return C.CountAtLeast(v[0])
-    _unknown(knode, key, S.MATCH_KEYS, w.rsplit(".", 1)[0], p)
-    return None
+        return v[0]
+    raise ValueError(f"match key value type {t!r} has no reader")  # a row of match_keys the validator lacks
 
 
 def applies_to(node, where: str, p: Problems) -> S.AppliesTo | None:

@@ -14,13 +14,9 @@ from soak.catalog import _conditions as C
 from soak.catalog._context import RunContext, check_applies
 from soak.catalog._finding import Finding, RunFacts
 from soak.catalog.schema import FAULT_KINDS, SEVERITY_RANK, Entry
-from soak.fault_kinds import with_field
 
 MAX_NEAR_MISSES = 5
 _ALL = frozenset(FAULT_KINDS)
-# a condition on this event field can only hold for the kinds whose events carry it
-_FIELD_OF = {C.OutputAny: "symptoms", C.MemoryAny: "resource", C.MemoryKept: "symptom", C.PerfAny: "symptom",
-             C.InfoIn: "info", C.InfoRegex: "info", C.PatternIn: "pattern", C.ApiIn: "api", C.SignalIn: "signal"}
 
 
 @dataclass
@@ -59,18 +55,8 @@ def possible_kinds(cond: C.Cond) -> frozenset[str]:
         for p in cond.parts:
             out = out | possible_kinds(p)
         return out
-    if isinstance(cond, C.KindIn):
-        return cond.kinds
-    if type(cond) in _FIELD_OF:
-        return with_field(_FIELD_OF[type(cond)])
-    if isinstance(cond, C.Hang) and cond.want:
-        return frozenset({"hang"})
-    if isinstance(cond, C.CpuFallback) and cond.want:
-        return frozenset({"cpu_fallback"})
-    if isinstance(cond, C.Injected) and cond.want:
-        return frozenset({"cl_call_error"})
-    if isinstance(cond, C.CodeIn):  # a code of its own, or one in the lines before a death or hang
-        return with_field("code") | with_field("last_lines")
+    if isinstance(cond, C.Keyed) and cond.kinds is not None:  # its key's fires_on (soak.catalog.match_keys)
+        return cond.kinds & _ALL
     return _ALL
 
 

@@ -47,22 +47,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from soak.catalog import match_keys
 from soak.catalog._conditions import Cond
 from soak import fault_kinds
-from soak.engine import abi
+from soak.phases import FAULT_PHASES
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 
-SEVERITIES = ("critical", "high", "medium", "low", "info")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = worst
+SEVERITIES, SEVERITY_RANK = fault_kinds.SEVERITIES, fault_kinds.SEVERITY_RANK  # worst first
 
 # the kinds an entry may match: every fault kind of soak.fault_kinds
 FAULT_KINDS = fault_kinds.FAULT_KINDS
-PHASES = ("init", "load", "prefill", "decode", "reset", "teardown")
-OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
-MEMORY_RESOURCES = ("host", "gpu")
-MEMORY_KEPT = ("ratchet", "retained")
-PERF_SYMPTOMS = ("tps_up_with_errors",)
+PHASES = FAULT_PHASES
 OSES = ("android", "linux", "windows", "macos")
 BACKENDS = ("cpu", "opencl", "vulkan", "metal", "cuda", "opengl")
 PRECISIONS = ("low", "normal", "high")
@@ -72,7 +68,6 @@ THREAD_NUM_BITS = {
     "tuning_none": 1, "tuning_heavy": 2, "tuning_wide": 4, "tuning_normal": 8,
     "tuning_fast": 16, "buffer": 64, "image": 128, "record_op": 256, "record_batch": 512,
 }
-LLM_STATUS = abi.STATUS
 
 ENTRY_KEYS = {
     "id": "unique id, [a-z0-9][a-z0-9._-]*",
@@ -89,37 +84,8 @@ ENTRY_KEYS = {
 }
 REQUIRED_ENTRY_KEYS = ("id", "title", "description", "severity", "match", "remedy")
 
-# key -> what the value is (used in error messages and `soak catalog show`)
-MATCH_KEYS = {
-    "all": "list of conditions, all must hold",
-    "any": "list of conditions, one must hold",
-    "not": "a condition that must not hold",
-    "run_has": "a condition some finding of the same run must satisfy",
-    "kind": "fault kind(s): " + ", ".join(FAULT_KINDS),
-    "cl_code": "CL error code(s), number or name (CL_OUT_OF_RESOURCES)",
-    "info": "MNN info tag(s) of `CL ERROR CODE : N, info:<tag>`",
-    "info_regex": "regex over the info tag",
-    "pattern": "soak.logparse pattern name(s) of an error_line (kv_map_error, build_program_failed, ...)",
-    "api": "OpenCL API name(s) from interposer records",
-    "log": "regex over the fault's own log text (line, last lines, iteration error lines)",
-    "engine_log": "regex anywhere in engine.log",
-    "signal": "exit signal(s): SIGSEGV, SIGABRT, SIGKILL, ... (or numbers)",
-    "exit_code": "worker exit code(s)",
-    "phase": "phase(s): " + ", ".join(PHASES),
-    "status": "LlmStatus value(s), number or name (INTERNAL_ERROR)",
-    "iteration": "window {min, max} over the global iteration index",
-    "turn": "window {min, max} over the turn within a conversation (0-based)",
-    "context_tokens": "window {min, max} over the history length in tokens",
-    "context_past_max": "true: history went past the model's context length",
-    "output": "output symptom(s): " + ", ".join(OUTPUT_SYMPTOMS),
-    "memory": "memory growth (a leak): host and/or gpu",
-    "memory_kept": "memory not given back at reset: " + ", ".join(MEMORY_KEPT),
-    "perf": "performance symptom(s): " + ", ".join(PERF_SYMPTOMS),
-    "hang": "true: the worker hung (watchdog)",
-    "cpu_fallback": "true: OpenCL requested, CPU used",
-    "count": "{min: N}: occurrences in the run (CL codes: over all info tags)",
-    "injected": "true/false: interposer-injected error",
-}
+# key -> what the value is (used in error messages and `soak catalog show`): soak.catalog.match_keys
+MATCH_KEYS = {k.name: k.doc for k in match_keys.KEYS.values()}
 
 APPLIES_KEYS = {
     "model_params": "{min, max}: parameter count, number or 0.5B / 500M",

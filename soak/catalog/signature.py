@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal as _signal
 from functools import lru_cache
 
-from soak import fault_kinds
+from soak import fault_kinds, signals
 from soak.catalog._clcodes import CL_ERROR_NAMES, code_name
 from soak.engine.abi import STATUS_NAMES
 from soak.logparse import first_cl_error, first_error_lines
@@ -90,17 +89,7 @@ def normalize_tag(info: str) -> str:
     return _NUM.sub("N", tag) if len(_NUM.findall(tag)) >= 3 else tag
 
 
-def signal_name(sig) -> str | None:
-    """11, "11", "segv", "SIGSEGV" -> "SIGSEGV" (one spelling per signal)."""
-    if sig is None or sig == "" or isinstance(sig, bool):
-        return None
-    text = str(sig).strip().upper()
-    if text.lstrip("-").isdigit():
-        try:
-            return _signal.Signals(abs(int(text))).name
-        except ValueError:
-            return f"SIG{abs(int(text))}"
-    return text if text.startswith("SIG") else "SIG" + text
+signal_name = signals.name  # 11, "11", "segv", "SIGSEGV" -> "SIGSEGV" (one spelling per signal)
 
 
 def _cl_part(code, info) -> str:

@@ -23,6 +23,7 @@ import struct
 from pathlib import Path
 
 from soak.errors import BadInput
+from soak.phases import PROFILE_PHASE_CODE, PROFILE_PHASES
 
 TRACE_FILE = "cl_trace.jsonl"
 STATS_PATTERN = "cl_trace.%p.stats"
@@ -122,9 +123,8 @@ def set_epoch(path: str | os.PathLike, epoch: int) -> bool:
 
 
 PHASE_OFFSET = 168  # u64 phase in the stats header, written by the worker (PhaseMarker)
-# the phase codes of the stats header and of `profile` records (FORMAT.md)
-PHASES = {0: "load", 1: "load", 2: "prefill", 3: "decode", 4: "idle", 5: "respond"}
-PHASE_CODE = {"load": 1, "prefill": 2, "decode": 3, "idle": 4, "respond": 5}
+# the phase codes of the stats header and of `profile` records (FORMAT.md): soak.phases
+PHASES, PHASE_CODE = PROFILE_PHASES, PROFILE_PHASE_CODE
 
 
 class PhaseMarker:

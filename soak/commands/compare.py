@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from soak import errors
+from soak.end_reasons import INTERRUPTED, TERMINATED
 
 DESCRIPTION = """Run the same seeded workload on two or more backends, one after the other, and compare
 prefill/decode tok/s (mean, stdev, n), load time, and output agreement with the first (reference) run:
@@ -46,6 +47,7 @@ output_tokens), else Unicode characters of the output text (compare.json says wh
 """
 
 NOTE = "random-weight models diverge early: agreement is reported, not gated"
+STOPPED = (INTERRUPTED, TERMINATED)  # a run ended by Ctrl-C or SIGTERM ends the sweep too
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -437,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_soak(cfg)
         run_dirs.append(Path(result.run_dir))
         codes.append(result.exit_code)
-        if result.summary.get("end_reason") == "interrupted":
+        if result.summary.get("end_reason") in STOPPED:
             break
         if cache is not None and args.warm_load:
             warm = config_from_args(args)
@@ -446,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
             warm.out_dir, warm.run_id, warm.quiet, warm.script = str(folder), v["label"] + "-warm", True, script[:1]
             wres = run_soak(warm)
             v["warm_run_dir"] = str(wres.run_dir)
-            if wres.summary.get("end_reason") == "interrupted":
+            if wres.summary.get("end_reason") in STOPPED:
                 break
     variants = variants[:len(run_dirs)]
     if len(run_dirs) < 2:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from soak import errors, signals
+from soak import end_reasons as ends, errors, signals
 from soak.engine.abi import FINISHED_STATUSES, STATUS_NAMES
 from soak.events import EventLog
 from soak.loop import ladder, outcomes
@@ -239,7 +239,7 @@ class Runner:
             harness = isinstance(exc, errors.HarnessError)
             kind = ("harness" if harness else "device" if isinstance(exc, errors.DeviceUnavailable)
                     else "engine")
-            self.stop_reason = "harness_error" if harness else "engine_error"
+            self.stop_reason = ends.HARNESS_ERROR if harness else ends.ENGINE_ERROR
             self.events.emit("error", kind=kind, error_type=type(exc).__name__,
                              message=exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
             error = exc
@@ -274,7 +274,7 @@ class Runner:
     def _disk_full(self, exc: OSError) -> errors.DiskFull:
         """No space left: free the reserve, record why, and end the run."""
         self.reserve.release()
-        self.stop_reason = "disk_full"
+        self.stop_reason = ends.DISK_FULL
         error = disk_full_error(self.events.path.parent, exc, "a write failed")
         try:
             self.events.emit("error", kind="disk", error_type=type(error).__name__, message=error.message,
@@ -297,7 +297,7 @@ class Runner:
             return
         self.interrupted = True
         self.aborted = True
-        self.stop_reason = self._abort_reason = "terminated" if terminated else "interrupted"
+        self.stop_reason = self._abort_reason = ends.TERMINATED if terminated else ends.INTERRUPTED
         print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
               "writing run_end and the summary", file=sys.stderr, flush=True)
         if self._recording:
@@ -313,7 +313,7 @@ class Runner:
         with self._abort_lock:
             if self._ending or self.aborted:
                 return
-            self.stop_reason = self._abort_reason = "terminated" if terminated else "interrupted"
+            self.stop_reason = self._abort_reason = ends.TERMINATED if terminated else ends.INTERRUPTED
             self.interrupted = True
             self.aborted = True
         session = self.session
@@ -330,10 +330,10 @@ class Runner:
             if loaded or self.interrupted:
                 break
         if not loaded:
-            self.stop_reason = "interrupted" if self.interrupted else "unrecoverable"
+            self.stop_reason = ends.INTERRUPTED if self.interrupted else ends.UNRECOVERABLE
             return False
         if cfg.fail_fast and self.stats.faults_by_kind.get("cpu_fallback"):
-            self.stop_reason = "fail_fast"  # an OpenCL run that silently runs on the CPU
+            self.stop_reason = ends.FAIL_FAST  # an OpenCL run that silently runs on the CPU
             return False
         return True
 
@@ -370,7 +370,7 @@ class Runner:
                 hard = [{"kind": "worker_lost"}]  # e.g. a phone went offline: its target recorded why
             i += 1
             if hard and cfg.fail_fast:
-                self.stop_reason = "fail_fast"
+                self.stop_reason = ends.FAIL_FAST
             elif hard:
                 self._recover(found, i - 1)
                 broken_conv = conv_index  # its history is gone: go on with the next one
@@ -379,7 +379,7 @@ class Runner:
         self.iterations_done = i if cfg.script is None else len(cfg.script)
         self._progress(progress, self.iterations_done, started, force=True)
         if self.stop_reason is None:
-            self.stop_reason = "iterations" if cfg.script is not None else "workload"
+            self.stop_reason = ends.ITERATIONS if cfg.script is not None else ends.WORKLOAD
 
     def iteration(self, i: int, conv_index: int, turn_index: int, prompt: str, max_new: int,
                   context_tokens: int) -> tuple[list[dict], int]:
@@ -471,11 +471,11 @@ class Runner:
         if self.stop_reason:
             return True
         if self.interrupted:
-            self.stop_reason = "interrupted"
+            self.stop_reason = ends.INTERRUPTED
         elif self.cfg.iterations is not None and i >= self.cfg.iterations:
-            self.stop_reason = "iterations"
+            self.stop_reason = ends.ITERATIONS
         elif self.cfg.duration_s is not None and time.monotonic() - started >= self.cfg.duration_s:
-            self.stop_reason = "duration"
+            self.stop_reason = ends.DURATION
         return self.stop_reason is not None
 
     def _ensure_alive(self, next_i: int) -> bool:
@@ -496,7 +496,7 @@ class Runner:
         if any(outcomes.is_hard(f) for f in found):
             self._recover(found, i)
             if self.cfg.fail_fast:
-                self.stop_reason = "fail_fast"
+                self.stop_reason = ends.FAIL_FAST
 
     def _recover(self, found: list[dict], i: int) -> None:
         trigger = sorted({f["kind"] for f in found})
@@ -510,7 +510,7 @@ class Runner:
     def _unrecovered(self) -> None:
         self.consecutive_unrecovered += 1
         if self.consecutive_unrecovered >= self.cfg.max_unrecovered:
-            self.stop_reason = "unrecoverable"
+            self.stop_reason = ends.UNRECOVERABLE
 
     def _slowdown(self, tps: float | None, generated: int) -> dict | None:
         """A call decoding 3x slower than the recent median, and slow enough
@@ -609,13 +609,7 @@ class Runner:
         return self.session.backend_actual
 
     def _exit_code(self) -> errors.ExitCode:
-        if self.stop_reason in ("fail_fast", "unrecoverable"):
-            return errors.ExitCode.FAILED
-        if self.stop_reason == "interrupted":
-            return errors.ExitCode.INTERRUPTED
-        if self.stop_reason == "terminated":
-            return errors.ExitCode.TERMINATED
-        return errors.ExitCode.OK
+        return ends.exit_code(self.stop_reason)
 
 
 class _RunnerSink:

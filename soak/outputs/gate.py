@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak import run_folder
+from soak.end_reasons import conclude
 from soak.analysis.runfolder import RunFolder
 from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
@@ -240,11 +241,6 @@ def _perf_rules(policy: Policy, verdicts: dict, baseline_given: bool) -> list[Ru
     return out
 
 
-_EARLY = {"interrupted": "it was interrupted (Ctrl-C or a signal)",
-          "unrecoverable": "the engine could not be recovered",
-          "fail_fast": "--fail-fast stopped it at the first failure"}
-
-
 def completeness(run: RunFolder) -> RuleResult:
     """run.complete: the run ended by itself, after the work it was asked for, and left readable events.
     A run still being written (soak.run_folder.state) is not judged: it is in progress."""
@@ -267,15 +263,8 @@ def completeness(run: RunFolder) -> RuleResult:
                               f"({done} iteration(s) so far)", skipped=True)
         return RuleResult("run.complete", False,
                           f"no run_end: the run was killed ({done} iteration(s), last event at t={run.elapsed_s} s)")
-    reason = end.get("reason")
-    if reason in _EARLY:
-        return RuleResult("run.complete", False, f"ended early: {_EARLY[reason]} after {done} iteration(s)")
-    asked = (run.manifest.get("config") or {}).get("iterations")
-    if reason == "iterations" and isinstance(asked, int) and not isinstance(asked, bool) and done < asked:
-        return RuleResult("run.complete", False, f"ended after {done} of the {asked} iterations asked for")
-    if reason not in ("iterations", "duration"):
-        return RuleResult("run.complete", False, f"run_end gives no known reason ({reason!r})")
-    return RuleResult("run.complete", True, f"ended by {reason} after {done} iteration(s)")
+    end = conclude(end.get("reason"), done, (run.manifest.get("config") or {}).get("iterations"))
+    return RuleResult("run.complete", end.passed, end.message)
 
 
 def _timed(fn, *args) -> list[RuleResult]:

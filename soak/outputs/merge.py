@@ -28,6 +28,7 @@ from pathlib import Path
 from soak.catalog.classify import OUTPUT_NAME as CLASSIFICATION, classify_run, find_runs, is_run_dir
 from soak.catalog.schema import SEVERITY_RANK
 from soak import run_folder
+from soak.end_reasons import conclude
 from soak.errors import BadInput
 from soak.history import run_context, run_findings
 from soak.manifest import NETWORK_SERIAL
@@ -40,8 +41,6 @@ GATE_JSON, GATE_JUNIT = run_folder.GATE, run_folder.GATE_JUNIT
 SUMMARY, MANIFEST, EVENTS = run_folder.SUMMARY, run_folder.MANIFEST, run_folder.EVENTS
 # severities that fail a run's JUnit when it has no gate results (the default gate's spirit)
 FAILING_SEVERITIES = ("critical", "high")
-# how a run ended, when it did not end by itself
-BAD_ENDS = ("unrecoverable", "engine_error", "fail_fast")
 _BAD_XML_CHARS = {c: None for c in range(32) if c not in (9, 10, 13)}
 
 
@@ -80,6 +79,7 @@ class RunRecord:
     gate: str | None = None     # "gate.json" / "gate-junit.xml" when the run was gated
     gate_passed: bool | None = None
     cases: list[Case] = field(default_factory=list)
+    iterations_asked: object = None   # its config's iterations (soak.end_reasons.conclude)
 
 
 def collect(paths: list[str | Path]) -> list[Path]:
@@ -194,7 +194,8 @@ def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
         device=dev["device"], label=dev["label"], model=dev["model"], serial=dev["serial"],
         adb_server=dev["adb_server"], host=dev["host"], started=_str(manifest.get("started")),
         end_reason=_str(end_reason), iterations=iterations if isinstance(iterations, int) else None,
-        classified=classified, findings=findings, worst=worst)
+        classified=classified, findings=findings, worst=worst,
+        iterations_asked=(manifest.get("config") or {}).get("iterations"))
     rec.cases, rec.gate = _cases(run_dir, rec, findings)
     if rec.gate is not None:
         rec.gate_passed = not any(c.failed for c in rec.cases)
@@ -241,9 +242,8 @@ def _cases(run_dir: Path, rec: RunRecord, findings: list[dict]) -> tuple[list[Ca
                               (fail.text if fail is not None else None) or "", skipped=skip is not None))
         return cases, GATE_JUNIT
     cases = []
-    ended = rec.end_reason
-    cases.append(Case("run.ended", _classname(rec, "run"), ended is not None and ended not in BAD_ENDS,
-                      f"ended by {ended}" if ended else "no run_end: the run was killed or is still going",
+    ended = conclude(rec.end_reason, rec.iterations, rec.iterations_asked)
+    cases.append(Case("run.ended", _classname(rec, "run"), ended.passed, ended.message,
                       f"{rec.iterations if rec.iterations is not None else '?'} iterations"))
     for f in findings:
         fails = f["severity"] in FAILING_SEVERITIES
@@ -444,7 +444,7 @@ def render_html(table: Table, out_dir: Path) -> str:
              "<th>iterations</th><th>worst</th><th>findings</th><th>gate</th></tr></thead><tbody>")
     for r in table.runs:
         href = _href(out_dir, Path(r.run_dir))
-        cls = "bad" if (r.end_reason in BAD_ENDS or r.end_reason is None) else ""
+        cls = "bad" if not conclude(r.end_reason, r.iterations, r.iterations_asked).passed else ""
         gate = "–" if r.gate is None else ("<span class=good>pass</span>" if r.gate_passed else "<span class=bad>FAIL</span>")
         found = ", ".join(f"{_e(f['key'])} ×{f['count']}" for f in r.findings[:4]) + (" …" if len(r.findings) > 4 else "")
         p.append(f"<tr><td><a href='{_e(href)}/'>{_e(r.run_id)}</a> <a class=muted href='{_e(href)}/{CLASSIFICATION}'>"

@@ -50,8 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.errors import BadInput
-
-SEVERITIES = ("critical", "high", "medium", "low", "info")
+from soak.fault_kinds import SEVERITIES
 SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}

@@ -22,13 +22,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soak import errors
+from soak import errors, signals
 from soak.logparse import parse_line
 from soak.targets.base import Target, WorkerProcess
 from soak.worker import protocol
 
-SIGNAL_NAMES = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV",
-                13: "SIGPIPE", 15: "SIGTERM"}
 
 
 # Result lines as both workers write them (compact JSON, "id" then "op" first): a progress line, or
@@ -57,9 +55,9 @@ def signal_name(exit_code: int | None) -> str | None:
     if exit_code is None or exit_code >= 0:
         # adb and shells report death-by-signal as 128+N
         if exit_code is not None and 128 < exit_code < 160:
-            return SIGNAL_NAMES.get(exit_code - 128, f"SIG{exit_code - 128}")
+            return signals.name(exit_code - 128)
         return None
-    return SIGNAL_NAMES.get(-exit_code, f"SIG{-exit_code}")
+    return signals.name(-exit_code)
 
 
 @dataclass
