@@ -13,6 +13,7 @@
 #include <stdlib.h> /* defines __GLIBC__ on glibc */
 
 #include "cl_api.h" /* generated: the OpenCL headers, SOAK_N_API, SOAK_ID_<name> */
+#include "cl_codes.h" /* soak_code_names, generated from cl_error_codes.tsv */
 
 #define SOAK_EXPORT __attribute__((visibility("default")))
 #define SOAK_HIDDEN __attribute__((visibility("hidden")))
@@ -169,11 +170,6 @@ typedef struct {
 } soak_state;
 
 typedef struct {
-    int code;
-    const char *name;
-} soak_code_name;
-
-typedef struct {
     const char *name;
     int id;
     void *fn;
@@ -190,7 +186,6 @@ extern SOAK_HIDDEN soak_state soak_g;
 #endif
 extern SOAK_HIDDEN SOAK_TLS int soak_depth;
 extern SOAK_HIDDEN const char *const soak_api_names[SOAK_N_API];
-extern SOAK_HIDDEN const soak_code_name soak_code_names[];
 extern SOAK_HIDDEN const soak_wrapper_entry soak_wrappers[SOAK_N_API];
 extern SOAK_HIDDEN const unsigned char soak_api_flags[SOAK_N_API];
 #define SOAK_API_VOID 1u
