@@ -1,39 +1,37 @@
-"""OpenCL error code names (Khronos cl.h, cl_ext.h; NVIDIA's -9999)."""
+"""OpenCL error code names, read from native/interposer/cl_error_codes.tsv: the one table,
+from which the interposer's C table is generated too (Khronos cl.h, cl_ext.h, ...; vendors'
+codes such as NVIDIA's -9999 are listed there, with where they come from)."""
 
 from __future__ import annotations
 
-CL_ERROR_NAMES: dict[int, str] = {
-    0: "CL_SUCCESS", -1: "CL_DEVICE_NOT_FOUND", -2: "CL_DEVICE_NOT_AVAILABLE",
-    -3: "CL_COMPILER_NOT_AVAILABLE", -4: "CL_MEM_OBJECT_ALLOCATION_FAILURE", -5: "CL_OUT_OF_RESOURCES",
-    -6: "CL_OUT_OF_HOST_MEMORY", -7: "CL_PROFILING_INFO_NOT_AVAILABLE", -8: "CL_MEM_COPY_OVERLAP",
-    -9: "CL_IMAGE_FORMAT_MISMATCH", -10: "CL_IMAGE_FORMAT_NOT_SUPPORTED", -11: "CL_BUILD_PROGRAM_FAILURE",
-    -12: "CL_MAP_FAILURE", -13: "CL_MISALIGNED_SUB_BUFFER_OFFSET",
-    -14: "CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST", -15: "CL_COMPILE_PROGRAM_FAILURE",
-    -16: "CL_LINKER_NOT_AVAILABLE", -17: "CL_LINK_PROGRAM_FAILURE", -18: "CL_DEVICE_PARTITION_FAILED",
-    -19: "CL_KERNEL_ARG_INFO_NOT_AVAILABLE", -30: "CL_INVALID_VALUE", -31: "CL_INVALID_DEVICE_TYPE",
-    -32: "CL_INVALID_PLATFORM", -33: "CL_INVALID_DEVICE", -34: "CL_INVALID_CONTEXT",
-    -35: "CL_INVALID_QUEUE_PROPERTIES", -36: "CL_INVALID_COMMAND_QUEUE", -37: "CL_INVALID_HOST_PTR",
-    -38: "CL_INVALID_MEM_OBJECT", -39: "CL_INVALID_IMAGE_FORMAT_DESCRIPTOR", -40: "CL_INVALID_IMAGE_SIZE",
-    -41: "CL_INVALID_SAMPLER", -42: "CL_INVALID_BINARY", -43: "CL_INVALID_BUILD_OPTIONS",
-    -44: "CL_INVALID_PROGRAM", -45: "CL_INVALID_PROGRAM_EXECUTABLE", -46: "CL_INVALID_KERNEL_NAME",
-    -47: "CL_INVALID_KERNEL_DEFINITION", -48: "CL_INVALID_KERNEL", -49: "CL_INVALID_ARG_INDEX",
-    -50: "CL_INVALID_ARG_VALUE", -51: "CL_INVALID_ARG_SIZE", -52: "CL_INVALID_KERNEL_ARGS",
-    -53: "CL_INVALID_WORK_DIMENSION", -54: "CL_INVALID_WORK_GROUP_SIZE", -55: "CL_INVALID_WORK_ITEM_SIZE",
-    -56: "CL_INVALID_GLOBAL_OFFSET", -57: "CL_INVALID_EVENT_WAIT_LIST", -58: "CL_INVALID_EVENT",
-    -59: "CL_INVALID_OPERATION", -60: "CL_INVALID_GL_OBJECT", -61: "CL_INVALID_BUFFER_SIZE",
-    -62: "CL_INVALID_MIP_LEVEL", -63: "CL_INVALID_GLOBAL_WORK_SIZE", -64: "CL_INVALID_PROPERTY",
-    -65: "CL_INVALID_IMAGE_DESCRIPTOR", -66: "CL_INVALID_COMPILER_OPTIONS", -67: "CL_INVALID_LINKER_OPTIONS",
-    -68: "CL_INVALID_DEVICE_PARTITION_COUNT", -69: "CL_INVALID_PIPE_SIZE", -70: "CL_INVALID_DEVICE_QUEUE",
-    -71: "CL_INVALID_SPEC_ID", -72: "CL_MAX_SIZE_RESTRICTION_EXCEEDED",
-    -1000: "CL_INVALID_GL_SHAREGROUP_REFERENCE_KHR", -1001: "CL_PLATFORM_NOT_FOUND_KHR",
-    -1057: "CL_DEVICE_PARTITION_FAILED_EXT", -1058: "CL_INVALID_PARTITION_COUNT_EXT",
-    -1059: "CL_INVALID_PARTITION_NAME_EXT", -1092: "CL_EGL_RESOURCE_NOT_ACQUIRED_KHR",
-    -1093: "CL_INVALID_EGL_OBJECT_KHR", -1108: "CL_COMMAND_TERMINATED_ITSELF_WITH_FAILURE_ARM",
-    -1121: "CL_CONTEXT_TERMINATED_KHR", -1138: "CL_INVALID_COMMAND_BUFFER_KHR",
-    -1139: "CL_INVALID_SYNC_POINT_WAIT_LIST_KHR", -1140: "CL_INCOMPATIBLE_COMMAND_QUEUE_KHR",
-    -1141: "CL_INVALID_MUTABLE_COMMAND_KHR", -1142: "CL_INVALID_SEMAPHORE_KHR",
-    -9999: "CL_NV_INVALID_MEM_ACCESS",
-}
+from pathlib import Path
+
+from soak.native_build import NATIVE_DIR
+
+CODES_FILE = NATIVE_DIR / "interposer" / "cl_error_codes.tsv"
+
+
+def read_table(path: Path = CODES_FILE) -> dict[int, str]:
+    """code -> name, in the file's order.  Lines CODE<TAB>NAME<TAB>WHERE, '#' comments.
+    A broken table is a broken install: RuntimeError naming the line."""
+    names: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        try:
+            code = int(cols[0])
+        except ValueError:
+            code = None
+        if len(cols) != 3 or code is None or code > 0 or not cols[1].startswith("CL_"):
+            raise RuntimeError(f"{path}:{n}: want CODE<TAB>CL_NAME<TAB>WHERE, got {line!r}")
+        if code in names or cols[1] in names.values():
+            raise RuntimeError(f"{path}:{n}: {code} {cols[1]} is listed twice")
+        names[code] = cols[1]
+    return names
+
+
+CL_ERROR_NAMES: dict[int, str] = read_table()
 CL_ERROR_CODES: dict[str, int] = {name: code for code, name in CL_ERROR_NAMES.items()}
 
 

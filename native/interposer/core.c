@@ -330,7 +330,7 @@ static void setup_stats(void)
             abort();
     }
     soak_stats_header *h = mem;
-    h->version = 2;
+    h->version = SOAK_STATS_VERSION;
     h->header_size = sizeof(soak_stats_header);
     h->n_kinds = SOAK_N_KINDS;
     h->kind_size = sizeof(soak_stats_kind);

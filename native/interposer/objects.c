@@ -14,7 +14,7 @@
 #include "soak_interposer.h"
 
 typedef struct {
-    const void *key; /* 0 = empty, TOMBSTONE = deleted */
+    const void *key; /* 0 = empty */
     uint32_t kind;
     uint32_t refs;
     uint64_t bytes;   /* the object's size */
@@ -22,11 +22,12 @@ typedef struct {
     char *name;       /* kernels: CL_KERNEL_FUNCTION_NAME once asked (malloc'd) */
 } entry;
 
-#define TOMBSTONE ((const void *)1)
-
+/* open addressing with linear probing and no tombstones (erase closes the gap), so objects
+ * created and released by the million (an event per launch) leave no dead slots behind:
+ * the table is sized by the most objects alive at once, not by how many came and went */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static entry *table;
-static size_t cap, used; /* used counts tombstones too */
+static size_t cap, used; /* used: live entries */
 
 static size_t hash_ptr(const void *p)
 {
@@ -55,20 +56,17 @@ static int grow(void)
     entry *nt = calloc(ncap, sizeof *nt);
     if (!nt)
         return -1;
-    size_t live = 0;
     for (size_t i = 0; i < cap; i++) {
-        if (table[i].key && table[i].key != TOMBSTONE) {
+        if (table[i].key) {
             size_t k = hash_ptr(table[i].key) & (ncap - 1);
             while (nt[k].key)
                 k = (k + 1) & (ncap - 1);
             nt[k] = table[i];
-            live++;
         }
     }
     free(table);
     table = nt;
     cap = ncap;
-    used = live;
     return 0;
 }
 
@@ -77,19 +75,27 @@ static entry *insert(const void *key)
     if ((used + 1) * 2 > cap && grow())
         return 0;
     size_t i = hash_ptr(key) & (cap - 1);
-    entry *tomb = 0;
-    for (;; i = (i + 1) & (cap - 1)) {
-        if (table[i].key == key)
-            return &table[i];
-        if (table[i].key == TOMBSTONE && !tomb)
-            tomb = &table[i];
-        if (!table[i].key)
-            break;
-    }
-    if (tomb)
-        return tomb;
-    used++;
+    while (table[i].key && table[i].key != key)
+        i = (i + 1) & (cap - 1);
+    if (!table[i].key)
+        used++;
     return &table[i];
+}
+
+/* Remove e and close the gap: a later entry of the same probe run moves back into it unless
+ * its home slot lies cyclically in (gap, its slot] (Knuth 6.4, algorithm R). */
+static void erase(entry *e)
+{
+    size_t mask = cap - 1, i = (size_t)(e - table);
+    for (size_t j = (i + 1) & mask; table[j].key; j = (j + 1) & mask) {
+        size_t home = hash_ptr(table[j].key) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            table[i] = table[j];
+            i = j;
+        }
+    }
+    memset(&table[i], 0, sizeof table[i]);
+    used--;
 }
 
 static int counts_bytes(int kind) /* adds to live_bytes */
@@ -217,8 +223,7 @@ static void obj_drop(soak_call *c, const void *obj, int force)
         k->released++;
         soak_g.hdr->live_bytes -= e->counted;
         free(e->name);
-        e->name = 0;
-        e->key = TOMBSTONE;
+        erase(e);
     }
     pthread_mutex_unlock(&lock);
     if (kind == SOAK_OBJ_KERNEL) /* profile.c caches kernel names by object */

@@ -73,8 +73,6 @@ const char *soak_code_to_name(int code)
     for (const soak_code_name *e = soak_code_names; e->name; e++)
         if (e->code == code)
             return e->name;
-    if (code == -9999)
-        return "CL_NV_INVALID_MEM_ACCESS";
     return 0;
 }
 

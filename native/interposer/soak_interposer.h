@@ -13,6 +13,7 @@
 #include <stdlib.h> /* defines __GLIBC__ on glibc */
 
 #include "cl_api.h" /* generated: the OpenCL headers, SOAK_N_API, SOAK_ID_<name> */
+#include "cl_codes.h" /* soak_code_names, generated from cl_error_codes.tsv */
 
 #define SOAK_EXPORT __attribute__((visibility("default")))
 #define SOAK_HIDDEN __attribute__((visibility("hidden")))
@@ -23,8 +24,7 @@
 
 #define SOAK_INTERPOSER_VERSION 2
 
-/* ---- stats file layout (FORMAT.md "stats file") ---- */
-#define SOAK_STATS_MAGIC "SOAKCLS1"
+#include "stats_layout.h" /* the stats file: soak_stats_header, _kind, _api, _agg */
 
 enum soak_obj_kind {
     SOAK_OBJ_CONTEXT,
@@ -41,85 +41,6 @@ enum soak_obj_kind {
     SOAK_OBJ_SAMPLER,
     SOAK_N_KINDS
 };
-
-typedef struct {
-    char magic[8];         /* "SOAKCLS1" */
-    uint32_t version;      /* 1 */
-    uint32_t header_size;  /* sizeof(soak_stats_header) */
-    uint32_t n_kinds;
-    uint32_t kind_size;    /* sizeof(soak_stats_kind) */
-    uint32_t n_api;
-    uint32_t api_size;     /* sizeof(soak_stats_api) */
-    uint64_t pid;
-    uint64_t start_mono_ns; /* CLOCK_MONOTONIC at init */
-    uint64_t start_unix_ns; /* CLOCK_REALTIME at init */
-    uint64_t calls;         /* total calls = last sequence number */
-    uint64_t errors;        /* calls that returned an error (injected included) */
-    uint64_t injected;      /* errors soak injected (fault rules + memory limit) */
-    uint64_t records;       /* records written to the record file */
-    uint64_t records_dropped; /* error records not written (cap reached or no file) */
-    uint64_t live_bytes;    /* buffers + images + pipes + SVM, sub-buffers excluded */
-    uint64_t peak_live_bytes;
-    uint64_t mem_limit;     /* 0 = none */
-    uint64_t flags;         /* SOAK_STATS_FLAG_* */
-    uint64_t untracked_releases; /* retain/release of objects created before soak saw them */
-    uint64_t epoch;         /* written by the reader (soak.cl.trace) after each poll: the error
-                               aggregation window; see soak_stats_agg */
-    uint32_t n_agg;         /* error aggregation slots after the API table */
-    uint32_t agg_size;      /* sizeof(soak_stats_agg) */
-    uint64_t agg_used;      /* slots taken */
-    uint64_t agg_overflow;  /* errors that found no free slot (recorded one record each) */
-    uint64_t phase;         /* written by the worker (soak.cl.trace.PhaseMarker): 0 before its first
-                               marker (load), 1 load, 2 prefill, 3 decode, 4 idle, 5 respond
-                               (prefill + decode, no first-token mark); with the epoch
-                               it keys the profile window */
-    uint64_t reserved[2];
-} soak_stats_header;
-
-#define SOAK_STATS_FLAG_OVERRIDE 1u    /* device-type override on */
-#define SOAK_STATS_FLAG_REAL_LOADED 2u /* real library opened */
-#define SOAK_STATS_FLAG_EXITED 4u      /* process exited normally (destructor ran) */
-
-typedef struct {
-    char name[24];
-    uint64_t live;
-    uint64_t live_bytes;
-    uint64_t created;
-    uint64_t released;
-    uint64_t bytes_created;
-    uint64_t peak_live;
-} soak_stats_kind; /* 72 bytes */
-
-typedef struct {
-    char name[64];
-    uint64_t calls;
-    uint64_t errors;
-    uint64_t injected;
-    uint64_t host_ns; /* time inside the entry point (profiling on only) */
-} soak_stats_api; /* 96 bytes */
-
-/* One kind of error (entry point, code, injected or not, key = kernel or info param):
- * its exact count lives here, in the mapped stats file, so it survives a crash;
- * the record file gets only the first SOAK_AGG_SAMPLES of each kind per epoch. */
-#define SOAK_AGG_SLOTS 256
-#define SOAK_AGG_SAMPLES 3
-#define SOAK_AGG_USED 1u
-#define SOAK_AGG_INJECTED 2u
-typedef struct {
-    uint32_t flags;      /* SOAK_AGG_USED (written last), SOAK_AGG_INJECTED */
-    uint32_t api;        /* index into the API table */
-    int32_t code;
-    uint32_t reserved0;
-    uint64_t count;      /* every occurrence, all epochs */
-    uint64_t first_seq;  /* call sequence number of the first occurrence */
-    uint64_t last_seq;
-    uint64_t last_t_ns;
-    uint64_t epoch;      /* the epoch epoch_count counts in */
-    uint64_t epoch_count;
-    uint64_t reserved1;
-    char key[128];       /* "kernel=NAME", "param=CL_..." or "" */
-    char code_name[64];
-} soak_stats_agg; /* 264 bytes */
 
 /* ---- per call ---- */
 #define SOAK_CALL_INJECTED 1u
@@ -169,11 +90,6 @@ typedef struct {
 } soak_state;
 
 typedef struct {
-    int code;
-    const char *name;
-} soak_code_name;
-
-typedef struct {
     const char *name;
     int id;
     void *fn;
@@ -190,7 +106,6 @@ extern SOAK_HIDDEN soak_state soak_g;
 #endif
 extern SOAK_HIDDEN SOAK_TLS int soak_depth;
 extern SOAK_HIDDEN const char *const soak_api_names[SOAK_N_API];
-extern SOAK_HIDDEN const soak_code_name soak_code_names[];
 extern SOAK_HIDDEN const soak_wrapper_entry soak_wrappers[SOAK_N_API];
 extern SOAK_HIDDEN const unsigned char soak_api_flags[SOAK_N_API];
 #define SOAK_API_VOID 1u

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from soak import cl_codes
 from soak.cl_codes import CL_ERROR_CODES  # name -> code
 from soak.cl_codes import CL_ERROR_NAMES  # code -> name
 
@@ -11,7 +12,7 @@ def code_name(code: int | None) -> str:
     header names (MNN ORs setArg results, research §1.2)."""
     if code is None:
         return "CL_NONE"
-    return CL_ERROR_NAMES.get(code) or f"CL_UNKNOWN({code})"
+    return cl_codes.code_name(code)
 
 
 def parse_code(value: object) -> int | None:

@@ -19,30 +19,34 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
+from soak.cl import stats_layout
 from soak.errors import BadInput
 from soak.phases import PROFILE_PHASE_CODE, PROFILE_PHASES
 
 TRACE_FILE = "cl_trace.jsonl"
 STATS_PATTERN = "cl_trace.%p.stats"
-STATS_MAGIC = b"SOAKCLS1"
-
-_HDR = struct.Struct("<8s6I14Q2I5Q")  # 192 bytes
-_API_FIELDS = ("calls", "errors", "injected", "host_ns")
+# the stats file's layout: native/interposer/stats_layout.h, read by soak.cl.stats_layout
+_LAYOUT = stats_layout.load()
+STATS_MAGIC = _LAYOUT.define("SOAK_STATS_MAGIC").encode()
+STATS_VERSION = _LAYOUT.define("SOAK_STATS_VERSION")
+_HDR = _LAYOUT.struct("soak_stats_header")
+_KIND = _LAYOUT.struct("soak_stats_kind")
+_API = _LAYOUT.struct("soak_stats_api")
+_AGG = _LAYOUT.struct("soak_stats_agg")
+# the header fields a snapshot reports
 _HDR_FIELDS = ("pid", "start_mono_ns", "start_unix_ns", "calls", "errors", "injected", "records",
                "records_dropped", "live_bytes", "peak_live_bytes", "mem_limit", "flags", "untracked_releases",
                "epoch", "n_agg", "agg_size", "agg_used", "agg_overflow")
-EPOCH_OFFSET = 136  # u64 the reader writes: the interposer's error-sample window (FORMAT.md)
-_AGG = struct.Struct("<IIiI7Q128s64s")  # 256 bytes
-AGG_USED, AGG_INJECTED = 1, 2
-SAMPLES = 3  # error records the interposer writes per kind and epoch (SOAK_AGG_SAMPLES)
+_V2_FIELDS = ("epoch", "n_agg", "agg_size", "agg_used", "agg_overflow")  # zero in a version 1 file
+EPOCH_OFFSET = _HDR.offset("epoch")  # u64 the reader writes: the interposer's error-sample window (FORMAT.md)
+AGG_USED, AGG_INJECTED = _LAYOUT.define("SOAK_AGG_USED"), _LAYOUT.define("SOAK_AGG_INJECTED")
+SAMPLES = _LAYOUT.define("SOAK_AGG_SAMPLES")  # error records the interposer writes per kind and epoch
 _SAMPLE_FIELDS = ("seq", "index", "t_ns", "tid", "detail", "gws", "lws")
-_KIND = struct.Struct("<24s6Q")  # 72 bytes
-_KIND_FIELDS = ("live", "live_bytes", "created", "released", "bytes_created", "peak_live")
-_API = struct.Struct("<64s4Q")  # 96 bytes
-FLAG_OVERRIDE, FLAG_REAL_LOADED, FLAG_EXITED = 1, 2, 4
+_KIND_FIELDS = tuple(n for n in _KIND.names() if n != "name")
+FLAG_OVERRIDE, FLAG_REAL_LOADED, FLAG_EXITED = (_LAYOUT.define(f"SOAK_STATS_FLAG_{n}")
+                                                for n in ("OVERRIDE", "REAL_LOADED", "EXITED"))
 
 
 def _name(raw: bytes) -> str:
@@ -56,20 +60,21 @@ def read_stats(path: str | os.PathLike) -> dict | None:
     data = Path(path).read_bytes()
     if len(data) < _HDR.size or b"\0" in data[:8]:
         return None  # created, not yet initialised (the magic is written last)
-    head = _HDR.unpack_from(data, 0)
-    magic, version, header_size, n_kinds, kind_size, n_api, api_size = head[:7]
+    head = _HDR.unpack(data, 0)
+    magic, version, header_size = head["magic"], head["version"], head["header_size"]
+    n_kinds, kind_size, n_api, api_size = head["n_kinds"], head["kind_size"], head["n_api"], head["api_size"]
     if magic != STATS_MAGIC:
         raise BadInput(f"{path} is not a soak interposer stats file (bad magic)",
                        "pass the run folder; stats files are cl_trace.<pid>.stats")
-    if version not in (1, 2) or kind_size < _KIND.size or api_size < _API.size:
+    if not 1 <= version <= STATS_VERSION or kind_size < _KIND.size or api_size < _API.size:
         raise BadInput(f"{path}: stats format version {version} is not supported by this soak",
                        "read it with the soak version that wrote it")
     need = header_size + n_kinds * kind_size + n_api * api_size
     if len(data) < need:
         raise BadInput(f"{path} is truncated ({len(data)} of {need} bytes)", "the file was cut; nothing to read")
-    out: dict = dict(zip(_HDR_FIELDS, head[7:7 + len(_HDR_FIELDS)]))
+    out: dict = {k: head[k] for k in _HDR_FIELDS}
     if version == 1:
-        for k in ("epoch", "n_agg", "agg_size", "agg_used", "agg_overflow"):
+        for k in _V2_FIELDS:
             out[k] = 0
     out["path"] = str(path)
     flags = out["flags"]
@@ -79,33 +84,35 @@ def read_stats(path: str | os.PathLike) -> dict | None:
     objects = {}
     off = header_size
     for _ in range(n_kinds):
-        vals = _KIND.unpack_from(data, off)
-        objects[_name(vals[0])] = dict(zip(_KIND_FIELDS, vals[1:]))
+        vals = _KIND.unpack(data, off)
+        objects[_name(vals["name"])] = {k: vals[k] for k in _KIND_FIELDS}
         off += kind_size
     api = {}
     for _ in range(n_api):
-        name, calls, errors, injected, host_ns = _API.unpack_from(data, off)
-        if calls or errors:
-            api[_name(name)] = {"calls": calls, "errors": errors, "injected": injected}
-            if host_ns:  # profiling on
-                api[_name(name)]["host_ns"] = host_ns
+        e = _API.unpack(data, off)
+        if e["calls"] or e["errors"]:
+            api[_name(e["name"])] = {"calls": e["calls"], "errors": e["errors"], "injected": e["injected"]}
+            if e["host_ns"]:  # profiling on
+                api[_name(e["name"])]["host_ns"] = e["host_ns"]
         off += api_size
     out["objects"] = objects
     out["api"] = api
-    api_names = [_name(_API.unpack_from(data, header_size + n_kinds * kind_size + i * api_size)[0])
-                 for i in range(n_api)]
+    name_at = header_size + n_kinds * kind_size + _API.offset("name")
+    name_len = _API.field("name").size
+    api_names = [_name(data[name_at + i * api_size:name_at + i * api_size + name_len]) for i in range(n_api)]
     agg = []
     n_agg, agg_size = out["n_agg"], out["agg_size"]
     if n_agg and agg_size >= _AGG.size and len(data) >= off + n_agg * agg_size:
         for i in range(n_agg):
-            (flags, api_id, code, _r0, count, first_seq, last_seq, last_t_ns, epoch, epoch_count, _r1, key,
-             code_name) = _AGG.unpack_from(data, off + i * agg_size)
-            if not flags & AGG_USED or not count:
+            a = _AGG.unpack(data, off + i * agg_size)
+            if not a["flags"] & AGG_USED or not a["count"]:
                 continue
-            agg.append({"slot": i, "api": api_names[api_id] if api_id < n_api else f"#{api_id}", "code": code,
-                        "code_name": _name(code_name), "injected": bool(flags & AGG_INJECTED), "key": _name(key),
-                        "count": count, "first_seq": first_seq, "last_seq": last_seq, "last_t_ns": last_t_ns,
-                        "epoch": epoch, "epoch_count": epoch_count})
+            api_id = a["api"]
+            agg.append({"slot": i, "api": api_names[api_id] if api_id < n_api else f"#{api_id}", "code": a["code"],
+                        "code_name": _name(a["code_name"]), "injected": bool(a["flags"] & AGG_INJECTED),
+                        "key": _name(a["key"]), "count": a["count"], "first_seq": a["first_seq"],
+                        "last_seq": a["last_seq"], "last_t_ns": a["last_t_ns"], "epoch": a["epoch"],
+                        "epoch_count": a["epoch_count"]})
     out["agg"] = agg
     return out
 
@@ -116,13 +123,13 @@ def set_epoch(path: str | os.PathLike, epoch: int) -> bool:
     try:
         with open(path, "r+b") as f:
             f.seek(EPOCH_OFFSET)
-            f.write(struct.pack("<Q", epoch))
+            f.write(_HDR.pack_field("epoch", epoch))
         return True
     except OSError:
         return False
 
 
-PHASE_OFFSET = 168  # u64 phase in the stats header, written by the worker (PhaseMarker)
+PHASE_OFFSET = _HDR.offset("phase")  # u64 phase in the stats header, written by the worker (PhaseMarker)
 # the phase codes of the stats header and of `profile` records (FORMAT.md): soak.phases
 PHASES, PHASE_CODE = PROFILE_PHASES, PROFILE_PHASE_CODE
 
@@ -153,7 +160,7 @@ class PhaseMarker:
                 fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
             except OSError:
                 return -1
-            if os.pread(fd, 8, 0) != STATS_MAGIC or os.fstat(fd).st_size < PHASE_OFFSET + 8:
+            if os.pread(fd, len(STATS_MAGIC), 0) != STATS_MAGIC or os.fstat(fd).st_size < _HDR.size:
                 os.close(fd)  # not initialised yet: the interposer maps it at the first CL call
                 return -1
             self._fd, self._ino = fd, st.st_ino
@@ -167,7 +174,7 @@ class PhaseMarker:
         if fd < 0:
             return False
         try:
-            os.pwrite(fd, struct.pack("<Q", PHASE_CODE[phase]), PHASE_OFFSET)
+            os.pwrite(fd, _HDR.pack_field("phase", PHASE_CODE[phase]), PHASE_OFFSET)
         except OSError:
             return False
         self.phase = phase
