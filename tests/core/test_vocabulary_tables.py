@@ -16,7 +16,7 @@ from soak import fault_kinds, phases, signals
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "soak"
-HEADER = ROOT / "native" / "interposer" / "soak_interposer.h"
+HEADER = ROOT / "native" / "interposer" / "stats_layout.h"
 
 
 def _literals(owner: str):
