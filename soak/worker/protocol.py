@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from soak import errors
 from soak.engine import abi
@@ -52,6 +54,37 @@ def worker_error_kind(exc: errors.SoakError, op: str) -> str:
         if kind.error is type(exc):
             return kind.name
     return "engine_error"
+
+
+class WorkerProcess(Protocol):
+    """A running worker.  Streams are binary: stdin takes commands, stdout
+    gives results, stderr gives the engine's raw output."""
+
+    stdin: BinaryIO
+    stdout: BinaryIO
+    stderr: BinaryIO
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def poll(self) -> int | None:
+        """Exit status if it ended (negative: killed by that signal), else None."""
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+
+class WorkerHost(Protocol):
+    """Where a worker runs, as the supervisor uses it (soak.targets.base.Target is one)."""
+
+    remote_pids: bool  # True: the worker's pid is the one its hello reports (a device pid)
+
+    def spawn_worker(self, env: dict[str, str], cwd: Path) -> WorkerProcess:
+        """Start a worker.  env holds only the variables soak adds."""
+
+    def worker_hint(self) -> str:
+        """The fix to show when this host's worker does not start."""
 
 
 def hello(runner: str, pid: int) -> dict:
