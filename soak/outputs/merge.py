@@ -325,7 +325,7 @@ class Table:
         }
 
     def text(self) -> str:
-        from soak.catalog._table import render
+        from soak.catalog.table import render
 
         labels = {k: d["label"] for k, d in self.devices.items()}
         head = (f"{len(self.runs)} runs on {len(self.devices)} devices, {len(self.faults)} distinct faults")
