@@ -83,7 +83,7 @@ import time
 
 import psutil
 
-from soak.loop import runner as runner_mod
+from soak import judges
 from soak.loop.config import RunConfig
 from soak.loop.runner import Runner
 from soak.loop.workload import WorkloadSpec, conversation
@@ -141,7 +141,7 @@ def main() -> None:
     checkpoints = sorted({max(1, n * k // 10) - 1 for k in range(1, 11)})
     out = args.keep or tempfile.mkdtemp(prefix="soak-bench-")
     analysis = {}
-    original = runner_mod._analyse
+    original = judges.analyse  # what soak run does after the loop (the loop itself judges nothing)
 
     def timed_analyse(run_dir):
         t0 = time.monotonic()
@@ -152,7 +152,6 @@ def main() -> None:
         analysis["peak_before_kib"] = before
         return done
 
-    runner_mod._analyse = timed_analyse
     cfg = RunConfig(engine="test", iterations=n, out_dir=out, run_id="bench", quiet=True,
                     test_engine={"zero_work": True}, max_new_tokens=1, memory_interval_s=1.0)
     pool = None
@@ -167,6 +166,7 @@ def main() -> None:
               "in a thread ahead of the loop, not in the figures below)")
     r = MeasuredRunner(cfg, checkpoints, pool)
     result = r.run()
+    timed_analyse(result.run_dir)
     done = result.summary["iterations"]
     print(f"iterations            {done}")
     print(f"loop time             {r.loop_s:.1f} s")

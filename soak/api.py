@@ -128,7 +128,7 @@ def _argv(options: dict) -> list[str]:
 def run(*, quiet: bool = True, **options) -> SoakRun:
     """Run a soak in this process (the engine runs in its worker subprocess, as always)."""
     from soak.commands import run as run_command
-    from soak.loop.runner import run_soak
+    from soak.judges import run_judged
 
     if "json" in options or "target" in options or "gate" in options:
         raise errors.BadInput("soak.run: json, target and gate are command-line options",
@@ -143,7 +143,7 @@ def run(*, quiet: bool = True, **options) -> SoakRun:
                               "use the keyword names of `soak run --help` (dashes as underscores)") from None
     cfg = run_command.config_from_args(args)
     cfg.argv = ["<soak.run>", *argv]
-    result = run_soak(cfg)
+    result = run_judged(cfg)
     return SoakRun(Path(result.run_dir), int(result.exit_code), result.summary)
 
 

@@ -8,9 +8,6 @@ docs/ARCHITECTURE.md and must stay stable: CI scripts depend on them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-
-from soak.engine import abi
 
 
 class ExitCode(enum.IntEnum):
@@ -100,40 +97,6 @@ class DiskFull(SoakError):
 
 class EngineError(SoakError):
     """The engine refused a call (create or load failed)."""
-
-
-@dataclass(frozen=True)
-class WorkerErrorKind:
-    """One `error_kind` of the worker protocol (the Python worker and native/runner send these)."""
-    name: str
-    rc: int                              # the result's rc (an engine ABI return code)
-    error: type[SoakError] | None = None  # raised in soak (with its exit code) when `open` fails so
-    what: str = ""
-
-
-# The one table of worker error kinds.  A SoakError the Python worker catches is sent as the
-# row whose `error` is its exact class ("create_failed" only for `open`; any other: engine_error).
-WORKER_ERROR_KINDS: dict[str, WorkerErrorKind] = {k.name: k for k in (
-    WorkerErrorKind("missing_library", abi.ERR_ENGINE, LibraryNotFound, "engine or plugin library not found"),
-    WorkerErrorKind("missing_symbol", abi.ERR_ENGINE, MissingSymbol, "library lacks an ABI function"),
-    WorkerErrorKind("wrong_arch", abi.ERR_ENGINE, WrongArchitecture, "library built for another machine"),
-    WorkerErrorKind("abi_mismatch", abi.ERR_ENGINE, AbiMismatch, "library speaks another engine ABI version"),
-    WorkerErrorKind("bad_input", abi.ERR_ENGINE, BadInput, "model, config or prompt the engine refuses"),
-    WorkerErrorKind("create_failed", abi.ERR_ENGINE, None, "soak_engine_create returned NULL"),
-    WorkerErrorKind("load_failed", abi.ERR_ENGINE, None, "soak_engine_load failed"),
-    WorkerErrorKind("engine_error", abi.ERR_ENGINE, None, "the engine refused a call"),
-    WorkerErrorKind("bad_command", abi.ERR_INVALID_ARG, None, "a command the worker cannot parse"),
-)}
-
-
-def worker_error_kind(exc: SoakError, op: str) -> str:
-    """The error_kind the worker sends for an exception raised by `op`."""
-    if type(exc) is EngineError:
-        return "create_failed" if op == "open" else "engine_error"
-    for kind in WORKER_ERROR_KINDS.values():
-        if kind.error is type(exc):
-            return kind.name
-    return "engine_error"
 
 
 # The fix for "this needs a hand-built MNN", said the same way everywhere.

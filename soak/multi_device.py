@@ -19,6 +19,7 @@ from pathlib import Path
 from soak import errors
 from soak import signals as stop_signals
 from soak.loop.config import RunConfig, new_run_id
+from soak.judges import judge_run
 from soak.loop.runner import ABORT_GRACE_S, Runner
 
 COMBINED_FILE = "combined.json"
@@ -66,7 +67,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
         entry = results[index]
         runner = runners[index]
         try:
-            result = runner.run()
+            result = judge_run(runner.run(), runner.cfg.quiet)
             entry.update(exit_code=result.exit_code, summary=result.summary)
         except errors.SoakError as exc:
             entry.update(exit_code=int(exc.exit_code), error=exc.message, hint=exc.hint)

@@ -61,6 +61,11 @@ def scan_reducer(run_dir):
     return _runscan.scan_maker(not _memory_judged(_read_verdicts(run_dir)), load_context(run_dir).max_context).one
 
 
+def is_scan(obj) -> bool:
+    """Whether obj is a scan scan_reducer made (a pass's companion may be another reducer)."""
+    return isinstance(obj, _runscan.Scan)
+
+
 def _memory_judged(verdicts: dict | None) -> bool:
     return isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
 

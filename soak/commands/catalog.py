@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from soak.catalog import _table
+from soak.catalog import table
 from soak.catalog.loader import catalog_files, default_catalog_dir, load_catalog
 from soak.catalog.schema import SEVERITY_RANK, human_params
 from soak.errors import BadInput
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps([_summary(e) for e in entries], indent=1, ensure_ascii=False))
             return 0
         rows = [[e.severity, e.id, _context(e), e.title] for e in entries]
-        print(_table.render(["SEVERITY", "ID", "APPLIES TO", "TITLE"], rows))
+        print(table.render(["SEVERITY", "ID", "APPLIES TO", "TITLE"], rows))
         return 0
     entry = cat.get(args.id)
     if entry is None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from soak.catalog import _table
+from soak.catalog import table
 from soak.catalog.classify import (FARM_OUTPUT_NAME, OUTPUT_NAME, classify_log, classify_many, classify_run, find_runs,
                                    is_run_dir, resolve_catalog)
 from soak.errors import BadInput
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(farm, indent=1, ensure_ascii=False, default=str))
         return 0
     print(f"{len(runs)} runs, {len(farm['faults'])} distinct faults")
-    print(_table.farm_table(farm) if farm["faults"] else "no failures")
+    print(table.farm_table(farm) if farm["faults"] else "no failures")
     print(f"\nclassification.json written in each of the {len(runs)} run folders"
           + (f"; the table in {Path(args.runs[0]) / FARM_OUTPUT_NAME}" if single_farm else ""))
     return 0
@@ -109,8 +109,8 @@ def _print_run(result: dict) -> None:
           + (f"; {s['benign']} benign probes" if s["benign"] else "")
           + f"; catalog {result['catalog']['entries']} entries")
     if result["causes"]:
-        print(_table.causes_table(result))
-        near = _table.near_miss_lines(result)
+        print(table.causes_table(result))
+        near = table.near_miss_lines(result)
         if near:
             print("\nnear misses (symptom matches, context does not):")
             print("\n".join(near))

@@ -395,7 +395,7 @@ def workload_script(cfg, iterations: int) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from soak.commands.run import config_from_args
-    from soak.loop.runner import run_soak
+    from soak.judges import run_judged
 
     variants = plan_variants(args)
     base = config_from_args(args)
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
                   f"({cfg.iterations if cfg.iterations is not None else cfg.duration_s} "
                   f"{'iterations' if cfg.iterations is not None else 's'}, seed {cfg.seed})", file=sys.stderr,
                   flush=True)
-        result = run_soak(cfg)
+        result = run_judged(cfg)
         run_dirs.append(Path(result.run_dir))
         codes.append(result.exit_code)
         if result.summary.get("end_reason") in STOPPED:
@@ -446,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
             warm.backend, warm.engine_options = cfg.backend, dict(cfg.engine_options)
             warm.iterations, warm.duration_s = 1, None
             warm.out_dir, warm.run_id, warm.quiet, warm.script = str(folder), v["label"] + "-warm", True, script[:1]
-            wres = run_soak(warm)
+            wres = run_judged(warm)
             v["warm_run_dir"] = str(wres.run_dir)
             if wres.summary.get("end_reason") in STOPPED:
                 break

@@ -23,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soak.targets.adb import probe
-    from soak.targets.adb._conn import AdbLink, DeviceGone, server_address
+    from soak.targets.adb import AdbLink, DeviceGone, probe, server_address
     from soak.targets.adb.target import STATE_HINTS, list_devices
 
     server = server_address(args.server) if args.server else server_address()

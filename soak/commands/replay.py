@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soak.outputs.replay_source import is_bundle_folder, replay_source, replay_verdict
+    from soak.judges import judge_run
     from soak.loop.replay import plan_replay, run_replay
 
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(plan.describe()), file=sys.stderr, flush=True)
         if args.dry_run:
             return int(ExitCode.OK)
-        _, verdict = run_replay(plan)
+        result, verdict = run_replay(plan)
+        judge_run(result, plan.cfg.quiet)
         verdict.update(replay_verdict(run_dir, iteration, verdict["replay_run"]))
         verdict["run"] = str(args.run)
     if args.json:

@@ -164,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
         return run_on_targets(cfg, targets, gate=args.gate, baseline=args.baseline, json_out=args.json,
                               junit=args.junit)
-    from soak.loop.runner import run_soak
+    from soak.judges import run_judged
 
-    result = run_soak(cfg)
+    result = run_judged(cfg)
     code = result.exit_code
     if policy is not None:
         from soak.outputs.gate import gate_run

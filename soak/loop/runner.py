@@ -3,8 +3,8 @@
     run_soak(RunConfig) -> RunResult
 
 Writes logs/<run-id>/ (manifest.json, events.jsonl, engine.log,
-summary.json), then hands the folder to the analysis stages
-(verdicts, classification).  See docs/ARCHITECTURE.md.
+summary.json) and returns: a producer only.  The command that started the run
+hands the folder to its judges (soak.judges).  See docs/ARCHITECTURE.md.
 
 Config and its validation: soak.loop.config.  Engine setup: soak.loop.engine_setup.
 Totals: soak.loop.stats.  Interposer records -> events: soak.cl.trace_events.
@@ -29,7 +29,7 @@ from soak.loop import ladder, outcomes
 from soak.loop.checks import check_output
 from soak.loop.config import RunConfig, config_dict, new_run_id, validate
 from soak.fault_kinds import fault_detail, fault_kind_of
-from soak.loop.console import Progress, summary_table
+from soak.loop.console import Progress
 from soak.loop.engine_setup import engine_setup, manifest_facts
 from soak.loop.reserve import DiskReserve, disk_full_error, is_disk_full
 from soak.loop.session import EngineSetup, Session
@@ -56,6 +56,7 @@ class RunResult:
     run_dir: Path
     summary: dict
     exit_code: int
+    aborted: bool = False   # a second Ctrl-C or SIGTERM abandoned the iteration in flight
 
 
 DENSE_MEMORY_SAMPLES = 200
@@ -146,14 +147,7 @@ class Runner:
             signals.restore(previous)
         if error is not None:
             raise error
-        if self.aborted:  # the user wants out now: the analysis stages run on demand (gate, report)
-            summary["analysis"] = {"skipped": f"run {self.stop_reason}"}
-        else:
-            summary["analysis"] = _analyse(run_dir)
-        write_json(run_dir / "summary.json", summary)
-        if not cfg.quiet:  # people text: stderr (stdout is for --json)
-            print(summary_table(summary), file=sys.stderr, flush=True)
-        return RunResult(run_dir, summary, int(self._exit_code()))
+        return RunResult(run_dir, summary, int(self._exit_code()), self.aborted)
 
     def _end(self, run_id: str, run_dir: Path, manifest: dict, elapsed: float) -> dict:
         """run_end, the manifest's end and summary.json; on a full disk, in the reserve's room."""
@@ -648,25 +642,3 @@ class _MemoryTimer(threading.Thread):
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-
-def _analyse(run_dir: Path) -> dict:
-    """Run the analysis stages; a failing stage is reported, not fatal.
-    Verdicts come first: the classifier reads their memory symptoms."""
-    from soak.analysis.verdicts import compute_verdicts, summary_lines
-    from soak.catalog.classify import classify_run
-
-    done = {}
-    try:
-        done["verdicts"] = {"ok": True, "lines": summary_lines(compute_verdicts(run_dir))}
-    except Exception as exc:
-        done["verdicts"] = {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        result = classify_run(run_dir)
-        findings = result.get("findings", []) if isinstance(result, dict) else []
-        done["classification"] = {"findings": len(findings),
-                                  "known": sum(1 for f in findings if f.get("known"))}
-    except errors.SoakError as exc:
-        done["classification"] = {"error": exc.message}
-    except Exception as exc:
-        done["classification"] = {"error": f"{type(exc).__name__}: {exc}"}
-    return done

@@ -16,6 +16,7 @@ from soak import errors
 from soak.loop import outcomes as faultlib
 from soak.events import EventLog
 from soak.targets.base import Target
+from soak.worker import protocol
 from soak.worker.supervisor import CallOutcome, Supervisor, WorkerDead
 
 PROBE_PROMPT = b"Hello"
@@ -97,7 +98,7 @@ class Session:
         out = self.sup.call("open", self.spec, timeout_s=self.timeouts.load)
         if out.result and not out.ok:
             kind = out.result.get("error_kind")
-            row = errors.WORKER_ERROR_KINDS.get(kind)
+            row = protocol.WORKER_ERROR_KINDS.get(kind)
             if row is not None and row.error is not None:
                 raise row.error(out.result.get("error") or kind, out.result.get("hint"))
         found += faultlib.from_outcome(out, "init", self.timeouts.load)

@@ -31,11 +31,10 @@ def classification(run: RunFolder) -> dict:
     (from the scan fed by the run's pass when open_run made it)."""
     if run.classification is not None:
         return run.classification
-    from soak.catalog._runscan import Scan
-    from soak.catalog.classify import classify_run
+    from soak.catalog.classify import classify_run, is_scan
 
     scan = run.companion
-    return classify_run(run.path, write=False, scan=scan if isinstance(scan, Scan) else None)
+    return classify_run(run.path, write=False, scan=scan if is_scan(scan) else None)
 
 
 def fault_events(run: RunFolder) -> list[dict]:

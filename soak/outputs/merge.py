@@ -17,7 +17,6 @@ record of each is kept, so memory stays bounded for a thousand runs.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import os
 import re
@@ -32,6 +31,8 @@ from soak.end_reasons import conclude
 from soak.errors import BadInput
 from soak.history import run_context, run_findings
 from soak.manifest import NETWORK_SERIAL
+from soak.outputs import junit as junit_xml
+from soak.outputs.html_page import esc as _e, page_head
 
 FORMAT_VERSION = 1
 TABLE_NAME = "classification.json"
@@ -41,7 +42,6 @@ GATE_JSON, GATE_JUNIT = run_folder.GATE, run_folder.GATE_JUNIT
 SUMMARY, MANIFEST, EVENTS = run_folder.SUMMARY, run_folder.MANIFEST, run_folder.EVENTS
 # severities that fail a run's JUnit when it has no gate results (the default gate's spirit)
 FAILING_SEVERITIES = ("critical", "high")
-_BAD_XML_CHARS = {c: None for c in range(32) if c not in (9, 10, 13)}
 
 
 @dataclass
@@ -110,25 +110,15 @@ def _json(path: Path) -> dict | None:
 
 
 def _run_end(run_dir: Path) -> dict | None:
-    """The run_end event, read from the end of events.jsonl (a run without summary.json)."""
-    path = run_dir / EVENTS
+    """The run_end event of a run without summary.json (soak.run_folder's event reader;
+    None when the log has none, or is missing)."""
+    end = None
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 65536))
-            tail = fh.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
+        for end in run_folder.read_events(run_dir, kinds={"run_end"}, strict=False):
+            pass
+    except BadInput:  # no event log (a folder of engine.log only), or unreadable
         return None
-    for line in reversed(tail):
-        if '"run_end"' in line:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict) and ev.get("event") == "run_end":
-                return ev
-    return None
+    return end
 
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
@@ -325,7 +315,7 @@ class Table:
         }
 
     def text(self) -> str:
-        from soak.catalog._table import render
+        from soak.catalog.table import render
 
         labels = {k: d["label"] for k, d in self.devices.items()}
         head = (f"{len(self.runs)} runs on {len(self.devices)} devices, {len(self.faults)} distinct faults")
@@ -341,55 +331,41 @@ class Table:
 
 # -- JUnit -----------------------------------------------------------------------
 
-def _x(text) -> str:
-    return str(text).translate(_BAD_XML_CHARS)
-
-
 def junit_tree(runs: list[RunRecord]) -> ET.ElementTree:
+    """One <testsuite> per run, written with the gate's JUnit layout (soak.outputs.junit)."""
     total = sum(len(r.cases) for r in runs)
     failed = sum(c.failed for r in runs for c in r.cases)
     skipped = sum(c.skipped for r in runs for c in r.cases)
-    root = ET.Element("testsuites", name="soak merge", tests=str(total), failures=str(failed), errors="0",
-                      skipped=str(skipped))
-    stamp = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    root = junit_xml.testsuites("soak merge", total, failed, 0, skipped)
+    stamp = junit_xml.now()
     names: set[str] = set()
     for r in runs:
         name = f"{r.run_id} on {r.label}"
         if name in names:  # the same run id on the same device twice (copied folders): still unique
             name = f"{name} ({r.run_dir})"
         names.add(name)
-        fails = sum(c.failed for c in r.cases)
-        suite = ET.SubElement(root, "testsuite", name=_x(name), tests=str(len(r.cases)), failures=str(fails),
-                              errors="0", skipped=str(sum(c.skipped for c in r.cases)), time="0", timestamp=stamp,
-                              hostname=_x(r.host or ""))
-        props = ET.SubElement(suite, "properties")
-        for k, v in (("run_id", r.run_id), ("device", r.device), ("model", r.model), ("serial", r.serial),
-                     ("adb_server", r.adb_server), ("run_dir", r.run_dir), ("end_reason", r.end_reason),
-                     ("source", r.gate or "classification")):
-            if v is not None:
-                ET.SubElement(props, "property", name=k, value=_x(v))
+        props = [(k, v) for k, v in (("run_id", r.run_id), ("device", r.device), ("model", r.model),
+                                     ("serial", r.serial), ("adb_server", r.adb_server), ("run_dir", r.run_dir),
+                                     ("end_reason", r.end_reason), ("source", r.gate or "classification"))
+                 if v is not None]
+        suite = junit_xml.testsuite(root, name, len(r.cases), sum(c.failed for c in r.cases), 0,
+                                sum(c.skipped for c in r.cases), 0.0, stamp, props, hostname=r.host or "")
         for c in r.cases:
-            case = ET.SubElement(suite, "testcase", classname=_x(c.classname), name=_x(c.name), time="0")
-            if c.skipped:
-                ET.SubElement(case, "skipped", message=_x(c.message))
-            elif not c.passed:
-                fail = ET.SubElement(case, "failure", message=_x(c.message), type="SoakFailure")
-                fail.text = _x("\n".join(x for x in (c.message, c.text) if x))
-            elif c.message or c.text:
-                ET.SubElement(case, "system-out").text = _x("\n".join(x for x in (c.message, c.text) if x))
+            body = "\n".join(x for x in (c.message, c.text) if x)
+            junit_xml.testcase(suite, c.classname, c.name, skipped=c.message if c.skipped else None,
+                           failure=None if c.passed else c.message, text=body,
+                           out=body if c.passed and not c.skipped and body else None)
     ET.indent(root)
     return ET.ElementTree(root)
 
 
 # -- HTML ------------------------------------------------------------------------
 
-def _e(v) -> str:
-    return html.escape("" if v is None else str(v), quote=True)
+_CSS = ("td.z{color:#ccc;text-align:center} th.v{writing-mode:vertical-rl;transform:rotate(180deg);"
+        "white-space:nowrap;font-weight:normal} .wide{overflow-x:auto}")
 
 
 def render_html(table: Table, out_dir: Path) -> str:
-    from soak.outputs.report import CSS
-
     data_devices = table.device_rows()
     faults = table.fault_rows()
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -397,12 +373,7 @@ def render_html(table: Table, out_dir: Path) -> str:
     for r in table.runs:
         ends[r.end_reason or "no run_end"] = ends.get(r.end_reason or "no run_end", 0) + 1
     title = f"soak merge: {len(table.runs)} runs on {len(data_devices)} devices"
-    css = CSS + ("td.z{color:#ccc;text-align:center} th.v{writing-mode:vertical-rl;transform:rotate(180deg);"
-                 "white-space:nowrap;font-weight:normal} .wide{overflow-x:auto}")
-    p = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-         "<meta name=viewport content='width=device-width,initial-scale=1'>"
-         "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-         f"<style>{css}</style></head><body><h1>{_e(title)}</h1>"
+    p = [page_head(title, _CSS) + f"<h1>{_e(title)}</h1>"
          f"<p class=muted>generated {_e(now)} by <code>soak merge</code> from each run's classification.json; "
          "self-contained, no script, no network.</p>",
          "<table><tbody>"
@@ -512,11 +483,5 @@ def merge(paths: list[str | Path], out_dir: str | Path, catalog=None, history_db
             conn.close()
     _write_text(out / TABLE_NAME, json.dumps(table.to_json(), indent=1, ensure_ascii=False, default=str) + "\n")
     _write_text(out / REPORT_NAME, render_html(table, out))
-    tmp = out / (JUNIT_NAME + ".tmp")
-    try:
-        junit_tree(table.runs).write(tmp, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, out / JUNIT_NAME)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BadInput(f"cannot write {out / JUNIT_NAME}: {exc.strerror or exc}", "give a writable folder with -o DIR") from None
+    junit_xml.write_tree(junit_tree(table.runs), out / JUNIT_NAME)
     return MergeResult(table, out, added)

@@ -9,7 +9,6 @@ with a baseline, each run's tok/s and latency are compared against it.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 from pathlib import Path
 
@@ -20,21 +19,7 @@ from soak.errors import BadInput
 from soak import run_folder
 from soak.run_folder import write_bytes
 from soak.outputs._findings import fault_events, findings_with_events, open_run
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
-h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px} h3{font-size:15px}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.bad{color:#b00020;font-weight:600} .good{color:#1b5e20} .warn{color:#a15c00} .muted{color:#777}
-code{background:#f3f3f3;padding:0 3px;border-radius:3px} .plot svg{max-width:100%;height:auto}
-.sev-critical{color:#fff;background:#b00020;padding:0 4px;border-radius:3px} .sev-high{color:#b00020}
-.sev-medium{color:#a15c00} dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px} dt{font-weight:600}
-"""
-
-
-def _e(v) -> str:
-    return html.escape("" if v is None else str(v), quote=True)
+from soak.outputs.html_page import esc as _e, page_head
 
 
 def _size(n) -> str:
@@ -336,10 +321,7 @@ def render_report(run_dirs: list, baseline=None) -> str:
     base = RunFolder(baseline) if baseline else None
     runs = [_Run(p, base) for p in run_dirs]
     title = "soak report: " + ", ".join(r.folder.run_id for r in runs)
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-             f"<meta name=viewport content='width=device-width,initial-scale=1'>"
-             f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
-             f"<style>{CSS}</style></head><body>",
+    parts = [page_head(title, data_images=True),
              f"<h1>{_e(title)}</h1><p class=muted>generated {_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}"
              f" by soak from the run folder(s); self-contained, no network.</p>",
              *[_status_banner(r) for r in runs],

@@ -5,26 +5,9 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-
-class WorkerProcess(Protocol):
-    """A running worker.  Streams are binary: stdin takes commands, stdout
-    gives results, stderr gives the engine's raw output."""
-
-    stdin: BinaryIO
-    stdout: BinaryIO
-    stderr: BinaryIO
-
-    @property
-    def pid(self) -> int | None: ...
-
-    def poll(self) -> int | None:
-        """Exit status if it ended (negative: killed by that signal), else None."""
-
-    def wait(self, timeout: float | None = None) -> int | None: ...
-
-    def kill(self) -> None: ...
+from soak.worker.protocol import WorkerProcess  # what spawn_worker returns
 
 
 class TargetSink(Protocol):

@@ -17,8 +17,9 @@ import time
 
 from soak.cl.trace import PhaseMarker
 from soak.engine import abi
-from soak.errors import WORKER_ERROR_KINDS, SoakError, worker_error_kind
+from soak.errors import SoakError
 from soak.worker import protocol
+from soak.worker.protocol import WORKER_ERROR_KINDS, worker_error_kind
 
 
 def _failed(kind: str, error: str, **more) -> dict:

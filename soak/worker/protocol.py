@@ -1,17 +1,90 @@
 """Worker protocol v1: commands as ASCII words, results as JSON lines.
 
 Specified in docs/ARCHITECTURE.md; native/runner implements the same thing in C.
+The error kinds a result may carry are tabled here, with the engine ABI return
+code each is sent with (soak.errors, below the engine, holds only the exceptions).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from soak import errors
+from soak.engine import abi
 
 PROTOCOL_VERSION = 1
 MARKER_PREFIX = b"\x1esoak:done "
 
 OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit")
+
+
+@dataclass(frozen=True)
+class WorkerErrorKind:
+    """One `error_kind` of the worker protocol (the Python worker and native/runner send these)."""
+    name: str
+    rc: int                              # the result's rc (an engine ABI return code)
+    error: type[errors.SoakError] | None = None  # raised in soak (with its exit code) when `open` fails so
+    what: str = ""
+
+
+# The one table of worker error kinds.  A SoakError the Python worker catches is sent as the
+# row whose `error` is its exact class ("create_failed" only for `open`; any other: engine_error).
+WORKER_ERROR_KINDS: dict[str, WorkerErrorKind] = {k.name: k for k in (
+    WorkerErrorKind("missing_library", abi.ERR_ENGINE, errors.LibraryNotFound, "engine or plugin library not found"),
+    WorkerErrorKind("missing_symbol", abi.ERR_ENGINE, errors.MissingSymbol, "library lacks an ABI function"),
+    WorkerErrorKind("wrong_arch", abi.ERR_ENGINE, errors.WrongArchitecture, "library built for another machine"),
+    WorkerErrorKind("abi_mismatch", abi.ERR_ENGINE, errors.AbiMismatch, "library speaks another engine ABI version"),
+    WorkerErrorKind("bad_input", abi.ERR_ENGINE, errors.BadInput, "model, config or prompt the engine refuses"),
+    WorkerErrorKind("create_failed", abi.ERR_ENGINE, None, "soak_engine_create returned NULL"),
+    WorkerErrorKind("load_failed", abi.ERR_ENGINE, None, "soak_engine_load failed"),
+    WorkerErrorKind("engine_error", abi.ERR_ENGINE, None, "the engine refused a call"),
+    WorkerErrorKind("bad_command", abi.ERR_INVALID_ARG, None, "a command the worker cannot parse"),
+)}
+
+
+def worker_error_kind(exc: errors.SoakError, op: str) -> str:
+    """The error_kind the worker sends for an exception raised by `op`."""
+    if type(exc) is errors.EngineError:
+        return "create_failed" if op == "open" else "engine_error"
+    for kind in WORKER_ERROR_KINDS.values():
+        if kind.error is type(exc):
+            return kind.name
+    return "engine_error"
+
+
+class WorkerProcess(Protocol):
+    """A running worker.  Streams are binary: stdin takes commands, stdout
+    gives results, stderr gives the engine's raw output."""
+
+    stdin: BinaryIO
+    stdout: BinaryIO
+    stderr: BinaryIO
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def poll(self) -> int | None:
+        """Exit status if it ended (negative: killed by that signal), else None."""
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+
+class WorkerHost(Protocol):
+    """Where a worker runs, as the supervisor uses it (soak.targets.base.Target is one)."""
+
+    remote_pids: bool  # True: the worker's pid is the one its hello reports (a device pid)
+
+    def spawn_worker(self, env: dict[str, str], cwd: Path) -> WorkerProcess:
+        """Start a worker.  env holds only the variables soak adds."""
+
+    def worker_hint(self) -> str:
+        """The fix to show when this host's worker does not start."""
 
 
 def hello(runner: str, pid: int) -> dict:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from soak import errors, signals
 from soak.logparse import parse_line
-from soak.targets.base import Target, WorkerProcess
 from soak.worker import protocol
+from soak.worker.protocol import WorkerHost, WorkerProcess
 
 
 
@@ -278,7 +278,7 @@ class StallPolicy:
 class Supervisor:
     """One worker process at a time; `restart()` replaces it."""
 
-    def __init__(self, target: Target, engine_log: Path, cwd: Path, env: dict[str, str] | None = None,
+    def __init__(self, target: WorkerHost, engine_log: Path, cwd: Path, env: dict[str, str] | None = None,
                  on_line=None, stall_s: float | None = None):
         self.target = target
         self.cwd = cwd

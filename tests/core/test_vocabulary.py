@@ -7,6 +7,7 @@ import pytest
 
 from soak import errors
 from soak.engine import abi, loader
+from soak.worker import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "native" / "include" / "soak_engine.h"
@@ -115,15 +116,15 @@ def _runner_error_kinds() -> set[str]:
 def test_runner_error_kinds_are_in_the_one_table():
     kinds = _runner_error_kinds()
     assert {"missing_library", "abi_mismatch", "load_failed", "bad_command", "create_failed"} <= kinds
-    assert kinds <= set(errors.WORKER_ERROR_KINDS), kinds - set(errors.WORKER_ERROR_KINDS)
+    assert kinds <= set(protocol.WORKER_ERROR_KINDS), kinds - set(protocol.WORKER_ERROR_KINDS)
 
 
 def test_python_worker_error_kinds_follow_the_table():
-    assert errors.worker_error_kind(errors.AbiMismatch("x"), "open") == "abi_mismatch"
-    assert errors.worker_error_kind(errors.BadInput("x"), "respond") == "bad_input"
-    assert errors.worker_error_kind(errors.EngineError("x"), "open") == "create_failed"
-    assert errors.worker_error_kind(errors.EngineError("x"), "respond") == "engine_error"
-    assert errors.worker_error_kind(errors.BuildFailed("x"), "open") == "engine_error"
-    raised = {k.error for k in errors.WORKER_ERROR_KINDS.values() if k.error}
+    assert protocol.worker_error_kind(errors.AbiMismatch("x"), "open") == "abi_mismatch"
+    assert protocol.worker_error_kind(errors.BadInput("x"), "respond") == "bad_input"
+    assert protocol.worker_error_kind(errors.EngineError("x"), "open") == "create_failed"
+    assert protocol.worker_error_kind(errors.EngineError("x"), "respond") == "engine_error"
+    assert protocol.worker_error_kind(errors.BuildFailed("x"), "open") == "engine_error"
+    raised = {k.error for k in protocol.WORKER_ERROR_KINDS.values() if k.error}
     assert all(issubclass(cls, errors.SoakError) and cls.exit_code > 1 for cls in raised)
-    assert {k.rc for k in errors.WORKER_ERROR_KINDS.values()} <= set(abi.RETURN_CODES.values()) - {abi.OK}
+    assert {k.rc for k in protocol.WORKER_ERROR_KINDS.values()} <= set(abi.RETURN_CODES.values()) - {abi.OK}

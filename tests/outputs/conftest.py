@@ -26,7 +26,7 @@ def make_run(tmp_path):
 def engine_runs(tmp_path_factory):
     """Real runs of the fault-injecting test engine, made once per session."""
     from soak.loop.config import RunConfig
-    from soak.loop.runner import run_soak
+    from soak.judges import run_judged
 
     root = tmp_path_factory.mktemp("engine-runs")
     made: dict[str, Path] = {}
@@ -36,7 +36,7 @@ def engine_runs(tmp_path_factory):
             cfg = RunConfig(engine="test", iterations=iterations, seed=seed, out_dir=str(root), run_id=name,
                             fault_plan=plan, max_new_tokens=16, quiet=True, backend=backend,
                             argv=["pytest", name], **extra)
-            made[name] = Path(run_soak(cfg).run_dir)
+            made[name] = Path(run_judged(cfg).run_dir)  # the loop and its judges, as `soak run`
         return made[name]
     return get
 

@@ -36,14 +36,15 @@ def _night(run: Path, dest: Path, *, started: str, mnn: str, gpu: str, driver: s
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
-    from soak.loop.runner import RunConfig, run_soak
+    from soak.judges import run_judged
+    from soak.loop.config import RunConfig
 
     root = tmp_path_factory.mktemp("history-runs")
     base = {}
     for name, plan in (("clean", []), ("crash", CRASH), ("maperr", MAP_ERROR + CL_STORM)):
         cfg = RunConfig(engine="test", iterations=12, seed=5, out_dir=str(root / "src"), run_id=name,
                         fault_plan=plan, max_new_tokens=8, quiet=True, argv=["pytest", name])
-        base[name] = Path(run_soak(cfg).run_dir)
+        base[name] = Path(run_judged(cfg).run_dir)  # with classification.json, as `soak run` writes
     out = root / "nights"
     out.mkdir()
     a = dict(gpu="Adreno 740", driver="512.615", device="SM-S911")

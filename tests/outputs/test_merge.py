@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    from soak.loop.runner import RunConfig, run_soak
+    from soak.judges import run_judged
+    from soak.loop.config import RunConfig
 
     root = tmp_path_factory.mktemp("merge-src")
     out = {}
     for name, plan in (("clean", []), ("crash", CRASH), ("storm", STORM)):
         cfg = RunConfig(engine="test", iterations=10, seed=3, out_dir=str(root), run_id=name, fault_plan=plan,
                         max_new_tokens=8, quiet=True, argv=["pytest", name])
-        out[name] = Path(run_soak(cfg).run_dir)
+        out[name] = Path(run_judged(cfg).run_dir)  # classified at the run's end, as `soak run` does
     return out
 
 

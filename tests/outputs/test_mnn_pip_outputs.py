@@ -19,12 +19,12 @@ TINY = Path(soak.__file__).parent / "models" / "qwen2-tiny" / "config.json"
 @pytest.fixture(scope="module")
 def mnn_run(tmp_path_factory):
     from soak.loop.config import RunConfig
-    from soak.loop.runner import run_soak
+    from soak.judges import run_judged
 
     out = tmp_path_factory.mktemp("mnn")
     cfg = RunConfig(engine="mnn-pip", model=str(TINY), iterations=24, seed=5, out_dir=str(out), run_id="mnn-tiny",
                     max_new_tokens=8, quiet=True, argv=["pytest", "mnn"])
-    return Path(run_soak(cfg).run_dir)
+    return Path(run_judged(cfg).run_dir)  # with verdicts.json, as `soak run` writes
 
 
 def test_outputs_on_a_pip_mnn_run(mnn_run, tmp_path, capsys):
