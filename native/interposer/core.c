@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,16 +42,35 @@ static void *real_handle;
 static char real_path[1024];
 static char stats_path[4096];
 
+enum { ACT_ERROR, ACT_SKIP, ACT_CORRUPT };
+
 struct soak_rule {
     soak_rule *next;
     int code;
+    int action;          /* ACT_*: fail with code, skip (silent), corrupt (silent) */
+    int corrupt_mode;    /* SOAK_CORRUPT_* */
+    uint64_t corrupt_words; /* 0: all */
     uint64_t nth, every, from, count, seed;
     double p;
     int has_p, has_after;
     uint64_t after_ns;
     uint64_t fired;
+    uint64_t matched;    /* kernel:GLOB: calls whose kernel matched so far */
+    char kernel[96];     /* kernel:GLOB (fnmatch), "" = any */
     char text[160];
 };
+
+/* silent faults: which entry points take which action (silent.c implements them; hooks.h) */
+static int can_skip(int api) { return api == SOAK_ID_clEnqueueNDRangeKernel; }
+static int can_corrupt(int api)
+{
+    return api == SOAK_ID_clEnqueueWriteBuffer || api == SOAK_ID_clEnqueueCopyBuffer ||
+           api == SOAK_ID_clEnqueueWriteImage || api == SOAK_ID_clEnqueueCopyImage ||
+           api == SOAK_ID_clEnqueueUnmapMemObject;
+}
+#define CORRUPT_APIS "clEnqueueWriteBuffer, clEnqueueCopyBuffer, clEnqueueWriteImage, clEnqueueCopyImage, " \
+                     "clEnqueueUnmapMemObject"
+SOAK_HIDDEN int soak_map_tracking; /* silent.c: remember mapped regions (a corrupt rule on unmap) */
 
 static const char *kind_names[SOAK_N_KINDS] = {
     "context", "queue", "buffer", "subbuffer", "image", "pipe", "mem_other",
@@ -160,15 +180,41 @@ static const char *parse_rule(char *text, soak_rule *r, int *api)
     if (*api == SOAK_ID_clGetExtensionFunctionAddress || *api == SOAK_ID_clGetExtensionFunctionAddressForPlatform)
         return "clGetExtensionFunctionAddress* cannot be failed";
     r->code = CL_OUT_OF_RESOURCES;
-    if (eq && parse_code(eq, &r->code))
-        return "CODE must be a negative integer or a CL_* error name";
+    if (eq && strcmp(eq, "skip") == 0) {
+        if (!can_skip(*api))
+            return "skip applies to clEnqueueNDRangeKernel only";
+        r->action = ACT_SKIP;
+        r->code = 0;
+    } else if (eq && strncmp(eq, "corrupt", 7) == 0 && (eq[7] == 0 || eq[7] == ':')) {
+        if (!can_corrupt(*api))
+            return "corrupt applies to " CORRUPT_APIS;
+        r->action = ACT_CORRUPT;
+        r->code = 0;
+        r->corrupt_mode = SOAK_CORRUPT_NAN;
+        r->corrupt_words = 1;
+        char *m = eq[7] ? eq + 8 : 0, *w = m ? strchr(m, ':') : 0;
+        if (w)
+            *w++ = 0;
+        if (m && strcmp(m, "nan") == 0)
+            r->corrupt_mode = SOAK_CORRUPT_NAN;
+        else if (m && strcmp(m, "bitflip") == 0)
+            r->corrupt_mode = SOAK_CORRUPT_BITFLIP;
+        else if (m)
+            return "corrupt is corrupt[:nan|:bitflip][:WORDS] (WORDS a positive integer or all)";
+        if (w && strcmp(w, "all") == 0)
+            r->corrupt_words = 0;
+        else if (w && (parse_u64(w, &r->corrupt_words) || !r->corrupt_words))
+            return "corrupt is corrupt[:nan|:bitflip][:WORDS] (WORDS a positive integer or all)";
+    } else if (eq && parse_code(eq, &r->code)) {
+        return "ACTION must be a negative integer, a CL_* error name, skip or corrupt[:nan|:bitflip][:WORDS]";
+    }
     r->seed = 1;
     if (!at)
         return 0;
     for (char *save = 0, *t = strtok_r(at, ",", &save); t; t = strtok_r(0, ",", &save)) {
         char *colon = strchr(t, ':');
         if (!colon)
-            return "a trigger is KEY:VALUE (nth, every, from, count, p, seed, after)";
+            return "a trigger is KEY:VALUE (nth, every, from, count, p, seed, after, kernel)";
         *colon++ = 0;
         uint64_t v;
         if (strcmp(t, "nth") == 0 || strcmp(t, "every") == 0 || strcmp(t, "from") == 0 ||
@@ -198,8 +244,15 @@ static const char *parse_rule(char *text, soak_rule *r, int *api)
                 return "after takes seconds, e.g. after:30 or after:1.5s or after:200ms";
             r->after_ns = (uint64_t)(s * 1e9);
             r->has_after = 1;
+        } else if (strcmp(t, "kernel") == 0) {
+            if (!(soak_api_flags[*api] & SOAK_API_KERNEL))
+                return "kernel:GLOB applies to entry points that take a cl_kernel (clEnqueueNDRangeKernel, "
+                       "clSetKernelArg, ...)";
+            if (!*colon || strlen(colon) >= sizeof r->kernel)
+                return "kernel takes a glob of kernel names (fnmatch: * ? [..]), at most 95 characters";
+            snprintf(r->kernel, sizeof r->kernel, "%s", colon);
         } else {
-            return "unknown trigger (nth, every, from, count, p, seed, after)";
+            return "unknown trigger (nth, every, from, count, p, seed, after, kernel)";
         }
     }
     return 0;
@@ -233,6 +286,8 @@ static void load_rules(const char *spec)
             free(r);
             continue;
         }
+        if (r->action == ACT_CORRUPT && api == SOAK_ID_clEnqueueUnmapMemObject)
+            soak_map_tracking = 1;
         /* append, so rules fire in the order given */
         soak_rule **tail = &soak_g.rules[api];
         while (*tail)
@@ -252,28 +307,58 @@ static uint64_t splitmix64(uint64_t x)
 
 cl_int soak_fault_slow(soak_call *c)
 {
+    int named = 0; /* c->kernel asked for (kernel:GLOB rules) */
+    soak_rule *hit = 0;
+    uint64_t hit_n = 0;
     for (soak_rule *r = soak_g.rules[c->id]; r; r = r->next) {
-        if (r->nth && c->index != r->nth)
+        /* the call's number: the entry point's, or with kernel:GLOB the rule's count of matching calls
+         * (every rule counts its matches, also when an earlier rule took the call) */
+        uint64_t n = c->index;
+        if (r->kernel[0]) {
+            if (!c->kobj)
+                continue;
+            if (!named) {
+                soak_kernel_name(c->kobj, c->kernel, sizeof c->kernel);
+                named = 1;
+            }
+            if (fnmatch(r->kernel, c->kernel, 0) != 0)
+                continue;
+            n = SOAK_ADD(&r->matched, 1) + 1;
+        }
+        if (hit)
             continue;
-        if (r->every && c->index % r->every)
+        if (r->nth && n != r->nth)
             continue;
-        if (r->from && c->index < r->from)
+        if (r->every && n % r->every)
+            continue;
+        if (r->from && n < r->from)
             continue;
         if (r->has_after && soak_now_ns() - soak_g.hdr->start_mono_ns < r->after_ns)
             continue;
         if (r->has_p) {
-            /* a pure function of (seed, entry point, call index): same seed, same calls fail */
-            uint64_t x = splitmix64(r->seed ^ splitmix64(c->index * 1315423911ull + (uint64_t)c->id));
+            /* a pure function of (seed, entry point, call number): same seed, same calls fail */
+            uint64_t x = splitmix64(r->seed ^ splitmix64(n * 1315423911ull + (uint64_t)c->id));
             if ((double)(x >> 11) * (1.0 / 9007199254740992.0) >= r->p)
                 continue;
         }
         uint64_t fired = SOAK_ADD(&r->fired, 1);
         if (r->count && fired >= r->count)
             continue;
-        c->flags |= SOAK_CALL_INJECTED;
-        c->why = r->text;
-        return r->code;
+        hit = r;
+        hit_n = n;
     }
+    if (!hit)
+        return 0;
+    c->why = hit->text;
+    if (hit->action == ACT_ERROR) {
+        c->flags |= SOAK_CALL_INJECTED;
+        return hit->code;
+    }
+    /* silent: the call goes on (or is skipped) and returns CL_SUCCESS; silent.c records it */
+    c->flags |= hit->action == ACT_SKIP ? SOAK_CALL_SKIP : SOAK_CALL_CORRUPT;
+    c->corrupt_mode = hit->corrupt_mode;
+    c->corrupt_words = hit->corrupt_words;
+    c->corrupt_seed = splitmix64(hit->seed ^ splitmix64(hit_n * 0x9E3779B97F4A7C15ull + (uint64_t)c->id));
     return 0;
 }
 

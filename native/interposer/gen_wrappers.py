@@ -397,8 +397,12 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     L.append(f"        soak_exit(&soak_c, soak_code);")
     L.append(f"        return{fail_value};")
     L.append("    }")
+    names = {p.name: p for p in api.params}
+    takes_kernel = "kernel" in names and names["kernel"].ctype == "cl_kernel"
     if not void:
-        L.append("    soak_code = soak_fault(&soak_c);")
+        # entry points taking a cl_kernel: the kernel:GLOB trigger can see it
+        L.append("    soak_code = soak_fault_k(&soak_c, kernel);" if takes_kernel else
+                 "    soak_code = soak_fault(&soak_c);")
         L.append(f"#ifdef SOAK_PRE_{n}")
         L.append(f"    if (!soak_code) soak_code = SOAK_PRE_{n}({hook_args});")
         L.append("#endif")
@@ -413,12 +417,20 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
         L.append("        soak_exit(&soak_c, soak_code);")
         L.append(f"        return{fail_value};")
         L.append("    }")
-    else:
+    if is_int:
+        # a skip rule: CL_SUCCESS without calling the driver (the hook hands back any event asked for)
+        L.append(f"#ifdef SOAK_SKIP_{n}")
+        L.append("    if (SOAK_UNLIKELY(soak_c.flags & SOAK_CALL_SKIP)) {")
+        L.append(f"        soak_code = SOAK_SKIP_{n}({hook_args});")
+        L.append("        soak_exit(&soak_c, soak_code);")
+        L.append("        return soak_code;")
+        L.append("    }")
+        L.append("#endif")
+    if void:
         L.append(f"#ifdef SOAK_PRE_{n}")
         L.append(f"    (void)SOAK_PRE_{n}({hook_args});")
         L.append("#endif")
-    names = {p.name: p for p in api.params}
-    launches = "kernel" in names and names["kernel"].ctype == "cl_kernel"
+    launches = takes_kernel
     if prof:
         # kernel launches: each kernel name's first in a window and 1 in SOAK_CL_PROFILE_SAMPLE of
         # the others are timed (an event each is what costs); every other command is timed
@@ -466,6 +478,12 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
         else:
             L.append(f"        soak_prof_enqueue(&soak_c, soak_pe, soak_app_ev == 0, {transfer_bytes(api)});")
         L.append("    }")
+    if is_int:
+        # a corrupt rule: once the call succeeded, perturb its destination in device memory
+        L.append(f"#ifdef SOAK_CORRUPT_{n}")
+        L.append("    if (SOAK_UNLIKELY(soak_c.flags & SOAK_CALL_CORRUPT) && soak_code == CL_SUCCESS)")
+        L.append(f"        SOAK_CORRUPT_{n}({hook_args});")
+        L.append("#endif")
     if note:
         L.append(note)
     L.append("    soak_exit(&soak_c, soak_code);")
@@ -507,8 +525,10 @@ def main() -> int:
             "const char *const soak_api_names[SOAK_N_API] = {"]
     out += [f'    "{n}",' for n in names]
     out += ["};", ""]
-    # bit 1: returns void (cannot fail), bit 2: has errcode_ret, bit 4: returns cl_int
-    flags = [(1 if a.ret == "void" else 0) | (2 if a.errcode else 0) | (4 if a.ret == "cl_int" else 0) for a in apis]
+    # bit 1: returns void (cannot fail), bit 2: has errcode_ret, bit 4: returns cl_int,
+    # bit 8: takes a cl_kernel `kernel` (the kernel:GLOB trigger)
+    flags = [(1 if a.ret == "void" else 0) | (2 if a.errcode else 0) | (4 if a.ret == "cl_int" else 0)
+             | (8 if any(p.name == "kernel" and p.ctype == "cl_kernel" for p in a.params) else 0) for a in apis]
     out += ["const unsigned char soak_api_flags[SOAK_N_API] = {"]
     out += ["    " + ", ".join(str(f) for f in flags[i:i + 24]) + "," for i in range(0, len(flags), 24)]
     out += ["};", ""]

@@ -102,6 +102,40 @@ SOAK_HIDDEN void soak_device_info_done(cl_int code, cl_device_info param, size_t
 #define SOAK_INJECTED_clEnqueueNDRangeKernel(c, code, q, k, dim, off, gws, lws, nw, wl, ev) \
     soak_kernel_error_detail(c, code, k, dim, gws, lws)
 
+/* ---- silent faults (silent.c): skip a launch, corrupt a write/copy's destination ----
+ *   SOAK_SKIP_X(c, <parameters>)     a skip rule fired: returns the call's result (CL_SUCCESS) without the driver
+ *   SOAK_CORRUPT_X(c, <parameters>)  a corrupt rule fired and the call succeeded: perturb its destination */
+SOAK_HIDDEN cl_int soak_skip_kernel(soak_call *c, cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *gws,
+                                    const size_t *lws, cl_uint nw, const cl_event *wl, cl_event *ev);
+SOAK_HIDDEN void soak_corrupt_buffer(soak_call *c, cl_command_queue q, cl_mem mem, size_t offset, size_t size);
+SOAK_HIDDEN void soak_corrupt_image(soak_call *c, cl_command_queue q, cl_mem image, const size_t *origin,
+                                    const size_t *region);
+SOAK_HIDDEN void soak_corrupt_unmapped(soak_call *c, cl_command_queue q, cl_mem mem, const void *ptr);
+SOAK_HIDDEN void soak_map_note(cl_mem mem, const void *ptr, int image, size_t offset, size_t size,
+                               const size_t *origin, const size_t *region);
+SOAK_HIDDEN void soak_map_take(soak_call *c, cl_mem mem, const void *ptr);
+SOAK_HIDDEN extern int soak_map_tracking;
+
+#define SOAK_SKIP_clEnqueueNDRangeKernel(c, q, k, dim, off, gws, lws, nw, wl, ev) \
+    soak_skip_kernel(c, q, k, dim, gws, lws, nw, wl, ev)
+#define SOAK_CORRUPT_clEnqueueWriteBuffer(c, q, buf, blocking, off, size, ptr, nw, wl, ev) \
+    soak_corrupt_buffer(c, q, buf, off, size)
+#define SOAK_CORRUPT_clEnqueueCopyBuffer(c, q, src, dst, soff, doff, size, nw, wl, ev) \
+    soak_corrupt_buffer(c, q, dst, doff, size)
+#define SOAK_CORRUPT_clEnqueueWriteImage(c, q, img, blocking, origin, region, rp, sp, ptr, nw, wl, ev) \
+    soak_corrupt_image(c, q, img, origin, region)
+#define SOAK_CORRUPT_clEnqueueCopyImage(c, q, src, dst, sorigin, dorigin, region, nw, wl, ev) \
+    soak_corrupt_image(c, q, dst, dorigin, region)
+#define SOAK_CORRUPT_clEnqueueUnmapMemObject(c, q, mem, ptr, nw, wl, ev) soak_corrupt_unmapped(c, q, mem, ptr)
+/* a corrupt rule on unmap needs the mapped region: maps are remembered while one exists */
+#define SOAK_POST_clEnqueueMapBuffer(c, r, code, q, buf, blocking, flags, off, size, nw, wl, ev, err) \
+    ((soak_map_tracking && r) ? soak_map_note(buf, r, 0, off, size, 0, 0) : (void)0, soak_event_done(c, code, ev))
+#define SOAK_POST_clEnqueueMapImage(c, r, code, q, img, blocking, flags, origin, region, rp, sp, nw, wl, ev, err) \
+    ((soak_map_tracking && r) ? soak_map_note(img, r, 1, 0, 0, origin, region) : (void)0,              \
+     soak_event_done(c, code, ev))
+#define SOAK_PRE_clEnqueueUnmapMemObject(c, q, mem, ptr, nw, wl, ev) \
+    (soak_map_tracking ? soak_map_take(c, mem, ptr) : (void)0, 0)
+
 /* ---- profiling (SOAK_CL_PROFILE): queues profile; finishing calls read completed events ---- */
 #define SOAK_PRE_clCreateCommandQueue(c, ctx, dev, props, err) \
     ((props) |= soak_g.profile ? CL_QUEUE_PROFILING_ENABLE : 0, 0)

@@ -283,16 +283,29 @@ void soak_json_dims(soak_json *j, const char *k, const uint64_t *v, uint32_t dim
     soak_json_raw(j, k, t);
 }
 
-void soak_record_error(soak_call *c, cl_int code)
+static void record_call(soak_call *c, cl_int code, const char *action, const char *extra);
+
+void soak_record_error(soak_call *c, cl_int code) { record_call(c, code, 0, 0); }
+
+/* A silent fault: the call returns CL_SUCCESS, so it counts as injected but not as an error. */
+void soak_record_silent(soak_call *c, const char *action, const char *extra)
+{
+    c->flags |= SOAK_CALL_INJECTED;
+    record_call(c, CL_SUCCESS, action, extra);
+}
+
+static void record_call(soak_call *c, cl_int code, const char *action, const char *extra)
 {
     int injected = (c->flags & SOAK_CALL_INJECTED) != 0;
-    SOAK_ADD(&soak_g.hdr->errors, 1);
-    SOAK_ADD(&soak_g.api[c->id].errors, 1);
+    if (!action) {
+        SOAK_ADD(&soak_g.hdr->errors, 1);
+        SOAK_ADD(&soak_g.api[c->id].errors, 1);
+    }
     if (injected) {
         SOAK_ADD(&soak_g.hdr->injected, 1);
         SOAK_ADD(&soak_g.api[c->id].injected, 1);
     }
-    const char *name = soak_code_to_name(code);
+    const char *name = action ? "CL_SUCCESS" : soak_code_to_name(code);
     if (!name)
         name = "CL_UNKNOWN";
     char key[128];
@@ -309,8 +322,10 @@ void soak_record_error(soak_call *c, cl_int code)
     soak_json_str(&j, "code_name", name);
     soak_json_uint(&j, "index", c->index);
     soak_json_bool(&j, "injected", injected);
-    if (c->why)
+    if (c->why && (injected || (c->flags & SOAK_CALL_MISSING))) /* not a silent rule's, on a real error */
         soak_json_str(&j, "why", c->why);
+    if (action)
+        soak_json_str(&j, "action", action);
     if (c->flags & SOAK_CALL_MISSING)
         soak_json_bool(&j, "missing", 1);
     if (c->detail[0])
@@ -329,6 +344,8 @@ void soak_record_error(soak_call *c, cl_int code)
         if (c->param_name)
             soak_json_str(&j, "param_name", c->param_name);
     }
+    if (extra && *extra)
+        soak_json_append(&j, extra); /* ,"k":v,... */
     if (slot >= 0) {
         soak_json_int(&j, "agg", slot);
         soak_json_uint(&j, "epoch", epoch);

@@ -45,6 +45,12 @@ enum soak_obj_kind {
 /* ---- per call ---- */
 #define SOAK_CALL_INJECTED 1u
 #define SOAK_CALL_MISSING 2u
+#define SOAK_CALL_SKIP 4u    /* a fault rule's skip: return CL_SUCCESS, the driver never sees it (silent.c) */
+#define SOAK_CALL_CORRUPT 8u /* a fault rule's corrupt: after the call, perturb its destination (silent.c) */
+
+/* corrupt modes */
+#define SOAK_CORRUPT_NAN 1
+#define SOAK_CORRUPT_BITFLIP 2
 
 typedef struct {
     uint32_t id;
@@ -63,6 +69,11 @@ typedef struct {
     uint64_t t0;                /* profiling: when the call entered */
     int prof_slot;              /* profiling, NDRange: the window slot found before the launch */
     uint64_t prof_serial;       /* ... and that window's serial */
+    /* fault rules (set by soak_fault only when the entry point has rules) */
+    const void *kobj;           /* the call's cl_kernel (entry points taking one), for kernel:GLOB */
+    int corrupt_mode;           /* SOAK_CORRUPT_*: what a corrupt rule does */
+    uint64_t corrupt_words;     /* how many 32-bit words (0: all) */
+    uint64_t corrupt_seed;      /* the rule's seed mixed with the call's number: positions and bits */
 } soak_call;
 
 typedef struct {
@@ -111,6 +122,7 @@ extern SOAK_HIDDEN const unsigned char soak_api_flags[SOAK_N_API];
 #define SOAK_API_VOID 1u
 #define SOAK_API_ERRCODE 2u
 #define SOAK_API_INT 4u
+#define SOAK_API_KERNEL 8u /* takes a cl_kernel `kernel` (the kernel:GLOB trigger applies) */
 
 SOAK_HIDDEN void soak_expand_path(const char *in, char *out, size_t cap);
 SOAK_HIDDEN int soak_api_id(const char *name);
@@ -119,6 +131,9 @@ SOAK_HIDDEN void soak_init(void);
 SOAK_HIDDEN void *soak_resolve_late(int id);
 SOAK_HIDDEN cl_int soak_fault_slow(soak_call *c);
 SOAK_HIDDEN void soak_record_error(soak_call *c, cl_int code);
+/* a silent fault (skip, corrupt) soak injected into a call that returns CL_SUCCESS: an `error`
+ * record with code 0 and `action`; extra: more JSON fields ("k":v,...; may be 0) */
+SOAK_HIDDEN void soak_record_silent(soak_call *c, const char *action, const char *extra);
 SOAK_HIDDEN cl_int soak_missing(soak_call *c);
 SOAK_HIDDEN uint64_t soak_now_ns(void);
 /* a failing clGet*Info: remember its param_name (names: the prefix table for this entry point) */
@@ -173,6 +188,16 @@ static inline cl_int soak_fault(soak_call *c)
 {
     if (SOAK_LIKELY(!soak_g.rules[c->id]))
         return 0;
+    c->kobj = 0;
+    return soak_fault_slow(c);
+}
+
+/* entry points with a cl_kernel parameter: the kernel:GLOB trigger matches its function name */
+static inline cl_int soak_fault_k(soak_call *c, const void *kernel)
+{
+    if (SOAK_LIKELY(!soak_g.rules[c->id]))
+        return 0;
+    c->kobj = kernel;
     return soak_fault_slow(c);
 }
 

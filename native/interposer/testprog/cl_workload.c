@@ -28,6 +28,15 @@
  *                        size pairs, another first launch)
  *   --queue-props        create the queue with clCreateCommandQueueWithProperties (no properties)
  *   --probe-param P      clGetDeviceInfo(P) with a 1-byte buffer (P: number, 0x.. allowed)
+ *   --verify N           N rounds that check what each command did (silent faults: skip, corrupt); round I:
+ *                        fill c and c2 with -1; launch vadd (c = a + b, with an event it waits on) and
+ *                        vscale (c2 = a * 0.5, no event); read both: "result verify I vadd|vscale
+ *                        rc=R ok=X sentinel=Y nan=Z" (X elements right, Y still -1);
+ *                        write buffer d, copy d to e, write image m, copy m to m2, map d for writing
+ *                        and unmap it, each read back: "result verify I write|copy|wimage|cimage|unmap
+ *                        rc=R nan=W diff=D bits=B" (words that are NaN, words and bits that differ
+ *                        from what was written or copied).  Per round: 2 fills, 2 launches, 1 write
+ *                        buffer, 1 copy buffer, 1 write image, 1 copy image, 1 map, 1 unmap.
  */
 #define _GNU_SOURCE
 #define CL_TARGET_OPENCL_VERSION 300
@@ -50,7 +59,8 @@
     X(clCreateKernel) X(clCreateKernelsInProgram) X(clReleaseKernel) X(clSetKernelArg) X(clEnqueueNDRangeKernel) X(clEnqueueReadBuffer)  \
     X(clEnqueueWriteBuffer) X(clEnqueueMapBuffer) X(clEnqueueUnmapMemObject) X(clFinish) X(clWaitForEvents)  \
     X(clReleaseEvent) X(clSVMAlloc) X(clSVMFree) X(clGetExtensionFunctionAddressForPlatform) \
-    X(clCreateCommandQueueWithProperties)
+    X(clCreateCommandQueueWithProperties) X(clEnqueueFillBuffer) X(clEnqueueCopyBuffer) X(clEnqueueWriteImage)  \
+    X(clEnqueueReadImage) X(clEnqueueCopyImage)
 
 #define DECLARE(name) static __typeof__(name) *p_##name;
 CL_FUNCS(DECLARE)
@@ -71,6 +81,11 @@ static const char *GOOD_SRC =
     "__kernel void vadd(__global const float *a, __global const float *b, __global float *c) {\n"
     "    size_t i = get_global_id(0);\n"
     "    c[i] = a[i] + b[i];\n"
+    "}\n";
+static const char *VERIFY_SRC =
+    "__kernel void vscale(__global const float *a, __global float *c) {\n"
+    "    size_t i = get_global_id(0);\n"
+    "    c[i] = a[i] * 0.5f;\n"
     "}\n";
 static const char *BAD_SRC = "__kernel void broken(__global float *a) { a[0] = undefined_symbol_xyz + ; }\n";
 
@@ -98,6 +113,20 @@ static void *thread_main(void *p)
     return 0;
 }
 
+/* words of got that are NaN (as fp32), differ from want, and the bits that differ */
+static void compare(const float *got, const float *want, int n, int *nan, int *diff, int *bits)
+{
+    *nan = *diff = *bits = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned g, w;
+        memcpy(&g, &got[i], 4);
+        memcpy(&w, &want[i], 4);
+        *nan += got[i] != got[i];
+        *diff += g != w;
+        *bits += __builtin_popcount(g ^ w);
+    }
+}
+
 static double now_ns(void)
 {
     struct timespec ts;
@@ -113,7 +142,7 @@ int main(int argc, char **argv)
     size_t alloc_size = 1 << 20, svm = 0;
     int steps = 0, step_calls = 100, step_sync = 0, step_kernels = 0, step_rotate = 0;
     long probe_param = -1;
-    int queue_props = 0;
+    int queue_props = 0, verify = 0;
     const char *crash = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -142,6 +171,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--queue-props")) queue_props = 1;
         else if (!strcmp(a, "--step-kernels")) step_kernels = atoi(v), i++;
         else if (!strcmp(a, "--probe-param")) probe_param = strtol(v, 0, 0), i++;
+        else if (!strcmp(a, "--verify")) verify = atoi(v), i++;
         else {
             fprintf(stderr, "cl_workload: unknown option %s\n", a);
             return 64;
@@ -288,6 +318,89 @@ int main(int argc, char **argv)
         p_clReleaseKernel(sk[i]);
     if (sprog)
         p_clReleaseProgram(sprog);
+    if (verify > 0) {
+        cl_program vprog = p_clCreateProgramWithSource(ctx, 1, &VERIFY_SRC, 0, &err);
+        err = p_clBuildProgram(vprog, 1, &dev, "", 0, 0);
+        cl_kernel vs = p_clCreateKernel(vprog, "vscale", &err);
+        out("verify build %d", err);
+        cl_mem c2 = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, sizeof hc, 0, &err);
+        cl_mem d = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, sizeof hc, 0, &err);
+        cl_mem e = p_clCreateBuffer(ctx, CL_MEM_READ_WRITE, sizeof hc, 0, &err);
+        cl_image_format ffmt = {CL_RGBA, CL_FLOAT};
+        cl_image_desc idesc;
+        memset(&idesc, 0, sizeof idesc);
+        idesc.image_type = CL_MEM_OBJECT_IMAGE2D;
+        idesc.image_width = 16;
+        idesc.image_height = 8;
+        cl_mem m = p_clCreateImage(ctx, CL_MEM_READ_WRITE, &ffmt, &idesc, 0, &err);
+        cl_mem m2 = p_clCreateImage(ctx, CL_MEM_READ_WRITE, &ffmt, &idesc, 0, &err);
+        p_clSetKernelArg(vs, 0, sizeof a, &a);
+        p_clSetKernelArg(vs, 1, sizeof c2, &c2);
+        enum { IW = 16 * 8 * 4 }; /* floats in the image: 512 */
+        float want[N], got[N], got2[N], img_want[IW], img_got[IW], img_got2[IW];
+        const size_t origin[3] = {0, 0, 0}, region[3] = {16, 8, 1};
+        const float minus1 = -1.0f;
+        for (int r = 1; r <= verify; r++) {
+            p_clEnqueueFillBuffer(q, c, &minus1, sizeof minus1, 0, sizeof hc, 0, 0, 0);
+            p_clEnqueueFillBuffer(q, c2, &minus1, sizeof minus1, 0, sizeof hc, 0, 0, 0);
+            size_t gws = N;
+            cl_event ev = 0;
+            cl_int rc1 = p_clEnqueueNDRangeKernel(q, k, 1, 0, &gws, 0, 0, 0, &ev);
+            cl_int wrc = ev ? p_clWaitForEvents(1, &ev) : -1;
+            if (ev)
+                p_clReleaseEvent(ev);
+            cl_int rc2 = p_clEnqueueNDRangeKernel(q, vs, 1, 0, &gws, 0, 0, 0, 0);
+            p_clFinish(q);
+            p_clEnqueueReadBuffer(q, c, CL_TRUE, 0, sizeof hc, got, 0, 0, 0);
+            p_clEnqueueReadBuffer(q, c2, CL_TRUE, 0, sizeof hc, got2, 0, 0, 0);
+            int ok1 = 0, s1 = 0, n1 = 0, ok2 = 0, s2 = 0, n2 = 0;
+            for (int i = 0; i < N; i++) {
+                ok1 += got[i] == ha[i] + hb[i], s1 += got[i] == -1.0f, n1 += got[i] != got[i];
+                ok2 += got2[i] == ha[i] * 0.5f, s2 += got2[i] == -1.0f, n2 += got2[i] != got2[i];
+            }
+            out("verify %d vadd rc=%d wait=%d ok=%d sentinel=%d nan=%d", r, rc1, wrc, ok1, s1, n1);
+            out("verify %d vscale rc=%d ok=%d sentinel=%d nan=%d", r, rc2, ok2, s2, n2);
+            int nan, diff, bits;
+            for (int i = 0; i < N; i++)
+                want[i] = 0.25f * i + r;
+            cl_int rc = p_clEnqueueWriteBuffer(q, d, CL_FALSE, 0, sizeof want, want, 0, 0, 0);
+            p_clFinish(q);
+            p_clEnqueueReadBuffer(q, d, CL_TRUE, 0, sizeof got, got, 0, 0, 0);
+            compare(got, want, N, &nan, &diff, &bits);
+            out("verify %d write rc=%d nan=%d diff=%d bits=%d", r, rc, nan, diff, bits);
+            rc = p_clEnqueueCopyBuffer(q, d, e, 0, 0, sizeof got, 0, 0, 0);
+            p_clFinish(q);
+            p_clEnqueueReadBuffer(q, e, CL_TRUE, 0, sizeof got2, got2, 0, 0, 0);
+            compare(got2, got, N, &nan, &diff, &bits);
+            out("verify %d copy rc=%d nan=%d diff=%d bits=%d", r, rc, nan, diff, bits);
+            for (int i = 0; i < IW; i++)
+                img_want[i] = 1.0f + i + 0.125f * r;
+            rc = p_clEnqueueWriteImage(q, m, CL_TRUE, origin, region, 0, 0, img_want, 0, 0, 0);
+            p_clEnqueueReadImage(q, m, CL_TRUE, origin, region, 0, 0, img_got, 0, 0, 0);
+            compare(img_got, img_want, IW, &nan, &diff, &bits);
+            out("verify %d wimage rc=%d nan=%d diff=%d bits=%d", r, rc, nan, diff, bits);
+            rc = p_clEnqueueCopyImage(q, m, m2, origin, origin, region, 0, 0, 0);
+            p_clFinish(q);
+            p_clEnqueueReadImage(q, m2, CL_TRUE, origin, region, 0, 0, img_got2, 0, 0, 0);
+            compare(img_got2, img_got, IW, &nan, &diff, &bits);
+            out("verify %d cimage rc=%d nan=%d diff=%d bits=%d", r, rc, nan, diff, bits);
+            float *mp = p_clEnqueueMapBuffer(q, d, CL_TRUE, CL_MAP_WRITE, 0, sizeof want, 0, 0, 0, &err);
+            for (int i = 0; mp && i < N; i++)
+                want[i] = mp[i] = -0.5f * i - r;
+            rc = mp ? p_clEnqueueUnmapMemObject(q, d, mp, 0, 0, 0) : err;
+            p_clFinish(q);
+            p_clEnqueueReadBuffer(q, d, CL_TRUE, 0, sizeof got, got, 0, 0, 0);
+            compare(got, want, N, &nan, &diff, &bits);
+            out("verify %d unmap rc=%d nan=%d diff=%d bits=%d", r, rc, nan, diff, bits);
+        }
+        p_clReleaseMemObject(m2);
+        p_clReleaseMemObject(m);
+        p_clReleaseMemObject(e);
+        p_clReleaseMemObject(d);
+        p_clReleaseMemObject(c2);
+        p_clReleaseKernel(vs);
+        p_clReleaseProgram(vprog);
+    }
     if (probe_param >= 0) {
         char one[1];
         err = p_clGetDeviceInfo(dev, (cl_device_info)probe_param, 1, one, 0);
