@@ -34,8 +34,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-intercept", dest="intercept", action="store_false",
                    help="let the engine load OpenCL directly (no CL call records, no GPU bytes)")
     g.add_argument("--cl-fault", action="append", default=[], metavar="SPEC",
-                   help="inject OpenCL errors, e.g. clEnqueueNDRangeKernel=-5@nth:50 or "
-                        "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7 (repeatable)")
+                   help="inject OpenCL faults: errors, e.g. clEnqueueNDRangeKernel=-5@nth:50 or "
+                        "clCreateBuffer=CL_MEM_OBJECT_ALLOCATION_FAILURE@p:0.01,seed:7; silent ones, e.g. "
+                        "clEnqueueNDRangeKernel=skip@kernel:softmax*,nth:3 or "
+                        "clEnqueueWriteBuffer=corrupt:bitflip:4@nth:200 (repeatable; grammar: soak/cl/fault_rules.py)")
     g.add_argument("--cl-gpu-override", action="store_true",
                    help="report CPU/accelerator OpenCL devices as GPUs (MNN's OpenCL backend on PoCL)")
     g.add_argument("--cl-mem-limit", metavar="BYTES", type=parse_bytes,

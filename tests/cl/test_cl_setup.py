@@ -13,7 +13,10 @@ import pytest
 
 from soak.cl import interposer
 from soak.cl.devinfo import describe_opencl
-from soak.cl.fault_rules import parse_spec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from soak.cl.fault_rules import CORRUPT_APIS, KERNEL_APIS, SKIP_APIS, join_spec, parse_spec
 from soak.cl.options import add_run_arguments, options_from_args, parse_bytes
 from soak.cl.trace import TraceReader, read_stats
 from soak.errors import BadInput, ExitCode, OpenCLSetupError
@@ -118,6 +121,11 @@ def test_options():
         _parse("--no-intercept", "--cl-gpu-override")
     with pytest.raises(BadInput):
         _parse("--cl-fault", "clFinish=-5@nth:0")
+    o = _parse("--cl-fault", "clEnqueueNDRangeKernel=skip@kernel:softmax*,nth:3", "--cl-fault",
+               "clEnqueueWriteBuffer=corrupt:bitflip@nth:7")
+    assert o["faults"] == "clEnqueueNDRangeKernel=skip@kernel:softmax*,nth:3;clEnqueueWriteBuffer=corrupt:bitflip:1@nth:7"
+    with pytest.raises(BadInput, match="skip applies to clEnqueueNDRangeKernel only"):
+        _parse("--cl-fault", "clEnqueueWriteBuffer=skip")
     assert parse_bytes("2G") == 2 << 30 and parse_bytes("4096") == 4096 and parse_bytes("1KiB") == 1024
     with pytest.raises(BadInput):
         parse_bytes("1.5G")
@@ -127,11 +135,75 @@ def test_options():
     "enqueue=-5", "clFinish=5", "clFinish=CL_NOPE", "clFinish=-5@nth", "clFinish=-5@nth:x", "clFinish=-5@p:2",
     "clFinish=-5@after:soon", "clFinish=-5@when:1", "clSVMFree=-5", "clGetExtensionFunctionAddress=-5",
     "clFinish=CL_SUCCESS",
+    # silent faults and the kernel trigger
+    "clFinish=skip", "clEnqueueWriteBuffer=skip", "clEnqueueNDRangeKernel=corrupt", "clEnqueueWriteBuffer=corrupt:",
+    "clEnqueueWriteBuffer=corrupt:zero", "clEnqueueWriteBuffer=corrupt:nan:0", "clEnqueueWriteBuffer=corrupt:nan:-1",
+    "clEnqueueWriteBuffer=corrupt:bitflip:2:3", "clEnqueueWriteBuffer=-5@kernel:vadd", "clEnqueueNDRangeKernel=skip@kernel:",
+    "clEnqueueNDRangeKernel=skip@kernel:" + "k" * 96,
 ])
 def test_fault_grammar_rejects(bad):
     with pytest.raises(BadInput) as exc:
         parse_spec(bad)
     assert "clEnqueueNDRangeKernel=-5@nth:50" in exc.value.hint
+    assert "skip or corrupt" in exc.value.hint
+
+
+# ---- property tests of the rule grammar ------------------------------------------------
+
+_APIS = st.sampled_from(sorted({"clFinish", "clCreateBuffer", "clSetKernelArg"} | SKIP_APIS | CORRUPT_APIS))
+_GLOB = st.text(alphabet="abcxyz_019*?[]-", min_size=1, max_size=20)
+
+
+@st.composite
+def _rule(draw):
+    api = draw(_APIS)
+    kinds = ["error"] + (["skip"] if api in SKIP_APIS else []) + (["corrupt"] if api in CORRUPT_APIS else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "error":
+        action = draw(st.sampled_from(["", "=-5", "=CL_INVALID_VALUE", "=-9999"]))
+    elif kind == "skip":
+        action = "=skip"
+    else:
+        mode = draw(st.sampled_from(["", ":nan", ":bitflip"]))
+        words = draw(st.sampled_from(["", ":all", f":{draw(st.integers(1, 1 << 40))}"])) if mode else ""
+        action = "=corrupt" + mode + words
+    trig = {}
+    for key in draw(st.lists(st.sampled_from(["nth", "every", "from", "count", "seed", "p", "after", "kernel"]),
+                             unique=True, max_size=4)):
+        if key == "kernel" and api not in KERNEL_APIS:
+            continue
+        if key == "after":
+            trig[key] = draw(st.sampled_from(["30", "1.5s", "200ms", "0.000001", "7"]))
+        else:
+            trig[key] = (draw(_GLOB) if key == "kernel" else repr(draw(st.floats(0, 1))) if key == "p"
+                         else draw(st.integers(0 if key == "seed" else 1, 1 << 62)))
+    text = api + action + ("@" + ",".join(f"{k}:{v}" for k, v in trig.items()) if trig else "")
+    return text, api, kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_rule(), min_size=1, max_size=5))
+def test_fault_grammar_round_trips(rules):
+    """Every well-formed rule parses to its action, and join_spec's text (what the interposer
+    reads) parses back to the same rules."""
+    parsed = parse_spec(";".join(text for text, _, _ in rules))
+    assert [(r.api, r.action) for r in parsed] == [(api, kind) for _, api, kind in rules]
+    again = parse_spec(join_spec(parsed))
+    assert [(r.api, r.action, r.code, r.mode, r.words, r.triggers) for r in again] == \
+        [(r.api, r.action, r.code, r.mode, r.words, r.triggers) for r in parsed]
+    for r in parsed:
+        assert (r.code == 0) == (r.action != "error")
+        assert r.action != "corrupt" or (r.mode in ("nan", "bitflip") and r.words >= 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="clEnqueuNDRagKrWitBf=@,:;-_skpcorumbflna0159*", max_size=60))
+def test_fault_grammar_never_crashes(text):
+    """Any text is rules or one BadInput, never another exception."""
+    try:
+        parse_spec(text)
+    except BadInput as exc:
+        assert "bad OpenCL fault rule" in str(exc)
 
 
 def test_fault_grammar_accepts():
