@@ -121,7 +121,9 @@ def fault_key(kind: str, ev: dict) -> str:
     if key == "call":
         injected = " (injected)" if ev.get("injected") else ""
         param = f" {param_of(ev)}" if param_of(ev) else ""
-        return f"{ev.get('api') or '?'}{param} {code_name(ev.get('code'))}{injected}"
+        # a silent fault the interposer injected (skip, corrupt) returned CL_SUCCESS: its action tells it
+        action = ev.get("action") if ev.get("action") in ("skip", "corrupt") else None
+        return f"{ev.get('api') or '?'}{param} {action or code_name(ev.get('code'))}{injected}"
     if key == "line":
         return normalize_line(str(ev.get("line") or ev.get("pattern") or ""))
     if key in ("death", "stall"):

@@ -238,6 +238,13 @@ def test_soak_run_records_a_silent_corruption_as_the_injected_rule(tmp_path):
     assert (ev["api"], ev["code"], ev["injected"], ev["action"]) == ("clEnqueueWriteBuffer", 0, True, "corrupt")
     assert ev["why"] == "clEnqueueWriteBuffer=corrupt:bitflip:2@nth:5" and ev["call_index"] == 5
     assert ev["changed"] == 2 and ev["iteration"] is not None
+    # the diagnosis names it: an injected root cause, by its action (it returned CL_SUCCESS)
+    proc = subprocess.run([sys.executable, "-m", "soak", "classify", str(tmp_path / "corrupt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (cause,) = json.loads((tmp_path / "corrupt" / "classification.json").read_text())["causes"]
+    assert cause["injected"] is True and cause["kind"] == "cl_call_error"
+    assert "clEnqueueWriteBuffer corrupt (injected)" in cause["signature_text"]
 
 
 def test_bad_silent_rule_is_bad_input_with_exit_3(tmp_path):
