@@ -151,7 +151,7 @@ static int parse_code(const char *s, int *out)
     for (const soak_code_name *e = soak_code_names; e->name; e++)
         if (strcmp(e->name, s) == 0) {
             *out = e->code;
-            return 0;
+            return e->code < 0 ? 0 : -1; /* CL_SUCCESS is named (silent faults' records), not an error */
         }
     char *end;
     errno = 0;

@@ -305,7 +305,7 @@ static void record_call(soak_call *c, cl_int code, const char *action, const cha
         SOAK_ADD(&soak_g.hdr->injected, 1);
         SOAK_ADD(&soak_g.api[c->id].injected, 1);
     }
-    const char *name = action ? "CL_SUCCESS" : soak_code_to_name(code);
+    const char *name = soak_code_to_name(code); /* a silent fault: code 0, CL_SUCCESS */
     if (!name)
         name = "CL_UNKNOWN";
     char key[128];

@@ -192,7 +192,7 @@ def test_python_and_interposer_accept_the_same_rules(run_workload):
         "clEnqueueWriteBuffer=corrupt:zero", "clEnqueueWriteBuffer=corrupt:nan:0", "clEnqueueWriteBuffer=corrupt:nan:x",
         "clEnqueueWriteBuffer=corrupt:", "clEnqueueWriteBuffer=corrupt:nan:2:3", "clEnqueueWriteBuffer=corruptx",
         "clEnqueueWriteBuffer=-5@kernel:vadd", "clEnqueueNDRangeKernel=skip@kernel:", "clFinish=-5@kernel:x",
-        "clEnqueueNDRangeKernel=skip@kernel:" + "k" * 96,
+        "clEnqueueNDRangeKernel=skip@kernel:" + "k" * 96, "clFinish=CL_SUCCESS", "clFinish=0",
     ]
     py_bad = set()
     for rule in rules:
