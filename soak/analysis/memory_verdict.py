@@ -70,6 +70,7 @@ from statistics import median
 from soak.analysis.context_model import BETTER_FIT, expected_kv_bytes_per_token, fit_context, fit_steps, floor_summary, floors, rows_for
 from soak.analysis.runfolder import RunFolder
 from soak.analysis.trend import trend
+from soak.errors import BadInput
 
 SERIES = ("rss", "uss", "pss", "gpu_live_bytes")
 RESIDUAL_SIGMAS = 4.0     # a residual leak grows by at least this many noise sd over the run
@@ -112,24 +113,42 @@ def _samples(run: RunFolder) -> list[tuple[int, dict]]:
     return run.memory_samples
 
 
-def _select(samples: list[tuple[int, dict]], field: str, warmup: int, c: LeakCriteria):
-    """Analysed (segment, iteration, t, value) after warm-up, plus excluded count."""
+def in_progress(iterations: list[dict]):
+    """seq -> the iteration in progress at that point of the file: one past the last iteration
+    event before it (0 before the first).  For samples that carry no iteration (timer samples: a
+    long cold kernel build takes minutes inside the first respond), so that warm-up and the
+    iterations a trend spans count iterations, not samples.  Over a thinned series, the nearest
+    iteration kept before it."""
+    pts = sorted((e["seq"], e["i"]) for e in iterations
+                 if isinstance(e.get("seq"), int) and isinstance(e.get("i"), int))
+    seqs = [p[0] for p in pts]
+
+    def at(seq) -> int:
+        k = bisect.bisect_left(seqs, seq) if isinstance(seq, int) else len(seqs)
+        return pts[k - 1][1] + 1 if k > 0 else 0
+    return at
+
+
+def _select(samples: list[tuple[int, dict]], field: str, warmup: int, c: LeakCriteria, at=None):
+    """Analysed (segment, iteration, t, value, iteration in progress) after warm-up, plus
+    excluded count.  `at(seq)`: the iteration in progress of a sample without one (in_progress)."""
     by_iter = [s for s in samples if s[1].get("source") == "iteration"]
     pool = by_iter if sum(_num(e.get(field)) is not None for _, e in by_iter) >= c.min_samples else samples
-    rows = [(seg, _num(e.get("iteration")), _num(e.get("t")), _num(e.get(field))) for seg, e in pool]
-    rows = [r for r in rows if r[3] is not None]
+    rows = [(seg, _num(e.get("iteration")), _num(e.get("t")), _num(e.get(field)), e.get("seq")) for seg, e in pool]
+    rows = [(seg, it, t, v, it if it is not None or at is None else at(seq))
+            for seg, it, t, v, seq in rows if v is not None]
     if not rows:
         return [], 0
     first_seg = rows[0][0]
     kept, seen_in_seg = [], {}
-    for seg, it, t, v in rows:
-        if it is not None and it < warmup:
+    for seg, it, t, v, now in rows:
+        if now is not None and now < warmup:
             continue
         if seg != first_seg:
             seen_in_seg[seg] = seen_in_seg.get(seg, 0) + 1
             if seen_in_seg[seg] <= c.segment_warmup:
                 continue
-        kept.append((seg, it, t, v))
+        kept.append((seg, it, t, v, now))
     return kept, len(rows) - len(kept)
 
 
@@ -147,8 +166,13 @@ def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
     if not any(_num(e.get(field)) is not None for _, e in samples):
         return {"series": field, "verdict": "no_data", "samples": 0}
     warmup = warmup_iterations(run.iteration_count, c)
-    rows, excluded = _select(samples, field, warmup, c)
+    rows, excluded = _select(samples, field, warmup, c, in_progress(run.iteration_series))
     out = {"series": field, "samples": len(rows), "warmup_excluded": excluded, "warmup_iterations": warmup}
+    placed = [r[4] for r in rows if r[4] is not None]
+    if placed:  # the iterations the analysed samples span (a finding's range), never sample numbers
+        last = max((e["i"] for e in run.iteration_series if isinstance(e.get("i"), int)), default=None)
+        lo, hi = int(min(placed)), int(max(placed))  # a sample after the last iteration: at the last
+        out["iterations"] = [lo, hi] if last is None else [min(lo, last), min(hi, last)]
     if len(rows) < c.min_samples:
         out["verdict"] = "insufficient"
         return out
@@ -405,7 +429,10 @@ def after_recovery(run: RunFolder, verdicts: dict, c: LeakCriteria = LeakCriteri
 def memory_verdicts(run: RunFolder, c: LeakCriteria = LeakCriteria()) -> dict:
     samples = _samples(run)
     iterations = _iterations(run)
-    expected = expected_kv_bytes_per_token(run.manifest.get("model"), run.backend_actual or run.backend_requested)
+    try:
+        expected = expected_kv_bytes_per_token(run.manifest.get("model"), run.backend_actual or run.backend_requested)
+    except BadInput:  # a damaged manifest.json: judged without the model's KV size (the classifier reads such runs)
+        expected = None
     series = {f: series_verdict(run, f, c, samples, iterations, expected) for f in SERIES}
     rec = after_recovery(run, series, c, samples)
     checked = [s.get("returned") for r in rec for s in r["series"].values() if "returned" in s]

@@ -1,16 +1,15 @@
 """Faults the classifier derives from a whole run (no event of their own):
 the silent CPU fallback from the manifest, memory growth (a leak) and memory
-kept after reset (a ratchet or retained, from verdicts.json), tok/s rising while
-kernels fail (research §6 M8), history past the model's context (§6 M7)."""
+kept after reset (a ratchet or retained), tok/s rising while kernels fail
+(research §6 M8), history past the model's context (§6 M7).
+
+Memory is judged once, by soak.analysis.memory_verdict (the verdicts, `soak gate`
+and `soak status` read the same judgment): here its verdicts only become findings."""
 
 from __future__ import annotations
 
 import statistics
 
-# memory growth: a plain, noise-tolerant test (the full verdict is soak.analysis's job)
-_MEM_MIN_SAMPLES = 16
-_MEM_MIN_GROWTH = {"host": 16 << 20, "gpu": 8 << 20}
-_MEM_MIN_RATIO = 0.10
 # tok/s rising while kernels fail (research §6 M8)
 _TPS_MIN_ITERS = 3
 _TPS_RATIO = 1.25
@@ -24,13 +23,13 @@ def cpu_fallback(scan, requested, actual) -> None:
         scan.add_derived("cpu_fallback", "load", {"line": line, "backend_requested": requested}, [], {})
 
 
-def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
-    """Use soak.analysis's memory verdicts (verdicts.json) when present: a `leak` is memory_growth; a
-    `ratchet` or `retained` (memory not given back at reset) is memory_kept, one per resource, the
-    ratchet first."""
-    series = ((verdicts or {}).get("memory") or {}).get("series")
+def memory_findings(scan, memory: dict | None) -> None:
+    """soak.analysis.memory_verdict's judgment (`memory_verdicts(run)`) as findings: a `leak` is
+    memory_growth; a `ratchet` or `retained` (memory not given back at reset) is memory_kept, one
+    per resource, the ratchet first."""
+    series = (memory or {}).get("series")
     if not isinstance(series, dict):
-        return False
+        return
     for res, names in (("host", ("rss", "pss", "uss")), ("gpu", ("gpu_live_bytes",))):
         leaking = [n for n in names if isinstance(series.get(n), dict) and series[n].get("verdict") == "leak"]
         if not leaking:
@@ -40,10 +39,9 @@ def memory_from_verdicts(scan, verdicts: dict | None) -> bool:
         slope = (v.get("slope_per_iteration") or {}).get("value")
         extra = {"series": leaking, "start_bytes": v.get("start_level"), "end_bytes": v.get("end_level"),
                  "growth_bytes": v.get("growth_bytes"), "bytes_per_iteration": slope,
-                 "source": "verdicts.json"}
-        its, infos = _span(scan, res)
+                 "source": "memory verdict"}
+        its, infos = _span(scan, v)
         scan.add_derived("memory_growth", None, {"resource": res}, its, extra, count=1, infos=infos)
-    return True
 
 
 def _memory_kept(scan, res: str, names, series: dict) -> None:
@@ -56,7 +54,7 @@ def _memory_kept(scan, res: str, names, series: dict) -> None:
         after = v.get("kept_after_reset") or {}
         extra = {"series": kept, "verdict": shape, "kept_bytes": after.get("bytes"),
                  "start_bytes": after.get("start"), "kept_fraction": after.get("fraction"),
-                 "model": work.get("model"), "source": "verdicts.json"}
+                 "model": work.get("model"), "source": "memory verdict"}
         fl = work.get("floor") or {}
         if shape == "ratchet":
             extra["high_water_tokens"] = [fl.get("high_water_start"), fl.get("high_water_end")]
@@ -65,44 +63,20 @@ def _memory_kept(scan, res: str, names, series: dict) -> None:
             else:
                 extra["bytes_per_token"] = ((work.get("fit") or {}).get("bytes_per_token") or {}).get("value")
                 extra["kv_ratio"] = ((work.get("fit") or {}).get("kv_ratio") or {}).get("value")
-        its, infos = _span(scan, res)
+        its, infos = _span(scan, v)
         scan.add_derived("memory_kept", "reset", {"resource": res, "symptom": shape}, its,
                          extra, count=1, infos=infos)
         return
 
 
-def _span(scan, res: str) -> tuple[list[int], list]:
-    """The first and last iteration of a trend over the whole run, with their
-    (turn, context): of the memory samples kept, else of the iterations read."""
-    pts = [(s[0], s[3]) for s in scan.mem[res]] or scan.iteration_bounds or [(0, None)]
-    lo, hi = min(pts, key=lambda p: p[0]), max(pts, key=lambda p: p[0])
-    return [lo[0], hi[0]], [lo[1], hi[1]]
-
-
-def memory_growth(scan) -> None:
-    for res, samples in scan.mem.items():
-        # a restarted worker starts from scratch: judge the longest life
-        lives: dict[int, list] = {}
-        for idx, v, gen, info in samples:
-            lives.setdefault(gen, []).append((idx, v, info))
-        series = max(lives.values(), key=len) if lives else []
-        if len(series) < _MEM_MIN_SAMPLES:
-            continue
-        values = [v for _, v, _ in series]
-        body = values[len(values) // 10:]  # warm-up excluded
-        q = len(body) // 4
-        if q < 2:
-            continue
-        meds = [statistics.median(body[k * q:(k + 1) * q]) for k in range(4)]
-        growth = meds[3] - meds[0]
-        rising = all(meds[k + 1] >= meds[k] for k in range(3))
-        base = max(meds[0], 1.0)
-        if rising and growth >= _MEM_MIN_GROWTH[res] and growth / base >= _MEM_MIN_RATIO:
-            span = max(series[-1][0] - series[0][0], 1)
-            extra = {"start_bytes": int(meds[0]), "end_bytes": int(meds[3]),
-                     "growth_bytes": int(growth), "bytes_per_iteration": growth / span}
-            scan.add_derived("memory_growth", None, {"resource": res},
-                             [series[0][0], series[-1][0]], extra, count=1, infos=[series[0][2], series[-1][2]])
+def _span(scan, verdict: dict) -> tuple[list[int], list]:
+    """The first and last iteration of a trend over the whole run, with their (turn, context):
+    the iterations the verdict's samples span, else the iterations read."""
+    its = verdict.get("iterations")
+    if isinstance(its, list) and len(its) == 2 and all(isinstance(i, int) for i in its):
+        return its, [scan._info(its[0]), scan._info(its[1])]
+    pts = scan.iteration_bounds or [(0, None)]
+    return [pts[0][0], pts[-1][0]], [pts[0][1], pts[-1][1]]
 
 
 def tps_up_with_errors(scan) -> None:

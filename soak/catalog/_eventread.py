@@ -3,8 +3,9 @@
 A 1,000,000-event run must classify in seconds, so the scan avoids decoding
 what it does not need:
 - each line comes with its event type (soak.run_folder.reduce_lines); unused types are skipped;
-- `iteration` and `memory` events (most of a run) give up only a few scalar
-  fields, found with bytes.find instead of decoding the prompt and output;
+- `iteration` events (most of a run) give up only a few scalar fields,
+  found with bytes.find instead of decoding the prompt and output (memory
+  events are the memory verdict's, read by soak.analysis);
 - a `fault` event that repeats one seen before (same fields apart from seq,
   t, ts, iteration, offset, count) is not decoded again.
 A top-level key can't be confused with text inside a string value: every
@@ -118,29 +119,3 @@ _CALL_VOLATILE = (("iteration", b'"iteration": '), ("count", b'"count": '), ("ca
                   (None, b'"last_seq": '))
 
 
-def memory_fields(raw: bytes) -> dict | None:
-    """iteration, rss, gpu_live_bytes, generation of a memory event."""
-    f = raw.find
-    ev: dict = {}
-    try:
-        j = f(b'"rss": ')
-        if j < 0:
-            return None
-        j += 7
-        k, e = f(b",", j), f(b"}", j)
-        ev["rss"] = int(raw[j:e if k < 0 or 0 <= e < k else k])
-        for name, needle in _MEMORY_OPTIONAL:
-            j = f(needle)
-            if j >= 0:
-                j += len(needle)
-                k, e = f(b",", j), f(b"}", j)  # the last key ends at "}"
-                token = raw[j:e if k < 0 or 0 <= e < k else k]
-                if token != b"null":
-                    ev[name] = int(token)
-    except ValueError:
-        return None
-    return ev
-
-
-_MEMORY_OPTIONAL = (("iteration", b'"iteration": '), ("gpu_live_bytes", b'"gpu_live_bytes": '),
-                    ("generation", b'"generation": '))

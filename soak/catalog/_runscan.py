@@ -1,6 +1,7 @@
 """Read a run folder into findings: fault events grouped by signature, plus
-the faults the classifier derives (memory growth, tok/s rising while kernels
-fail, context past the model's length).  Reads only the run folder.
+the faults the classifier derives (memory growth and kept from the memory
+verdict, tok/s rising while kernels fail, context past the model's length).
+Reads only the run folder.
 
 Speed and memory (10 million iterations: benchmarks/bench_analysis_scale.py):
 the scan is a reducer of soak.run_folder.reduce_lines (one pass, split over
@@ -16,7 +17,7 @@ import re
 from pathlib import Path
 
 from soak import fault_kinds, run_folder
-from soak.analysis.streaming import Decimator, Intervals, Reservoir
+from soak.analysis.streaming import Intervals, Reservoir
 from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
 from soak.catalog._finding import Finding
@@ -30,7 +31,6 @@ _TEXT_CAP = 24  # lines of text kept per finding for `log` matchers
 
 
 _WINDOW = 4096      # iterations whose (turn, context) stay at hand: the first ones, and the latest ones
-MEMORY_CAP = 1 << 15  # memory samples kept (evenly thinned past it: a trend needs no more)
 TPS_CAP = 1 << 16     # decode tok/s values kept per class (all of them below it, else a uniform sample)
 
 
@@ -40,10 +40,10 @@ class Scan:
     with the run) only bounded summaries: the recorded iterations as runs
     of numbers (soak.analysis.streaming.Intervals), each finding's turn and
     context range folded in as its events are read, decode tok/s in
-    reservoirs, memory samples thinned by a Decimator."""
+    reservoirs.  Memory samples are not its business: soak.analysis.memory_verdict
+    judges them (finish() takes its judgment)."""
 
-    def __init__(self, need_memory: bool = True, max_context: int | None = None):
-        self.need_memory = need_memory  # False when verdicts.json already judged memory
+    def __init__(self, max_context: int | None = None):
         self.max_context = max_context  # iterations past it are context_overflow
         self.findings: dict[str, Finding] = {}
         self.code_counts: dict[int, int] = {}
@@ -51,16 +51,13 @@ class Scan:
         self._head: dict[int, tuple] = {}           # i -> (turn, context_tokens): the first _WINDOW iterations
         self._recent: dict[int, tuple] = {}         # ... the latest ones (two generations of up to _WINDOW)
         self._older: dict[int, tuple] = {}
-        self._pending: dict[int, list] = {}         # i -> findings / memory samples waiting for iteration i
+        self._pending: dict[int, list] = {}         # i -> findings waiting for iteration i
         self.tps_err = Reservoir(TPS_CAP)
         self.tps_clean = Reservoir(TPS_CAP)
         self.err_iters: list[int] = []              # iterations with CL errors: grows with those faults only
         self.err_info: dict = {}                    # their turn and context ranges
         self.over: list[tuple[int, int]] = []       # (i, context_tokens) past max_context (a fault each)
         self.over_info: dict = {}
-        self._mem = Decimator(MEMORY_CAP)           # [idx, generation, (turn, context), rss, gpu bytes]
-        self._mem_view = None
-        self._mem_host = 0                          # samples with an RSS kept (the index of a sample with no iteration)
         self.events = 0
         self.fault_events = 0
         self.load: dict | None = None
@@ -166,12 +163,10 @@ class Scan:
         into this scan (the hot loop of a large classification: keep it lean)."""
         decode = run_folder.decode_line
         split_volatile = R.split_volatile
-        iteration_fields, memory_fields = R.iteration_fields, R.memory_fields
+        iteration_fields = R.iteration_fields
         repeats: dict[bytes, tuple] = {}
-        add_it, add_mem, iteration_line = self.add_iteration, self.add_memory, self.iteration_line
-        need_memory = self.need_memory
+        add_it, iteration_line = self.add_iteration, self.iteration_line
         code_counts = self.code_counts
-        mem = self._mem
         locate, place = self._locate, self._place
         fault_names = _FAULT_EVENT_NAMES
         if start == 0:
@@ -189,12 +184,6 @@ class Scan:
                 if kind == b"iteration":
                     if not iteration_line(raw):
                         add_it(iteration_fields(raw) or _decode(raw))
-                elif kind == b"memory":
-                    if need_memory:
-                        if mem.count % mem.stride == 0:  # the Decimator keeps this one: decode it
-                            add_mem(memory_fields(raw) or _decode(raw))
-                        else:
-                            mem.count += 1
                 elif kind in fault_names:
                     ident, vol = split_volatile(raw, kind == b"cl_call_error")
                     hit = repeats.get(ident)
@@ -275,8 +264,6 @@ class Scan:
         _merge_ranges(self.err_info, other.err_info)
         self.over.extend(other.over)
         _merge_ranges(self.over_info, other.over_info)
-        self._mem.merge(other._mem)
-        self._mem_host += other._mem_host
         self.events += other.events
         self.fault_events += other.fault_events
         self.load = other.load or self.load
@@ -377,40 +364,6 @@ class Scan:
             elif ev.get("ok", True) and not ev.get("failures"):
                 self.tps_clean.add(float(tps))
 
-    def add_memory(self, ev: dict) -> None:
-        idx = ev.get("iteration")
-        idx = idx if isinstance(idx, int) else self._mem_host
-        gen = ev.get("generation")
-        gen = gen if isinstance(gen, int) else 0
-        rss, gpu = ev.get("rss"), ev.get("gpu_live_bytes")
-        rss = float(rss) if isinstance(rss, (int, float)) else None
-        gpu = float(gpu) if isinstance(gpu, (int, float)) else None
-        if rss is None and gpu is None:
-            self._mem.count += 1
-            return
-        info = self._info(idx)
-        sample = [idx, gen, info, rss, gpu]
-        if info is None and self._may_come(idx):
-            self._pending.setdefault(idx, []).append(sample)
-        if rss is not None:
-            self._mem_host += 1
-        self._mem.add(sample)
-
-    @property
-    def mem(self) -> dict[str, list[tuple]]:
-        """The memory samples kept, per resource: (index, bytes, generation, (turn, context))."""
-        key = (self._mem.count, len(self._mem.items))
-        if self._mem_view is not None and self._mem_view[0] == key:
-            return self._mem_view[1]
-        out: dict[str, list[tuple]] = {"host": [], "gpu": []}
-        for idx, gen, info, rss, gpu in self._mem.items:
-            if rss is not None:
-                out["host"].append((idx, rss, gen, info))
-            if gpu is not None:
-                out["gpu"].append((idx, gpu, gen, info))
-        self._mem_view = (key, out)
-        return out
-
     @property
     def iteration_bounds(self) -> list[tuple]:
         """(i, (turn, context)) of the lowest and the highest iteration read."""
@@ -422,14 +375,15 @@ class Scan:
         state that must not grow with the number of iterations)."""
         return (len(self.recorded.runs) + len(self._head) + len(self._recent) + len(self._older)
                 + sum(len(v) for v in self._pending.values()) + len(self.tps_err.items)
-                + len(self.tps_clean.items) + len(self.err_iters) + len(self.over) + len(self._mem.items))
+                + len(self.tps_clean.items) + len(self.err_iters) + len(self.over))
 
     # -- after the pass -----------------------------------------------------
     def finish(self, backend_requested: str | None, backend_actual: str | None,
-               verdicts: dict | None = None) -> list[Finding]:
+               memory: dict | None = None) -> list[Finding]:
+        """The findings, with those derived from the whole run; `memory`: the run's memory
+        judgment (soak.analysis.memory_verdict.memory_verdicts), None for a log without one."""
         _derived.cpu_fallback(self, backend_requested, backend_actual)
-        if not _derived.memory_from_verdicts(self, verdicts):
-            _derived.memory_growth(self)
+        _derived.memory_findings(self, memory)
         _derived.tps_up_with_errors(self)
         _derived.context_overflow(self, self.max_context)
         for f in self.findings.values():
@@ -512,12 +466,9 @@ def _tps(raw: bytes) -> float | None:
 
 
 def _resolve(targets: list, info: tuple) -> None:
-    """Give iteration info to what waited for it: a finding's ranges, or a memory sample."""
+    """Give iteration info to what waited for it: a finding's ranges."""
     for t in targets:
-        if t.__class__ is list:
-            t[2] = info
-        else:
-            _fold(t.ranges, info)
+        _fold(t.ranges, info)
 
 
 _KERNEL_RE = re.compile(r"kernel=(\S+)")
@@ -568,15 +519,14 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
     return f
 
 
-def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True,
-             max_context: int | None = None) -> Scan:
+def scan_run(run_dir: Path, jobs: int | None = None, max_context: int | None = None) -> Scan:
     """One pass over events.jsonl (soak.run_folder.reduce_lines: a large file
     is split over forked processes and the parts merged in order), or,
     without it, over engine.log lines.  `max_context`: the model's context
     length (iterations past it are context_overflow)."""
     events = run_dir / "events.jsonl"
     if events.is_file():
-        return run_folder.reduce_lines(events, scan_maker(need_memory, max_context), jobs)[0]
+        return run_folder.reduce_lines(events, scan_maker(max_context), jobs)[0]
     scan = Scan(max_context=max_context)
     log = run_dir / "engine.log"
     if log.is_file():
@@ -588,14 +538,14 @@ def scan_run(run_dir: Path, jobs: int | None = None, need_memory: bool = True,
 class scan_maker:
     """The reducer factory of reduce_lines for a classification (picklable)."""
 
-    def __init__(self, need_memory: bool = True, max_context: int | None = None):
-        self.need_memory, self.max_context = need_memory, max_context
+    def __init__(self, max_context: int | None = None):
+        self.max_context = max_context
 
     def __call__(self) -> list:
         return [self.one()]
 
     def one(self) -> Scan:
-        return Scan(self.need_memory, self.max_context)
+        return Scan(self.max_context)
 
 
 def _scan_log(scan: Scan, log: Path) -> None:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 from soak import fault_kinds
+from soak.analysis.memory_verdict import memory_verdicts
+from soak.analysis.runfolder import RunFolder
 from soak.catalog import _causal
 from soak.catalog import _rawlog, _runscan
 from soak.catalog._context import context_from_log, fill_from_events, load_context
@@ -55,10 +57,9 @@ def resolve_catalog(catalog) -> Catalog:
 def scan_reducer(run_dir):
     """The classifier's scan as a reducer for another pass over the run's
     events (soak.run_folder.reduce_lines, e.g. soak.analysis's RunFolder
-    with `companion=`): made as classify_run makes its own; give the fed
-    scan back to classify_run(scan=...)."""
-    run_dir = Path(run_dir)
-    return _runscan.scan_maker(not _memory_judged(_read_verdicts(run_dir)), load_context(run_dir).max_context).one
+    with `companion=`): made as classify_run makes its own; give that
+    RunFolder to classify_run(run=...)."""
+    return _runscan.scan_maker(load_context(Path(run_dir)).max_context).one
 
 
 def is_scan(obj) -> bool:
@@ -66,13 +67,11 @@ def is_scan(obj) -> bool:
     return isinstance(obj, _runscan.Scan)
 
 
-def _memory_judged(verdicts: dict | None) -> bool:
-    return isinstance(((verdicts or {}).get("memory") or {}).get("series"), dict)
-
-
-def classify_run(run_dir, catalog=None, write: bool = True, scan=None) -> dict:
-    """scan: the run's events already read into a scan made by scan_reducer
-    (one pass for verdicts and classification); else they are read here."""
+def classify_run(run_dir, catalog=None, write: bool = True, run: RunFolder | None = None) -> dict:
+    """run: the run folder already opened with the classifier's scan as its companion
+    (scan_reducer: one pass for verdicts and classification); else it is opened here.
+    Memory findings are soak.analysis.memory_verdict's judgment of the run's events (the one
+    the verdicts and the gate give), never a copy recorded in verdicts.json."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInput(f"run folder {run_dir} does not exist", hint="give a logs/<run-id>/ folder")
@@ -83,12 +82,17 @@ def classify_run(run_dir, catalog=None, write: bool = True, scan=None) -> dict:
         run_folder.require(run_dir)  # the schema of manifest.json
     cat = resolve_catalog(catalog)
     started = time.perf_counter()
-    verdicts = _read_verdicts(run_dir)
     ctx = load_context(run_dir)
-    if scan is None:
-        scan = scan_run(run_dir, need_memory=not _memory_judged(verdicts), max_context=ctx.max_context)
+    memory = None
+    if run_folder.is_run_folder(run_dir):
+        if run is None or not is_scan(run.companion):
+            run = RunFolder(run_dir, companion=_runscan.scan_maker(ctx.max_context).one)
+        scan = run.companion
+        memory = memory_verdicts(run)
+    else:  # an engine.log alone: no memory samples
+        scan = scan_run(run_dir, max_context=ctx.max_context)
     fill_from_events(ctx, scan)
-    findings = scan.finish(ctx.backend, ctx.backend_actual, verdicts)
+    findings = scan.finish(ctx.backend, ctx.backend_actual, memory)
     engine_log = run_dir / "engine.log"
     facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
     result = _classify(scan, findings, facts, ctx, cat, started, str(run_dir))
@@ -163,14 +167,6 @@ def classify_log(path, catalog=None) -> dict:
                      "crashes": len(log.crashes), "context_read": log.context,
                      "context_missing": log.context_missing}
     return result
-
-
-def _read_verdicts(run_dir: Path) -> dict | None:
-    """verdicts.json of soak.analysis (memory trend), when it was written first."""
-    try:
-        return run_folder.read_json(run_dir / run_folder.VERDICTS)
-    except BadInput:  # damaged: the classifier judges memory itself
-        return None
 
 
 def _finding_json(f, matches, near) -> dict:

@@ -15,7 +15,8 @@ Reads the run folder only (events.jsonl, manifest.json): works while `soak run` 
 writing it, from another terminal or machine sharing the folder.  Shows the state
 (running, complete, or ended without run_end: killed), iterations and percentage of a
 bounded run, time left, faults so far (counted as the gate counts them) with the last
-few, and the memory trend (least-squares slope of RSS over the run's memory samples).
+few, and the memory verdict of each series so far (soak.analysis.memory_verdict: the same
+judgment `soak gate` and `soak classify` give), with RSS's trend per hour.
 
   soak status logs/nightly
   soak status logs/nightly --watch        # refresh every 2 s until the run ends
@@ -50,14 +51,12 @@ def status(run_dir) -> dict:
     config = manifest.get("config") or {}
     events = list(read_events(run_dir))
     state = run_state(run_dir)  # running: its writer holds the folder's lock
-    iterations, elapsed, faults, by_kind, mem = 0, 0.0, [], {}, []
+    iterations, elapsed, faults, by_kind = 0, 0.0, [], {}
     for e in events:
         elapsed = max(elapsed, e.get("t") or 0.0)
         name = e.get("event")
         if name == "iteration" and isinstance(e.get("i"), int):
             iterations = max(iterations, e["i"] + 1)
-        elif name == "memory" and e.get("rss"):
-            mem.append((e["t"], e["rss"]))
         kind = fault_kind_of(name, e)
         if kind is not None:
             by_kind[kind] = by_kind.get(kind, 0) + 1
@@ -81,22 +80,26 @@ def status(run_dir) -> dict:
             "duration_goal_s": duration, "elapsed_s": round(elapsed, 3), "fraction": frac,
             "time_left_s": None if left is None else round(left, 1), "rate_per_s": rate,
             "faults": len(faults), "faults_by_kind": by_kind, "last_faults": faults[-5:],
-            "memory": memory_trend(mem)}
+            "memory": memory_status(run_dir)}
 
 
-def memory_trend(samples: list[tuple[float, int]]) -> dict:
-    """Least-squares slope of RSS over time (a simple trend for a person; the leak verdict
-    proper, with its interval and test, is `soak gate`'s)."""
-    if len(samples) < 3:
-        return {"samples": len(samples), "rss_last": samples[-1][1] if samples else None,
-                "slope_bytes_per_hour": None}
-    n = len(samples)
-    mt = sum(t for t, _ in samples) / n
-    mr = sum(r for _, r in samples) / n
-    var = sum((t - mt) ** 2 for t, _ in samples)
-    slope = sum((t - mt) * (r - mr) for t, r in samples) / var if var else 0.0
-    return {"samples": n, "rss_first": samples[0][1], "rss_last": samples[-1][1],
-            "slope_bytes_per_hour": round(slope * 3600)}
+def memory_status(run_dir: Path) -> dict:
+    """The memory verdicts of the events so far, from soak.analysis.memory_verdict (the one
+    memory judgment: `soak gate` and `soak classify` read the same), with RSS's figures."""
+    from soak.analysis.memory_verdict import memory_verdicts
+    from soak.analysis.runfolder import RunFolder
+
+    run = RunFolder(run_dir)
+    series = memory_verdicts(run)["series"]
+    rss = [e["rss"] for _, e in run.memory_samples if isinstance(e.get("rss"), (int, float))]
+    v = series["rss"]
+    hour = v.get("slope_per_hour") or {}
+    return {"verdicts": {k: s["verdict"] for k, s in series.items() if s["verdict"] != "no_data"},
+            "verdict": v["verdict"], "samples": v.get("samples", 0),
+            "rss_first": rss[0] if rss else None, "rss_last": rss[-1] if rss else None,
+            "slope_bytes_per_hour": None if hour.get("value") is None else round(hour["value"]),
+            "slope_bytes_per_hour_interval": [hour.get("lo"), hour.get("hi")] if hour else None,
+            "iterations": v.get("iterations")}
 
 
 def render(st: dict) -> str:
@@ -116,12 +119,17 @@ def render(st: dict) -> str:
     for f in st["last_faults"]:
         lines.append(f"         iter {f['iteration']}  {f['kind']}  {f['detail']}")
     m = st["memory"]
-    if m["slope_bytes_per_hour"] is None:
-        lines.append(f"memory   rss {human_bytes(m['rss_last'])} (too few samples for a trend)")
+    others = ", ".join(f"{k} {v}" for k, v in m["verdicts"].items() if k != "rss")
+    if m["rss_last"] is None:
+        lines.append("memory   no samples yet")
+    elif m["slope_bytes_per_hour"] is None:
+        lines.append(f"memory   rss {human_bytes(m['rss_last'])}: {m['verdict']} ({m['samples']} samples after warm-up)")
     else:
         sign = "+" if m["slope_bytes_per_hour"] >= 0 else "-"
-        lines.append(f"memory   rss {human_bytes(m['rss_first'])} -> {human_bytes(m['rss_last'])}, "
+        lines.append(f"memory   rss {human_bytes(m['rss_first'])} -> {human_bytes(m['rss_last'])}: {m['verdict']}, "
                      f"trend {sign}{human_bytes(abs(m['slope_bytes_per_hour']))}/hour over {m['samples']} samples")
+    if others:
+        lines.append(f"         {others}")
     return "\n".join(lines)
 
 

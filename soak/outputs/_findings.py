@@ -31,10 +31,9 @@ def classification(run: RunFolder) -> dict:
     (from the scan fed by the run's pass when open_run made it)."""
     if run.classification is not None:
         return run.classification
-    from soak.catalog.classify import classify_run, is_scan
+    from soak.catalog.classify import classify_run
 
-    scan = run.companion
-    return classify_run(run.path, write=False, scan=scan if is_scan(scan) else None)
+    return classify_run(run.path, write=False, run=run)
 
 
 def fault_events(run: RunFolder) -> list[dict]:

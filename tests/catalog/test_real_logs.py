@@ -305,15 +305,22 @@ def test_host_memory_growth_from_memory_events(tmp_path, catalog):
     assert d["figures"]["growth_bytes"] > 40_000_000
 
 
-def test_memory_growth_prefers_verdicts_json(tmp_path, catalog):
-    run = make_run(tmp_path, "v", ctx(), [iteration(0)])
+def test_memory_is_judged_from_the_events_not_a_recorded_verdicts_json(tmp_path, catalog):
+    """A verdicts.json written by older code (or by hand) does not decide memory: the classifier
+    judges the events with soak.analysis.memory_verdict, as the gate does (issue 22)."""
+    ev = []
+    for i in range(100):
+        ev.append(iteration(i))
+        ev.append(("memory", {"source": "iteration", "iteration": i, "rss": 200_000_000 + (i % 3) * 4096,
+                              "gpu_live_bytes": 50_000_000 + i * 200_000}))
+    run = make_run(tmp_path, "v", ctx(), ev)
     (run / "verdicts.json").write_text(json.dumps({"memory": {"series": {
-        "rss": {"verdict": "flat"},
-        "gpu_live_bytes": {"verdict": "leak", "growth_bytes": 9e6, "slope_per_iteration": {"value": 4096}}}}}))
+        "rss": {"verdict": "leak", "growth_bytes": 9e6, "slope_per_iteration": {"value": 4096}},
+        "gpu_live_bytes": {"verdict": "stable"}}}}))
     result = classify_run(run, catalog)
-    d = finding(result, "memory_growth")
-    assert d["fault_id"] == "soak-gpu-memory-leak" and d["figures"]["source"] == "verdicts.json"
-    assert len([x for x in result["findings"] if x["kind"] == "memory_growth"]) == 1
+    (d,) = [x for x in result["findings"] if x["kind"] == "memory_growth"]
+    assert d["fault_id"] == "soak-gpu-memory-leak" and d["figures"]["source"] == "memory verdict"
+    assert (d["first_iteration"], d["last_iteration"]) == (10, 99)  # after the warm-up, in iterations
 
 
 def test_thousand_identical_failures_are_one_finding(tmp_path, catalog):
