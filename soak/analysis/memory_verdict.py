@@ -204,9 +204,9 @@ def series_verdict(run: RunFolder, field: str, c: LeakCriteria = LeakCriteria(),
     growth = main.slope * (out.get("span_iterations") if tr is not None else out.get("span_hours", 0.0))
     out["growth_bytes"] = growth
     use = it_rows if tr is not None else t_rows
-    xi = 1 if tr is not None else 2
-    out["verdict"] = decide(main, growth, start_level,
-                            [r[xi] for r in use], [r[3] for r in use], [r[0] for r in use], c)
+    # x in the units `main` was fitted in (hours for time): decide() compares the late half's slope with it
+    x = [r[1] for r in use] if tr is not None else [r[2] / 3600.0 for r in use]
+    out["verdict"] = decide(main, growth, start_level, x, [r[3] for r in use], [r[0] for r in use], c)
     out["verdict_one_series"] = out["verdict"]
     work = workload_verdict(samples, iterations, field, warmup, c, expected)
     if work is not None:
