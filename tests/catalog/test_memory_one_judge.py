@@ -119,7 +119,9 @@ def _timer_run(root: Path, name: str, iterations: int, per_iteration: int, rise:
 
 def test_timer_samples_span_iterations_not_sample_numbers(tmp_path, catalog):
     """Before: 30 iterations x 40 timer samples of a steady leak were memory_growth over
-    'iterations 0-1199' (the scan numbered samples without an iteration by their count)."""
+    'iterations 0-1199' (the scan numbered samples without an iteration by their count), and the
+    verdict called the same ramp `growth_stopped` (then `retained`): its 'sustained' check fitted
+    the late half per second against the whole per hour."""
     run = _timer_run(tmp_path, "timer-leak", 30, 40, 200_000)
     verdicts = assert_one_answer(run, catalog)
     assert verdicts["rss"] == "leak"
