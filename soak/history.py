@@ -212,7 +212,7 @@ def add_runs(conn: sqlite3.Connection, run_dirs: list[Path]) -> list[Added]:
     added = []
     for run_dir in run_dirs:
         run_folder.require(run_dir)  # exit 3 on a folder that is not one, or of a newer schema
-        manifest = run_folder.read_json(run_dir / run_folder.MANIFEST) or {}
+        manifest = run_folder.read_manifest(run_dir) or {}
         classification = run_folder.read_json(run_dir / run_folder.CLASSIFICATION)
         if classification is None:  # killed before its end-of-run classification: classify now, read-only
             from soak.catalog.classify import classify_run

@@ -21,6 +21,7 @@ from soak import signals as stop_signals
 from soak.loop.config import RunConfig, new_run_id
 from soak.judges import judge_run
 from soak.loop.runner import ABORT_GRACE_S, Runner
+from soak.run_folder import SUMMARY
 
 COMBINED_FILE = "combined.json"
 # after SIGTERM (or a second Ctrl-C) each device's run has this long to write its end; one that
@@ -98,7 +99,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
                 entry.update(exit_code=int(errors.ExitCode.TERMINATED if signals.terminated
                                            else errors.ExitCode.INTERRUPTED),
                              error=f"the run did not end within {ABORT_JOIN_S:g}s of the abort; "
-                                   "its run folder may lack run_end and summary.json")
+                                   f"its run folder may lack run_end and {SUMMARY}")
         return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit,
                        signals.terminated)
     finally:

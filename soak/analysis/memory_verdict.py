@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from statistics import median
 
 from soak.analysis.context_model import BETTER_FIT, expected_kv_bytes_per_token, fit_context, fit_steps, floor_summary, floors, rows_for
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.analysis.trend import trend
 from soak.errors import BadInput
 

@@ -31,7 +31,7 @@ import math
 from statistics import median
 
 from soak.analysis.memory_verdict import LeakCriteria, warmup_iterations
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.analysis.trend import trend
 
 METRICS = {"decode_tps": True, "prefill_tps": True, "latency_s": False, "ttft_s": False}  # name -> higher is better

@@ -27,7 +27,7 @@ import bisect
 import datetime as _dt
 from collections import defaultdict, deque
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.phases import PROFILE_PHASE_ORDER, profile_phase
 
 KERNEL_API = "clEnqueueNDRangeKernel"

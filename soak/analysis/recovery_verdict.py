@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from statistics import median
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.end_reasons import UNRECOVERABLE
 
 DEFAULT_LADDER = ("reset", "reinit", "reload", "restart")

@@ -1,5 +1,5 @@
 """Bounded accumulators for streaming analyses: what the verdicts
-(soak.analysis.runfolder) and the classifier (soak.catalog._runscan) keep of
+(soak.analysis.loaded_run) and the classifier (soak.catalog._runscan) keep of
 the per-iteration data of a run, in memory that does not grow with its length.
 
 - `Decimator`: at most `cap` items, evenly spaced (stride doubles when full);

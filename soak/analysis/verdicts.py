@@ -12,7 +12,7 @@ from pathlib import Path
 from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts
 from soak.analysis.perf import perf_verdicts
 from soak.analysis.recovery_verdict import recovery_verdicts
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.run_folder import VERDICTS, finite, write_json
 
 VERSION = 1

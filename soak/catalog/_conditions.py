@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from soak.catalog._clcodes import code_name
+from soak.run_folder import ENGINE_LOG
 
 if TYPE_CHECKING:  # pragma: no cover
     from soak.catalog._finding import Finding, RunFacts
@@ -151,7 +152,7 @@ class EngineLogRegex(Cond):
     def test(self, f, run):
         hit = run.engine_log_search(self.regex)
         if hit is not None:
-            return True, [f"engine.log ~ /{self.regex.pattern}/: {_clip(hit)}"]
+            return True, [f"{ENGINE_LOG} ~ /{self.regex.pattern}/: {_clip(hit)}"]
         return False, []
 
 

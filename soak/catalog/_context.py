@@ -7,10 +7,10 @@ log.  A missing field is *unknown*: it neither fits nor fails an entry.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from soak import run_folder
 from soak.catalog.schema import (THREAD_NUM_BITS, AppliesTo, human_params,
                                  parse_param_count, parse_version)
 
@@ -91,17 +91,15 @@ def _int(v) -> int | None:
 
 def load_context(run_dir: Path, scan=None) -> RunContext:
     ctx = RunContext()
-    path = run_dir / "manifest.json"
     m: dict = {}
-    if path.is_file():
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(m, dict):
-                ctx.manifest_problem, m = "manifest.json is not a JSON object", {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            ctx.manifest_problem = f"manifest.json unreadable: {exc}"
-    else:
-        ctx.manifest_problem = "no manifest.json"
+    try:
+        found = run_folder.read_manifest(run_dir)  # a newer major schema: BadInput (exit 3)
+        if found is None:
+            ctx.manifest_problem = f"no {run_folder.MANIFEST}"
+        else:
+            m = found
+    except run_folder.DamagedFile as exc:  # the classifier works without it
+        ctx.manifest_problem = f"{run_folder.MANIFEST} {exc.problem}"
     ctx.run_id = _first(m, "run_id") or run_dir.name
     model = _dict(m.get("model"))
     cfg = _dict(_first(m, "config", "engine_config"))

@@ -63,7 +63,7 @@ class Scan:
         self.load: dict | None = None
         self.run_start: dict | None = None
         self.has_cpu_fallback = False
-        self.source = "events.jsonl"
+        self.source = run_folder.EVENTS
         self.next_i: int | None = None   # the iteration after the last one read (None: not known yet)
         self._keys: dict[tuple, str] = {}
 
@@ -524,13 +524,13 @@ def scan_run(run_dir: Path, jobs: int | None = None, max_context: int | None = N
     is split over forked processes and the parts merged in order), or,
     without it, over engine.log lines.  `max_context`: the model's context
     length (iterations past it are context_overflow)."""
-    events = run_dir / "events.jsonl"
+    events = run_dir / run_folder.EVENTS
     if events.is_file():
         return run_folder.reduce_lines(events, scan_maker(max_context), jobs)[0]
     scan = Scan(max_context=max_context)
-    log = run_dir / "engine.log"
+    log = run_dir / run_folder.ENGINE_LOG
     if log.is_file():
-        scan.source = "engine.log"
+        scan.source = run_folder.ENGINE_LOG
         _scan_log(scan, log)
     return scan
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from soak import fault_kinds
 from soak.analysis.memory_verdict import memory_verdicts
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.catalog import _causal
 from soak.catalog import _rawlog, _runscan
 from soak.catalog._context import context_from_log, fill_from_events, load_context
@@ -30,7 +30,7 @@ from soak import run_folder
 from soak.run_folder import write_json
 
 FORMAT_VERSION = 1
-OUTPUT_NAME = "classification.json"
+OUTPUT_NAME = run_folder.CLASSIFICATION
 FARM_OUTPUT_NAME = "farm-classification.json"
 
 
@@ -76,7 +76,7 @@ def classify_run(run_dir, catalog=None, write: bool = True, run: RunFolder | Non
     if not run_dir.is_dir():
         raise BadInput(f"run folder {run_dir} does not exist", hint="give a logs/<run-id>/ folder")
     if not is_run_dir(run_dir):
-        raise BadInput(f"{run_dir} is not a run folder (no events.jsonl or engine.log)",
+        raise BadInput(f"{run_dir} is not a run folder (no {run_folder.EVENTS} or {run_folder.ENGINE_LOG})",
                        hint="give a logs/<run-id>/ folder written by `soak run`")
     if run_folder.is_run_folder(run_dir):
         run_folder.require(run_dir)  # the schema of manifest.json
@@ -93,7 +93,7 @@ def classify_run(run_dir, catalog=None, write: bool = True, run: RunFolder | Non
         scan = scan_run(run_dir, max_context=ctx.max_context)
     fill_from_events(ctx, scan)
     findings = scan.finish(ctx.backend, ctx.backend_actual, memory)
-    engine_log = run_dir / "engine.log"
+    engine_log = run_dir / run_folder.ENGINE_LOG
     facts = RunFacts(findings, scan.code_counts, ctx.max_context, engine_log if engine_log.is_file() else None)
     result = _classify(scan, findings, facts, ctx, cat, started, str(run_dir))
     if write:
@@ -272,7 +272,7 @@ def classify_many(runs_or_dir, catalog=None, write: bool = True) -> dict:
         runs = [Path(r) for r in runs_or_dir]
     if not runs:
         raise BadInput(f"no run folders found under {runs_or_dir}",
-                       hint="a run folder holds events.jsonl, manifest.json or engine.log")
+                       hint=f"a run folder holds {run_folder.EVENTS}, {run_folder.MANIFEST} or {run_folder.ENGINE_LOG}")
     cat = resolve_catalog(catalog)
     results = []
     for r in runs:

@@ -22,6 +22,7 @@ from soak.catalog._clcodes import parse_code
 from soak.engine.abi import STATUS as LLM_STATUS
 from soak.fault_kinds import FAULT_KINDS, and_refinements, with_field
 from soak.phases import FAULT_PHASES
+from soak.run_folder import ENGINE_LOG
 
 # the values of the keys that take a choice
 OUTPUT_SYMPTOMS = ("invalid_utf8", "empty", "repetition", "garbage")
@@ -127,7 +128,7 @@ KEYS: dict[str, MatchKey] = {k.name: k for k in (
     MatchKey("api", "OpenCL API name(s) from interposer records", STRINGS, C.ApiIn, _carrying("api")),
     MatchKey("log", "regex over the fault's own log text (line, last lines, iteration error lines)", REGEX,
              C.LogRegex),
-    MatchKey("engine_log", "regex anywhere in engine.log", REGEX, C.EngineLogRegex),
+    MatchKey("engine_log", f"regex anywhere in {ENGINE_LOG}", REGEX, C.EngineLogRegex),
     MatchKey("signal", "exit signal(s): SIGSEGV, SIGABRT, SIGKILL, ... (or numbers)",
              items(signals.known, "a signal name or number"), C.SignalIn, _carrying("signal")),
     MatchKey("exit_code", "worker exit code(s)", items(_int, "an integer"), C.ExitCodeIn),

@@ -24,9 +24,8 @@ from pathlib import Path
 from soak.cl import stats_layout
 from soak.errors import BadInput
 from soak.phases import PROFILE_PHASE_CODE, PROFILE_PHASES
+from soak.run_folder import CL_STATS_GLOB, CL_STATS_PATTERN as STATS_PATTERN, CL_TRACE as TRACE_FILE
 
-TRACE_FILE = "cl_trace.jsonl"
-STATS_PATTERN = "cl_trace.%p.stats"
 # the stats file's layout: native/interposer/stats_layout.h, read by soak.cl.stats_layout
 _LAYOUT = stats_layout.load()
 STATS_MAGIC = _LAYOUT.define("SOAK_STATS_MAGIC").encode()
@@ -65,7 +64,7 @@ def read_stats(path: str | os.PathLike) -> dict | None:
     n_kinds, kind_size, n_api, api_size = head["n_kinds"], head["kind_size"], head["n_api"], head["api_size"]
     if magic != STATS_MAGIC:
         raise BadInput(f"{path} is not a soak interposer stats file (bad magic)",
-                       "pass the run folder; stats files are cl_trace.<pid>.stats")
+                       f"pass the run folder; stats files are {STATS_PATTERN.replace('%p', '<pid>')}")
     if not 1 <= version <= STATS_VERSION or kind_size < _KIND.size or api_size < _API.size:
         raise BadInput(f"{path}: stats format version {version} is not supported by this soak",
                        "read it with the soak version that wrote it")
@@ -318,7 +317,7 @@ class TraceReader:
         return fold_errors(records, slots, self._instances)
 
     def stats_files(self) -> list[Path]:
-        return sorted(self.run_dir.glob("cl_trace.*.stats"))
+        return sorted(self.run_dir.glob(CL_STATS_GLOB))
 
     def all_stats(self) -> list[dict]:
         """Every worker process's counters, oldest first."""

@@ -11,14 +11,15 @@ from soak.catalog import table
 from soak.catalog.classify import (FARM_OUTPUT_NAME, OUTPUT_NAME, classify_log, classify_many, classify_run, find_runs,
                                    is_run_dir, resolve_catalog)
 from soak.errors import BadInput
+from soak.run_folder import CLASSIFICATION, ENGINE_LOG, EVENTS, MANIFEST
 
-DESCRIPTION = """\
-Reads only the run folder (manifest.json, events.jsonl, engine.log), groups
+DESCRIPTION = f"""\
+Reads only the run folder ({MANIFEST}, {EVENTS}, {ENGINE_LOG}), groups
 identical failures into findings, matches each against the fault catalog with
 the run's context (model size, backend, GPU, driver, versions), and orders
 them into root causes: the first row is the earliest cause, what followed
 from it (its cascade) is counted beneath it. Prints the table and writes
-classification.json into each run folder. Failures nothing matches get a
+{CLASSIFICATION} into each run folder. Failures nothing matches get a
 stable signature.
 
   soak classify logs/<run-id>
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         found = [p] if is_run_dir(p) else find_runs(p)
         if not found:
             raise BadInput(f"no run folders in {p}",
-                           hint="a run folder holds events.jsonl, manifest.json or engine.log")
+                           hint=f"a run folder holds {EVENTS}, {MANIFEST} or {ENGINE_LOG}")
         runs.extend(found)
     catalog = resolve_catalog(args.catalog)
     if catalog.note:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(runs)} runs, {len(farm['faults'])} distinct faults")
     print(table.farm_table(farm) if farm["faults"] else "no failures")
-    print(f"\nclassification.json written in each of the {len(runs)} run folders"
+    print(f"\n{CLASSIFICATION} written in each of the {len(runs)} run folders"
           + (f"; the table in {Path(args.runs[0]) / FARM_OUTPUT_NAME}" if single_farm else ""))
     return 0
 

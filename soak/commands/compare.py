@@ -247,12 +247,13 @@ def agreement(ref: dict[int, dict], other: dict[int, dict]) -> dict:
 
 
 def summarize_run(run_dir: Path) -> tuple[dict, dict[int, dict]]:
-    from soak.run_folder import read_events
+    from soak import run_folder
 
+    run_dir = run_folder.require(run_dir)  # a manifest of a newer major schema: BadInput (exit 3)
     iterations: dict[int, dict] = {}
     loads, load_us, caches = [], [], []
     faults = cl_errors = 0
-    for ev in read_events(run_dir):
+    for ev in run_folder.read_events(run_dir):
         kind = ev.get("event")
         if kind == "iteration":
             iterations[int(ev["i"])] = ev
@@ -265,12 +266,10 @@ def summarize_run(run_dir: Path) -> tuple[dict, dict[int, dict]]:
         elif kind == "fault":
             faults += 1
     evs = list(iterations.values())
-    summary = {}
-    if (run_dir / "summary.json").exists():
-        try:
-            summary = json.loads((run_dir / "summary.json").read_text())
-        except ValueError:
-            summary = {}
+    try:
+        summary = run_folder.read_json(run_dir / run_folder.SUMMARY) or {}
+    except run_folder.DamagedFile:
+        summary = {}
     row = {
         "iterations": len(evs),
         "faults": summary.get("faults", faults),

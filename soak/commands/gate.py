@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from soak.errors import ExitCode
+from soak.run_folder import GATE
 
 DESCRIPTION = """
 
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here (one test case per rule)")
     p.add_argument("--json", action="store_true", help="print the rule results as JSON")
     p.add_argument("--out", metavar="FILE", help="write the rule results and verdicts here "
-                   "(default RUN/gate.json; the run's own files are never rewritten)")
+                   f"(default RUN/{GATE}; the run's own files are never rewritten)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,17 @@
-"""soak merge: every run folder of a night -> one classification table, one HTML report, one JUnit."""
+"""soak merge: every run folder of a night -> one table of findings, one HTML report, one JUnit."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-DESCRIPTION = """
-Reads each run's classification.json (written at the run's end; a run
+from soak.run_folder import CLASSIFICATION, MERGE_TABLE
+
+DESCRIPTION = f"""
+Reads each run's {CLASSIFICATION} (written at the run's end; a run
 without one is classified now, its folder left as it is) and writes into -o DIR:
 
-  classification.json   each finding once, with per-device counts (device = phone
+  {MERGE_TABLE:<20}  each finding once, with per-device counts (device = phone
                         model and serial from the manifest, or the host)
   report.html           findings x devices, devices, runs with end reasons and links
   junit.xml             one testsuite per run (run id, device, model in its name),
@@ -25,7 +27,7 @@ Exit codes: 0 merged (faults or not: a gate judges), 3 bad input.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_OR_DIR", help="run folders, or folders holding run folders")
     p.add_argument("-o", "--output", metavar="DIR", required=True, help="folder for the merged outputs")
-    p.add_argument("--catalog", metavar="DIR", help="catalog for runs without classification.json "
+    p.add_argument("--catalog", metavar="DIR", help=f"catalog for runs without {CLASSIFICATION} "
                    "(default: fault_catalog/ of this checkout)")
     p.add_argument("--history", metavar="DB", help="also add every run to this history database (soak history)")
     p.add_argument("--quiet", action="store_true", help="print only where the outputs went")

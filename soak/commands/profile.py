@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soak.analysis.profile import explain, profile_run, render, same_workload
-    from soak.analysis.runfolder import RunFolder
+    from soak.analysis.loaded_run import RunFolder
     from soak.errors import BadInput
 
     gpu = RunFolder(args.run)

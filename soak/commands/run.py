@@ -14,6 +14,7 @@ from soak.loop import ladder as recovery
 from soak.loop.config import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration
 from soak.loop.session import Timeouts
 from soak.outputs.gate import add_run_arguments as add_gate_arguments
+from soak.run_folder import SUMMARY
 
 DESCRIPTION = """Run a soak: repeated randomized inference with fault capture and recovery.
 
@@ -83,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--out", default="logs", metavar="DIR", help="parent folder of run folders (default logs/)")
     o.add_argument("--run-id", help="name of the run folder (default: time-engine-backend-random)")
     o.add_argument("--quiet", action="store_true", help="nothing but errors: no progress, summary or gate table")
-    o.add_argument("--json", action="store_true", help="print summary.json alone to stdout at the end "
+    o.add_argument("--json", action="store_true", help=f"print {SUMMARY} alone to stdout at the end "
                    "(people text always goes to stderr)")
     p.add_argument("--target", action="append", default=[], metavar="TARGET",
                    help="local (default) or adb[:SERIAL] (repeatable: several phones in parallel)")
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     policy = None
     if args.gate:  # a bad policy or baseline is bad input before the soak starts, not after hours
-        from soak.analysis.runfolder import RunFolder
+        from soak.analysis.loaded_run import RunFolder
         from soak.outputs.policy import load_policy
 
         policy = load_policy(args.gate)

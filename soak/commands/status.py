@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from soak import errors
+from soak.run_folder import EVENTS, MANIFEST
 
-DESCRIPTION = """
-Reads the run folder only (events.jsonl, manifest.json): works while `soak run` is
+DESCRIPTION = f"""
+Reads the run folder only ({EVENTS}, {MANIFEST}): works while `soak run` is
 writing it, from another terminal or machine sharing the folder.  Shows the state
 (running, complete, or ended without run_end: killed), iterations and percentage of a
 bounded run, time left, faults so far (counted as the gate counts them) with the last
@@ -36,17 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def status(run_dir) -> dict:
-    from soak.run_folder import read_events, state as run_state
+    from soak.run_folder import DamagedFile, read_events, read_manifest, state as run_state
     from soak.fault_kinds import fault_kind_of
     from soak.fault_kinds import fault_detail
 
     run_dir = Path(run_dir)
-    if not (run_dir / "events.jsonl").is_file():
-        raise errors.BadInput(f"{run_dir} is not a run folder (no events.jsonl)",
+    if not (run_dir / EVENTS).is_file():
+        raise errors.BadInput(f"{run_dir} is not a run folder (no {EVENTS})",
                               "give the folder `soak run` printed at its start (logs/<run-id>)")
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(run_dir) or {}  # a newer major schema: BadInput (exit 3)
+    except DamagedFile:
         manifest = {}
     config = manifest.get("config") or {}
     events = list(read_events(run_dir))
@@ -62,7 +63,7 @@ def status(run_dir) -> dict:
             by_kind[kind] = by_kind.get(kind, 0) + 1
             faults.append({"iteration": e.get("iteration"), "kind": kind, "detail": fault_detail(kind, e)})
     if state == RUNNING:  # the clock goes on since the last event written
-        elapsed += max(0.0, time.time() - (run_dir / "events.jsonl").stat().st_mtime)
+        elapsed += max(0.0, time.time() - (run_dir / EVENTS).stat().st_mtime)
     total, duration = config.get("iterations"), config.get("duration_s")
     frac = left = None
     rate = iterations / elapsed if elapsed > 0 and iterations else None
@@ -87,7 +88,7 @@ def memory_status(run_dir: Path) -> dict:
     """The memory verdicts of the events so far, from soak.analysis.memory_verdict (the one
     memory judgment: `soak gate` and `soak classify` read the same), with RSS's figures."""
     from soak.analysis.memory_verdict import memory_verdicts
-    from soak.analysis.runfolder import RunFolder
+    from soak.analysis.loaded_run import RunFolder
 
     run = RunFolder(run_dir)
     series = memory_verdicts(run)["series"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from soak import errors
 from soak.loop.config import RunConfig, model_path, validate
 from soak.loop.session import EngineSetup
+from soak.run_folder import TEST_ENGINE
 
 
 def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
@@ -23,7 +24,7 @@ def engine_setup(cfg: RunConfig, run_dir: Path) -> EngineSetup:
 
         engine_config = {"seed": cfg.seed, "faults": cfg.fault_plan or []}
         engine_config.update(cfg.test_engine)
-        path = run_dir / "test_engine.json"
+        path = run_dir / TEST_ENGINE
         path.write_text(json.dumps(engine_config, indent=2) + "\n")
         lib = str(build_test_engine())
         try:  # the engine's own parser judges the plan, before any worker starts

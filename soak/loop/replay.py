@@ -33,7 +33,7 @@ from soak.loop.session import Timeouts
 
 def load_run(run_dir: str | Path) -> tuple[dict, Path]:
     run_dir = run_folder.require(run_dir)
-    manifest = run_folder.read_json(run_dir / run_folder.MANIFEST)
+    manifest = run_folder.read_manifest(run_dir)
     if manifest is None:
         raise errors.BadInput(f"{run_dir} is not a soak run folder (no {run_folder.MANIFEST})",
                               "pass a folder under logs/ written by `soak run`")

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from soak import errors
+from soak.run_folder import RESERVE as RESERVE_FILE
 
-RESERVE_FILE = ".soak-reserve"
 RESERVE_BYTES = 256 << 10  # run_end, error, manifest and summary need a few KB; the rest is margin
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 

@@ -36,7 +36,7 @@ from soak.loop.session import EngineSetup, Session
 from soak.loop.stats import TOKEN_TIMING, RunStats
 from soak.loop.workload import Prefetcher, WorkloadSpec
 from soak.manifest import base_manifest, library_hashes
-from soak.run_folder import write_json
+from soak.run_folder import EVENTS, MANIFEST, SUMMARY, write_json
 from soak.targets.base import Target
 from soak.worker.protocol import unb64
 from soak.worker.supervisor import Aborted
@@ -115,10 +115,10 @@ class Runner:
             **manifest_facts(cfg),
         })
         try:
-            write_json(run_dir / "manifest.json", manifest)
+            write_json(run_dir / MANIFEST, manifest)
             t0 = time.monotonic()
             self.progress = Progress(quiet=cfg.quiet, total=cfg.iterations, duration=cfg.duration_s)
-            self.events = EventLog(run_dir / "events.jsonl", run_id, t0=t0, listener=self._on_event)
+            self.events = EventLog(run_dir / EVENTS, run_id, t0=t0, listener=self._on_event)
             self.events.emit("run_start", argv=cfg.argv, seed=cfg.seed, engine=cfg.engine, backend=cfg.backend,
                              target=self.target.name, run_dir=str(run_dir),
                              monotonic_t0=round(t0, 6))  # events' t is time.monotonic() - this (trace export)
@@ -159,8 +159,8 @@ class Runner:
             summary = self.summary(run_id, run_dir, elapsed)
             manifest.update({"backend_actual": summary["backend_actual"], "engine_name": summary["engine_name"],
                              "ended": _now()})
-            write_json(run_dir / "manifest.json", manifest)
-            write_json(run_dir / "summary.json", summary)
+            write_json(run_dir / MANIFEST, manifest)
+            write_json(run_dir / SUMMARY, summary)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from soak import errors
 from soak.loop import outcomes as faultlib
 from soak.events import EventLog
+from soak.run_folder import ENGINE_LOG
 from soak.targets.base import Target
 from soak.worker import protocol
 from soak.worker.supervisor import CallOutcome, Supervisor, WorkerDead
@@ -54,7 +55,7 @@ class Session:
         self.events = events
         self.run_dir = run_dir
         self.timeouts = timeouts
-        self.sup = Supervisor(target, run_dir / "engine.log", cwd=run_dir, env=setup.env, on_line=on_line,
+        self.sup = Supervisor(target, run_dir / ENGINE_LOG, cwd=run_dir, env=setup.env, on_line=on_line,
                               stall_s=timeouts.stall)
         self.backend_actual: str | None = None
         self.engine_name: str | None = None

@@ -6,25 +6,26 @@ import json
 import shlex
 from pathlib import Path
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.outputs._findings import finding_label
 from soak.outputs._redact import Redactor
+from soak.run_folder import CLASSIFICATION, ENGINE_LOG, EVENTS, MANIFEST, SUMMARY, TEST_ENGINE, VERDICTS
 
-FILES = """\
+FILES = f"""\
     README.md           this file
     bundle.json         what was selected: findings, occurrences, replay iteration, redactions
-    manifest.json       the run's manifest
+    {MANIFEST:<20}the run's manifest
     environment.json    OpenCL platform/device/driver/extensions/limits, host or phone,
                         engine libraries with hashes, model config and size, seed
-    classification.json, verdicts.json, summary.json
-    events.jsonl        the event log (whole, or every non-iteration event plus the
+    {CLASSIFICATION}, {VERDICTS}, {SUMMARY}
+    {EVENTS:<20}the event log (whole, or every non-iteration event plus the
                         iterations around each occurrence when the log is large)
-    engine_log/         engine.log bytes around each occurrence (iteration and the 3 before)
+    engine_log/         {ENGINE_LOG} bytes around each occurrence (iteration and the 3 before)
     cl_trace/           interposer records
     series/             memory.csv and perf.csv, one row per sample / iteration
     prompts.jsonl       exact prompts of the failing iterations and of those before them
     model/config.json   the model's config, when it was readable
-    test_engine.json    the test engine's config and fault plan (test-engine runs)"""
+    {TEST_ENGINE:<20}the test engine's config and fault plan (test-engine runs)"""
 
 
 def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: int | None, name: str,
@@ -52,7 +53,7 @@ def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: 
     if verdicts:
         mem = verdicts.get("memory", {})
         if mem.get("leaking_series"):
-            lines.append(f"- memory leak verdict on {', '.join(mem['leaking_series'])}: see verdicts.json "
+            lines.append(f"- memory leak verdict on {', '.join(mem['leaking_series'])}: see {VERDICTS} "
                          "and series/memory.csv")
     lines += ["", "## On what", ""]
     lines.append(f"- engine: {env.get('engine_name') or env.get('engine')}; backend requested "
@@ -81,7 +82,7 @@ def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: 
     else:
         lines.append("No failing iteration to replay (the faults happened at load or are memory/perf verdicts); "
                      f"re-run the soak with the same seed: `soak run ... --seed {env.get('seed')}` "
-                     f"(full command in manifest.json).")
+                     f"(full command in {MANIFEST}).")
     cmd = run.manifest.get("command")
     if isinstance(cmd, list):
         lines += ["", "Original command:", "", "```", redactor.text(shlex.join(map(str, cmd))), "```"]

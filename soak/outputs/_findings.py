@@ -9,7 +9,7 @@ same function the classifier uses, so the two always agree.
 from __future__ import annotations
 
 from soak import run_folder
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.fault_kinds import OWN_VERDICT_KINDS as DERIVED_KINDS  # findings from series, not from fault events
 from soak.fault_kinds import fault_kind_of
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import re
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.errors import BadInput
 from soak.fault_kinds import fault_detail
 from soak.outputs._findings import fault_events

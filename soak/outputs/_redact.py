@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 
 
 def _sha256_text(text: str) -> str:

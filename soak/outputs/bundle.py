@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from soak import run_folder
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.errors import BadInput
 from soak.outputs._bundle_readme import render_readme
 from soak.outputs._findings import DERIVED_KINDS, classification, finding_label, findings_with_events, open_run
@@ -156,25 +156,25 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
         put_text(name, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
     env = environment(run)
-    put_json("manifest.json", run.manifest)
+    put_json(run_folder.MANIFEST, run.manifest)
     put_json("environment.json", env)
-    put_json("classification.json", classification(run))
+    put_json(run_folder.CLASSIFICATION, classification(run))
     verdicts = run_folder.read_json(run.path / run_folder.VERDICTS)
     if verdicts is None:
         from soak.analysis.verdicts import compute_verdicts
 
         verdicts = compute_verdicts(run, write=False)
-    put_json("verdicts.json", verdicts)
+    put_json(run_folder.VERDICTS, verdicts)
     if run.summary:
-        put_json("summary.json", run.summary)
-    for extra in ("test_engine.json",):
+        put_json(run_folder.SUMMARY, run.summary)
+    for extra in (run_folder.TEST_ENGINE,):
         if (run.path / extra).is_file():
             put_text(extra, (run.path / extra).read_text(encoding="utf-8", errors="replace"))
 
     # events: the whole log if small, else everything but the iterations outside the windows
-    size = (run.path / "events.jsonl").stat().st_size
+    size = (run.path / run_folder.EVENTS).stat().st_size
     whole = size <= FULL_EVENTS_LIMIT
-    files["events.jsonl"] = _spooled(redactor.text(json.dumps(redactor.event(e), ensure_ascii=False)) + "\n"
+    files[run_folder.EVENTS] = _spooled(redactor.text(json.dumps(redactor.event(e), ensure_ascii=False)) + "\n"
                                      for e in run.stream()
                                      if whole or e.get("event") != "iteration" or e.get("i") in keep_iters)
 
@@ -195,7 +195,7 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
             start = end - LOG_WINDOW_LIMIT
         name = f"engine_log/occurrence-{k:03d}-iter-{it if it is not None else 'load'}.log"
         data = run.log_bytes(start, end, LOG_WINDOW_LIMIT)
-        context = [f"# soak: engine.log bytes {start}..{end} around {finding_label(f)} ({o.get('kind')}) at iteration {it}"]
+        context = [f"# soak: {run_folder.ENGINE_LOG} bytes {start}..{end} around {finding_label(f)} ({o.get('kind')}) at iteration {it}"]
         for key in ("line", "last_lines", "code", "name", "info", "signal"):
             if o.get(key) not in (None, [], ""):
                 context.append(f"# {key}: {o.get(key)}")
@@ -306,8 +306,8 @@ def open_bundle(archive: str | Path, dest: str | Path) -> tuple[Path, dict]:
                        hint="pass a .tar.gz written by `soak bundle`")
     run_dir = Path(dest) / tops.pop()
     meta_path = run_dir / "bundle.json"
-    if not meta_path.is_file() or not (run_dir / "events.jsonl").is_file():
-        raise BadInput(f"{archive} is not a soak bundle (no bundle.json or events.jsonl)",
+    if not meta_path.is_file() or not (run_dir / run_folder.EVENTS).is_file():
+        raise BadInput(f"{archive} is not a soak bundle (no bundle.json or {run_folder.EVENTS})",
                        hint="pass a .tar.gz written by `soak bundle`")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

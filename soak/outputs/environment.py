@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 
 
 def environment(run: RunFolder) -> dict:

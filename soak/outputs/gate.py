@@ -20,7 +20,7 @@ from pathlib import Path
 
 from soak import run_folder
 from soak.end_reasons import conclude
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
 from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events, open_run
@@ -249,11 +249,11 @@ def completeness(run: RunFolder) -> RuleResult:
     except run_folder.DamagedEvents as exc:
         if exc.line > 1:  # events before the damage: bad input (exit 3, file:line), as for every judge
             raise
-        return RuleResult("run.complete", False, f"events.jsonl cannot be read: {exc.message}")
+        return RuleResult("run.complete", False, f"{run_folder.EVENTS} cannot be read: {exc.message}")
     if not n_events:
-        return RuleResult("run.complete", False, "events.jsonl holds no event (empty, or nothing but a cut-off line)")
+        return RuleResult("run.complete", False, f"{run_folder.EVENTS} holds no event (empty, or nothing but a cut-off line)")
     if not run.event_kinds & {"run_start", "iteration", "run_end"}:
-        return RuleResult("run.complete", False, f"events.jsonl holds no soak run event ({n_events} line(s) of "
+        return RuleResult("run.complete", False, f"{run_folder.EVENTS} holds no soak run event ({n_events} line(s) of "
                           "something else)")
     end = run.first("run_end")
     done = run.iterations_seen
@@ -283,7 +283,7 @@ def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list
     t0 = time.perf_counter()
     complete = completeness(run)
     complete.time_s = time.perf_counter() - t0
-    if not complete.passed and complete.message.startswith("events.jsonl"):
+    if not complete.passed and complete.message.startswith(run_folder.EVENTS):
         return [complete], None     # no event to judge any other rule on
     t0 = time.perf_counter()
     verdicts = compute_verdicts(run, base, write=False)
@@ -348,7 +348,7 @@ def print_results(results: list[RuleResult], run_id: str, stream=None) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("gate (judge the run when it ends)")
     g.add_argument("--gate", metavar="POLICY", help="gate the finished run with this TOML policy "
-                   "(exit 1 if it fails); JUnit goes to RUN/gate-junit.xml")
+                   f"(exit 1 if it fails); JUnit goes to RUN/{run_folder.GATE_JUNIT}")
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
     g.add_argument("--junit", metavar="FILE", help="also write the gate's JUnit here (CI test reports; the "
                    "suite name carries the run id, device and model)")
@@ -395,7 +395,7 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
             RunFolder(baseline)
         results, verdicts = evaluate(run, policy, baseline)
     except BadInput as exc:
-        path = junit_path or (Path(run_dir) / "gate-junit.xml" if Path(run_dir).is_dir() else None)
+        path = junit_path or (Path(run_dir) / run_folder.GATE_JUNIT if Path(run_dir).is_dir() else None)
         if path is not None:
             try:
                 write_error_junit(path, policy.name, run_id_of(run) if run else Path(run_dir).name,
@@ -415,7 +415,7 @@ def gate_run(run_dir, policy_path, baseline=None, junit_path=None,
     quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
-    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / "gate-junit.xml")
+    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / run_folder.GATE_JUNIT)
     if junit_path:  # `soak run --gate ... --junit FILE`: a copy where the CI looks for reports
         from soak.outputs.junit import write_junit
 

@@ -3,7 +3,7 @@
 A lab runs one CI job per phone; each job leaves a run folder (classified at
 the run's end).  The merge job reads them all and writes into one folder:
 
-    classification.json   each finding once, with per-device counts; the devices; the run list
+    merge.json            each finding once, with per-device counts; the devices; the run list
     report.html           findings x devices, devices, runs (end reason, link to the folder)
     junit.xml             one <testsuite> per run (run id, device and model in its name),
                           from the run's gate results, else from its classification
@@ -35,7 +35,7 @@ from soak.outputs import junit as junit_xml
 from soak.outputs.html_page import esc as _e, page_head
 
 FORMAT_VERSION = 1
-TABLE_NAME = "classification.json"
+TABLE_NAME = run_folder.MERGE_TABLE    # not CLASSIFICATION: that is one run's table
 REPORT_NAME = "report.html"
 JUNIT_NAME = "junit.xml"
 GATE_JSON, GATE_JUNIT = run_folder.GATE, run_folder.GATE_JUNIT
@@ -95,7 +95,7 @@ def collect(paths: list[str | Path]) -> list[Path]:
         found = [path] if is_run_dir(path) else find_runs(path)
         if not found:
             raise BadInput(f"no run folders in {path}",
-                           "a run folder holds events.jsonl, manifest.json or engine.log (written by `soak run`)")
+                           f"a run folder holds {EVENTS}, {MANIFEST} or {run_folder.ENGINE_LOG} (written by `soak run`)")
         for run in found:
             key = run.resolve()
             if key not in seen:
@@ -162,7 +162,7 @@ def _str(v) -> str | None:
 
 def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
     """A run's record, plus its manifest, classification and summary (for the history)."""
-    manifest = _json(run_dir / MANIFEST) or {}
+    manifest = run_folder.read_manifest(run_dir) or {}  # a newer major schema: BadInput (exit 3)
     classification = _json(run_dir / CLASSIFICATION)
     classified = "run"
     if classification is None:
@@ -374,7 +374,7 @@ def render_html(table: Table, out_dir: Path) -> str:
         ends[r.end_reason or "no run_end"] = ends.get(r.end_reason or "no run_end", 0) + 1
     title = f"soak merge: {len(table.runs)} runs on {len(data_devices)} devices"
     p = [page_head(title, _CSS) + f"<h1>{_e(title)}</h1>"
-         f"<p class=muted>generated {_e(now)} by <code>soak merge</code> from each run's classification.json; "
+         f"<p class=muted>generated {_e(now)} by <code>soak merge</code> from each run's {CLASSIFICATION}; "
          "self-contained, no script, no network.</p>",
          "<table><tbody>"
          f"<tr><th>runs</th><td class=num>{len(table.runs)}</td></tr>"

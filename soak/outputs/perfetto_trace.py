@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from soak.analysis.profile import KERNEL_API, mono_t0_ns, phase_of
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.errors import BadInput
 
 TOP_PER_WINDOW = 6

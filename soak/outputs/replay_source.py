@@ -54,7 +54,7 @@ def replay_source(source: str | Path, iteration: int | None) -> Iterator[tuple[P
 
 def signatures_at(run_dir: str | Path, iteration: int) -> dict[str, str]:
     """{signature id: signature text} of the faults recorded at `iteration` (load faults excluded)."""
-    from soak.analysis.runfolder import RunFolder
+    from soak.analysis.loaded_run import RunFolder
     from soak.catalog.signature import signature
     from soak.outputs._findings import fault_events
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from soak.analysis.perf import compare
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.analysis.verdicts import compute_verdicts
 from soak.errors import BadInput
 from soak import run_folder

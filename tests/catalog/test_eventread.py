@@ -9,7 +9,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soak import run_folder
+from soak.run_folder import reduce as run_folder  # the forked reduce: its knobs are patched here
 from soak.catalog import _eventread as R
 from soak.catalog._runscan import Scan
 
@@ -123,7 +123,7 @@ def test_scan_run_over_processes(tmp_path, monkeypatch):
     one = runscan.scan_run(tmp_path, jobs=1)
     import concurrent.futures
 
-    from soak import run_folder
+    from soak.run_folder import reduce as run_folder
 
     monkeypatch.setattr(run_folder, "PARALLEL_MIN_BYTES", 0)
     pools = []

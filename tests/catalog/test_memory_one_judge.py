@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import soak.events
 from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts, warmup_iterations
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.catalog.classify import classify_run
 from soak.catalog.loader import load_catalog
 from soak.commands.status import status

@@ -11,7 +11,7 @@ import random
 import pytest
 
 import soak.catalog._runscan as runscan
-from soak import run_folder
+from soak.run_folder import reduce as run_folder  # the forked reduce: its knobs are patched here
 from soak.analysis.streaming import Decimator, Intervals, Reservoir
 
 ITER = ('{"event": "iteration", "seq": %d, "t": %.3f, "ts": "2026-12-01T00:00:00.000+00:00", "run_id": "b", '

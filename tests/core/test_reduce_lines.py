@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from soak import run_folder
-from soak.analysis.runfolder import RunFolder, _Series
+from soak.run_folder import reduce as run_folder  # the forked reduce: its knobs are patched here
+from soak.analysis.loaded_run import RunFolder, _Series
 from soak.catalog._runscan import Scan
 from soak.errors import BadInput
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from soak import end_reasons
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 from soak.errors import ExitCode
 from soak.outputs import merge
 from soak.outputs.gate import completeness

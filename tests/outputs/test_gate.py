@@ -72,7 +72,7 @@ def test_error_count_and_rate(faulty):
 
 def test_allowed_known_faults_are_not_counted(faulty):
     from soak.outputs._findings import findings_with_events
-    from soak.analysis.runfolder import RunFolder
+    from soak.analysis.loaded_run import RunFolder
 
     by_kind = {f["kind"]: f for f in findings_with_events(RunFolder(faulty))}
     cl_id = by_kind["cl_error"]["fault_id"] or by_kind["cl_error"]["signature"]
@@ -87,7 +87,7 @@ def test_allowed_known_faults_are_not_counted(faulty):
 
 def test_per_severity_and_per_fault(faulty):
     from soak.outputs._findings import findings_with_events
-    from soak.analysis.runfolder import RunFolder
+    from soak.analysis.loaded_run import RunFolder
 
     findings = findings_with_events(RunFolder(faulty))
     cl = next(f for f in findings if f["kind"] == "cl_error")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from soak.cli import main
+from soak.run_folder import CLASSIFICATION, MERGE_TABLE
 
 CRASH = [{"kind": "crash", "at": [4], "signal": "segv"}]
 STORM = [{"kind": "cl_error", "at": [3], "code": -5, "info": "Raster", "repeat": 6}]
@@ -68,8 +69,10 @@ def test_each_finding_once_with_per_device_counts(night, tmp_path, capsys):
     base, runs = night
     assert main(["merge", str(base), "-o", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    table = json.loads((tmp_path / "out" / "classification.json").read_text())
+    table = json.loads((tmp_path / "out" / MERGE_TABLE).read_text())
     assert table["totals"]["runs"] == 4 and table["totals"]["devices"] == 2
+    # merge's table has its own name: a run's classification.json is another table
+    assert MERGE_TABLE != CLASSIFICATION and not (tmp_path / "out" / CLASSIFICATION).exists()
     expected: dict[str, dict[str, dict]] = {}
     for run in runs.values():
         serial = json.loads((run / "manifest.json").read_text())["device"]["serial"]
@@ -96,7 +99,7 @@ def test_a_run_without_classification_is_classified_and_left_alone(night, tmp_pa
     (runs["b2"] / "classification.json").unlink()
     (runs["a2"] / "summary.json").unlink()  # killed before the summary: the end reason comes from events
     assert main(["merge", str(runs["b2"]), str(runs["a2"]), "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    table = json.loads((tmp_path / "out" / "classification.json").read_text())
+    table = json.loads((tmp_path / "out" / MERGE_TABLE).read_text())
     rows = {r["run_id"]: r for r in table["runs"]}
     assert rows["b2"]["classified"] == "merge" and rows["b2"]["findings"] == expected
     assert not (runs["b2"] / "classification.json").exists()
@@ -143,7 +146,7 @@ def test_html_report_is_one_small_table_document(night, tmp_path):
     base, runs = night
     assert main(["merge", str(base), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     text = (tmp_path / "out" / "report.html").read_text()
-    table = json.loads((tmp_path / "out" / "classification.json").read_text())
+    table = json.loads((tmp_path / "out" / MERGE_TABLE).read_text())
     assert "<script" not in text and "http" not in text.replace("http-equiv", "")
     for f in table["faults"]:
         assert f["fault"] in text
@@ -181,7 +184,7 @@ def test_network_serials_on_two_hosts_are_two_devices(sources, tmp_path):
         m["device"].update(runner_host=host, adb_server=server)
         (run / "manifest.json").write_text(json.dumps(m))
     assert main(["merge", str(base), "-o", str(tmp_path / "out"), "--quiet"]) == 0
-    table = json.loads((tmp_path / "out" / "classification.json").read_text())
+    table = json.loads((tmp_path / "out" / MERGE_TABLE).read_text())
     assert {d["device"]: d["runs"] for d in table["devices"]} == {
         "127.0.0.1:5555@lab1": 1, "127.0.0.1:5555@lab2": 1, "emulator-5554@farm:5037": 1, "R58M": 2}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from soak.analysis.profile import explain, profile_run, render, same_workload
-from soak.analysis.runfolder import RunFolder
+from soak.analysis.loaded_run import RunFolder
 
 MS = 1_000_000
 T0 = 5_000 * 10**9  # the run's t=0 on CLOCK_MONOTONIC

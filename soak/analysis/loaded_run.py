@@ -1,4 +1,6 @@
-"""A run folder as the analyses and outputs see it: one streaming pass, bounded memory.
+"""A run as loaded for the analyses and outputs: the run folder reduced in one
+streaming pass, in bounded memory (the folder's contract, its file names and
+its reader, is soak.run_folder; this is one view of what it holds).
 
 Everything after the engine reads only the run folder (docs/ARCHITECTURE.md),
 through soak.run_folder (names, schema, the one event reader).  `RunFolder`
@@ -87,7 +89,7 @@ class RunFolder:
     # --- files -----------------------------------------------------------------
     @cached_property
     def manifest(self) -> dict:
-        return run_folder.read_json(self.path / run_folder.MANIFEST) or {}
+        return run_folder.read_manifest(self.path) or {}
 
     @cached_property
     def summary(self) -> dict:
@@ -241,7 +243,7 @@ class RunFolder:
             return fh.read(end - start)
 
     def cl_trace_files(self) -> list[Path]:
-        return sorted(p for p in self.path.glob("cl_trace.*") if p.is_file())
+        return sorted(p for p in self.path.glob(run_folder.CL_TRACE_GLOB) if p.is_file())
 
 
 def _text(v) -> str | None:
