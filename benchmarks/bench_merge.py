@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from soak.run_folder import MERGE_TABLE  # noqa: E402
+
 PLANS = {
     "clean": [],
     "crash": [{"kind": "crash", "at": [7], "signal": "segv"}],
@@ -109,7 +111,7 @@ def timed_merge(artifacts: Path, out: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"soak merge failed ({res.returncode}): {res.stderr}")
-    table = json.loads((out / "classification.json").read_text())
+    table = json.loads((out / MERGE_TABLE).read_text())
     return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "peak_rss_mib": after.ru_maxrss / 1024, "runs": table["totals"]["runs"],
             "devices": table["totals"]["devices"], "faults": table["totals"]["faults"],
