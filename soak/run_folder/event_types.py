@@ -141,3 +141,11 @@ EVENT_TYPES: dict[str, dict] = {
 }
 
 EVENT_NAMES = frozenset(EVENT_TYPES)
+
+# the exact value types each check always accepts: the reader skips the call for them (most fields
+# of most events), and calls the check for any other value (a float's finiteness, a list's items)
+_ALWAYS_OK = {_int: (int,), _str: (str,), _bool: (bool,), _dict: (dict,), _list: (list,), _lines: (str,),
+              _scalar: (str, int, float), _int_or_str: (int, str), _num: (int,)}
+PASSING_TYPES: dict[str, dict[str, frozenset]] = {
+    name: {field: frozenset(_ALWAYS_OK.get(ok, ())) for field, ok in fields.items()}
+    for name, fields in EVENT_TYPES.items()}

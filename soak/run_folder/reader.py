@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from soak.errors import BadInput
-from soak.run_folder.event_types import ENVELOPE_TYPES, EVENT_TYPES
+from soak.run_folder.event_types import ENVELOPE_TYPES, EVENT_TYPES, PASSING_TYPES
 from soak.run_folder.names import events_path
 
 
@@ -35,13 +35,16 @@ def sanitize(ev: dict) -> int:
     bad = [k for k, ok in ENVELOPE_TYPES.items() if k in ev and not ok(ev[k])]
     for k in bad:
         del ev[k]
-    types = EVENT_TYPES.get(ev.get("event"))
-    if types:
-        wrong = [k for k, v in ev.items() if v is not None and k in types and not types[k](v)]
-        for k in wrong:
-            del ev[k]
-        return len(bad) + len(wrong)
-    return len(bad)
+    kind = ev.get("event")
+    types = EVENT_TYPES.get(kind)
+    if not types:
+        return len(bad)
+    passing = PASSING_TYPES[kind]
+    wrong = [k for k, v in ev.items()
+             if v is not None and k in types and v.__class__ not in passing[k] and not types[k](v)]
+    for k in wrong:
+        del ev[k]
+    return len(bad) + len(wrong)
 
 
 # --- reading events ------------------------------------------------------------------
