@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fakedevice.runs import events
+from soak.run_folder import MERGE_TABLE
 
 ARM64_ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x03\x00" + (183).to_bytes(2, "little") + b"\0" * 44
 
@@ -107,7 +108,7 @@ def test_phone_behind_another_hosts_adb_server(lab, soak, tmp_path):
         assert len(events(out / run_id, {"iteration"})) == 3
     merged = soak("merge", str(out), "-o", str(tmp_path / "night"), "--history", str(tmp_path / "h.sqlite"))
     assert merged.returncode == 0, merged.stderr
-    table = json.loads((tmp_path / "night" / "classification.json").read_text())
+    table = json.loads((tmp_path / "night" / MERGE_TABLE).read_text())
     assert [(d["device"], d["model"], d["serial"], d["adb_servers"], d["runs"]) for d in table["devices"]] == \
         [(f"{phone.serial}@{server}", "Farm Phone", phone.serial, [server], 2)]  # network serial: where it was
     from soak import history

@@ -14,6 +14,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from soak.run_folder import MERGE_TABLE
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "docs" / "ci" / "gitlab-ci.yml"
 POLICY = """[gate]
@@ -73,7 +75,7 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     res, repo, db, log = _pipeline(lab, tmp_path, a, b, POLICY)
     assert res.returncode == 0, log
     night = repo / "night"
-    table = json.loads((night / "classification.json").read_text())
+    table = json.loads((night / MERGE_TABLE).read_text())
 
     # both phones ran, each under its own device key, model and serial from the manifest; an
     # `adb connect`ed serial is only unique on its host, so the key says which host reached it
@@ -134,7 +136,7 @@ def test_a_failed_gate_fails_its_phone_and_the_night_is_still_merged(lab, tmp_pa
     res, repo, db, log = _pipeline(lab, tmp_path, a, b, strict)
     assert res.returncode != 0, log
     assert "merge" in log and "soak merge logs -o night" in log
-    table = json.loads((repo / "night" / "classification.json").read_text())
+    table = json.loads((repo / "night" / MERGE_TABLE).read_text())
     runs = {r["serial"]: r for r in table["runs"]}
     assert set(runs) == {a.serial, b.serial}, log
     assert runs[a.serial]["gate_passed"] is True and runs[b.serial]["gate_passed"] is False
