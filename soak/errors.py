@@ -58,6 +58,10 @@ class MissingSymbol(SoakError):
     exit_code = ExitCode.MISSING_SYMBOL
 
 
+class OracleUnavailable(MissingSymbol):
+    """The engine cannot serve the logits oracle (ABI v1, or no forward entry point)."""
+
+
 class WrongArchitecture(SoakError):
     exit_code = ExitCode.WRONG_ARCH
 

@@ -10,12 +10,19 @@
  *
  * Rules:
  *   - Bump SOAK_ENGINE_ABI_VERSION on any change of a signature, struct
- *     layout or enum value.  soak refuses a library whose version differs.
+ *     layout or enum value, or on a new function.  soak refuses a library
+ *     whose version is above SOAK_ENGINE_ABI_VERSION or below
+ *     SOAK_ENGINE_ABI_MIN_VERSION (an older library keeps working without the
+ *     functions added after its version).
  *   - No function calls exit() or abort() on bad input; it returns an error.
  *   - Engines never print except through the engine's own logging (MNN's
  *     printf), so soak reads the real engine lines on fd 1/2.
  *   - Text leaves the engine only through the callback, during respond().
  *     The engine must not keep a pointer to caller memory after a call.
+ *   - Required: every function up to soak_engine_destroy.  Optional (ABI 2,
+ *     "the logits oracle"): tokenize, forward, is_stop, token_bytes; soak
+ *     uses them only when the library exports all four, and says the oracle
+ *     is unavailable otherwise.
  */
 #ifndef SOAK_ENGINE_H
 #define SOAK_ENGINE_H
@@ -27,7 +34,9 @@
 extern "C" {
 #endif
 
-#define SOAK_ENGINE_ABI_VERSION 1u
+#define SOAK_ENGINE_ABI_VERSION 2u
+/* The oldest ABI soak still loads: v1 has no oracle functions. */
+#define SOAK_ENGINE_ABI_MIN_VERSION 1u
 
 #if defined(_WIN32)
 #define SOAK_EXPORT __declspec(dllexport)
@@ -104,6 +113,45 @@ SOAK_EXPORT int soak_engine_perf(soak_engine *e, soak_perf *out);
 
 /* Free everything.  Safe on NULL. */
 SOAK_EXPORT void soak_engine_destroy(soak_engine *e);
+
+/* ---- Optional since ABI 2: the logits oracle ------------------------------
+ * Teacher-forced decode through the engine's own forward and live KV cache
+ * (MNN: Llm::forward(ids, is_prefill), as MNN's llm_logits_diff uses it).
+ * A turn is one forward with is_prefill = 1 on the turn's input ids (what
+ * tokenize() gives for its prompt), then one forward with is_prefill = 0 per
+ * step, each on the one id the step feeds.  The KV cache and the
+ * conversation history carry over between turns exactly as respond() leaves
+ * them (respond and forward turns may alternate); reset() clears both.
+ *
+ * Output pointers (*ids, *logits, *data) point into memory the engine owns:
+ * valid until the next call of any function on the same engine, never freed
+ * by the caller. */
+
+/* The token ids respond() would feed for this user turn (the chat template
+ * applied, as respond() applies it), without running the model.  prompt is
+ * prompt_len bytes (may contain NUL).  Call after load(). */
+SOAK_EXPORT int soak_engine_tokenize(soak_engine *e, const char *prompt, size_t prompt_len,
+                                     const int32_t **ids, size_t *n_ids);
+
+/* Run the model on n_ids token ids (n_ids >= 1) and hand back the logits of
+ * the last position: *vocab floats at *logits.  is_prefill = 1 starts a new
+ * turn as respond() starts one (MNN: generate_init, so the per-turn counters
+ * restart; the history stays when the config keeps the KV cache); 0 continues
+ * the turn.  perf() then reports the turn so far (prompt_tokens/prefill_us
+ * from the prefill, generated_tokens/decode_us summed over the steps).
+ * Returns SOAK_ERR_INVALID_ARG for an id outside [0, vocab) (the bound is
+ * checked once the engine knows its vocabulary), SOAK_ERR_STATE before load
+ * or in a sticky error state (as respond() refuses), SOAK_ERR_ENGINE when the
+ * forward fails (status() then tells the engine's verdict). */
+SOAK_EXPORT int soak_engine_forward(soak_engine *e, const int32_t *ids, size_t n_ids, int32_t is_prefill,
+                                    const float **logits, int32_t *vocab);
+
+/* 1 if id ends a response (MNN: Llm::is_stop), 0 if not, or a SOAK_ERR_*. */
+SOAK_EXPORT int soak_engine_is_stop(soak_engine *e, int32_t id);
+
+/* The exact bytes respond() streams for this token (*len may be 0, e.g. for
+ * a special token). */
+SOAK_EXPORT int soak_engine_token_bytes(soak_engine *e, int32_t id, const char **data, size_t *len);
 
 #ifdef __cplusplus
 }

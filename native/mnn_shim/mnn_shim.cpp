@@ -20,6 +20,20 @@
 //   - set_config() rejects text that is not a JSON object (MNN would merge
 //     it as null and report success).
 //   - soak_mnn_generate() (not in the ABI) continues the last response.
+//
+// The logits oracle (ABI 2), as MNN's demo/llm_logits_diff.cpp drives it:
+//   - tokenize() is what response(std::string) feeds: apply_chat_template()
+//     when the config's use_template is on (MNN's default), then
+//     tokenizer_encode();
+//   - forward() with is_prefill starts a turn as response(ids) does
+//     (generate_init, the ids appended to the context's history), then
+//     Llm::forward(ids, is_prefill); a step appends its id to the history and
+//     output tokens as MNN's decode loop does.  The logits stay in the VARP
+//     MNN returned (no copy): the shim holds it until the next call into the
+//     model, and drops it before that call runs (MNN's decode loop also drops
+//     its logits before the next forward);
+//   - a forward in a sticky error state is refused (SOAK_ERR_STATE) before
+//     generate_init could clear that state.
 
 #include "soak_engine.h"
 
@@ -28,6 +42,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <chrono>
 #include <fstream>
 #include <memory>
 #include <new>
@@ -112,8 +127,14 @@ struct soak_engine {
     std::ostream os{&buf};  // outlives every respond(): see the file comment
     bool loaded = false;
     soak_perf last{};
+    // the oracle's outputs: valid until the next call (see soak_engine.h)
+    MNN::Express::VARP logits;
+    int32_t vocab = 0;  // known after the first forward
+    std::vector<int32_t> ids;
+    std::string token_text;
 
     ~soak_engine() {
+        logits = nullptr;  // MNN's memory: gone before the Llm
         if (llm != nullptr) {
             Llm::destroy(llm);  // before os/buf go away
             llm = nullptr;
@@ -220,6 +241,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     if (ctx == nullptr) {
         return SOAK_ERR_STATE;
     }
+    e->logits = nullptr;  // no stale output across MNN's next forward
     try {
         bool refused = is_sticky(ctx->status);
         std::string text(prompt == nullptr ? "" : prompt, prompt_len);  // NULs kept
@@ -253,6 +275,7 @@ SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
     if (!e->loaded) {
         return SOAK_ERR_STATE;
     }
+    e->logits = nullptr;
     try {
         e->llm->reset();
         return SOAK_OK;
@@ -299,6 +322,144 @@ SOAK_EXPORT int soak_engine_perf(soak_engine *e, soak_perf *out) {
     return SOAK_OK;
 }
 
+/* MNN's use_template (default on), from the merged config MNN dumps. */
+static bool uses_template(Llm *llm) {
+    std::string cfg = llm->dump_config();
+    const std::string key = "\"use_template\"";
+    size_t at = cfg.find(key);
+    if (at == std::string::npos) return true;
+    at += key.size();
+    while (at < cfg.size() && (cfg[at] == ' ' || cfg[at] == '\t' || cfg[at] == '\n' || cfg[at] == '\r' || cfg[at] == ':'))
+        ++at;
+    return cfg.compare(at, 5, "false") != 0;
+}
+
+SOAK_EXPORT int soak_engine_tokenize(soak_engine *e, const char *prompt, size_t prompt_len, const int32_t **ids,
+                                     size_t *n_ids) {
+    if (e == nullptr || e->llm == nullptr || ids == nullptr || n_ids == nullptr ||
+        (prompt == nullptr && prompt_len != 0)) {
+        return SOAK_ERR_INVALID_ARG;
+    }
+    if (loaded_context(e) == nullptr) {
+        return SOAK_ERR_STATE;
+    }
+    try {
+        std::string text(prompt == nullptr ? "" : prompt, prompt_len);
+        if (uses_template(e->llm)) {
+            // as response(std::string): the template, or the bare text when it gives nothing
+            std::string templated = e->llm->apply_chat_template(text);
+            if (!templated.empty()) {
+                text = templated;
+            }
+        }
+        std::vector<int> got = e->llm->tokenizer_encode(text);
+        e->ids.assign(got.begin(), got.end());
+        *ids = e->ids.data();
+        *n_ids = e->ids.size();
+        return SOAK_OK;
+    } catch (...) {
+        return SOAK_ERR_ENGINE;
+    }
+}
+
+SOAK_EXPORT int soak_engine_forward(soak_engine *e, const int32_t *ids, size_t n_ids, int32_t is_prefill,
+                                    const float **logits, int32_t *vocab) {
+    if (e == nullptr || e->llm == nullptr || ids == nullptr || n_ids == 0 || logits == nullptr || vocab == nullptr) {
+        return SOAK_ERR_INVALID_ARG;
+    }
+    for (size_t k = 0; k < n_ids; ++k) {
+        if (ids[k] < 0 || (e->vocab > 0 && ids[k] >= e->vocab)) {
+            return SOAK_ERR_INVALID_ARG;
+        }
+    }
+    LlmContext *ctx = loaded_context(e);
+    if (ctx == nullptr || is_sticky(ctx->status)) {
+        return SOAK_ERR_STATE;
+    }
+    e->logits = nullptr;  // the last step's output goes before MNN runs again
+    try {
+        MNN::Express::ExecutorScope scope(e->llm->getExecutor());
+        std::vector<int> input(ids, ids + n_ids);
+        auto t0 = std::chrono::steady_clock::now();
+        if (is_prefill) {
+            // Llm::response(ids): generate_init, then generate() records the prompt
+            e->llm->generate_init(&e->os, nullptr);
+            ctx->prompt_len = static_cast<int>(n_ids);
+            ctx->history_tokens.insert(ctx->history_tokens.end(), input.begin(), input.end());
+            e->last = soak_perf{};
+        } else {
+            // MNN's decode loop: the fed token is the one it sampled and recorded
+            ctx->history_tokens.insert(ctx->history_tokens.end(), input.begin(), input.end());
+            ctx->output_tokens.insert(ctx->output_tokens.end(), input.begin(), input.end());
+            ctx->current_token = input.back();
+        }
+        MNN::Express::VARP out = e->llm->forward(input, is_prefill != 0);
+        const MNN::Express::Variable::Info *info = out.get() != nullptr ? out->getInfo() : nullptr;
+        if (info == nullptr || info->dim.empty() || info->size <= 0 ||
+            info->type.code != halide_type_float || info->type.bits != 32) {
+            return SOAK_ERR_ENGINE;
+        }
+        const float *p = out->readMap<float>();  // waits for the backend, maps its output
+        if (p == nullptr) {
+            return SOAK_ERR_ENGINE;
+        }
+        int32_t n = static_cast<int32_t>(info->dim.back());
+        if (n <= 0 || info->size % n != 0) {
+            return SOAK_ERR_ENGINE;
+        }
+        int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+                         .count() + 1;
+        if (is_prefill) {
+            e->last.prompt_tokens = static_cast<int32_t>(n_ids);
+            e->last.prefill_us = us;
+        } else {
+            e->last.generated_tokens += static_cast<int32_t>(n_ids);
+            e->last.decode_us += us;
+        }
+        e->last.load_us = ctx->load_us;
+        e->logits = out;
+        e->vocab = n;
+        *logits = p + (info->size / n - 1) * static_cast<size_t>(n);  // the last position
+        *vocab = n;
+        return SOAK_OK;
+    } catch (...) {
+        e->logits = nullptr;
+        return SOAK_ERR_ENGINE;
+    }
+}
+
+SOAK_EXPORT int soak_engine_is_stop(soak_engine *e, int32_t id) {
+    if (e == nullptr || e->llm == nullptr || id < 0 || (e->vocab > 0 && id >= e->vocab)) {
+        return SOAK_ERR_INVALID_ARG;
+    }
+    if (loaded_context(e) == nullptr) {
+        return SOAK_ERR_STATE;
+    }
+    try {
+        return e->llm->is_stop(id) ? 1 : 0;
+    } catch (...) {
+        return SOAK_ERR_ENGINE;
+    }
+}
+
+SOAK_EXPORT int soak_engine_token_bytes(soak_engine *e, int32_t id, const char **data, size_t *len) {
+    if (e == nullptr || e->llm == nullptr || data == nullptr || len == nullptr || id < 0 ||
+        (e->vocab > 0 && id >= e->vocab)) {
+        return SOAK_ERR_INVALID_ARG;
+    }
+    if (loaded_context(e) == nullptr) {
+        return SOAK_ERR_STATE;
+    }
+    try {
+        e->token_text = e->llm->tokenizer_decode(id);
+        *data = e->token_text.data();
+        *len = e->token_text.size();
+        return SOAK_OK;
+    } catch (...) {
+        return SOAK_ERR_ENGINE;
+    }
+}
+
 SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
     try {
         delete e;
@@ -318,6 +479,7 @@ SOAK_EXPORT int soak_mnn_generate(soak_engine *e, int32_t max_tokens, soak_text_
     if (ctx == nullptr) {
         return SOAK_ERR_STATE;
     }
+    e->logits = nullptr;
     try {
         bool refused = is_sticky(ctx->status);
         e->buf.attach(cb, user, ctx);

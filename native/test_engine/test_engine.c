@@ -26,13 +26,13 @@
 typedef enum {
     F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
     F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_OOM_KILL,
-    F_ALLOC_FAIL, F_UNKNOWN
+    F_ALLOC_FAIL, F_LOGITS_NOISE, F_LOGITS_NONFINITE, F_LOGITS_STALE, F_UNKNOWN
 } fault_kind;
 
 static const char *KIND_NAMES[] = {
     "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
     "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", "oom_kill",
-    "alloc_fail", NULL
+    "alloc_fail", "logits_noise", "logits_nonfinite", "logits_stale", NULL
 };
 
 typedef struct {
@@ -44,8 +44,35 @@ typedef struct {
     double probability;
     double after_s;
     long context_over;
+    long step, steps; /* logits faults: the turn's steps they hit (step 0 = the prefill's logits) */
     char phase[16];
 } fault;
+
+/* The synthetic model behind forward() (FAULTS.md, "Logits"): the vocabulary
+ * is a stop token, the engine's words and the 256 bytes (plus numbered
+ * tokens up to vocab_size); the logits are a seeded hash of the turn's input
+ * ids, its last three tokens and the step, so every run, process and machine
+ * gets the same numbers, and a turn's logits do not depend on earlier turns. */
+#define STOP_ID 0
+#define LOGITS_CONTEXT 3
+
+typedef struct {
+    int32_t vocab;
+    char (*text)[24];  /* token bytes */
+    uint8_t *text_len;
+    float *logits, *previous;
+    int has_previous;
+    int32_t *ids;      /* tokenize() output */
+    size_t ids_cap;
+    int in_turn;
+    uint64_t prompt_hash;
+    int32_t last[LOGITS_CONTEXT];
+    long step;         /* forwards in this turn: 0 = the prefill */
+    uint64_t turn_faults; /* faults that act on this turn's logits (bit k = fault k) */
+    long hang_step;    /* hang after_tokens: the step it hangs at (-1: none) */
+    const void *hang_f;
+    double slow;
+} synth_model;
 
 struct soak_engine {
     json_value *config;
@@ -72,6 +99,7 @@ struct soak_engine {
     struct timespec created;
     soak_perf perf;
     int64_t load_us_total;
+    synth_model m;
 };
 
 static const char *WORDS[] = {
@@ -147,6 +175,9 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
         x->probability = json_number(f, "probability", -1);
         x->after_s = json_number(f, "after_s", -1);
         x->context_over = (long)json_number(f, "context_over", -1);
+        x->step = (long)json_number(f, "step", 0);
+        x->steps = (long)json_number(f, "steps", -1);
+        if (x->step < 0) { snprintf(err, err_len, "fault %d: \"step\" must be >= 0", e->n_faults); return -1; }
         const char *default_phase =
             (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK || x->kind == F_ALLOC_FAIL) ? "load" : "decode";
         snprintf(x->phase, sizeof(x->phase), "%s", json_string(f, "phase", default_phase));
@@ -218,6 +249,36 @@ static char *read_file(const char *path, char *err, size_t err_len) {
     return buf;
 }
 
+#define BASE_VOCAB ((int32_t)(1 + N_WORDS + 256))
+
+/* The vocabulary: STOP_ID, then " word" for each of WORDS, then the 256
+ * bytes, then " t<id>" up to config vocab_size. */
+static int synth_init(soak_engine *e, char *err, size_t err_len) {
+    synth_model *m = &e->m;
+    double v = json_number(e->config, "vocab_size", BASE_VOCAB);
+    if (v < BASE_VOCAB || v > (1 << 22)) {
+        snprintf(err, err_len, "vocab_size must be between %d and %d", (int)BASE_VOCAB, 1 << 22);
+        return -1;
+    }
+    m->vocab = (int32_t)v;
+    m->text = calloc((size_t)m->vocab, sizeof(*m->text));
+    m->text_len = calloc((size_t)m->vocab, 1);
+    m->logits = calloc((size_t)m->vocab, sizeof(float));
+    m->previous = calloc((size_t)m->vocab, sizeof(float));
+    if (!m->text || !m->text_len || !m->logits || !m->previous) {
+        snprintf(err, err_len, "out of memory for a vocabulary of %d", (int)m->vocab);
+        return -1;
+    }
+    for (int32_t id = 1; id < m->vocab; id++) {
+        int n;
+        if (id <= (int32_t)N_WORDS) n = snprintf(m->text[id], sizeof(m->text[id]), " %s", WORDS[id - 1]);
+        else if (id <= (int32_t)(N_WORDS + 256)) { m->text[id][0] = (char)(id - 1 - (int32_t)N_WORDS); n = 1; }
+        else n = snprintf(m->text[id], sizeof(m->text[id]), " t%d", (int)id);
+        m->text_len[id] = (uint8_t)n;
+    }
+    return 0;
+}
+
 SOAK_EXPORT uint32_t soak_engine_abi_version(void) { return SOAK_ENGINE_ABI_VERSION; }
 SOAK_EXPORT const char *soak_engine_name(void) { return "soak-test-engine 1.0"; }
 
@@ -252,6 +313,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     e->use_opencl = json_bool(cfg, "opencl", 0);
     e->cl_vendor = json_string(cfg, "cl_vendor", NULL);
     if (parse_faults(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
+    if (synth_init(e, err, err_len)) { soak_engine_destroy(e); return NULL; }
     return e;
 }
 
@@ -295,6 +357,28 @@ static void print_lines(const fault *f) {
             if (l->type == JSON_STRING) printf("%s\n", l->string);
     const char *line = json_string(f->spec, "line", NULL);
     if (line) printf("%s\n", line);
+}
+
+static void print_cl_error(const fault *f) {
+    int n = (int)json_number(f->spec, "repeat", 1);
+    int code = (int)json_number(f->spec, "code", -5);
+    /* "info": one tag, or a list: one line per op and tag, as MNN prints a
+     * storm (Raster, ConvBuf, BinaryOp, ...) when every enqueue fails */
+    const json_value *tags = json_get(f->spec, "info");
+    if (tags && tags->type == JSON_ARRAY) {
+        for (int r = 0; r < n; r++)
+            for (const json_value *t = tags->child; t; t = t->next)
+                if (t->type == JSON_STRING) printf("CL ERROR CODE : %d, info:%s \n", code, t->string);
+    } else {
+        const char *info = json_string(f->spec, "info", "run3d");
+        for (int r = 0; r < n; r++) printf("CL ERROR CODE : %d, info:%s \n", code, info);
+    }
+}
+
+static void do_leak(const fault *f) {
+    size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);
+    char *p = malloc(bytes);
+    if (p) memset(p, 0xA5, bytes); /* touched, so RSS grows; never freed */
 }
 
 /* Phase-level faults shared by load/reset: crash, hang, log. */
@@ -372,6 +456,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     memset(&e->perf, 0, sizeof(e->perf));
     e->perf.load_us = e->load_us_total;
     e->calls++;
+    e->m.in_turn = 0; /* a forward() turn ends here */
     if (e->status == SOAK_STATUS_INTERNAL_ERROR || e->status == SOAK_STATUS_TIMEOUT ||
         e->status == SOAK_STATUS_USER_CANCEL) {
         /* MNN llm.hpp CHECK_LLM_RUNNING: sticky, reset() does not clear it. */
@@ -398,23 +483,10 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
         const fault *f = &e->faults[k];
         if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
         switch (f->kind) {
-            case F_CL_ERROR: {
-                int n = (int)json_number(f->spec, "repeat", 1);
-                int code = (int)json_number(f->spec, "code", -5);
-                /* "info": one tag, or a list: one line per op and tag, as MNN prints a
-                 * storm (Raster, ConvBuf, BinaryOp, ...) when every enqueue fails */
-                const json_value *tags = json_get(f->spec, "info");
-                if (tags && tags->type == JSON_ARRAY) {
-                    for (int r = 0; r < n; r++)
-                        for (const json_value *t = tags->child; t; t = t->next)
-                            if (t->type == JSON_STRING) printf("CL ERROR CODE : %d, info:%s \n", code, t->string);
-                } else {
-                    const char *info = json_string(f->spec, "info", "run3d");
-                    for (int r = 0; r < n; r++) printf("CL ERROR CODE : %d, info:%s \n", code, info);
-                }
+            case F_CL_ERROR:
+                print_cl_error(f);
                 if (json_bool(f->spec, "corrupt", 0)) repeat = 1;
                 break;
-            }
             case F_LOG: print_lines(f); break;
             case F_STICKY_ERROR: sticky = 1; break;
             case F_KV_MAP_ERROR: kv_fail = 1; break;
@@ -424,12 +496,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
                 if (json_get(f->spec, "after_tokens")) hang_after = (long)json_number(f->spec, "after_tokens", 0), hang_f = f;
                 else do_hang(f);
                 break;
-            case F_LEAK: {
-                size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);
-                char *p = malloc(bytes);
-                if (p) memset(p, 0xA5, bytes); /* touched, so RSS grows; never freed */
-                break;
-            }
+            case F_LEAK: do_leak(f); break;
             case F_GARBAGE: garbage = 1; break;
             case F_REPEAT: repeat = 1; break;
             case F_INVALID_UTF8: invalid = 1; break;
@@ -539,6 +606,8 @@ SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
     if (!e) return SOAK_ERR_INVALID_ARG;
     phase_faults(e, "reset");
     e->history_tokens = 0; /* like MNN, the status stays as it was */
+    e->m.in_turn = 0;
+    e->m.has_previous = 0;
     cl_path_reset(e->cl);
     return SOAK_OK;
 }
@@ -570,6 +639,248 @@ SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
         if (f) { fputs("cache\n", f); fclose(f); }
     }
     for (int k = 0; k < e->n_faults; k++) free(e->faults[k].at);
+    free(e->m.text);
+    free(e->m.text_len);
+    free(e->m.logits);
+    free(e->m.previous);
+    free(e->m.ids);
     json_free(e->config);
     free(e);
+}
+
+/* ---- The logits oracle (ABI 2): the synthetic model ------------------------ */
+
+static uint64_t mix64(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    return rng_next(&h);
+}
+
+/* About N(0, 1): the sum of four uniforms of a hash, scaled (bounded by +-3.5). */
+static double hash_normal(uint64_t key, uint64_t i) {
+    uint64_t s = key ^ (i * 0xD1B54A32D192ED03ull);
+    double sum = 0;
+    for (int k = 0; k < 4; k++) sum += rng_unit(&s);
+    return (sum - 2.0) * 1.7320508075688772;
+}
+
+/* The token ids respond() counts for a prompt: one for the turn's template,
+ * then one per 4 prompt bytes (the last takes the remainder), each a hash of
+ * its bytes onto a non-stop token. */
+SOAK_EXPORT int soak_engine_tokenize(soak_engine *e, const char *prompt, size_t prompt_len,
+                                     const int32_t **ids, size_t *n_ids) {
+    if (!e || !ids || !n_ids || (!prompt && prompt_len)) return SOAK_ERR_INVALID_ARG;
+    if (!e->loaded) return SOAK_ERR_STATE;
+    synth_model *m = &e->m;
+    size_t n = 1 + prompt_len / 4;
+    if (n > m->ids_cap) {
+        int32_t *grown = realloc(m->ids, n * sizeof(int32_t));
+        if (!grown) return SOAK_ERR_ENGINE;
+        m->ids = grown;
+        m->ids_cap = n;
+    }
+    m->ids[0] = 1 + (int32_t)(e->rng % (uint64_t)(m->vocab - 1));
+    for (size_t k = 1; k < n; k++) {
+        size_t from = (k - 1) * 4, to = k == n - 1 ? prompt_len : from + 4;
+        uint64_t h = 1469598103934665603ull;
+        for (size_t b = from; b < to; b++) h = (h ^ (unsigned char)prompt[b]) * 1099511628211ull;
+        m->ids[k] = 1 + (int32_t)(rng_next(&h) % (uint64_t)(m->vocab - 1));
+    }
+    *ids = m->ids;
+    *n_ids = n;
+    return SOAK_OK;
+}
+
+SOAK_EXPORT int soak_engine_is_stop(soak_engine *e, int32_t id) {
+    if (!e || id < 0 || id >= e->m.vocab) return SOAK_ERR_INVALID_ARG;
+    return id == STOP_ID;
+}
+
+SOAK_EXPORT int soak_engine_token_bytes(soak_engine *e, int32_t id, const char **data, size_t *len) {
+    if (!e || !data || !len || id < 0 || id >= e->m.vocab) return SOAK_ERR_INVALID_ARG;
+    *data = e->m.text[id];
+    *len = e->m.text_len[id];
+    return SOAK_OK;
+}
+
+/* The clean logits of the current state. */
+static void synth_logits(soak_engine *e) {
+    synth_model *m = &e->m;
+    uint64_t ha = mix64(e->rng, (uint64_t)m->last[LOGITS_CONTEXT - 1] + 1);
+    uint64_t hb = mix64(e->rng ^ 0x5851F42D4C957F2Dull, m->prompt_hash);
+    for (int k = 0; k < LOGITS_CONTEXT; k++) hb = mix64(hb, (uint64_t)m->last[k] + 1);
+    hb = mix64(hb, (uint64_t)m->step);
+    for (int32_t i = 0; i < m->vocab; i++)
+        m->logits[i] = (float)(1.6 * hash_normal(ha, (uint64_t)i) + 1.0 * hash_normal(hb, (uint64_t)i));
+    /* the stop token gains with every step, so a greedy turn ends */
+    m->logits[STOP_ID] = (float)(-3.0 + 0.25 * (double)m->step + 0.5 * hash_normal(hb, 0));
+}
+
+static int fault_hits_step(const fault *f, long step) {
+    return step >= f->step && (f->steps < 0 || step < f->step + f->steps);
+}
+
+/* The logits faults of this turn at this step, on the clean logits:
+ * a stale step first (the buffer keeps the previous step's numbers), then
+ * noise, then non-finite values. */
+static void logits_faults(soak_engine *e) {
+    synth_model *m = &e->m;
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!(m->turn_faults >> k & 1) || !fault_hits_step(f, m->step)) continue;
+        if ((f->kind == F_LOGITS_STALE || f->kind == F_REPEAT || f->kind == F_CL_ERROR) && m->has_previous)
+            memcpy(m->logits, m->previous, (size_t)m->vocab * sizeof(float));
+    }
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!(m->turn_faults >> k & 1) || !fault_hits_step(f, m->step)) continue;
+        double sigma = 0;
+        if (f->kind == F_LOGITS_NOISE) {
+            sigma = json_number(f->spec, "sigma", 0.05);
+            long since = e->iteration - (f->from >= 0 ? f->from : 0);
+            sigma *= 1.0 + json_number(f->spec, "growth", 0) * (double)(since > 0 ? since : 0);
+        } else if (f->kind == F_GARBAGE) {
+            sigma = 4.0;
+        }
+        if (sigma <= 0) continue;
+        uint64_t key = mix64(mix64(e->rng ^ 0x2545F4914F6CDD1Dull, (uint64_t)k),
+                             mix64((uint64_t)e->iteration, (uint64_t)m->step));
+        for (int32_t i = 0; i < m->vocab; i++) m->logits[i] += (float)(sigma * hash_normal(key, (uint64_t)i));
+    }
+    if (e->null_buffer) { /* ops on a null buffer: garbage numbers */
+        uint64_t key = mix64(e->rng ^ 0x94D049BB133111EBull, mix64((uint64_t)e->iteration, (uint64_t)m->step));
+        for (int32_t i = 0; i < m->vocab; i++) m->logits[i] += (float)(4.0 * hash_normal(key, (uint64_t)i));
+    }
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (f->kind != F_LOGITS_NONFINITE || !(m->turn_faults >> k & 1) || !fault_hits_step(f, m->step)) continue;
+        const char *what = json_string(f->spec, "value", "nan");
+        float v = !strcmp(what, "inf") ? INFINITY : !strcmp(what, "-inf") ? -INFINITY : NAN;
+        int32_t top = 0;
+        for (int32_t i = 1; i < m->vocab; i++)
+            if (m->logits[i] > m->logits[top]) top = i;
+        long count = (long)json_number(f->spec, "count", 1);
+        for (long j = 0; j < count && j < m->vocab; j++) m->logits[(top + j) % m->vocab] = v;
+    }
+}
+
+/* The faults of a turn, at its prefill, as respond() takes them at its start:
+ * the ones that print, stop or slow the engine act now; logits faults (and
+ * garbage, repeat, cl_error corrupt) act on the logits of their steps.
+ * Returns SOAK_OK, or SOAK_ERR_ENGINE when the turn failed (status set). */
+static int turn_faults(soak_engine *e, long prompt_tokens) {
+    synth_model *m = &e->m;
+    int sticky = 0, kv_fail = 0;
+    size_t gpu_leak = 0;
+    m->turn_faults = 0;
+    m->slow = 1.0;
+    m->hang_step = -1;
+    m->hang_f = NULL;
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
+        switch (f->kind) {
+            case F_CL_ERROR:
+                print_cl_error(f);
+                if (json_bool(f->spec, "corrupt", 0)) m->turn_faults |= 1ull << k;
+                break;
+            case F_LOG: print_lines(f); break;
+            case F_STICKY_ERROR: sticky = 1; break;
+            case F_KV_MAP_ERROR: kv_fail = 1; break;
+            case F_CRASH: do_crash(f); break;
+            case F_OOM_KILL: do_oom_kill(f); break;
+            case F_HANG:
+                if (json_get(f->spec, "after_tokens")) m->hang_step = (long)json_number(f->spec, "after_tokens", 0), m->hang_f = f;
+                else do_hang(f);
+                break;
+            case F_LEAK: do_leak(f); break;
+            case F_SLOW: m->slow *= json_number(f->spec, "factor", 5); break;
+            case F_GPU_LEAK: gpu_leak += (size_t)json_number(f->spec, "bytes", 1 << 20); break;
+            case F_GARBAGE: case F_REPEAT: case F_LOGITS_NOISE: case F_LOGITS_NONFINITE: case F_LOGITS_STALE:
+                m->turn_faults |= 1ull << k;
+                break;
+            default: break;
+        }
+    }
+    e->history_tokens += prompt_tokens;
+    if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
+    if (e->null_buffer && !kv_fail) {
+        static const char *OPS[] = {"ConvBuf", "Raster", "BinaryOp", "LayerNorm", "MatMul"};
+        for (size_t o = 0; o < sizeof(OPS) / sizeof(OPS[0]); o++) {
+            int code = e->cl ? cl_path_use_weights(e->cl) : e->cascade_code;
+            if (code) printf("CL ERROR CODE : %d, info:%s \n", code, OPS[o]);
+        }
+        printf("Map error key_ptr == nullptr \n");
+    }
+    if (kv_fail) {
+        printf("Map error key_ptr == nullptr \n");
+        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
+               prompt_tokens);
+        e->status = SOAK_STATUS_INTERNAL_ERROR;
+        return SOAK_ERR_ENGINE;
+    }
+    if (sticky) {
+        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=1, inputs=3, moduleKey=(0,0)\n",
+               prompt_tokens);
+        e->status = SOAK_STATUS_INTERNAL_ERROR;
+        return SOAK_ERR_ENGINE;
+    }
+    if (e->history_tokens > e->context_len)
+        printf("[MNN:LLM] Warning: sequence length %ld exceeds max_position_embeddings (%ld), output quality may degrade.\n",
+               e->history_tokens, e->context_len);
+    return SOAK_OK;
+}
+
+SOAK_EXPORT int soak_engine_forward(soak_engine *e, const int32_t *ids, size_t n_ids, int32_t is_prefill,
+                                    const float **logits, int32_t *vocab) {
+    if (!e || !ids || !n_ids || !logits || !vocab) return SOAK_ERR_INVALID_ARG;
+    synth_model *m = &e->m;
+    for (size_t k = 0; k < n_ids; k++)
+        if (ids[k] < 0 || ids[k] >= m->vocab) return SOAK_ERR_INVALID_ARG;
+    if (!e->loaded) return SOAK_ERR_STATE;
+    if (e->status == SOAK_STATUS_INTERNAL_ERROR || e->status == SOAK_STATUS_TIMEOUT ||
+        e->status == SOAK_STATUS_USER_CANCEL) {
+        printf("[Error]: LLM in error state. Status: %d\n", e->status);
+        return SOAK_ERR_STATE;
+    }
+    if (!is_prefill && !m->in_turn) return SOAK_ERR_STATE; /* a step needs its turn's prefill */
+    double t0 = now_s();
+    if (is_prefill) {
+        memset(&e->perf, 0, sizeof(e->perf));
+        e->perf.load_us = e->load_us_total;
+        e->calls++;
+        e->status = SOAK_STATUS_RUNNING;
+        m->in_turn = 0;
+        m->step = 0;
+        int rc = turn_faults(e, (long)n_ids);
+        if (rc != SOAK_OK) return rc;
+        m->in_turn = 1;
+        m->prompt_hash = 1469598103934665603ull;
+        for (size_t k = 0; k < n_ids; k++) m->prompt_hash = mix64(m->prompt_hash, (uint64_t)ids[k]);
+        for (int k = 0; k < LOGITS_CONTEXT; k++) m->last[k] = -1;
+        sleep_s(e->zero_work ? 0 : m->slow * (double)n_ids / e->prefill_tps);
+    } else {
+        m->step++;
+        e->history_tokens += (long)n_ids;
+        if (m->step == m->hang_step) do_hang(m->hang_f);
+        sleep_s(e->zero_work ? 0 : m->slow * (double)n_ids / e->decode_tps);
+    }
+    for (size_t k = n_ids > LOGITS_CONTEXT ? n_ids - LOGITS_CONTEXT : 0; k < n_ids; k++) {
+        memmove(m->last, m->last + 1, (LOGITS_CONTEXT - 1) * sizeof(int32_t));
+        m->last[LOGITS_CONTEXT - 1] = ids[k];
+    }
+    synth_logits(e);
+    logits_faults(e);
+    memcpy(m->previous, m->logits, (size_t)m->vocab * sizeof(float));
+    m->has_previous = 1;
+    int64_t us = (int64_t)((now_s() - t0) * 1e6) + 1;
+    if (is_prefill) {
+        e->perf.prompt_tokens = (int32_t)n_ids;
+        e->perf.prefill_us = us;
+    } else {
+        e->perf.generated_tokens += (int32_t)n_ids;
+        e->perf.decode_us += us;
+    }
+    *logits = m->logits;
+    *vocab = m->vocab;
+    return SOAK_OK;
 }

@@ -7,7 +7,15 @@ compares it with this module both ways, so a change on one side alone fails.
 
 from __future__ import annotations
 
-ABI_VERSION = 1                  # SOAK_ENGINE_ABI_VERSION
+ABI_VERSION = 2                  # SOAK_ENGINE_ABI_VERSION
+ABI_MIN_VERSION = 1              # SOAK_ENGINE_ABI_MIN_VERSION: the oldest library soak loads
+
+# every ABI function, in header order: the required ones, then the optional
+# oracle functions (ABI 2), which soak uses only when a library has all of them
+REQUIRED_FUNCTIONS = ("abi_version", "name", "create", "set_config", "load", "respond", "reset",
+                      "reinit", "status", "perf", "destroy")
+ORACLE_FUNCTIONS = ("tokenize", "forward", "is_stop", "token_bytes")
+ORACLE_SINCE = 2                 # the ABI version that added ORACLE_FUNCTIONS
 
 # soak_status: MNN::Transformer::LlmStatus (llm.hpp), as SOAK_STATUS_<NAME>
 STATUS = {

@@ -1,5 +1,9 @@
 """ctypes loader for engine libraries that implement native/include/soak_engine.h.
 
+A library of ABI v1 (or one without all of the optional oracle functions)
+loads and runs as before; `NativeEngine.oracle_available` is then False and
+its oracle methods raise OracleUnavailable, which says why.
+
 Order matters for MNN: backend plugins (libMNN_CL.so) register themselves
 from static initializers, and MNN never loads them itself, so they are
 loaded first with RTLD_GLOBAL.  Each way loading can fail raises its own
@@ -15,9 +19,11 @@ import struct
 from pathlib import Path
 
 from soak.engine import abi
-from soak.errors import AbiMismatch, EngineError, LibraryNotFound, MissingSymbol, SoakError, WrongArchitecture
+from soak.errors import (AbiMismatch, BadInput, EngineError, LibraryNotFound, MissingSymbol, OracleUnavailable,
+                         SoakError, WrongArchitecture)
 
 ABI_VERSION = abi.ABI_VERSION
+ABI_MIN_VERSION = abi.ABI_MIN_VERSION
 SOAK_OK = abi.OK
 _C_TYPES = {"int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64}
 
@@ -42,6 +48,19 @@ SIGNATURES = {
     "soak_engine_status": (ctypes.c_int, [ctypes.c_void_p]),
     "soak_engine_perf": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(Perf)]),
     "soak_engine_destroy": (None, [ctypes.c_void_p]),
+}
+
+_P_I32 = ctypes.POINTER(ctypes.c_int32)
+_P_F32 = ctypes.POINTER(ctypes.c_float)
+# the optional oracle functions (ABI 2): used only when all of them are there
+ORACLE_SIGNATURES = {
+    "soak_engine_tokenize": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                            ctypes.POINTER(_P_I32), ctypes.POINTER(ctypes.c_size_t)]),
+    "soak_engine_forward": (ctypes.c_int, [ctypes.c_void_p, _P_I32, ctypes.c_size_t, ctypes.c_int32,
+                                           ctypes.POINTER(_P_F32), _P_I32]),
+    "soak_engine_is_stop": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int32]),
+    "soak_engine_token_bytes": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int32,
+                                               ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]),
 }
 
 _ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
@@ -109,10 +128,27 @@ def load_engine_library(path: str | os.PathLike) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
     version = lib.soak_engine_abi_version()
-    if version != ABI_VERSION:
-        raise AbiMismatch(f"engine library {path} implements engine ABI v{version}, this soak speaks v{ABI_VERSION}",
+    if not ABI_MIN_VERSION <= version <= ABI_VERSION:
+        raise AbiMismatch(f"engine library {path} implements engine ABI v{version}, this soak speaks "
+                          f"v{ABI_MIN_VERSION} to v{ABI_VERSION}",
                           "rebuild the engine against this soak's native/include/soak_engine.h")
+    for name, (restype, argtypes) in ORACLE_SIGNATURES.items():
+        if hasattr(lib, name):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
     return lib
+
+
+def oracle_missing(lib: ctypes.CDLL) -> str | None:
+    """Why this library cannot serve the logits oracle, or None when it can."""
+    version = lib.soak_engine_abi_version()
+    if version < abi.ORACLE_SINCE:
+        return (f"it implements engine ABI v{version}; the oracle functions "
+                f"(soak_engine_{', soak_engine_'.join(abi.ORACLE_FUNCTIONS)}) came with v{abi.ORACLE_SINCE}")
+    missing = [name for name in ORACLE_SIGNATURES if not hasattr(lib, name)]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    return None
 
 
 class NativeEngine:
@@ -131,6 +167,12 @@ class NativeEngine:
                               f"{err.value.decode(errors='replace') or 'no reason given'}",
                               "check the model/config path")
         self.handle = ctypes.c_void_p(handle)
+        self.oracle_unavailable = oracle_missing(self.lib)   # None: the oracle works
+        self.vocab = 0        # known after the first forward
+
+    @property
+    def oracle_available(self) -> bool:
+        return self.oracle_unavailable is None
 
     def set_config(self, text: str) -> None:
         rc = self.lib.soak_engine_set_config(self.handle, text.encode())
@@ -174,6 +216,62 @@ class NativeEngine:
         p = Perf()
         self.lib.soak_engine_perf(self.handle, ctypes.byref(p))
         return {name: int(getattr(p, name)) for name, _ in Perf._fields_}
+
+    # -- the logits oracle (optional, ABI 2) ---------------------------------
+    def _oracle(self, what: str):
+        if self.oracle_unavailable is not None:
+            raise OracleUnavailable(f"the engine {self.name!r} cannot {what}: {self.oracle_unavailable}",
+                                    "rebuild it against this soak's native/include/soak_engine.h "
+                                    "(the oracle functions are optional; see its comments)")
+        return self.lib
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc != SOAK_OK:
+            names = {code: name for name, code in abi.RETURN_CODES.items()}
+            raise EngineError(f"{what} failed with rc {rc} ({names.get(rc, 'unknown')}), status {self.status()}")
+
+    def tokenize(self, prompt: bytes) -> list[int]:
+        """The token ids respond(prompt) would feed (the chat template applied)."""
+        lib = self._oracle("tokenize")
+        ids, n = _P_I32(), ctypes.c_size_t()
+        self._check(lib.soak_engine_tokenize(self.handle, prompt, len(prompt), ctypes.byref(ids), ctypes.byref(n)),
+                    "tokenize")
+        return ids[:n.value] if n.value else []
+
+    def forward(self, ids, prefill: bool) -> memoryview:
+        """Run ids through the engine's forward (prefill: start a turn); the last position's
+        logits as a float32 memoryview of `vocab` items. It points into the engine's memory
+        and is valid until the next call on this engine: copy what must outlive it."""
+        lib = self._oracle("run forward")
+        ids = list(ids)
+        if not ids:
+            raise BadInput("forward needs at least one token id")
+        if any(not isinstance(t, int) or t < 0 or (self.vocab and t >= self.vocab) for t in ids):
+            bad = next(t for t in ids if not isinstance(t, int) or t < 0 or (self.vocab and t >= self.vocab))
+            raise BadInput(f"token id {bad!r} is outside the vocabulary [0, {self.vocab or '?'})")
+        arr = (ctypes.c_int32 * len(ids))(*ids)
+        out, vocab = _P_F32(), ctypes.c_int32()
+        rc = lib.soak_engine_forward(self.handle, arr, len(ids), 1 if prefill else 0,
+                                     ctypes.byref(out), ctypes.byref(vocab))
+        self._check(rc, "forward")
+        if vocab.value <= 0 or not out:
+            raise EngineError(f"forward returned no logits (vocab {vocab.value})")
+        self.vocab = vocab.value
+        buf = (ctypes.c_float * vocab.value).from_address(ctypes.addressof(out.contents))
+        return memoryview(buf).cast("B").cast("f")
+
+    def is_stop(self, token: int) -> bool:
+        rc = self._oracle("tell stop tokens").soak_engine_is_stop(self.handle, int(token))
+        if rc < 0:
+            self._check(rc, "is_stop")
+        return rc == 1
+
+    def token_bytes(self, token: int) -> bytes:
+        lib = self._oracle("decode tokens")
+        data, n = ctypes.c_void_p(), ctypes.c_size_t()
+        self._check(lib.soak_engine_token_bytes(self.handle, int(token), ctypes.byref(data), ctypes.byref(n)),
+                    "token_bytes")
+        return ctypes.string_at(data.value, n.value) if n.value else b""
 
     def close(self) -> None:
         if self.handle:

@@ -35,6 +35,16 @@ How it drives the binding, and why (all measured on mnn 3.6.1):
   `set_context`, so a non-UTF-8 string can never reach the binding's converter.
 Special-token text in a prompt (e.g. "<|im_end|>") is tokenized as the special
 token, exactly as MNN's own response() does.
+
+The logits oracle (soak_engine.h's optional functions, the same methods as
+soak.engine.loader.NativeEngine): tokenize() is encode(); forward(ids, prefill)
+runs the binding's `forward(ids)` (`Llm::forward`, which keeps the KV cache in
+3.6.1), after `generate_init()` and the history update of `Llm::generate` on a
+prefill, and after the decode loop's history/output update on a step; it hands
+back the last position's logits as a float32 memoryview (a copy the engine
+keeps until the next forward). The binding crashes on anything but one list of
+ints, so ids are checked here first.  is_stop() asks MNN (`stoped()` on the
+token as current_token).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import json
 import os
 import sys
 import shutil
+import time
 import weakref
 from pathlib import Path
 
@@ -166,6 +177,10 @@ class PyMnnEngine:
         self.last_tokens: list[int] = []     # output token ids of the last respond
         self.last_prompt_tokens: list[int] = []
         self._load_us_before = 0     # MNN's load_us of earlier instances (load() recreates)
+        self.vocab = 0               # known after the first forward
+        self._logits = None          # the last forward's logits (numpy float32), kept for the memoryview
+        self._turn_perf = zero_perf()
+        self._forward_turn = False   # perf() reports the last forward turn, not MNN's counters
         self._mnn_llm = _import_mnn_llm()  # at open, so load time is the model's, not the import's
 
     # -- config -------------------------------------------------------------
@@ -215,6 +230,7 @@ class PyMnnEngine:
             self._drop()
             raise PyMnnError(f"pip MNN could not load {self.config_path}: {exc}") from None
         self._bytes.clear()
+        self.vocab = 0
         self._nul_id = self._find_nul_token()
         self._prefix, self._suffix = self._template()
         return self.status() != NOT_LOADED
@@ -295,6 +311,7 @@ class PyMnnEngine:
         if not isinstance(prompt, (bytes, bytearray)):
             raise BadInput(f"prompt must be bytes, got {type(prompt).__name__}")
         self.last_tokens = []
+        self._forward_turn = False
         if self.status() in ERROR_STATUSES:
             return b""                       # as Llm::response(std::string): sticky error
         ids = self.encode(bytes(prompt))
@@ -302,6 +319,69 @@ class PyMnnEngine:
         c.generate_init(None, None)
         self.last_tokens = [int(t) for t in c.generate(ids, int(max_new_tokens))]
         return b"".join(self.token_bytes(t) for t in self.last_tokens)
+
+    # -- the logits oracle ---------------------------------------------------
+    oracle_available = True
+    oracle_unavailable = None
+
+    def tokenize(self, prompt: bytes) -> list[int]:
+        """The token ids respond(prompt) feeds (the chat template applied)."""
+        return self.encode(bytes(prompt))
+
+    @_binding_call
+    def forward(self, ids, prefill: bool) -> memoryview:
+        """Run ids through MNN's forward on the live KV cache (prefill: start a turn as
+        respond does); the last position's logits as a float32 memoryview of `vocab`
+        items, valid until the next forward."""
+        import numpy as np
+
+        c = self._loaded()
+        ids = [t for t in ids]
+        limit = self.vocab or None
+        bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or t < 0 or (limit and t >= limit)]
+        if not ids or bad:
+            raise BadInput(f"forward needs token ids in [0, {self.vocab or '?'}), got "
+                           f"{bad[0] if bad else 'none'!r}")
+        if self.status() in ERROR_STATUSES:
+            raise PyMnnError(f"pip MNN is in a sticky error state (status {self.status()}): reinit first")
+        self._logits = None
+        t0 = time.perf_counter()
+        if prefill:
+            c.generate_init(None, None)                       # Llm::response(ids)
+            ctx = self._context()
+            c.set_context({"prompt_len": len(ids), "history_tokens": ctx.get("history_tokens", []) + ids})
+            self._turn_perf = zero_perf()
+            self._forward_turn = True
+        else:                                                # the decode loop's bookkeeping
+            ctx = self._context()
+            c.set_context({"history_tokens": ctx.get("history_tokens", []) + ids,
+                           "output_tokens": ctx.get("output_tokens", []) + ids, "current_token": ids[-1]})
+        var = c.forward(ids)
+        if var is None:
+            raise PyMnnError(f"pip MNN forward returned nothing (status {self.status()})")
+        logits = np.asarray(var.read(), dtype=np.float32)
+        if logits.size == 0 or not logits.shape:
+            raise PyMnnError(f"pip MNN forward returned empty logits (shape {logits.shape})")
+        us = int((time.perf_counter() - t0) * 1e6) + 1
+        if prefill:
+            self._turn_perf.update(prompt_tokens=len(ids), prefill_us=us)
+        else:
+            self._turn_perf["generated_tokens"] += len(ids)
+            self._turn_perf["decode_us"] += us
+        self.vocab = int(logits.shape[-1])
+        self._logits = np.ascontiguousarray(logits.reshape(-1, self.vocab)[-1])
+        return memoryview(self._logits).cast("B").cast("f")
+
+    @_binding_call
+    def is_stop(self, token: int) -> bool:
+        """MNN's is_stop(token): the binding has only stoped(), which asks it of current_token."""
+        c = self._loaded()
+        current = self._context().get("current_token", -1)
+        c.set_context({"current_token": int(token)})
+        try:
+            return bool(c.stoped())
+        finally:
+            c.set_context({"current_token": int(current)})
 
     @_binding_call
     def reset(self) -> None:
@@ -332,6 +412,8 @@ class PyMnnEngine:
         if self._c is None:
             return zero_perf(load_us=self._load_us_before)
         ctx = self._context()
+        if self._forward_turn:    # a forward() turn: its own timings (soak_engine.h, forward)
+            return dict(self._turn_perf, load_us=self._load_us_before + int(ctx.get("load_us", 0)))
         return zero_perf(prompt_tokens=ctx.get("prompt_len", 0), generated_tokens=ctx.get("gen_seq_len", 0),
                          prefill_us=ctx.get("prefill_us", 0), decode_us=ctx.get("decode_us", 0),
                          load_us=self._load_us_before + int(ctx.get("load_us", 0)))
