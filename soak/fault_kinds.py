@@ -37,6 +37,7 @@ SOURCES = {
     "target": "the target's health checks (soak.targets.adb)",
     "interposer": "OpenCL call records of the interposer (event cl_call_error)",
     "derived": "the classifier, from series over the run (soak.catalog._derived)",
+    "oracle": "the logits oracle: teacher-forced turns compared with a reference (soak_engine.h, forward)",
 }
 
 
@@ -124,6 +125,11 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
     FaultKind("device_reboot", False, "medium", "target", "none",
               ("serial", "boot_id_before", "boot_id_after", "uptime_s"), ("init",),
               "adb: the device rebooted during the run", no_injection="adb only (tests/adb fake device)"),
+    FaultKind("wrong_output", False, "high", "oracle", "none", (), ("decode",),
+              "a teacher-forced turn's logits left what a healthy run of the configuration shows against the "
+              "reference (a wrong answer with no error)", inject=("logits_noise", "logits_stale")),
+    FaultKind("nonfinite_logits", False, "critical", "oracle", "none", (), ("prefill", "decode"),
+              "a teacher-forced turn's logits held NaN or inf", inject=("logits_nonfinite",)),
     FaultKind("worker_lost", True, "medium", "loop", "none", (), ("decode",),
               "the worker is gone without a fault of its own (its target recorded why, e.g. device_offline)",
               no_injection="follows a target fault (adb)", event=False),

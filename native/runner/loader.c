@@ -165,9 +165,10 @@ const char *load_engine(const char *path, engine_api *api, char *err, size_t err
         return ERR_MISSING_SYMBOL;
     }
     uint32_t v = api->abi_version();
-    if (v != SOAK_ENGINE_ABI_VERSION) {
-        snprintf(err, err_len, "engine library %s has ABI version %u, this runner needs %u", path, v,
-                 SOAK_ENGINE_ABI_VERSION);
+    /* older libraries lack only the optional functions (soak_engine.h), which the runner does not call */
+    if (v < SOAK_ENGINE_ABI_MIN_VERSION || v > SOAK_ENGINE_ABI_VERSION) {
+        snprintf(err, err_len, "engine library %s has ABI version %u, this runner needs %u to %u", path, v,
+                 SOAK_ENGINE_ABI_MIN_VERSION, SOAK_ENGINE_ABI_VERSION);
         *hint = "rebuild the engine against this soak's native/include/soak_engine.h";
         return ERR_ABI_MISMATCH;
     }

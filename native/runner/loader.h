@@ -32,7 +32,8 @@ extern const char *const ERR_ABI_MISMATCH;
  * Handles are never closed (as ctypes). */
 const char *load_plugin(const char *path, char *err, size_t err_len, const char **hint);
 
-/* dlopen(path, RTLD_NOW | RTLD_LOCAL) + dlsym of every ABI function + version check. */
+/* dlopen(path, RTLD_NOW | RTLD_LOCAL) + dlsym of every required ABI function + version check
+ * (SOAK_ENGINE_ABI_MIN_VERSION to SOAK_ENGINE_ABI_VERSION). */
 const char *load_engine(const char *path, engine_api *api, char *err, size_t err_len, const char **hint);
 
 #endif

@@ -31,7 +31,8 @@ def parse_header(text: str) -> dict:
             statuses[name] = int(value)
     perf = re.search(r"typedef\s+struct\s+soak_perf\s*\{(.*?)\}", text, re.S)
     fields = [tuple(m.groups()[::-1]) for m in re.finditer(r"(\w+)\s+(\w+)\s*;", perf.group(1))]
-    return {"defines": defines, "statuses": statuses, "perf": fields}
+    functions = re.findall(r"SOAK_EXPORT[^;(]*?\bsoak_engine_(\w+)\s*\(", text)
+    return {"defines": defines, "statuses": statuses, "perf": fields, "functions": functions}
 
 
 def python_side() -> dict:
@@ -40,7 +41,9 @@ def python_side() -> dict:
         "statuses": {f"SOAK_STATUS_{name}": code for name, code in abi.STATUS.items()},
         "codes": {f"SOAK_{name}": code for name, code in abi.RETURN_CODES.items()},
         "version": abi.ABI_VERSION,
+        "min_version": abi.ABI_MIN_VERSION,
         "perf": list(abi.PERF_FIELDS),
+        "functions": list(abi.REQUIRED_FUNCTIONS + abi.ORACLE_FUNCTIONS),
     }
 
 
@@ -57,8 +60,13 @@ def compare(header: dict) -> list[str]:
     version = header["defines"].get("SOAK_ENGINE_ABI_VERSION", "").rstrip("uU")
     if version != str(py["version"]):
         diffs.append(f"ABI version: header {version!r} != python {py['version']}")
+    minimum = header["defines"].get("SOAK_ENGINE_ABI_MIN_VERSION", "").rstrip("uU")
+    if minimum != str(py["min_version"]):
+        diffs.append(f"ABI min version: header {minimum!r} != python {py['min_version']}")
     if header["perf"] != py["perf"]:
         diffs.append(f"soak_perf: header {header['perf']} != python {py['perf']}")
+    if header["functions"] != py["functions"]:
+        diffs.append(f"functions: header {header['functions']} != python {py['functions']}")
     return diffs
 
 
@@ -72,7 +80,11 @@ def test_python_abi_matches_the_c_header():
     ("    SOAK_STATUS_USER_CANCEL = 3,\n", ""),                                    # C loses one
     ("#define SOAK_ERR_ENGINE -3", "#define SOAK_ERR_ENGINE -4"),
     ("#define SOAK_ERR_ENGINE -3", "#define SOAK_ERR_ENGINE -3\n#define SOAK_ERR_BUSY -4"),
-    ("#define SOAK_ENGINE_ABI_VERSION 1u", "#define SOAK_ENGINE_ABI_VERSION 2u"),
+    ("#define SOAK_ENGINE_ABI_VERSION 2u", "#define SOAK_ENGINE_ABI_VERSION 3u"),
+    ("#define SOAK_ENGINE_ABI_MIN_VERSION 1u", "#define SOAK_ENGINE_ABI_MIN_VERSION 2u"),
+    ("SOAK_EXPORT int soak_engine_is_stop(", "SOAK_EXPORT int soak_engine_is_end("),          # renamed
+    ("SOAK_EXPORT void soak_engine_destroy(soak_engine *e);",                                 # C gains one
+     "SOAK_EXPORT void soak_engine_destroy(soak_engine *e);\nSOAK_EXPORT int soak_engine_vocab(soak_engine *e);"),
     ("    int64_t load_us;", "    int64_t load_us;\n    int64_t kv_bytes;"),
     ("int32_t prompt_tokens;", "int64_t prompt_tokens;"),
 ])
@@ -92,11 +104,18 @@ def test_a_python_change_alone_is_caught(monkeypatch):
     monkeypatch.setitem(abi.RETURN_CODES, "OK", 0)
     monkeypatch.setattr(abi, "PERF_FIELDS", abi.PERF_FIELDS[:-1])
     assert compare(header) != []
+    monkeypatch.undo()
+    monkeypatch.setattr(abi, "ORACLE_FUNCTIONS", abi.ORACLE_FUNCTIONS[:-1])
+    assert compare(header) != []
 
 
 def test_ctypes_perf_struct_is_the_abi_one():
     assert [name for name, _ in loader.Perf._fields_] == list(abi.PERF_NAMES)
-    assert loader.ABI_VERSION == abi.ABI_VERSION
+    assert loader.ABI_VERSION == abi.ABI_VERSION and loader.ABI_MIN_VERSION == abi.ABI_MIN_VERSION
+    # every ABI function has its ctypes signature, required or optional
+    assert list(loader.SIGNATURES) == [f"soak_engine_{n}" for n in abi.REQUIRED_FUNCTIONS]
+    assert list(loader.ORACLE_SIGNATURES) == [f"soak_engine_{n}" for n in abi.ORACLE_FUNCTIONS]
+    assert abi.ABI_MIN_VERSION < abi.ORACLE_SINCE <= abi.ABI_VERSION
     assert abi.STATUS_NAMES[abi.NOT_LOADED] == "NOT_LOADED"
     assert abi.ERROR_STATUSES.isdisjoint(abi.FINISHED_STATUSES)
 
