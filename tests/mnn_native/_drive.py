@@ -65,6 +65,33 @@ def _generate(engine: NativeEngine, max_tokens: int) -> dict:
     return {"rc": rc, "output_b64": base64.b64encode(b"".join(chunks)).decode()}
 
 
+def _forward_turn(engine: NativeEngine, prompt: bytes, max_new: int, feed: list[int] | None) -> dict:
+    """One turn through the oracle's forward: greedy (feed None) or teacher-forced on
+    `feed`, fed as MNN's decode loop feeds (every token but a stop token goes through the
+    model). Every step's logits come back as base64 float32."""
+    try:
+        ids = engine.tokenize(prompt)
+        logits = engine.forward(ids, True)
+    except Exception as exc:  # noqa: BLE001 - the test reads the message
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    out, rows = [], []
+    while True:
+        rows.append(base64.b64encode(bytes(logits)).decode())
+        if feed is not None:
+            token = feed[len(out)]
+        else:
+            values = logits.tolist()
+            token = max(range(len(values)), key=values.__getitem__)
+        out.append(token)
+        if engine.is_stop(token):
+            break
+        logits = engine.forward([token], False)
+        if len(out) == (len(feed) if feed is not None else max_new):
+            break
+    return {"ok": True, "ids": ids, "out": out, "vocab": engine.vocab, "logits_b64": rows,
+            "text_b64": base64.b64encode(b"".join(engine.token_bytes(t) for t in out)).decode()}
+
+
 def main(plan_path: str, out_path: str) -> int:
     _unbuffer_c_stdout()
     plan = json.loads(open(plan_path).read())
@@ -97,6 +124,15 @@ def main(plan_path: str, out_path: str) -> int:
         elif op == "respond":
             res.update(_respond(engine, base64.b64decode(step["prompt_b64"]), step.get("max", 16),
                                 step.get("stop_after")))
+        elif op == "forward_turn":
+            res.update(_forward_turn(engine, base64.b64decode(step["prompt_b64"]), step.get("max", 16),
+                                     step.get("feed")))
+        elif op == "forward":
+            try:
+                logits = engine.forward(step["ids"], step.get("prefill", False))
+                res.update(ok=True, vocab=len(logits), first=logits[0])
+            except Exception as exc:  # noqa: BLE001 - the test reads the message
+                res.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         elif op == "generate":
             res.update(_generate(engine, step.get("max", 8)))
         elif op == "reset":
