@@ -655,12 +655,13 @@ static uint64_t mix64(uint64_t h, uint64_t v) {
     return rng_next(&h);
 }
 
-/* About N(0, 1): the sum of four uniforms of a hash, scaled (bounded by +-3.5). */
+/* About N(0, 1): the sum of the four 16-bit uniforms of one hash, scaled
+ * (bounded by +-3.5; one splitmix step per value, so a large vocabulary stays cheap). */
 static double hash_normal(uint64_t key, uint64_t i) {
     uint64_t s = key ^ (i * 0xD1B54A32D192ED03ull);
-    double sum = 0;
-    for (int k = 0; k < 4; k++) sum += rng_unit(&s);
-    return (sum - 2.0) * 1.7320508075688772;
+    uint64_t z = rng_next(&s);
+    double sum = (double)(z & 0xFFFF) + (double)(z >> 16 & 0xFFFF) + (double)(z >> 32 & 0xFFFF) + (double)(z >> 48);
+    return (sum / 65536.0 - 2.0) * 1.7320508075688772;
 }
 
 /* The token ids respond() counts for a prompt: one for the turn's template,

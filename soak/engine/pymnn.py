@@ -181,6 +181,8 @@ class PyMnnEngine:
         self._logits = None          # the last forward's logits (numpy float32), kept for the memoryview
         self._turn_perf = zero_perf()
         self._forward_turn = False   # perf() reports the last forward turn, not MNN's counters
+        self._pending: list[int] = []  # ids forward steps fed, not yet in MNN's context
+        self._stops: dict[int, bool] = {}
         self._mnn_llm = _import_mnn_llm()  # at open, so load time is the model's, not the import's
 
     # -- config -------------------------------------------------------------
@@ -231,6 +233,8 @@ class PyMnnEngine:
             raise PyMnnError(f"pip MNN could not load {self.config_path}: {exc}") from None
         self._bytes.clear()
         self.vocab = 0
+        self._pending = []
+        self._stops.clear()
         self._nul_id = self._find_nul_token()
         self._prefix, self._suffix = self._template()
         return self.status() != NOT_LOADED
@@ -342,23 +346,28 @@ class PyMnnEngine:
         if not ids or bad:
             raise BadInput(f"forward needs token ids in [0, {self.vocab or '?'}), got "
                            f"{bad[0] if bad else 'none'!r}")
-        if self.status() in ERROR_STATUSES:
-            raise PyMnnError(f"pip MNN is in a sticky error state (status {self.status()}): reinit first")
         self._logits = None
         t0 = time.perf_counter()
         if prefill:
+            if self.status() in ERROR_STATUSES:              # generate_init would clear it
+                raise PyMnnError(f"pip MNN is in a sticky error state (status {self.status()}): reinit first")
             c.generate_init(None, None)                       # Llm::response(ids)
             ctx = self._context()
             c.set_context({"prompt_len": len(ids), "history_tokens": ctx.get("history_tokens", []) + ids})
             self._turn_perf = zero_perf()
             self._forward_turn = True
-        else:                                                # the decode loop's bookkeeping
-            ctx = self._context()
-            c.set_context({"history_tokens": ctx.get("history_tokens", []) + ids,
-                           "output_tokens": ctx.get("output_tokens", []) + ids, "current_token": ids[-1]})
+        else:
+            # the decode loop's history/output bookkeeping, written to MNN's context when
+            # it is next read (a get/set_context per step would cost half a tiny model's step)
+            self._pending.extend(ids)
         var = c.forward(ids)
-        if var is None:
-            raise PyMnnError(f"pip MNN forward returned nothing (status {self.status()})")
+        # A forward that fails (or is refused in a sticky state) hands back a Var around a
+        # null VARP, and touching it (read, even .valid) segfaults: MNN's status says first.
+        c.set_context({"generate_str": ""})
+        status = int(get_context_without_leak(c).get("status", NOT_LOADED))
+        if var is None or status in ERROR_STATUSES or status == NOT_LOADED:
+            raise PyMnnError(f"pip MNN forward failed: status {status}"
+                             + (" (a sticky error state: reinit first)" if status in ERROR_STATUSES else ""))
         logits = np.asarray(var.read(), dtype=np.float32)
         if logits.size == 0 or not logits.shape:
             raise PyMnnError(f"pip MNN forward returned empty logits (shape {logits.shape})")
@@ -374,17 +383,23 @@ class PyMnnEngine:
 
     @_binding_call
     def is_stop(self, token: int) -> bool:
-        """MNN's is_stop(token): the binding has only stoped(), which asks it of current_token."""
-        c = self._loaded()
-        current = self._context().get("current_token", -1)
-        c.set_context({"current_token": int(token)})
-        try:
-            return bool(c.stoped())
-        finally:
-            c.set_context({"current_token": int(current)})
+        """MNN's is_stop(token): the binding has only stoped(), which asks it of current_token
+        (answers are cached: the stop tokens are the tokenizer's, fixed at load)."""
+        token = int(token)
+        known = self._stops.get(token)
+        if known is None:
+            c = self._loaded()
+            current = self._context().get("current_token", -1)
+            c.set_context({"current_token": token})
+            try:
+                known = self._stops[token] = bool(c.stoped())
+            finally:
+                c.set_context({"current_token": int(current)})
+        return known
 
     @_binding_call
     def reset(self) -> None:
+        self._pending = []
         if self._c is not None:
             self._c.reset()
 
@@ -396,6 +411,13 @@ class PyMnnEngine:
     @_binding_call
     def _context(self) -> dict:
         c = self._loaded()
+        if self._pending:                     # forward steps not yet in MNN's context
+            pending, self._pending = self._pending, []
+            c.set_context({"generate_str": ""})
+            ctx = get_context_without_leak(c)
+            c.set_context({"history_tokens": ctx.get("history_tokens", []) + pending,
+                           "output_tokens": ctx.get("output_tokens", []) + pending,
+                           "current_token": pending[-1]})
         c.set_context({"generate_str": ""})    # never hand a non-UTF-8 string to the binding
         return get_context_without_leak(c)
 

@@ -134,6 +134,8 @@ def test_opencl_forward_is_its_decode_path_and_close_to_the_cpu(shim, tiny_model
     steps_total = len(kls)
     print(f"mode {mode} precision {precision}: {steps_total} steps, worst max|d| {worst:.4f}, mean KL {np.mean(kls):.2e}, "
           f"argmax flips {flips}")
-    # fp32 on both sides: close; a broken kernel gives max|d| of several units (the
-    # calibration notes measured 2.9 to 7.3 for one skipped kernel or a failed setArg)
-    assert worst < 0.2 and float(np.mean(kls)) < 1e-3 and flips <= steps_total // 10
+    # Close: measured here (PoCL 3.1, precision normal and low alike) worst max|d| 0.178,
+    # mean KL 5.3e-4, 4 argmax flips in 48 steps (random weights: top-1 margins of a few
+    # thousandths).  A broken kernel gives max|d| of several units (the calibration notes:
+    # 2.9 to 7.3 for one skipped kernel or a failed setArg; mode 132 here: 47).
+    assert worst < 0.5 and float(np.mean(kls)) < 5e-3 and flips <= steps_total // 5

@@ -115,6 +115,8 @@ def test_bad_ids_and_sticky_state_are_refused_not_crashed(greedy_engine):
         e.forward([e.vocab], False)
     e._c.set_context({"status": 4})                  # INTERNAL_ERROR, as a failed forward leaves it
     with pytest.raises(PyMnnError, match="sticky"):
-        e.forward([1], False)
+        e.forward([1], False)                        # MNN refuses; its null result is never touched
+    with pytest.raises(PyMnnError, match="sticky"):
+        e.forward([1], True)                         # refused before generate_init could clear it
     e.reinit()
     assert math.isfinite(e.forward([1], True)[0])
