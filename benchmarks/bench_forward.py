@@ -15,7 +15,8 @@ around each forward call (ctypes and the memoryview included, the caller's
 comparison excluded).  Target (issue 23): teacher-forced >= 0.95x free decode
 tok/s.
 
-For --engine mnn set SOAK_MNN_BUILD (and SOAK_MNN_SOURCE); for --backend opencl
+For --engine mnn set SOAK_MNN_BUILD (and SOAK_MNN_SOURCE), or pass a built
+shim with --shim and its OpenCL plugin with --plugin; for --backend opencl
 on PoCL, run it under the interposer with the GPU override (soak run's
 --cl-gpu-override environment).
 """
@@ -55,6 +56,10 @@ def open_engine(args):
         cfg = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-forward-{os.getpid()}.json"
         cfg.write_text(json.dumps({"seed": 1, "vocab_size": args.vocab, "stop_probability": 0}))
         engine = NativeEngine(str(build_test_engine()), str(cfg))
+    elif args.shim:
+        from soak.engine.loader import NativeEngine
+
+        engine = NativeEngine(args.shim, args.model, args.plugin)
     else:
         from soak.engine import mnn_native
         from soak.engine.loader import NativeEngine
@@ -113,6 +118,8 @@ def main() -> int:
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=32000, help="test engine's vocab_size")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shim", help="a built libsoak_mnn_shim.so (skips locating and building MNN's)")
+    ap.add_argument("--plugin", action="append", default=[], help="backend plugin to load first (libMNN_CL.so)")
     args = ap.parse_args()
     args.turns = min(args.turns, len(PROMPTS))
     engine = open_engine(args)
