@@ -260,3 +260,30 @@ def test_a_v1_library_runs_without_the_oracle(tmp_path):
                    check=True)
     with pytest.raises(AbiMismatch, match=f"v{abi.ABI_MIN_VERSION} to v{abi.ABI_VERSION}"):
         NativeEngine(str(tmp_path / "libnew.so"), str(cfg))
+
+
+def test_the_oracle_drives_the_test_engine_and_sees_each_fault(tmp_path):
+    """soak.oracle.teacher on this forward: a reference from one engine, teacher-forced turns on
+    another; clean agrees exactly, each logits fault shows at the step it was injected."""
+    from soak.oracle import native, teacher
+
+    lib = native.load()
+    oracle = make_engine(tmp_path)
+    oracle.set_config('{"soak_iteration": 1}')
+    ref = teacher.reference_turn(oracle, lib, oracle.tokenize(PROMPTS[0]), 30, 8)
+    assert len(ref.steps) >= 4
+
+    def check(faults):
+        engine = make_engine(tmp_path, faults)
+        engine.set_config('{"soak_iteration": 1}')
+        return teacher.check_turn(engine, lib, ref)
+
+    clean = check([])
+    assert clean["steps"] == len(ref.steps) and clean["flips"] == 0 and clean["nonfinite_steps"] == 0
+    assert clean["kl_max"] < 1e-9 and clean["abs_max"] < 1e-4      # the reference keeps float32
+    noisy = check([{"kind": "logits_noise", "at": 1, "sigma": 4, "step": 2, "steps": 1}])
+    assert noisy["abs_max_step"] == 2 and noisy["abs_max"] > 1 and noisy["kl_max_step"] == 2
+    nan = check([{"kind": "logits_nonfinite", "at": 1, "step": 3}])
+    assert nan["first_nonfinite"] == 3 and nan["nonfinite_steps"] == len(ref.steps) - 3
+    stale = check([{"kind": "logits_stale", "at": 1, "step": 1, "steps": 1}])
+    assert stale["abs_max_step"] == 1 and stale["abs_max"] > 1

@@ -120,3 +120,20 @@ def test_bad_ids_and_sticky_state_are_refused_not_crashed(greedy_engine):
         e.forward([1], True)                         # refused before generate_init could clear it
     e.reinit()
     assert math.isfinite(e.forward([1], True)[0])
+
+
+def test_the_oracle_teacher_on_pip_mnn_agrees_with_itself(greedy_engine, tiny_model):
+    from soak.oracle import native, teacher
+
+    lib = native.load()
+    refs = [teacher.reference_turn(greedy_engine, lib, greedy_engine.tokenize(p), MAX_NEW, 8) for p in PROMPTS]
+    other = PyMnnEngine(str(tiny_model))
+    other.set_config(json.dumps({"thread_num": 1, "sampler_type": "greedy"}))
+    other.load()
+    try:
+        for ref in refs:
+            summary = teacher.check_turn(other, lib, ref)
+            assert summary["steps"] == len(ref.steps) and summary["flips"] == 0, summary
+            assert summary["nonfinite_steps"] == 0 and summary["kl_max"] < 1e-9 and summary["abs_max"] < 1e-4
+    finally:
+        other.close()
