@@ -375,10 +375,14 @@ static void print_cl_error(const fault *f) {
     }
 }
 
+/* The last leaked block, so the compiler cannot drop the malloc and its memset. */
+static void *volatile leak_sink;
+
 static void do_leak(const fault *f) {
     size_t bytes = (size_t)json_number(f->spec, "bytes", 1 << 20);
     char *p = malloc(bytes);
     if (p) memset(p, 0xA5, bytes); /* touched, so RSS grows; never freed */
+    leak_sink = p;
 }
 
 /* Phase-level faults shared by load/reset: crash, hang, log. */
