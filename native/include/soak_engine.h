@@ -121,7 +121,11 @@ SOAK_EXPORT void soak_engine_destroy(soak_engine *e);
  * tokenize() gives for its prompt), then one forward with is_prefill = 0 per
  * step, each on the one id the step feeds.  The KV cache and the
  * conversation history carry over between turns exactly as respond() leaves
- * them (respond and forward turns may alternate); reset() clears both.
+ * them (respond and forward turns may alternate); reset() clears both.  To
+ * leave them as respond() would, feed every generated token but a stop token:
+ * MNN's decode loop runs its last token through the model too, unless it is a
+ * stop token (measured: pip MNN and the shim give respond()'s tokens, turn
+ * after turn, only so).
  *
  * Output pointers (*ids, *logits, *data) point into memory the engine owns:
  * valid until the next call of any function on the same engine, never freed
