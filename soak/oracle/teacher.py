@@ -31,8 +31,9 @@ def reference_turn(engine, lib: OracleLib, input_ids, max_new: int, k: int,
         if engine.is_stop(step.token):
             end = "stop"
             break
-        if n + 1 < max_new:
-            logits = engine.forward([step.token], False)
+        # every generated token but a stop token is fed, the last one too: the KV cache then ends
+        # as respond() leaves it (soak_engine.h), and a later free turn sees the same history
+        logits = engine.forward([step.token], False)
     conv, turn, iteration = where
     return RefTurn(conv, turn, iteration, tuple(int(i) for i in input_ids), tuple(steps), end)
 
@@ -48,7 +49,7 @@ def check_turn(engine, lib: OracleLib, ref: RefTurn, limits: tuple[float, float]
     last = len(ref.steps) - 1
     for n, step in enumerate(ref.steps):
         check.add(lib.compare(logits, step))
-        if n < last:
+        if n < last or ref.end != "stop":          # fed as reference_turn fed it
             s = time.perf_counter_ns()
             logits = engine.forward([step.token], False)
             decode_ns += time.perf_counter_ns() - s
