@@ -9,6 +9,8 @@ DESCRIPTION (the long help).  cli.py imports a module only when its command runs
 # in the module, so `soak --help` lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run a soak: repeated randomized inference with fault capture and recovery"),
+    "reference": ("reference", "make a wrong-answer reference: the seeded workload, greedy, on an oracle engine "
+                               "(default: pip MNN, CPU, precision high), for `soak run --reference`"),
     "replay": ("replay", "replay the recorded prompts that led to an iteration and check the fault reappears"),
     "compare": ("compare", "run the same seeded workload on several backends; compare tok/s, load time and output agreement"),
     "cl-info": ("cl_info", "show the OpenCL platforms and devices the worker would see (through soak's interposer)"),

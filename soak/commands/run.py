@@ -86,6 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--quiet", action="store_true", help="nothing but errors: no progress, summary or gate table")
     o.add_argument("--json", action="store_true", help=f"print {SUMMARY} alone to stdout at the end "
                    "(people text always goes to stderr)")
+    q = p.add_argument_group("wrong-answer oracle (teacher-forced logits against a reference)")
+    q.add_argument("--reference", metavar="FILE|RUN",
+                   help="check teacher-forced turns against this reference (`soak reference`'s run folder or "
+                        "its reference.jsonl); made for the same model, seed and workload options")
+    q.add_argument("--oracle-every", type=int, default=1, metavar="N",
+                   help="teacher-force one conversation in N (all its turns); the others run free (default 1)")
     p.add_argument("--target", action="append", default=[], metavar="TARGET",
                    help="local (default) or adb[:SERIAL] (repeatable: several phones in parallel)")
     add_interposer_arguments(p)
@@ -142,6 +148,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         memory_interval_s=min(args.memory_interval, 0.25) if args.demo else args.memory_interval,
         argv=sys.argv[1:], quiet=args.quiet, demo=args.demo,
     )
+    if getattr(args, "reference", None) or getattr(args, "make_reference", False):
+        from soak.loop.oracle_turns import OracleConfig
+
+        cfg.oracle = OracleConfig(reference=getattr(args, "reference", None), every=getattr(args, "oracle_every", 1),
+                                  make=getattr(args, "make_reference", False),
+                                  topk=getattr(args, "oracle_topk", 10))
     explicit = args.intercept or args.cl_fault or args.cl_gpu_override or args.cl_mem_limit
     # the test engine makes no OpenCL calls: the interposer only on request
     if cfg.engine != "test" or explicit:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from soak import errors
 from soak.loop.ladder import STEPS as LADDER_STEPS
+from soak.loop.oracle_turns import OracleConfig, validate as validate_oracle
 from soak.loop.session import Timeouts
 
 ENGINE_KINDS = ("test", "mnn-pip", "mnn", "lib")
@@ -58,6 +59,7 @@ class RunConfig:
     script: list[dict] | None = None
     quiet: bool = False
     demo: bool = False
+    oracle: OracleConfig | None = None   # the wrong-answer oracle: make a reference, or check against one
 
 
 def validate(cfg: RunConfig) -> None:
@@ -71,6 +73,8 @@ def validate(cfg: RunConfig) -> None:
         raise errors.BadInput(f"pip MNN runs on the CPU only; --backend {cfg.backend} needs a hand-built MNN",
                               errors.HAND_BUILT_MNN_HINT)
     validate_run_id(cfg.run_id)
+    if cfg.oracle is not None:
+        validate_oracle(cfg.oracle)
     _count("--iterations", cfg.iterations, minimum=0, optional=True)
     _count("--max-new-tokens", cfg.max_new_tokens, minimum=1)
     _count("--max-turns", cfg.max_turns, minimum=1)

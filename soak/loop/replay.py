@@ -76,7 +76,8 @@ def config_from_manifest(manifest: dict) -> RunConfig:
     """The recorded config, as recorded (a run folder of this machine's own)."""
     saved = dict(manifest.get("config") or {})
     names = {f.name for f in fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in saved.items() if k in names and k != "timeouts"})
+    # the oracle is not replayed: a replay runs the recorded turns free (a reference's key would not fit)
+    cfg = RunConfig(**{k: v for k, v in saved.items() if k in names and k not in ("timeouts", "oracle")})
     t = saved.get("timeouts") or {}
     cfg.timeouts = Timeouts(**{k: v for k, v in t.items() if k in Timeouts.__dataclass_fields__})
     return cfg

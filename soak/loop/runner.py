@@ -30,6 +30,7 @@ from soak.loop.checks import check_output
 from soak.loop.config import RunConfig, config_dict, new_run_id, validate
 from soak.fault_kinds import fault_detail, fault_kind_of
 from soak.loop.console import Progress
+from soak.loop.oracle_turns import OracleTurns, candidate_of as oracle_candidate, run_key as oracle_run_key
 from soak.loop.engine_setup import engine_setup, manifest_facts
 from soak.loop.reserve import DiskReserve, disk_full_error, is_disk_full
 from soak.loop.session import EngineSetup, Session
@@ -88,6 +89,7 @@ class Runner:
         self.events: EventLog | None = None
         self.cl_trace = None    # soak.cl.trace.TraceReader while the interposer runs
         self.gpu_bytes = None   # callable -> int | None, set with cl_trace
+        self.oracle: OracleTurns | None = None   # the wrong-answer oracle (soak.loop.oracle_turns)
         self.iteration_samples = 0
         self.last_iteration_sample = 0.0
         self.reserve: DiskReserve | None = None
@@ -106,13 +108,16 @@ class Runner:
         run_dir = self._make_run_dir(run_id)
         setup = self._setup_engine(run_dir)
         manifest = base_manifest(cfg.argv, config_dict(cfg), self.target.describe())
+        facts = manifest_facts(cfg)
+        self.oracle = self._setup_oracle(run_dir, {**manifest, **facts})
         manifest.update({
             "run_id": run_id, "engine": cfg.engine, "engine_spec": setup.spec, "engine_config": setup.config,
             "backend": cfg.backend, "target": self.target.name,
             "libraries": library_hashes([setup.spec.get("engine_lib"), *setup.spec.get("plugins", [])]),
             "started": _now(),
             "interposer": cfg.intercept,  # None: the engine loaded OpenCL directly
-            **manifest_facts(cfg),
+            **facts,
+            "oracle": self.oracle.manifest() if self.oracle else None,
         })
         try:
             write_json(run_dir / MANIFEST, manifest)
@@ -155,6 +160,8 @@ class Runner:
             self.events.emit("run_end", reason=self.stop_reason, iterations=self.iterations_done,
                              elapsed_s=round(elapsed, 3), **({"aborted": True} if self.aborted else {}))
             self.target.attach(None)
+            if self.oracle is not None:
+                self.oracle.close()
             self.events.close()
             summary = self.summary(run_id, run_dir, elapsed)
             manifest.update({"backend_actual": summary["backend_actual"], "engine_name": summary["engine_name"],
@@ -206,6 +213,20 @@ class Runner:
             shutil.rmtree(run_dir, ignore_errors=True)  # bad input: leave nothing behind (the folder is ours)
             raise
 
+    def _setup_oracle(self, run_dir: Path, manifest: dict) -> OracleTurns | None:
+        """The oracle's reference (check) or its writer (make); bad input removes the run folder."""
+        if self.cfg.oracle is None:
+            return None
+        try:
+            from soak.native_build import ensure_built
+
+            lib = str(ensure_built("soak_oracle"))
+            return OracleTurns(self.cfg.oracle, run_dir, oracle_run_key(manifest, self.cfg),
+                               oracle_candidate(self.cfg), lib)
+        except errors.SoakError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
     def _setup_interposer(self, setup: EngineSetup, run_dir: Path) -> None:
         from soak.cl import interposer
         from soak.cl.trace import open_trace
@@ -224,6 +245,11 @@ class Runner:
         error = None
         try:
             if self._start_engine():
+                if self.oracle is not None and self.session.oracle_unavailable:
+                    raise errors.OracleUnavailable(
+                        f"the engine cannot serve the wrong-answer oracle: {self.session.oracle_unavailable}",
+                        "run without --reference, or use an engine with the forward entry point (ABI 2: the "
+                        "test engine, pip MNN, a hand-built MNN through soak's shim)")
                 self.sample_memory("iteration", None)
                 timer.start()
                 self.loop(t0, progress)
@@ -377,7 +403,13 @@ class Runner:
 
     def iteration(self, i: int, conv_index: int, turn_index: int, prompt: str, max_new: int,
                   context_tokens: int) -> tuple[list[dict], int]:
-        out = self.session.respond(prompt.encode("utf-8"), max_new, i)
+        ref = self.oracle.turn_for(conv_index, turn_index) if self.oracle is not None else None
+        if ref is not None:                     # teacher-forced through the reference's ids
+            out = self.session.oracle("check", self.oracle.check_request(ref), i)
+        elif self.oracle is not None and self.oracle.mode == "make":
+            out = self.session.oracle("reference", self.oracle.reference_request(prompt.encode("utf-8"), max_new), i)
+        else:
+            out = self.session.respond(prompt.encode("utf-8"), max_new, i)
         res = out.result or {}
         perf = res.get("perf") or {}
         output = unb64(res["output_b64"]) if res.get("output_b64") else b""
@@ -396,6 +428,11 @@ class Runner:
             slow = self._slowdown(decode_tps, generated)
             if slow:
                 found.append(slow)
+        checked = res.get("oracle") if out.ok else None
+        if checked is not None:
+            found += [{**f, "phase": "decode"} for f in self.oracle.judge(checked)]
+        elif out.ok and res.get("turn") is not None:
+            self.oracle.keep(res, (conv_index, turn_index, i))
         cl_calls = self._poll_cl_trace(i)
         context_tokens += prompt_tokens + generated
         # the iteration's event, its count and its faults go together: an abort signal arriving
@@ -422,6 +459,10 @@ class Runner:
                 worker_generation=self.session.sup.generation,
                 backend_actual=self.session.backend_actual,
             )
+            if checked is not None:
+                self.events.emit("oracle_turn", i=i, conversation=conv_index, turn=turn_index,
+                                 **{k: v for k, v in checked.items()}, wrong=bool(found and any(
+                                     f["kind"] in ("wrong_output", "nonfinite_logits") for f in found)))
             self.iterations_done += 1  # so far (an abort leaves the loop here or earlier)
             self._record_faults(found, i)
         finally:
@@ -592,6 +633,8 @@ class Runner:
             "backend_actual": self.backend_actual_overall(),
             "worker_restarts": max(0, session.sup.generation) if session else 0,
             **self.stats.summary(),
+            **({"oracle": {"mode": self.oracle.mode, "checked": self.oracle.checked, "wrong": self.oracle.wrong,
+                           "nonfinite": self.oracle.nonfinite}} if self.oracle else {}),
         }
 
     def backend_actual_overall(self) -> str | None:

@@ -59,6 +59,7 @@ class Session:
                               stall_s=timeouts.stall)
         self.backend_actual: str | None = None
         self.engine_name: str | None = None
+        self.oracle_unavailable: str | None = None   # why the open engine cannot serve the oracle (None: it can)
         self.phase = "init"
         self.iteration = -1
         self.load_count = 0
@@ -108,6 +109,7 @@ class Session:
             self._emit_faults(found)
             return False, found
         self.engine_name = out.result.get("engine_name")
+        self.oracle_unavailable = out.result.get("oracle_unavailable", "the worker does not run the oracle")
         config = dict(self.setup.config)
         if self.setup.per_iteration_config:
             config["soak_iteration"] = next_iteration
@@ -147,6 +149,16 @@ class Session:
         self.phase = "decode"
         out = self.sup.call("respond", max_new_tokens, prompt, *self._iteration_config(iteration),
                             timeout_s=self.timeouts.respond)
+        self._record_exit(out, "decode")
+        return out
+
+    def oracle(self, op: str, request: dict, iteration: int) -> CallOutcome:
+        """A teacher-forced turn (`check`) or a reference turn (`reference`): soak.oracle.wire."""
+        self.iteration = iteration
+        self.phase = "decode"
+        if self.setup.per_iteration_config:
+            request = dict(request, config={"soak_iteration": iteration})
+        out = self.sup.call(op, request, timeout_s=self.timeouts.respond)
         self._record_exit(out, "decode")
         return out
 

@@ -118,7 +118,16 @@ EVENT_TYPES: dict[str, dict] = {
               "error_kind": _str, "symptoms": _strs, "requested_type": _str, "used_type": _str, "reason": _str,
               "backend_requested": _str, "decode_tps": _num, "baseline_tps": _num, "api": _str,
               "code_name": _str, "injected": _bool, "call_seq": _int, "resource": _str, "symptom": _str,
-              "serial": _str, "state": _str, "boot_id_before": _str, "boot_id_after": _str, "uptime_s": _num},
+              "serial": _str, "state": _str, "boot_id_before": _str, "boot_id_after": _str, "uptime_s": _num,
+              # the oracle's wrong_output / nonfinite_logits (soak.oracle.judge)
+              "over": _strs, "abs_max": _num, "kl_max": _num, "first_step": _int, "worst_step": _int,
+              "first_flip": _int, "flips": _int, "of_steps": _int, "steps": _int, "thresholds": _dict},
+    # soak.loop.oracle_turns: one teacher-forced turn's summary (soak.oracle.turn), judged
+    "oracle_turn": {"i": _int, "conversation": _int, "turn": _int, "steps": _int, "flips": _int,
+                    "first_flip": _int, "nonfinite_steps": _int, "first_nonfinite": _int, "first_over": _int,
+                    "kl_mean": _num, "kl_max": _num, "kl_max_step": _int, "nmse_max": _num, "abs_max": _num,
+                    "abs_max_step": _int, "rank_max": _int, "nll": _num, "prefill_us": _int, "decode_us": _int,
+                    "input_tokens": _int, "wrong": _bool},
     # soak.targets.adb
     "device_push": {"serial": _str, "remote": _str, "bundle": _str, "pushed_files": _int, "pushed_bytes": _int,
                     "skipped_files": _int},

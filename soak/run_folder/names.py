@@ -36,10 +36,11 @@ CL_TRACE_GLOB = "cl_trace.*"       # every interposer file of the folder
 # DIR/MERGE_TABLE, never under a run folder's name (a run's CLASSIFICATION is
 # another table).
 MERGE_TABLE = "merge.json"
+REFERENCE = "reference.jsonl"      # `soak reference`: the oracle's turns (soak.oracle.reference)
 
 # every name above: a literal of one of these outside soak/run_folder/ is a second copy
 FILE_NAMES = (EVENTS, MANIFEST, SUMMARY, VERDICTS, CLASSIFICATION, GATE, GATE_JUNIT, ENGINE_LOG, LOCK, RESERVE,
-              TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE)
+              TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE, REFERENCE)
 
 # --- schema ----------------------------------------------------------------------
 # major.minor.  A new minor adds fields readers may ignore; a new major changes

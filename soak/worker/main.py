@@ -18,8 +18,11 @@ import time
 from soak.cl.trace import PhaseMarker
 from soak.engine import abi
 from soak.errors import SoakError
+from soak.oracle import wire as oracle_wire
 from soak.worker import protocol
 from soak.worker.protocol import WORKER_ERROR_KINDS, worker_error_kind
+
+ORACLE_OPS = oracle_wire.OPS
 
 
 def _failed(kind: str, error: str, **more) -> dict:
@@ -142,7 +145,7 @@ class Worker:
         started = time.perf_counter()
         extra: dict = {}
         try:
-            if op in ("set_config", "load", "respond", "reset", "reinit", "status") and self.engine is None:
+            if op in ("set_config", "load", "respond", "reset", "reinit", "status", *ORACLE_OPS) and self.engine is None:
                 raise SoakError("no engine open")
             if op == "open":
                 if self.engine is not None:
@@ -152,6 +155,7 @@ class Worker:
                 self.engine = _open_engine(spec)
                 extra["engine_name"] = getattr(self.engine, "name", spec.get("kind"))
                 extra["streams"] = self.engine.streams
+                extra["oracle_unavailable"] = getattr(self.engine, "oracle_unavailable", "it has no forward entry point")
             elif op == "set_config":
                 self.engine.set_config(protocol.payload(args[0]).decode())
             elif op == "load":
@@ -194,6 +198,14 @@ class Worker:
                 tokens = getattr(self.engine, "last_tokens", None)
                 if tokens is not None:
                     extra["output_tokens"] = list(tokens)
+            elif op in ORACLE_OPS:            # teacher-forced turns: only their summary leaves the worker
+                self._mark("respond")
+                try:
+                    call = time.perf_counter()
+                    extra.update(oracle_wire.run(self.engine, op, protocol.payload(args[0])))
+                    extra["engine_us"] = int((time.perf_counter() - call) * 1e6)
+                finally:
+                    self._mark("idle")
             elif op == "reset":
                 self.engine.reset()
             elif op == "reinit":
@@ -210,7 +222,7 @@ class Worker:
             extra.update(_failed(worker_error_kind(exc, op), exc.message, hint=exc.hint))
         except (ValueError, IndexError, KeyError) as exc:
             extra.update(_failed("bad_command", f"bad command: {exc}"))
-        if op in ("respond", "load", "status", "reinit", "reset") and self.engine is not None:
+        if op in ("respond", "load", "status", "reinit", "reset", *ORACLE_OPS) and self.engine is not None:
             extra.setdefault("status", self._status())
             extra["perf"] = self.engine.perf()
         else:

@@ -19,7 +19,8 @@ from soak.engine import abi
 PROTOCOL_VERSION = 1
 MARKER_PREFIX = b"\x1esoak:done "
 
-OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit")
+OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit",
+       "reference", "check")  # the last two: the logits oracle (soak.oracle.wire), Python worker only
 
 
 @dataclass(frozen=True)
