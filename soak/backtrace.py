@@ -100,13 +100,16 @@ def blocks(lines) -> list[list[Frame]]:
     return found
 
 
-def symbolize(frames: list[Frame]) -> list[Frame]:
+def symbolize(frames: list[Frame], local=None) -> list[Frame]:
     """soak's file-offset frames as tombstone frames (ELF address, symbol) where the module
-    file is here and an ELF file; others as they are."""
+    file is here and an ELF file; others as they are.  local: the path on this machine of a
+    module path as the worker saw it (a device's copy of a pushed library: the file pushed),
+    None when there is none; without it, the path itself."""
     out = []
     for f in frames:
-        if f.kind == "fo" and f.module.startswith("/"):
-            elf = elf_symbols.load(f.module)
+        here = (local(f.module) if local is not None else f.module) if f.module.startswith("/") else None
+        if f.kind == "fo" and here:
+            elf = elf_symbols.load(here)
             vaddr = elf.vaddr(f.addr) if elf is not None else None
             if vaddr is not None:
                 # a caller's pc is its return address: look up the call before it
@@ -117,13 +120,13 @@ def symbolize(frames: list[Frame]) -> list[Frame]:
     return out
 
 
-def crash_backtrace(lines) -> list[str]:
-    """The crashing thread's backtrace in lines, symbolized, as tombstone lines ([] if none).
-    With several (soak's handler and the device's tombstone of the same crash), the one with
-    the most named frames."""
+def crash_backtrace(lines, local=None) -> list[str]:
+    """The crashing thread's backtrace in lines, symbolized (`local`: see symbolize), as
+    tombstone lines ([] if none).  With several (soak's handler and the device's tombstone of
+    the same crash), the one with the most named frames."""
     best: list[Frame] = []
     for block in blocks(lines):
-        block = symbolize(block)
+        block = symbolize(block, local)
         if sum(1 for f in block if f.symbol) > sum(1 for f in best if f.symbol) or not best:
             best = block
     return [f.line() for f in best]

@@ -57,7 +57,7 @@ def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dic
                  "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)}
         # the crashing thread's frames: soak's handler (symbolized here, where the modules
         # are), or the device's tombstone
-        frames = backtrace.crash_backtrace(line.text for line in outcome.lines)
+        frames = backtrace.crash_backtrace((line.text for line in outcome.lines), outcome.local_file)
         if frames:
             death["backtrace"] = frames
         faults.append(death)
