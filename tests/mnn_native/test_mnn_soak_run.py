@@ -178,4 +178,4 @@ def test_pocl_crash_is_titled_by_its_opencl_kernel(tmp_path, tiny_model, pocl_ca
     result = classify_run(run_dir, load_catalog())
     crash = next(c for c in result["causes"] if c["kind"] == "crash")
     assert crash["signature_text"] == "crash/decode: SIGSEGV in softmax_inside (OpenCL kernel)"
-    assert crash["fault_id"] == "pocl-softmax-inside-crash"
+    assert crash["fault_id"] == "soak-pocl-softmax-inside-crash"
