@@ -150,7 +150,9 @@ def _message(line: str, fmt: str) -> tuple[str | None, str | None]:
 
 
 def _crash_line(msg: str) -> bool:
-    return bool(re.match(r"^(Segmentation fault|Aborted|Fatal signal|Bus error|Illegal instruction)", msg))
+    # the shell's words, libc's, and gdb's ("Thread 7 "x" received signal SIGSEGV, ...")
+    return bool(re.match(r"^(Segmentation fault|Aborted|Fatal signal|Bus error|Illegal instruction"
+                         r"|(?:Thread \d+ .*|Program) received signal SIG|Program terminated with signal SIG)", msg))
 
 
 def _context(log: RawLog, props: dict) -> tuple[dict, list[str]]:
