@@ -48,7 +48,7 @@ _SKIP_SYMBOL = re.compile(r"^(?:__restore_rt|__kernel_rt_sigreturn|_?_?GI_|abort
 @dataclass(frozen=True)
 class Frame:
     index: int
-    kind: str            # "pc": an ELF address (tombstone, gdb); "fo": a file offset (soak's handler)
+    form: str            # "pc": an ELF address (tombstone, gdb); "fo": a file offset (soak's handler)
     addr: int
     module: str          # path as the device saw it ("" when gdb did not say)
     symbol: str | None   # as recorded (maybe mangled)
@@ -62,7 +62,7 @@ class Frame:
         sym = ""
         if self.symbol:
             sym = f" ({self.symbol}+{self.sym_off})" if self.sym_off is not None else f" ({self.symbol})"
-        return f"#{self.index:02d} {self.kind} {self.addr:016x}  {self.module or '[unknown]'}{sym}"
+        return f"#{self.index:02d} {self.form} {self.addr:016x}  {self.module or '[unknown]'}{sym}"
 
 
 def parse_line(text: str) -> Frame | None:
@@ -108,14 +108,14 @@ def symbolize(frames: list[Frame], local=None) -> list[Frame]:
     out = []
     for f in frames:
         here = (local(f.module) if local is not None else f.module) if f.module.startswith("/") else None
-        if f.kind == "fo" and here:
+        if f.form == "fo" and here:
             elf = elf_symbols.load(here)
             vaddr = elf.vaddr(f.addr) if elf is not None else None
             if vaddr is not None:
                 # a caller's pc is its return address: look up the call before it
                 hit = elf.lookup(vaddr - (1 if f.index > 0 else 0))
                 sym, off = (hit[0], hit[1] + (1 if f.index > 0 else 0)) if hit else (None, None)
-                f = replace(f, kind="pc", addr=vaddr, symbol=sym, sym_off=off)
+                f = replace(f, form="pc", addr=vaddr, symbol=sym, sym_off=off)
         out.append(f)
     return out
 
@@ -169,7 +169,7 @@ def title_frames(lines, n: int = 1) -> list[str]:
     if not found:
         return []
     best = max(found, key=lambda b: sum(1 for f in b if f.symbol))
-    if any(f.kind == "fo" for f in best):
+    if any(f.form == "fo" for f in best):
         best = symbolize(best)
     kept = [f for f in best if not _skipped(f)] or best
     return [frame_name(f) for f in kept[:n]]
@@ -186,6 +186,6 @@ def frame_names(lines) -> list[str]:
     if not found:
         return []
     best = max(found, key=lambda b: sum(1 for f in b if f.symbol))
-    if any(f.kind == "fo" for f in best):
+    if any(f.form == "fo" for f in best):
         best = symbolize(best)
     return [frame_name(f) for f in best]

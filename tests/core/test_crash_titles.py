@@ -73,7 +73,7 @@ def test_a_tombstone_in_logcat_is_titled_by_its_first_frame_outside_libc():
     assert backtrace.title_frames(TOMBSTONE_LOGCAT, 2) == ["MNN::OpenCL::AttentionBufExecution::onResize",
                                                            "MNN::Pipeline::allocMemory"]
     frame = backtrace.parse_line(TOMBSTONE_LOGCAT[3])
-    assert (frame.index, frame.kind, frame.addr, frame.base, frame.symbol, frame.sym_off) == (
+    assert (frame.index, frame.form, frame.addr, frame.base, frame.symbol, frame.sym_off) == (
         0, "pc", 0x4e8d0, "libc.so", "abort", 168)
 
 
