@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soak.backtrace import HEADER as BACKTRACE_HEADER
 from soak.backtrace import parse_line as parse_frame
 from soak.errors import BadInput
 from soak.logparse import parse_line
@@ -35,7 +36,7 @@ _SIGNAL_RE = re.compile(r"\bsignal (\d+) \((SIG\w+)\)|Fatal signal (\d+) \((SIG\
                         r"|^(Segmentation fault)|^(Aborted)")
 # other tags kept: the OpenCL driver and the linker (why a library did not load)
 _DRIVER_TAG_RE = re.compile(r"(?i)adreno|mali|opencl|^linker$|^CL\b|pocl|nvidia")
-_BACKTRACE_RE = re.compile(r"^\s*#\d+ pc [0-9a-f]+\s")
+_BACKTRACE_RE = re.compile(r"^\s*#\d+ (?:pc|fo) [0-9a-f]+\s")  # a tombstone's frames; soak's crash handler's
 _GDB_FRAME_RE = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?\S+ \(")  # gdb's `bt` pasted after the crash
 # llm_demo / llm_bench / pymnn lines that show the text is an MNN log even without faults
 _MNN_MARKERS = re.compile(r"^config path is |^The device supports: |^\[MNNLLM\]|^prefill speed = |^ decode speed = "
@@ -88,7 +89,8 @@ def read(path: Path, strict: bool = True) -> RawLog:
         if msg is None:
             continue
         if pending_crash is not None:
-            if _BACKTRACE_RE.match(msg) or tag in CRASH_TAGS or _GDB_FRAME_RE.match(msg):
+            if (_BACKTRACE_RE.match(msg) or tag in CRASH_TAGS or _GDB_FRAME_RE.match(msg)
+                    or BACKTRACE_HEADER.search(msg)):
                 if parse_frame(msg) is not None:  # every frame, however long the report before it
                     pending_crash["backtrace"].append(msg)
                 pending_crash["last_lines"].append(msg)
@@ -152,7 +154,8 @@ def _message(line: str, fmt: str) -> tuple[str | None, str | None]:
 def _crash_line(msg: str) -> bool:
     # the shell's words, libc's, and gdb's ("Thread 7 "x" received signal SIGSEGV, ...")
     return bool(re.match(r"^(Segmentation fault|Aborted|Fatal signal|Bus error|Illegal instruction"
-                         r"|(?:Thread \d+ .*|Program) received signal SIG|Program terminated with signal SIG)", msg))
+                         r"|(?:Thread \d+ .*|Program) received signal SIG|Program terminated with signal SIG"
+                         r"|\*\*\* soak: fatal signal)", msg))
 
 
 def _context(log: RawLog, props: dict) -> tuple[dict, list[str]]:

@@ -236,3 +236,19 @@ def test_catalog_entries_match_on_frames(tmp_path):
     assert "crash/decode: SIGSEGV in soak_test_decode_step" in known.values()
     why = next(c for c in causes if c["fault_id"] == "softmax-frame")
     assert "crash frame 'soak_test_softmax_inside'" in json.dumps(why)
+
+
+def test_raw_log_with_soak_handler_frames_is_titled_by_them(tmp_path):
+    """An engine log soak did not record as events (a worker's stderr kept as a file): the
+    handler's file-offset frames are read and symbolized the same way."""
+    from soak.catalog.classify import classify_log
+    from soak.catalog.loader import load_catalog
+
+    plan = {"zero_work": True, "faults": [{"kind": "crash", "at": 0, "in": "soak_test_softmax_inside"}]}
+    proc = _drive_runner([str(ensure_built("soak-runner"))], plan, tmp_path)
+    assert proc.returncode == -signal.SIGSEGV
+    log = tmp_path / "stderr.txt"
+    log.write_bytes(b"some engine line\n" + proc.stderr)
+    result = classify_log(log, load_catalog())
+    crash = next(d for d in result["findings"] if d["kind"] == "crash")
+    assert crash["signature_text"] == "crash/?: SIGSEGV in soak_test_softmax_inside"
