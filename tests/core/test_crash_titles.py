@@ -252,3 +252,16 @@ def test_raw_log_with_soak_handler_frames_is_titled_by_them(tmp_path):
     result = classify_log(log, load_catalog())
     crash = next(d for d in result["findings"] if d["kind"] == "crash")
     assert crash["signature_text"] == "crash/?: SIGSEGV in soak_test_softmax_inside"
+
+
+def test_faulthandler_enabled_after_the_handler_still_gives_the_faulting_frame(tmp_path):
+    """faulthandler.enable() after soak's handler runs first, then raises the signal again
+    into soak's: the frames still lead to the fault (libc's raise and the signal frame are
+    skipped in the title)."""
+    program = ("import ctypes, sys, faulthandler\nlib = ctypes.CDLL(sys.argv[1])\nlib.soak_crash_install(2)\n"
+               "faulthandler.enable()\nctypes.string_at(0)\n")
+    proc = subprocess.run([sys.executable, "-c", program, str(ensure_built("soak_crash"))], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+    assert backtrace.title_frame(proc.stderr.splitlines()) == "string_at"  # ctypes' C function that faulted
