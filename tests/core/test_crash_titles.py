@@ -264,4 +264,6 @@ def test_faulthandler_enabled_after_the_handler_still_gives_the_faulting_frame(t
                           text=True, timeout=60)
     assert proc.returncode == -signal.SIGSEGV
     assert "Fatal Python error: Segmentation fault" in proc.stderr
-    assert backtrace.title_frame(proc.stderr.splitlines()) == "string_at"  # ctypes' C function that faulted
+    title = backtrace.title_frame(proc.stderr.splitlines())
+    # ctypes' C function that faulted (its module and offset where _ctypes is stripped)
+    assert title == "string_at" or title.startswith("_ctypes."), title
