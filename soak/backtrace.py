@@ -140,7 +140,9 @@ def frame_name(f: Frame) -> str:
         if m:
             return f"{m.group(1)} (OpenCL kernel)"
         return _strip_params(elf_symbols.demangle(symbol))
-    return f"{f.base or '?'}+0x{f.addr:x}"
+    if not f.module.startswith("/"):
+        return f.module or "?"  # [anon], [unknown]: an address would change run to run
+    return f"{f.base}+0x{f.addr:x}"
 
 
 def _strip_params(name: str) -> str:
@@ -159,6 +161,8 @@ def _strip_params(name: str) -> str:
 def _skipped(f: Frame) -> bool:
     if f.base and _SKIP_MODULE.match(f.base):
         return True
+    if not f.symbol and not f.module.startswith("/"):
+        return True  # anonymous memory (JIT code): no name, and its address changes run to run
     return bool(f.symbol and _SKIP_SYMBOL.match(elf_symbols.demangle(f.symbol)))
 
 

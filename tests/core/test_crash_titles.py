@@ -86,6 +86,10 @@ def test_soak_handler_lines_skip_libc_and_soak_and_keep_an_unsymbolized_module_w
     assert backtrace.title_frame(SOAK_LINES) == "libengine.so+0x2000"
     assert all(backtrace.is_backtrace_line(x) for x in SOAK_LINES)
     assert not backtrace.is_backtrace_line("CL ERROR CODE : -5, info:Raster")
+    # JIT code in anonymous memory: not the title while a named frame follows, never its address
+    jit = ["    #00 fo 00007f0012345678  [unknown]", "    #01 fo 0000000000002000  /nonexistent/libengine.so"]
+    assert backtrace.title_frame(jit) == "libengine.so+0x2000"
+    assert backtrace.title_frame(jit[:1]) == "[unknown]"
 
 
 def test_names_lose_parameters_and_gcc_clone_suffixes():
