@@ -221,6 +221,7 @@ def test_test_engine_crashes_at_chosen_frames_give_one_row_each(tmp_path):
                      "crash/decode: SIGSEGV in soak_test_softmax_inside"]
     segv = next(c for c in causes if "softmax" in c["signature_text"])
     assert segv["count"] == 2
+    assert segv["title"] == segv["signature_text"]  # not the generic "Engine process crashed"
 
 
 def test_catalog_entries_match_on_frames(tmp_path):
