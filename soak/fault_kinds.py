@@ -74,7 +74,7 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               ("load", "prefill", "decode", "reset"),
               "an MNN error line other than a CL ERROR CODE line (soak.logparse pattern); hard when its "
               "severity is error", inject=("kv_map_error", "log", "alloc_fail"), hard_when=("severity", "error")),
-    FaultKind("crash", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),
+    FaultKind("crash", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines", "backtrace"),
               ("init", "load", "prefill", "decode", "reset"), "the worker died during a call",
               inject=("crash",)),
     FaultKind("oom_kill", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),

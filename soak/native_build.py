@@ -36,7 +36,10 @@ TARGETS = {
     "soak_interposer": ("interposer", "libOpenCL.so"),
     "soak-runner": ("runner", "soak-runner"),
     "soak_oracle": ("oracle", "libsoak_oracle.so"),
+    "soak_crash": ("crash", "libsoak_crash.so"),
 }
+# components whose sources another one compiles in (their files count in its hash)
+USES = {"soak-runner": ("crash",)}
 
 
 def cache_root() -> Path:
@@ -94,7 +97,8 @@ def ensure_built(target: str = "soak_test_engine", cmake_args: tuple[str, ...] =
     _need_tool("cmake", "cmake")
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         _need_tool("cc", "gcc")
-    key = source_hash([source, NATIVE_DIR / "include"], " ".join(cmake_args))
+    key = source_hash([source, NATIVE_DIR / "include", *(NATIVE_DIR / c for c in USES.get(target, ()))],
+                      " ".join(cmake_args))
     build = cache_root() / "native" / f"{target}-{key}"
     return cmake_build(source, build, filename, [*cmake_args], target, f"native/{component}")
 

@@ -21,6 +21,7 @@
 
 #include "codec.h"
 #include "loader.h"
+#include "soak_crash.h"
 
 #define PROTOCOL_VERSION 1
 
@@ -485,6 +486,8 @@ int main(int argc, char **argv) {
     }
     fcntl(proto_fd, F_SETFD, FD_CLOEXEC);
     setvbuf(stdout, NULL, _IONBF, 0);
+    /* a fatal signal writes the crashing thread's frames to the log stream, then re-raises */
+    soak_crash_install(2);
 
     sbuf hello;
     sbuf_init(&hello);

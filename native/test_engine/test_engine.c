@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "../include/soak_engine.h"
+#include "crash_sites.h"
 #include "json.h"
 #include "opencl_path.h"
 
@@ -149,6 +150,12 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
         x->kind = kind_of(k);
         if (x->kind == F_UNKNOWN) { snprintf(err, err_len, "fault %d: unknown kind \"%s\"", e->n_faults, k); return -1; }
         x->spec = f;
+        const char *site = json_string(f, "in", NULL);
+        if (x->kind == F_CRASH && site && !crash_site_known(site)) {
+            snprintf(err, err_len, "fault %d: crash \"in\" names no crash site: \"%s\" (one of %s)", e->n_faults,
+                     site, crash_site_names());
+            return -1;
+        }
         const json_value *at = json_get(f, "at");
         if (at && at->type != JSON_NUMBER && at->type != JSON_ARRAY) {
             snprintf(err, err_len, "fault %d: \"at\" must be an iteration or a list of iterations", e->n_faults);
@@ -329,6 +336,8 @@ SOAK_EXPORT int soak_engine_set_config(soak_engine *e, const char *json) {
 static void do_crash(const fault *f) {
     const char *sig = json_string(f->spec, "signal", "segv");
     fflush(stdout);
+    const char *site = json_string(f->spec, "in", NULL);
+    if (site) crash_in(site, sig); /* inside that function's own frame */
     if (!strcmp(sig, "abort")) abort();
     if (!strcmp(sig, "bus")) raise(SIGBUS);
     if (!strcmp(sig, "fpe")) raise(SIGFPE);

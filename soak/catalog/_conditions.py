@@ -144,6 +144,20 @@ class LogRegex(Cond):
 
 
 @dataclass(frozen=True)
+class FrameRegex(Cond):
+    """Regex over the names of a crash's native frames (soak.backtrace.frame_name: a function
+    without its parameters, `softmax_inside (OpenCL kernel)`, or `module+0xoffset`)."""
+
+    regex: re.Pattern
+
+    def test(self, f, run):
+        for name in f.frames:
+            if self.regex.search(name):
+                return True, [f"crash frame {name!r} ~ /{self.regex.pattern}/"]
+        return False, []
+
+
+@dataclass(frozen=True)
 class EngineLogRegex(Cond):
     """Regex anywhere in the run's engine.log (searched once per run)."""
 

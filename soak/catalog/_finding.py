@@ -35,6 +35,7 @@ class Finding:
     minor: bool = False                             # a warning (slowdown, warning line): starts and joins no cascade
     benign: str | None = None                       # id of the catalog entry that marks it a benign probe
     texts: list = field(default_factory=list)       # log text the `log` matcher searches
+    frames: tuple = ()                              # a crash's native frame names (the `frame` matcher)
     count: int = 0                                  # occurrences (log lines for cl_error)
     events: int = 0                                 # fault events
     iterations: list = field(default_factory=list)  # distinct iterations, in order seen

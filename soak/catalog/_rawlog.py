@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soak.backtrace import HEADER as BACKTRACE_HEADER
+from soak.backtrace import parse_line as parse_frame
 from soak.errors import BadInput
 from soak.logparse import parse_line
 
@@ -34,7 +36,8 @@ _SIGNAL_RE = re.compile(r"\bsignal (\d+) \((SIG\w+)\)|Fatal signal (\d+) \((SIG\
                         r"|^(Segmentation fault)|^(Aborted)")
 # other tags kept: the OpenCL driver and the linker (why a library did not load)
 _DRIVER_TAG_RE = re.compile(r"(?i)adreno|mali|opencl|^linker$|^CL\b|pocl|nvidia")
-_BACKTRACE_RE = re.compile(r"^\s*#\d+ pc [0-9a-f]+\s")
+_BACKTRACE_RE = re.compile(r"^\s*#\d+ (?:pc|fo) [0-9a-f]+\s")  # a tombstone's frames; soak's crash handler's
+_GDB_FRAME_RE = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?\S+ \(")  # gdb's `bt` pasted after the crash
 # llm_demo / llm_bench / pymnn lines that show the text is an MNN log even without faults
 _MNN_MARKERS = re.compile(r"^config path is |^The device supports: |^\[MNNLLM\]|^prefill speed = |^ decode speed = "
                           r"|^\| model +\| |^Prepare for tuning opt |^load tokenizer|^load [\w/.-]+ \.\.\. Done")
@@ -46,7 +49,7 @@ class RawLog:
     path: Path
     format: str                               # llm_stdout | logcat-threadtime | logcat-brief | bugreport
     lines: list = field(default_factory=list)  # [(offset, text)], the engine's lines
-    crashes: list = field(default_factory=list)  # [{offset, signal, last_lines}]
+    crashes: list = field(default_factory=list)  # [{offset, signal, last_lines, backtrace}]
     context: dict = field(default_factory=dict)
     context_missing: list = field(default_factory=list)
     total_lines: int = 0
@@ -86,10 +89,13 @@ def read(path: Path, strict: bool = True) -> RawLog:
         if msg is None:
             continue
         if pending_crash is not None:
-            if _BACKTRACE_RE.match(msg) or tag in CRASH_TAGS:
+            if (_BACKTRACE_RE.match(msg) or tag in CRASH_TAGS or _GDB_FRAME_RE.match(msg)
+                    or BACKTRACE_HEADER.search(msg)):
+                if parse_frame(msg) is not None:  # every frame, however long the report before it
+                    pending_crash["backtrace"].append(msg)
                 pending_crash["last_lines"].append(msg)
                 pending_crash["end"] = here
-                if len(pending_crash["last_lines"]) < 60:
+                if len(pending_crash["last_lines"]) < 60 or parse_frame(msg) is not None:
                     continue
             pending_crash = None
         sig = _SIGNAL_RE.search(msg) if (tag is None or tag in CRASH_TAGS or tag == MNN_TAG) else None
@@ -105,7 +111,7 @@ def read(path: Path, strict: bool = True) -> RawLog:
                 last["last_lines"].append(msg)
                 last["signal"] = last["signal"] or name
             else:
-                pending_crash = {"offset": here, "signal": name, "last_lines": recent[-20:] + [msg]}
+                pending_crash = {"offset": here, "signal": name, "last_lines": recent[-20:] + [msg], "backtrace": []}
                 log.crashes.append(pending_crash)
             pending_crash["end"] = here
             continue
@@ -146,7 +152,10 @@ def _message(line: str, fmt: str) -> tuple[str | None, str | None]:
 
 
 def _crash_line(msg: str) -> bool:
-    return bool(re.match(r"^(Segmentation fault|Aborted|Fatal signal|Bus error|Illegal instruction)", msg))
+    # the shell's words, libc's, and gdb's ("Thread 7 "x" received signal SIGSEGV, ...")
+    return bool(re.match(r"^(Segmentation fault|Aborted|Fatal signal|Bus error|Illegal instruction"
+                         r"|(?:Thread \d+ .*|Program) received signal SIG|Program terminated with signal SIG"
+                         r"|\*\*\* soak: fatal signal)", msg))
 
 
 def _context(log: RawLog, props: dict) -> tuple[dict, list[str]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from soak import fault_kinds, run_folder
+from soak import backtrace, fault_kinds, run_folder
 from soak.analysis.streaming import Intervals, Reservoir
 from soak.catalog import _derived, _rawlog
 from soak.catalog import _eventread as R
@@ -510,6 +510,10 @@ def _new_finding(text: str, kind: str, phase, ev: dict) -> Finding:
         lines = lines.splitlines()
     if isinstance(lines, list):
         texts.extend(str(x) for x in lines[-_TEXT_CAP:])
+    if fault_kinds.key_of(kind) == "death":
+        bt = ev.get("backtrace") if isinstance(ev.get("backtrace"), list) else None
+        f.frames = tuple(backtrace.frame_names(str(x) for x in (bt or (lines if isinstance(lines, list) else []))))
+        texts.extend(str(x) for x in (bt or ())[:_TEXT_CAP])
     if kind == "cl_error" and ev.get("code") is not None and not texts:
         texts.append(f"CL ERROR CODE : {ev.get('code')}, info:{ev.get('info') or ''}")
     f.texts = texts
@@ -568,6 +572,9 @@ def scan_raw(scan: Scan, log: "_rawlog.RawLog") -> Scan:
             ev["info"], ev["name"] = got["info"], got["name"]
         scan.add_fault(ev)
     for c in log.crashes:
-        scan.add_fault({"kind": "crash", "phase": None, "signal": c["signal"], "exit_code": None,
-                        "last_lines": c["last_lines"], "seq": c["offset"], "offset": c["offset"], "bucket": 0})
+        crash = {"kind": "crash", "phase": None, "signal": c["signal"], "exit_code": None,
+                 "last_lines": c["last_lines"], "seq": c["offset"], "offset": c["offset"], "bucket": 0}
+        if c.get("backtrace"):
+            crash["backtrace"] = c["backtrace"][:64]
+        scan.add_fault(crash)
     return scan

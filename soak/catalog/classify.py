@@ -190,7 +190,8 @@ def _finding_json(f, matches, near) -> dict:
         # benign: a probe the catalog marks harmless on this vendor
         "confidence": ("benign" if f.benign else "signature-only" if not known else
                        "context-unknown" if known[0].unknown else "confirmed"),
-        "title": primary.entry.title if primary else f.signature_text,
+        # an unknown crash with native frames: its signature names the frame, a generic entry does not
+        "title": primary.entry.title if primary and (known or not f.frames) else f.signature_text,
         "severity": severity,
         "count": f.count,
         "events": f.events,

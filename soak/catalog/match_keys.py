@@ -129,6 +129,8 @@ KEYS: dict[str, MatchKey] = {k.name: k for k in (
     MatchKey("log", "regex over the fault's own log text (line, last lines, iteration error lines)", REGEX,
              C.LogRegex),
     MatchKey("engine_log", f"regex anywhere in {ENGINE_LOG}", REGEX, C.EngineLogRegex),
+    MatchKey("frame", "regex over a crash's native frames (function, `name (OpenCL kernel)`, module+0xoffset)",
+             REGEX, C.FrameRegex, _carrying("backtrace")),
     MatchKey("signal", "exit signal(s): SIGSEGV, SIGABRT, SIGKILL, ... (or numbers)",
              items(signals.known, "a signal name or number"), C.SignalIn, _carrying("signal")),
     MatchKey("exit_code", "worker exit code(s)", items(_int, "an integer"), C.ExitCodeIn),

@@ -13,14 +13,15 @@ import hashlib
 import re
 from functools import lru_cache
 
-from soak import fault_kinds, signals
+from soak import backtrace, fault_kinds, signals
 from soak.catalog._clcodes import CL_ERROR_NAMES, code_name
 from soak.engine.abi import STATUS_NAMES
 from soak.logparse import first_cl_error, first_error_lines
 
 # Bump when normalization changes: signatures of one scheme are comparable
 # across runs and machines, not across schemes (as Sentry versions grouping).
-SIGNATURE_SCHEME = 2  # 2: one log parser (soak.logparse) picks a crash's error lines
+SIGNATURE_SCHEME = 3  # 2: one log parser (soak.logparse) picks a crash's error lines; 3: a crash with a
+#                        native backtrace is titled by its first frame outside libc, the loader and soak
 
 _LOGCAT_THREADTIME = re.compile(r"^\s*\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[^:]*?:\s")
 _LOGCAT_BRIEF = re.compile(r"^\s*[VDIWEF]/[^:(]+(?:\(\s*\d+\))?:\s")
@@ -112,6 +113,18 @@ def param_of(ev: dict) -> str | None:
     return key[6:] if isinstance(key, str) and key.startswith("param=") else None
 
 
+def crash_frame(ev: dict, lines: list[str] | None = None) -> str | None:
+    """The frame that titles a crash: from its `backtrace` (a run's crash event), else from
+    frame lines among its last lines (a raw log's crash, a run recorded before backtraces)."""
+    bt = ev.get("backtrace")
+    if isinstance(bt, list) and bt:
+        return backtrace.title_frame(str(x) for x in bt)
+    if lines is None:
+        lines = ev.get("last_lines") or []
+        lines = lines.splitlines() if isinstance(lines, str) else lines
+    return backtrace.title_frame(str(x) for x in lines) if isinstance(lines, list) else None
+
+
 def fault_key(kind: str, ev: dict) -> str:
     """The normalized key of one fault (without kind and phase): what its
     registry row's `key` (soak.fault_kinds.KEYS) says tells faults apart."""
@@ -134,6 +147,9 @@ def fault_key(kind: str, ev: dict) -> str:
         parts = []
         if key == "death":
             sig = signal_name(ev.get("signal"))
+            frame = crash_frame(ev, lines)
+            if frame and sig:
+                return f"{sig} in {frame}"  # syzkaller's title: the frame tells crashes apart
             parts.append(sig if sig else f"exit {ev.get('exit_code')}")
         first = first_cl_error(lines)
         if first:

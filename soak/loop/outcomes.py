@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from soak import backtrace
 from soak.fault_kinds import death_kind, is_hard  # noqa: F401  (is_hard: the loop asks it here)
 from soak.loop.checks import symptoms
 from soak.engine.abi import ERROR_STATUSES, STATUS_NAMES
@@ -9,7 +10,8 @@ from soak.worker.supervisor import CallOutcome
 
 
 def last_lines(outcome: CallOutcome, n: int = 20) -> list[str]:
-    return [line.text for line in outcome.lines[-n:]]
+    """The call's last n engine lines, a crash's backtrace left out (it has a field of its own)."""
+    return [text for text in (line.text for line in outcome.lines) if not backtrace.is_backtrace_line(text)][-n:]
 
 
 def from_log(outcome: CallOutcome, phase: str) -> list[dict]:
@@ -51,8 +53,14 @@ def from_outcome(outcome: CallOutcome, phase: str, timeout_s: float) -> list[dic
     if outcome.died and outcome.lost:
         pass  # the target reports the device going offline itself
     elif outcome.died:
-        faults.append({"kind": death_kind(outcome.signal), "phase": phase, "signal": outcome.signal,
-                       "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)})
+        death = {"kind": death_kind(outcome.signal), "phase": phase, "signal": outcome.signal,
+                 "exit_code": outcome.exit_code, "last_lines": last_lines(outcome)}
+        # the crashing thread's frames: soak's handler (symbolized here, where the modules
+        # are), or the device's tombstone
+        frames = backtrace.crash_backtrace((line.text for line in outcome.lines), outcome.local_file)
+        if frames:
+            death["backtrace"] = frames
+        faults.append(death)
     elif outcome.hung:
         hang = {"kind": "hang", "phase": phase, "timeout_s": timeout_s, "last_lines": last_lines(outcome)}
         if outcome.stalled:  # the stall timer, not the whole-call timeout

@@ -112,7 +112,7 @@ EVENT_TYPES: dict[str, dict] = {
                  "rss_before": _num, "rss_after": _num},
     # soak.loop (outcomes, runner, session) and the targets: the fields of every fault kind (soak.fault_kinds)
     "fault": {"kind": _str, "phase": _str, "iteration": _int, "line": _str, "pattern": _str, "severity": _str,
-              "code": _int, "name": _str, "info": _str, "count": _int, "last_lines": _lines,
+              "code": _int, "name": _str, "info": _str, "count": _int, "last_lines": _lines, "backtrace": _lines,
               "signal": _int_or_str, "exit_code": _int, "timeout_s": _num, "stalled": _bool, "stall_s": _num,
               "tokens_before": _int, "elapsed_s": _num, "status": _int, "status_name": _str, "error": _str,
               "error_kind": _str, "symptoms": _strs, "requested_type": _str, "used_type": _str, "reason": _str,

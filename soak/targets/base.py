@@ -37,6 +37,11 @@ class Target(abc.ABC):
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> WorkerProcess:
         """Start a worker.  env holds only the variables soak adds."""
 
+    def local_file(self, path: str) -> str | None:
+        """The file on this machine that is the worker's module `path` (a crash's backtrace is
+        symbolized from it); None when there is none.  Here: the same path."""
+        return path
+
     def worker_hint(self) -> str:
         """The fix to show when this target's worker does not start."""
         return "check that soak is installed completely (pip install -e . in the checkout)"

@@ -58,6 +58,7 @@ class LocalTarget(Target):
         holding the `soak` package the worker runs (default: the one running now)."""
         self.python = python or sys.executable
         self.package_root = Path(package_root) if package_root else Path(package_dir()).parent
+        self._crash: str | None = None
 
     def worker_argv(self) -> list[str]:
         return [self.python, "-c", WORKER_BOOT, str(self.package_root)]
@@ -66,6 +67,19 @@ class LocalTarget(Target):
         return (f"run `{self.python} -c 'import soak.worker.main'` in {self.package_root} to see why "
                 f"(a missing dependency: pip install -e {self.package_root})")
 
+    def _crash_lib(self) -> str:
+        """The worker's fatal-signal handler (native/crash), built here once, not in each worker
+        (its first build would eat into the worker's hello time); "" when it cannot be built."""
+        if self._crash is None:
+            from soak.native_build import ensure_built
+
+            try:
+                self._crash = str(ensure_built("soak_crash"))
+            except errors.BuildFailed as exc:
+                self._crash = ""
+                print(f"soak: no native backtraces on a crash: {exc.message}", file=sys.stderr)
+        return self._crash
+
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> LocalProcess:
         full_env = dict(os.environ)
         for key, value in env.items():
@@ -73,6 +87,7 @@ class LocalTarget(Target):
                 value = value + os.pathsep + full_env[key]
             full_env[key] = value
         full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["SOAK_CRASH_LIB"] = self._crash_lib()
         # its own session: Ctrl-C reaches soak only, which then stops gracefully
         try:
             popen = subprocess.Popen(self.worker_argv(), stdin=subprocess.PIPE,

@@ -244,12 +244,34 @@ def _die_with_parent() -> None:
         pass
 
 
+def _install_crash_handler(fd: int) -> None:
+    """soak's fatal-signal handler (native/crash): on SIGSEGV, SIGBUS, SIGABRT, SIGFPE or SIGILL the
+    crashing thread's native frames go to the log stream, then the signal is raised again (the
+    exit status stays that signal).  Installed after Python's faulthandler (PYTHONFAULTHANDLER
+    enables it at start), so ours runs first and hands over to it.  SOAK_CRASH_LIB: the library
+    soak's target built (empty: it could not); unset (a worker started by hand): built here.
+    Without it the worker runs as before, with a note in the log."""
+    from soak.errors import BuildFailed
+    from soak.native_build import ensure_built
+
+    try:
+        path = os.environ.get("SOAK_CRASH_LIB")
+        if path == "":
+            return
+        lib = ctypes.CDLL(path or str(ensure_built("soak_crash")))
+        if lib.soak_crash_install(fd) != 0:
+            raise OSError("sigaction failed")
+    except (BuildFailed, OSError) as exc:
+        os.write(fd, f"soak: no native backtraces on a crash: {exc}\n".encode())
+
+
 def main() -> int:
     _die_with_parent()
     proto_fd = os.dup(1)
     os.dup2(2, 1)  # the engine's printf now goes to the log stream
     _unbuffer_c_stdout()
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    _install_crash_handler(2)
     worker = Worker(proto_fd, 2)
     os.write(proto_fd, protocol.encode_result(protocol.hello("python", os.getpid())))
     for line in sys.stdin.buffer:

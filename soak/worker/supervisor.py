@@ -74,6 +74,7 @@ class CallOutcome:
     died: bool = False
     hung: bool = False
     lost: bool = False  # the connection to a remote worker dropped (device offline): not a crash
+    local_file: object = None  # died: the target's module path -> file here (soak.backtrace.symbolize)
     stalled: bool = False  # hung by the stall timer: no text for stall_limit_s while streaming
     stall_limit_s: float | None = None
     tokens: int = 0  # chunks the worker reported streaming before the end
@@ -405,6 +406,7 @@ class Supervisor:
                 break
             if io.res_eof:
                 outcome.died = True
+                outcome.local_file = getattr(self.target, "local_file", None)
                 break
             now = time.monotonic()
             limit = deadline

@@ -132,11 +132,24 @@ def test_crash_report_lines(lab, phone):
     (tombstone if readable, else logcat's crash buffer) for that pid."""
     phone.log(4242, "libc", "F", "Fatal signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0 in tid 4242")
     phone.log(4243, "libc", "F", "Fatal signal 6 (SIGABRT) in another process")
+    # crash_dump's report, under its own pid (tag DEBUG), as Android logs it to the crash buffer
+    for text in ("*** *** *** *** *** *** *** *** *** *** *** *** *** *** *** ***",
+                 "pid: 4242, tid: 4250, name: soak-runner  >>> /data/local/tmp/soak/bin/soak-runner <<<",
+                 "signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0000000000000000", "backtrace:",
+                 "      #00 pc 00000000000a1b2c  /data/local/tmp/soak/lib/libMNN_CL.so "
+                 "(_ZN3MNN6OpenCL21AttentionBufExecution8onResizeERKSt6vectorIPNS_6TensorESaIS4_EES8_+572)",
+                 "      #01 pc 0000000000123456  /data/local/tmp/soak/lib/libMNN.so (MNN::Pipeline::allocMemory()+96)"):
+        phone.log(5000, "DEBUG", "F", text)
+    phone.log(5001, "DEBUG", "F", "pid: 4243, tid: 4243, name: other  >>> other <<<")
     code = ("import sys; from soak.targets.adb._conn import AdbLink; from soak.targets.adb.health import tombstone; "
             "print('\\n'.join(tombstone(AdbLink(sys.argv[1]), 4242)))")
     res = lab.run([sys.executable, "-c", code, phone.serial])
     assert res.returncode == 0, res.stderr
     assert "Fatal signal 11 (SIGSEGV)" in res.stdout and "another process" not in res.stdout
+    assert "pid: 4242, tid: 4250" in res.stdout and "pid: 4243" not in res.stdout
+    from soak.backtrace import title_frame
+
+    assert title_frame(res.stdout.splitlines()) == "MNN::OpenCL::AttentionBufExecution::onResize"
 
 
 def test_runner_that_cannot_start_on_the_device_is_a_harness_error(soak, phone, tmp_path):

@@ -79,3 +79,52 @@ def test_target_strings():
     for bad in ("adbx", "adb:a,b", "adb:s,wait=soon", "local"):
         with pytest.raises(BadInput):
             parse_spec(bad)
+
+
+# The crash buffer after a runner crash (`logcat -b crash -d -v threadtime`): libc's line comes
+# from the runner's pid, the report from crash_dump64's own pid (tag DEBUG).  Another
+# process's report is in the buffer too.
+CRASH_BUFFER = """\
+12-07 13:00:00.100  4242  4250 F libc    : Fatal signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0 in tid 4250 (soak-runner), pid 4242 (soak-runner)
+12-07 13:00:00.180  5000  5000 F DEBUG   : *** *** *** *** *** *** *** *** *** *** *** *** *** *** *** ***
+12-07 13:00:00.180  5000  5000 F DEBUG   : Build fingerprint: 'soak/fakephone/fakephone:14/TEST/1:userdebug/test-keys'
+12-07 13:00:00.180  5000  5000 F DEBUG   : pid: 4242, tid: 4250, name: soak-runner  >>> /data/local/tmp/soak/bin/soak-runner <<<
+12-07 13:00:00.180  5000  5000 F DEBUG   : signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0000000000000000
+12-07 13:00:00.180  5000  5000 F DEBUG   :     x0  0000000000000000  x1  0000007fc0de1000
+12-07 13:00:00.181  5000  5000 F DEBUG   : backtrace:
+12-07 13:00:00.181  5000  5000 F DEBUG   :       #00 pc 00000000000a1b2c  /data/local/tmp/soak/lib/libMNN_CL.so (_ZN3MNN6OpenCL21AttentionBufExecution8onResizeERKSt6vectorIPNS_6TensorESaIS4_EES8_+572) (BuildId: 4567)
+12-07 13:00:00.181  5000  5000 F DEBUG   :       #01 pc 0000000000123456  /data/local/tmp/soak/lib/libMNN.so (MNN::Pipeline::allocMemory(bool, bool)+96)
+12-07 13:00:00.181  5000  5000 F DEBUG   : 
+12-07 13:00:00.181  5000  5000 F DEBUG   : memory near x1:
+12-07 13:00:00.181  5000  5000 F DEBUG   :       #00 pc 0000000000001111  /system/lib64/libother.so (other+1)
+12-07 13:00:01.000  6000  6000 F DEBUG   : pid: 4300, tid: 4300, name: other  >>> other <<<
+12-07 13:00:01.000  6000  6000 F DEBUG   : backtrace:
+12-07 13:00:01.000  6000  6000 F DEBUG   :       #00 pc 0000000000002222  /system/lib64/libother.so (other_crash+8)
+"""
+
+
+def test_crash_report_takes_crash_dumps_report_of_the_pid():
+    from soak.backtrace import title_frame
+    from soak.targets.adb.health import crash_report
+
+    lines = crash_report(CRASH_BUFFER.splitlines(), 4242)
+    assert "Fatal signal 11" in lines[0]
+    assert any("pid: 4242, tid: 4250" in x for x in lines)
+    assert any(x.endswith("signal 11 (SIGSEGV), code 1 (SEGV_MAPERR), fault addr 0x0000000000000000") for x in lines)
+    assert sum("#0" in x for x in lines) == 2  # the crashing thread's frames only
+    assert not any("other" in x for x in lines)
+    assert title_frame(lines) == "MNN::OpenCL::AttentionBufExecution::onResize"
+
+
+def test_crash_report_from_a_tombstone_file():
+    from soak.targets.adb.health import crash_report
+
+    tomb = ["/data/tombstones/tombstone_03", "*** *** ***", "pid: 4242, tid: 4242, name: soak-runner  >>> x <<<",
+            "signal 6 (SIGABRT), code -1 (SI_QUEUE), fault addr --------", "Abort message: 'bad'",
+            "    x0  0000000000000000", "backtrace:",
+            "      #00 pc 000000000004e8d0  /apex/com.android.runtime/lib64/bionic/libc.so (abort+168)",
+            "      #01 pc 0000000000001234  /data/local/tmp/soak/lib/libengine.so (engine_step+12)", "",
+            "stack:", "      #00 pc 0000000000000001  /x.so"]
+    lines = crash_report(tomb, 4242)
+    assert lines[0] == "/data/tombstones/tombstone_03" and "Abort message: 'bad'" in lines
+    assert lines[-1].endswith("(engine_step+12)")

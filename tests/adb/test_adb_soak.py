@@ -77,11 +77,16 @@ def test_crash_on_device(soak, phone, tmp_path):
     out = tmp_path / "logs"
     res = soak("run", "--target", f"adb:{phone.serial}", "--engine", "test", "--iterations", "8",
                "--max-new-tokens", "8", "--out", str(out), "--run-id", "crash",
-               "--fault-plan", soak.plan("crash", [{"kind": "crash", "at": 3}]))
+               "--fault-plan", soak.plan("crash", [{"kind": "crash", "at": 3, "in": "soak_test_softmax_inside"}]))
     assert res.returncode == 0, res.stderr
     run = out / "crash"
     crash = [f for f in events(run, {"fault"}) if f["kind"] == "crash"]
     assert len(crash) == 1 and crash[0]["iteration"] == 3 and crash[0]["signal"] == "SIGSEGV"
+    # soak-runner's handler wrote the frames on the device; they are symbolized from the pushed library
+    assert "(soak_test_softmax_inside+" in crash[0]["backtrace"][0], crash[0].get("backtrace")
+    from soak.catalog.signature import signature
+
+    assert signature("crash", "decode", crash[0])[1] == "crash/decode: SIGSEGV in soak_test_softmax_inside"
     exits = [e for e in events(run, {"worker_exit"}) if e.get("reason") == "crash"]
     assert exits and exits[0]["signal"] == "SIGSEGV"
     starts = events(run, {"worker_start"})

@@ -157,3 +157,45 @@ def test_a_run_folders_own_engine_log_is_never_bad_input(tmp_path, catalog):
         (run / "engine.log").write_bytes(content)
         result = classify_run(run, catalog, write=False)
         assert [c["kind"] for c in result["causes"]] == ([] if name == "empty" else ["cpu_fallback"])
+
+
+def test_a_tombstone_in_logcat_titles_the_crash_by_its_frame(tmp_path, catalog):
+    """A logcat with libc's line and crash_dump's report (tag DEBUG, its own pid): the crash is
+    titled by the first frame outside libc, demangled, however long the report before it."""
+    def debug(text):
+        return f"12-01 03:04:09.300  4300  4300 F DEBUG   : {text}"
+
+    lines = _threadtime(["Map error dequantBufferMap == nullptr "]) + [
+        "12-01 03:04:09.100  4242  4249 F libc    : Fatal signal 6 (SIGABRT), code -1 (SI_QUEUE) in tid 4249 "
+        "(llm_demo), pid 4242 (llm_demo)",
+        debug("*** *** *** *** *** *** *** *** *** *** *** *** *** *** *** ***"),
+        debug("pid: 4242, tid: 4249, name: llm_demo  >>> ./llm_demo <<<"),
+        debug("signal 6 (SIGABRT), code -1 (SI_QUEUE), fault addr --------"),
+        *[debug(f"    x{i}  0000000000000000  x{i + 1}  0000007fc0de1000") for i in range(0, 64, 2)],
+        debug("backtrace:"),
+        debug("      #00 pc 000000000004e8d0  /apex/com.android.runtime/lib64/bionic/libc.so (abort+168)"),
+        debug("      #01 pc 00000000000a1b2c  /data/local/tmp/libMNN_CL.so (_ZN3MNN6OpenCL21AttentionBufExecution8on"
+              "ResizeERKSt6vectorIPNS_6TensorESaIS4_EES8_+572) (BuildId: 4567)"),
+    ]
+    log = tmp_path / "logcat.txt"
+    log.write_text("\n".join(lines) + "\n")
+    result = classify_log(log, catalog)
+    crash = next(d for d in result["findings"] if d["kind"] == "crash")
+    assert crash["signature_text"] == "crash/?: SIGABRT in MNN::OpenCL::AttentionBufExecution::onResize"
+
+
+def test_gdb_backtrace_after_llm_demo_output_names_the_opencl_kernel(tmp_path, catalog):
+    """llm_demo's output with gdb's `bt` pasted after the crash, as in a bug report."""
+    log = tmp_path / "demo.txt"
+    log.write_text(
+        "config path is /models/qwen2/config.json\n"
+        "Thread 7 \"llm_demo\" received signal SIGSEGV, Segmentation fault.\n"
+        "#0  0x00007fffd4c0e1a3 in _pocl_kernel_softmax_inside_workgroup () from "
+        "/root/.cache/pocl/kcache/KC/OKAD/softmax_inside/64-1-1-goffs0-smallgrid/softmax_inside.so\n"
+        "#1  0x00007ffff7a9c1b2 in ?? () from /usr/lib/x86_64-linux-gnu/pocl/libpocl-devices-pthread.so\n"
+        "#2  0x00007ffff7c94ac3 in start_thread (arg=<optimized out>) at ./nptl/pthread_create.c:442\n")
+    result = classify_log(log, catalog)
+    crash = next(d for d in result["findings"] if d["kind"] == "crash")
+    assert crash["signature_text"] == "crash/?: SIGSEGV in softmax_inside (OpenCL kernel)"
+    row = next(c for c in result["causes"] if "crash" in c["kinds"])
+    assert row["fault_id"] == "soak-pocl-softmax-inside-crash"

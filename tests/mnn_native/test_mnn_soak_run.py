@@ -155,3 +155,27 @@ def test_opencl_on_pocl_with_gpu_override(tmp_path, tiny_model, pocl_caches):
     assert stats["api"]["clEnqueueNDRangeKernel"]["calls"] > 100
     assert stats["peak_live_bytes"] > 400_000  # at least the 0.4 MB of weights went to the device
     assert any(e["event"] == "memory" and e.get("gpu_live_bytes") for e in events)
+
+
+@pytest.mark.slow
+def test_pocl_crash_is_titled_by_its_opencl_kernel(tmp_path, tiny_model, pocl_caches, monkeypatch):
+    """GPU mode 68 (buffer + wide tuning) on PoCL 3.1's default work-group method dies in
+    decode inside the PoCL-compiled softmax_inside kernel (gdb says the same).  soak's crash
+    handler records the frame; the crash is titled by the kernel and the catalog knows it."""
+    monkeypatch.delenv("POCL_WORK_GROUP_METHOD", raising=False)  # PoCL's default method crashes
+    proc, run_dir, summary, events = soak_run(
+        tmp_path, "--engine", "mnn", "--model", str(tiny_model), "--backend", "opencl", "--thread-num", "68",
+        "--cl-gpu-override", "--tmp-path", str(pocl_caches / "mnn"), "--iterations", "1", "--recovery", "restart",
+        "--timeout-respond", "1500", env={"POCL_CACHE_DIR": str(pocl_caches / "pocl")}, timeout=1800)
+    assert proc.returncode == 0, explain(proc, run_dir)
+    crashes = [e for e in events if e["event"] == "fault" and e["kind"] == "crash"]
+    assert crashes and crashes[0]["signal"] == "SIGSEGV" and crashes[0]["phase"] == "decode", explain(proc, run_dir)
+    top = crashes[0]["backtrace"][0]
+    assert "/softmax_inside.so (_pocl_kernel_softmax_inside" in top, crashes[0]["backtrace"]
+    from soak.catalog.classify import classify_run
+    from soak.catalog.loader import load_catalog
+
+    result = classify_run(run_dir, load_catalog())
+    crash = next(c for c in result["causes"] if c["kind"] == "crash")
+    assert crash["signature_text"] == "crash/decode: SIGSEGV in softmax_inside (OpenCL kernel)"
+    assert crash["fault_id"] == "soak-pocl-softmax-inside-crash"

@@ -87,14 +87,59 @@ class DeviceHealth:
 
 
 def tombstone(link: AdbLink, pid: int, timeout: float = 10.0) -> list[str]:
-    """The crash report lines for pid: the newest tombstone if readable (root or
-    debuggable builds), else the `crash` log buffer.  [] when nothing is readable."""
+    """The crash report lines for pid: the newest tombstone if it is pid's and readable (root
+    or debuggable builds), else the `crash` log buffer: libc's `Fatal signal` line (logged by
+    pid itself) and the report crash_dump logged under its own pid with tag DEBUG.  Of a
+    report, its header (pid, signal, cause, abort message) and the crashing thread's
+    `backtrace:` section.  [] when nothing is readable."""
     try:
         res = link.shell(
             "t=$(ls -t /data/tombstones/tombstone_* 2>/dev/null | head -1); "
-            f"if [ -n \"$t\" ] && grep -q 'pid: {pid},' \"$t\" 2>/dev/null; then echo \"$t\"; head -40 \"$t\"; "
-            f"else logcat -b crash -d -v threadtime 2>/dev/null | grep -E ' {pid} +[0-9]+ F ' | tail -40; fi",
+            f"if [ -n \"$t\" ] && grep -q 'pid: {pid},' \"$t\" 2>/dev/null; then echo \"$t\"; head -400 \"$t\"; "
+            "else logcat -b crash -d -v threadtime 2>/dev/null | tail -1000; fi",
             timeout)
     except DeviceGone:
         return []
-    return [line for line in res.text.splitlines() if line.strip()]
+    return crash_report(res.text.splitlines(), pid)
+
+
+_REPORT_HEAD = ("pid: ", "signal ", "Cause: ", "Abort message: ", "backtrace:")
+
+
+def crash_report(lines: list[str], pid: int) -> list[str]:
+    """What tombstone() keeps of a tombstone file or a crash buffer dump (see there)."""
+    from soak.backtrace import parse_line
+
+    cols = [line.split(None, 5) for line in lines]
+    logcat = sum(1 for c in cols if len(c) > 5 and c[2].isdigit()) > len(lines) // 2
+    # a crash buffer: which crash_dump pids reported on our pid
+    reporters = {c[2] for line, c in zip(lines, cols) if logcat and len(c) > 5 and f"pid: {pid}," in line}
+    out: list[str] = []
+    in_backtrace = done = False
+    for line, c in zip(lines, cols):
+        if not line.strip():
+            continue
+        if logcat and len(c) > 5 and c[2].isdigit():
+            if c[2] == str(pid):
+                out.append(line)  # libc's "Fatal signal" line, logged by the process itself
+                continue
+            if c[2] not in reporters:
+                continue
+            text = line.split(": ", 1)[1] if ": " in line else line
+        elif logcat:
+            continue
+        else:
+            text = line
+        if done:
+            continue
+        stripped = text.strip()
+        if in_backtrace:
+            if parse_line(stripped) is not None:
+                out.append(line)
+                continue
+            in_backtrace, done = False, True  # the crashing thread's section ends
+            continue
+        if stripped.startswith(_REPORT_HEAD) or line.startswith("/data/tombstones/"):
+            out.append(line)
+            in_backtrace = stripped == "backtrace:"
+    return out[:200]

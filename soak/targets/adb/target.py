@@ -318,6 +318,15 @@ class AdbTarget(Target):
             self._logcats.append(capture)
         return proc
 
+    def local_file(self, path: str) -> str | None:
+        """A module of a crash's backtrace: the host file soak pushed under that name (soak-runner,
+        the engine library, its plugins and companions), else None (the device's own libraries)."""
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        for e in self._entries or ():
+            if e.name == name and e.role in ("bin", "lib"):
+                return str(e.local)
+        return None
+
     def _device_path(self, value: str, cwd: Path) -> str:
         """Host paths inside the run folder become paths in the device's run folder."""
         try:

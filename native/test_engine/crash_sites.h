@@ -1,0 +1,10 @@
+/* Named crash sites of the test engine (crash_sites.c; FAULTS.md, `crash` with `in`). */
+#ifndef SOAK_TEST_CRASH_SITES_H
+#define SOAK_TEST_CRASH_SITES_H
+
+int crash_site_known(const char *name);
+/* crashes inside the named function with sig ("segv", "abort", "bus", "fpe") */
+void crash_in(const char *name, const char *sig);
+const char *crash_site_names(void);
+
+#endif
