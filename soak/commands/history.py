@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 result = {"site": str(Path(args.out) / INDEX), "causes": len(view["causes"]),
                           "counts": view["counts"], "nights": len(view["nights"]), "runs": view["runs"]}
                 text = (f"dashboard written: {result['site']} ({result['causes']} causes over {result['nights']} "
-                        "nights: " + ", ".join(f"{k} {v}" for k, v in view["counts"].items() if v) + ")")
+                        "nights: " + ", ".join(f"{v} {k}" for k, v in view["counts"].items() if v) + ")")
             else:
                 view = history.lab(conn, args.fixed_after, args.flaky_below)
                 if args.key:
