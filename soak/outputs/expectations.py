@@ -97,11 +97,11 @@ def load_expectations(path: str | Path) -> Expectations:
             if bad:
                 raise BadInput(f"{where}: unknown key(s) {', '.join(sorted(bad))}",
                                f"keys: {', '.join(sorted(_KEYS))}")
-            if not any(isinstance(item.get(k), str) and item[k] for k in ("cause", "title")):
-                raise BadInput(f"{where}: needs `cause` (catalog id, sig-..., or a glob) or `title` (a glob)")
             for k, v in item.items():
                 if not isinstance(v, str):
                     raise BadInput(f"{where}: `{k}` must be a string (got {type(v).__name__})")
+            if not any(item.get(k) for k in ("cause", "title")):
+                raise BadInput(f"{where}: needs `cause` (catalog id, sig-..., or a glob) or `title` (a glob)")
             out.entries.append(Entry(label, item.get("cause"), item.get("title"),
                                      {k: item[k] for k in _CONTEXT_KEYS if k in item}, item.get("reason"), where))
     return out
