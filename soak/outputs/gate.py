@@ -388,6 +388,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
     g.add_argument("--junit", metavar="FILE", help="also write the gate's JUnit here (CI test reports; the "
                    "suite name carries the run id, device and model)")
+    g.add_argument("--expectations", metavar="FILE", help="baseline of expected failures and flakes (TOML, "
+                   "see `soak gate --help`): they fail no rule and are labelled")
+    g.add_argument("--rerun-unexpected", type=int, default=0, metavar="N",
+                   help="re-run each unexpected cause up to N times; one that never comes back is a flake "
+                   "(local target)")
 
 
 def run_id_of(run: RunFolder) -> str:
@@ -446,12 +451,13 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
 
 
 def gate_run(run_dir, policy_path, baseline=None, junit_path=None,
-             quiet: bool = False) -> tuple[bool, list[RuleResult]]:
+             quiet: bool = False, causes: list[dict] | None = None) -> tuple[bool, list[RuleResult]]:
     """Gate a finished run; prints the rules to stderr (stdout stays for --json; nothing when
-    quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
+    quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path).  causes: the run's causes
+    labelled (soak.outputs.expectations.label_causes, soak.rerun)."""
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
-    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / run_folder.GATE_JUNIT)
+    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / run_folder.GATE_JUNIT, causes=causes)
     if junit_path:  # `soak run --gate ... --junit FILE`: a copy where the CI looks for reports
         from soak.outputs.junit import write_junit
 

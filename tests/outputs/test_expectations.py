@@ -174,3 +174,26 @@ def test_a_single_cause_replay_is_used_where_it_exists(gated, tmp_path, monkeypa
     assert sorted(calls) == sorted([CRASH_KEY, KV_KEY] * 3)
     assert {c["key"]: (c["label"], c["reruns"]["how"]) for c in causes} == {
         CRASH_KEY: ("flake", "repro"), KV_KEY: ("flake", "repro")}
+
+
+def test_soak_run_gate_with_expectations(tmp_path):
+    """`soak run --gate POLICY --expectations FILE` (the CI template's command): the listed causes
+    pass the gate, labelled; without --gate the options are bad input before any run."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([CRASH]))
+    base = tmp_path / "lab.toml"
+    base.write_text(f'[[expected]]\ncause = "{CRASH_KEY}"\nreason = "known crash"\n')
+    common = ["run", "--engine", "test", "--iterations", "8", "--max-new-tokens", "8", "--quiet", "--out",
+              str(tmp_path / "logs"), "--fault-plan", str(plan)]
+    proc = _soak(*common, "--run-id", "plain", "--gate", str(tmp_path / "p.toml"), cwd=tmp_path)
+    assert proc.returncode == ExitCode.BAD_INPUT  # no such policy: refused before the run
+    (tmp_path / "p.toml").write_text("[errors.severity]\ncritical = { max_count = 0 }\n")
+    proc = _soak(*common, "--run-id", "plain", "--gate", str(tmp_path / "p.toml"), cwd=tmp_path)
+    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    proc = _soak(*common, "--run-id", "known", "--gate", str(tmp_path / "p.toml"), "--expectations", str(base),
+                 cwd=tmp_path)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    gate = json.loads((tmp_path / "logs" / "known" / "gate.json").read_text())
+    assert [(c["key"], c["label"], c["reason"]) for c in gate["causes"]] == [(CRASH_KEY, "expected", "known crash")]
+    proc = _soak("run", "--engine", "test", "--iterations", "2", "--expectations", str(base), cwd=tmp_path)
+    assert proc.returncode == ExitCode.BAD_INPUT and "add --gate" in proc.stderr
