@@ -124,7 +124,7 @@ def _href(out_dir: Path, target: str | None) -> str | None:
 def _chart(c: dict, nights: list[str], bench_nights: set[str]) -> str:
     """Runs with the cause per night (red), nights its benches ran without it (grey)."""
     n = len(nights)
-    w, h, pad = max(240, min(1100, 8 * n)), 110, 22
+    w, h, pad, head = max(600, min(1100, 12 * n)), 130, 22, 24
     bw = (w - 2 * pad) / max(n, 1)
     top = max((v["runs"] for v in c["per_night"].values()), default=1)
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' role='img' viewBox='0 0 {w} {h + 28}' width='{w}' "
@@ -135,7 +135,7 @@ def _chart(c: dict, nights: list[str], bench_nights: set[str]) -> str:
         x = pad + i * bw
         v = c["per_night"].get(night)
         if v:
-            bh = max(4.0, (h - 10) * v["runs"] / top)
+            bh = max(4.0, (h - head) * v["runs"] / top)
             out.append(f"<rect class='seen' x='{x:.1f}' y='{h - bh:.1f}' width='{max(bw - 1, 1):.1f}' "
                        f"height='{bh:.1f}' fill='#b00020'><title>{_e(night)}: {v['runs']} run(s), "
                        f"{v['count']} occurrence(s)</title></rect>")
@@ -144,15 +144,17 @@ def _chart(c: dict, nights: list[str], bench_nights: set[str]) -> str:
                        f"fill='#9e9e9e'><title>{_e(night)}: ran clean</title></rect>")
     out.append(f"<text x='{pad}' y='{h + 16}' font-size='11'>{_e(nights[0] if nights else '')}</text>"
                f"<text x='{w - pad}' y='{h + 16}' font-size='11' text-anchor='end'>{_e(nights[-1] if nights else '')}"
-               f"</text><text x='{pad}' y='12' font-size='11'>max {top} run(s) a night</text></svg>")
+               f"</text><text x='{pad}' y='12' font-size='11'><tspan fill='#b00020'>■</tspan> runs with it "
+               f"(tallest: {top}) <tspan fill='#9e9e9e'>■</tspan> its benches ran clean</text></svg>")
     return "".join(out)
 
 
 def _catalog_entry(key: str, catalog) -> str:
     entry = catalog.get(key) if catalog is not None else None
     if entry is None:
-        return ("<p class=muted>Not in the catalog: the key is the classifier's signature of the fault. "
-                "<code>soak catalog add</code> can name it.</p>") if key.startswith("sig-") else \
+        return ("<p class=muted>Not in the catalog: the key is the classifier's signature of the fault; an "
+                "entry in fault_catalog/ (<code>soak catalog validate</code>) would name it and give its "
+                "remedy.</p>") if key.startswith("sig-") else \
                "<p class=muted>No entry with this id in the catalog this soak reads.</p>"
     rem = entry.remedy
     return (f"<dl class=catalog><dt>id</dt><dd><code>{_e(entry.id)}</code></dd><dt>title</dt><dd>{_e(entry.title)}</dd>"
@@ -160,7 +162,7 @@ def _catalog_entry(key: str, catalog) -> str:
             f"<dt>cause</dt><dd>{_e(rem.cause)}</dd><dt>workaround</dt><dd class=remedy>{_e(rem.workaround or '–')}</dd>"
             f"<dt>fixed in</dt><dd>{_e(rem.fixed_in or '–')}</dd><dt>references</dt><dd>"
             + "<br>".join(f"<a href='{_e(u)}' rel=noreferrer>{_e(u)}</a>" for u in
-                          (*rem.references, *entry.reports) if re.match(r"https?://", u))
+                          dict.fromkeys((*rem.references, *entry.reports)) if re.match(r"https?://", u))
             + "</dd></dl>")
 
 
