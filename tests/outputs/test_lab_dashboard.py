@@ -123,6 +123,9 @@ def test_soak_history_status_says_the_same(lab, tmp_path):
     assert proc.returncode == 3 and "--fixed-after" in proc.stderr and "Traceback" not in proc.stderr
     proc = _soak("history", "--db", str(lab["db"]), "status", "no-such-cause", cwd=tmp_path)
     assert proc.returncode == 3 and "no finding" in proc.stderr
+    (tmp_path / "afile").write_text("")
+    proc = _soak("history", "--db", str(lab["db"]), "html", "-o", str(tmp_path / "afile"), cwd=tmp_path)
+    assert proc.returncode == 3 and "is not a folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _rows(dom) -> dict[str, _browser.Node]:
@@ -239,6 +242,7 @@ def test_hostile_strings_in_every_field_are_text(lab, tmp_path, keep_artifact):
         cause = dict(c["causes"][0], fault_id=f"../../{HOSTILE}", title=HOSTILE, severity=HOSTILE, signature=HOSTILE)
         c["causes"] = [cause]
         (run / "classification.json").write_text(json.dumps(c))
+        (run / "gate.json").write_text(json.dumps({"causes": [{"key": cause["fault_id"], "label": HOSTILE}]}))
         (run / "repro").mkdir()
         (run / "repro" / "repro.json").write_text(json.dumps({"causes": [
             {"key": cause["fault_id"], "attempts": 2, "reproduced": 1, "path": f"javascript:{HOSTILE}",
