@@ -28,7 +28,7 @@ judged (no data) are skipped, never passed.  Policy format (TOML, every rule opt
 
 Expected failures and flakes (--expectations FILE, TOML): a baseline of known failing
 causes and of known flakes, per device/driver/model/backend where needed; they fail no
-errors.* rule and are labelled `expected` / `flake` (gate.json `causes`, one JUnit case
+errors.* rule and are labelled `expected` / `flake` (the gate record's `causes`, one JUnit case
 `cause.<key>` each, the merge table):
 
   [[expected]]  cause = "soak-out-of-resources", driver = "512.7*", reason = "MNN#3112"

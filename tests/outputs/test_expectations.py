@@ -110,7 +110,7 @@ def test_rerun_unexpected_labels_the_flake_and_keeps_the_real_crash(gated, tmp_p
     # the merge table carries the labels (and does not take the re-runs for runs of the night)
     proc = _soak("merge", str(logs), "-o", str(tmp_path / "night"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    table = json.loads((tmp_path / "night" / "classification.json").read_text())
+    table = json.loads((tmp_path / "night" / "merge.json").read_text())
     assert table["totals"]["runs"] == 1
     assert {f["fault"]: f["labels"] for f in table["faults"]} == {CRASH_KEY: {"unexpected": 1}, KV_KEY: {"flake": 1}}
     assert "known (flake ×1)" in proc.stdout
