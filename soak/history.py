@@ -44,6 +44,7 @@ change under it, the MNN build and the GPU driver.  Per cause:
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -496,11 +497,14 @@ def _range(before, after) -> dict | None:
 
 
 def lab(conn: sqlite3.Connection, fixed_after: int = FIXED_AFTER, flaky_below: float = FLAKY_BELOW,
-        with_bench_nights: bool = False) -> dict:
+        each=None) -> dict:
     """Every cause as the lab sees it (the module docstring defines the words), and the
-    device x driver x model x backend matrix.  Reads each table once: memory and time are
-    linear in the runs and occurrences stored.  with_bench_nights: also `bench_nights`,
-    {bench tuple: nights it ran} (the dashboard's charts; not JSON)."""
+    device x driver x model x backend matrix.  Reads each table once, the occurrences one
+    cause at a time: memory is the runs plus what is kept of each cause.
+
+    each(cause, bench_nights) -> dict: called with each cause as it is made (the dashboard
+    writes its page then); what it returns is kept in `causes` (default: the whole cause).
+    bench_nights is {bench tuple: the nights it ran}."""
     if fixed_after < 1:
         raise HistoryError(f"fixed_after must be at least 1 night (got {fixed_after})")
     runs: dict[str, sqlite3.Row] = {}
@@ -527,24 +531,22 @@ def lab(conn: sqlite3.Connection, fixed_after: int = FIXED_AFTER, flaky_below: f
     latest = nights[-1] if nights else None
     index = {r["run_id"]: i for b in bench_runs.values() for i, r in enumerate(b)}
 
-    occ: dict[str, list] = {}
-    for o in conn.execute("SELECT key, run_id, count, label FROM occurrences"):
-        if o["run_id"] in runs:
-            occ.setdefault(o["key"], []).append((runs[o["run_id"]], o["count"], o["label"]))
     repros: dict[str, list] = {}
     for p in conn.execute("SELECT p.*, r.run_dir FROM repros p JOIN runs r ON r.run_id = p.run_id "
                           "ORDER BY p.run_id"):
         repros.setdefault(p["key"], []).append(dict(p))
     causes = []
-    for f in conn.execute("SELECT key, title, severity, known FROM findings ORDER BY key"):
-        seen = occ.get(f["key"])
-        if not seen:
+    findings = {f["key"]: f for f in conn.execute("SELECT key, title, severity, known FROM findings")}
+    occurrences = conn.execute("SELECT key, run_id, count, label FROM occurrences ORDER BY key")  # the primary key
+    for key, group in itertools.groupby(occurrences, key=lambda o: o["key"]):
+        seen = [(runs[o["run_id"]], o["count"], o["label"]) for o in group if o["run_id"] in runs]
+        if not seen or key not in findings:
             continue
-        causes.append(_cause(f, seen, repros.get(f["key"], []), bench_runs, bench_nights, config_nights, matrix,
-                             index, latest, fixed_after, flaky_below))
+        cause = _cause(findings[key], seen, repros.get(key, []), bench_runs, bench_nights, config_nights, matrix,
+                       index, latest, fixed_after, flaky_below)
+        causes.append(each(cause, bench_nights) if each else cause)
         for r, _, _ in seen:
-            matrix[(r["device"] or "?", r["driver"] or "?", r["model"] or "?", r["backend"] or "?")]["causes"].add(
-                f["key"])
+            matrix[(r["device"] or "?", r["driver"] or "?", r["model"] or "?", r["backend"] or "?")]["causes"].add(key)
     order = {s: i for i, s in enumerate(STATUSES)}
     causes.sort(key=lambda c: (order[c["status"]], c["first_night"], c["key"]))
     view = {"nights": nights, "latest_night": latest, "runs": len(runs), "runs_per_night": runs_per_night,
@@ -553,8 +555,6 @@ def lab(conn: sqlite3.Connection, fixed_after: int = FIXED_AFTER, flaky_below: f
             "matrix": [{"device": k[0], "driver": k[1], "model": k[2], "backend": k[3], "runs": v["runs"],
                         "nights": len(v["nights"]), "causes": sorted(v["causes"])}
                        for k, v in sorted(matrix.items())]}
-    if with_bench_nights:
-        view["bench_nights"] = bench_nights
     return view
 
 

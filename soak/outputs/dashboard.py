@@ -131,17 +131,30 @@ def _chart(c: dict, nights: list[str], bench_nights: set[str]) -> str:
            f"height='{h + 28}' data-nights='{n}' data-nights-seen='{len(c['per_night'])}'>"
            f"<title>{_e(c['key'])}: runs with it per night</title>"
            f"<line x1='{pad}' y1='{h}' x2='{w - pad}' y2='{h}' stroke='#999'/>"]
+    clean: list[int] = []   # a stretch of clean nights: one rect (a thousand nights stay small)
+
+    def flush():
+        if clean:
+            a, b = clean[0], clean[-1]
+            out.append(f"<rect class='clean' data-nights='{len(clean)}' x='{pad + a * bw:.1f}' y='{h - 3}' "
+                       f"width='{max((b - a + 1) * bw - 1, 1):.1f}' height='3' fill='#9e9e9e'><title>"
+                       f"{_e(nights[a])}{' .. ' + _e(nights[b]) if b > a else ''}: ran clean</title></rect>")
+            clean.clear()
+
     for i, night in enumerate(nights):
         x = pad + i * bw
         v = c["per_night"].get(night)
         if v:
+            flush()
             bh = max(4.0, (h - head) * v["runs"] / top)
             out.append(f"<rect class='seen' x='{x:.1f}' y='{h - bh:.1f}' width='{max(bw - 1, 1):.1f}' "
                        f"height='{bh:.1f}' fill='#b00020'><title>{_e(night)}: {v['runs']} run(s), "
                        f"{v['count']} occurrence(s)</title></rect>")
         elif night in bench_nights:
-            out.append(f"<rect class='clean' x='{x:.1f}' y='{h - 3}' width='{max(bw - 1, 1):.1f}' height='3' "
-                       f"fill='#9e9e9e'><title>{_e(night)}: ran clean</title></rect>")
+            clean.append(i)
+        else:
+            flush()
+    flush()
     out.append(f"<text x='{pad}' y='{h + 16}' font-size='11'>{_e(nights[0] if nights else '')}</text>"
                f"<text x='{w - pad}' y='{h + 16}' font-size='11' text-anchor='end'>{_e(nights[-1] if nights else '')}"
                f"</text><text x='{pad}' y='12' font-size='11'><tspan fill='#b00020'>■</tspan> runs with it "
@@ -296,11 +309,16 @@ def write_site(conn, out_dir: str | Path, fixed_after: int = history.FIXED_AFTER
         from soak.catalog.loader import load_catalog
 
         catalog = load_catalog()
-    view = history.lab(conn, fixed_after, flaky_below, with_bench_nights=True)
-    bench_nights = view.pop("bench_nights")
-    for c in view["causes"]:
-        nights = set().union(*(bench_nights.get(tuple(b), set()) for b in c["benches"]))
-        _write(out / CAUSES / f"{slug(c['key'])}.html", render_cause(c, view, nights, catalog, out))
+    nights_run = [n for n, in conn.execute("SELECT DISTINCT night FROM runs WHERE night IS NOT NULL ORDER BY night")]
+
+    def page(c: dict, bench_nights: dict) -> dict:
+        """Write the cause's page now; keep what the index and history.json show."""
+        ran = set().union(*(bench_nights.get(tuple(b), set()) for b in c["benches"]))
+        _write(out / CAUSES / f"{slug(c['key'])}.html",
+               render_cause(c, {"nights": nights_run, "fixed_after": fixed_after}, ran, catalog, out))
+        return {k: v for k, v in c.items() if k not in ("per_night", "matrix")}
+
+    view = history.lab(conn, fixed_after, flaky_below, each=page)
     _write(out / INDEX, render_index(view))
     _write(out / DATA, json.dumps(view, indent=1, ensure_ascii=False) + "\n")
     return view
