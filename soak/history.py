@@ -5,6 +5,8 @@
     new_findings(db, window_h)       what is new in the latest night
     since_build(db, key)             which MNN build a finding first appeared in
     by_driver(db, key)               on which GPU drivers it appears, and where it never did
+    lab(db, fixed_after=N)           the lab's view of every cause (issue 26): status, nights seen
+                                     out of nights run, regression and fix ranges, repro, matrix
 
 A finding is one of the classifier's root causes (its cascade folded in; benign
 probes left out); its key is its catalog id when the classifier matched one, else
@@ -13,12 +15,36 @@ at the same time: every write is one `BEGIN IMMEDIATE` transaction, WAL mode,
 with a busy timeout, so writers queue instead of failing.  The schema version is
 SQLite's `user_version`; `_MIGRATIONS` upgrades an older file in place.
 
-This module reads run folders (manifest.json, classification.json) and writes
-only the database: it is an output of the analysis, never an input to it.
+This module reads run folders (manifest.json, classification.json, the gate's
+gate.json labels, repro/repro.json) and writes only the database: it is an
+output of the analysis, never an input to it.
+
+The lab's words (issue 26).  A *night* is the date of a run's start less 12 h
+(a night that crosses midnight is one night).  A *bench* is what a phone runs
+night after night: device, model, backend and workload (the engine and the
+length of its turns); a *configuration* is a bench with the two things that
+change under it, the MNN build and the GPU driver.  Per cause:
+
+    nights seen / nights run   on the configurations that ever showed it (reliability)
+    regression range           on a bench, the run before its first occurrence there (last good)
+                               and that occurrence (first bad), when build or driver differ
+    fix range                  on a bench, its last occurrence (last bad) and the clean run after
+    status                     fixed        >= fixed_after clean nights on the benches that had it,
+                                            after its last night
+                               flaky        seen on >= 2 nights, and seen on < flaky_below of the
+                                            nights its configurations ran, or a gate labelled it
+                                            `flake` (soak gate --rerun-unexpected)
+                               not seen lately  absent from the latest night, without enough
+                                            clean nights to call it fixed (its bench may not
+                                            have run at all: a workload nobody runs any more)
+                               new          first seen in the latest night
+                               regressed    seen lately, with a regression range
+                               open         seen lately, no clean run before it on its benches
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -68,6 +94,24 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (key, run_id)
     );
     CREATE INDEX occurrences_run ON occurrences(run_id);
+    """,
+    # 1 -> 2 (issue 26): nights, benches, the run folder, the gate's labels, repros
+    """
+    ALTER TABLE runs ADD COLUMN night TEXT;
+    UPDATE runs SET night = date(coalesce(started, added), '-12 hours');
+    ALTER TABLE runs ADD COLUMN workload TEXT;
+    ALTER TABLE runs ADD COLUMN run_dir TEXT;
+    CREATE INDEX runs_night ON runs(night);
+    ALTER TABLE occurrences ADD COLUMN label TEXT;
+    CREATE TABLE repros (
+        key         TEXT NOT NULL,
+        run_id      TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        path        TEXT,
+        attempts    INTEGER,
+        reproduced  INTEGER,
+        command     TEXT,
+        PRIMARY KEY (key, run_id)
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -169,7 +213,29 @@ def run_context(manifest: dict) -> dict:
         "model": " ".join(x for x in (_text(family), size) if x) or None,
         "model_params": int(params) if isinstance(params, (int, float)) else None,
         "backend": _text(get("backend_actual") or get("backend")),
+        "workload": workload_of(get("config")),
     }
+
+
+def workload_of(config) -> str | None:
+    """What a bench runs, from the manifest's config: the engine and the length of its turns.
+    The seed and the fault plan are not the workload (a night's prompts differ; the plan is
+    the test engine's way of making faults)."""
+    if not isinstance(config, dict):
+        return None
+    parts = [str(config["engine"]) if config.get("engine") else None,
+             f"{config['max_new_tokens']} tok" if isinstance(config.get("max_new_tokens"), int) else None,
+             f"{config['max_turns']} turns" if isinstance(config.get("max_turns"), int) else None,
+             f"ctx {config['context_tokens']}" if isinstance(config.get("context_tokens"), int) else None,
+             "script" if config.get("script") else None]
+    return " ".join(p for p in parts if p) or None
+
+
+def night_of(when: str | None) -> str | None:
+    """The night of a run: the date of its start less 12 hours (UTC)."""
+    if not when:
+        return None
+    return (_parse_time(when).astimezone(timezone.utc) - timedelta(hours=12)).date().isoformat()
 
 
 def run_findings(classification: dict) -> list[dict]:
@@ -223,28 +289,78 @@ def add_runs(conn: sqlite3.Connection, run_dirs: list[Path]) -> list[Added]:
     return added
 
 
+def gate_labels(run_dir: Path) -> dict[str, str]:
+    """{cause key: label} the gate gave the run's causes (gate.json `causes`: expected, flake,
+    unexpected); empty when it was not gated with expectations."""
+    try:
+        gate = run_folder.read_json(Path(run_dir) / run_folder.GATE) or {}
+    except errors.BadInput:
+        return {}
+    causes = gate.get("causes") if isinstance(gate, dict) else None
+    return {c["key"]: c["label"] for c in causes or []
+            if isinstance(c, dict) and isinstance(c.get("key"), str) and isinstance(c.get("label"), str)}
+
+
+def read_repro(run_dir: Path) -> list[dict]:
+    """The repro metadata of a run folder: RUN/repro/repro.json, written by `soak repro`:
+
+        {"schema": 1,
+         "causes": [{"key": "<catalog id or sig-...>",  the cause (as the history keys it)
+                     "attempts": 5,                     replays tried
+                     "reproduced": 4,                   replays that showed the cause again
+                     "path": "repro/<something>",       the reproducer, relative to the run folder
+                     "command": "soak repro ..."}]}     how to run it again (optional)
+
+    Entries that are not of this shape are left out; none when the folder has no repro."""
+    path = Path(run_dir) / run_folder.REPRO / run_folder.REPRO_META
+    if not path.is_file():
+        return []
+    try:
+        meta = run_folder.read_json(path) or {}
+    except errors.BadInput:
+        return []
+    out = []
+    for c in meta.get("causes") or [] if isinstance(meta, dict) else []:
+        if not isinstance(c, dict) or not isinstance(c.get("key"), str) or not c["key"]:
+            continue
+        n = lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None  # noqa: E731
+        out.append({"key": c["key"], "attempts": n(c.get("attempts")), "reproduced": n(c.get("reproduced")),
+                    "path": _text(c.get("path")), "command": _text(c.get("command"))})
+    return out
+
+
 def add_run(conn: sqlite3.Connection, run_dir: Path, manifest: dict, classification: dict,
             summary: dict) -> Added:
     """Store one run from its already-read files (`soak merge` reads them once for both)."""
     run_id = _text(manifest.get("run_id")) or Path(run_dir).name
     context = run_context(manifest)
     rows = run_findings(classification)
+    labels = gate_labels(run_dir)
+    repros = read_repro(run_dir)
+    added = _now()
+    context["night"] = night_of(context["started"] or added)
+    context["run_dir"] = str(Path(run_dir).resolve())
     with _write(conn):
         replaced = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
         conn.execute(
             "INSERT INTO runs (run_id, added, end_reason, iterations, " + ", ".join(context) + ") "
             "VALUES (?, ?, ?, ?, " + ", ".join("?" * len(context)) + ")",
-            (run_id, _now(), _text(summary.get("end_reason")),
+            (run_id, added, _text(summary.get("end_reason")),
              summary.get("iterations") if isinstance(summary.get("iterations"), int) else None,
              *context.values()))
+        for r in repros:
+            conn.execute("INSERT OR REPLACE INTO repros VALUES (?, ?, ?, ?, ?, ?)",
+                         (r["key"], run_id, r["path"], r["attempts"], r["reproduced"], r["command"]))
         for row in rows:
             conn.execute(
                 "INSERT INTO findings (key, title, severity, known) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET title = coalesce(excluded.title, title), "
                 "severity = coalesce(excluded.severity, severity), known = max(known, excluded.known)",
                 (row["key"], row["title"], row["severity"], int(row["known"])))
-            conn.execute("INSERT INTO occurrences VALUES (?, ?, ?, ?, ?)",
-                         (row["key"], run_id, row["count"], row["first_iteration"], row["last_iteration"]))
+            conn.execute("INSERT INTO occurrences (key, run_id, count, first_iteration, last_iteration, label) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (row["key"], run_id, row["count"], row["first_iteration"], row["last_iteration"],
+                          labels.get(row["key"])))
     return Added(run_id, len(rows), replaced)
 
 
@@ -357,3 +473,173 @@ def _parse_time(text: str) -> datetime:
     except ValueError:
         return datetime.fromtimestamp(time.time(), timezone.utc)
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+# -- the lab's view (issue 26) ------------------------------------------------------
+
+FIXED_AFTER = 7          # clean nights on the benches that had a cause before it is `fixed`
+FLAKY_BELOW = 0.8        # seen on fewer than this share of its configurations' nights: flaky
+STATUSES = ("new", "regressed", "flaky", "open", "not seen lately", "fixed")
+
+
+def _bench(r) -> tuple:
+    return (r["device"] or "?", r["model"] or "?", r["backend"] or "?", r["workload"] or "?")
+
+
+def _version(r) -> dict:
+    return {"night": r["night"], "run_id": r["run_id"], "build": r["mnn_version"], "driver": r["driver"]}
+
+
+def _range(before, after) -> dict | None:
+    """What changed between two runs of one bench: {changed: [build|driver], from, to} or None."""
+    changed = [k for k in ("build", "driver") if before[k] != after[k]]
+    return {"changed": changed, "from": before, "to": after} if changed else None
+
+
+def lab(conn: sqlite3.Connection, fixed_after: int = FIXED_AFTER, flaky_below: float = FLAKY_BELOW,
+        each=None) -> dict:
+    """Every cause as the lab sees it (the module docstring defines the words), and the
+    device x driver x model x backend matrix.  Reads each table once, the occurrences one
+    cause at a time: memory is the runs plus what is kept of each cause.
+
+    each(cause, bench_nights) -> dict: called with each cause as it is made (the dashboard
+    writes its page then); what it returns is kept in `causes` (default: the whole cause).
+    bench_nights is {bench tuple: the nights it ran}."""
+    if fixed_after < 1:
+        raise HistoryError(f"fixed_after must be at least 1 night (got {fixed_after})")
+    runs: dict[str, sqlite3.Row] = {}
+    bench_runs: dict[tuple, list] = {}
+    config_nights: dict[tuple, set] = {}
+    bench_nights: dict[tuple, set] = {}
+    runs_per_night: dict[str, int] = {}
+    matrix: dict[tuple, dict] = {}
+    for r in conn.execute("SELECT run_id, night, coalesce(started, added) AS t, device, gpu, driver, model, "
+                          "backend, workload, mnn_version, run_dir FROM runs ORDER BY night, t, run_id"):
+        if r["night"] is None:
+            continue
+        runs[r["run_id"]] = r
+        b = _bench(r)
+        bench_runs.setdefault(b, []).append(r)
+        bench_nights.setdefault(b, set()).add(r["night"])
+        config_nights.setdefault(b + (r["mnn_version"], r["driver"]), set()).add(r["night"])
+        runs_per_night[r["night"]] = runs_per_night.get(r["night"], 0) + 1
+        m = matrix.setdefault((r["device"] or "?", r["driver"] or "?", r["model"] or "?", r["backend"] or "?"),
+                              {"runs": 0, "nights": set(), "causes": set()})
+        m["runs"] += 1
+        m["nights"].add(r["night"])
+    nights = sorted(runs_per_night)
+    latest = nights[-1] if nights else None
+    index = {r["run_id"]: i for b in bench_runs.values() for i, r in enumerate(b)}
+
+    repros: dict[str, list] = {}
+    for p in conn.execute("SELECT p.*, r.run_dir FROM repros p JOIN runs r ON r.run_id = p.run_id "
+                          "ORDER BY p.run_id"):
+        repros.setdefault(p["key"], []).append(dict(p))
+    causes = []
+    findings = {f["key"]: f for f in conn.execute("SELECT key, title, severity, known FROM findings")}
+    occurrences = conn.execute("SELECT key, run_id, count, label FROM occurrences ORDER BY key")  # the primary key
+    for key, group in itertools.groupby(occurrences, key=lambda o: o["key"]):
+        seen = [(runs[o["run_id"]], o["count"], o["label"]) for o in group if o["run_id"] in runs]
+        if not seen or key not in findings:
+            continue
+        cause = _cause(findings[key], seen, repros.get(key, []), bench_runs, bench_nights, config_nights, matrix,
+                       index, latest, fixed_after, flaky_below)
+        causes.append(each(cause, bench_nights) if each else cause)
+        for r, _, _ in seen:
+            matrix[(r["device"] or "?", r["driver"] or "?", r["model"] or "?", r["backend"] or "?")]["causes"].add(key)
+    order = {s: i for i, s in enumerate(STATUSES)}
+    causes.sort(key=lambda c: (order[c["status"]], c["first_night"], c["key"]))
+    view = {"nights": nights, "latest_night": latest, "runs": len(runs), "runs_per_night": runs_per_night,
+            "fixed_after": fixed_after, "flaky_below": flaky_below, "causes": causes,
+            "counts": {s: sum(c["status"] == s for c in causes) for s in STATUSES},
+            "matrix": [{"device": k[0], "driver": k[1], "model": k[2], "backend": k[3], "runs": v["runs"],
+                        "nights": len(v["nights"]), "causes": sorted(v["causes"])}
+                       for k, v in sorted(matrix.items())]}
+    return view
+
+
+def _cause(f, seen, repros, bench_runs, bench_nights, config_nights, cell_nights, index, latest, fixed_after,
+           flaky_below) -> dict:
+    per_night: dict[str, list] = {}      # night -> [runs with it, occurrences]
+    had_benches: dict[tuple, list] = {}
+    had_configs: dict[tuple, set] = {}
+    cells: dict[tuple, set] = {}
+    labels: dict[str, int] = {}
+    for r, count, label in seen:
+        n = per_night.setdefault(r["night"], [0, 0])
+        n[0] += 1
+        n[1] += count or 0
+        b = _bench(r)
+        had_benches.setdefault(b, []).append(r)
+        had_configs.setdefault(b + (r["mnn_version"], r["driver"]), set()).add(r["night"])
+        cells.setdefault((r["device"] or "?", r["driver"] or "?", r["model"] or "?", r["backend"] or "?"),
+                         set()).add(r["night"])
+        if label:
+            labels[label] = labels.get(label, 0) + 1
+    first, last = min(per_night), max(per_night)
+    nights_seen = sum(len(s) for s in had_configs.values())
+    nights_run = sum(len(config_nights[c]) for c in had_configs)
+    reliability = nights_seen / nights_run if nights_run else None
+
+    regressions, fixes, clean_after = [], [], set()
+    for b, with_it in had_benches.items():
+        runs = bench_runs[b]
+        firsts = min(index[r["run_id"]] for r in with_it)
+        lasts = max(index[r["run_id"]] for r in with_it)
+        if firsts > 0:
+            rng = _range(_version(runs[firsts - 1]), _version(runs[firsts]))
+            if rng:
+                regressions.append(dict(rng, bench=list(b)))
+        if lasts + 1 < len(runs):
+            rng = _range(_version(runs[lasts]), _version(runs[lasts + 1]))
+            if rng:
+                fixes.append(dict(rng, bench=list(b)))
+        clean_after |= {n for n in bench_nights[b] if n > last}
+    regressions.sort(key=lambda x: (x["to"]["night"], x["bench"]))
+    fixes.sort(key=lambda x: (x["to"]["night"], x["bench"]))
+
+    if len(clean_after) >= fixed_after:
+        status = "fixed"
+    elif len(per_night) >= 2 and (labels.get("flake") or (reliability is not None and reliability < flaky_below)):
+        status = "flaky"
+    elif last != latest:
+        status = "not seen lately"
+    elif first == latest:
+        status = "new"
+    elif regressions:
+        status = "regressed"
+    else:
+        status = "open"
+    matrix = []
+    for k, s in sorted(cells.items()):
+        matrix.append({"device": k[0], "driver": k[1], "model": k[2], "backend": k[3], "nights_seen": len(s),
+                       "nights_run": len(cell_nights[k]["nights"])})
+    latest_run = max((r for r, _, _ in seen), key=lambda r: (r["night"], r["run_id"]))
+    return {
+        "key": f["key"], "title": f["title"], "severity": f["severity"], "known": bool(f["known"]),
+        "status": status, "first_night": first, "last_night": last,
+        "nights_seen": nights_seen, "nights_run": nights_run, "reliability": reliability,
+        "clean_nights_after": len(clean_after), "runs": len(seen),
+        "occurrences": sum(c or 0 for _, c, _ in seen),
+        "per_night": {n: {"runs": v[0], "count": v[1]} for n, v in sorted(per_night.items())},
+        "regression": regressions[0] if regressions else None, "regressions": regressions,
+        "fix": fixes[-1] if fixes and status == "fixed" else None, "fixes": fixes,
+        "labels": labels, "devices": sorted({b[0] for b in had_benches}),
+        "benches": [list(b) for b in sorted(had_benches)],
+        "matrix": matrix,
+        "latest_run": {"run_id": latest_run["run_id"], "run_dir": latest_run["run_dir"],
+                       "night": latest_run["night"]},
+        "repro": _repro_summary(repros),
+    }
+
+
+def _repro_summary(repros: list[dict]) -> dict | None:
+    """Whether a reproducer exists and how reliable it is (over every recorded attempt)."""
+    if not repros:
+        return None
+    attempts = sum(r["attempts"] or 0 for r in repros)
+    reproduced = sum(r["reproduced"] or 0 for r in repros)
+    return {"attempts": attempts, "reproduced": reproduced,
+            "reliability": reproduced / attempts if attempts else None,
+            "items": [{k: r[k] for k in ("run_id", "run_dir", "path", "attempts", "reproduced", "command")}
+                      for r in repros]}

@@ -43,7 +43,7 @@ def _worst(codes: list[int]) -> int:
 
 
 def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = None, baseline: str | None = None,
-                   json_out: bool = False, junit: str | None = None) -> int:
+                   json_out: bool = False, junit: str | None = None, expectations=None) -> int:
     """One run per adb device; gate: a policy to judge each run with (junit: also write its
     JUnit there, FILE-<device>.xml with several); json_out: print the summary (one device)
     or combined.json (several) to stdout."""
@@ -82,7 +82,7 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
 
     if not several:
         one(0, targets[0])  # in this thread: the run takes Ctrl-C and SIGTERM itself
-        return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit, False)
+        return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit, False, expectations)
     # daemon threads: one that does not end after an abort must not keep soak from exiting
     threads = [threading.Thread(target=one, args=(i, t), name=f"soak-{t.name}", daemon=True)
                for i, t in enumerate(targets)]
@@ -101,21 +101,28 @@ def run_on_targets(cfg: RunConfig, target_specs: list[str], gate: str | None = N
                              error=f"the run did not end within {ABORT_JOIN_S:g}s of the abort; "
                                    f"its run folder may lack run_end and {SUMMARY}")
         return _finish(cfg, run_id, group_dir, results, several, gate, baseline, json_out, junit,
-                       signals.terminated)
+                       signals.terminated, expectations)
     finally:
         stop_signals.restore(previous)
 
 
 def _finish(cfg: RunConfig, run_id: str, group_dir: Path, results: list[dict], several: bool, gate: str | None,
-            baseline: str | None, json_out: bool, junit: str | None, terminated: bool) -> int:
-    """Gate each run, write combined.json (several devices), print; the command's exit code."""
+            baseline: str | None, json_out: bool, junit: str | None, terminated: bool,
+            expectations=None) -> int:
+    """Gate each run (its causes labelled by `expectations`, soak.outputs.expectations), write
+    combined.json (several devices), print; the command's exit code."""
     if gate:
         from soak.outputs.gate import gate_run
 
         for entry in results:
             if entry.get("summary") is not None:
+                causes = None
+                if expectations is not None:
+                    from soak.rerun import rerun_unexpected
+
+                    causes = rerun_unexpected(Path(entry["run_dir"]), expectations, 0)
                 passed, _ = gate_run(Path(entry["run_dir"]), gate, baseline=baseline,
-                                     junit_path=_junit_path(junit, entry, several), quiet=cfg.quiet)
+                                     junit_path=_junit_path(junit, entry, several), quiet=cfg.quiet, causes=causes)
                 entry["gate_passed"] = passed
                 if not passed and entry["exit_code"] == 0:
                     entry["exit_code"] = int(errors.ExitCode.FAILED)

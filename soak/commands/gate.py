@@ -26,6 +26,18 @@ judged (no data) are skipped, never passed.  Policy format (TOML, every rule opt
   [recovery]  min_rate = 0.9, min_score = 50
   [perf]      max_tps_regression_pct = 10 (needs --baseline), max_drift_pct = 20
 
+Expected failures and flakes (--expectations FILE, TOML): a baseline of known failing
+causes and of known flakes, per device/driver/model/backend where needed; they fail no
+errors.* rule and are labelled `expected` / `flake` (the gate record's `causes`, one JUnit case
+`cause.<key>` each, the merge table):
+
+  [[expected]]  cause = "soak-out-of-resources", driver = "512.7*", reason = "MNN#3112"
+  [[flake]]     cause = "sig-*", title = "*no outputs*", device = "Pixel-8"
+
+--rerun-unexpected N re-runs each cause not listed up to N times (the iteration replay of
+`soak replay`; `soak repro`'s single-cause replay where installed) and labels it `flake`
+when it never comes back.
+
 Exit codes: 0 the gate passed, 1 it failed, 3 bad input (run folder, policy, baseline);
 with --junit, bad input still writes a JUnit file with one <error> case.
 """
@@ -37,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", metavar="FILE", help="gate policy (TOML); default: the built-in gate")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here (one test case per rule)")
     p.add_argument("--json", action="store_true", help="print the rule results as JSON")
+    p.add_argument("--expectations", metavar="FILE", help="baseline of expected failures and flakes (TOML)")
+    p.add_argument("--rerun-unexpected", type=int, default=0, metavar="N",
+                   help="re-run each unexpected cause up to N times; one that never comes back is a flake")
     p.add_argument("--out", metavar="FILE", help="write the rule results and verdicts here "
                    f"(default RUN/{GATE}; the run's own files are never rewritten)")
 
@@ -51,16 +66,25 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         policy = load_policy(args.policy) if args.policy else default_policy()
+        causes = None
+        if args.expectations or args.rerun_unexpected:
+            from soak.outputs.expectations import load_expectations
+            from soak.rerun import rerun_unexpected
+
+            expectations = load_expectations(args.expectations) if args.expectations else None
+            causes = rerun_unexpected(args.run, expectations, args.rerun_unexpected,
+                                      log=lambda line: print(line, file=sys.stderr, flush=True))
     except BadInput as exc:
         if args.junit:  # CI shows why the gate did not run
             write_error_junit(args.junit, "soak-gate", Path(args.run).name, exc.message, exc.hint)
         raise
-    passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit, args.out)
+    passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit, args.out, causes)
     note = state_note(run_folder)
     if note:
         print(note, file=sys.stderr)
     if args.json:
         print(json.dumps({"run_id": run_id_of(run_folder), "passed": passed, "policy": policy.path,
+                          **({"causes": causes} if causes is not None else {}),
                           "rules": [{"name": r.name, "status": r.status, "passed": r.passed and not r.skipped,
                                      "message": r.message, "details": r.details} for r in results]}, indent=2))
     else:

@@ -18,6 +18,14 @@ Store each night's findings, then ask what changed:
   soak history new [--window 24]          what is new in the latest night
   soak history since KEY                  since which MNN build KEY shows up
   soak history drivers KEY                on which GPU drivers KEY shows up, and where it never did
+  soak history status [KEY]               the lab's labels per cause: new, regressed, flaky, open,
+                                          not seen lately, fixed; nights seen / run; ranges; repro
+  soak history html -o DIR                the dashboard: a static site (no server, no network)
+
+A cause is `fixed` only after --fixed-after N clean nights (default 7) on the benches
+(device, model, backend, workload) that had it; one that merely stopped showing up is
+`not seen lately`.  It is `flaky` when seen on fewer than --flaky-below (default 0.8) of
+the nights its configurations ran, or when `soak gate --rerun-unexpected` labelled it so.
 
 KEY is a catalog id (e.g. mnn-adreno-map-error) or a signature (sig-...).
 The database is one file (default logs/history.sqlite, or --db / $SOAK_HISTORY);
@@ -35,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     new = sub.add_parser("new", help="findings new in the latest night")
     new.add_argument("--window", type=float, default=24.0, metavar="HOURS",
                      help="the latest night: this many hours up to the newest run (default 24)")
+    for name, what in (("status", "the lab's labels per cause (KEY: one cause, in full)"),
+                       ("html", "write the dashboard (a static site) to -o DIR")):
+        p = sub.add_parser(name, help=what)
+        if name == "status":
+            p.add_argument("key", metavar="KEY", nargs="?")
+        else:
+            p.add_argument("-o", "--out", metavar="DIR", required=True, help="the site's folder (created)")
+        p.add_argument("--fixed-after", type=int, default=history.FIXED_AFTER, metavar="N",
+                       help=f"clean nights before a cause is fixed (default {history.FIXED_AFTER})")
+        p.add_argument("--flaky-below", type=float, default=history.FLAKY_BELOW, metavar="SHARE",
+                       help=f"reliability below which a cause is flaky (default {history.FLAKY_BELOW})")
     for name, what in (("since", "since which MNN build a finding shows up"),
                        ("drivers", "on which GPU drivers a finding shows up")):
         p = sub.add_parser(name, help=what)
@@ -78,6 +97,28 @@ def run(args: argparse.Namespace) -> int:
         elif args.question == "drivers":
             result = history.by_driver(conn, args.key)
             text = _drivers_text(result)
+        elif args.question in ("status", "html"):
+            if args.fixed_after < 1 or not 0 <= args.flaky_below <= 1:
+                raise BadInput("--fixed-after must be >= 1 and --flaky-below between 0 and 1",
+                               "e.g. --fixed-after 7 --flaky-below 0.8")
+            if args.question == "html":
+                from soak.outputs.dashboard import INDEX, write_site
+
+                view = write_site(conn, args.out, args.fixed_after, args.flaky_below)
+                result = {"site": str(Path(args.out) / INDEX), "causes": len(view["causes"]),
+                          "counts": view["counts"], "nights": len(view["nights"]), "runs": view["runs"]}
+                text = (f"dashboard written: {result['site']} ({result['causes']} causes over {result['nights']} "
+                        "nights: " + ", ".join(f"{v} {k}" for k, v in view["counts"].items() if v) + ")")
+            else:
+                view = history.lab(conn, args.fixed_after, args.flaky_below)
+                if args.key:
+                    _require = [c for c in view["causes"] if c["key"] == args.key]
+                    if not _require:
+                        raise BadInput(f"no finding {args.key!r} in the history",
+                                       "`soak history status` lists the keys")
+                    result, text = _require[0], _cause_text(_require[0])
+                else:
+                    result, text = view, _status_text(view)
         else:
             result = {"findings": history.findings(conn)}
             text = _list_text(result["findings"])
@@ -129,3 +170,40 @@ def _drivers_text(result: dict) -> str:
                          f" ({', '.join(d['devices'])})")
     return "\n".join(lines)
 
+
+
+def _range(rng: dict | None) -> str:
+    if not rng:
+        return "-"
+    return ", ".join(f"{'build' if k == 'build' else 'driver'} {rng['from'][k]} -> {rng['to'][k]}"
+                     for k in rng["changed"])
+
+
+def _status_text(view: dict) -> str:
+    if not view["causes"]:
+        return "no findings stored yet: soak history add RUN..."
+    out = [f"{len(view['nights'])} nights ({view['nights'][0]} .. {view['latest_night']}), {view['runs']} runs: "
+           + ", ".join(f"{v} {k}" for k, v in view["counts"].items() if v),
+           f"{'status':16} {'cause':34} {'first':10} {'last':10} {'seen/run':>9}  range"]
+    for c in view["causes"]:
+        rng = (f"fixed {_range(c['fix'])}" if c["fix"] else
+               f"since {_range(c['regression'])}" if c["regression"] else "-")
+        out.append(f"{c['status']:16} {c['key'][:34]:34} {c['first_night']:10} {c['last_night']:10} "
+                   f"{str(c['nights_seen']) + '/' + str(c['nights_run']):>9}  {rng}")
+    return "\n".join(out)
+
+
+def _cause_text(c: dict) -> str:
+    rep = c["repro"]
+    return "\n".join([
+        f"{c['key']}: {c['status']}  ({c['title'] or ''})",
+        f"  first night {c['first_night']}, last night {c['last_night']}, "
+        f"clean nights since {c['clean_nights_after']}",
+        f"  nights seen {c['nights_seen']} of {c['nights_run']} run on its configurations"
+        + (f" ({100 * c['reliability']:.0f}%)" if c["reliability"] is not None else ""),
+        f"  regression range: {_range(c['regression'])}"
+        + (f" (first bad night {c['regression']['to']['night']})" if c["regression"] else ""),
+        f"  fix range: {_range(c['fix'])}" + (f" (first good night {c['fix']['to']['night']})" if c["fix"] else ""),
+        f"  devices: {', '.join(c['devices'])}",
+        "  repro: " + (f"{rep['reproduced']}/{rep['attempts']} attempts reproduced it" if rep else "none"),
+    ])

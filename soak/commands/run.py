@@ -163,20 +163,27 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    policy = None
+    policy = expectations = None
+    targets = args.target or ["local"]
+    if (args.expectations or args.rerun_unexpected) and not args.gate:
+        raise errors.BadInput("--expectations and --rerun-unexpected label the gate's causes: add --gate POLICY")
     if args.gate:  # a bad policy or baseline is bad input before the soak starts, not after hours
         from soak.analysis.loaded_run import RunFolder
+        from soak.outputs.expectations import load_expectations
         from soak.outputs.policy import load_policy
 
         policy = load_policy(args.gate)
         if args.baseline:
             RunFolder(args.baseline)
-    targets = args.target or ["local"]
+        expectations = load_expectations(args.expectations) if args.expectations else None
+        if args.rerun_unexpected < 0 or (args.rerun_unexpected and targets != ["local"]):
+            raise errors.BadInput("--rerun-unexpected N needs N >= 0 and the local target",
+                                  "re-run a phone's causes afterwards: soak gate RUN --rerun-unexpected N")
     if targets != ["local"]:
         from soak.multi_device import run_on_targets
 
         return run_on_targets(cfg, targets, gate=args.gate, baseline=args.baseline, json_out=args.json,
-                              junit=args.junit)
+                              junit=args.junit, expectations=expectations)
     from soak.judges import run_judged
 
     result = run_judged(cfg)
@@ -184,8 +191,14 @@ def run(args: argparse.Namespace) -> int:
     if policy is not None:
         from soak.outputs.gate import gate_run
 
+        causes = None
+        if expectations is not None or args.rerun_unexpected:
+            from soak.rerun import rerun_unexpected
+
+            causes = rerun_unexpected(result.run_dir, expectations, args.rerun_unexpected,
+                                      log=None if args.quiet else lambda line: print(line, file=sys.stderr))
         passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline, junit_path=args.junit,
-                             quiet=args.quiet)
+                             quiet=args.quiet, causes=causes)
         if not passed and code == 0:
             code = int(errors.ExitCode.FAILED)
     if args.json:

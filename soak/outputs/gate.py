@@ -35,6 +35,7 @@ class RuleResult:
     details: list[str] = field(default_factory=list)
     skipped: bool = False   # not judged (no data); `passed` is then True only so it fails nothing
     time_s: float = 0.0     # time spent judging it
+    counted: list[str] = field(default_factory=list)  # signatures of the findings an errors.* rule counted
 
     @property
     def status(self) -> str:
@@ -77,31 +78,56 @@ def _count(f: dict) -> int:
     return len(f.get("occurrences") or []) or int(f.get("events") or 0)
 
 
-def _error_rules(run: RunFolder, policy: Policy) -> list[RuleResult]:
+def _error_rules(run: RunFolder, policy: Policy, causes: list[dict] | None = None) -> list[RuleResult]:
     if policy.errors is None and not policy.by_severity and not policy.by_fault:
         return []
     findings = [f for f in findings_with_events(run) if f.get("kind") not in DERIVED_KINDS]
     iters = max(run.iteration_count, 0)
+    labels: dict[str, set] = {}   # finding signature -> the labels of the causes it belongs to
+    for c in causes or []:
+        for sig in c["findings"]:
+            labels.setdefault(sig, set()).add(c["label"])
 
     def allowed(f: dict) -> bool:
         return (f.get("fault_id") in policy.allow or f.get("signature") in policy.allow
-                or (policy.allow_all_known and bool(f.get("known"))))
+                or (policy.allow_all_known and bool(f.get("known")))
+                or bool(labels.get(f.get("signature"))) and labels[f.get("signature")] <= {"expected", "flake"})
 
     counted = [f for f in findings if not allowed(f)]
     out = []
     if policy.errors is not None:
-        r = _limit_check("errors.total", "faults not allowed as known", sum(map(_count, counted)), iters,
-                         policy.errors, counted)
+        r = _count_signatures(_limit_check("errors.total", "faults not allowed as known", sum(map(_count, counted)),
+                                           iters, policy.errors, counted), counted)
         n_allowed = len(findings) - len(counted)
         if n_allowed:
             r.details.append(f"{n_allowed} finding(s) allowed as known and not counted")
         out.append(r)
     for sev, limit in policy.by_severity.items():
         items = [f for f in counted if f.get("severity") == sev]
-        out.append(_limit_check(f"errors.severity.{sev}", f"{sev} faults", sum(map(_count, items)), iters, limit, items))
+        out.append(_count_signatures(_limit_check(f"errors.severity.{sev}", f"{sev} faults", sum(map(_count, items)),
+                                                  iters, limit, items), items))
     for key, limit in policy.by_fault.items():
         items = [f for f in findings if key in (f.get("fault_id"), f.get("signature"))]
         out.append(_limit_check(f"errors.fault.{key}", f"fault {key}", sum(map(_count, items)), iters, limit, items))
+    return out
+
+
+def _count_signatures(rule: RuleResult, items: list[dict]) -> RuleResult:
+    rule.counted = [f.get("signature") for f in items if f.get("signature")]
+    return rule
+
+
+def cause_results(causes: list[dict], results: list[RuleResult]) -> list[RuleResult]:
+    """One result per labelled root cause (JUnit: soak.gate.cause): expected and flake pass with
+    their label and reason; an unexpected one fails when a failed errors.* rule counted it."""
+    failing = {sig for r in results if not r.passed and not r.skipped for sig in r.counted}
+    out = []
+    for c in causes:
+        head = f"[{c['label']}] {c['title'] or c['key']}" + (f": {c['reason']}" if c.get("reason") else "")
+        failed = c["label"] == "unexpected" and bool(failing & set(c["findings"]))
+        out.append(RuleResult(f"cause.{c['key']}", not failed, head,
+                              [f"label: {c['label']}", f"first at iteration {c.get('first_iteration')}"]
+                              + ([f"re-runs: {c['reruns']}"] if c.get("reruns") else [])))
     return out
 
 
@@ -276,7 +302,11 @@ def _timed(fn, *args) -> list[RuleResult]:
     return out
 
 
-def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list[RuleResult], dict | None]:
+def evaluate(run_dir, policy: Policy | None = None, baseline=None,
+             causes: list[dict] | None = None) -> tuple[list[RuleResult], dict | None]:
+    """causes: the run's root causes labelled expected / flake / unexpected
+    (soak.outputs.expectations.label_causes): expected and flake ones fail no errors.* rule,
+    and each becomes a `cause.<key>` result."""
     run = run_dir if isinstance(run_dir, RunFolder) else open_run(run_dir)
     policy = policy or default_policy()
     base = None if baseline is None else RunFolder(baseline)
@@ -296,7 +326,7 @@ def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list
         results.append(RuleResult("run.min_iterations", ok, f"{n} iterations {'>=' if ok else '<'} "
                                   f"{policy.min_iterations} required (run ended by {end})"))
     results += _timed(_backend_rule, run, policy)
-    results += _timed(_error_rules, run, policy)
+    results += _timed(_error_rules, run, policy, causes)
     mem = _timed(_memory_rules, policy, verdicts)
     results += mem
     results += _timed(_recovery_rules, policy, verdicts)
@@ -304,20 +334,26 @@ def evaluate(run_dir, policy: Policy | None = None, baseline=None) -> tuple[list
     results += perf
     for r in mem + perf:           # the verdicts these rules read took time too
         r.time_s += share / max(1, len(mem + perf))
+    if causes is not None:
+        results += cause_results(causes, results)
     return results, verdicts
 
 
-def gate_record(results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict) -> dict:
-    """What the gate writes to RUN/gate.json (its own output; the run's files are inputs)."""
-    return {"run_id": run_id_of(run), "passed": all(r.passed for r in results), "policy": policy.path,
+def gate_record(results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict,
+                causes: list[dict] | None = None) -> dict:
+    """What the gate writes to RUN/gate.json (its own output; the run's files are inputs);
+    `causes` (the labels) only when the gate was given expectations or re-runs."""
+    extra = {} if causes is None else {"causes": causes}
+    return {"run_id": run_id_of(run), "passed": all(r.passed for r in results), "policy": policy.path, **extra,
             "policy_name": policy.name, "state": run.state,
             "rules": [{"name": r.name, "status": r.status, "passed": r.passed and not r.skipped,
                        "message": r.message, "details": r.details} for r in results],
             "verdicts": verdicts}
 
 
-def write_gate(path, results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict) -> None:
-    run_folder.write_json(path, gate_record(results, run, policy, verdicts))
+def write_gate(path, results: list[RuleResult], run: RunFolder, policy: Policy, verdicts: dict,
+               causes: list[dict] | None = None) -> None:
+    run_folder.write_json(path, gate_record(results, run, policy, verdicts, causes))
 
 
 def state_note(run: RunFolder) -> str | None:
@@ -352,6 +388,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", metavar="RUN", help="baseline run folder for the gate's tok/s regression rule")
     g.add_argument("--junit", metavar="FILE", help="also write the gate's JUnit here (CI test reports; the "
                    "suite name carries the run id, device and model)")
+    g.add_argument("--expectations", metavar="FILE", help="baseline of expected failures and flakes (TOML, "
+                   "see `soak gate --help`): they fail no rule and are labelled")
+    g.add_argument("--rerun-unexpected", type=int, default=0, metavar="N",
+                   help="re-run each unexpected cause up to N times; one that never comes back is a flake "
+                   "(local target)")
 
 
 def run_id_of(run: RunFolder) -> str:
@@ -381,7 +422,7 @@ def run_labels(run: RunFolder) -> dict:
 
 
 def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
-          gate_path=None) -> tuple[bool, list[RuleResult], RunFolder]:
+          gate_path=None, causes: list[dict] | None = None) -> tuple[bool, list[RuleResult], RunFolder]:
     """Evaluate, write gate.json (default RUN/gate.json: the gate's own output, the
     run's files are never rewritten) and JUnit; on bad input, write an error JUnit
     (when a path is known) and re-raise."""
@@ -393,7 +434,7 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
         run = open_run(run_dir)
         if baseline is not None:
             RunFolder(baseline)
-        results, verdicts = evaluate(run, policy, baseline)
+        results, verdicts = evaluate(run, policy, baseline, causes)
     except BadInput as exc:
         path = junit_path or (Path(run_dir) / run_folder.GATE_JUNIT if Path(run_dir).is_dir() else None)
         if path is not None:
@@ -403,19 +444,20 @@ def judge(run_dir, policy: Policy, baseline=None, junit_path=None,
             except BadInput:
                 pass
         raise
-    write_gate(gate_path or run.path / run_folder.GATE, results, run, policy, verdicts)
+    write_gate(gate_path or run.path / run_folder.GATE, results, run, policy, verdicts, causes)
     if junit_path is not None:
         write_junit(results, junit_path, policy.name, run_id_of(run), time_s=time.perf_counter() - t0, **run_labels(run))
     return all(r.passed for r in results), results, run
 
 
 def gate_run(run_dir, policy_path, baseline=None, junit_path=None,
-             quiet: bool = False) -> tuple[bool, list[RuleResult]]:
+             quiet: bool = False, causes: list[dict] | None = None) -> tuple[bool, list[RuleResult]]:
     """Gate a finished run; prints the rules to stderr (stdout stays for --json; nothing when
-    quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path)."""
+    quiet) and writes JUnit to RUN/gate-junit.xml (and junit_path).  causes: the run's causes
+    labelled (soak.outputs.expectations.label_causes, soak.rerun)."""
     policy = (policy_path if isinstance(policy_path, Policy) else
               load_policy(policy_path) if policy_path else default_policy())
-    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / run_folder.GATE_JUNIT)
+    passed, results, run = judge(run_dir, policy, baseline, Path(run_dir) / run_folder.GATE_JUNIT, causes=causes)
     if junit_path:  # `soak run --gate ... --junit FILE`: a copy where the CI looks for reports
         from soak.outputs.junit import write_junit
 

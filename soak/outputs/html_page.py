@@ -23,11 +23,22 @@ def esc(v) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def page_head(title: str, extra_css: str = "", data_images: bool = False) -> str:
+def page_head(title: str, extra_css: str = "", data_images: bool = False, scripts: tuple[str, ...] = ()) -> str:
     """<!DOCTYPE html> up to the open <body>: charset, title, viewport, the CSP (data: images only
-    when asked: the report's inline plots), the stylesheet."""
+    when asked: the report's inline plots; inline scripts only those given, by their SHA-256: a
+    script a run's strings could inject is never run), the stylesheet."""
     csp = "default-src 'none'; style-src 'unsafe-inline'" + ("; img-src data:" if data_images else "")
+    if scripts:
+        csp += "; script-src " + " ".join(f"'sha256-{script_hash(s)}'" for s in scripts)
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
             "<meta name=viewport content='width=device-width,initial-scale=1'>"
             f"<meta http-equiv=Content-Security-Policy content=\"{csp}\">"
             f"<style>{CSS}{extra_css}</style></head><body>")
+
+
+def script_hash(script: str) -> str:
+    """The CSP hash of an inline <script> body."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")

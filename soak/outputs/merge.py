@@ -29,7 +29,7 @@ from soak.catalog.schema import SEVERITY_RANK
 from soak import run_folder
 from soak.end_reasons import conclude
 from soak.errors import BadInput
-from soak.history import run_context, run_findings
+from soak.history import gate_labels, run_context, run_findings
 from soak.manifest import NETWORK_SERIAL
 from soak.outputs import junit as junit_xml
 from soak.outputs.html_page import esc as _e, page_head
@@ -176,8 +176,10 @@ def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
         end_reason = (end or {}).get("reason")
         iterations = (end or {}).get("iterations", iterations)
     dev = device_of(manifest)
+    labels = gate_labels(run_dir)  # the gate's expected / flake / unexpected (soak gate --expectations)
     findings = [{"key": r["key"], "count": r["count"], "severity": r["severity"] or "medium", "title": r["title"],
-                 "known": r["known"], "kind": r.get("kind")} for r in run_findings(classification)]
+                 "known": r["known"], "kind": r.get("kind"), "label": labels.get(r["key"])}
+                for r in run_findings(classification)]
     worst = min((f["severity"] for f in findings), key=lambda s: SEVERITY_RANK.get(s, 99), default=None)
     rec = RunRecord(
         run_id=str(manifest.get("run_id") or classification.get("run_id") or run_dir.name), run_dir=str(run_dir),
@@ -274,8 +276,10 @@ class Table:
             if row is None:
                 row = self.faults[f["key"]] = {"fault": f["key"], "known": f["known"], "title": f["title"],
                                                "severity": f["severity"], "kind": f.get("kind"), "runs": 0,
-                                               "count": 0, "devices": {}, "run_ids": []}
+                                               "count": 0, "devices": {}, "run_ids": [], "labels": {}}
             row["runs"] += 1
+            if f.get("label"):  # the gates' labels: {expected|flake|unexpected: runs}
+                row["labels"][f["label"]] = row["labels"].get(f["label"], 0) + 1
             row["count"] += f["count"]
             row["known"] = row["known"] or f["known"]
             if SEVERITY_RANK.get(f["severity"], 99) < SEVERITY_RANK.get(row["severity"], 99):
@@ -324,9 +328,15 @@ class Table:
         rows = []
         for r in self.fault_rows():
             per = sorted(r["devices"].items(), key=lambda kv: (-kv[1]["count"], labels[kv[0]]))
-            rows.append([r["severity"], r["fault"], "known" if r["known"] else "new", r["runs"], r["count"],
+            rows.append([r["severity"], r["fault"], ("known" if r["known"] else "new") + _labels_text(r["labels"]),
+                         r["runs"], r["count"],
                          len(r["devices"]), ", ".join(f"{labels[k]} x{v['count']}" for k, v in per)])
         return head + "\n" + render(["SEVERITY", "FAULT", "STATUS", "RUNS", "COUNT", "DEVICES", "PER DEVICE"], rows)
+
+
+def _labels_text(labels: dict) -> str:
+    """ " (flake ×2)": the gates' labels of a fault, for the table."""
+    return f" ({', '.join(f'{k} ×{v}' for k, v in sorted(labels.items()))})" if labels else ""
 
 
 # -- JUnit -----------------------------------------------------------------------
@@ -399,7 +409,9 @@ def render_html(table: Table, out_dir: Path) -> str:
                              else "<td class=z>·</td>")
             sev = f["severity"]
             p.append(f"<tr><td><span class='sev-{_e(sev)}'>{_e(sev)}</span></td><td><code>{_e(f['fault'])}</code>"
-                     f"{'' if f['known'] else ' <span class=muted>(new)</span>'}</td><td>{_e(f['title'])}</td>"
+                     f"{'' if f['known'] else ' <span class=muted>(new)</span>'}"
+                     + "".join(f" <span class='label label-{_e(k)}'>{_e(k)} ×{v}</span>" for k, v in sorted(f["labels"].items()))
+                     + f"</td><td>{_e(f['title'])}</td>"
                      f"<td class=num>{f['runs']}</td><td class=num>{f['count']}</td>{''.join(cells)}</tr>")
         p.append("</tbody></table></div>")
     p.append("<h2>Devices</h2><table><thead><tr><th>device</th><th>model</th><th>serial</th><th>adb server</th>"

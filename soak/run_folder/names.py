@@ -31,6 +31,9 @@ CL_TRACE = "cl_trace.jsonl"        # the interposer's records
 CL_STATS_PATTERN = "cl_trace.%p.stats"  # the interposer's counters, one file per process (%p: its pid)
 CL_STATS_GLOB = "cl_trace.*.stats"
 CL_TRACE_GLOB = "cl_trace.*"       # every interposer file of the folder
+REPRO = "repro"                    # `soak repro`'s folder: REPRO_META says which causes it reproduces, how often
+REPRO_META = "repro.json"          # inside REPRO (format: soak.history.read_repro)
+RERUNS = "reruns"                  # `soak gate --rerun-unexpected`: its re-runs (run folders), inside the run
 
 # Not in a run folder: `soak merge -o DIR` writes its table of many runs as
 # DIR/MERGE_TABLE, never under a run folder's name (a run's CLASSIFICATION is
@@ -40,7 +43,8 @@ REFERENCE = "reference.jsonl"      # `soak reference`: the oracle's turns (soak.
 
 # every name above: a literal of one of these outside soak/run_folder/ is a second copy
 FILE_NAMES = (EVENTS, MANIFEST, SUMMARY, VERDICTS, CLASSIFICATION, GATE, GATE_JUNIT, ENGINE_LOG, LOCK, RESERVE,
-              TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE, REFERENCE)
+              TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE, REFERENCE, REPRO,
+              REPRO_META, RERUNS)
 
 # --- schema ----------------------------------------------------------------------
 # major.minor.  A new minor adds fields readers may ignore; a new major changes

@@ -125,6 +125,14 @@ def test_gitlab_pipeline_on_two_phones(lab, tmp_path):
     assert set(rows) == {a.serial, b.serial}
     assert rows[b.serial]["device"] == "Other Phone" and rows[b.serial]["adb_server"] == "127.0.0.1:5037"
 
+    # ... and published the dashboard with the night's artifacts: the crash is new tonight, on phone b
+    site = night / "dashboard"
+    index = (site / "index.html").read_text()
+    assert f"data-key='{crashes[0]['fault']}'" in index and "data-status='new'" in index
+    page = site / "causes" / f"{crashes[0]['fault']}.html"
+    assert page.is_file() and "Other Phone" in page.read_text()
+    assert json.loads((site / "history.json").read_text())["runs"] == 2
+
 
 def test_a_failed_gate_fails_its_phone_and_the_night_is_still_merged(lab, tmp_path):
     """With a gate that allows no crash, the crashing phone's job fails (and the pipeline);

@@ -214,3 +214,25 @@ def test_stores_root_causes_not_their_cascade(tmp_path):
     history.add_runs(conn, [run])
     keys = [r[0] for r in conn.execute("SELECT key FROM occurrences")]
     assert keys == [causes[0]["fault_id"] or causes[0]["signature"]]
+
+
+def test_migrates_a_schema_1_file_with_its_runs(tmp_path):
+    """A file written by the soak before issue 26 (schema 1) keeps its runs and findings; the
+    upgrade gives each run its night (start less 12 h) and adds the labels and repros."""
+    path = tmp_path / "v1.sqlite"
+    c = sqlite3.connect(path)
+    c.executescript(history._MIGRATIONS[0])
+    c.execute("PRAGMA user_version = 1")
+    c.execute("INSERT INTO runs (run_id, started, added, device) VALUES ('r1', '2026-11-02T03:00:00+00:00', "
+              "'2026-11-02T09:00:00+00:00', 'SM-S911')")
+    c.execute("INSERT INTO findings VALUES ('soak-oom-kill', 'OOM', 'critical', 1)")
+    c.execute("INSERT INTO occurrences VALUES ('soak-oom-kill', 'r1', 2, 3, 4)")
+    c.commit()
+    c.close()
+    conn = history.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == history.SCHEMA_VERSION == 2
+    assert conn.execute("SELECT night FROM runs").fetchone()[0] == "2026-11-01"  # 03:00 belongs to the night before
+    assert conn.execute("SELECT label FROM occurrences").fetchone()[0] is None
+    assert conn.execute("SELECT count(*) FROM repros").fetchone()[0] == 0
+    (cause,) = history.lab(conn)["causes"]
+    assert (cause["key"], cause["status"], cause["first_night"]) == ("soak-oom-kill", "new", "2026-11-01")
