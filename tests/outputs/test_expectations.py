@@ -22,7 +22,7 @@ CRASH = {"kind": "crash", "at": [4], "signal": "segv"}
 # the KV-cache failure fires only once the engine has run 1 s (a slow iteration 6 makes sure of
 # that in the run); a replay of iteration 10's conversation on a fresh engine is over long before
 SLOW_THEN_KV = [{"kind": "slow", "at": [6], "factor": 800}, {"kind": "kv_map_error", "at": [10], "after_s": 1.0}]
-CRASH_KEY, KV_KEY = "sig-55f4439bf1e3", "soak-kv-cache-growth-failure"
+CRASH_KEY, KV_KEY = "sig-af8e4862aa0c", "soak-kv-cache-growth-failure"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_a_baseline_makes_known_failures_expected(gated, tmp_path):
     proc = _soak("gate", str(run), cwd=tmp_path)
     assert proc.returncode == ExitCode.FAILED and "cause." not in proc.stdout
     # the crash expected on this phone's driver, the KV failure a known flake: the gate passes
-    base.write_text('[[expected]]\ncause = "sig-55f4*"\ndevice = "SM-S911"\ndriver = "512.7*"\nreason = "MNN#3112"\n'
+    base.write_text('[[expected]]\ncause = "sig-af8e*"\ndevice = "SM-S911"\ndriver = "512.7*"\nreason = "MNN#3112"\n'
                     '[[flake]]\ntitle = "KV-cache growth*"\n')
     junit = tmp_path / "j.xml"
     proc = _soak("gate", str(run), "--expectations", str(base), "--junit", str(junit), cwd=tmp_path)
@@ -104,7 +104,7 @@ def test_rerun_unexpected_labels_the_flake_and_keeps_the_real_crash(gated, tmp_p
     assert cases[f"cause.{KV_KEY}"].find("failure") is None
     assert cases[f"cause.{CRASH_KEY}"].find("failure") is not None
     # the critical rule counts the crash only: the flake is not counted against the night
-    assert "sig-55f4439bf1e3" in cases["errors.severity.critical"].find("failure").text
+    assert "sig-af8e4862aa0c" in cases["errors.severity.critical"].find("failure").text
     assert KV_KEY not in cases["errors.severity.critical"].find("failure").text
 
     # the merge table carries the labels (and does not take the re-runs for runs of the night)
