@@ -51,11 +51,14 @@ typedef struct {
 
 /* The synthetic model behind forward() (FAULTS.md, "Logits"): the vocabulary
  * is a stop token, the engine's words and the 256 bytes (plus numbered
- * tokens up to vocab_size); the logits are a seeded hash of the turn's input
- * ids, its last three tokens and the step, so every run, process and machine
- * gets the same numbers, and a turn's logits do not depend on earlier turns. */
+ * tokens up to vocab_size); the logits are a seeded hash of the history since
+ * the last reset (what a KV cache holds: every earlier turn of the
+ * conversation, forward or respond), the turn's input ids, its last three
+ * tokens and the step, so every run, process and machine gets the same
+ * numbers for the same history, and a turn after reset() is a fresh one. */
 #define STOP_ID 0
 #define LOGITS_CONTEXT 3
+static uint64_t mix64(uint64_t h, uint64_t v);
 
 typedef struct {
     int32_t vocab;
@@ -67,6 +70,8 @@ typedef struct {
     size_t ids_cap;
     int in_turn;
     uint64_t prompt_hash;
+    uint64_t history;      /* hash of every token fed since the last reset (0: none) */
+    uint64_t turn_history; /* history as the turn began */
     int32_t last[LOGITS_CONTEXT];
     long step;         /* forwards in this turn: 0 = the prefill */
     uint64_t turn_faults; /* faults that act on this turn's logits (bit k = fault k) */
@@ -443,6 +448,7 @@ SOAK_EXPORT int soak_engine_load(soak_engine *e) {
     e->loaded = 1;
     e->status = SOAK_STATUS_RUNNING;
     e->history_tokens = 0;
+    e->m.history = 0;
     e->load_us_total += (int64_t)((now_s() - t0) * 1e6);
     e->perf.load_us = e->load_us_total;
     return SOAK_OK;
@@ -607,6 +613,8 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
         if (!garbage && !repeat && !invalid && rng_unit(&rs) < e->stop_p) { finished = 1; break; }
     }
     e->history_tokens += generated;
+    /* a respond turn enters the history as a forward turn would: its prompt and what it generated */
+    e->m.history = mix64(mix64(e->m.history ^ 0x52455350ull, (uint64_t)prompt_tokens), (uint64_t)generated);
     e->perf.generated_tokens = generated;
     e->perf.decode_us = (int64_t)((now_s() - t0) * 1e6) + 1;
     if (s.cancelled) e->status = SOAK_STATUS_USER_CANCEL;
@@ -619,6 +627,7 @@ SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
     if (!e) return SOAK_ERR_INVALID_ARG;
     phase_faults(e, "reset");
     e->history_tokens = 0; /* like MNN, the status stays as it was */
+    e->m.history = 0;
     e->m.in_turn = 0;
     e->m.has_previous = 0;
     cl_path_reset(e->cl);
@@ -723,6 +732,7 @@ static void synth_logits(soak_engine *e) {
     uint64_t hb = mix64(e->rng ^ 0x5851F42D4C957F2Dull, m->prompt_hash);
     for (int k = 0; k < LOGITS_CONTEXT; k++) hb = mix64(hb, (uint64_t)m->last[k] + 1);
     hb = mix64(hb, (uint64_t)m->step);
+    hb = mix64(hb, m->turn_history);
     for (int32_t i = 0; i < m->vocab; i++)
         m->logits[i] = (float)(1.6 * hash_normal(ha, (uint64_t)i) + 1.0 * hash_normal(hb, (uint64_t)i));
     /* the stop token gains with every step, so a greedy turn ends */
@@ -871,6 +881,7 @@ SOAK_EXPORT int soak_engine_forward(soak_engine *e, const int32_t *ids, size_t n
         m->prompt_hash = 1469598103934665603ull;
         for (size_t k = 0; k < n_ids; k++) m->prompt_hash = mix64(m->prompt_hash, (uint64_t)ids[k]);
         for (int k = 0; k < LOGITS_CONTEXT; k++) m->last[k] = -1;
+        m->turn_history = m->history;
         sleep_s(e->zero_work ? 0 : m->slow * (double)n_ids / e->prefill_tps);
     } else {
         m->step++;
@@ -882,6 +893,7 @@ SOAK_EXPORT int soak_engine_forward(soak_engine *e, const int32_t *ids, size_t n
         memmove(m->last, m->last + 1, (LOGITS_CONTEXT - 1) * sizeof(int32_t));
         m->last[LOGITS_CONTEXT - 1] = ids[k];
     }
+    for (size_t k = 0; k < n_ids; k++) m->history = mix64(m->history, (uint64_t)ids[k] + 1);
     synth_logits(e);
     logits_faults(e);
     memcpy(m->previous, m->logits, (size_t)m->vocab * sizeof(float));

@@ -179,6 +179,13 @@ class Session:
         self._record_exit(out, "decode")
         found = faultlib.from_outcome(out, "decode", self.timeouts.respond)
         healthy = out.ok and not any(faultlib.is_hard(f) for f in found)
+        if healthy:
+            # the probe's turn must not stay in the engine's history: the next conversation starts clean,
+            # as after any other conversation (a teacher-forced one needs exactly the reference's history)
+            out = self.simple("reset", "reset")
+            seen = faultlib.from_outcome(out, "reset", self.timeouts.reset)
+            found += seen
+            healthy = out.ok and not any(faultlib.is_hard(f) for f in seen)
         return healthy, found
 
     @property

@@ -36,9 +36,13 @@ def make_engine(tmp_path: Path, faults=(), **config) -> NativeEngine:
     return engine
 
 
-def turn(engine: NativeEngine, prompt: bytes, max_new: int = 40, iteration: int = 0, feed=None):
-    """One turn through forward: greedy (feed=None) or teacher-forced on `feed`.
+def turn(engine: NativeEngine, prompt: bytes, max_new: int = 40, iteration: int = 0, feed=None,
+         keep_history: bool = False):
+    """One turn through forward: greedy (feed=None) or teacher-forced on `feed`, after a reset unless
+    keep_history (the synthetic model's logits depend on the history, as a KV cache does).
     Returns (input ids, generated/fed ids, the logits of every step as lists)."""
+    if not keep_history:
+        engine.reset()
     engine.set_config(json.dumps({"soak_iteration": iteration}))
     ids = engine.tokenize(prompt)
     steps = [list(engine.forward(ids, True))]
@@ -112,12 +116,17 @@ def test_logits_are_deterministic_across_processes(tmp_path):
     assert digests[0] == digests[1] == here
 
 
-def test_a_turn_depends_on_its_tokens_not_on_earlier_turns(tmp_path):
+def test_a_turn_depends_on_the_history_since_reset_and_its_tokens(tmp_path):
+    """Like a model's KV cache: earlier turns of the conversation (forward or respond) change a turn's
+    logits; after reset() a turn is what it is on a fresh engine."""
+    fresh = turn(make_engine(tmp_path), PROMPTS[0])
     a, b = make_engine(tmp_path), make_engine(tmp_path)
     turn(a, b"an earlier turn of another length", 17)
     b.respond(b"a respond turn in between", 9)
-    assert turn(a, PROMPTS[0])[2] == turn(b, PROMPTS[0])[2]
-    # ... but on its prompt, and on every token fed
+    assert turn(a, PROMPTS[0], keep_history=True)[2][0] != fresh[2][0]
+    assert turn(b, PROMPTS[0], keep_history=True)[2][0] != fresh[2][0]
+    assert turn(a, PROMPTS[0])[2] == turn(b, PROMPTS[0])[2] == fresh[2]     # each after a reset
+    # ... on its prompt, and on every token fed
     base = turn(a, PROMPTS[0])
     assert turn(a, PROMPTS[0] + b"?")[2][0] != base[2][0]
     forced = turn(a, PROMPTS[0], feed=[base[1][0], 5, 6, 7])
@@ -165,7 +174,7 @@ def test_sticky_error_in_a_forward_turn(tmp_path, capfd):
     with pytest.raises(EngineError, match="ERR_STATE"):
         engine.forward(engine.tokenize(b"refused"), True)
     assert "LLM in error state. Status: 4" in capfd.readouterr().out
-    engine.reinit()
+    engine.reinit()     # (MNN's generate_init keeps the history; turn() resets first)
     assert turn(engine, b"fine", iteration=1)[2] == turn(make_engine(tmp_path), b"fine", iteration=1)[2]
 
 
@@ -210,7 +219,7 @@ def test_a_stale_step_repeats_the_previous_logits(tmp_path):
     corrupt = make_engine(tmp_path, [{"kind": "cl_error", "at": 2, "corrupt": True}])
     turn(corrupt, PROMPTS[1], 5, iteration=1)
     last = list(corrupt.forward([3], False))
-    _, _, dead = turn(corrupt, PROMPTS[0], 6, iteration=2, feed=ids)
+    _, _, dead = turn(corrupt, PROMPTS[0], 6, iteration=2, feed=ids, keep_history=True)
     assert all(row == last for row in dead)
 
 

@@ -117,3 +117,19 @@ def test_pip_mnn_against_a_reference_from_itself_agrees_exactly(tmp_path):
     assert all(t["flips"] == 0 and t["rank_max"] == 0 and t["abs_max"] < 1e-5 and t["kl_max"] < 1e-9
                for t in turns), turns[:2]
     assert faults(tmp_path / "same") == []
+
+
+def test_after_a_crash_and_recovery_the_next_conversation_starts_clean(test_reference, tmp_path):
+    """The recovery ladder's probe turn must not stay in the engine's history: a teacher-forced
+    conversation after it needs exactly the reference's history (found on PoCL: a crash, a restart,
+    and the next conversation judged wrong)."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"kind": "crash", "at": [6], "signal": "segv"},
+                                {"kind": "sticky_error", "at": [14]}]))
+    soak(tmp_path, "run", *TEST, "--iterations", "30", "--run-id", "crashy", "--reference", str(test_reference),
+         "--fault-plan", str(plan))
+    run = tmp_path / "crashy"
+    assert [e for e in read_events(run, kinds={"recovery"})], "the faults were recovered from"
+    assert faults(run) == []
+    turns = oracle_turns(run)
+    assert len(turns) >= 25 and all(t["abs_max"] < 1e-5 for t in turns)
