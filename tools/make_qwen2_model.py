@@ -15,7 +15,7 @@ Steps (all local, no network):
      logit is exactly 0, and greedy decoding would pick one only if every other logit
      were negative (0 invalid outputs in 100 measured prompts): text output stays valid
      UTF-8. --keep-partial-utf8 skips this, for testing raw-bytes handling;
-  4. export through llmexport 0.0.5 (4-bit, block 64) using pip MNN's converter.
+  4. export through llmexport 0.0.5 (4-bit, block 64 or --quant-block) using pip MNN's converter.
 
 Needs: torch 2.13.0 CPU (install it first, from /opt/wheels or the CPU index), then
 transformers<5 and llmexport==0.0.5. llmexport's package imports are broken, so its
@@ -104,11 +104,14 @@ KEEP = ("config.json", "llm_config.json", "llm.mnn", "llm.mnn.weight", "tokenize
 PRESETS = {
     "qwen2-0.5b": {"hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "intermediate": 4864,
                    "model_vocab": 151936, "rope_theta": 1000000.0, "context": 32768,
-                   "source": "Qwen/Qwen2-0.5B-Instruct config.json"},
+                   "quant_block": 128, "source": "Qwen/Qwen2-0.5B-Instruct config.json"},
     "qwen2.5-1.5b": {"hidden": 1536, "layers": 28, "heads": 12, "kv_heads": 2, "intermediate": 8960,
                      "model_vocab": 151936, "rope_theta": 1000000.0, "context": 32768,
-                     "source": "Qwen/Qwen2.5-1.5B-Instruct config.json"},
+                     "quant_block": 128, "source": "Qwen/Qwen2.5-1.5B-Instruct config.json"},
 }
+# quant_block 128: the published 4-bit MNN exports (taobao-mnn/Qwen2-0.5B-Instruct-MNN on Hugging
+# Face: llm.mnn.weight 278 MB, llm.mnn 733 kB, embeddings_bf16.bin 272 MB) hold 0.5625 bytes per
+# parameter, 4 bits plus 8 bytes (scale, zero point) per block of 128: 494.0M x 0.5625 = 277.9 MB.
 # Tiled weights: band height (rows), the scales a band is multiplied by, and the number of
 # distinct rows per input width (about 1 MiB of float32 per width, 64..1024 rows).
 TILE_ROWS = 16
@@ -298,7 +301,7 @@ def tile_weights(model, seed: int, std: float) -> None:
     shape [oc, ic] is oc/TILE_ROWS bands, band b = pool band k_b times TILE_SCALES[j_b], with
     (k_b, j_b) drawn from a generator seeded by (seed, the weight's name). Each (k, j) band is
     computed once, so equal bands have equal float bits, and quantization (per row, per block
-    of 64) turns them into equal bytes. Biases stay 0 and norms 1 (transformers' init)."""
+    of --quant-block) turns them into equal bytes. Biases stay 0 and norms 1 (transformers' init)."""
     import torch
     import zlib
     pools: dict[int, "torch.Tensor"] = {}
@@ -349,7 +352,7 @@ def export_mnn(hf_dir: Path, dst: Path, args) -> str:
         with redirect_stdout(log):
             llmexport.export(str(hf_dir), export="mnn", dst_path=str(dst),
                              mnnconvert="",          # not a file: use pip MNN's converter
-                             quant_bit=args.quant_bit, quant_block=64)
+                             quant_bit=args.quant_bit, quant_block=args.quant_block)
     finally:
         os.chdir(cwd)
     return log.getvalue()
@@ -372,6 +375,8 @@ def pin_model_uuid(path: Path, args) -> None:
             f"std{args.init_std} keep{int(args.keep_partial_utf8)}")
     if args.preset or args.weights != "random" or args.model_vocab or args.rope_theta != 1000000.0:
         name += f" preset{args.preset} w{args.weights} mv{args.model_vocab} rt{args.rope_theta}"
+    if args.quant_block != 64:
+        name += f" qb{args.quant_block}"
     pinned = str(uuid.uuid5(uuid.NAMESPACE_URL, name)).encode()
     path.write_bytes(data.replace(found[0], pinned))
 
@@ -445,7 +450,7 @@ def make(args) -> dict:
         **({"preset": args.preset, "shape_source": PRESETS[args.preset]["source"]}
            if args.preset else {}),
         "quant_bit": args.quant_bit,
-        "quant_block": 64,
+        "quant_block": args.quant_block,
         "partial_utf8_token_ids": partial,
         "partial_utf8_rows_zeroed": not args.keep_partial_utf8,
         "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
@@ -480,6 +485,9 @@ def parse_args(argv=None):
     ap.add_argument("--context", type=int, default=4096, help="max_position_embeddings")
     ap.add_argument("--seed", type=int, default=0, help="torch seed for the weights (default 0)")
     ap.add_argument("--quant-bit", type=int, default=4, choices=(4, 8))
+    ap.add_argument("--quant-block", type=int, default=64, choices=(32, 64, 128, 256),
+                    help="weights per quantization block (default 64; 128 with --preset, as the "
+                         "published MNN exports)")
     ap.add_argument("--init-std", type=float, default=None,
                     help="weight init std (default 1.13/sqrt(hidden))")
     ap.add_argument("--corpus", action="append", help="tokenizer training text (repeatable; "
@@ -503,7 +511,7 @@ def parse_args(argv=None):
         explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])
                     if a.startswith("--")}
         for key in ("hidden", "layers", "heads", "kv_heads", "intermediate", "model_vocab",
-                    "rope_theta", "context"):
+                    "rope_theta", "context", "quant_block"):
             if "--" + key.replace("_", "-") not in explicit:
                 setattr(args, key, p[key])
         if args.weights is None:
