@@ -8,7 +8,8 @@
 Packing is tar (sorted names, zeroed owners and times) through `zstd -19 --long=31`: the
 window of 2 GiB spans the whole weight file, so the repeated bands of a `--weights tiled`
 model (a real-shape Qwen: 300 MB-1 GB of 4-bit weights) are found wherever they recur.
-Unpacking needs the same window (`zstd -d --long=31`, about 1 GiB of memory for a 1 GB file)
+Unpacking needs the same window (`zstd -d --long=31`, or the `zstandard` wheel where the
+command is missing; about 0.9 GiB of memory for the 1.5B model)
 and checks, before anything is kept, the packed file's sha256 and then each extracted
 file's bytes and sha256 against the manifest written at packing time.
 
@@ -67,6 +68,34 @@ def sha256(path: Path) -> str:
 def _need_zstd() -> None:
     if shutil.which("zstd") is None:
         raise Fail(EXIT_BAD_INPUT, "zstd not found on PATH; install it (apt-get install zstd)")
+
+
+class _PyZstdReader:
+    """Decompress with the `zstandard` wheel where the zstd command is missing (same window)."""
+
+    def __init__(self, src):
+        import zstandard
+        self._r = zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(src)
+        self.returncode = 0
+
+    def read(self, n=-1):
+        return self._r.read(n)
+
+    def wait(self):
+        return 0
+
+
+def _decompressor(src):
+    """(process-like object, readable stream) for the packed file: zstd CLI, else `zstandard`."""
+    if shutil.which("zstd") is not None:
+        proc = subprocess.Popen(ZSTD_UNPACK, stdin=src, stdout=subprocess.PIPE)
+        return proc, proc.stdout
+    try:
+        reader = _PyZstdReader(src)
+    except ImportError:
+        raise Fail(EXIT_BAD_INPUT, "neither the zstd command nor the zstandard module is here; "
+                                   "apt-get install zstd, or pip install zstandard") from None
+    return reader, reader
 
 
 def _files(model_dir: Path) -> list[Path]:
@@ -133,7 +162,6 @@ def unpack(packed: Path, dest: Path, manifest_path: Path | None = None) -> dict:
     if not packed.is_file():
         raise Fail(EXIT_BAD_INPUT, f"packed file not found: {packed}")
     m = _manifest(packed, manifest_path)
-    _need_zstd()
     got = sha256(packed)
     if got != m["packed"]["sha256"]:
         raise Fail(EXIT_MISMATCH, f"{packed.name}: sha256 {got} != manifest {m['packed']['sha256']}"
@@ -142,9 +170,9 @@ def unpack(packed: Path, dest: Path, manifest_path: Path | None = None) -> dict:
     stage = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest))
     try:
         with open(packed, "rb") as src:
-            zstd = subprocess.Popen(ZSTD_UNPACK, stdin=src, stdout=subprocess.PIPE)
+            zstd, stream = _decompressor(src)
             seen = []
-            with tarfile.open(fileobj=zstd.stdout, mode="r|") as tar:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     name = member.name
                     if not member.isfile() or "/" in name or name.startswith(".") or name not in m["files"]:

@@ -115,3 +115,24 @@ def test_tiled_weights_pack_small_unpack_exactly_and_behave_randomly(tmp_path):
     assert report["nonfinite_logits"] == 0 and report["logits_per_step"] == 151936
     assert report["distinct_outputs"] >= 5 and report["top_token_share"] <= 0.5
     assert report["tokens_past_tokenizer"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params,weight_bytes", [
+    # published taobao-mnn/Qwen2-0.5B-Instruct-MNN llm.mnn.weight: 278 MB (4-bit, block 128)
+    ("qwen2-0.5b", 494_032_768, 278_318_730),
+    ("qwen2.5-1.5b", 1_543_714_304, 869_191_922),
+])
+def test_committed_packed_models_unpack_bit_exactly(tmp_path, name, params, weight_bytes):
+    """tools/models/*.tar.zst (under 1 MB each) unpack to the full-size exports, every file's sha256
+    checked; describe_model reads the real shape from them."""
+    from soak.engine.model_info import describe_model
+    packed = REPO / "tools" / "models" / f"{name}.tar.zst"
+    assert packed.stat().st_size < 16 * 2**20
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "model_pack.py"), "unpack", str(packed),
+                           str(tmp_path / name)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"] == "sha256"
+    d = describe_model(tmp_path / name)
+    assert d["params"] == params and d["weight_bytes"] == weight_bytes and d["vocab_size"] == 151936
+    assert d["kv_heads"] == 2 and d["quant_block"] == 128
