@@ -14,9 +14,12 @@ from soak.catalog.loader import load_catalog
 REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 # published: Qwen2-0.5B 0.49B parameters, Qwen2.5-1.5B 1.54B (model cards); KV per token at
 # fp16 = 2 x layers x KV heads x head dim x 2 bytes: 2*24*2*64*2 and 2*28*2*128*2
+# pip MNN on x86 keeps the KV cache in fp32, MNN OpenCL (precision low) in fp16
 SIZES = {
-    "pip-qwen2-0.5b": {"params": 494_032_768, "kv_fp32": 24_576, "kv_fp16": 12_288},
-    "pip-qwen2.5-1.5b": {"params": 1_543_714_304, "kv_fp32": 57_344, "kv_fp16": 28_672},
+    "pip-qwen2-0.5b": {"params": 494_032_768, "backend": "cpu", "kv": 24_576, "dtype": "fp32"},
+    "pip-qwen2.5-1.5b": {"params": 1_543_714_304, "backend": "cpu", "kv": 57_344, "dtype": "fp32"},
+    "pocl-qwen2-0.5b": {"params": 494_032_768, "backend": "opencl", "kv": 12_288, "dtype": "fp16"},
+    "pocl-qwen2.5-1.5b": {"params": 1_543_714_304, "backend": "opencl", "kv": 28_672, "dtype": "fp16"},
 }
 
 
@@ -32,9 +35,8 @@ def test_real_size_manifest_gives_params_and_kv(case):
     ctx = load_context(REAL / case)
     want = SIZES[case]
     assert ctx.model_params == want["params"]
-    assert ctx.backend_actual == "cpu"
-    # pip MNN on x86 keeps the KV cache in fp32
-    assert (ctx.kv_bytes_per_token, ctx.kv_dtype) == (want["kv_fp32"], "fp32")
+    assert ctx.backend_actual == want["backend"]
+    assert (ctx.kv_bytes_per_token, ctx.kv_dtype) == (want["kv"], want["dtype"])
     assert ctx.to_json()["model_params_human"] in ("494M", "1.54B")
 
 
@@ -53,7 +55,7 @@ def test_model_params_ranges_select_on_real_sizes(case, entries):
 
 def test_named_ranges(entries):
     by_id = {e.id: e for e in entries}
-    small, mid = (load_context(REAL / c) for c in ("pip-qwen2-0.5b", "pip-qwen2.5-1.5b"))
+    small, mid = (load_context(REAL / c) for c in ("pocl-qwen2-0.5b", "pip-qwen2.5-1.5b"))
 
     def fits(entry_id, ctx):
         return not any(b.startswith("model_params") for b in check_applies(by_id[entry_id].applies_to, ctx)[1])
