@@ -305,6 +305,10 @@ def test_memory_verdict_judges_growth_against_each_size(tmp_path, case, kv_fp16)
     assert v["memory"]["expected_kv"]["kv_heads"] == 2
     kv = g["workload"]["fit"]["kv_ratio"]
     assert kv["lo"] <= 1.0 <= kv["hi"] and kv["value"] == pytest.approx(1.0, rel=0.05)
+    line = next(x for x in summary_lines(v) if x.startswith("GPU bytes"))
+    layers, head_dim = (24, 64) if kv_fp16 == 12_288 else (28, 128)
+    assert (f"1.0x expected ({kv_fp16 / 1000:.1f} kB/token: {layers} layers x 2 KV heads x {head_dim} dims "
+            "x K+V x fp16)") in line, line
     other = "pip-qwen2.5-1.5b" if case == "pip-qwen2-0.5b" else "pip-qwen2-0.5b"
     other_model = json.loads((REAL / other / "manifest.json").read_text())["model"]
     run2 = shapes.write_shape(tmp_path / (case + "-as-" + other), "clean", seed=3, field="gpu_live_bytes",
