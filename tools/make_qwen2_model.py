@@ -111,7 +111,10 @@ PRESETS = {
 }
 # quant_block 128: the published 4-bit MNN exports (taobao-mnn/Qwen2-0.5B-Instruct-MNN on Hugging
 # Face: llm.mnn.weight 278 MB, llm.mnn 733 kB, embeddings_bf16.bin 272 MB) hold 0.5625 bytes per
-# parameter, 4 bits plus 8 bytes (scale, zero point) per block of 128: 494.0M x 0.5625 = 277.9 MB.
+# parameter, 4 bits plus 8 bytes (scale, zero point) per block of 128: 494.0M x 0.5625 = 277.9 MB;
+# taobao-mnn/Qwen2.5-Coder-1.5B-Instruct-MNN (the Qwen2.5-1.5B shape): llm.mnn.weight 868 MB. Those
+# folders also hold an older layout's embeddings_bf16.bin (272 MB / 467 MB); a tied llmexport 0.0.5
+# export reads the embedding from lm_head's 4-bit rows instead (llm_config.json tie_embeddings).
 # Tiled weights: band height (rows), the scales a band is multiplied by, and the number of
 # distinct rows per input width (about 1 MiB of float32 per width, 64..1024 rows).
 TILE_ROWS = 16
