@@ -15,7 +15,7 @@ Steps (all local, no network):
      logit is exactly 0, and greedy decoding would pick one only if every other logit
      were negative (0 invalid outputs in 100 measured prompts): text output stays valid
      UTF-8. --keep-partial-utf8 skips this, for testing raw-bytes handling;
-  4. export through llmexport 0.0.5 (4-bit, block 64) using pip MNN's converter.
+  4. export through llmexport 0.0.5 (4-bit, block 64 or --quant-block) using pip MNN's converter.
 
 Needs: torch 2.13.0 CPU (install it first, from /opt/wheels or the CPU index), then
 transformers<5 and llmexport==0.0.5. llmexport's package imports are broken, so its
@@ -28,6 +28,15 @@ aliyun-log-python-sdk` through os.system, fetches credentials from an aliyuncs.c
 URL and posts usage logs after each mnnconvert call) is replaced by a stub module
 with `mnn_logger = None` before MNN.tools is imported, which is the "no logger"
 branch MNN's own code already has.
+
+Real shapes: --preset qwen2-0.5b / --preset qwen2.5-1.5b set the published shape
+(PRESETS below, with the config.json each figure comes from) and --weights tiled: the
+model's vocabulary is Qwen's 151,936 rows while the tokenizer stays small (--vocab); the
+rows past the tokenizer are zero, like the partial-UTF-8 rows, so they are never produced.
+Tiled weights: every linear weight is a stack of 16-row bands, each band one of a few
+seeded random bands of its input width times one of 4 scales (TILE_*). Identical bands
+quantize to identical bytes (codes and per-block alpha), so the 4-bit llm.mnn.weight is
+one long run of repeats that `zstd --long=31` packs to a few MB (tools/model_pack.py).
 
 Deterministic given the seed, the corpus and the library versions (recorded in
 soak_model.json): the random uuid4 MNN's converter stamps into llm.mnn is replaced by a
@@ -79,6 +88,42 @@ RUNTIME_CONFIG = {
 # Files MNN needs at runtime; everything else llmexport leaves is dropped.
 KEEP = ("config.json", "llm_config.json", "llm.mnn", "llm.mnn.weight", "tokenizer.mtok",
         "tokenizer.txt", "embeddings_bf16.bin", "embeddings_int8.bin", "embeddings_int4.bin")
+
+
+# Published shapes. Sources (config.json of the Hugging Face model repositories):
+#   qwen2-0.5b:   Qwen/Qwen2-0.5B-Instruct config.json (hidden_size 896, intermediate_size 4864,
+#                 num_hidden_layers 24, num_attention_heads 14, num_key_value_heads 2,
+#                 vocab_size 151936, rope_theta 1000000.0, rms_norm_eps 1e-06,
+#                 max_position_embeddings 32768, tie_word_embeddings true); the same figures
+#                 in Qwen/Qwen2-0.5B (max_position_embeddings 131072 there).
+#   qwen2.5-1.5b: Qwen/Qwen2.5-1.5B-Instruct config.json (hidden_size 1536, intermediate_size
+#                 8960, num_hidden_layers 28, num_attention_heads 12, num_key_value_heads 2,
+#                 vocab_size 151936, rope_theta 1000000.0, rms_norm_eps 1e-06,
+#                 max_position_embeddings 32768, tie_word_embeddings true); model card: 1.54B
+#                 parameters, 1.31B non-embedding.
+PRESETS = {
+    "qwen2-0.5b": {"hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "intermediate": 4864,
+                   "model_vocab": 151936, "rope_theta": 1000000.0, "context": 32768,
+                   "quant_block": 128, "source": "Qwen/Qwen2-0.5B-Instruct config.json"},
+    "qwen2.5-1.5b": {"hidden": 1536, "layers": 28, "heads": 12, "kv_heads": 2, "intermediate": 8960,
+                     "model_vocab": 151936, "rope_theta": 1000000.0, "context": 32768,
+                     "quant_block": 128, "source": "Qwen/Qwen2.5-1.5B-Instruct config.json"},
+}
+# quant_block 128: the published 4-bit MNN exports (taobao-mnn/Qwen2-0.5B-Instruct-MNN on Hugging
+# Face: llm.mnn.weight 278 MB, llm.mnn 733 kB, embeddings_bf16.bin 272 MB) hold 0.5625 bytes per
+# parameter, 4 bits plus 8 bytes (scale, zero point) per block of 128: 494.0M x 0.5625 = 277.9 MB;
+# taobao-mnn/Qwen2.5-Coder-1.5B-Instruct-MNN (the Qwen2.5-1.5B shape): llm.mnn.weight 868 MB. Those
+# folders also hold an older layout's embeddings_bf16.bin (272 MB / 467 MB); a tied llmexport 0.0.5
+# export reads the embedding from lm_head's 4-bit rows instead (llm_config.json tie_embeddings).
+# Tiled weights: band height (rows), the scales a band is multiplied by, and the number of
+# distinct rows per input width (about 1 MiB of float32 per width, 64..1024 rows).
+TILE_ROWS = 16
+TILE_SCALES = (0.8, 0.9, 1.1, 1.25)
+
+
+def tile_pool_rows(ic: int) -> int:
+    rows = max(64, min(1024, (1 << 18) // ic))
+    return rows - rows % TILE_ROWS
 
 
 # ---------------------------------------------------------------- no network
@@ -217,14 +262,17 @@ def build_model(args, tok, hf_dir: Path, zero_ids: list[int]) -> int:
     kv_heads = args.kv_heads or args.heads
     if args.heads % kv_heads:
         raise SystemExit(f"error: --heads {args.heads} is not a multiple of --kv-heads {kv_heads}")
-    vocab = tok.get_vocab_size()
+    tok_vocab = tok.get_vocab_size()
+    vocab = args.model_vocab or tok_vocab
+    if vocab < tok_vocab:
+        raise SystemExit(f"error: --model-vocab {vocab} is smaller than the tokenizer's {tok_vocab}")
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     config = Qwen2Config(
         vocab_size=vocab, hidden_size=args.hidden,
         intermediate_size=args.intermediate or default_intermediate(args.hidden),
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
         num_key_value_heads=kv_heads, max_position_embeddings=args.context,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_theta=args.rope_theta, rms_norm_eps=1e-6, tie_word_embeddings=True,
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"], use_sliding_window=False, sliding_window=None,
         initializer_range=args.init_std or default_init_std(args.hidden),
@@ -233,9 +281,13 @@ def build_model(args, tok, hf_dir: Path, zero_ids: list[int]) -> int:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
     model = Qwen2ForCausalLM(config).eval()
+    if args.weights == "tiled":
+        tile_weights(model, args.seed, config.initializer_range)
     with torch.no_grad():
         if zero_ids:
             model.model.embed_tokens.weight[torch.tensor(zero_ids)] = 0.0
+        if vocab > tok_vocab:     # rows no token has: never an input, logit exactly 0
+            model.model.embed_tokens.weight[tok_vocab:] = 0.0
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     n_params = sum(p.numel() for p in model.parameters())   # tied weight counted once
     model.generation_config = GenerationConfig(
@@ -243,6 +295,40 @@ def build_model(args, tok, hf_dir: Path, zero_ids: list[int]) -> int:
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], do_sample=False)
     model.save_pretrained(str(hf_dir), safe_serialization=True)
     return n_params
+
+
+def tile_weights(model, seed: int, std: float) -> None:
+    """Fill every linear weight (and the tied embedding) from a few seeded random bands.
+
+    For each input width a pool of tile_pool_rows(ic) rows ~ N(0, std) is drawn; a weight of
+    shape [oc, ic] is oc/TILE_ROWS bands, band b = pool band k_b times TILE_SCALES[j_b], with
+    (k_b, j_b) drawn from a generator seeded by (seed, the weight's name). Each (k, j) band is
+    computed once, so equal bands have equal float bits, and quantization (per row, per block
+    of --quant-block) turns them into equal bytes. Biases stay 0 and norms 1 (transformers' init)."""
+    import torch
+    import zlib
+    pools: dict[int, "torch.Tensor"] = {}
+    scales = torch.tensor(TILE_SCALES, dtype=torch.float32).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() != 2:
+                continue
+            if name == "lm_head.weight" and param.data_ptr() == model.model.embed_tokens.weight.data_ptr():
+                continue                          # tied: filled through embed_tokens
+            oc, ic = param.shape
+            if oc % TILE_ROWS:
+                raise SystemExit(f"error: {name} has {oc} rows, not a multiple of {TILE_ROWS}")
+            if ic not in pools:
+                g = torch.Generator().manual_seed(seed * 1000003 + ic)
+                rows = tile_pool_rows(ic)
+                base = torch.randn(rows // TILE_ROWS, TILE_ROWS, ic, generator=g) * std
+                pools[ic] = (base.unsqueeze(0) * scales).contiguous()   # [scales, bands, rows, ic]
+            pool = pools[ic]
+            g = torch.Generator().manual_seed(seed * 1000003 + zlib.crc32(name.encode()))
+            nb = oc // TILE_ROWS
+            k = torch.randint(pool.shape[1], (nb,), generator=g)
+            j = torch.randint(pool.shape[0], (nb,), generator=g)
+            param.copy_(pool[j, k].reshape(oc, ic))
 
 
 # ---------------------------------------------------------------- export
@@ -269,7 +355,7 @@ def export_mnn(hf_dir: Path, dst: Path, args) -> str:
         with redirect_stdout(log):
             llmexport.export(str(hf_dir), export="mnn", dst_path=str(dst),
                              mnnconvert="",          # not a file: use pip MNN's converter
-                             quant_bit=args.quant_bit, quant_block=64)
+                             quant_bit=args.quant_bit, quant_block=args.quant_block)
     finally:
         os.chdir(cwd)
     return log.getvalue()
@@ -290,6 +376,10 @@ def pin_model_uuid(path: Path, args) -> None:
     name = (f"soak-qwen2 h{args.hidden} l{args.layers} heads{args.heads} kv{args.kv_heads} "
             f"i{args.intermediate} v{args.vocab} c{args.context} s{args.seed} q{args.quant_bit} "
             f"std{args.init_std} keep{int(args.keep_partial_utf8)}")
+    if args.preset or args.weights != "random" or args.model_vocab or args.rope_theta != 1000000.0:
+        name += f" preset{args.preset} w{args.weights} mv{args.model_vocab} rt{args.rope_theta}"
+    if args.quant_block != 64:
+        name += f" qb{args.quant_block}"
     pinned = str(uuid.uuid5(uuid.NAMESPACE_URL, name)).encode()
     path.write_bytes(data.replace(found[0], pinned))
 
@@ -348,12 +438,22 @@ def make(args) -> dict:
         "num_key_value_heads": args.kv_heads or args.heads,
         "intermediate_size": args.intermediate or default_intermediate(args.hidden),
         "init_std": args.init_std or default_init_std(args.hidden),
-        "vocab_size": args.vocab,
+        "vocab_size": args.model_vocab or args.vocab,
+        "tokenizer_vocab_size": args.vocab,
+        "rope_theta": args.rope_theta,
         "max_position_embeddings": args.context,
         "tie_word_embeddings": True,
         "parameters": n_params,
+        "weights": args.weights,
+        **({"tiling": {"band_rows": TILE_ROWS, "scales": list(TILE_SCALES),
+                       "pool_rows": {str(ic): tile_pool_rows(ic) for ic in
+                                     sorted({args.hidden, args.intermediate or
+                                             default_intermediate(args.hidden)})}}}
+           if args.weights == "tiled" else {}),
+        **({"preset": args.preset, "shape_source": PRESETS[args.preset]["source"]}
+           if args.preset else {}),
         "quant_bit": args.quant_bit,
-        "quant_block": 64,
+        "quant_block": args.quant_block,
         "partial_utf8_token_ids": partial,
         "partial_utf8_rows_zeroed": not args.keep_partial_utf8,
         "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
@@ -388,14 +488,39 @@ def parse_args(argv=None):
     ap.add_argument("--context", type=int, default=4096, help="max_position_embeddings")
     ap.add_argument("--seed", type=int, default=0, help="torch seed for the weights (default 0)")
     ap.add_argument("--quant-bit", type=int, default=4, choices=(4, 8))
+    ap.add_argument("--quant-block", type=int, default=64, choices=(32, 64, 128, 256),
+                    help="weights per quantization block (default 64; 128 with --preset, as the "
+                         "published MNN exports)")
     ap.add_argument("--init-std", type=float, default=None,
                     help="weight init std (default 1.13/sqrt(hidden))")
     ap.add_argument("--corpus", action="append", help="tokenizer training text (repeatable; "
                     f"default {DEFAULT_CORPUS.relative_to(REPO)})")
     ap.add_argument("--keep-partial-utf8", action="store_true",
                     help="do not zero the partial-UTF-8 token rows (output may be invalid UTF-8)")
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="a published Qwen shape (sets hidden, layers, heads, KV heads, "
+                         "intermediate, model vocabulary, rope theta, context; --weights tiled)")
+    ap.add_argument("--model-vocab", type=int, default=None,
+                    help="embedding/lm_head rows (default: the tokenizer's --vocab); rows past "
+                         "the tokenizer are zero")
+    ap.add_argument("--rope-theta", type=float, default=1000000.0)
+    ap.add_argument("--weights", choices=("random", "tiled"), default=None,
+                    help="random: i.i.d. init (default); tiled: bands of a few seeded random "
+                         "bands, so the 4-bit export compresses (default with --preset)")
     ap.add_argument("--out", required=True, help="output folder (replaced)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.preset:
+        p = PRESETS[args.preset]
+        explicit = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])
+                    if a.startswith("--")}
+        for key in ("hidden", "layers", "heads", "kv_heads", "intermediate", "model_vocab",
+                    "rope_theta", "context", "quant_block"):
+            if "--" + key.replace("_", "-") not in explicit:
+                setattr(args, key, p[key])
+        if args.weights is None:
+            args.weights = "tiled"
+    args.weights = args.weights or "random"
+    return args
 
 
 INSTALL = ("pip install /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl  "

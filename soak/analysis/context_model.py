@@ -48,6 +48,7 @@ from statistics import median
 from typing import Sequence
 
 from soak.analysis.trend import Trend, trend
+from soak.engine.model_info import kv_cache_theory
 
 MODELS = ("none", "context", "high_water", "steps")
 BETTER_FIT = 0.8          # a context model must cut the residual spread (mean |deviation|) to this share of the flat model's
@@ -65,22 +66,9 @@ class Row:
 
 
 def expected_kv_bytes_per_token(model: dict | None, backend: str | None) -> dict | None:
-    """layers x KV heads x head dim x 2 (K and V) x dtype bytes, from the manifest's `model`.
-
-    dtype: MNN keeps the KV cache in fp16 on GPU backends unless precision is
-    "high", and in fp32 on x86 CPUs; the assumption is stated in the result.
-    """
-    if not isinstance(model, dict):
-        return None
-    layers, kv_heads, head_dim = model.get("layers"), model.get("kv_heads"), model.get("head_dim")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (layers, kv_heads, head_dim)):
-        return None
-    precision = (model.get("config") or {}).get("precision")
-    gpu = backend in ("opencl", "vulkan", "metal", "cuda")
-    dtype = 4 if (not gpu or precision == "high") else 2
-    return {"bytes_per_token": layers * kv_heads * head_dim * 2 * dtype, "layers": layers, "kv_heads": kv_heads,
-            "head_dim": head_dim, "dtype_bytes": dtype,
-            "dtype_assumed": f"{'fp32' if dtype == 4 else 'fp16'} ({backend or '?'} backend, precision {precision or '?'})"}
+    """layers x KV heads x head dim x 2 (K and V) x dtype bytes, from the manifest's `model`
+    (the theory lives with the model facts: soak.engine.model_info.kv_cache_theory)."""
+    return kv_cache_theory(model, backend)
 
 
 class Accumulator:

@@ -62,11 +62,18 @@ def _b(n: float | None, sign: bool = False) -> str:
     return f"{n:{'+' if sign else ''}.0f} B"
 
 
-def _per_token(fit: dict) -> str:
+def _per_token(fit: dict, expected: dict | None = None) -> str:
     b = fit.get("bytes_per_token") or {}
     text = f"{_b(b.get('value'))}/token [{_b(b.get('lo'))}, {_b(b.get('hi'))}]"
     ratio = (fit.get("kv_ratio") or {}).get("value")
-    return text + (f", KV growth {ratio:.{1 if ratio < 10 else 0}f}x expected" if ratio is not None else "")
+    if ratio is None:
+        return text
+    text += f", KV growth {ratio:.{1 if ratio < 10 else 0}f}x expected"
+    if expected and expected.get("bytes_per_token"):     # the model's own theory, per size
+        text += (f" ({_b(expected['bytes_per_token'])}/token: {expected.get('layers')} layers x "
+                 f"{expected.get('kv_heads')} KV heads x {expected.get('head_dim')} dims x K+V x "
+                 f"{'fp32' if expected.get('dtype_bytes') == 4 else 'fp16'})")
+    return text
 
 
 def memory_line(field: str, v: dict) -> str | None:
@@ -85,7 +92,7 @@ def memory_line(field: str, v: dict) -> str | None:
         return f"{name}: ratchet, {_b(kept, True)} kept after reset, follows the longest context (steps at {at} tokens)"
     if verdict == "ratchet":
         return (f"{name}: ratchet, {_b(kept, True)} kept after reset, follows the longest context "
-                f"({_per_token(fit)})")
+                f"({_per_token(fit, work.get('expected_kv'))})")
     if verdict == "leak":
         res = (work.get("residual") or {}).get("slope_per_iteration") if work.get("model") not in (None, "none") \
             else v.get("slope_per_iteration")
@@ -98,7 +105,7 @@ def memory_line(field: str, v: dict) -> str | None:
         return f"{name}: retained, {_b(kept, True)} ({100 * frac:.0f}%) not given back at reset, not explained by the context"
     text = f"{name}: {verdict.replace('_', ' ')}"
     if work.get("model") == "context":
-        text += f", grows with the context and comes back at reset ({_per_token(fit)})"
+        text += f", grows with the context and comes back at reset ({_per_token(fit, work.get('expected_kv'))})"
     elif kept is not None:
         text += f", {_b(kept, True)} kept after reset"
     return text

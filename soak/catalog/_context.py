@@ -13,6 +13,7 @@ from pathlib import Path
 from soak import run_folder
 from soak.catalog.schema import (THREAD_NUM_BITS, AppliesTo, human_params,
                                  parse_param_count, parse_version)
+from soak.engine.model_info import kv_cache_theory
 
 
 @dataclass
@@ -22,6 +23,8 @@ class RunContext:
     model_params: float | None = None
     model_family: str | None = None
     max_context: int | None = None
+    kv_bytes_per_token: int | None = None   # KV cache per context token, from the model's shape
+    kv_dtype: str | None = None             # the KV precision that figure assumes (fp16/fp32)
     backend: str | None = None          # requested
     backend_actual: str | None = None
     precision: str | None = None
@@ -150,6 +153,10 @@ def load_context(run_dir: Path, scan=None) -> RunContext:
             ctx.os = "android"
     if scan is not None:
         fill_from_events(ctx, scan)
+    kv = kv_cache_theory(model, ctx.backend_actual or ctx.backend)
+    if kv:
+        ctx.kv_bytes_per_token = kv["bytes_per_token"]
+        ctx.kv_dtype = "fp32" if kv["dtype_bytes"] == 4 else "fp16"
     return ctx
 
 

@@ -285,7 +285,7 @@ def classify_many(runs_or_dir, catalog=None, write: bool = True) -> dict:
         "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"], "findings": r["summary"]["findings"],
                   "known": r["summary"]["known"], "unknown": r["summary"]["unknown"],
                   "worst_severity": r["summary"]["worst_severity"],
-                  "context": {k: r["context"].get(k) for k in ("model_params_human", "model_family", "backend",
+                  "context": {k: r["context"].get(k) for k in ("model_params_human", "kv_bytes_per_token", "model_family", "backend",
                                                                 "backend_actual", "gpu_model", "driver_version",
                                                                 "mnn_version", "os")}}
                  for r in results],

@@ -74,6 +74,38 @@ def estimate_params(weight_bytes: int, bits: int, block: int = 64, symmetric: bo
     return int(round(weight_bytes / per_param))
 
 
+_GPU_BACKENDS = ("opencl", "vulkan", "metal", "cuda")
+
+
+def kv_values_per_token(layers, kv_heads, head_dim) -> int | None:
+    """K and V values one context token adds: 2 x layers x KV heads x head dim (GQA-aware:
+    KV heads, not attention heads)."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+               for v in (layers, kv_heads, head_dim)):
+        return None
+    return 2 * layers * kv_heads * head_dim
+
+
+def kv_cache_theory(model: dict | None, backend: str | None) -> dict | None:
+    """Theoretical KV-cache bytes per context token of a described model on a backend.
+
+    dtype: MNN keeps the KV cache in fp16 on GPU backends unless precision is
+    "high", and in fp32 on x86 CPUs; the assumption is stated in the result."""
+    if not isinstance(model, dict):
+        return None
+    layers, kv_heads, head_dim = model.get("layers"), model.get("kv_heads"), model.get("head_dim")
+    values = kv_values_per_token(layers, kv_heads, head_dim)
+    if values is None:
+        return None
+    precision = (model.get("config") or {}).get("precision")
+    gpu = backend in _GPU_BACKENDS
+    dtype = 4 if (not gpu or precision == "high") else 2
+    return {"bytes_per_token": values * dtype, "layers": layers, "kv_heads": kv_heads,
+            "head_dim": head_dim, "dtype_bytes": dtype,
+            "dtype_assumed": f"{'fp32' if dtype == 4 else 'fp16'} ({backend or '?'} backend, "
+                             f"precision {precision or '?'})"}
+
+
 def describe_model(config_path: str | os.PathLike) -> dict:
     path = builtin_model(config_path) or Path(config_path).expanduser()
     if path.is_dir():
@@ -134,6 +166,8 @@ def describe_model(config_path: str | os.PathLike) -> dict:
         params, source = name_hint, "model folder name" if name_hint else None
 
     context = made.get("max_position_embeddings") or llm_config.get("max_position_embeddings")
+    head_dim = head_dim or (hidden // heads if hidden and heads else None)
+    kv_values = kv_values_per_token(layers, kv_heads, head_dim)
     return {
         "name": base.name,
         "config_path": str(path.resolve()),
@@ -147,9 +181,16 @@ def describe_model(config_path: str | os.PathLike) -> dict:
         "layers": layers,
         "heads": heads,
         "kv_heads": kv_heads,
-        "head_dim": head_dim or (hidden // heads if hidden and heads else None),
+        "head_dim": head_dim,
+        # 2 x layers x KV heads x head dim, and that in bytes at fp16 (MNN's GPU KV cache) and
+        # fp32 (its x86 CPU cache): what each context token costs (soak.engine.model_info)
+        "kv_values_per_token": kv_values,
+        "kv_bytes_per_token": {"fp16": kv_values * 2, "fp32": kv_values * 4} if kv_values else None,
         "intermediate_size": made.get("intermediate_size"),
         "vocab_size": vocab,
+        "tokenizer_vocab_size": made.get("tokenizer_vocab_size"),
+        "preset": made.get("preset"),
+        "weights": made.get("weights"),
         "max_position_embeddings": context,
         "context_length": context,
         "quant_bits": bits,

@@ -101,3 +101,30 @@ def test_packaged_model_by_name(tiny_model):
     assert builtin_model("nonesuch") is None
     assert describe_model("tiny")["params"] == 640384
     assert check_model("tiny")[0] == tiny_model.resolve()
+
+
+@pytest.mark.parametrize("preset,shape,params,kv_values", [
+    # published: Qwen2-0.5B-Instruct and Qwen2.5-1.5B-Instruct config.json; 0.49B and 1.54B parameters
+    ("qwen2-0.5b", (896, 24, 14, 2, 4864), 494_032_768, 2 * 24 * 2 * 64),
+    ("qwen2.5-1.5b", (1536, 28, 12, 2, 8960), 1_543_714_304, 2 * 28 * 2 * 128),
+])
+def test_real_shape_facts_are_gqa_aware(tmp_path, preset, shape, params, kv_values):
+    """A real-shape model's record gives the parameter count and the KV cost per token from
+    the KV heads (2), not the attention heads (14 / 12): 6x / 7x less than an MHA formula."""
+    hidden, layers, heads, kv_heads, inter = shape
+    assert qwen2_params(hidden, layers, inter, 151936, heads, kv_heads) == params
+    (tmp_path / "config.json").write_text(json.dumps({"llm_model": "llm.mnn", "llm_weight": "llm.mnn.weight",
+                                                      "precision": "low"}))
+    (tmp_path / "soak_model.json").write_text(json.dumps({
+        "family": "qwen2", "random_weights": True, "hidden_size": hidden, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "intermediate_size": inter,
+        "vocab_size": 151936, "tokenizer_vocab_size": 2048, "parameters": params, "quant_bit": 4,
+        "quant_block": 128, "preset": preset, "weights": "tiled", "max_position_embeddings": 32768}))
+    d = describe_model(tmp_path)
+    assert d["params"] == params and d["preset"] == preset and d["tokenizer_vocab_size"] == 2048
+    assert d["kv_heads"] == 2 and d["head_dim"] == hidden // heads
+    assert d["kv_values_per_token"] == kv_values
+    assert d["kv_bytes_per_token"] == {"fp16": kv_values * 2, "fp32": kv_values * 4}
+    from soak.engine.model_info import kv_cache_theory
+    assert kv_cache_theory(d, "opencl")["bytes_per_token"] == kv_values * 2
+    assert kv_cache_theory(d, "cpu")["bytes_per_token"] == kv_values * 4

@@ -33,12 +33,14 @@ MODEL = {"name": "shape-model", "layers": 24, "kv_heads": 2, "head_dim": 64, "ma
 def write_shape(run_dir: Path, shape: str, *, seed: int = 0, iterations: int = 300, floor: float = 213e6,
                 kv_per_token: float = 12288 * 1.1, leak_per_iteration: float = 100e3, step_fraction: float = 0.3,
                 noise: float = 2e6, max_turns: int = 8, field: str = "rss", backend: str = "opencl",
-                step_bytes: float = 0.3 * 213e6, thresholds: tuple = (1000, 2000)) -> Path:
+                step_bytes: float = 0.3 * 213e6, thresholds: tuple = (1000, 2000),
+                model: dict | None = None) -> Path:
     rnd = random.Random(seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "manifest.json").write_text(json.dumps({"run_id": run_dir.name, "backend": backend,
-                                                       "backend_actual": backend, "model": MODEL}))
+                                                       "backend_actual": backend,
+                                                       "model": model or MODEL}))
     lines = []
     seq = 0
 

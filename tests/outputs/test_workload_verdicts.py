@@ -284,3 +284,34 @@ def test_recorded_h200_cpu_run_is_not_stable(tmp_path):
     rss = v["memory"]["series"]["rss"]
     assert rss["verdict_one_series"] == "stable"
     assert rss["verdict"] in ("retained", "ratchet", "leak") and rss["kept_after_reset"]["fraction"] > 1
+
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
+
+
+@pytest.mark.parametrize("case,kv_fp16", [("pip-qwen2-0.5b", 12_288), ("pip-qwen2.5-1.5b", 28_672)])
+def test_memory_verdict_judges_growth_against_each_size(tmp_path, case, kv_fp16):
+    """Issue 25: the model block of a real-size manifest (tests/data/real/, Qwen2-0.5B and Qwen2.5-1.5B
+    shapes, GQA with 2 KV heads) is the theory the GPU memory growth per token is judged against: a
+    series growing at exactly that rate reads 1.0x expected, and the same series judged with the other
+    size's model reads 28,672/12,288 = 2.33x (or its inverse) off."""
+    import json
+    model = json.loads((REAL / case / "manifest.json").read_text())["model"]
+    assert model["kv_bytes_per_token"]["fp16"] == kv_fp16
+    run = shapes.write_shape(tmp_path / case, "clean", seed=3, field="gpu_live_bytes", kv_per_token=kv_fp16,
+                             noise=kv_fp16 * 20, model=model)
+    v, g = _v(run, "gpu_live_bytes")
+    assert v["memory"]["expected_kv"]["bytes_per_token"] == kv_fp16
+    assert v["memory"]["expected_kv"]["kv_heads"] == 2
+    kv = g["workload"]["fit"]["kv_ratio"]
+    assert kv["lo"] <= 1.0 <= kv["hi"] and kv["value"] == pytest.approx(1.0, rel=0.05)
+    line = next(x for x in summary_lines(v) if x.startswith("GPU bytes"))
+    layers, head_dim = (24, 64) if kv_fp16 == 12_288 else (28, 128)
+    assert (f"1.0x expected ({kv_fp16 / 1000:.1f} kB/token: {layers} layers x 2 KV heads x {head_dim} dims "
+            "x K+V x fp16)") in line, line
+    other = "pip-qwen2.5-1.5b" if case == "pip-qwen2-0.5b" else "pip-qwen2-0.5b"
+    other_model = json.loads((REAL / other / "manifest.json").read_text())["model"]
+    run2 = shapes.write_shape(tmp_path / (case + "-as-" + other), "clean", seed=3, field="gpu_live_bytes",
+                              kv_per_token=kv_fp16, noise=kv_fp16 * 20, model=other_model)
+    ratio = _v(run2, "gpu_live_bytes")[1]["workload"]["fit"]["kv_ratio"]["value"]
+    assert ratio == pytest.approx(kv_fp16 / other_model["kv_bytes_per_token"]["fp16"], rel=0.05)
