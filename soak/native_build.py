@@ -39,7 +39,7 @@ TARGETS = {
     "soak_crash": ("crash", "libsoak_crash.so"),
 }
 # components whose sources another one compiles in (their files count in its hash)
-USES = {"soak-runner": ("crash",)}
+USES = {"soak-runner": ("crash", "oracle")}
 
 
 def cache_root() -> Path:

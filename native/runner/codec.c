@@ -190,7 +190,7 @@ int json_quote(sbuf *b, const char *s, size_t len) {
     return sbuf_add(b, "\"", 1);
 }
 
-/* ---- JSON input (just enough for the open spec) ---- */
+/* ---- JSON input (the open spec, the oracle's payloads) ---- */
 
 typedef struct {
     const char *p;
@@ -198,10 +198,12 @@ typedef struct {
     const char *start;
     char *err;
     size_t err_len;
+    const char *doc; /* what is read, for messages: "open spec", "oracle payload" */
 } reader;
 
 static int fail(reader *r, const char *what) {
-    snprintf(r->err, r->err_len, "invalid open spec JSON: %s at byte %ld", what, (long)(r->p - r->start));
+    if (r->err && r->err_len)
+        snprintf(r->err, r->err_len, "invalid %s JSON: %s at byte %ld", r->doc, what, (long)(r->p - r->start));
     return -1;
 }
 
@@ -363,7 +365,7 @@ static int parse_plugins(reader *r, open_spec *spec) {
 
 int open_spec_parse(const char *json, size_t len, open_spec *spec, char *err, size_t err_len) {
     memset(spec, 0, sizeof *spec);
-    reader r = {json, json + len, json, err, err_len};
+    reader r = {json, json + len, json, err, err_len, "open spec"};
     skip_ws(&r);
     if (r.p >= r.end || *r.p != '{') return fail(&r, "expected an object");
     r.p++;
@@ -415,4 +417,119 @@ void open_spec_free(open_spec *spec) {
     for (size_t i = 0; i < spec->n_plugins; i++) free(spec->plugins[i]);
     free(spec->plugins);
     memset(spec, 0, sizeof *spec);
+}
+
+/* ---- one object's members, each value as its text ---- */
+
+int json_members(const char *json, size_t len, const char *doc, json_member **members, size_t *n, char *err,
+                 size_t err_len) {
+    *members = NULL;
+    *n = 0;
+    reader r = {json, json + len, json, err, err_len, doc};
+    skip_ws(&r);
+    if (r.p >= r.end || *r.p != '{') return fail(&r, "expected an object");
+    r.p++;
+    skip_ws(&r);
+    if (r.p < r.end && *r.p == '}') {
+        r.p++;
+    } else {
+        for (;;) {
+            char *key;
+            skip_ws(&r);
+            if (parse_string(&r, &key)) goto bad;
+            json_member *grown = realloc(*members, (*n + 1) * sizeof *grown);
+            if (!grown) { free(key); fail(&r, "out of memory"); goto bad; }
+            *members = grown;
+            json_member *m = &grown[(*n)++];
+            m->key = key;
+            skip_ws(&r);
+            if (r.p >= r.end || *r.p != ':') { fail(&r, "expected ':'"); goto bad; }
+            r.p++;
+            skip_ws(&r);
+            m->value = r.p;
+            if (skip_value(&r, 1)) goto bad;
+            m->len = (size_t)(r.p - m->value);
+            skip_ws(&r);
+            if (r.p < r.end && *r.p == ',') { r.p++; continue; }
+            if (r.p < r.end && *r.p == '}') { r.p++; break; }
+            fail(&r, "expected ',' or '}'");
+            goto bad;
+        }
+    }
+    skip_ws(&r);
+    if (r.p != r.end) { fail(&r, "trailing data"); goto bad; }
+    return 0;
+bad:
+    json_members_free(*members, *n);
+    *members = NULL;
+    *n = 0;
+    return -1;
+}
+
+void json_members_free(json_member *members, size_t n) {
+    for (size_t i = 0; i < n; i++) free(members[i].key);
+    free(members);
+}
+
+const json_member *json_member_get(const json_member *members, size_t n, const char *key) {
+    for (size_t i = n; i-- > 0;) /* the last of a repeated key, as Python's json */
+        if (strcmp(members[i].key, key) == 0) return &members[i];
+    return NULL;
+}
+
+int json_is_null(const json_member *m) { return m->len == 4 && memcmp(m->value, "null", 4) == 0; }
+
+int json_string_of(const json_member *m, char **out, size_t *len) {
+    reader r = {m->value, m->value + m->len, m->value, NULL, 0, ""};
+    *out = NULL;
+    if (parse_string(&r, out) || r.p != r.end) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    if (len) *len = strlen(*out);
+    return 0;
+}
+
+/* One JSON number at p (up to end): 0 and *out, or -1.  skip_value has bounded it. */
+static int number_at(const char *p, const char *end, double *out, const char **next) {
+    const char *q = p;
+    if (q < end && *q == '-') q++;
+    if (q >= end || *q < '0' || *q > '9') return -1;
+    char text[64];
+    const char *stop = q;
+    while (stop < end && strchr("+-0123456789.eE", *stop)) stop++;
+    if ((size_t)(stop - p) >= sizeof text) return -1;
+    memcpy(text, p, (size_t)(stop - p));
+    text[stop - p] = '\0';
+    char *tail;
+    *out = strtod(text, &tail);
+    if (*tail) return -1;
+    *next = stop;
+    return 0;
+}
+
+int json_number_of(const json_member *m, double *out) {
+    const char *next;
+    return number_at(m->value, m->value + m->len, out, &next) == 0 && next == m->value + m->len ? 0 : -1;
+}
+
+int json_numbers_of(const json_member *m, double *out, size_t max, size_t *n) {
+    reader r = {m->value, m->value + m->len, m->value, NULL, 0, ""};
+    *n = 0;
+    if (r.p >= r.end || *r.p != '[') return -1;
+    r.p++;
+    skip_ws(&r);
+    if (r.p < r.end && *r.p == ']') return r.p + 1 == r.end ? 0 : -1;
+    for (;;) {
+        double v;
+        skip_ws(&r);
+        if (number_at(r.p, r.end, &v, &r.p)) return -1;
+        if (*n < max) out[*n] = v;
+        ++*n;
+        skip_ws(&r);
+        if (r.p < r.end && *r.p == ',') { r.p++; continue; }
+        if (r.p < r.end && *r.p == ']') return r.p + 1 == r.end ? 0 : -1;
+        return -1;
+    }
 }

@@ -45,4 +45,27 @@ typedef struct {
 int open_spec_parse(const char *json, size_t len, open_spec *spec, char *err, size_t err_len);
 void open_spec_free(open_spec *spec);
 
+/* A JSON object read one level deep: each member's key, and its value as text (into the parsed
+ * JSON; a nested object stays text, e.g. a config to hand to the engine as it came).  The oracle's
+ * payloads (soak/oracle/wire.py) are read so. */
+typedef struct {
+    char *key;
+    const char *value;
+    size_t len;
+} json_member;
+
+/* Returns 0, or -1 with a message ("invalid <doc> JSON: ...") in err. */
+int json_members(const char *json, size_t len, const char *doc, json_member **members, size_t *n, char *err,
+                 size_t err_len);
+void json_members_free(json_member *members, size_t n);
+/* The member named key (the last one if repeated, as Python's json), or NULL. */
+const json_member *json_member_get(const json_member *members, size_t n, const char *key);
+int json_is_null(const json_member *m);
+/* A string value, unescaped (malloc'd; a \u0000 is refused); 0, or -1 when it is no string. */
+int json_string_of(const json_member *m, char **out, size_t *len);
+/* A number value; 0, or -1 when it is no number. */
+int json_number_of(const json_member *m, double *out);
+/* An array of numbers: its length in *n, the first max of them in out; 0, or -1 when it is none. */
+int json_numbers_of(const json_member *m, double *out, size_t max, size_t *n);
+
 #endif

@@ -125,6 +125,33 @@ const char *load_plugin(const char *path, char *err, size_t err_len, const char 
     return open_library(path, "backend plugin", RTLD_NOW | RTLD_GLOBAL, &handle, err, err_len, hint);
 }
 
+/* The optional oracle functions (ABI 2): all of them, or none, with the reason in the words of
+ * soak/engine/loader.py oracle_missing (the open result carries it). */
+static void load_oracle(void *h, uint32_t version, engine_api *api) {
+    static const char *const names[] = {"soak_engine_tokenize", "soak_engine_forward", "soak_engine_is_stop",
+                                        "soak_engine_token_bytes"};
+    void **slots[] = {(void **)&api->tokenize, (void **)&api->forward, (void **)&api->is_stop,
+                      (void **)&api->token_bytes};
+    char *why = api->oracle_unavailable;
+    size_t cap = sizeof api->oracle_unavailable, used = 0;
+    why[0] = '\0';
+    for (size_t i = 0; i < 4; i++) {
+        void *p = version >= 2 ? dlsym(h, names[i]) : NULL;
+        memcpy(slots[i], &p, sizeof p);
+        if (version >= 2 && !p) {
+            int n = snprintf(why + used, cap - used, "%s%s", used ? ", " : "it lacks ", names[i]);
+            if (n > 0 && (size_t)n < cap - used) used += (size_t)n;
+        }
+    }
+    if (version < 2)
+        snprintf(why, cap, "it implements engine ABI v%u; the oracle functions (soak_engine_tokenize, "
+                 "soak_engine_forward, soak_engine_is_stop, soak_engine_token_bytes) came with v2", version);
+    if (why[0]) {
+        void *none = NULL;
+        for (size_t i = 0; i < 4; i++) memcpy(slots[i], &none, sizeof none);
+    }
+}
+
 const char *load_engine(const char *path, engine_api *api, char *err, size_t err_len, const char **hint) {
     void *h = NULL;
     /* RTLD_LOCAL for the engine, as the Python loader: plugins are the global ones. */
@@ -165,12 +192,13 @@ const char *load_engine(const char *path, engine_api *api, char *err, size_t err
         return ERR_MISSING_SYMBOL;
     }
     uint32_t v = api->abi_version();
-    /* older libraries lack only the optional functions (soak_engine.h), which the runner does not call */
+    /* older libraries lack only the optional functions (soak_engine.h): load_oracle says so */
     if (v < SOAK_ENGINE_ABI_MIN_VERSION || v > SOAK_ENGINE_ABI_VERSION) {
         snprintf(err, err_len, "engine library %s has ABI version %u, this runner needs %u to %u", path, v,
                  SOAK_ENGINE_ABI_MIN_VERSION, SOAK_ENGINE_ABI_VERSION);
         *hint = "rebuild the engine against this soak's native/include/soak_engine.h";
         return ERR_ABI_MISMATCH;
     }
+    load_oracle(h, v, api);
     return NULL;
 }

@@ -19,6 +19,13 @@ typedef struct {
     int (*status)(soak_engine *e);
     int (*perf)(soak_engine *e, soak_perf *out);
     void (*destroy)(soak_engine *e);
+    /* optional (ABI 2, the logits oracle): all four set, or all NULL with the reason in oracle_unavailable */
+    int (*tokenize)(soak_engine *e, const char *prompt, size_t prompt_len, const int32_t **ids, size_t *n_ids);
+    int (*forward)(soak_engine *e, const int32_t *ids, size_t n_ids, int32_t is_prefill, const float **logits,
+                   int32_t *vocab);
+    int (*is_stop)(soak_engine *e, int32_t id);
+    int (*token_bytes)(soak_engine *e, int32_t id, const char **data, size_t *len);
+    char oracle_unavailable[256]; /* why the engine cannot serve the oracle ("": it can), as soak/engine/loader.py */
 } engine_api;
 
 /* error_kind strings of the worker protocol (NULL = no error). */
@@ -33,7 +40,7 @@ extern const char *const ERR_ABI_MISMATCH;
 const char *load_plugin(const char *path, char *err, size_t err_len, const char **hint);
 
 /* dlopen(path, RTLD_NOW | RTLD_LOCAL) + dlsym of every required ABI function + version check
- * (SOAK_ENGINE_ABI_MIN_VERSION to SOAK_ENGINE_ABI_VERSION). */
+ * (SOAK_ENGINE_ABI_MIN_VERSION to SOAK_ENGINE_ABI_VERSION), then the optional oracle functions. */
 const char *load_engine(const char *path, engine_api *api, char *err, size_t err_len, const char **hint);
 
 #endif

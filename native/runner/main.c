@@ -22,6 +22,7 @@
 #include "codec.h"
 #include "loader.h"
 #include "soak_crash.h"
+#include "teacher.h"
 
 #define PROTOCOL_VERSION 1
 
@@ -49,7 +50,9 @@ typedef struct {
     int has_perf;
     soak_perf perf;
     const char *engine_name; /* open only */
-    const sbuf *output;      /* respond only */
+    const sbuf *output;      /* respond, reference, check */
+    const char *oracle_unavailable; /* open: why the engine cannot serve the oracle (NULL: it can) */
+    const sbuf *fields;      /* reference, check: the turn or its summary (",\"turn\":{...}") */
     int has_timing;          /* respond: per-token timing (us; -1 = none) */
     int64_t ttft_us, itl_p50_us, itl_p99_us, itl_max_us;
     int64_t engine_us;       /* respond: time inside the engine's respond call (-1 = none) */
@@ -104,6 +107,7 @@ static void send_result(const result *r) {
     if (r->engine_name) {
         add_text(&b, "engine_name", r->engine_name);
         sbuf_str(&b, ",\"streams\":true");
+        add_text(&b, "oracle_unavailable", r->oracle_unavailable);
     }
     if (r->has_timing) {
         const char *keys[] = {"ttft_us", "itl_p50_us", "itl_p99_us", "itl_max_us"};
@@ -117,6 +121,7 @@ static void send_result(const result *r) {
         sbuf_str(&b, "}");
     }
     if (r->engine_us >= 0) sbuf_fmt(&b, ",\"engine_us\":%" PRId64, r->engine_us);
+    if (r->fields) sbuf_add(&b, r->fields->data, r->fields->len);
     if (r->output) {
         sbuf_str(&b, ",\"output_b64\":\"");
         b64_encode(&b, r->output->data ? r->output->data : "", r->output->len);
@@ -276,6 +281,7 @@ static void set_timing(result *r, stream_state *st) {
 static void close_engine(void) {
     if (engine) api.destroy(engine);
     engine = NULL;
+    teacher_forget();
 }
 
 static void fail(result *r, int rc, const char *kind, const char *error) {
@@ -334,6 +340,7 @@ static void cmd_open(result *r, const char *word) {
             } else {
                 snprintf(name, sizeof name, "%s", api.name() ? api.name() : "");
                 r->engine_name = name;
+                r->oracle_unavailable = api.oracle_unavailable[0] ? api.oracle_unavailable : NULL;
             }
         }
     }
@@ -367,6 +374,35 @@ static int set_config_word(result *r, const char *word, char *err, size_t err_si
     }
     free(json);
     return ok;
+}
+
+/* The logits oracle's commands (teacher.c): a teacher-forced turn (`check`) or a reference turn
+ * (`reference`); only the turn's summary or its reference steps leave the runner. */
+static void cmd_oracle(result *r, const char *op, const char *word, sbuf *text) {
+    static sbuf fields;
+    static teacher_error err;
+    char *json;
+    size_t len;
+    sbuf_free(&fields);
+    if (!word) {
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: list index out of range");
+        return;
+    }
+    if (payload(word, &json, &len) != 0) {
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: the payload is not valid base64");
+        return;
+    }
+    int64_t call_us = now_us();
+    int rc = teacher_run(&api, engine, op, json, len, &fields, text, &err);
+    free(json);
+    if (rc != 0) {
+        fail(r, err.rc, err.kind, err.message);
+        r->hint = err.hint;
+        return;
+    }
+    r->engine_us = now_us() - call_us;
+    r->fields = &fields;
+    r->output = text;
 }
 
 /* Runs one command (words[0] is a known op, id parsed).  Returns 1 to quit. */
@@ -411,6 +447,8 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
             }
             free(st.times);
         }
+    } else if (strcmp(op, "reference") == 0 || strcmp(op, "check") == 0) {
+        cmd_oracle(r, op, n >= 3 ? w[2] : NULL, out);
     } else if (strcmp(op, "reset") == 0) {
         api.reset(engine);
     } else if (strcmp(op, "reinit") == 0) {
@@ -421,7 +459,7 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
 
     r->status = engine ? api.status(engine) : SOAK_STATUS_NOT_LOADED;
     int with_perf = !strcmp(op, "respond") || !strcmp(op, "load") || !strcmp(op, "status") || !strcmp(op, "reinit") ||
-                    !strcmp(op, "reset");
+                    !strcmp(op, "reset") || !strcmp(op, "reference") || !strcmp(op, "check");
     if (with_perf && engine) {
         memset(&r->perf, 0, sizeof r->perf);
         api.perf(engine, &r->perf);
@@ -430,7 +468,8 @@ static int handle(result *r, char **w, size_t n, sbuf *out, int64_t started_us) 
     return strcmp(op, "quit") == 0;
 }
 
-static const char *const OPS[] = {"open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit"};
+static const char *const OPS[] = {"open",   "set_config", "load",  "respond",  "reset", "reinit",
+                                  "status", "close",      "quit",  "reference", "check"};
 
 /* Parses and runs one line.  Returns 1 to quit. */
 static int handle_line(char *line) {

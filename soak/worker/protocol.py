@@ -20,7 +20,7 @@ PROTOCOL_VERSION = 1
 MARKER_PREFIX = b"\x1esoak:done "
 
 OPS = ("open", "set_config", "load", "respond", "reset", "reinit", "status", "close", "quit",
-       "reference", "check")  # the last two: the logits oracle (soak.oracle.wire), Python worker only
+       "reference", "check")  # the last two: the logits oracle (soak.oracle.wire; native/runner/teacher.c)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 Both are driven with one script over real pipes: loading errors of every
 kind, bad lines, commands before open, a full engine session with faults
-and prompts full of shell metacharacters.  Results must match field by
-field (timings and message wording aside) and the log streams byte for byte.
+and prompts full of shell metacharacters, and the logits oracle's `reference`
+and `check` (clean, with injected logit faults, on engines without the oracle,
+with bad payloads).  Results must match field by field (timings and message
+wording aside; the oracle's measures to 1e-9 relative) and the log streams
+byte for byte.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from soak.native_build import ensure_built
+from soak.oracle import wire
+from soak.oracle.reference import RefTurn, pack_ids, unpack_ids, unpack_steps
 from soak.worker import protocol
 
 NASTY_PROMPTS = [
@@ -56,6 +61,42 @@ void soak_engine_destroy(void *e) {}
 """
 
 
+# the logits oracle: a synthetic model with logit faults at given iterations (native/test_engine/FAULTS.md)
+ORACLE = {
+    "zero_work": True,
+    "seed": 5,
+    "stop_probability": 0.05,
+    "faults": [
+        {"kind": "logits_noise", "at": [2], "sigma": 4, "step": 3},
+        {"kind": "logits_nonfinite", "at": [3], "step": 2},
+        {"kind": "logits_nonfinite", "at": [4], "value": "nan", "count": 1 << 20, "step": 1},
+        {"kind": "logits_stale", "at": [5], "step": 4, "steps": 1},
+        {"kind": "logits_nonfinite", "at": [6], "value": "inf", "step": 0},
+        {"kind": "sticky_error", "at": [7]},
+    ],
+}
+
+# engines without the oracle: ABI v1, and ABI 2 with only some of its functions
+NO_ORACLE = r"""
+#include <stddef.h>
+#include <stdint.h>
+static int dummy;
+uint32_t soak_engine_abi_version(void) { return ABI; }
+const char *soak_engine_name(void) { return "no-oracle"; }
+void *soak_engine_create(const char *c, char *e, size_t n) { return &dummy; }
+int soak_engine_set_config(void *e, const char *j) { return 0; }
+int soak_engine_load(void *e) { return 0; }
+int soak_engine_respond(void *e, const char *p, size_t n, int32_t m, void *cb, void *u) { return 0; }
+int soak_engine_reset(void *e) { return 0; }
+int soak_engine_reinit(void *e) { return 0; }
+int soak_engine_status(void *e) { return 1; }
+int soak_engine_perf(void *e, void *o) { return 0; }
+void soak_engine_destroy(void *e) {}
+int soak_engine_tokenize(void *e, const char *p, size_t n, const int32_t **ids, size_t *k) { return 0; }
+int soak_engine_is_stop(void *e, int32_t id) { return 0; }
+"""
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("conformance")
@@ -76,6 +117,14 @@ def built(tmp_path_factory) -> dict[str, Path]:
     paths["text"].write_text("not a library\n")
     paths["config"] = tmp / "config.json"
     paths["config"].write_text(json.dumps(FAULTS))
+    paths["oracle_config"] = tmp / "oracle.json"
+    paths["oracle_config"].write_text(json.dumps(ORACLE))
+    for name, abi in (("v1", 1), ("partial", 2)):
+        (tmp / f"{name}.c").write_text(NO_ORACLE)
+        paths[name] = tmp / f"lib{name}.so"
+        subprocess.run(["cc", "-shared", "-fPIC", f"-DABI={abi}", "-o", str(paths[name]), str(tmp / f"{name}.c")],
+                       check=True)
+    paths["oracle_lib"] = ensure_built("soak_oracle")
     paths["bad_config"] = tmp / "bad.json"
     paths["bad_config"].write_text("{not json")
     paths["dir"] = tmp
@@ -122,8 +171,70 @@ def script(p: dict[str, Path]) -> list[bytes]:
     lines += [
         c("reset", 60), c("reinit", 61), c("respond", 62, -1, b"after reinit"), b"respond 63 4 - extra words\n",
         c("close", 64), c("status", 65), c("open", 66, _spec(p["engine"], p["config"])), c("load", 67),
-        c("respond", 68, 3, b"again"), c("quit", 69),
-        c("status", 70),  # after quit: never answered
+        c("respond", 68, 3, b"again"),
+    ]
+    lines += oracle_script(p)
+    lines += [c("quit", 69), c("status", 70)]  # after quit: never answered
+    return lines
+
+
+def reference_turn(p: dict[str, Path], prompt: bytes, max_new: int, k: int, iteration: int) -> RefTurn:
+    """A turn the oracle made (the Python worker's `reference`, whose result the script compares too)."""
+    c = protocol.encode_command
+    lines = [c("open", 1, _spec(p["engine"], p["oracle_config"])), c("load", 2),
+             c("reference", 3, wire.reference_request(prompt, max_new, k, str(p["oracle_lib"]),
+                                                      {"soak_iteration": iteration})), c("quit", 4)]
+    results, _, _ = drive([sys.executable, "-m", "soak.worker"], lines)
+    assert results[3]["ok"], results[3]
+    return wire.turn_from_result(results[3], k, (0, 0, 0))
+
+
+def oracle_script(p: dict[str, Path]) -> list[bytes]:
+    """`reference` and `check`, ids 100 on: each checked turn of a conversation is the reference's own
+    (the engine holds the reference's history), at iterations whose logit faults (ORACLE) differ."""
+    c = protocol.encode_command
+    lib = str(p["oracle_lib"])
+    first = reference_turn(p, b"what is the capital of France?", 24, 10, 0)
+    wide = reference_turn(p, "你好 🙂 \x00 bytes".encode(), 12, 64, 0)
+
+    def check(cmd_id, turn, iteration, k=10, limits=(1.0, 0.05), **over):
+        req = wire.check_request(turn, k, limits or (), lib, {"soak_iteration": iteration})
+        return c("check", cmd_id, {**req, **({"limits": None} if limits is None else {}), **over})
+
+    lines = [
+        # before an engine can serve it, and bad payloads (the Python worker's ValueError/KeyError)
+        c("open", 100, _spec(p["v1"], p["config"])), c("load", 101),
+        c("check", 102, wire.check_request(first, 10, (1.0, 0.05), lib)),
+        c("reference", 103, wire.reference_request(b"hi", 4, 10, lib)),
+        c("open", 104, _spec(p["partial"], p["config"])), c("load", 105),
+        c("check", 106, wire.check_request(first, 10, (1.0, 0.05), lib)),
+        c("open", 110, _spec(p["engine"], p["oracle_config"])), c("load", 111),
+        # the first forward's out-of-vocabulary id: the engine refuses it (the workers learn the vocabulary
+        # from a forward's logits: below, they refuse it themselves)
+        check(123, RefTurn(0, 0, 0, (5, 1 << 20), first.steps, first.end), 0),
+        b"check 112\n", b"reference 113 %%%%\n", c("check", 114, b"{not json"), c("check", 115, b"\xff\xfe"),
+        c("check", 116, {"topk": 10, "steps": "", "end": "stop", "lib": lib}),
+        c("reference", 117, {"prompt": "not base64!", "max_new": 4, "topk": 10, "lib": lib}),
+        check(118, first, 0, input_ids="AAA"),
+        check(119, first, 0, steps="AAAAAAAA"),
+        check(120, first, 0, topk=65),
+        check(121, first, 0, limits=[1.0]),
+        c("reference", 122, wire.reference_request(b"x", 4, 0, lib)),
+        # an out-of-vocabulary id once the worker knows the vocabulary; no ids at all
+        check(124, first, 0),
+        check(125, RefTurn(0, 0, 0, (5, 1 << 20), first.steps, first.end), 0),
+        check(126, RefTurn(0, 0, 0, (), first.steps, first.end), 0),
+        # a conversation teacher-forced turn after turn: clean, then its turns with logit faults
+        c("reset", 130), c("reference", 131, wire.reference_request(b"what is the capital of France?", 24, 10, lib,
+                                                                  {"soak_iteration": 0})),
+        c("reset", 132), check(133, first, 0), check(134, first, 1, limits=None),
+        check(135, first, 2), check(136, first, 3), check(137, first, 4), check(138, first, 5),
+        c("reference", 139, wire.reference_request(b"nan", 4, 10, lib, {"soak_iteration": 6})),
+        c("reset", 140), check(141, wide, 1, k=64),
+        c("reference", 142, wire.reference_request(b"zero", 0, 10, lib, {"soak_iteration": 1})),
+        check(143, RefTurn(0, 0, 0, first.input_ids, (), "length"), 1),
+        check(144, first, 7), c("reinit", 145), check(146, first, 8),
+        c("check", 147, {**wire.check_request(first, 10, (1.0, 0.05), lib), "config": [1, 2]}),
     ]
     return lines
 
@@ -149,7 +260,26 @@ def normalise(result: dict) -> dict:
         r["timing"] = {k: v is not None for k, v in r["timing"].items()}
     if "perf" in r:
         r["perf"] = {k: v for k, v in r["perf"].items() if k in ("prompt_tokens", "generated_tokens")}
+    if "oracle" in r:  # the turn's forward times differ; its measures are compared by same_measures
+        r["oracle"] = {k: v for k, v in r["oracle"].items() if k not in ("prefill_us", "decode_us")}
+        r["oracle"] = {k: (v if v is None or isinstance(v, int) else float) for k, v in r["oracle"].items()}
     return r
+
+
+def same_measures(c: dict, py: dict, rel: float = 1e-9) -> bool:
+    """The oracle's summaries agree: the same keys, the same integers and nulls, floats to `rel`."""
+    if c.keys() != py.keys():
+        return False
+    for k, v in py.items():
+        if k in ("prefill_us", "decode_us"):
+            continue
+        w = c[k]
+        if isinstance(v, float) and isinstance(w, float):
+            if abs(w - v) > rel * max(abs(v), abs(w)):
+                return False
+        elif v != w or type(v) is not type(w):
+            return False
+    return True
 
 
 def test_runner_matches_python_worker(built):
@@ -164,6 +294,8 @@ def test_runner_matches_python_worker(built):
     assert len(c_results) == len(py_results)
     for py, c in zip(py_results, c_results):
         assert normalise(c) == normalise(py), f"differs for {py.get('op')} {py.get('id')}: {py.get('error')}"
+        if "oracle" in py:
+            assert same_measures(c["oracle"], py["oracle"]), (py["id"], c["oracle"], py["oracle"])
     assert c_log == py_log
 
     # the script really exercised what it claims to
@@ -189,11 +321,13 @@ def test_runner_matches_python_worker(built):
     assert by_id[55]["error_kind"] == "bad_command" and "output_b64" not in by_id[55]
     assert by_id[56]["error_kind"] == "bad_command" and "output_b64" not in by_id[56]
     assert all(r["streams"] is True for r in c_results if r.get("op") == "open" and r["ok"])
-    # both time the engine's own respond call (soak's share of an iteration = wall - engine)
+    # both time the engine's own respond call (soak's share of an iteration = wall - engine), and the
+    # oracle's turns
     for results in (py_results, c_results):
         called = [r for r in results if r.get("op") == "respond" and r.get("timing")]
+        called += [r for r in results if r.get("op") in ("reference", "check") and r["ok"]]
         assert called and all(0 <= r["engine_us"] <= r["wall_us"] for r in called)
-        assert all("engine_us" not in r for r in results if r.get("op") != "respond")
+        assert all("engine_us" not in r for r in results if r.get("op") not in ("respond", "reference", "check"))
 
 
 STREAMING = {"decode_tok_per_s": 20000, "prefill_tok_per_s": 200000, "stop_probability": 0, "seed": 7,
@@ -249,3 +383,41 @@ def test_runner_survives_huge_prompt(built):
     results, _, rc = drive([str(built["runner"])], lines)
     assert rc == 0
     assert results[3]["ok"] and results[3]["perf"]["prompt_tokens"] == 1 + len(prompt) // 4
+
+
+def test_oracle_commands_agree_and_the_script_exercises_them(built):
+    """What the oracle part of the script shows (the first test: both workers alike), said plainly."""
+    lines = script(built)
+    results, _, rc = drive([str(built["runner"])], lines)
+    assert rc == 0
+    by_id = {r.get("id"): r for r in results}
+    # engines without the oracle: the open says why, in the Python worker's words; a check is refused
+    assert by_id[100]["oracle_unavailable"].startswith("it implements engine ABI v1; the oracle functions")
+    assert by_id[104]["oracle_unavailable"] == "it lacks soak_engine_forward, soak_engine_token_bytes"
+    assert by_id[110]["oracle_unavailable"] is None
+    for i in (102, 103, 106):
+        assert by_id[i]["error_kind"] == "engine_error" and "cannot" in by_id[i]["error"] and by_id[i]["hint"]
+    assert all(by_id[i]["error_kind"] == "bad_command" for i in (112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122))
+    assert by_id[123]["error_kind"] == "engine_error" and by_id[125]["error_kind"] == "bad_input"
+    assert by_id[126]["error_kind"] == "bad_input"
+    # the reference made here is the Python worker's, byte for byte
+    first = reference_turn(built, b"what is the capital of France?", 24, 10, 0)
+    assert by_id[131]["turn"] == {"input_ids": pack_ids(first.input_ids), "steps": by_id[131]["turn"]["steps"],
+                                  "n": len(first.steps), "end": first.end}
+    assert unpack_steps(by_id[131]["turn"]["steps"], 10) == first.steps
+    assert base64.b64decode(by_id[131]["output_b64"]) == base64.b64decode(by_id[133]["output_b64"])
+    clean, free, noise, nonfinite, all_nan, stale = (by_id[i]["oracle"] for i in range(133, 139))
+    assert clean["steps"] == len(first.steps) > 3 and clean["flips"] == 0 and clean["abs_max"] < 1e-5
+    assert clean["first_over"] is None and clean["input_tokens"] == len(first.input_ids)
+    assert free["first_over"] is None            # no limits: no first step over them
+    assert noise["first_over"] == 3 and noise["abs_max"] > 1.0
+    assert nonfinite["first_nonfinite"] == 2 and nonfinite["nonfinite_steps"] >= 1
+    # every logit NaN from step 1 on: the measures that can't be numbers travel as null (JSON-safe)
+    assert all_nan["first_nonfinite"] == 1 and all_nan["kl_max"] is None and all_nan["nll"] is None
+    assert all_nan["abs_max"] is None and all_nan["rank_max"] == 1 << 30
+    assert stale["first_over"] == 4
+    assert by_id[139]["error_kind"] == "bad_command" and "not finite" in by_id[139]["error"]
+    assert by_id[141]["ok"] and by_id[141]["oracle"]["steps"] > 0
+    assert by_id[142]["turn"]["n"] == 0 and by_id[143]["oracle"]["steps"] == 0
+    assert by_id[144]["error_kind"] == "engine_error" and by_id[146]["ok"]   # sticky error, then reinit
+    assert by_id[147]["error_kind"] == "engine_error"                        # a config the engine refuses
