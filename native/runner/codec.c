@@ -331,7 +331,7 @@ static int skip_value(reader *r, int depth) {
         if ((size_t)(r->end - r->p) >= n && memcmp(r->p, words[k], n) == 0) { r->p += n; return 0; }
     }
     if (c == '-' || (c >= '0' && c <= '9')) {
-        while (r->p < r->end && strchr("+-0123456789.eE", *r->p)) r->p++;
+        while (r->p < r->end && *r->p && strchr("+-0123456789.eE", *r->p)) r->p++;
         return 0;
     }
     return fail(r, "unexpected character");
@@ -498,7 +498,7 @@ static int number_at(const char *p, const char *end, double *out, const char **n
     if (q >= end || *q < '0' || *q > '9') return -1;
     char text[64];
     const char *stop = q;
-    while (stop < end && strchr("+-0123456789.eE", *stop)) stop++;
+    while (stop < end && *stop && strchr("+-0123456789.eE", *stop)) stop++;
     if ((size_t)(stop - p) >= sizeof text) return -1;
     memcpy(text, p, (size_t)(stop - p));
     text[stop - p] = '\0';

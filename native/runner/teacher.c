@@ -288,13 +288,18 @@ static int run_reference(ctx *c, sbuf *fields, sbuf *text) {
     const float *logits;
     int32_t vocab;
     if (forward(c, input, n_input, 1, &logits, &vocab)) goto out;
-    tokens = malloc((max_new > 0 ? (size_t)max_new : 1) * sizeof *tokens);
-    if (!tokens) {
-        fail(c, "engine_error", SOAK_ERR_ENGINE, NULL, "out of memory");
-        goto out;
-    }
+    size_t cap = 0;
     const char *end = "length";
     for (long long s = 0; s < max_new; s++) {
+        if (n_tokens == cap) {
+            cap = cap ? 2 * cap : 64;
+            int32_t *grown = realloc(tokens, cap * sizeof *tokens);
+            if (!grown) {
+                fail(c, "engine_error", SOAK_ERR_ENGINE, NULL, "out of memory");
+                goto out;
+            }
+            tokens = grown;
+        }
         int32_t top[SOAK_ORACLE_MAX_K];
         float lps[SOAK_ORACLE_MAX_K];
         double lse;
