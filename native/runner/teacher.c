@@ -383,7 +383,7 @@ static int run_check(ctx *c, sbuf *fields, sbuf *text) {
     free(end_text);
     double limits[2];
     size_t n_limits = 0;
-    if (lim_m && !json_is_null(lim_m) && (json_numbers_of(lim_m, limits, 2, &n_limits) || n_limits == 1)) {
+    if (lim_m && !json_is_null(lim_m) && (json_numbers_of(lim_m, limits, 2, &n_limits) || (n_limits != 0 && n_limits != 2))) {
         BAD(c, "%s", "limits must be [abs_max, kl_max]");
         goto out;
     }

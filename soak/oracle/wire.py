@@ -71,6 +71,8 @@ def run(engine, op: str, payload: bytes) -> dict:
         k = int(req["topk"])
         turn = RefTurn(0, 0, 0, unpack_ids(req["input_ids"]), unpack_steps(req["steps"], k), str(req["end"]))
         limits = req.get("limits")
+        if limits and (not isinstance(limits, list) or len(limits) != 2):
+            raise ValueError(f"limits must be [abs_max, kl_max], not {limits!r}")
         summary = teacher.check_turn(engine, lib, turn, tuple(limits) if limits else None)
         body = turn.tokens[:-1] if turn.end == "stop" else turn.tokens
         return {"oracle": summary, "output_b64": base64.b64encode(_text(engine, body)).decode()}

@@ -178,24 +178,28 @@ def script(p: dict[str, Path]) -> list[bytes]:
     return lines
 
 
-def reference_turn(p: dict[str, Path], prompt: bytes, max_new: int, k: int, iteration: int) -> RefTurn:
-    """A turn the oracle made (the Python worker's `reference`, whose result the script compares too)."""
+CONVERSATION = [b"what is the capital of France?", b"and of Italy?"]
+
+
+def reference_turns(p: dict[str, Path], prompts: list[bytes], max_new: int, k: int) -> list[RefTurn]:
+    """The turns of one conversation as the oracle made them (the Python worker's `reference`, whose
+    results the script compares too), turn i at iteration i."""
     c = protocol.encode_command
-    lines = [c("open", 1, _spec(p["engine"], p["oracle_config"])), c("load", 2),
-             c("reference", 3, wire.reference_request(prompt, max_new, k, str(p["oracle_lib"]),
-                                                      {"soak_iteration": iteration})), c("quit", 4)]
-    results, _, _ = drive([sys.executable, "-m", "soak.worker"], lines)
-    assert results[3]["ok"], results[3]
-    return wire.turn_from_result(results[3], k, (0, 0, 0))
+    lines = [c("open", 1, _spec(p["engine"], p["oracle_config"])), c("load", 2)]
+    lines += [c("reference", 3 + i, wire.reference_request(prompt, max_new, k, str(p["oracle_lib"]),
+                                                           {"soak_iteration": i})) for i, prompt in enumerate(prompts)]
+    results, _, _ = drive([sys.executable, "-m", "soak.worker"], lines + [c("quit", 99)])
+    assert all(r["ok"] for r in results[1:]), results
+    return [wire.turn_from_result(r, k, (0, i, i)) for i, r in enumerate(results[3:3 + len(prompts)])]
 
 
 def oracle_script(p: dict[str, Path]) -> list[bytes]:
-    """`reference` and `check`, ids 100 on: each checked turn of a conversation is the reference's own
-    (the engine holds the reference's history), at iterations whose logit faults (ORACLE) differ."""
+    """`reference` and `check`, ids 100 on: a checked conversation holds the reference's history (a
+    reset, then its turns in order), at iterations whose logit faults (ORACLE) differ."""
     c = protocol.encode_command
     lib = str(p["oracle_lib"])
-    first = reference_turn(p, b"what is the capital of France?", 24, 10, 0)
-    wide = reference_turn(p, "你好 🙂 \x00 bytes".encode(), 12, 64, 0)
+    first, second = reference_turns(p, CONVERSATION, 24, 10)
+    wide, = reference_turns(p, ["你好 🙂 \x00 bytes".encode()], 12, 64)
 
     def check(cmd_id, turn, iteration, k=10, limits=(1.0, 0.05), **over):
         req = wire.check_request(turn, k, limits or (), lib, {"soak_iteration": iteration})
@@ -224,11 +228,14 @@ def oracle_script(p: dict[str, Path]) -> list[bytes]:
         check(124, first, 0),
         check(125, RefTurn(0, 0, 0, (5, 1 << 20), first.steps, first.end), 0),
         check(126, RefTurn(0, 0, 0, (), first.steps, first.end), 0),
-        # a conversation teacher-forced turn after turn: clean, then its turns with logit faults
-        c("reset", 130), c("reference", 131, wire.reference_request(b"what is the capital of France?", 24, 10, lib,
-                                                                  {"soak_iteration": 0})),
-        c("reset", 132), check(133, first, 0), check(134, first, 1, limits=None),
-        check(135, first, 2), check(136, first, 3), check(137, first, 4), check(138, first, 5),
+        # the reference's conversation made again, then teacher-forced turn after turn; then its first
+        # turn alone at iterations with logit faults
+        c("reset", 130), c("reference", 131, wire.reference_request(CONVERSATION[0], 24, 10, lib, {"soak_iteration": 0})),
+        c("reference", 160, wire.reference_request(CONVERSATION[1], 24, 10, lib, {"soak_iteration": 1})),
+        c("reset", 132), check(133, first, 0), check(161, second, 1),
+        c("reset", 162), check(134, first, 1, limits=None),
+        c("reset", 163), check(135, first, 2), c("reset", 164), check(136, first, 3),
+        c("reset", 165), check(137, first, 4), c("reset", 166), check(138, first, 5),
         c("reference", 139, wire.reference_request(b"nan", 4, 10, lib, {"soak_iteration": 6})),
         c("reset", 140), check(141, wide, 1, k=64),
         c("reference", 142, wire.reference_request(b"zero", 0, 10, lib, {"soak_iteration": 1})),
@@ -400,15 +407,18 @@ def test_oracle_commands_agree_and_the_script_exercises_them(built):
     assert all(by_id[i]["error_kind"] == "bad_command" for i in (112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122))
     assert by_id[123]["error_kind"] == "engine_error" and by_id[125]["error_kind"] == "bad_input"
     assert by_id[126]["error_kind"] == "bad_input"
-    # the reference made here is the Python worker's, byte for byte
-    first = reference_turn(built, b"what is the capital of France?", 24, 10, 0)
-    assert by_id[131]["turn"] == {"input_ids": pack_ids(first.input_ids), "steps": by_id[131]["turn"]["steps"],
-                                  "n": len(first.steps), "end": first.end}
-    assert unpack_steps(by_id[131]["turn"]["steps"], 10) == first.steps
+    # the conversation's reference made here is the Python worker's, byte for byte
+    first, second = reference_turns(built, CONVERSATION, 24, 10)
+    for i, turn in zip((131, 160), (first, second)):
+        assert by_id[i]["turn"] == {"input_ids": pack_ids(turn.input_ids), "steps": by_id[i]["turn"]["steps"],
+                                    "n": len(turn.steps), "end": turn.end}
+        assert unpack_steps(by_id[i]["turn"]["steps"], 10) == turn.steps
     assert base64.b64decode(by_id[131]["output_b64"]) == base64.b64decode(by_id[133]["output_b64"])
     clean, free, noise, nonfinite, all_nan, stale = (by_id[i]["oracle"] for i in range(133, 139))
-    assert clean["steps"] == len(first.steps) > 3 and clean["flips"] == 0 and clean["abs_max"] < 1e-5
-    assert clean["first_over"] is None and clean["input_tokens"] == len(first.input_ids)
+    # teacher-forced turn after turn on the reference's history: every step agrees
+    for checked, turn in ((clean, first), (by_id[161]["oracle"], second)):
+        assert checked["steps"] == len(turn.steps) > 3 and checked["flips"] == 0 and checked["abs_max"] < 1e-5
+        assert checked["first_over"] is None and checked["input_tokens"] == len(turn.input_ids)
     assert free["first_over"] is None            # no limits: no first step over them
     assert noise["first_over"] == 3 and noise["abs_max"] > 1.0
     assert nonfinite["first_nonfinite"] == 2 and nonfinite["nonfinite_steps"] >= 1
