@@ -363,51 +363,27 @@ static int parse_plugins(reader *r, open_spec *spec) {
     }
 }
 
+/* The open spec's members (json_members below), each read from its own text. */
 int open_spec_parse(const char *json, size_t len, open_spec *spec, char *err, size_t err_len) {
     memset(spec, 0, sizeof *spec);
-    reader r = {json, json + len, json, err, err_len, "open spec"};
-    skip_ws(&r);
-    if (r.p >= r.end || *r.p != '{') return fail(&r, "expected an object");
-    r.p++;
-    skip_ws(&r);
-    if (r.p < r.end && *r.p == '}') { r.p++; goto done; }
-    for (;;) {
-        char *key;
-        skip_ws(&r);
-        if (parse_string(&r, &key)) goto bad;
-        skip_ws(&r);
-        if (r.p >= r.end || *r.p != ':') { free(key); fail(&r, "expected ':'"); goto bad; }
-        r.p++;
-        skip_ws(&r);
-        char **slot = NULL;
-        if (strcmp(key, "kind") == 0) slot = &spec->kind;
-        else if (strcmp(key, "engine_lib") == 0) { slot = &spec->engine_lib; spec->has_engine_lib = 1; }
-        else if (strcmp(key, "config_path") == 0) { slot = &spec->config_path; spec->has_config_path = 1; }
-        int rc;
-        if (slot) {
-            free(*slot);
-            *slot = NULL;
-            rc = is_null(&r) ? 0 : parse_string(&r, slot);
-        } else if (strcmp(key, "plugins") == 0) {
-            rc = parse_plugins(&r, spec);
-        } else {
-            rc = skip_value(&r, 1);
-        }
-        free(key);
-        if (rc) goto bad;
-        skip_ws(&r);
-        if (r.p < r.end && *r.p == ',') { r.p++; continue; }
-        if (r.p < r.end && *r.p == '}') { r.p++; break; }
-        fail(&r, "expected ',' or '}'");
-        goto bad;
+    json_member *members;
+    size_t n;
+    if (json_members(json, len, "open spec", &members, &n, err, err_len)) return -1;
+    static const char *const keys[] = {"kind", "engine_lib", "config_path", "plugins"};
+    char **slots[] = {&spec->kind, &spec->engine_lib, &spec->config_path, NULL};
+    int rc = 0;
+    for (size_t k = 0; k < 4 && !rc; k++) {
+        const json_member *m = json_member_get(members, n, keys[k]);
+        if (!m) continue;
+        reader r = {m->value, m->value + m->len, json, err, err_len, "open spec"}; /* offsets from the spec's start */
+        if (k == 1) spec->has_engine_lib = 1;
+        if (k == 2) spec->has_config_path = 1;
+        if (!slots[k]) rc = parse_plugins(&r, spec);
+        else if (!is_null(&r)) rc = parse_string(&r, slots[k]);
     }
-done:
-    skip_ws(&r);
-    if (r.p != r.end) { fail(&r, "trailing data"); goto bad; }
-    return 0;
-bad:
-    open_spec_free(spec);
-    return -1;
+    json_members_free(members, n);
+    if (rc) open_spec_free(spec);
+    return rc;
 }
 
 void open_spec_free(open_spec *spec) {
