@@ -109,7 +109,8 @@ class Session:
             self._emit_faults(found)
             return False, found
         self.engine_name = out.result.get("engine_name")
-        self.oracle_unavailable = out.result.get("oracle_unavailable", "the worker does not run the oracle")
+        self.oracle_unavailable = out.result.get(   # no key: a soak-runner older than its oracle
+            "oracle_unavailable", "the worker does not run the oracle (rebuild soak-runner from this soak's native/runner)")
         config = dict(self.setup.config)
         if self.setup.per_iteration_config:
             config["soak_iteration"] = next_iteration
