@@ -385,7 +385,7 @@ static void cmd_oracle(result *r, const char *op, const char *word, sbuf *text) 
     size_t len;
     sbuf_free(&fields);
     if (!word) {
-        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: list index out of range");
+        fail(r, SOAK_ERR_INVALID_ARG, "bad_command", "bad command: reference and check need a base64 JSON payload");
         return;
     }
     if (payload(word, &json, &len) != 0) {
