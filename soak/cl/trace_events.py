@@ -8,14 +8,17 @@ build_failure  -> cl_build_failure (the record's fields, call_seq)
 start          -> cl_start         (the record's fields)
 config_error   -> cl_config_error  (the record's fields)
 profile        -> cl_profile       (the record's fields; --cl-profile)
-Every record field passes through, so a field the interposer adds reaches the events.
+Every record field passes through (renamed where it would collide with the event's own fields), so a
+field the interposer adds reaches the events.
 Other record types (alloc, free, ext, exit) stay in cl_trace.jsonl only.
 """
 
 from __future__ import annotations
 
-# record fields renamed in events (events have their own `seq`/`type`/`iteration`)
-_RENAMED = {"seq": "call_seq", "index": "call_index"}
+# record fields renamed in events (events have their own `seq`/`type`/`iteration`, and the envelope's
+# `event`, `t`, `ts` and `run_id`: a record field of one of those names would collide with it)
+_RENAMED = {"seq": "call_seq", "index": "call_index", "event": "cl_event", "t": "cl_t", "ts": "cl_ts",
+            "run_id": "cl_run_id"}
 _DROPPED = {"type", "iteration"}
 _EVENT_OF = {"error": "cl_call_error", "build_failure": "cl_build_failure", "start": "cl_start",
              "config_error": "cl_config_error", "profile": "cl_profile"}

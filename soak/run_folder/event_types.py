@@ -136,7 +136,7 @@ EVENT_TYPES: dict[str, dict] = {
                       "call_index": _int, "injected": _bool, "action": _str, "why": _str, "missing": _bool,
                       "detail": _str, "key": _str, "kernel": _str, "gws": _ints, "lws": _ints, "param": _int,
                       "param_name": _str, "agg": _int, "epoch": _int, "nth": _int, "count": _int, "first_seq": _int,
-                      "last_seq": _int, "samples": _dicts},
+                      "last_seq": _int, "samples": _dicts, "cl_event": _str},
     "cl_build_failure": {**_CL_COMMON, "code": _int, "code_name": _str, "program": _str, "device_index": _int,
                          "device": _str, "status": _int, "options": _str, "log": _str, "log_truncated": _bool},
     "cl_start": {**_CL_COMMON, "version": _int, "unix_ns": _int, "real": _str, "real_ok": _bool,

@@ -263,3 +263,15 @@ def test_join_spec_keeps_the_silent_actions():
                                 "clEnqueueWriteBuffer=corrupt:nan:1@seed:4;clEnqueueCopyBuffer=corrupt:bitflip:all")
     assert [(r.action, r.mode, r.words, r.code) for r in rules] == [
         ("skip", None, None, 0), ("corrupt", "nan", 1, 0), ("corrupt", "bitflip", 0, 0)]
+
+
+def test_a_record_field_named_like_the_event_envelope_is_renamed_not_a_crash():
+    """A skipped launch's record says how its event was handed back (`event`): as an event field it
+    would collide with the envelope's own `event` (a soak run with a skip rule died of it)."""
+    from soak.cl.trace_events import trace_events
+
+    rec = {"type": "error", "seq": 5, "t_ns": 1, "api": "clEnqueueNDRangeKernel", "code": 0, "injected": True,
+           "action": "skip", "event": "marker", "t": 3, "ts": "x", "run_id": "r"}
+    [(name, fields)] = trace_events([rec], 7)
+    assert name == "cl_call_error" and fields["cl_event"] == "marker" and fields["call_seq"] == 5
+    assert not {"event", "t", "ts", "run_id", "seq"} & set(fields)
