@@ -108,3 +108,14 @@ def run_steps(tmp_path):
 def enc():
     """Prompt text/bytes -> base64 for a respond step."""
     return b64
+
+
+@pytest.fixture(scope="session")
+def pocl_caches():
+    """MNN's and PoCL's kernel caches, kept under the soak cache folder (later runs are warm)."""
+    from soak.native_build import cache_root
+
+    root = cache_root() / "mnn-test-kernels"
+    (root / "mnn").mkdir(parents=True, exist_ok=True)
+    (root / "pocl").mkdir(parents=True, exist_ok=True)
+    return root

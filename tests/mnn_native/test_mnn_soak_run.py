@@ -120,16 +120,6 @@ def test_opencl_on_pocl_without_override_is_a_failed_opencl_run(tmp_path, tiny_m
     assert "CPU fallback" in junit
 
 
-@pytest.fixture(scope="session")
-def pocl_caches():
-    from soak.native_build import cache_root
-
-    root = cache_root() / "mnn-test-kernels"
-    (root / "mnn").mkdir(parents=True, exist_ok=True)
-    (root / "pocl").mkdir(parents=True, exist_ok=True)
-    return root
-
-
 @pytest.mark.slow
 def test_opencl_on_pocl_with_gpu_override(tmp_path, tiny_model, pocl_caches):
     from soak.engine.mnn_native import cache_state
