@@ -17,6 +17,7 @@ from the recorded one; review the diff before committing it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -113,7 +114,7 @@ def compare(case: Path, catalog, work: Path) -> list[str]:
         path.write_text(HEADER + yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=120))
         if fresh is not None:
             recorded = case / VERDICTS
-            before = yaml.safe_load(recorded.read_text()) if recorded.is_file() else {}
+            before = json.loads(recorded.read_text()) if recorded.is_file() else {}
             changed = differences(judged(before) or {}, got["verdicts"])
             if changed:
                 warnings.warn(f"{case.name}: verdicts changed from the recorded verdicts.json: {'; '.join(changed)}")
