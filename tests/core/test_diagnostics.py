@@ -75,6 +75,7 @@ def test_environment_picks_the_format_and_a_bad_name_is_bad_input(configured, ca
     assert "SOAK_LOG_FORMAT=xml" in err.value.message and "console, json" in err.value.hint
 
 
+@pytest.mark.integration  # starts soak
 def test_json_flag_on_the_command_line_makes_exit_errors_json_too():
     proc = soak_cli("--log-format", "json", "classify", "/nonexistent/run")
     assert proc.returncode == 3 and proc.stdout == ""
