@@ -173,7 +173,8 @@ class _Signals:
             return
         if not terminated and not self.interrupted:
             self.interrupted = True
-            diag.info("stopping every device after its current iteration (Ctrl-C again to abort them)", signal="SIGINT")
+            diag.info("stopping every device after its current iteration (Ctrl-C again to abort them)",
+                      signal=stop_signals.name(signum))
             for runner in self.runners:
                 runner.interrupted = True
             return
@@ -181,7 +182,7 @@ class _Signals:
         self.terminated = terminated
         self.aborted_at = time.monotonic()
         diag.info(f"{'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning every device's iteration in flight, "
-                  "writing run_end and the summaries", signal="SIGTERM" if terminated else "SIGINT")
+                  "writing run_end and the summaries", signal=stop_signals.name(signum))
         for runner in self.runners:
             runner.abort(terminated)
 

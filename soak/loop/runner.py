@@ -316,13 +316,13 @@ class Runner:
             return
         if not terminated and not self.interrupted:
             self.interrupted = True
-            diag.info("stopping after this iteration (Ctrl-C again to abort it)", signal="SIGINT")
+            diag.info("stopping after this iteration (Ctrl-C again to abort it)", signal=signals.name(signum))
             return
         self.interrupted = True
         self.aborted = True
         self.stop_reason = self._abort_reason = ends.TERMINATED if terminated else ends.INTERRUPTED
         diag.info(f"{'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
-                  "writing run_end and the summary", signal="SIGTERM" if terminated else "SIGINT")
+                  "writing run_end and the summary", signal=signals.name(signum))
         if self._recording:
             self._abort_pending = True  # raised once the iteration's record is whole
             return
