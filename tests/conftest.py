@@ -130,6 +130,7 @@ INTEGRATION = {
     "tests/outputs/test_merge.py::test_bad_input_is_exit_3_with_a_hint",
     "tests/outputs/test_profile_analysis.py::test_profile_command",
     "tests/outputs/test_profile_analysis.py::test_trace_command_and_trace_processor",
+    "tests/core/test_wrong_types.py::test_bundle",  # 15 bundles, tarred and gzipped
     "tests/core/test_wrong_types.py::test_report",  # the HTML report with its charts, 8 times
 }
 
