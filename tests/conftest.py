@@ -83,6 +83,7 @@ UNIT_FILES = {
     "tests/core/test_engine_setup.py",
     "tests/core/test_fault_kinds.py",
     "tests/core/test_hypothesis_compat.py",
+    "tests/core/test_layers.py",
     "tests/core/test_logparse_checks.py",
     "tests/core/test_properties.py",
     "tests/core/test_reduce_lines.py",

@@ -127,7 +127,7 @@ ALLOWED = {
     "soak/cli.py::_exit_message": "the exit message of a SoakError or Ctrl-C (console format)",
     "soak/commands/compare.py::run": "the comparison's variant lines and tables (--quiet silences them)",
     "soak/commands/replay.py::run": "the plan of the replay, before it runs",
-    "soak/loop/runner.py::Runner.run": "the summary table at the end of a run",
+    "soak/judges.py::judge_run": "the summary table at the end of a run",
     "soak/multi_device.py::_finish": "the combined table and each device's exit error",
 }
 
