@@ -16,7 +16,6 @@ import datetime as _dt
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
