@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from soak.analysis import memory_verdict, perf
 from soak.analysis import verdicts as analysis_verdicts
 from soak.catalog.classify import classify_log, classify_run
 from soak.catalog.loader import load_catalog
@@ -100,6 +101,17 @@ def differences(before: dict, after: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _source_text(path: Path) -> str:
+    """The `source:` entry of an expected.yaml as written (its continuation lines too), so an
+    update leaves it byte for byte."""
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    start = next((k for k, line in enumerate(lines) if line.startswith("source:")), None)
+    if start is None:
+        return ""
+    end = next((k for k in range(start + 1, len(lines)) if not lines[k].startswith((" ", "\t"))), len(lines))
+    return "".join(lines[start:end])
+
+
 def compare(case: Path, catalog, work: Path) -> list[str]:
     """How today's judgement of `case` differs from its expected.yaml (empty: it matches);
     with SOAK_UPDATE_EXPECTED=1, rewrite expected.yaml and the recorded verdicts.json instead."""
@@ -110,8 +122,8 @@ def compare(case: Path, catalog, work: Path) -> list[str]:
     path = case / "expected.yaml"
     expected = yaml.safe_load(path.read_text()) if path.is_file() else {}
     if UPDATE:
-        out = {"source": expected.get("source", "TODO: where this run comes from"), **got}
-        path.write_text(HEADER + yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=120))
+        source = _source_text(path) or yaml.safe_dump({"source": "TODO: where this run comes from"}, width=120)
+        path.write_text(HEADER + source + yaml.safe_dump(got, sort_keys=False, allow_unicode=True, width=120))
         if fresh is not None:
             recorded = case / VERDICTS
             before = json.loads(recorded.read_text()) if recorded.is_file() else {}
@@ -136,28 +148,40 @@ def test_real_case_matches_expected(case, catalog, tmp_path):
 
 
 def test_a_change_in_the_verdict_code_reaches_the_corpus(catalog, tmp_path, monkeypatch):
-    """The corpus is judged afresh: memory verdicts that call every judged series a leak change
+    """The corpus is judged afresh: a memory verdict that calls every judged series a leak changes
     both the pinned verdicts and the classification (a memory-growth row), while the case's
-    recorded verdicts.json stays as it was (the test read it before, and saw no change)."""
+    recorded verdicts.json stays as it was (read as the verdicts, it hid such a change)."""
     case = ROOT / "nv-clean"
     recorded = (case / VERDICTS).read_bytes()
     assert compare(case, catalog, tmp_path / "today") == []
-    real = analysis_verdicts.memory_verdicts
+    real = memory_verdict.series_verdict
 
-    def every_series_leaks(run, *args, **kwargs):
-        out = real(run, *args, **kwargs)
-        for name, s in out["series"].items():
-            if s.get("verdict") not in (None, "no_data", "insufficient"):
-                s["verdict"] = "leak"
-                out["leaking_series"].append(name)
-        out["leak"] = bool(out["leaking_series"])
+    def every_series_leaks(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if out.get("verdict") not in (None, "no_data", "insufficient"):
+            out["verdict"] = "leak"
         return out
 
-    monkeypatch.setattr(analysis_verdicts, "memory_verdicts", every_series_leaks)
+    monkeypatch.setattr(memory_verdict, "series_verdict", every_series_leaks)
     changed = compare(case, catalog, tmp_path / "changed")
-    assert "verdicts.memory.rss: 'ratchet' -> 'leak'" in changed and "verdicts.leak: False -> True" in changed
+    assert "verdicts.leak: False -> True" in changed, changed
+    assert any(line.startswith("verdicts.memory.rss: ") and line.endswith("-> 'leak'") for line in changed), changed
     assert any(line.startswith("causes:") and "memory_growth" in line for line in changed), changed
     assert (case / VERDICTS).read_bytes() == recorded
+
+
+def test_a_change_in_a_verdict_no_finding_reads_reaches_the_corpus(catalog, tmp_path, monkeypatch):
+    """Speed drift makes no catalog finding, so only the pinned verdicts can see it change."""
+    real = perf.drift
+
+    def decode_degrades(run, metric, *args, **kwargs):
+        out = real(run, metric, *args, **kwargs)
+        if metric == "decode_tps":
+            out["verdict"] = "degrading"
+        return out
+
+    monkeypatch.setattr(perf, "drift", decode_degrades)
+    assert compare(ROOT / "nv-clean", catalog, tmp_path) == ["verdicts.perf_degrading: [] -> ['decode_tps']"]
 
 
 @pytest.mark.parametrize("case", ["nv-alloc-load", "nv-alloc-forward", "nv-enqueue-persistent",
