@@ -73,6 +73,7 @@ UNIT_FILES = {
     "tests/catalog/test_eventread.py",
     "tests/catalog/test_match_keys.py",
     "tests/catalog/test_memory_kept.py",
+    "tests/catalog/test_memory_one_judge.py",
     "tests/catalog/test_rawlog.py",
     "tests/catalog/test_real_corpus.py",
     "tests/catalog/test_real_logs.py",
@@ -121,6 +122,7 @@ ENGINE_FIXTURES = {
 # Tests of UNIT_FILES that start soak or build native code themselves ("file::test", no parameters).
 INTEGRATION = {
     "tests/catalog/test_end_to_end.py::test_demo_run_every_fault_kind_classified",
+    "tests/catalog/test_memory_one_judge.py::test_classify_gate_status_agree_on_random_series",  # hypothesis, whole judges
     "tests/core/test_engine_setup.py::test_engine_lib_setup_leaves_the_config_alone",
     "tests/core/test_properties.py::test_workload_does_not_depend_on_what_else_is_imported",
     "tests/outputs/test_compare_sweep.py::test_sweep_runs_and_tabulates",
