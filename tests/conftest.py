@@ -134,6 +134,7 @@ INTEGRATION = {
     "tests/outputs/test_profile_analysis.py::test_profile_command",
     "tests/outputs/test_profile_analysis.py::test_trace_command_and_trace_processor",
     "tests/core/test_wrong_types.py::test_bundle",  # 15 bundles, tarred and gzipped
+    "tests/outputs/test_report_markers.py::test_dense_series_get_a_rolling_median_and_a_running_run_says_in_progress",  # an HTML report with charts
     "tests/core/test_wrong_types.py::test_report",  # the HTML report with its charts, 8 times
 }
 
