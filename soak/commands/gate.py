@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
             expectations = load_expectations(args.expectations) if args.expectations else None
             causes = rerun_unexpected(args.run, expectations, args.rerun_unexpected,
-                                      log=lambda line: print(line, file=sys.stderr, flush=True))
+                                      log=get_logger("soak.rerun").info)
     except BadInput as exc:
         if args.junit:  # CI shows why the gate did not run
             write_error_junit(args.junit, "soak-gate", Path(args.run).name, exc.message, exc.hint)
