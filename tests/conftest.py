@@ -160,10 +160,23 @@ _started: list | None = None  # while a unit test runs: what it started
 
 def _audit(event, args):
     if _started is not None and event in _SPAWNS:
+        if event == "ctypes.dlopen" and args and args[0] is None:
+            return  # dlopen(NULL): the running process's own symbols (ctypes itself, libc's free), no library
         _started.append(f"{event} {args[0] if args else ''}")
 
 
 sys.addaudithook(_audit)
+
+
+def pytest_sessionstart(session):
+    """soak finds the C++ runtime's demangler once per process (ctypes.util.find_library runs
+    ldconfig, then the library is loaded): done here, before any test, so a unit test that
+    demangles a crash frame is not taken for one that starts a process."""
+    try:
+        from soak.elf_symbols import demangle
+    except ImportError:
+        return
+    demangle("_Z1fv")
 
 
 @pytest.fixture(autouse=True)
