@@ -132,6 +132,17 @@ ALLOWED = {
 }
 
 
+def _dotted(node) -> str:
+    """`a.b.c` for a name or an attribute chain, else ''."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return ""
+    return ".".join([node.id, *reversed(parts)])
+
+
 def _stderr_writes(path: Path) -> list[tuple[str, int, str]]:
     """(function, line, what) for each print(..., file=sys.stderr), sys.stderr.write(...),
     warnings.warn(...) and logging import in a module."""
@@ -146,8 +157,8 @@ def _stderr_writes(path: Path) -> list[tuple[str, int, str]]:
         visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
 
         def visit_Call(self, node):
-            func = ast.unparse(node.func)
-            if func == "print" and any(k.arg == "file" and "stderr" in ast.unparse(k.value) for k in node.keywords):
+            func = _dotted(node.func)
+            if func == "print" and any(k.arg == "file" and _dotted(k.value).endswith("stderr") for k in node.keywords):
                 found.append((".".join(stack), node.lineno, "print(..., file=sys.stderr)"))
             elif func in ("sys.stderr.write", "warnings.warn"):
                 found.append((".".join(stack), node.lineno, func))
