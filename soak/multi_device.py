@@ -18,12 +18,14 @@ from pathlib import Path
 
 from soak import errors
 from soak import signals as stop_signals
+from soak.diagnostics import get_logger
 from soak.loop.config import RunConfig, new_run_id
 from soak.judges import judge_run
 from soak.loop.runner import ABORT_GRACE_S, Runner
 from soak.run_folder import SUMMARY
 
 COMBINED_FILE = "combined.json"
+diag = get_logger(__name__)
 # after SIGTERM (or a second Ctrl-C) each device's run has this long to write its end; one that
 # has not (its thread stuck in something no abort reaches, e.g. waiting for an offline phone) is
 # reported as such and left behind, so the combined summary is written and soak exits
@@ -167,20 +169,20 @@ class _Signals:
     def handle(self, signum, frame) -> None:
         terminated = signum == signal.SIGTERM
         if self.aborted_at is not None:
-            print("\nsoak: already stopping every device", file=sys.stderr, flush=True)
+            diag.info("already stopping every device")
             return
         if not terminated and not self.interrupted:
             self.interrupted = True
-            print("\nsoak: stopping every device after its current iteration (Ctrl-C again to abort them)",
-                  file=sys.stderr, flush=True)
+            diag.info("stopping every device after its current iteration (Ctrl-C again to abort them)",
+                      signal=stop_signals.name(signum))
             for runner in self.runners:
                 runner.interrupted = True
             return
         self.interrupted = True
         self.terminated = terminated
         self.aborted_at = time.monotonic()
-        print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning every device's iteration "
-              "in flight, writing run_end and the summaries", file=sys.stderr, flush=True)
+        diag.info(f"{'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning every device's iteration in flight, "
+                  "writing run_end and the summaries", signal=stop_signals.name(signum))
         for runner in self.runners:
             runner.abort(terminated)
 

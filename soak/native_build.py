@@ -16,10 +16,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from soak.diagnostics import get_logger
 from soak.errors import BuildFailed
+
+diag = get_logger(__name__)
+
 
 def _native_dir() -> Path:
     """native/ shipped inside the package (a wheel), else the checkout's native/."""
@@ -114,8 +117,8 @@ def cmake_build(source: Path, build: Path, filename: str, configure_args: list[s
         return product
     build.mkdir(parents=True, exist_ok=True)
     log = build / "build.log"
-    # people text on stderr (stdout may be --json): a first build takes seconds to minutes
-    print(f"soak: building {what} (first use; cached in {build})", file=sys.stderr, flush=True)
+    # a diagnostic (stderr; stdout may be --json): a first build takes seconds to minutes
+    diag.info(f"building {what} (first use)", cache=str(build))
     with (build / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if product.exists():

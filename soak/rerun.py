@@ -89,7 +89,7 @@ def rerun_unexpected(run_dir: str | Path, expectations: Expectations | None, att
             got = rerun_once(run_dir, by_key[rec["key"]], out)
             tries.append(got)
             if log:
-                log(f"soak gate: re-run {k + 1}/{attempts} of {rec['key']}: "
+                log(f"re-run {k + 1}/{attempts} of {rec['key']}: "
                     f"{'came back' if got['recurred'] else 'did not come back'} ({got['run_dir']})")
             if got["recurred"]:
                 break

@@ -149,6 +149,9 @@ def drift(run: RunFolder, metric: str, confidence: float = 0.95) -> dict:
     values = [v for _, v in rows]
     start, end = _tenth(values, False), _tenth(values, True)
     tr = trend([i for i, _ in rows], values, confidence=confidence)
+    if tr is None:  # no two samples at different iterations (a damaged `i`): no slope to judge
+        out.update(verdict="insufficient", median=median(values))
+        return out
     span = rows[-1][0] - rows[0][0]
     out.update(median=median(values), start=start, end=end,
                retained_pct=(100.0 * end / start) if start else None,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from soak.catalog import table
 from soak.catalog.classify import (FARM_OUTPUT_NAME, OUTPUT_NAME, classify_log, classify_many, classify_run, find_runs,
                                    is_run_dir, resolve_catalog)
+from soak.diagnostics import get_logger
 from soak.errors import BadInput
 from soak.run_folder import CLASSIFICATION, ENGINE_LOG, EVENTS, MANIFEST
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         runs.extend(found)
     catalog = resolve_catalog(args.catalog)
     if catalog.note:
-        print(f"soak: warning: {catalog.note}", file=sys.stderr)
+        get_logger(__name__).warning(catalog.note)
     if len(runs) == 1:
         result = classify_run(runs[0], catalog)
         if args.json:

@@ -57,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from soak.diagnostics import get_logger
     from soak.errors import BadInput
-    import sys
 
     from soak.outputs.gate import judge, print_results, run_id_of, state_note
     from soak.outputs.junit import write_error_junit
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
             expectations = load_expectations(args.expectations) if args.expectations else None
             causes = rerun_unexpected(args.run, expectations, args.rerun_unexpected,
-                                      log=lambda line: print(line, file=sys.stderr, flush=True))
+                                      log=get_logger("soak.rerun").info)
     except BadInput as exc:
         if args.junit:  # CI shows why the gate did not run
             write_error_junit(args.junit, "soak-gate", Path(args.run).name, exc.message, exc.hint)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     passed, results, run_folder = judge(args.run, policy, args.baseline, args.junit, args.out, causes)
     note = state_note(run_folder)
     if note:
-        print(note, file=sys.stderr)
+        get_logger(__name__).warning(note)  # judged on a run that is not complete
     if args.json:
         print(json.dumps({"run_id": run_id_of(run_folder), "passed": passed, "policy": policy.path,
                           **({"causes": causes} if causes is not None else {}),

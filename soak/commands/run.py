@@ -10,6 +10,7 @@ from pathlib import Path
 from soak import errors
 from soak.cl.options import add_run_arguments as add_interposer_arguments
 from soak.cl.options import options_from_args
+from soak.diagnostics import get_logger
 from soak.loop import ladder as recovery
 from soak.loop.config import BACKENDS, ENGINE_KINDS, RunConfig, parse_duration
 from soak.loop.session import Timeouts
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             from soak.rerun import rerun_unexpected
 
             causes = rerun_unexpected(result.run_dir, expectations, args.rerun_unexpected,
-                                      log=None if args.quiet else lambda line: print(line, file=sys.stderr))
+                                      log=None if args.quiet else get_logger("soak.rerun").info)
         passed, _ = gate_run(result.run_dir, policy, baseline=args.baseline, junit_path=args.junit,
                              quiet=args.quiet, causes=causes)
         if not passed and code == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from soak.diagnostics import get_logger
 from soak.loop.session import Session
 
 STEPS = ("reset", "reinit", "reload", "restart")
@@ -79,4 +80,7 @@ def climb(session: Session, ladder: list[str], trigger: list[str], iteration: in
         "rss_after": memory_now(),
     }
     session.events.emit("recovery", **record)
+    get_logger(__name__).debug(f"recovered by {recovered_by}" if recovered_by else "not recovered", iteration=iteration,
+                               trigger=",".join(trigger), steps=",".join(f"{s['step']}:{'ok' if s['ok'] else 'failed'}"
+                                                                         for s in steps_done))
     return record

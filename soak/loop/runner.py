@@ -16,13 +16,13 @@ import datetime as _dt
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from soak import end_reasons as ends, errors, signals
+from soak.diagnostics import get_logger
 from soak.engine.abi import FINISHED_STATUSES, STATUS_NAMES
 from soak.events import EventLog
 from soak.loop import ladder, outcomes
@@ -42,6 +42,8 @@ from soak.targets.base import Target
 from soak.worker.protocol import unb64
 from soak.worker.supervisor import Aborted
 
+
+diag = get_logger(__name__)
 
 # on abort (a second Ctrl-C, SIGTERM) the worker gets this long to quit before it is killed,
 # instead of --timeout-teardown: an engine that hangs must not hold the user for minutes
@@ -313,13 +315,13 @@ class Runner:
             return
         if not terminated and not self.interrupted:
             self.interrupted = True
-            print("\nsoak: stopping after this iteration (Ctrl-C again to abort it)", file=sys.stderr, flush=True)
+            diag.info("stopping after this iteration (Ctrl-C again to abort it)", signal=signals.name(signum))
             return
         self.interrupted = True
         self.aborted = True
         self.stop_reason = self._abort_reason = ends.TERMINATED if terminated else ends.INTERRUPTED
-        print(f"\nsoak: {'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
-              "writing run_end and the summary", file=sys.stderr, flush=True)
+        diag.info(f"{'SIGTERM' if terminated else 'Ctrl-C again'}: abandoning the iteration in flight, "
+                  "writing run_end and the summary", signal=signals.name(signum))
         if self._recording:
             self._abort_pending = True  # raised once the iteration's record is whole
             return
@@ -349,6 +351,7 @@ class Runner:
             loaded, found = self.session.start(first_i) if attempt == 0 else self.session.restart(first_i)
             if loaded or self.interrupted:
                 break
+            diag.debug("the engine did not start", attempt=attempt + 1, of=cfg.max_unrecovered)
         if not loaded:
             self.stop_reason = ends.INTERRUPTED if self.interrupted else ends.UNRECOVERABLE
             return False
@@ -546,6 +549,7 @@ class Runner:
         self.consecutive_unrecovered += 1
         if self.consecutive_unrecovered >= self.cfg.max_unrecovered:
             self.stop_reason = ends.UNRECOVERABLE
+            diag.debug("giving up: the engine did not recover", times_in_a_row=self.consecutive_unrecovered)
 
     def _slowdown(self, tps: float | None, generated: int) -> dict | None:
         """A call decoding 3x slower than the recent median, and slow enough

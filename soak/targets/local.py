@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from soak import errors
+from soak.diagnostics import get_logger
 from soak.targets.process_memory import sample_process
 from soak.targets.base import Target
 from soak.worker.protocol import package_dir
@@ -77,7 +78,7 @@ class LocalTarget(Target):
                 self._crash = str(ensure_built("soak_crash"))
             except errors.BuildFailed as exc:
                 self._crash = ""
-                print(f"soak: no native backtraces on a crash: {exc.message}", file=sys.stderr)
+                get_logger(__name__).warning("no native backtraces on a crash", why=exc.message)
         return self._crash
 
     def spawn_worker(self, env: dict[str, str], cwd: Path) -> LocalProcess:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak import errors, signals
+from soak.diagnostics import get_logger
 from soak.logparse import parse_line
 from soak.worker import protocol
 from soak.worker.protocol import WorkerHost, WorkerProcess
@@ -37,6 +38,7 @@ _PROGRESS = re.compile(rb'\{"id":-?\d+,"op":"progress","tokens":(\d+)\}\r?')
 
 
 _json_decode = json.JSONDecoder().decode  # made once; fed str (json.loads on bytes sniffs the encoding first)
+diag = get_logger(__name__)
 
 
 def _decode(raw: bytes | dict) -> dict:
@@ -276,6 +278,17 @@ class StallPolicy:
             self.max_gap_s = max(self.max_gap_s, gap / 1e6)
 
 
+def _note_end(op: str, outcome: CallOutcome, timeout_s: float, generation: int) -> None:
+    """The supervisor's decision on a call that gave no result, as a diagnostic (debug)."""
+    if outcome.hung:
+        why = "no progress within the stall limit" if outcome.stalled else "no result within the call timeout"
+        diag.debug(f"killed the worker: {why}", op=op, generation=generation, after_s=round(outcome.elapsed_s, 3),
+                   limit_s=outcome.stall_limit_s if outcome.stalled else timeout_s, tokens=outcome.tokens)
+    else:
+        diag.debug("the worker died" + (" (connection lost)" if outcome.lost else ""), op=op, generation=generation,
+                   exit_code=outcome.exit_code, signal=outcome.signal, after_s=round(outcome.elapsed_s, 3))
+
+
 class Supervisor:
     """One worker process at a time; `restart()` replaces it."""
 
@@ -436,6 +449,8 @@ class Supervisor:
                 self._reap()
         if outcome.exit_code is not None:
             outcome.signal = signal_name(outcome.exit_code)
+        if outcome.hung or outcome.died:
+            _note_end(op, outcome, timeout_s, self.generation)
         outcome.lines, outcome.span = io.take(cmd_id, 2.0 if outcome.result else 3.0)
         self._learn(op, outcome, first_after_load, prompt_bytes)
         return outcome
@@ -486,6 +501,7 @@ class Supervisor:
             if code is not None:
                 self._reap()
                 return code
+            diag.debug("killed the worker: it did not quit", within_s=timeout_s, generation=self.generation)
         proc.kill()
         code = proc.wait(timeout_s)
         self._reap()

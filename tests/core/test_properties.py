@@ -5,7 +5,7 @@ import json
 from hypothesis import example, given, settings, strategies as st
 
 from soak.events import EventLog
-from soak.run_folder import read_events
+from soak.run_folder import read_events, sanitize
 from soak.worker import protocol
 from soak.loop.workload import CLASSES, WorkloadSpec, conversation
 
@@ -64,6 +64,7 @@ field_names = st.text(min_size=1, max_size=10).filter(lambda k: k not in ("event
 @given(st.lists(st.tuples(st.sampled_from(["iteration", "fault", "memory"]),
                           st.dictionaries(field_names, json_values, max_size=5)), max_size=12))
 @settings(max_examples=60)
+@example(batch=[("iteration", {"i": []})])  # a field the reader types, of the wrong type: dropped
 def test_event_log_round_trips(tmp_path_factory, batch):
     path = tmp_path_factory.mktemp("ev") / "events.jsonl"
     log = EventLog(path, "rid")
@@ -74,7 +75,9 @@ def test_event_log_round_trips(tmp_path_factory, batch):
     assert len(back) == len(batch)
     for (name, fields), ev in zip(batch, back):
         assert ev["event"] == name and ev["run_id"] == "rid"
-        assert {k: ev[k] for k in fields} == json.loads(json.dumps(fields))
+        want = {"event": name, **json.loads(json.dumps(fields))}
+        sanitize(want)  # what the reader drops: a field of the wrong type (an iteration's `i` as a list)
+        assert {k: ev.get(k, KeyError) for k in want} == want
     assert [e["seq"] for e in back] == list(range(len(batch)))
 
 

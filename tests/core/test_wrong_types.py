@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from soak import run_folder
 from soak.cli import main
+from soak.errors import ExitCode
 from soak.events import EventLog
 
 MIB = 1 << 20
@@ -90,8 +91,15 @@ def _mutated(base: Path, dest: Path, kind: str, field: str, value) -> Path:
     return dest
 
 
-def _ok(code: int) -> bool:
-    return code in (0, 1, 3)  # pass, fail, bad input: never a traceback (which main would not catch)
+def _schema(m: tuple) -> bool:
+    """The one mutation that may be bad input: a run_start `schema` (one this soak may not read).  Any
+    other field of the wrong type is dropped by the reader, so the run still gets its verdict."""
+    return m[:2] == ("run_start", "schema")
+
+
+def _ok(code: int, m: tuple) -> bool:
+    # pass or fail; bad input (3) only for an unreadable schema; never a traceback (main would not catch it)
+    return code in (0, 1) or (code == ExitCode.BAD_INPUT and _schema(m))
 
 
 COMMON = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -101,33 +109,39 @@ COMMON = settings(max_examples=15, deadline=None, suppress_health_check=[HealthC
 @given(m=mutation)
 def test_classify(base_run, tmp_path, m):
     run = _mutated(base_run, tmp_path / "r", *m)
-    assert _ok(main(["classify", str(run), "--json"]))
+    assert _ok(main(["classify", str(run), "--json"]), m)
 
 
 @COMMON
 @given(m=mutation)
 def test_gate(base_run, tmp_path, m):
     run = _mutated(base_run, tmp_path / "r", *m)
-    assert _ok(main(["gate", str(run), "--out", str(tmp_path / "g.json")]))
+    assert _ok(main(["gate", str(run), "--out", str(tmp_path / "g.json")]), m)
 
 
 @COMMON
 @given(m=mutation)
+@example(m=("iteration", "i", 7))  # every iteration numbered alike: no trend to fit, still a verdict
 def test_verdicts(base_run, tmp_path, m):
     from soak.analysis.verdicts import compute_verdicts
 
     run = _mutated(base_run, tmp_path / "r", *m)
     try:
-        compute_verdicts(run, write=False)
-    except run_folder.BadInput:
-        pass
+        verdicts = compute_verdicts(run, write=False)
+    except run_folder.BadInput as exc:  # only a schema this soak can't read, and it says so
+        assert _schema(m), f"{m}: bad input instead of a verdict: {exc.message}"
+        assert "schema" in exc.message and exc.hint and exc.exit_code == ExitCode.BAD_INPUT
+        return
+    assert set(verdicts["memory"]["series"]) >= {"rss", "uss", "pss", "gpu_live_bytes"}
+    assert {"leak", "recovery_rate", "perf_degrading"} <= set(verdicts["overall"])
+    assert all(isinstance(d.get("verdict"), str) for d in verdicts["perf"]["drift"].values())
 
 
 @COMMON
 @given(m=mutation)
 def test_bundle(base_run, tmp_path, m):
     run = _mutated(base_run, tmp_path / "r", *m)
-    assert _ok(main(["bundle", str(run), "-o", str(tmp_path / "b.tar.gz")]))
+    assert _ok(main(["bundle", str(run), "-o", str(tmp_path / "b.tar.gz")]), m)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -135,4 +149,4 @@ def test_bundle(base_run, tmp_path, m):
 def test_report(base_run, tmp_path, m):
     pytest.importorskip("matplotlib")
     run = _mutated(base_run, tmp_path / "r", *m)
-    assert _ok(main(["report", str(run), "-o", str(tmp_path / "r.html")]))
+    assert _ok(main(["report", str(run), "-o", str(tmp_path / "r.html")]), m)
