@@ -7,7 +7,7 @@ through soak.run_folder (names, schema, the one event reader).  `RunFolder`
 reads events.jsonl once, line by line, and keeps what the verdicts, gate,
 bundle and report ask of it in memory that does not grow with the run:
 
-- `notable`: every event except `iteration`, `memory` and `cl_profile` (the
+- `notable`: every event except `iteration`, `memory`, `oracle_turn` and `cl_profile` (the
   interposer's profile windows, several per iteration: `stream()` them) (faults, recoveries,
   loads, worker starts, run_start/run_end): these grow with the faults, not
   with the iterations;
@@ -15,6 +15,8 @@ bundle and report ask of it in memory that does not grow with the run:
   without their long text, thinned by `Decimator` to at most
   `SERIES_CAP` each (every event while the run is shorter; a long run keeps
   every k-th, k a power of two, so the samples stay evenly spaced);
+- `oracle_tally`: the teacher-forced turns (`oracle_turn`, one per checked turn) folded into
+  soak.analysis.oracle_verdict.OracleTally (counts, reservoirs, a thinned KL series);
 - counts, first/last times and the run_end.
 
 The memory samples next to each recovery (the last before it, the first
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from soak import run_folder
+from soak.analysis.oracle_verdict import OracleTally
 from soak.analysis.streaming import SERIES_CAP, Decimator
 from soak.run_folder import EventReader
 
@@ -130,8 +133,13 @@ class RunFolder:
     # --- what the pass kept ----------------------------------------------------------
     @property
     def notable(self) -> list[dict]:
-        """Every event but `iteration` and `memory`, in file order."""
+        """Every event but `iteration`, `memory`, `oracle_turn` and `cl_profile`, in file order."""
         return self._pass["notable"]
+
+    @property
+    def oracle_tally(self) -> OracleTally:
+        """The `oracle_turn` events, folded (soak.analysis.oracle_verdict)."""
+        return self._pass["oracle"]
 
     @property
     def iteration_series(self) -> list[dict]:
@@ -157,7 +165,7 @@ class RunFolder:
     @property
     def events_seen(self) -> int:
         """Every event in the log (iteration and memory events counted, not kept)."""
-        return len(self.notable) + self._pass["n_iterations"] + self._pass["n_memory"]
+        return len(self.notable) + self._pass["n_iterations"] + self._pass["n_memory"] + self.oracle_tally.checked
 
     @property
     def event_kinds(self) -> set:
@@ -166,6 +174,8 @@ class RunFolder:
             kinds.add("iteration")
         if self._pass["n_memory"]:
             kinds.add("memory")
+        if self.oracle_tally.checked:
+            kinds.add("oracle_turn")
         return kinds
 
     @property
@@ -174,8 +184,8 @@ class RunFolder:
 
     def of(self, kind: str) -> list[dict]:
         """Events of one kind (not iteration or memory: see the series)."""
-        if kind in ("iteration", "memory"):
-            raise ValueError(f"{kind} events are streamed (RunFolder.stream) or thinned (the series)")
+        if kind in ("iteration", "memory", "oracle_turn"):
+            raise ValueError(f"{kind} events are streamed (RunFolder.stream), thinned (the series) or folded")
         return [e for e in self.notable if e.get("event") == kind]
 
     @cached_property
@@ -264,6 +274,7 @@ class _Series:
         self.notable: list[dict] = []
         self.its = Decimator(cap)
         self.mem = Decimator(2 * cap)    # every source together (per-iteration and timer samples)
+        self.oracle = OracleTally(cap)   # the teacher-forced turns
         self.forced: dict[int, tuple] = {}  # order -> (order, seg, memory sample): kept around recoveries
         self.seg = 0                     # a segment starts at every worker start and recovery
         self.n_mem = 0
@@ -353,6 +364,9 @@ class _Series:
                 raise run_folder.Damaged(raw)
             self._seen(e)
             etype = e.get("event")
+            if etype == "oracle_turn":   # one per checked turn: grows with the run, so folded
+                self.oracle.add(e)
+                return
             if etype == "run_start":
                 run_folder.check_schema(e.get("schema"), f"{self.where} (run_start)")
             if etype in ("worker_start", "recovery"):
@@ -400,6 +414,7 @@ class _Series:
         other.mem.items = [shift(s) for s in other.mem.items]
         self.mem.merge(other.mem)
         self.its.merge(other.its)
+        self.oracle.merge(other.oracle)
         self.notable.extend(other.notable)
         if other.last_mem is not None:
             o, sg, sample, raw = other.last_mem
@@ -422,5 +437,5 @@ class _Series:
         t = (last or {}).get("t")
         if isinstance(t, (int, float)) and not isinstance(t, bool) and (t_max is None or t > t_max):
             t_max = t
-        return {"notable": self.notable, "iterations": self.its, "memory": memory, "run_id": self.run_id,
-                "t_max": t_max, "n_iterations": self.its.count, "n_memory": self.n_mem}
+        return {"notable": self.notable, "iterations": self.its, "oracle": self.oracle, "memory": memory,
+                "run_id": self.run_id, "t_max": t_max, "n_iterations": self.its.count, "n_memory": self.n_mem}

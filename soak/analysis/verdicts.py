@@ -1,4 +1,4 @@
-"""All verdicts of one run: memory, recovery, performance.  Writes verdicts.json.
+"""All verdicts of one run: memory, recovery, performance, the oracle.  Writes verdicts.json.
 
 `compute_verdicts(run_dir, baseline=None)` reads only the run folder (and the
 baseline's), so it works on a finished run, a copied run or a bundle.
@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from soak.analysis.memory_verdict import LeakCriteria, memory_verdicts
+from soak.analysis.oracle_verdict import oracle_line, oracle_verdict
 from soak.analysis.perf import perf_verdicts
 from soak.analysis.recovery_verdict import recovery_verdicts
 from soak.analysis.loaded_run import RunFolder
@@ -26,6 +27,7 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
     memory = memory_verdicts(run, criteria)
     recovery = recovery_verdicts(run, memory["after_recovery"])
     perf = perf_verdicts(run, base)
+    oracle = oracle_verdict(run)
     verdicts = {
         "version": VERSION,
         "run_id": run.run_id,
@@ -34,6 +36,7 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
         "memory": memory,
         "recovery": recovery,
         "perf": perf,
+        "oracle": oracle,     # None: the run was not checked against a reference
         "baseline_run_id": base.run_id if base is not None else None,
         "overall": {
             "leak": memory["leak"],
@@ -42,6 +45,9 @@ def compute_verdicts(run_dir: str | Path | RunFolder, baseline: str | Path | Run
             "recovery_score": recovery["score"],
             "perf_degrading": perf["degrading"],
             "tps_regression_pct": (perf["baseline"] or {}).get("tps_regression_pct"),
+            "oracle_checked": oracle["checked"] if oracle else None,
+            "oracle_wrong": oracle["wrong"] + oracle["nonfinite"] if oracle else None,
+            "oracle_drift": oracle["drift"]["verdict"] if oracle else None,
         },
     }
     verdicts = finite(verdicts)
@@ -138,8 +144,9 @@ def speed_line(perf: dict) -> str | None:
 
 
 def summary_lines(verdicts: dict) -> list[str]:
-    """The console's verdict lines: one per memory series with data, one for speed."""
+    """The console's verdict lines: one per memory series with data, one for speed, one for the oracle."""
     series = (verdicts.get("memory") or {}).get("series") or {}
     lines = [line for f, v in series.items() if (line := memory_line(f, v))]
     sl = speed_line(verdicts.get("perf") or {})
-    return lines + ([sl] if sl else [])
+    ol = oracle_line(verdicts.get("oracle"))
+    return lines + [x for x in (sl, ol) if x]
