@@ -180,6 +180,8 @@ def key_of(kind: str) -> str:
 
 
 OWN_VERDICT_KINDS = frozenset(k.name for k in KINDS.values() if k.own_verdict)
+# the oracle's verdicts on checked turns: a gate policy with an [oracle] section judges them there
+ORACLE_KINDS = frozenset(k.name for k in KINDS.values() if k.source == "oracle")
 
 
 # --- what counts as one fault -------------------------------------------------------

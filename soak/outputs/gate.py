@@ -23,6 +23,7 @@ from soak.end_reasons import conclude
 from soak.analysis.loaded_run import RunFolder
 from soak.errors import BadInput
 from soak.analysis.verdicts import compute_verdicts
+from soak.fault_kinds import ORACLE_KINDS
 from soak.outputs._findings import DERIVED_KINDS, finding_label, findings_with_events, open_run
 from soak.outputs.policy import Limit, Policy, default_policy, load_policy
 
@@ -81,7 +82,8 @@ def _count(f: dict) -> int:
 def _error_rules(run: RunFolder, policy: Policy, causes: list[dict] | None = None) -> list[RuleResult]:
     if policy.errors is None and not policy.by_severity and not policy.by_fault:
         return []
-    findings = [f for f in findings_with_events(run) if f.get("kind") not in DERIVED_KINDS]
+    skip = DERIVED_KINDS | (ORACLE_KINDS if policy.oracle else frozenset())  # [oracle] judges its own
+    findings = [f for f in findings_with_events(run) if f.get("kind") not in skip]
     iters = max(run.iteration_count, 0)
     labels: dict[str, set] = {}   # finding signature -> the labels of the causes it belongs to
     for c in causes or []:
@@ -267,6 +269,66 @@ def _perf_rules(policy: Policy, verdicts: dict, baseline_given: bool) -> list[Ru
     return out
 
 
+def _g(v) -> str:
+    return "?" if not isinstance(v, (int, float)) else f"{v:.3g}"
+
+
+def _oracle_rules(policy: Policy, verdicts: dict) -> list[RuleResult]:
+    """[oracle]: the teacher-forced turns' verdict (soak.analysis.oracle_verdict).  A run with no
+    checked turn skips every rule, unless `required` (then oracle.checked fails)."""
+    if not policy.oracle:
+        return []
+    v = verdicts.get("oracle") or {"checked": 0}
+    n = v["checked"]
+    out = []
+    if n == 0:
+        why = ("no turn was checked against a reference" if verdicts.get("oracle") is None
+               else "the run had a reference but checked no turn")
+        if policy.oracle_required:
+            return [RuleResult("oracle.checked", False, f"{why}; [oracle].required: run with --reference RUN "
+                               "(make one with `soak reference`)")]
+        return [RuleResult("oracle.checked", True, f"{why} (not judged)", skipped=True)]
+    if policy.oracle_required:
+        out.append(RuleResult("oracle.checked", True, f"{n} turns checked against {v.get('reference') or 'a reference'}"))
+    details = [f"iteration {t['i']} (conversation {t['conversation']}, turn {t['turn']}): "
+               + (f"non-finite logits from step {t['first_nonfinite']}" if t.get("nonfinite_steps") else
+                  f"first step over the thresholds {t.get('first_over')}, max |delta| {_g(t.get('abs_max'))}, "
+                  f"max KL {_g(t.get('kl_max'))}") for t in v.get("wrong_turns") or []][:20]
+    thr = v.get("thresholds") or {}
+    against = f" (thresholds: {thr.get('class')} class, |delta| {thr.get('abs_max')}, KL {thr.get('kl_max')})" if thr else ""
+    if policy.max_wrong is not None:
+        ok = v["wrong"] <= policy.max_wrong
+        first = f", first at iteration {v['first_wrong_iteration']}" if v["first_wrong_iteration"] is not None else ""
+        out.append(RuleResult("oracle.wrong", ok, f"{v['wrong']} wrong turn(s) of {n} checked{first} "
+                              f"{'<=' if ok else '>'} max_wrong {policy.max_wrong}{against}",
+                              [d for d in details if "non-finite" not in d]))
+    if policy.max_nonfinite is not None:
+        ok = v["nonfinite"] <= policy.max_nonfinite
+        first = (f", first at iteration {v['first_nonfinite_iteration']}"
+                 if v["first_nonfinite_iteration"] is not None else "")
+        out.append(RuleResult("oracle.nonfinite", ok, f"{v['nonfinite']} turn(s) with NaN/inf logits of {n} checked"
+                              f"{first} {'<=' if ok else '>'} max_nonfinite {policy.max_nonfinite}",
+                              [d for d in details if "non-finite" in d]))
+    if policy.max_wrong_rate is not None:
+        rate = v["wrong_rate"] or 0.0
+        ok = rate <= policy.max_wrong_rate
+        out.append(RuleResult("oracle.wrong_rate", ok, f"{v['wrong'] + v['nonfinite']}/{n} checked turns wrong "
+                              f"(rate {rate:.4g}) {'<=' if ok else '>'} max_wrong_rate {policy.max_wrong_rate}",
+                              details))
+    if policy.max_kl_drift is not None:
+        d = v.get("drift") or {}
+        if d.get("verdict") in (None, "insufficient"):
+            out.append(RuleResult("oracle.kl_drift", True, f"per-turn KL: {d.get('samples', 0)} turns, too few to "
+                                  "judge a drift (not judged)", skipped=True))
+        else:
+            growth = d.get("growth") or 0.0
+            ok = not (d["verdict"] == "growing" and growth > policy.max_kl_drift)
+            out.append(RuleResult("oracle.kl_drift", ok, f"per-turn mean KL {d['verdict']}: {d['start']:.3g} -> "
+                                  f"{d['end']:.3g} nats (growth {growth:.3g}, p={d['p']:.3g}) over iterations "
+                                  f"{d['first_iteration']}..{d['last_iteration']}; max_kl_drift {policy.max_kl_drift}"))
+    return out
+
+
 def completeness(run: RunFolder) -> RuleResult:
     """run.complete: the run ended by itself, after the work it was asked for, and left readable events.
     A run still being written (soak.run_folder.state) is not judged: it is in progress."""
@@ -332,8 +394,10 @@ def evaluate(run_dir, policy: Policy | None = None, baseline=None,
     results += _timed(_recovery_rules, policy, verdicts)
     perf = _timed(_perf_rules, policy, verdicts, base is not None)
     results += perf
-    for r in mem + perf:           # the verdicts these rules read took time too
-        r.time_s += share / max(1, len(mem + perf))
+    oracle = _timed(_oracle_rules, policy, verdicts)
+    results += oracle
+    for r in mem + perf + oracle:           # the verdicts these rules read took time too
+        r.time_s += share / max(1, len(mem + perf + oracle))
     if causes is not None:
         results += cause_results(causes, results)
     return results, verdicts

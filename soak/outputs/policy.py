@@ -34,6 +34,17 @@
     max_tps_regression_pct = 10    # decode tok/s drop against --baseline
     max_drift_pct = 20             # decode tok/s lost over the run itself
 
+    [oracle]                       # teacher-forced turns against a reference (soak run --reference)
+    max_wrong = 0                  # turns with wrong_output
+    max_wrong_rate = 0.0           # (wrong + non-finite) / checked turns
+    max_nonfinite = 0              # turns with NaN/inf logits (nonfinite_logits)
+    max_kl_drift = 0.001           # growth of the per-turn mean KL (nats) over the run, when it is growing
+    required = true                # a run with no checked turn fails (else the section is skipped)
+
+A policy with an [oracle] section judges wrong_output and nonfinite_logits there alone (its limits
+are their allowance); without one they count in [errors] as any fault.  The default policy has
+[oracle] max_wrong = 0, max_nonfinite = 0: a checked run with a wrong turn fails it.
+
 Every rule is optional; a section that is absent adds no rule, but a
 policy with no rule at all is refused (it would pass anything).  Unknown
 keys, NaN or infinite numbers, and strings where a boolean belongs are
@@ -62,6 +73,7 @@ _KEYS = {
     "memory": {"max_leak_slope", "max_leak_slope_per_hour", "max_kept_after_reset", "series", "require_return"},
     "recovery": {"min_rate", "min_score"},
     "perf": {"max_tps_regression_pct", "max_drift_pct"},
+    "oracle": {"max_wrong", "max_wrong_rate", "max_nonfinite", "max_kl_drift", "required"},
 }
 _LIMIT_KEYS = {"max_count", "max_rate"}
 
@@ -92,6 +104,12 @@ class Policy:
     min_recovery_score: float | None = None
     max_tps_regression_pct: float | None = None
     max_drift_pct: float | None = None
+    oracle: bool = False                     # the policy has an [oracle] section: it judges the oracle's faults
+    max_wrong: int | None = None
+    max_wrong_rate: float | None = None
+    max_nonfinite: int | None = None
+    max_kl_drift: float | None = None
+    oracle_required: bool = False
 
 
 def parse_size(value, where: str) -> float:
@@ -198,6 +216,21 @@ def policy_from_dict(data: dict, path: str = "<policy>") -> Policy:
         p.max_tps_regression_pct = _number(f["max_tps_regression_pct"], "[perf].max_tps_regression_pct", lo=-100)
     if "max_drift_pct" in f:
         p.max_drift_pct = _number(f["max_drift_pct"], "[perf].max_drift_pct")
+    o = data.get("oracle")
+    if o is not None:
+        p.oracle = True
+        if "max_wrong" in o:
+            p.max_wrong = _number(o["max_wrong"], "[oracle].max_wrong", integer=True)
+        if "max_wrong_rate" in o:
+            p.max_wrong_rate = _number(o["max_wrong_rate"], "[oracle].max_wrong_rate", hi=1)
+        if "max_nonfinite" in o:
+            p.max_nonfinite = _number(o["max_nonfinite"], "[oracle].max_nonfinite", integer=True)
+        if "max_kl_drift" in o:
+            p.max_kl_drift = _number(o["max_kl_drift"], "[oracle].max_kl_drift")
+        p.oracle_required = _bool(o.get("required", False), "[oracle].required")
+        if not (has_oracle_rule(p) or p.oracle_required):
+            raise ValueError("[oracle] has no rule; give max_wrong, max_wrong_rate, max_nonfinite, max_kl_drift "
+                             "or required = true (an empty section would let the oracle's faults pass)")
     if not has_rule(p):
         raise ValueError("the policy has no rule, so it would pass any run; add at least one rule "
                          "(e.g. [errors.severity] critical = { max_count = 0 })")
@@ -209,7 +242,11 @@ def has_rule(p: Policy) -> bool:
                 p.max_leak_slope is not None, p.max_leak_slope_per_hour is not None,
                 p.max_kept_after_reset is not None, p.require_return, p.min_recovery_rate is not None,
                 p.min_recovery_score is not None, p.max_tps_regression_pct is not None,
-                p.max_drift_pct is not None))
+                p.max_drift_pct is not None, has_oracle_rule(p), p.oracle_required))
+
+
+def has_oracle_rule(p: Policy) -> bool:
+    return any(v is not None for v in (p.max_wrong, p.max_wrong_rate, p.max_nonfinite, p.max_kl_drift))
 
 
 def _bool(v, where: str) -> bool:
@@ -236,13 +273,16 @@ def load_policy(path: str | Path) -> Policy:
 
 
 DEFAULT_POLICY_TEXT = """\
-# default gate: no unknown crash or hang, no leak, recoveries work
+# default gate: no unknown crash or hang, no leak, recoveries work, no wrong answer where one was checked
 [errors.severity]
 critical = { max_count = 0 }
 [memory]
 max_leak_slope = 0
 [recovery]
 min_rate = 1.0
+[oracle]
+max_wrong = 0
+max_nonfinite = 0
 """
 
 
