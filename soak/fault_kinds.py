@@ -101,6 +101,11 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               inject=("cpu_fallback",)),
     FaultKind("slowdown", False, "medium", "loop", "none", ("decode_tps", "baseline_tps"), ("decode",),
               "decode tok/s fell well below the run's own baseline", inject=("slow",)),
+    FaultKind("forward_stopped", False, "high", "loop", "none",
+              ("decode_tps", "baseline_tps", "speedup", "after_iteration", "after_error"), ("decode",),
+              "decode tok/s jumped (>= 1.5x the run's baseline) right after a GPU error: the forward stopped "
+              "computing (failed kernels return at once, alibaba/MNN#4653), not a speed-up",
+              inject=("cl_error", "slow")),
     FaultKind("cl_call_error", False, "medium", "interposer", "call",
               ("api", "code", "code_name", "injected", "call_seq"), ("load", "prefill", "decode"),
               "an OpenCL call failed (interposer record)",
@@ -223,6 +228,9 @@ def fault_detail(kind: str, f: dict) -> str:
         bits.append(",".join(map(str, f["symptoms"])))
     elif f.get("status_name") or f.get("status") is not None:
         bits.append(str(f.get("status_name") or f.get("status")))
+    elif kind == "forward_stopped":
+        bits.append(f"{f.get('decode_tps')} tok/s, {f.get('speedup')}x the usual after {f.get('after_error')} "
+                    f"at iteration {f.get('after_iteration')}")
     elif f.get("decode_tps"):
         bits.append(f"{f['decode_tps']} tok/s (usual {f.get('baseline_tps')})")
     return " ".join(b for b in bits if b).replace("\n", " ")

@@ -20,6 +20,10 @@ context does not explain, over iterations.  Iterations past the model's
 `max_position_embeddings` are left out of the fit and reported with their
 tok/s against what the fit predicts there (the cliff).
 
+A tok/s that jumps right after a GPU error is the forward having stopped (failed kernels return at
+once), not a speed-up: the loop records it as a `forward_stopped` fault (soak.loop.runner), and the
+decode drift verdict of such a run is `forward_stopped`, never `improving`.
+
 Against a baseline: medians after warm-up, `change_pct` = (run - base) / base.
 For throughput a negative change is a regression; `tps_regression_pct`
 is the decode tok/s drop in percent (positive = slower than the baseline).
@@ -188,8 +192,20 @@ def compare(run: RunFolder, baseline: RunFolder) -> dict:
     return out
 
 
+def forward_stops(run: RunFolder) -> list[dict]:
+    """The run's forward_stopped faults: decode sped up right after a GPU error."""
+    keep = ("iteration", "decode_tps", "baseline_tps", "speedup", "after_iteration", "after_error")
+    return [{k: e.get(k) for k in keep} for e in run.faults if e.get("kind") == "forward_stopped"]
+
+
 def perf_verdicts(run: RunFolder, baseline: RunFolder | None = None) -> dict:
     result = {"drift": {m: drift(run, m) for m in METRICS}}
+    stops = forward_stops(run)
+    result["forward_stopped"] = stops
+    dec = result["drift"]["decode_tps"]
+    if stops and dec.get("verdict") in ("improving", "stable"):   # a jump after a GPU error is no speed-up
+        dec["verdict_raw"] = dec.get("verdict_raw", dec["verdict"])
+        dec["verdict"] = "forward_stopped"
     degrading = sorted(m for m, d in result["drift"].items() if d["verdict"] == "degrading")
     result["degrading"] = degrading
     result["baseline"] = compare(run, baseline) if baseline is not None else None

@@ -119,6 +119,13 @@ def memory_line(field: str, v: dict) -> str | None:
 
 def speed_line(perf: dict) -> str | None:
     d = (perf.get("drift") or {}).get("decode_tps") or {}
+    stops = perf.get("forward_stopped") or []
+    if stops:
+        s = stops[0]
+        more = f" (and {len(stops) - 1} more)" if len(stops) > 1 else ""
+        return (f"decode: FORWARD STOPPED after {s.get('after_error')} at iteration {s.get('after_iteration')}: "
+                f"{s.get('decode_tps')} tok/s at iteration {s.get('iteration')}, {s.get('speedup')}x the "
+                f"{s.get('baseline_tps')} tok/s before it, is skipped work, not a speed-up{more}")
     if not d or d.get("verdict") == "insufficient":
         return None
     text = f"decode: {d['verdict']}"

@@ -63,6 +63,8 @@ class RunResult:
 
 
 DENSE_MEMORY_SAMPLES = 200
+FORWARD_STOPPED_RATIO = 1.5   # decode this much faster than before a GPU error: the forward stopped
+FORWARD_STOPPED_WINDOW = 8    # iterations after the error that are judged
 _TIMING_KEYS = tuple((name, name[:-2] + "_us") for name in TOKEN_TIMING)  # ttft_s <- the worker's ttft_us
 
 
@@ -92,6 +94,7 @@ class Runner:
         self.cl_trace = None    # soak.cl.trace.TraceReader while the interposer runs
         self.gpu_bytes = None   # callable -> int | None, set with cl_trace
         self.oracle: OracleTurns | None = None   # the wrong-answer oracle (soak.loop.oracle_turns)
+        self._after_gpu_error: dict | None = None  # the last GPU error and the tok/s before it (_forward_stopped)
         self.iteration_samples = 0
         self.last_iteration_sample = 0.0
         self.reserve: DiskReserve | None = None
@@ -437,6 +440,9 @@ class Runner:
         elif out.ok and res.get("turn") is not None:
             self.oracle.keep(res, (conv_index, turn_index, i))
         cl_calls = self._poll_cl_trace(i)
+        stopped = self._forward_stopped(i, decode_tps if out.ok else None, generated, found, cl_calls)
+        if stopped:
+            found.append(stopped)
         context_tokens += prompt_tokens + generated
         # the iteration's event, its count and its faults go together: an abort signal arriving
         # in this block waits for its end (else the summary could count one iteration fewer)
@@ -561,6 +567,33 @@ class Runner:
             return {"kind": "slowdown", "phase": "decode", "decode_tps": round(tps, 2),
                     "baseline_tps": round(baseline, 2)}
         return None
+
+    def _forward_stopped(self, i: int, tps: float | None, generated: int, found: list[dict],
+                         cl_calls: int) -> dict | None:
+        """A decode that runs FORWARD_STOPPED_RATIO x faster than the run's baseline right after a GPU
+        error (a CL ERROR line, a failed CL call) is the forward having stopped computing (MNN only logs
+        a failed enqueue or setArg, so the kernels it skips return at once: alibaba/MNN#4653), not a
+        speed-up.  The baseline is the one before the error; the FORWARD_STOPPED_WINDOW iterations after
+        it are judged, on calls of at least 8 tokens; one fault per error."""
+        out = None
+        after = self._after_gpu_error
+        if after is not None:
+            if tps and generated >= 8:
+                if tps >= FORWARD_STOPPED_RATIO * after["baseline"]:
+                    out = {"kind": "forward_stopped", "phase": "decode", "decode_tps": round(tps, 2),
+                           "baseline_tps": round(after["baseline"], 2), "speedup": round(tps / after["baseline"], 2),
+                           "after_iteration": after["iteration"], "after_error": after["error"]}
+                    self._after_gpu_error = None
+            if after is self._after_gpu_error and i - after["iteration"] >= FORWARD_STOPPED_WINDOW:
+                self._after_gpu_error = None
+        errors = [f for f in found if f["kind"] == "cl_error"]
+        if errors or cl_calls:
+            baseline = self.stats.decode_baseline()   # this call's tok/s is not in it yet
+            if baseline:
+                what = (f"cl_error {errors[0].get('name') or errors[0].get('code')} {errors[0].get('info') or ''}"
+                        if errors else f"{cl_calls} failed CL call(s)")
+                self._after_gpu_error = {"iteration": i, "baseline": baseline, "error": what.strip()}
+        return out
 
     def _poll_cl_trace(self, iteration: int | None) -> int:
         """Write the interposer's new records as events; returns how many CL calls failed."""

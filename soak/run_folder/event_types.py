@@ -121,7 +121,9 @@ EVENT_TYPES: dict[str, dict] = {
               "serial": _str, "state": _str, "boot_id_before": _str, "boot_id_after": _str, "uptime_s": _num,
               # the oracle's wrong_output / nonfinite_logits (soak.oracle.judge)
               "over": _strs, "abs_max": _num, "kl_max": _num, "first_step": _int, "worst_step": _int,
-              "first_flip": _int, "flips": _int, "of_steps": _int, "steps": _int, "thresholds": _dict},
+              "first_flip": _int, "flips": _int, "of_steps": _int, "steps": _int, "thresholds": _dict,
+              # the loop's forward_stopped (soak.loop.runner): tok/s up right after a GPU error
+              "speedup": _num, "after_iteration": _int, "after_error": _str},
     # soak.loop.oracle_turns: one teacher-forced turn's summary (soak.oracle.turn), judged
     "oracle_turn": {"i": _int, "conversation": _int, "turn": _int, "steps": _int, "flips": _int,
                     "first_flip": _int, "nonfinite_steps": _int, "first_nonfinite": _int, "first_over": _int,
