@@ -63,6 +63,8 @@ class FaultKind:
     own_verdict: bool = False   # judged by its own verdict (memory trend, perf), not the errors gate
     hard_when: tuple[str, str] | None = None  # hard only when event[field] == value
     event: bool = True          # False: a recovery trigger only, never a fault event
+    follows_state: bool = False  # an effect of the engine's state: after a GPU error it is in that error's
+    #                              cascade however many clean iterations lie between (until the model is loaded again)
 
 
 KINDS: dict[str, FaultKind] = {k.name: k for k in (
@@ -105,7 +107,7 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               ("decode_tps", "baseline_tps", "speedup", "after_iteration", "after_error"), ("decode",),
               "decode tok/s jumped (>= 1.5x the run's baseline) right after a GPU error: the forward stopped "
               "computing (failed kernels return at once, alibaba/MNN#4653), not a speed-up",
-              inject=("cl_error", "slow")),
+              inject=("cl_error", "slow"), follows_state=True),
     FaultKind("cl_call_error", False, "medium", "interposer", "call",
               ("api", "code", "code_name", "injected", "call_seq"), ("load", "prefill", "decode"),
               "an OpenCL call failed (interposer record)",
@@ -134,10 +136,10 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               ("over", "abs_max", "kl_max", "first_step", "worst_step", "first_flip", "flips", "of_steps",
                "thresholds"), ("decode",),
               "a teacher-forced turn's logits left what a healthy run of the configuration shows against the "
-              "reference (a wrong answer with no error)", inject=("logits_noise", "logits_stale")),
+              "reference (a wrong answer with no error)", inject=("logits_noise", "logits_stale"), follows_state=True),
     FaultKind("nonfinite_logits", False, "critical", "oracle", "none", ("first_step", "steps", "of_steps"),
               ("prefill", "decode"),
-              "a teacher-forced turn's logits held NaN or inf", inject=("logits_nonfinite",)),
+              "a teacher-forced turn's logits held NaN or inf", inject=("logits_nonfinite",), follows_state=True),
     FaultKind("worker_lost", True, "medium", "loop", "none", (), ("decode",),
               "the worker is gone without a fault of its own (its target recorded why, e.g. device_offline)",
               no_injection="follows a target fault (adb)", event=False),
@@ -185,6 +187,9 @@ def key_of(kind: str) -> str:
 
 
 OWN_VERDICT_KINDS = frozenset(k.name for k in KINDS.values() if k.own_verdict)
+# effects of the engine's state (_causal: they join the last GPU error's cascade), and the GPU errors
+STATE_KINDS = frozenset(k.name for k in KINDS.values() if k.follows_state)
+GPU_ERROR_KINDS = frozenset(k.name for k in KINDS.values() if k.key in ("cl", "call"))
 # the oracle's verdicts on checked turns: a gate policy with an [oracle] section judges them there
 ORACLE_KINDS = frozenset(k.name for k in KINDS.values() if k.source == "oracle")
 

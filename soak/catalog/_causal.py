@@ -10,6 +10,15 @@ between ends it.  The first record of an episode is its root cause (an
 injected interposer record of the first bucket is preferred: it is the
 cause by construction); everything else in the episode is its cascade.
 
+State-dependent faults (soak.fault_kinds `follows_state`: the oracle's
+wrong_output and nonfinite_logits, forward_stopped) are effects of what a GPU
+error left behind: a setArg that failed once leaves its kernel skipped on
+every later step (alibaba/MNN#4653), and the iterations in between look
+clean (or were not checked: `--oracle-every`).  Such a record joins the
+episode of the last GPU error (cl_error, cl_call_error) before it, however
+many clean iterations lie between, unless the model was loaded again since
+(a reload or a worker restart: `resets`, the buckets of the load events).
+
 A row of the table is one root cause: roots with the same catalog id (or,
 unmatched, the same signature less its info tag) in the same phase are one
 row, their info tags and kernels listed inside.  The cascade is counted by
@@ -24,6 +33,7 @@ engine asking a driver for a parameter it does not have is no fault.
 from __future__ import annotations
 
 from soak.analysis.streaming import Intervals
+from soak.fault_kinds import GPU_ERROR_KINDS, STATE_KINDS
 from soak.catalog._clcodes import code_name
 from soak.catalog._finding import Finding
 from soak.catalog.schema import SEVERITY_RANK, Entry
@@ -70,10 +80,12 @@ def _cascade_tag(f: Finding) -> str | None:
     return None
 
 
-def episodes(findings: list[Finding], iterations) -> list[list[tuple]]:
-    """[(bucket, order key, finding, count), ...] per episode, in order.
-    `iterations`: the iterations the run recorded (Intervals, or numbers)."""
+def episodes(findings: list[Finding], iterations, resets=()) -> list[list[tuple]]:
+    """[(bucket, order key, finding, count), ...] per episode, in order of their first record.
+    `iterations`: the iterations the run recorded (Intervals, or numbers); `resets`: the buckets
+    where the model was loaded (again): a GPU error's state ends there."""
     its = iterations if isinstance(iterations, Intervals) else Intervals(iterations)
+    loads = Intervals(resets)
     records = []
     for f in findings:
         if f.benign or f.minor:
@@ -82,22 +94,29 @@ def episodes(findings: list[Finding], iterations) -> list[list[tuple]]:
             records.append((b, key, f, n))
     records.sort(key=lambda r: (r[0], r[1]))
     out: list[list[tuple]] = []
+    cur: list | None = None
+    gpu: tuple[list, int] | None = None     # the episode of the last GPU error, and that error's bucket
     prev = None
     for rec in records:
-        b = rec[0]
+        b, f = rec[0], rec[2]
         # a recorded iteration strictly between the last failing bucket and this one was clean
         clean_between = prev is not None and b > prev + 1 and its.any_between(prev + 1, b - 1)
-        if prev is None or clean_between:
-            out.append([])
-        out[-1].append(rec)
+        if f.kind in STATE_KINDS and gpu is not None and not loads.any_between(gpu[1] + 1, b):
+            cur = gpu[0]                     # what the GPU error left behind: its cascade
+        elif cur is None or clean_between:
+            cur = []
+            out.append(cur)
+        cur.append(rec)
+        if f.kind in GPU_ERROR_KINDS:
+            gpu = (cur, b)
         prev = b
     return out
 
 
-def group(findings: list[Finding], by_sig: dict[str, dict], iterations) -> dict:
+def group(findings: list[Finding], by_sig: dict[str, dict], iterations, resets=()) -> dict:
     """The root-cause table: {"causes": [row, ...], "benign": [...]}.
     `by_sig` maps a finding's signature to its classified JSON (fault_id,
-    severity, matches, near misses)."""
+    severity, matches, near misses); `resets`: the buckets of the model's loads."""
     rows: dict[tuple, dict] = {}
     order: list[tuple] = []
     role: dict[str, set] = {}
@@ -120,7 +139,7 @@ def group(findings: list[Finding], by_sig: dict[str, dict], iterations) -> dict:
             order.append(k)
         return row
 
-    for ep in episodes(findings, iterations):
+    for ep in episodes(findings, iterations, resets):
         first_bucket = ep[0][0]
         injected = [r for r in ep if r[0] == first_bucket and r[2].injected]
         root = (injected or ep)[0][2]

@@ -43,7 +43,7 @@ class Finding:
     last_seq: int | None = None
     first_t: float | None = None
     last_t: float | None = None
-    ranges: dict = field(default_factory=dict)      # iteration/turn/context_tokens -> (lo, hi)
+    ranges: dict = field(default_factory=dict)      # iteration/turn/context_tokens/first_step -> (lo, hi)
     sample: dict = field(default_factory=dict)      # the first event, trimmed
     extra: dict = field(default_factory=dict)       # derived faults: figures behind them
 
@@ -62,6 +62,10 @@ class Finding:
                 self.where[b] = [order_key(self.kind, ev), count]
             else:
                 w[1] += count
+        fs = ev.get("first_step")    # the oracle's first diverging step of a checked turn
+        if fs.__class__ is int:
+            r = self.ranges.get("first_step")
+            self.ranges["first_step"] = (fs, fs) if r is None else (min(r[0], fs), max(r[1], fs))
         if isinstance(it, int) and (not self.iterations or self.iterations[-1] != it):
             self.iterations.append(it)
         seq = ev.get("seq")

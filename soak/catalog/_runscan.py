@@ -61,6 +61,7 @@ class Scan:
         self.events = 0
         self.fault_events = 0
         self.load: dict | None = None
+        self.loads: list[int] = []      # the bucket (next iteration) of each load: a reload ends a GPU error's state
         self.run_start: dict | None = None
         self.has_cpu_fallback = False
         self.source = run_folder.EVENTS
@@ -204,6 +205,8 @@ class Scan:
                         repeats[ident] = (f, tag_of(f.kind, ev))
                 elif kind == b"load":
                     self.load = _decode(raw)
+                    if self.next_i is not None:
+                        self.loads.append(self.next_i)
                 elif kind == b"run_start":
                     self.run_start = _decode(raw)
         return feed
@@ -267,6 +270,7 @@ class Scan:
         self.events += other.events
         self.fault_events += other.fault_events
         self.load = other.load or self.load
+        self.loads.extend(other.loads)
         self.run_start = self.run_start or other.run_start
         self.has_cpu_fallback = self.has_cpu_fallback or other.has_cpu_fallback
 
@@ -399,7 +403,7 @@ class Scan:
         if not f.iterations:
             return
         f.ranges["iteration"] = (min(f.iterations), max(f.iterations))
-        for k in ("turn", "context_tokens"):
+        for k in ("turn", "context_tokens", "first_step"):
             if k in folded:
                 f.ranges[k] = folded[k]
 
@@ -438,7 +442,7 @@ def _fold(ranges: dict, info: tuple) -> None:
 
 
 def _merge_ranges(into: dict, other: dict) -> None:
-    for k in ("turn", "context_tokens"):
+    for k in ("turn", "context_tokens", "first_step"):
         r = other.get(k)
         if r is not None:
             mine = into.get(k)

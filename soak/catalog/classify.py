@@ -106,7 +106,7 @@ def _classify(scan, findings, facts: RunFacts, ctx, cat: Catalog, started: float
     _causal.mark_benign(findings, cat.entries, ctx.gpu_vendor, ctx.gpu_platform)
     matched = Matcher(cat.entries).match_run([f for f in findings if not f.benign], facts, ctx)
     out_findings = [_finding_json(f, *matched.get(f.signature, ([], []))) for f in findings]
-    grouped = _causal.group(findings, {d["signature"]: d for d in out_findings}, scan.recorded)
+    grouped = _causal.group(findings, {d["signature"]: d for d in out_findings}, scan.recorded, scan.loads)
     for d in out_findings:
         d["role"] = "benign" if d["confidence"] == "benign" else grouped["roles"].get(d["signature"], "root")
     out_findings.sort(key=lambda d: (SEVERITY_RANK[d["severity"]], -d["count"], d["first_seq"] if d["first_seq"] is not None else 0))

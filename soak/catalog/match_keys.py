@@ -140,6 +140,9 @@ KEYS: dict[str, MatchKey] = {k.name: k for k in (
     _window("iteration", "window {min, max} over the global iteration index"),
     _window("turn", "window {min, max} over the turn within a conversation (0-based)"),
     _window("context_tokens", "window {min, max} over the history length in tokens"),
+    MatchKey("first_step", "window {min, max} over a checked turn's first diverging step (the oracle's "
+             "wrong_output: first step over the thresholds; nonfinite_logits: first NaN/inf step; 0 = the prefill's "
+             "logits)", WINDOW, lambda v: C.Window("first_step", v[0], v[1]), _carrying("first_step")),
     MatchKey("context_past_max", "true: history went past the model's context length", BOOL,
              lambda v: C.ContextPastMax("context_tokens", v)),
     MatchKey("output", "output symptom(s): " + ", ".join(OUTPUT_SYMPTOMS), choices(OUTPUT_SYMPTOMS),

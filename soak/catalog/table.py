@@ -48,13 +48,31 @@ def findings_table(result: dict) -> str:
     return render(["SEVERITY", "FAULT", "KIND", "PHASE", "COUNT", "ITER", "WHY / SIGNATURE"], rows)
 
 
+def oracle_words(kind: str, turns: int, first_step) -> str | None:
+    """What the logits oracle saw, in words (wrong_output, nonfinite_logits), else None."""
+    at = f", first diverging step {first_step}" if first_step is not None else ""
+    n = f"{turns} checked turn{'' if turns == 1 else 's'}"
+    if kind == "wrong_output":
+        return f"wrong answer: teacher-forced logits off the reference in {n}{at}"
+    if kind == "nonfinite_logits":
+        return f"NaN/inf logits in {n}" + (f" from step {first_step}" if first_step is not None else "")
+    return None
+
+
+def _first_step(result: dict, signatures) -> int | None:
+    steps = [(d.get("ranges") or {}).get("first_step") for d in result["findings"] if d["signature"] in signatures]
+    steps = [r[0] for r in steps if r]
+    return min(steps) if steps else None
+
+
 def causes_table(result: dict) -> str:
     """One row per root cause, first the earliest; beneath it its tags and
     its cascade (what followed from it), counted by kind, code and tag."""
     rows = []
     for c in result["causes"]:
         cause = c["fault_id"] or c["signature"]
-        what = c["why"] if c["known"] else c["signature_text"]
+        what = c["why"] if c["known"] else (oracle_words(c["kind"], c["count"], _first_step(result, c["findings"]))
+                                            or c["signature_text"])
         rows.append([str(c["rank"]), c["severity"], cause + (" [injected]" if c["injected"] else ""),
                      "+".join(c.get("kinds") or [c["kind"]]), c["phase"] or "-", c["count"], iters(c["first_iteration"], c["last_iteration"]),
                      what])
@@ -70,7 +88,9 @@ def causes_table(result: dict) -> str:
             code = f" {k['name']}" if k["name"] else ""
             tag = f" {k['tag']}" if k["tag"] else ""
             fid = f"  [{k['fault_id']}]" if k["fault_id"] else ""
-            out.append(f"     -> {k['count']} x {k['kind']}{code}{tag}{fid}")
+            words = oracle_words(k["kind"], k["count"], _first_step(result, k.get("findings") or ()))
+            words = f" ({words.split(': ', 1)[-1] if k['kind'] == 'wrong_output' else words})" if words else ""
+            out.append(f"     -> {k['count']} x {k['kind']}{code}{tag}{fid}{words}")
         if len(c["cascade"]) > 8:
             rest = c["cascade"][8:]
             out.append(f"     -> {sum(k['count'] for k in rest)} more in {len(rest)} other kinds/tags")

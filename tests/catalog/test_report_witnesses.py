@@ -182,6 +182,8 @@ def test_every_seeded_entry_has_a_witness(catalog):
         # witnessed in test_real_logs.py
         "mnn-2502-glm6b-queue-lost", "mnnllm-172-t4-embedding-image-40", "mnn-3726-qwen3-0.6b-9999-punctuation",
         "mnn-4236-d8300-no-platform", "mnn-3769-d9300-no-platform", "mnn-2391-adreno-libcb",
-        "mnn-1751-build-cascade-45-48", "mnn-4802-omni-fp16-build-segv", "mnn-2613-9999-commandqueue"}
+        "mnn-1751-build-cascade-45-48", "mnn-4802-omni-fp16-build-segv", "mnn-2613-9999-commandqueue",
+        # witnessed on the oracle's findings in tests/oracle/test_oracle_diagnosis.py
+        "mnn-4653-adreno830-setarg-49-inf-logits"}
     seeded = {e.id for e in catalog.entries if not e.id.startswith("soak-")}
     assert seeded == covered
