@@ -59,6 +59,7 @@ def _slim(event: dict, keep: frozenset) -> dict:
 
 
 _SLIM_ITERATION = tuple(sorted(SLIM_ITERATION_FIELDS))
+_NOT_KEPT = ("iteration", "memory", "oracle_turn")   # event types the pass thins or folds, never keeps whole
 _SLIM_MEMORY = tuple(sorted(SLIM_MEMORY_FIELDS))
 
 
@@ -184,7 +185,7 @@ class RunFolder:
 
     def of(self, kind: str) -> list[dict]:
         """Events of one kind (not iteration or memory: see the series)."""
-        if kind in ("iteration", "memory", "oracle_turn"):
+        if kind in _NOT_KEPT:
             raise ValueError(f"{kind} events are streamed (RunFolder.stream), thinned (the series) or folded")
         return [e for e in self.notable if e.get("event") == kind]
 

@@ -191,7 +191,7 @@ def test_cli_list_and_show(capsys):
     assert main(["catalog", "show", "mnn-3726"]) == 3
     assert "did you mean mnn-3726-qwen3-0.6b-9999-punctuation" in capsys.readouterr().err
     assert main(["catalog", "validate"]) == 0
-    assert "valid (37 from reports" in capsys.readouterr().out
+    assert "valid (38 from reports" in capsys.readouterr().out
 
 
 def test_readme_documents_every_key():
