@@ -156,3 +156,38 @@ def _svg(fig) -> str:
     text = re.sub(r"^<\?xml[^>]*>\s*", "", text)
     text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text, flags=re.S)
     return text
+
+
+def oracle_svg(verdict: dict, run_id: str) -> str:
+    """The oracle's per-turn divergence: each checked turn's mean KL per step against the reference
+    (log scale), the wrong and non-finite turns marked, the per-step KL threshold dashed."""
+    Figure = _figure_class()
+    fig = Figure(figsize=(11, 2.8), layout="constrained")
+    ax = fig.subplots(1, 1)
+    floor = 1e-18   # a turn that matched exactly (KL 0) sits on the floor of the log axis
+    pts = [(i, max(v, floor)) for i, v in verdict.get("series") or []]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS[0], lw=0.8, marker=".", ms=3,
+                label=f"{run_id}: mean KL per step of each checked turn")
+    wrong = [t for t in verdict.get("wrong_turns") or [] if isinstance(t.get("i"), int)]
+    bad = [(t["i"], max(t["kl_mean"], floor)) for t in wrong
+           if not t.get("nonfinite_steps") and isinstance(t.get("kl_mean"), (int, float))]
+    if bad:
+        ax.plot([p[0] for p in bad], [p[1] for p in bad], ls="none", marker="x", color="#d62728", ms=6,
+                label="wrong_output")
+    nonfinite = [t["i"] for t in wrong if t.get("nonfinite_steps")]
+    if nonfinite:
+        ax.plot(nonfinite, [1] * len(nonfinite), ls="none", marker="v", color="#b00020", ms=6,
+                transform=ax.get_xaxis_transform(), clip_on=False, label="NaN/inf logits")
+    limit = (verdict.get("thresholds") or {}).get("kl_max")
+    if isinstance(limit, (int, float)) and limit > 0:
+        ax.axhline(limit, color="#d62728", ls="dashed", lw=0.8, label=f"per-step KL threshold {limit:g}")
+    ax.set_yscale("log")
+    ax.set_ylabel("KL (nats)", fontsize=9)
+    ax.set_xlabel("iteration")
+    ax.grid(True, alpha=0.3)
+    if not pts and not nonfinite:
+        ax.text(0.5, 0.5, "no checked turn with a measured step", ha="center", va="center",
+                transform=ax.transAxes, color="#777")
+    ax.legend(fontsize=7, loc="upper left")
+    return _svg(fig)

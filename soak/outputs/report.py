@@ -1,7 +1,8 @@
 """The HTML report: one self-contained file (inline CSS and SVG, no script, no network).
 
 Sections: summary and verdicts, fault table (linked to the catalog entries
-and their references), the timeline plots (soak.outputs._plots), recovery,
+and their references), the timeline plots (soak.outputs._plots), recovery, the
+wrong-answer oracle of --reference runs (checked turns, the wrong ones, per-turn KL),
 the GPU profile of --cl-profile runs (soak.analysis.profile), environment.  Several runs are shown side by side and overlaid in the plots;
 with a baseline, each run's tok/s and latency are compared against it.
 """
@@ -41,6 +42,7 @@ def _anchor(fault_id: str) -> str:
 
 def _verdict_cls(v: str) -> str:
     return {"leak": "bad", "ratchet": "bad", "retained": "bad", "degrading": "bad", "growth_stopped": "warn",
+            "forward_stopped": "bad",
             "stable": "good"}.get(v, "muted")
 
 
@@ -64,7 +66,8 @@ def _summary(runs: list[_Run]) -> str:
             ("recovery", lambda r: _recovery_cell(r.verdicts)),
             ("decode tok/s (median)", lambda r: _num(r.verdicts["perf"]["drift"]["decode_tps"].get("median"), "{:.4g}")),
             ("decode tok/s drift", lambda r: _drift_cell(r.verdicts["perf"]["drift"]["decode_tps"])),
-            ("latency drift", lambda r: _drift_cell(r.verdicts["perf"]["drift"]["latency_s"]))]
+            ("latency drift", lambda r: _drift_cell(r.verdicts["perf"]["drift"]["latency_s"])),
+            ("answers (oracle)", lambda r: _oracle_cell(r.verdicts.get("oracle")))]
     out = ["<table><tbody>"]
     for name, cell in rows:
         out.append(f"<tr><th>{_e(name)}</th>" + "".join(f"<td>{cell(r)}</td>" for r in runs) + "</tr>")
@@ -106,6 +109,74 @@ def _recovery_cell(v: dict) -> str:
         return '<span class="muted">none needed</span>'
     cls = "good" if rec["rate"] == 1 else "bad"
     return f'<span class="{cls}">{rec["recovered"]}/{rec["attempts"]} recovered</span>, score {_num(rec["score"])}'
+
+
+def _oracle_cell(v: dict | None) -> str:
+    if not v:
+        return '<span class="muted">not checked (no --reference)</span>'
+    if not v["checked"]:
+        return '<span class="bad">reference given, no turn checked</span>'
+    bad = v["wrong"] + v["nonfinite"]
+    text = f"{v['checked']} checked, {v['wrong']} wrong, {v['nonfinite']} non-finite"
+    drift = (v.get("drift") or {}).get("verdict")
+    return (f'<span class="{"bad" if bad else "good"}">{_e(text)}</span>'
+            + (' <span class="bad">KL growing</span>' if drift == "growing" else ""))
+
+
+def _oracle_section(r: _Run) -> str:
+    """--reference runs: what the teacher-forced turns showed (soak.analysis.oracle_verdict)."""
+    from soak.outputs._plots import oracle_svg
+
+    v = r.verdicts.get("oracle")
+    if not v:
+        return ""
+    thr = v.get("thresholds") or {}
+    kl, ab, d = v.get("kl_max") or {}, v.get("abs_max") or {}, v.get("drift") or {}
+    first, later = v["by_turn"]["first"], v["by_turn"]["later"]
+    dist = (lambda q: f"median {_num(q.get('median'))}, p99 {_num(q.get('p99'))}, max {_num(q.get('max'))}"
+            if q else "–")
+    drift = _e(d.get("verdict"))
+    if d.get("verdict") in ("growing", "stable"):
+        drift = (f"<span class='{'bad' if d['verdict'] == 'growing' else 'good'}'>{drift}</span>: "
+                 f"{_num(d.get('start'))} → {_num(d.get('end'))} nats (p={_num(d.get('p'))}, iterations "
+                 f"{_e(d.get('first_iteration'))}–{_e(d.get('last_iteration'))})")
+    out = ["<dl>",
+           f"<dt>reference</dt><dd><code>{_e(v.get('reference'))}</code>"
+           + (f", one conversation in {_e(v['every'])} checked" if v.get("every") not in (None, 1) else "") + "</dd>",
+           f"<dt>thresholds (per step)</dt><dd>{_e(thr.get('class'))} class: max |Δ log p| {_e(thr.get('abs_max'))}, "
+           f"KL {_e(thr.get('kl_max'))}</dd>",
+           f"<dt>checked</dt><dd>{v['checked']} turns, {v['steps']} steps</dd>",
+           f"<dt>wrong</dt><dd class='{'bad' if v['wrong'] else 'good'}'>{v['wrong']} wrong_output"
+           + (f", first at iteration {v['first_wrong_iteration']}" if v["first_wrong_iteration"] is not None else "")
+           + "</dd>",
+           f"<dt>non-finite</dt><dd class='{'bad' if v['nonfinite'] else 'good'}'>{v['nonfinite']} nonfinite_logits"
+           + (f", first at iteration {v['first_nonfinite_iteration']}" if v["first_nonfinite_iteration"] is not None
+              else "") + "</dd>",
+           f"<dt>by turn</dt><dd>first turns {first['wrong']}/{first['checked']} wrong, later turns "
+           f"{later['wrong']}/{later['checked']} wrong</dd>",
+           f"<dt>per-turn max KL</dt><dd>{dist(kl)}</dd><dt>per-turn max |Δ log p|</dt><dd>{dist(ab)}</dd>",
+           f"<dt>KL drift over the run</dt><dd>{drift}</dd></dl>",
+           "<div class=plot>", oracle_svg(v, r.folder.run_id), "</div>"]
+    turns = v.get("wrong_turns") or []
+    if turns:
+        out.append("<table><thead><tr><th>iteration</th><th>conversation</th><th>turn</th><th>steps</th>"
+                   "<th>first step over</th><th>first flip</th><th>max |Δ| (step)</th><th>max KL (step)</th>"
+                   "<th>mean KL</th><th>flips</th><th>non-finite steps (first)</th></tr></thead><tbody>")
+        for t in turns:
+            nf = t.get("nonfinite_steps")
+            out.append(f"<tr class='{'bad' if nf else ''}'><td class=num>{_e(t.get('i'))}</td>"
+                       f"<td class=num>{_e(t.get('conversation'))}</td><td class=num>{_e(t.get('turn'))}</td>"
+                       f"<td class=num>{_e(t.get('steps'))}</td><td class=num>{_e(t.get('first_over'))}</td>"
+                       f"<td class=num>{_e(t.get('first_flip'))}</td>"
+                       f"<td class=num>{_num(t.get('abs_max'))} ({_e(t.get('abs_max_step'))})</td>"
+                       f"<td class=num>{_num(t.get('kl_max'))} ({_e(t.get('kl_max_step'))})</td>"
+                       f"<td class=num>{_num(t.get('kl_mean'))}</td><td class=num>{_e(t.get('flips'))}</td>"
+                       f"<td class=num>{_e(nf)}" + (f" ({_e(t.get('first_nonfinite'))})" if nf else "") + "</td></tr>")
+        out.append("</tbody></table>")
+        total = v["wrong"] + v["nonfinite"]
+        if total > len(turns):
+            out.append(f"<p class=muted>the first {len(turns)} of {total} wrong turns</p>")
+    return "\n".join(out)
 
 
 def _drift_cell(d: dict) -> str:
@@ -333,6 +404,9 @@ def render_report(run_dirs: list, baseline=None) -> str:
         parts += [f"<h2>Memory verdicts: {rid}</h2>", _memory_table(r),
                   f"<h2>Faults: {rid}</h2>", _fault_table(r),
                   f"<h2>Recovery: {rid}</h2>", _recovery_table(r)]
+        oracle = _oracle_section(r)
+        if oracle:
+            parts += [f"<h2>Wrong-answer oracle: {rid}</h2>", oracle]
         profile = _profile_section(r, runs)
         if profile:
             parts += [f"<h2>GPU profile: {rid}</h2>", profile]
