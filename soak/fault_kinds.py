@@ -233,6 +233,12 @@ def fault_detail(kind: str, f: dict) -> str:
         bits.append(",".join(map(str, f["symptoms"])))
     elif f.get("status_name") or f.get("status") is not None:
         bits.append(str(f.get("status_name") or f.get("status")))
+    elif kind == "wrong_output":
+        g = (lambda v: f"{v:.3g}" if isinstance(v, (int, float)) else "?")
+        bits.append(f"wrong from step {f.get('first_step')}: max |delta| {g(f.get('abs_max'))}, "
+                    f"KL {g(f.get('kl_max'))}")
+    elif kind == "nonfinite_logits":
+        bits.append(f"NaN/inf logits from step {f.get('first_step')} ({f.get('steps')}/{f.get('of_steps')} steps)")
     elif kind == "forward_stopped":
         bits.append(f"{f.get('decode_tps')} tok/s, {f.get('speedup')}x the usual after {f.get('after_error')} "
                     f"at iteration {f.get('after_iteration')}")

@@ -16,7 +16,8 @@ Reads the run folder only ({EVENTS}, {MANIFEST}): works while `soak run` is
 writing it, from another terminal or machine sharing the folder.  Shows the state
 (running, complete, or ended without run_end: killed), iterations and percentage of a
 bounded run, time left, faults so far (counted as the gate counts them) with the last
-few, and the memory verdict of each series so far (soak.analysis.memory_verdict: the same
+few, the teacher-forced turns checked and found wrong so far (runs with --reference), and the memory
+verdict of each series so far (soak.analysis.memory_verdict: the same
 judgment `soak gate` and `soak classify` give), with RSS's trend per hour.
 
   soak status logs/nightly
@@ -40,6 +41,7 @@ def status(run_dir) -> dict:
     from soak.run_folder import DamagedFile, read_events, read_manifest, state as run_state
     from soak.fault_kinds import fault_kind_of
     from soak.fault_kinds import fault_detail
+    from soak.analysis.oracle_verdict import OracleTally
 
     run_dir = Path(run_dir)
     if not (run_dir / EVENTS).is_file():
@@ -53,9 +55,12 @@ def status(run_dir) -> dict:
     events = list(read_events(run_dir))
     state = run_state(run_dir)  # running: its writer holds the folder's lock
     iterations, elapsed, faults, by_kind = 0, 0.0, [], {}
+    oracle = OracleTally()
     for e in events:
         elapsed = max(elapsed, e.get("t") or 0.0)
         name = e.get("event")
+        if name == "oracle_turn":
+            oracle.add(e)
         if name == "iteration" and isinstance(e.get("i"), int):
             iterations = max(iterations, e["i"] + 1)
         kind = fault_kind_of(name, e)
@@ -81,7 +86,17 @@ def status(run_dir) -> dict:
             "duration_goal_s": duration, "elapsed_s": round(elapsed, 3), "fraction": frac,
             "time_left_s": None if left is None else round(left, 1), "rate_per_s": rate,
             "faults": len(faults), "faults_by_kind": by_kind, "last_faults": faults[-5:],
-            "memory": memory_status(run_dir)}
+            "oracle": _oracle_status(manifest, oracle), "memory": memory_status(run_dir)}
+
+
+def _oracle_status(manifest: dict, tally) -> dict | None:
+    """The teacher-forced turns so far; None for a run without --reference (and `soak reference`'s own)."""
+    info = manifest.get("oracle") if isinstance(manifest.get("oracle"), dict) else None
+    if (info is None and not tally.checked) or (info or {}).get("mode") == "make":
+        return None
+    return {"checked": tally.checked, "wrong": tally.wrong, "nonfinite": tally.nonfinite,
+            "first_wrong_iteration": tally.first_wrong, "first_nonfinite_iteration": tally.first_nonfinite,
+            "every": (info or {}).get("every")}
 
 
 def memory_status(run_dir: Path) -> dict:
@@ -119,6 +134,13 @@ def render(st: dict) -> str:
     lines.append(f"faults   {st['faults']}" + (f"  ({kinds})" if kinds else ""))
     for f in st["last_faults"]:
         lines.append(f"         iter {f['iteration']}  {f['kind']}  {f['detail']}")
+    o = st.get("oracle")
+    if o is not None:
+        firsts = [f"first wrong at iteration {o['first_wrong_iteration']}" if o["first_wrong_iteration"] is not None
+                  else None, f"first non-finite at iteration {o['first_nonfinite_iteration']}"
+                  if o["first_nonfinite_iteration"] is not None else None]
+        lines.append(f"answers  {o['checked']} turns checked against the reference, {o['wrong']} wrong, "
+                     f"{o['nonfinite']} non-finite" + "".join(f"; {x}" for x in firsts if x))
     m = st["memory"]
     others = ", ".join(f"{k} {v}" for k, v in m["verdicts"].items() if k != "rss")
     if m["rss_last"] is None:

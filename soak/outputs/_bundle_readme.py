@@ -25,11 +25,12 @@ FILES = f"""\
     series/             memory.csv and perf.csv, one row per sample / iteration
     prompts.jsonl       exact prompts of the failing iterations and of those before them
     model/config.json   the model's config, when it was readable
-    {TEST_ENGINE:<20}the test engine's config and fault plan (test-engine runs)"""
+    {TEST_ENGINE:<20}the test engine's config and fault plan (test-engine runs)
+    oracle/             reference.jsonl: the reference of a --reference run, when small enough"""
 
 
 def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: int | None, name: str,
-            redactor: Redactor, verdicts: dict | None) -> str:
+            redactor: Redactor, verdicts: dict | None, oracle: dict | None = None) -> str:
     oc = env.get("opencl") or {}
     host = env.get("host") or {}
     lines = [f"# soak bug report: run {run.run_id}", ""]
@@ -55,6 +56,7 @@ def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: 
         if mem.get("leaking_series"):
             lines.append(f"- memory leak verdict on {', '.join(mem['leaking_series'])}: see {VERDICTS} "
                          "and series/memory.csv")
+    lines += _oracle_lines(verdicts, oracle, env)
     lines += ["", "## On what", ""]
     lines.append(f"- engine: {env.get('engine_name') or env.get('engine')}; backend requested "
                  f"{env.get('backend_requested')}, actually ran on {env.get('backend_actual')}")
@@ -90,3 +92,29 @@ def render_readme(run: RunFolder, selected: list[dict], env: dict, replay_iter: 
     if redactor.serials:
         lines.append("Device serial numbers were replaced by SERIAL-<hash> (--redact-serials).")
     return "\n".join(lines) + "\n"
+
+
+def _oracle_lines(verdicts: dict | None, oracle: dict | None, env: dict) -> list[str]:
+    """A --reference run: what the teacher-forced turns showed and the reference they were checked against."""
+    if oracle is None:
+        return []
+    v = (verdicts or {}).get("oracle") or {}
+    out = ["", "## Wrong answers (teacher-forced against a reference)", ""]
+    if v:
+        out.append(f"- {v.get('checked')} turns checked, {v.get('wrong')} wrong, {v.get('nonfinite')} with NaN/inf "
+                   f"logits" + (f"; first wrong at iteration {v['first_wrong_iteration']}"
+                                if v.get("first_wrong_iteration") is not None else "")
+                   + f" (thresholds: {json.dumps(v.get('thresholds'))}; per turn: {VERDICTS} `oracle`)")
+    key = oracle.get("key") or {}
+    out.append(f"- reference: `{oracle.get('reference')}`, made by {json.dumps(oracle.get('oracle'))}; key: model "
+               f"sha256 {key.get('model_sha256')}, seed {key.get('seed')}, soak {key.get('soak_version')}")
+    if oracle.get("included"):
+        out.append(f"- the reference is in this bundle: `{oracle['included']}` ({oracle.get('bytes')} bytes)")
+    elif oracle.get("missing"):
+        out.append(f"- the reference is not in this bundle: {oracle['missing']}")
+    else:
+        out.append(f"- the reference is not in this bundle ({oracle.get('bytes')} bytes); ask for it: sha256 "
+                   f"{oracle.get('sha256')}")
+    out.append(f"- re-check: `soak run --seed {env.get('seed')} --reference REFERENCE ...` (the same seeded workload; "
+               "`soak replay` runs the recorded turns free, without the oracle)")
+    return out

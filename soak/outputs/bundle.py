@@ -17,11 +17,15 @@ folder, so `soak replay BUNDLE`, `soak gate` and `soak report` read it):
     prompts.jsonl       exact prompts of the failing iterations and of those before them
     model/config.json   the model's config, when it is readable here
     test_engine.json    the test engine's config and fault plan (test runs)
+    oracle/reference.jsonl   the reference a --reference run was checked against, when it is here
+                        and at most REFERENCE_LIMIT bytes; bundle.json `oracle` always names it
+                        (path, key, size, sha256), so a larger one can be asked for and verified
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -43,6 +47,8 @@ TRACE_LIMIT = 64 << 20           # per cl_trace file
 LOG_WINDOW_LIMIT = 1 << 20       # per engine-log window
 ITERATIONS_BEFORE = 3            # iterations kept before each occurrence (besides its conversation)
 OCCURRENCES_PER_FINDING = 10     # the first 5 and the last 5
+REFERENCE_LIMIT = 8 << 20        # a --reference run's reference file is bundled up to this size (~70k steps)
+REFERENCE_FILE = "oracle/reference.jsonl"   # not at the top: the bundle is a run, not a `soak reference` folder
 
 
 def _select(findings: list[dict], fault: str | None) -> list[dict]:
@@ -127,6 +133,33 @@ def _csv_file(rows, header: list[str]):
     return fh
 
 
+def _oracle_reference(run: RunFolder, files: dict) -> dict | None:
+    """What a --reference run was checked against: the reference's path and key (model hash, seed,
+    workload, soak version), the oracle's configuration, its size and sha256; the file itself goes in
+    when it is on this machine and at most REFERENCE_LIMIT bytes (a night's reference can be tens of
+    MB: the key and hash let the receiver ask for it and know it is the same one)."""
+    info = run.manifest.get("oracle")
+    if not isinstance(info, dict) or info.get("mode") != "check":
+        return None
+    ref = info.get("reference")
+    out = {"reference": ref, "key": info.get("key"), "oracle": info.get("oracle"), "every": info.get("every"),
+           "thresholds": info.get("thresholds"), "included": None}
+    path = Path(ref) if isinstance(ref, str) and ref else None
+    if path is None or not path.is_file():
+        out["missing"] = "the reference file is not on this machine"
+        return out
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    out.update(bytes=size, sha256=digest.hexdigest())
+    if size <= REFERENCE_LIMIT:
+        files[REFERENCE_FILE] = path.read_bytes()
+        out["included"] = REFERENCE_FILE
+    return out
+
+
 def _replay_iteration(selected: list[dict]) -> int | None:
     firsts = [o.get("iteration") for f in selected for o in f.get("occurrences") or []
               if isinstance(o.get("iteration"), int) and o.get("phase") != "load"]
@@ -160,7 +193,7 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     put_json("environment.json", env)
     put_json(run_folder.CLASSIFICATION, classification(run))
     verdicts = run_folder.read_json(run.path / run_folder.VERDICTS)
-    if verdicts is None:
+    if verdicts is None or "oracle" not in verdicts:   # none, or written by a soak without the oracle's verdict
         from soak.analysis.verdicts import compute_verdicts
 
         verdicts = compute_verdicts(run, write=False)
@@ -235,6 +268,7 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
     if cfg is not None:
         put_text("model/config.json", cfg.read_text(encoding="utf-8", errors="replace"))
 
+    oracle = _oracle_reference(run, files)
     meta = {"version": BUNDLE_VERSION, "run_id": run.run_id, "seed": run.seed, "created": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fault": fault,
             "findings": [{k: f.get(k) for k in ("fault_id", "signature", "signature_text", "title", "severity",
@@ -242,9 +276,9 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
                                                   "last_iteration")} for f in selected],
             "occurrences": occ_index, "replay_iteration": None if redact_prompts else replay_iter,
             "redacted": {"prompts": redact_prompts, "serials": bool(redactor.serials)},
-            "events": "whole" if whole else "windows"}
+            "events": "whole" if whole else "windows", "oracle": oracle}
     put_json("bundle.json", meta)
-    put_text("README.md", render_readme(run, selected, env, replay_iter, out.name, redactor, verdicts))
+    put_text("README.md", render_readme(run, selected, env, replay_iter, out.name, redactor, verdicts, oracle))
     _write_tar(out, top, files)
     return out
 

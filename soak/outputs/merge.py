@@ -80,6 +80,7 @@ class RunRecord:
     gate_passed: bool | None = None
     cases: list[Case] = field(default_factory=list)
     iterations_asked: object = None   # its config's iterations (soak.end_reasons.conclude)
+    oracle: dict | None = None        # --reference runs: checked, wrong, nonfinite (summary.json's oracle)
 
 
 def collect(paths: list[str | Path]) -> list[Path]:
@@ -187,11 +188,25 @@ def read_run(run_dir: Path, catalog=None) -> tuple[RunRecord, dict, dict, dict]:
         adb_server=dev["adb_server"], host=dev["host"], started=_str(manifest.get("started")),
         end_reason=_str(end_reason), iterations=iterations if isinstance(iterations, int) else None,
         classified=classified, findings=findings, worst=worst,
-        iterations_asked=(manifest.get("config") or {}).get("iterations"))
+        iterations_asked=(manifest.get("config") or {}).get("iterations"),
+        oracle=_oracle_counts(summary))
     rec.cases, rec.gate = _cases(run_dir, rec, findings)
     if rec.gate is not None:
         rec.gate_passed = not any(c.failed for c in rec.cases)
     return rec, manifest, classification, summary
+
+
+def _oracle_counts(summary: dict) -> dict | None:
+    """The teacher-forced turns of a --reference run (summary.json `oracle`, mode check), else None."""
+    o = summary.get("oracle")
+    if not isinstance(o, dict) or o.get("mode") != "check":
+        return None
+    return {k: o.get(k) if isinstance(o.get(k), int) and not isinstance(o.get(k), bool) else 0
+            for k in ("checked", "wrong", "nonfinite")}
+
+
+def _oracle_text(o: dict | None) -> str:
+    return "–" if o is None else f"{o['checked']} checked, {o['wrong'] + o['nonfinite']} wrong"
 
 
 def _slug(text: str) -> str:
@@ -307,22 +322,35 @@ class Table:
                        "iterations": sum(r.iterations or 0 for r in self.runs), "end_reasons": ends,
                        "classified_by_merge": sum(r.classified == "merge" for r in self.runs),
                        "gated": sum(r.gate is not None for r in self.runs),
-                       "gate_failed": sum(r.gate_passed is False for r in self.runs)},
+                       "gate_failed": sum(r.gate_passed is False for r in self.runs),
+                       **self.oracle_totals()},
             "faults": self.fault_rows(),
             "devices": self.device_rows(),
             "runs": [{"run_id": r.run_id, "run_dir": r.run_dir, "device": r.device, "label": r.label,
                       "model": r.model, "serial": r.serial, "adb_server": r.adb_server, "host": r.host,
                       "started": r.started, "end_reason": r.end_reason, "iterations": r.iterations,
                       "classified": r.classified, "worst_severity": r.worst, "gate": r.gate,
-                      "gate_passed": r.gate_passed,
+                      "gate_passed": r.gate_passed, "oracle": r.oracle,
                       "findings": {f["key"]: f["count"] for f in r.findings}} for r in self.runs],
         }
+
+    def oracle_totals(self) -> dict:
+        """Checked and wrong turns over the --reference runs (none: {})."""
+        checked = [r.oracle for r in self.runs if r.oracle is not None]
+        if not checked:
+            return {}
+        return {"oracle_runs": len(checked), "oracle_checked": sum(o["checked"] for o in checked),
+                "oracle_wrong": sum(o["wrong"] + o["nonfinite"] for o in checked)}
 
     def text(self) -> str:
         from soak.catalog.table import render
 
         labels = {k: d["label"] for k, d in self.devices.items()}
         head = (f"{len(self.runs)} runs on {len(self.devices)} devices, {len(self.faults)} distinct faults")
+        o = self.oracle_totals()
+        if o:
+            head += (f"; answers checked in {o['oracle_runs']} runs: {o['oracle_checked']} turns, "
+                     f"{o['oracle_wrong']} wrong")
         if not self.faults:
             return head + "\nno failures"
         rows = []
@@ -393,7 +421,13 @@ def render_html(table: Table, out_dir: Path) -> str:
          f"<tr><th>iterations</th><td class=num>{sum(r.iterations or 0 for r in table.runs)}</td></tr>"
          "<tr><th>ended by</th><td>" + ", ".join(f"{_e(k)} ×{v}" for k, v in sorted(ends.items())) + "</td></tr>"
          f"<tr><th>gate failed</th><td class=num>{sum(r.gate_passed is False for r in table.runs)} of "
-         f"{sum(r.gate is not None for r in table.runs)} gated</td></tr></tbody></table>"]
+         f"{sum(r.gate is not None for r in table.runs)} gated</td></tr>"
+         + ("" if not table.oracle_totals() else
+            f"<tr><th>answers checked (oracle)</th><td>{table.oracle_totals()['oracle_checked']} turns in "
+            f"{table.oracle_totals()['oracle_runs']} runs, <span class="
+            f"{'bad' if table.oracle_totals()['oracle_wrong'] else 'good'}>{table.oracle_totals()['oracle_wrong']} "
+            "wrong</span></td></tr>")
+         + "</tbody></table>"]
     p.append("<h2>Findings × devices</h2>")
     if not faults:
         p.append("<p class=good>No faults on any device.</p>")
@@ -424,7 +458,8 @@ def render_html(table: Table, out_dir: Path) -> str:
                  f"<td>{_e(', '.join(f'{k} ×{v}' for k, v in sorted(d['end_reasons'].items())))}</td></tr>")
     p.append("</tbody></table>")
     p.append("<h2>Runs</h2><table><thead><tr><th>run</th><th>device</th><th>started</th><th>ended by</th>"
-             "<th>iterations</th><th>worst</th><th>findings</th><th>gate</th></tr></thead><tbody>")
+             "<th>iterations</th><th>answers (oracle)</th><th>worst</th><th>findings</th><th>gate</th>"
+             "</tr></thead><tbody>")
     for r in table.runs:
         href = _href(out_dir, Path(r.run_dir))
         cls = "bad" if not conclude(r.end_reason, r.iterations, r.iterations_asked).passed else ""
@@ -433,6 +468,8 @@ def render_html(table: Table, out_dir: Path) -> str:
         p.append(f"<tr><td><a href='{_e(href)}/'>{_e(r.run_id)}</a> <a class=muted href='{_e(href)}/{CLASSIFICATION}'>"
                  f"json</a></td><td>{_e(r.label)}</td><td>{_e((r.started or '')[:19])}</td>"
                  f"<td class='{cls}'>{_e(r.end_reason or 'no run_end')}</td><td class=num>{_e(r.iterations)}</td>"
+                 f"<td class='{'bad' if r.oracle and r.oracle['wrong'] + r.oracle['nonfinite'] else ''}'>"
+                 f"{_e(_oracle_text(r.oracle))}</td>"
                  f"<td>{_e(r.worst or '–')}</td><td>{found or '<span class=good>none</span>'}</td><td>{gate}</td></tr>")
     p.append("</tbody></table></body></html>")
     return "\n".join(p)
