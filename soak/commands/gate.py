@@ -12,7 +12,8 @@ from soak.run_folder import GATE
 DESCRIPTION = """
 
 Without --policy the default gate applies: no critical fault (crash, hang),
-no memory leak or ratchet, every recovery succeeds.  Every gate also checks
+no memory leak or ratchet, every recovery succeeds, and in a run checked against a
+reference (soak run --reference) no wrong or non-finite turn.  Every gate also checks
 run.complete: a killed, cut-short or empty run fails.  Rules that cannot be
 judged (no data) are skipped, never passed.  Policy format (TOML, every rule optional):
 
@@ -25,6 +26,9 @@ judged (no data) are skipped, never passed.  Policy format (TOML, every rule opt
               series = ["rss", "pss", "gpu_live_bytes"], require_return = true
   [recovery]  min_rate = 0.9, min_score = 50
   [perf]      max_tps_regression_pct = 10 (needs --baseline), max_drift_pct = 20
+  [oracle]    max_wrong = 0, max_wrong_rate = 0.01, max_nonfinite = 0, max_kl_drift = 0.001 (nats),
+              required = true (a run with no checked turn fails); with [oracle] the oracle's
+              wrong_output / nonfinite_logits are judged there, not by [errors]
 
 Expected failures and flakes (--expectations FILE, TOML): a baseline of known failing
 causes and of known flakes, per device/driver/model/backend where needed; they fail no
