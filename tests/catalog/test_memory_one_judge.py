@@ -194,6 +194,7 @@ TREND_CALLERS = {  # the modules that fit soak.analysis.trend.trend(), and what 
     "soak/analysis/memory_verdict.py": "memory series (the one memory judgment)",
     "soak/analysis/context_model.py": "memory against the context (part of the memory judgment)",
     "soak/analysis/perf.py": "decode tok/s drift (not memory)",
+    "soak/analysis/oracle_verdict.py": "the oracle's per-turn KL drift (not memory)",
 }
 MEMORY_JUDGES = ("soak/commands/status.py", "soak/catalog/classify.py", "soak/analysis/verdicts.py")
 
