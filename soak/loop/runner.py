@@ -586,12 +586,12 @@ class Runner:
                     self._after_gpu_error = None
             if after is self._after_gpu_error and i - after["iteration"] >= FORWARD_STOPPED_WINDOW:
                 self._after_gpu_error = None
-        errors = [f for f in found if f["kind"] == "cl_error"]
-        if errors or cl_calls:
+        logged = [f for f in found if f["kind"] == "cl_error"]
+        if logged or cl_calls:
             baseline = self.stats.decode_baseline()   # this call's tok/s is not in it yet
             if baseline:
-                what = (f"cl_error {errors[0].get('name') or errors[0].get('code')} {errors[0].get('info') or ''}"
-                        if errors else f"{cl_calls} failed CL call(s)")
+                what = (f"cl_error {logged[0].get('name') or logged[0].get('code')} {logged[0].get('info') or ''}"
+                        if logged else f"{cl_calls} failed CL call(s)")
                 self._after_gpu_error = {"iteration": i, "baseline": baseline, "error": what.strip()}
         return out
 
