@@ -34,6 +34,7 @@ DRIFT_CONFIDENCE = 0.95
 DRIFT_RATIO = 2.0
 DRIFT_MATERIAL = 0.01       # of the per-step KL threshold (soak.oracle.judge) of the run's comparison class
 DRIFT_MIN_TURNS = 8
+SERIES_OUT = 1000           # (iteration, mean KL) points written to verdicts.json (the report's chart)
 
 _WRONG_FIELDS = ("i", "conversation", "turn", "steps", "flips", "first_flip", "first_over", "nonfinite_steps",
                  "first_nonfinite", "kl_mean", "kl_max", "kl_max_step", "abs_max", "abs_max_step", "rank_max")
@@ -161,8 +162,13 @@ def oracle_verdict(run) -> dict | None:
         "drift": kl_drift(tally.kl_series.items, _num((thresholds or {}).get("kl_max"))),
         "wrong_turns": tally.wrong_turns,
         "wrong_turns_kept": len(tally.wrong_turns),
-        "series": [[i, v] for i, v in tally.kl_series.items],
+        "series": [[i, v] for i, v in _thin(tally.kl_series.items, SERIES_OUT)],
     }
+
+
+def _thin(items: list, cap: int) -> list:
+    """At most `cap` of `items`, evenly spaced, the first kept."""
+    return items[::max(1, math.ceil(len(items) / cap))]
 
 
 def _g(v) -> str:

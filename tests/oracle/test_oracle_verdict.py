@@ -101,3 +101,13 @@ def test_the_run_folder_folds_oracle_turns_in_its_one_pass(tmp_path):
         folder.of("oracle_turn")
     v = ov.oracle_verdict(folder)
     assert v["checked"] == 40 and v["reference"] is None     # no manifest: checked turns still judged
+    assert len(v["series"]) == folder.oracle_tally.kl_series.count
+
+
+def test_the_written_series_is_thinned_for_the_chart():
+    t = tally([turn(i, 1e-3) for i in range(5000)], cap=8192)
+
+    class Run:
+        oracle_tally, manifest = t, {}
+    v = ov.oracle_verdict(Run())
+    assert ov.SERIES_OUT // 2 <= len(v["series"]) <= ov.SERIES_OUT and v["series"][0][0] == 0
