@@ -58,8 +58,9 @@ def run_key(manifest: dict, cfg) -> dict:
     """What a reference is valid for: the model's files, the workload, soak's version."""
     model = manifest.get("model") or {}
     files = model.get("sha256") or {}
-    if not files and cfg.engine == "test":        # the test engine's model is its config
-        files = {"test_engine": {k: cfg.test_engine.get(k) for k in ("seed", "vocab_size")}}
+    if not files and cfg.engine == "test":        # the test engine's model is its config and its library
+        files = {"test_engine": {k: cfg.test_engine.get(k) for k in ("seed", "vocab_size")},
+                 "library": manifest.get("libraries")}
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     workload = {"max_new_tokens": cfg.max_new_tokens, "max_turns": cfg.max_turns,
                 "context_tokens": cfg.context_tokens, "script": cfg.script is not None}

@@ -114,11 +114,12 @@ class Runner:
         setup = self._setup_engine(run_dir)
         manifest = base_manifest(cfg.argv, config_dict(cfg), self.target.describe())
         facts = manifest_facts(cfg)
-        self.oracle = self._setup_oracle(run_dir, {**manifest, **facts})
+        libraries = library_hashes([setup.spec.get("engine_lib"), *setup.spec.get("plugins", [])])
+        self.oracle = self._setup_oracle(run_dir, {**manifest, **facts, "libraries": libraries})
         manifest.update({
             "run_id": run_id, "engine": cfg.engine, "engine_spec": setup.spec, "engine_config": setup.config,
             "backend": cfg.backend, "target": self.target.name,
-            "libraries": library_hashes([setup.spec.get("engine_lib"), *setup.spec.get("plugins", [])]),
+            "libraries": libraries,
             "started": _now(),
             "interposer": cfg.intercept,  # None: the engine loaded OpenCL directly
             **facts,

@@ -133,3 +133,22 @@ def test_after_a_crash_and_recovery_the_next_conversation_starts_clean(test_refe
     assert faults(run) == []
     turns = oracle_turns(run)
     assert len(turns) >= 25 and all(t["abs_max"] < 1e-5 for t in turns)
+
+
+def test_a_reference_from_another_build_of_the_test_engine_is_refused(test_reference, tmp_path):
+    """The test engine's model is its library: a reference made by another build would judge every turn
+    wrong, so its key differs (the model_sha256 covers the library's hash)."""
+    ref = json.loads((test_reference / "reference.jsonl").read_text().splitlines()[0])
+    stale = tmp_path / "stale.jsonl"
+    head = dict(ref, key=dict(ref["key"], model_sha256="0" * 64))
+    stale.write_text(json.dumps(head) + "\n" + "\n".join((test_reference / "reference.jsonl").read_text()
+                                                          .splitlines()[1:]) + "\n")
+    proc = soak(tmp_path, "run", *TEST, "--iterations", "3", "--reference", str(stale), check=False)
+    assert proc.returncode == 3 and "model_sha256" in proc.stderr
+    from soak.loop.oracle_turns import run_key
+    from soak.loop.config import RunConfig
+
+    cfg = RunConfig(engine="test")
+    a = run_key({"libraries": {"libsoak_test_engine.so": "aa"}}, cfg)
+    b = run_key({"libraries": {"libsoak_test_engine.so": "bb"}}, cfg)
+    assert a["model_sha256"] != b["model_sha256"]
