@@ -45,6 +45,7 @@ typedef struct {
     double probability;
     double after_s;
     long context_over;
+    long turns_before, resets_before, prompt_over; /* engine-state conditions (FAULTS.md) */
     long step, steps; /* logits faults: the turn's steps they hit (step 0 = the prefill's logits) */
     char phase[16];
 } fault;
@@ -91,6 +92,9 @@ struct soak_engine {
     int status;
     int loaded;
     long history_tokens;
+    long conv_turns;      /* soak turns (iteration >= 0) since create or the last reset */
+    long resets;          /* reset() calls since create */
+    long prompt_tokens;   /* the prompt of the call in progress (-1: none) */
     long context_len;
     double prefill_tps, decode_tps, stop_p;
     int zero_work;
@@ -187,6 +191,9 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
         x->probability = json_number(f, "probability", -1);
         x->after_s = json_number(f, "after_s", -1);
         x->context_over = (long)json_number(f, "context_over", -1);
+        x->turns_before = (long)json_number(f, "turns_before", -1);
+        x->resets_before = (long)json_number(f, "resets_before", -1);
+        x->prompt_over = (long)json_number(f, "prompt_over", -1);
         x->step = (long)json_number(f, "step", 0);
         x->steps = (long)json_number(f, "steps", -1);
         if (x->step < 0) { snprintf(err, err_len, "fault %d: \"step\" must be >= 0", e->n_faults); return -1; }
@@ -234,6 +241,9 @@ static int fires(soak_engine *e, const fault *f, const char *phase) {
         if (age < f->after_s) return 0;
     }
     if (f->context_over >= 0) { constrained = 1; if (e->history_tokens <= f->context_over) return 0; }
+    if (f->turns_before >= 0) { constrained = 1; if (e->conv_turns < f->turns_before) return 0; }
+    if (f->resets_before >= 0) { constrained = 1; if (e->resets < f->resets_before) return 0; }
+    if (f->prompt_over >= 0) { constrained = 1; if (e->prompt_tokens <= f->prompt_over) return 0; }
     if (f->probability >= 0) { constrained = 1; if (draw(e, f, phase, i) >= f->probability) return 0; }
     return constrained;
 }
@@ -313,6 +323,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     snprintf(e->backend, sizeof(e->backend), "cpu");
     e->rng = 1;
     e->iteration = -1;
+    e->prompt_tokens = -1;
     e->status = SOAK_STATUS_NOT_LOADED;
     clock_gettime(CLOCK_MONOTONIC, &e->created);
     apply_config_keys(e, cfg);
@@ -449,6 +460,7 @@ SOAK_EXPORT int soak_engine_load(soak_engine *e) {
     e->status = SOAK_STATUS_RUNNING;
     e->history_tokens = 0;
     e->m.history = 0;
+    e->conv_turns = 0;
     e->load_us_total += (int64_t)((now_s() - t0) * 1e6);
     e->perf.load_us = e->load_us_total;
     return SOAK_OK;
@@ -480,6 +492,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
         e->status == SOAK_STATUS_USER_CANCEL) {
         /* MNN llm.hpp CHECK_LLM_RUNNING: sticky, reset() does not clear it. */
         printf("[Error]: LLM in error state. Status: %d\n", e->status);
+        if (e->iteration >= 0) e->conv_turns++;
         return SOAK_OK;
     }
     e->status = SOAK_STATUS_RUNNING;
@@ -491,6 +504,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     uint64_t rs = h ^ e->rng;
 
     long prompt_tokens = 1 + (long)prompt_len / 4;
+    e->prompt_tokens = prompt_tokens; /* the prompt_over condition reads it */
     double slow = 1.0;
     int garbage = 0, repeat = 0, invalid = 0, empty = 0, sticky = 0, kv_fail = 0;
     size_t gpu_leak = 0;
@@ -525,6 +539,8 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             default: break;
         }
     }
+    e->prompt_tokens = -1;
+    if (e->iteration >= 0) e->conv_turns++; /* turns_before: this turn counts for the next ones */
 
     double prefill_s = e->zero_work ? 0 : slow * (double)prompt_tokens / e->prefill_tps;
     sleep_s(prefill_s);
@@ -628,6 +644,8 @@ SOAK_EXPORT int soak_engine_reset(soak_engine *e) {
     phase_faults(e, "reset");
     e->history_tokens = 0; /* like MNN, the status stays as it was */
     e->m.history = 0;
+    e->conv_turns = 0;
+    e->resets++;
     e->m.in_turn = 0;
     e->m.has_previous = 0;
     cl_path_reset(e->cl);
