@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reference": ("reference", "make a wrong-answer reference: the seeded workload, greedy, on an oracle engine "
                                "(default: pip MNN, CPU, precision high), for `soak run --reference`"),
     "replay": ("replay", "replay the recorded prompts that led to an iteration and check the fault reappears"),
+    "repro": ("repro", "reduce a root cause to the smallest workload and configuration that still show it, "
+                       "measure its reliability, and write a standalone MNN reproducer"),
     "compare": ("compare", "run the same seeded workload on several backends; compare tok/s, load time and output agreement"),
     "cl-info": ("cl_info", "show the OpenCL platforms and devices the worker would see (through soak's interposer)"),
     "catalog": ("catalog", "validate, list and show fault-catalog entries"),

@@ -247,3 +247,78 @@ def summary_table(summary: dict) -> str:
     if summary.get("backend_requested") == "opencl" and summary.get("backend_actual") == "cpu":
         text += "\n\nWARNING: OpenCL was requested but MNN ran on the CPU (silent fallback). This is NOT an OpenCL run."
     return text
+
+
+class ReproDisplay:
+    """`soak repro` as it goes: on a terminal one live line (the step, the candidate's size,
+    the runs so far) with each tried candidate printed above it; elsewhere one line per
+    candidate; quiet: nothing."""
+
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.mode = display_mode(self.stream, quiet)
+        self.quiet = self.mode == "quiet"
+        self._state = {"step": "-", "size": "-", "what": ""}
+        self._t0 = time.monotonic()
+        self.tried = 0
+        self.kept = 0
+        self._live = None
+        self._console = None
+
+    def start(self, head: list[str]) -> None:
+        if self.quiet:
+            return
+        if self.mode == "plain":
+            self._write("\n".join(head) + "\n")
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=self.stream, highlight=False, soft_wrap=False, emoji=False)
+        for line in head:
+            self._console.print(line, markup=False, highlight=False, crop=True)
+        self._live = Live(_ReproLine(self), console=self._console, refresh_per_second=4, transient=True,
+                          redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+
+    def status(self, *, step: str, size: str, what: str) -> None:
+        self._state = {"step": step, "size": size, "what": what}
+
+    def candidate(self, step: str, what: str, size: str, test, accepted: bool) -> None:
+        self.tried += 1
+        self.kept += bool(accepted)
+        if self.quiet:
+            return
+        runs = f"{test.recurred}/{test.attempts}" if test else "-"
+        line = f"{'KEEP' if accepted else 'drop'}  {step:<11} {what}  [{size}]  recurred {runs}"
+        if self._live is not None:
+            self._console.print(line, markup=False, highlight=False, crop=True)
+        else:
+            self._write(line + "\n")
+
+    def render_line(self, width: int) -> str:
+        st = self._state
+        line = (f"repro  {human_duration(time.monotonic() - self._t0)}  step {st['step']}  "
+                f"candidates {self.tried} (kept {self.kept})  size {st['size']}  {st['what']}")
+        return line[:width]
+
+    def done(self, lines: list[str]) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if not self.quiet:
+            self._write("\n".join(lines) + "\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+class _ReproLine:
+    def __init__(self, display: ReproDisplay):
+        self.display = display
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        yield Text(self.display.render_line(max(1, options.max_width)), no_wrap=True, overflow="crop", end="")

@@ -33,6 +33,14 @@ CL_STATS_GLOB = "cl_trace.*.stats"
 CL_TRACE_GLOB = "cl_trace.*"       # every interposer file of the folder
 REPRO = "repro"                    # `soak repro`'s folder: REPRO_META says which causes it reproduces, how often
 REPRO_META = "repro.json"          # inside REPRO (format: soak.history.read_repro)
+# inside REPRO/<cause>/ (soak.outputs.repro_files): the reproducer of one cause
+REPRO_SCRIPT = "script.json"       # the minimal workload: turns, replayable (`soak replay REPRO`)
+REPRO_CONFIG = "run_config.json"   # its RunConfig (as a manifest's `config`)
+REPRO_RESULT = "result.json"       # reliability, steps taken, time spent, the fault rule
+REPRO_README = "repro.md"          # for a human
+REPRO_MNN = "mnn-reproducer"     # the standalone MNN reproducer (llm_demo, a C++ program)
+REPRO_RUNS = "reliability-runs"   # the reliability runs (run folders)
+REPRO_WORK = "candidates"         # candidate runs while reducing (removed at the end)
 RERUNS = "reruns"                  # `soak gate --rerun-unexpected`: its re-runs (run folders), inside the run
 
 # Not in a run folder: `soak merge -o DIR` writes its table of many runs as
@@ -44,7 +52,8 @@ REFERENCE = "reference.jsonl"      # `soak reference`: the oracle's turns (soak.
 # every name above: a literal of one of these outside soak/run_folder/ is a second copy
 FILE_NAMES = (EVENTS, MANIFEST, SUMMARY, VERDICTS, CLASSIFICATION, GATE, GATE_JUNIT, ENGINE_LOG, LOCK, RESERVE,
               TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE, REFERENCE, REPRO,
-              REPRO_META, RERUNS)
+              REPRO_META, REPRO_SCRIPT, REPRO_CONFIG, REPRO_RESULT, REPRO_README, REPRO_MNN, REPRO_RUNS, REPRO_WORK,
+              RERUNS)
 
 # --- schema ----------------------------------------------------------------------
 # major.minor.  A new minor adds fields readers may ignore; a new major changes
