@@ -11,7 +11,8 @@ from soak.errors import ExitCode
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN|BUNDLE", help="run folder (logs/<run-id>) or a bundle .tar.gz from `soak bundle`")
+    p.add_argument("run", metavar="RUN|BUNDLE|REPRO", help="run folder (logs/<run-id>), a bundle .tar.gz from "
+                   "`soak bundle`, or a reproducer of `soak repro` (RUN/repro/<cause>)")
     p.add_argument("--iteration", "-i", type=int, metavar="N",
                    help="iteration to replay (required for a run folder; a bundle's default: its first failing iteration)")
     p.add_argument("--out", metavar="DIR", help="where the replay run goes (default: beside RUN; logs/ for a bundle)")
@@ -31,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from soak.outputs.replay_source import is_bundle_folder, replay_source, replay_verdict
     from soak.judges import judge_run
     from soak.loop.replay import plan_replay, run_replay
+    from soak.loop.repro import is_repro_folder
 
+    if is_repro_folder(Path(args.run)):  # `soak repro`'s reproducer: its minimal script, its config
+        return _replay_repro(args)
     with replay_source(args.run, args.iteration) as (run_dir, iteration, from_bundle):
         plan = plan_replay(run_dir, iteration, args.out or ("logs" if from_bundle else None), quiet=args.json,
                            engine_lib=args.engine_lib, model=args.model, plugins=args.plugin,
@@ -57,3 +61,16 @@ def run(args: argparse.Namespace) -> int:
                                           or "none"))
         print(f"  replay run: {verdict['replay_run']}")
     return int(ExitCode.OK if verdict["reproduced"] or verdict["clean_both"] else ExitCode.FAILED)
+
+
+def _replay_repro(args: argparse.Namespace) -> int:
+    from soak.loop.repro import replay_repro
+
+    verdict = replay_repro(Path(args.run), args.out, quiet=args.json)
+    if args.json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        state = "REPRODUCED" if verdict["reproduced"] else "NOT reproduced"
+        print(f"\nreplay of the reproducer of {verdict['cause']} ({verdict['turns_replayed']} turns): {state}")
+        print(f"  replay run: {verdict['replay_run']}")
+    return int(ExitCode.OK if verdict["reproduced"] else ExitCode.FAILED)

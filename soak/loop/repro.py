@@ -775,3 +775,46 @@ def load_repro_config(repro_dir: Path, key: str | None = None) -> RunConfig | No
     cfg = config_from_manifest({"config": saved})
     cfg.script = script.get("turns")
     return cfg
+
+
+# -- `soak replay REPRO/<cause>` ---------------------------------------------------------------
+def is_repro_folder(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / run_folder.REPRO_SCRIPT).is_file() or (path / run_folder.REPRO_META).is_file())
+
+
+def replay_repro(path: Path, out_dir: str | None = None, quiet: bool = False) -> dict:
+    """Run a saved reproducer once, judged like any run: {"reproduced", "replay_run", "cause", ...}."""
+    from soak.judges import judge_run
+
+    path = Path(path)
+    if (path / run_folder.REPRO_META).is_file() and not (path / run_folder.REPRO_SCRIPT).is_file():
+        meta = run_folder.read_json(path / run_folder.REPRO_META) or {}
+        dirs = [c.get("dir") for c in meta.get("causes") or [] if isinstance(c, dict) and isinstance(c.get("dir"), str)]
+        if not dirs:
+            raise errors.BadInput(f"{path} holds no reproducer", "run `soak repro RUN` first")
+        path = path / dirs[0]
+    script = run_folder.read_json(path / run_folder.REPRO_SCRIPT)
+    saved = run_folder.read_json(path / run_folder.REPRO_CONFIG)
+    if not isinstance(script, dict) or not isinstance(script.get("turns"), list) or not isinstance(saved, dict):
+        raise errors.BadInput(f"{path} is not a reproducer written by `soak repro` (no readable "
+                              f"{run_folder.REPRO_SCRIPT} and {run_folder.REPRO_CONFIG})")
+    cfg = config_from_manifest({"config": saved})
+    cfg.script = script["turns"]
+    cfg.iterations = None
+    cfg.duration_s = None
+    cfg.quiet = quiet
+    cfg.run_id = None
+    cfg.out_dir = out_dir or str(path / run_folder.REPRO_REPLAYS)
+    cfg.argv = ["replay", str(path)]
+    validate(cfg)
+    result = judge_run(_run(cfg), quiet)
+    key = script.get("cause") or "?"
+    reproduced = recurred_in(Path(result.run_dir), key, script.get("signature"))
+    meta = repro_meta_of(path.parent, key) or {}
+    memory = meta.get("memory") if isinstance(meta.get("memory"), dict) else None
+    if memory:
+        grown = memory_growth(Path(result.run_dir), memory.get("series") or "rss", None)
+        reproduced = grown is not None and _int(memory.get("target_bytes")) and grown >= memory["target_bytes"]
+    return {"reproduced": bool(reproduced), "replay_run": str(result.run_dir), "cause": key,
+            "signature": script.get("signature"), "turns_replayed": len(cfg.script)}

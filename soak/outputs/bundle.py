@@ -269,6 +269,11 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
         put_text("model/config.json", cfg.read_text(encoding="utf-8", errors="replace"))
 
     oracle = _oracle_reference(run, files)
+    # `soak repro`'s reproducers, when the run has them (they hold prompts: not with --redact-prompts)
+    repro_files = {} if redact_prompts else _repro_files(run.path)
+    for name, data in repro_files.items():
+        put_text(name, data)
+
     meta = {"version": BUNDLE_VERSION, "run_id": run.run_id, "seed": run.seed, "created": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fault": fault,
             "findings": [{k: f.get(k) for k in ("fault_id", "signature", "signature_text", "title", "severity",
@@ -276,10 +281,32 @@ def make_bundle(run_dir: str | Path, fault: str | None = None, out: str | Path |
                                                   "last_iteration")} for f in selected],
             "occurrences": occ_index, "replay_iteration": None if redact_prompts else replay_iter,
             "redacted": {"prompts": redact_prompts, "serials": bool(redactor.serials)},
-            "events": "whole" if whole else "windows", "oracle": oracle}
+            "events": "whole" if whole else "windows", "oracle": oracle,
+            "repro": sorted(repro_files) or None}
     put_json("bundle.json", meta)
     put_text("README.md", render_readme(run, selected, env, replay_iter, out.name, redactor, verdicts, oracle))
     _write_tar(out, top, files)
+    return out
+
+
+REPRO_FILE_LIMIT = 1 << 20  # bytes of one reproducer file in a bundle (prompts can be long)
+
+
+def _repro_files(run_dir: Path) -> dict[str, str]:
+    """RUN/repro/ without its run folders (reliability runs, replays): the reproducers, their
+    scripts, configurations, results and standalone MNN files."""
+    root = run_dir / run_folder.REPRO
+    if not root.is_dir():
+        return {}
+    skip = {run_folder.REPRO_RUNS, run_folder.REPRO_WORK, run_folder.REPRO_REPLAYS}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(run_dir)
+        if any(part in skip for part in rel.parts) or not p.is_file() or p.is_symlink():
+            continue
+        if p.stat().st_size > REPRO_FILE_LIMIT:
+            continue
+        out[rel.as_posix()] = p.read_text(encoding="utf-8", errors="replace")
     return out
 
 

@@ -24,8 +24,9 @@ from soak.run_folder.event_types import ENVELOPE_TYPES, EVENT_NAMES, EVENT_TYPES
 from soak.run_folder.manifest import DamagedFile, read_json, read_manifest, require
 from soak.run_folder.names import (CL_STATS_GLOB, CL_STATS_PATTERN, CL_TRACE, CL_TRACE_GLOB, CLASSIFICATION,
                                    ENGINE_LOG, EVENTS, FILE_NAMES, GATE, GATE_JUNIT, LOCK, MANIFEST, MERGE_TABLE,
-                                   REFERENCE, REPRO, REPRO_CONFIG, REPRO_META, REPRO_MNN,
-                                   REPRO_README, REPRO_RESULT, REPRO_RUNS, REPRO_SCRIPT, REPRO_WORK, RERUNS, RESERVE, SCHEMA, SCHEMA_MAJOR, SCHEMA_MINOR,
+                                   REFERENCE, REPRO, REPRO_CONFIG, REPRO_META, REPRO_MNN, REPRO_README,
+                                   REPRO_REPLAYS, REPRO_RESULT, REPRO_RUNS, REPRO_SCRIPT, REPRO_WORK, RERUNS,
+                                   RESERVE, SCHEMA, SCHEMA_MAJOR, SCHEMA_MINOR,
                                    SUMMARY, TEST_ENGINE, VERDICTS,
                                    check_schema, events_path, is_classifiable, is_run_folder, schema_major)
 from soak.run_folder.reader import (DamagedEvents, EventReader, bad_shape, damaged_line_error, decode_line,
@@ -37,8 +38,9 @@ __all__ = [
     "BadInput", "finite", "write_bytes", "write_json", "ENVELOPE_TYPES", "EVENT_NAMES", "EVENT_TYPES",
     "DamagedFile", "read_json", "read_manifest", "require", "CL_STATS_GLOB", "CL_STATS_PATTERN", "CL_TRACE",
     "CL_TRACE_GLOB", "CLASSIFICATION", "ENGINE_LOG", "EVENTS", "FILE_NAMES", "GATE", "GATE_JUNIT", "LOCK",
-    "MANIFEST", "MERGE_TABLE", "REFERENCE", "REPRO", "REPRO_CONFIG", "REPRO_META",
-    "REPRO_MNN", "REPRO_README", "REPRO_RESULT", "REPRO_RUNS", "REPRO_SCRIPT", "REPRO_WORK", "RERUNS", "RESERVE", "SCHEMA", "SCHEMA_MAJOR",
+    "MANIFEST", "MERGE_TABLE", "REFERENCE", "REPRO", "REPRO_CONFIG", "REPRO_META", "REPRO_MNN",
+    "REPRO_README", "REPRO_REPLAYS", "REPRO_RESULT", "REPRO_RUNS", "REPRO_SCRIPT", "REPRO_WORK", "RERUNS",
+    "RESERVE", "SCHEMA", "SCHEMA_MAJOR",
     "SCHEMA_MINOR", "SUMMARY", "TEST_ENGINE",
     "VERDICTS", "check_schema", "events_path", "is_classifiable", "is_run_folder", "schema_major",
     "DamagedEvents", "EventReader", "bad_shape", "damaged_line_error", "decode_line", "line_number", "loads_line",

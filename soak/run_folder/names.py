@@ -41,6 +41,7 @@ REPRO_README = "repro.md"          # for a human
 REPRO_MNN = "mnn-reproducer"     # the standalone MNN reproducer (llm_demo, a C++ program)
 REPRO_RUNS = "reliability-runs"   # the reliability runs (run folders)
 REPRO_WORK = "candidates"         # candidate runs while reducing (removed at the end)
+REPRO_REPLAYS = "replays"          # `soak replay REPRO/<cause>`: its runs
 RERUNS = "reruns"                  # `soak gate --rerun-unexpected`: its re-runs (run folders), inside the run
 
 # Not in a run folder: `soak merge -o DIR` writes its table of many runs as
@@ -53,7 +54,7 @@ REFERENCE = "reference.jsonl"      # `soak reference`: the oracle's turns (soak.
 FILE_NAMES = (EVENTS, MANIFEST, SUMMARY, VERDICTS, CLASSIFICATION, GATE, GATE_JUNIT, ENGINE_LOG, LOCK, RESERVE,
               TEST_ENGINE, CL_TRACE, CL_STATS_PATTERN, CL_STATS_GLOB, CL_TRACE_GLOB, MERGE_TABLE, REFERENCE, REPRO,
               REPRO_META, REPRO_SCRIPT, REPRO_CONFIG, REPRO_RESULT, REPRO_README, REPRO_MNN, REPRO_RUNS, REPRO_WORK,
-              RERUNS)
+              REPRO_REPLAYS, RERUNS)
 
 # --- schema ----------------------------------------------------------------------
 # major.minor.  A new minor adds fields readers may ignore; a new major changes
