@@ -233,13 +233,22 @@ class Tester:
         validate(cfg)
         return cfg
 
-    def run_once(self, cand: Candidate, attempt: int, out_dir: Path) -> tuple[bool, str, int | None]:
+    def run_once(self, cand: Candidate, attempt: int, out_dir: Path, judged: bool = False
+                 ) -> tuple[bool, str, int | None]:
+        """One run of a candidate.  judged: all of `soak run`'s judges (the reliability runs stay);
+        else only what the verdict needs (a memory cause reads the memory events, the others the
+        classification)."""
+        from soak.catalog.classify import classify_run
         from soak.judges import judge_run
 
         cfg = self.config(cand, attempt, out_dir)
         self.runs += 1
-        result = judge_run(_run(cfg), True)
+        result = _run(cfg)
         run_dir = Path(result.run_dir)
+        if judged:
+            judge_run(result, True)
+        elif not self.memory:
+            classify_run(run_dir)
         if self.memory:
             grown = memory_growth(run_dir, self.series, None)
             return (grown is not None and self.memory_target is not None and grown >= self.memory_target,
@@ -255,7 +264,7 @@ class Tester:
         for a in range(attempts):
             if time.monotonic() > self.deadline and not keep:
                 raise OutOfBudget()
-            ok, run_dir, grown = self.run_once(cand, a, out_dir or self.work_dir)
+            ok, run_dir, grown = self.run_once(cand, a, out_dir or self.work_dir, judged=keep)
             dirs.append(run_dir)
             if grown is not None:
                 sizes.append(grown)
@@ -394,6 +403,8 @@ class Reducer:
         self.facts: list[str] = []     # what the configuration steps learnt (also from rejections)
         self.step = "window"
         self.tried: dict[str, bool] = {}   # a candidate tried before is not run again
+        self.hits = 0   # recurrences and runs of the accepted candidates (k follows them)
+        self.tries = 0
 
     def note(self, what: str, cand: Candidate, test: Test | None, accepted: bool) -> None:
         rec = {"step": self.step, "what": what, "size": cand.size(), "accepted": accepted,
@@ -412,6 +423,7 @@ class Reducer:
         test = self.t.test(cand, self.k)
         if test.ok:
             self.best = cand
+            self._learn(test)
         self.tried[seen] = test.ok
         self.note(what, cand, test, test.ok)
         return test.ok
@@ -423,22 +435,35 @@ class Reducer:
             self.t.display.status(step=self.step, size=self.best.size_text(), what="the window as recorded")
         test = Test(0, 0, [], 0.0)
         t0 = time.monotonic()
-        for a in range(MAX_ATTEMPTS):   # up to 10 runs; 3 of 3 is taken as reliable
+        for a in range(MAX_ATTEMPTS):   # up to 10 runs; 5 of 5 is taken as reliable
             one = self.t.test(self.best, 1)
             test.recurred += one.recurred
             test.attempts += 1
             test.bytes += one.bytes
-            if test.recurred == test.attempts == 3:
+            if test.recurred == test.attempts == 5:
                 break
         test.elapsed_s = time.monotonic() - t0
         self.note("the window as recorded", self.best, test, test.ok)
-        r = test.recurred / test.attempts if test.attempts else 0.0
-        self.k = attempts_for(r)
+        self._learn(test)
         return test
+
+    def _learn(self, test: Test) -> None:
+        """k from the runs of the accepted candidates so far: the lower Wilson bound of their
+        reliability, so a flaky cause gets enough runs before a candidate is rejected."""
+        self.hits += test.recurred
+        self.tries += test.attempts
+        self.k = attempts_for(wilson_low(self.hits, self.tries))
 
     # 2
     def alone(self) -> None:
         self.step = "alone"
+        if self.t.memory:   # no one iteration: the fewest conversations that keep the bytes
+            convs = self.best.convs
+            if len(convs) > 1:
+                kept = ddmin(list(range(len(convs))), lambda keep: self.attempt(
+                    f"{len(keep)} of {len(convs)} conversations", self.best.copy(convs=[convs[k] for k in keep])))
+                self.best = self.best.copy(convs=[convs[k] for k in kept])
+            return
         convs = self.best.convs
         target_conv = convs[-1]
         if len(convs) == 1 and len(target_conv) == 1:
@@ -461,7 +486,7 @@ class Reducer:
         self.step = "turns"
         for c in range(len(self.best.convs)):
             conv = self.best.convs[c]
-            last = c == len(self.best.convs) - 1
+            last = c == len(self.best.convs) - 1 and not self.t.memory   # the target's conversation
             head = conv[:-1] if last else conv   # the target turn stays
             if not head:
                 continue
@@ -591,6 +616,16 @@ class Reducer:
             for d in test.run_dirs:
                 shutil.rmtree(d, ignore_errors=True)
         return None
+
+
+def wilson_low(hits: int, n: int, z: float = 1.0) -> float:
+    """The lower Wilson score bound of a proportion (z = 1: one sigma)."""
+    if n <= 0:
+        return 0.0
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def attempts_for(reliability: float) -> int:
