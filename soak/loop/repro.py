@@ -51,7 +51,9 @@ HANG_KINDS = ("hang", "stall", "timeout")
 GPU_TUNING_BITS = {1: "none", 2: "heavy", 4: "wide", 8: "normal", 16: "fast"}
 GPU_MEMORY_BITS = {64: "buffer", 128: "image"}
 GPU_RECORD_BITS = {256: "record op", 512: "record batch"}
-TIMEOUT_STEPS = (1, 1, 2, 2, 4)  # attempt k's timeouts: the recorded ones times this
+TIMEOUT_STEPS = (1, 1, 2, 2, 4)
+# options that say where MNN keeps its files (kernel cache), not how it computes: never dropped
+KEEP_OPTIONS = ("tmp_path",)  # attempt k's timeouts: the recorded ones times this
 
 
 class OutOfBudget(Exception):
@@ -542,7 +544,7 @@ class Reducer:
         self.step = "config"
         for key in list(self.best.engine_options):
             value = self.best.engine_options.get(key)
-            if value is None:
+            if value is None or key in KEEP_OPTIONS:
                 continue
             if key == "thread_num" and backend == "opencl" and _int(value):
                 self._gpu_mode(value)
@@ -563,15 +565,21 @@ class Reducer:
             self._cl_rules()
 
     def _gpu_mode(self, mode: int) -> None:
+        """Each simpler GPU mode, one bit change from the recorded one at a time (68 -> 65: no
+        tuning; 68 -> 132: image memory), each recorded as a fact; the first that fails the
+        same way is kept."""
+        start = self.best
+        adopted = None
         for variant, why in gpu_mode_variants(mode):
-            cur = self.best.engine_options.get("thread_num")
-            if cur != mode:
-                break
-            ok = self.attempt(f"GPU mode {mode} -> {variant} ({why})",
-                              self.best.copy(engine_options=dict(self.best.engine_options, thread_num=variant)))
-            self.facts.append(f"GPU mode {variant} ({why}): " + ("fails the same way" if ok else "runs clean"))
-            if ok:
-                mode = variant
+            trial = start.copy(engine_options=dict(start.engine_options, thread_num=variant))
+            keep_best = self.best
+            ok = self.attempt(f"GPU mode {mode} -> {variant} ({why})", trial)
+            self.facts.append(f"GPU mode {variant} ({why}): " + ("fails the same way" if ok else "does not fail"))
+            if ok and adopted is None:
+                adopted = trial
+            self.best = keep_best
+        if adopted is not None:
+            self.best = adopted
 
     def _cl_rules(self) -> None:
         from soak.cl.fault_rules import join_spec, parse_spec
