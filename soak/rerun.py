@@ -6,7 +6,7 @@ the first re-run that shows it again (then it is real); a cause that never comes
 labelled `flake` (soak.outputs.expectations.label_causes).
 
 How one re-run is made (`rerun_once`):
-  - `soak repro`'s single-cause replay, when that module exists: `soak.loop.repro` with
+  - `soak repro`'s single-cause replay, when that module exists: `soak.repro` with
         replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> {"recurred": bool, "run_dir": str}
     (cause is the classifier's cause record, with `first_iteration` and `signature`);
   - else the iteration replay of `soak replay` (soak.loop.replay): the conversation holding
@@ -30,7 +30,7 @@ from soak.errors import BadInput
 from soak.history import run_findings
 from soak.outputs.expectations import Expectations, UNEXPECTED, cause_key, label_causes
 
-SINGLE_CAUSE_REPLAY = "soak.loop.repro"   # `soak repro`'s module, when it exists
+SINGLE_CAUSE_REPLAY = "soak.repro"   # `soak repro`'s module, when it exists
 
 
 def _single_cause_replayer():

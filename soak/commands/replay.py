@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from soak.outputs.replay_source import is_bundle_folder, replay_source, replay_verdict
     from soak.judges import judge_run
     from soak.loop.replay import plan_replay, run_replay
-    from soak.loop.repro import is_repro_folder
+    from soak.repro import is_repro_folder
 
     if is_repro_folder(Path(args.run)):  # `soak repro`'s reproducer: its minimal script, its config
         return _replay_repro(args)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replay_repro(args: argparse.Namespace) -> int:
-    from soak.loop.repro import replay_repro
+    from soak.repro import replay_repro
 
     verdict = replay_repro(Path(args.run), args.out, quiet=args.json)
     if args.json:

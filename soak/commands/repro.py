@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soak.loop.config import parse_duration
-    from soak.loop.repro import MEMORY_SHARE, RELIABILITY_RUNS
+    from soak.repro import MEMORY_SHARE, RELIABILITY_RUNS
     from soak.outputs.replay_source import is_bundle
 
     budget = parse_duration(args.budget)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def _reproduce(args, run_dir: Path, out: Path, source: str, budget: float, runs: int, share: float,
                names: dict, stranger: bool) -> int:
     from soak.loop.console import ReproDisplay
-    from soak.loop.repro import base_config, cause_key, pick_cause, reproduce
+    from soak.repro import base_config, candidate_config, cause_key, pick_cause, reproduce
     from soak.outputs.repro_files import cause_dir_name, write_repro
 
     cause = pick_cause(run_dir, args.cause)
@@ -102,7 +102,7 @@ def _reproduce(args, run_dir: Path, out: Path, source: str, budget: float, runs:
     finally:
         display.done([])
     command = "soak repro " + " ".join(shlex.quote(a) for a in [source, "--cause", key, "--budget", args.budget])
-    folder = write_repro(out, result, source, command)
+    folder = write_repro(out, result, candidate_config(result), source, command)
     rel = result.final
     lines = [f"soak repro: {key}: {result.stopped}",
              f"  minimal: {result.best.size_text()} (window: {result.window.size_text()})",

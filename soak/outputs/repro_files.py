@@ -24,19 +24,18 @@ from soak import run_folder
 from soak.loop.config import config_dict
 
 MNN_ENGINES = ("mnn", "mnn-pip", "lib")
+DRIVER_ENV_PREFIXES = ("POCL_",)
 
 
 def cause_dir_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)[:100] or "cause"
 
 
-def write_repro(repro_dir: Path, result, source: str, command: str) -> Path:
-    """Write one cause's reproducer under repro_dir; update repro.json.  Returns the cause's folder."""
-    from soak.loop.repro import candidate_config
-
+def write_repro(repro_dir: Path, result, cfg, source: str, command: str) -> Path:
+    """Write one cause's reproducer (result: soak.repro.ReproResult; cfg: its RunConfig with the
+    minimal script) under repro_dir; update repro.json.  Returns the cause's folder."""
     folder = repro_dir / cause_dir_name(result.key)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = candidate_config(result)
     turns = cfg.script
     run_folder.write_json(folder / run_folder.REPRO_SCRIPT, {
         "schema": 1, "cause": result.key, "signature": result.cause.get("signature"),
@@ -119,6 +118,8 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     build = _mnn_build_dir(cfg)
     source = os.environ.get("SOAK_MNN_SOURCE") or ""
     env = _interposer_env(cfg, folder)
+    # the OpenCL driver's own settings soak ran under (PoCL's work-group method, its cache)
+    env.update({k: v for k, v in sorted(os.environ.items()) if k.startswith(DRIVER_ENV_PREFIXES)} if cfg.backend == "opencl" else {})
     preload = _plugins(cfg, build) if cfg.backend == "opencl" else []
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
@@ -190,7 +191,7 @@ def _interposer_env(cfg, folder: Path) -> dict:
             "SOAK_CL_MEM_LIMIT")
     env = {k: v for k, v in env.items() if k in keep and v}
     if "SOAK_CL_TRACE" in env:
-        env["SOAK_CL_TRACE"] = "cl_trace.jsonl"
+        env["SOAK_CL_TRACE"] = run_folder.CL_TRACE   # beside run.sh, when it runs
     return env
 
 

@@ -147,8 +147,8 @@ def test_a_memory_cause_reduces_to_the_fewest_conversations(tmp_path):
 
 
 def test_the_rerun_seam_uses_the_reproducer(tmp_path):
-    """soak.rerun (soak gate --rerun-unexpected) re-runs a cause through soak.loop.repro.replay_cause."""
-    from soak.loop.repro import pick_cause, replay_cause
+    """soak.rerun (soak gate --rerun-unexpected) re-runs a cause through soak.repro.replay_cause."""
+    from soak.repro import pick_cause, replay_cause
     from soak.rerun import rerun_once
 
     run = soak_run(tmp_path, "seam", [{"kind": "kv_map_error", "at": [3]}], iterations=6, max_turns=3)
@@ -172,7 +172,7 @@ def test_bad_input(tmp_path):
 
 
 def test_ddmin_and_gpu_modes():
-    from soak.loop.repro import ddmin, gpu_mode_variants, shrink_length, simpler_text, wilson_low
+    from soak.repro import ddmin, gpu_mode_variants, shrink_length, simpler_text, wilson_low
 
     need = {3, 7}
     assert ddmin(list(range(10)), lambda xs: need <= set(xs)) == [3, 7]

@@ -72,7 +72,7 @@ def reduce(tmp_path, run: Path, env: dict) -> tuple[dict, list[dict], Path]:
 def by_hand(folder: Path, env: dict) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """run.sh as a maintainer runs it: sh, the environment it names, no soak on PYTHONPATH."""
     mnn = folder / run_folder.REPRO_MNN
-    trace = mnn / "cl_trace.jsonl"
+    trace = mnn / run_folder.CL_TRACE
     trace.unlink(missing_ok=True)
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_PRELOAD", "LD_LIBRARY_PATH")}
     proc = subprocess.run(["sh", str(mnn / "run.sh")], env=dict(clean, **env), capture_output=True, text=True,

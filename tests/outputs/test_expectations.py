@@ -154,7 +154,7 @@ def test_bad_baselines_are_bad_input(gated, tmp_path):
 
 
 def test_a_single_cause_replay_is_used_where_it_exists(gated, tmp_path, monkeypatch):
-    """The seam for `soak repro`: when soak.loop.repro has replay_cause, the re-runs go through it."""
+    """The seam for `soak repro`: when soak.repro has replay_cause, the re-runs go through it."""
     import types
 
     from soak import rerun
@@ -165,9 +165,9 @@ def test_a_single_cause_replay_is_used_where_it_exists(gated, tmp_path, monkeypa
         calls.append(cause.get("fault_id") or cause["signature"])
         return {"recurred": False, "run_dir": str(out_dir / "x")}
 
-    fake = types.ModuleType("soak.loop.repro")
+    fake = types.ModuleType("soak.repro")
     fake.replay_cause = replay_cause
-    monkeypatch.setitem(sys.modules, "soak.loop.repro", fake)
+    monkeypatch.setitem(sys.modules, "soak.repro", fake)
     monkeypatch.setattr(rerun.importlib.util, "find_spec", lambda name: object())
     _, src = gated
     causes = rerun.rerun_unexpected(_copy(src, tmp_path / "run"), None, 3)
