@@ -763,20 +763,29 @@ def candidate_config(result: ReproResult) -> RunConfig:
 
 # -- the seam soak.rerun uses (soak gate --rerun-unexpected) ---------------------------------
 def replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> dict:
-    """One re-run of a cause: the reproducer of RUN/repro when it has this cause, else the
-    cause's window on a fresh engine.  {"recurred": bool, "run_dir": the re-run's folder}."""
+    """One re-run of a cause (`soak gate --rerun-unexpected`): the reproducer `soak repro` wrote
+    in RUN/repro when it has this cause (its minimal workload and configuration), else the
+    iteration's conversation on a fresh engine, as `soak replay` does (the whole window is
+    `soak repro`'s first step, not a gate's quick re-run).
+    {"recurred": bool, "run_dir": the re-run's folder, "how": "repro" | "iteration replay"}."""
     from soak.judges import judge_run
+    from soak.loop.replay import plan_replay, run_replay
+    from soak.outputs.replay_source import signatures_at
 
     run_dir = Path(run_dir)
     key = cause_key(cause)
-    saved = load_repro_config(run_dir / run_folder.REPRO, key)
-    if saved is not None:
-        cfg = saved
-    else:
-        cfg = base_config(run_dir)
-        convs, _ = window_of(run_dir, cause, cfg.max_new_tokens)
-        cfg.script = Candidate(convs).script()
-        cfg.oracle = None
+    cfg = load_repro_config(run_dir / run_folder.REPRO, key)
+    if cfg is None:
+        iteration = cause.get("first_iteration")
+        if not _int(iteration):
+            raise errors.BadInput(f"cause {key} of {run_dir} names no iteration to replay",
+                                  "re-classify the run (soak classify RUN)")
+        result, _ = run_replay(plan_replay(run_dir, iteration, str(out_dir), quiet=True))
+        judge_run(result, True)
+        replay_dir = Path(result.run_dir)
+        recurred = recurred_in(replay_dir, key, cause.get("signature")) or \
+            cause.get("signature") in signatures_at(replay_dir, iteration)
+        return {"recurred": bool(recurred), "run_dir": str(replay_dir), "how": "iteration replay"}
     cfg.iterations = None
     cfg.duration_s = None
     cfg.quiet = True
@@ -791,7 +800,7 @@ def replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> dict:
         recurred = grown is not None and (grown >= need if _int(need) else grown > 0)
     else:
         recurred = recurred_in(Path(result.run_dir), key, cause.get("signature"))
-    return {"recurred": bool(recurred), "run_dir": str(result.run_dir)}
+    return {"recurred": bool(recurred), "run_dir": str(result.run_dir), "how": "repro"}
 
 
 def repro_meta_of(repro_dir: Path, key: str) -> dict | None:

@@ -7,7 +7,9 @@ labelled `flake` (soak.outputs.expectations.label_causes).
 
 How one re-run is made (`rerun_once`):
   - `soak repro`'s single-cause replay, when that module exists: `soak.repro` with
-        replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> {"recurred": bool, "run_dir": str}
+        replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> {"recurred": bool, "run_dir": str,
+                                                                    "how": str (optional)}
+    (the reproducer of RUN/repro when `soak repro` made one, else the iteration replay below)
     (cause is the classifier's cause record, with `first_iteration` and `signature`);
   - else the iteration replay of `soak replay` (soak.loop.replay): the conversation holding
     the cause's first iteration, replayed on a fresh engine into a new run folder, judged
@@ -47,7 +49,8 @@ def rerun_once(run_dir: Path, cause: dict, out_dir: Path) -> dict:
     single = _single_cause_replayer()
     if single is not None:
         got = single(run_dir, cause, out_dir)
-        return {"recurred": bool(got.get("recurred")), "run_dir": str(got.get("run_dir")), "how": "repro"}
+        return {"recurred": bool(got.get("recurred")), "run_dir": str(got.get("run_dir")),
+                "how": got.get("how") or "repro"}
     from soak.judges import judge_run
     from soak.loop.replay import plan_replay, run_replay
     from soak.outputs.replay_source import signatures_at

@@ -147,14 +147,21 @@ def test_a_memory_cause_reduces_to_the_fewest_conversations(tmp_path):
 
 
 def test_the_rerun_seam_uses_the_reproducer(tmp_path):
-    """soak.rerun (soak gate --rerun-unexpected) re-runs a cause through soak.repro.replay_cause."""
+    """soak.rerun (soak gate --rerun-unexpected) re-runs a cause through soak.repro.replay_cause:
+    the iteration's conversation until `soak repro` made a reproducer, then the reproducer."""
     from soak.repro import pick_cause, replay_cause
     from soak.rerun import rerun_once
 
     run = soak_run(tmp_path, "seam", [{"kind": "kv_map_error", "at": [3]}], iterations=6, max_turns=3)
     cause = pick_cause(run, None)
+    got = rerun_once(run, cause, tmp_path / "reruns")
+    assert got["recurred"] and got["how"] == "iteration replay" and Path(got["run_dir"]).is_dir()
+    proc = soak("repro", str(run), "--quiet", "--runs", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     got = replay_cause(run, cause, tmp_path / "reruns")
-    assert got["recurred"] and Path(got["run_dir"]).is_dir()
+    assert got["recurred"] and got["how"] == "repro"
+    turns = [e for e in read_events(Path(got["run_dir"]), {"iteration"})]
+    assert [e["i"] for e in turns] == [3]   # the reproducer's one turn, not the conversation
     assert rerun_once(run, cause, tmp_path / "reruns")["how"] == "repro"
 
 
