@@ -113,3 +113,21 @@ def test_persistent_enqueue_failure_reduces_to_one_iteration(tmp_path, tiny_mode
     assert "CL ERROR CODE : -5" in out, out[-3000:]
     assert any(r.get("type") == "error" and r.get("injected") and r.get("api") == "clEnqueueNDRangeKernel"
                for r in records)
+
+
+def test_the_cpp_reproducer_builds_and_runs_what_llm_demo_cannot(tmp_path, tiny_model):
+    """Two conversations (a reset between them) and a prompt with a newline: one llm_demo run
+    cannot say that, so the reproducer is a C++ program against MNN's Llm API with its build line."""
+    from soak.loop.config import RunConfig
+    from soak.outputs.repro_files import write_mnn_reproducer
+
+    cfg = RunConfig(engine="mnn", model=str(tiny_model), backend="cpu", engine_options={"thread_num": 2})
+    cfg.script = [{"i": 0, "conversation": 0, "turn": 0, "prompt": "hello", "max_new_tokens": 4},
+                  {"i": 1, "conversation": 0, "turn": 1, "prompt": "two\nlines", "max_new_tokens": 4},
+                  {"i": 2, "conversation": 1, "turn": 0, "prompt": "again", "max_new_tokens": 3}]
+    out = write_mnn_reproducer(tmp_path / "mnn", cfg)
+    assert "llm_demo" not in out and out["build"].startswith("g++ ") and "-lllm" in out["build"]
+    assert (tmp_path / "mnn" / "prompt-2.txt").read_text() == "two\nlines"
+    proc = subprocess.run(["sh", str(tmp_path / "mnn" / "run.sh")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[repro] done: 3 turns" in proc.stdout and "[repro] reset (conversation 1)" in proc.stdout, proc.stdout
