@@ -95,6 +95,11 @@ struct soak_engine {
     long conv_turns;      /* soak turns (iteration >= 0) since create or the last reset */
     long resets;          /* reset() calls since create */
     long prompt_tokens;   /* the prompt of the call in progress (-1: none) */
+    /* A memory pool that keeps its high-water mark (config "kv_pool_bytes_per_token"): host
+     * memory for the longest context seen, never given back at reset, as MNN's pools keep it. */
+    double pool_bpt;
+    unsigned char *pool;
+    size_t pool_bytes;
     long context_len;
     double prefill_tps, decode_tps, stop_p;
     int zero_work;
@@ -332,6 +337,7 @@ SOAK_EXPORT soak_engine *soak_engine_create(const char *config_path, char *err, 
     e->decode_tps = json_number(cfg, "decode_tok_per_s", 4000);
     e->stop_p = json_number(cfg, "stop_probability", 0.03);
     e->zero_work = json_bool(cfg, "zero_work", 0);
+    e->pool_bpt = json_number(cfg, "kv_pool_bytes_per_token", 0);
     e->echo = json_bool(cfg, "echo", 0);
     e->use_opencl = json_bool(cfg, "opencl", 0);
     e->cl_vendor = json_string(cfg, "cl_vendor", NULL);
@@ -479,6 +485,18 @@ static void emit(sink *s, const char *data, size_t len) {
     if (s->cb(data, len, s->user)) s->cancelled = 1;
 }
 
+/* The high-water pool: grown (and touched) to the context's bytes, kept at reset. */
+static void pool_fit(soak_engine *e) {
+    if (e->pool_bpt <= 0) return;
+    size_t need = (size_t)((double)e->history_tokens * e->pool_bpt);
+    if (need <= e->pool_bytes) return;
+    unsigned char *p = realloc(e->pool, need);
+    if (!p) return;
+    memset(p + e->pool_bytes, 0x5a, need - e->pool_bytes);
+    e->pool = p;
+    e->pool_bytes = need;
+}
+
 SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t prompt_len,
                                     int32_t max_new_tokens, soak_text_cb cb, void *user) {
     if (!e) return SOAK_ERR_INVALID_ARG;
@@ -548,6 +566,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     e->perf.prefill_us = (int64_t)(prefill_s * 1e6) + 1;
     long before = e->history_tokens;
     e->history_tokens += prompt_tokens;
+    pool_fit(e);
 
     /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
     (void)before;
@@ -629,6 +648,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
         if (!garbage && !repeat && !invalid && rng_unit(&rs) < e->stop_p) { finished = 1; break; }
     }
     e->history_tokens += generated;
+    pool_fit(e);
     /* a respond turn enters the history as a forward turn would: its prompt and what it generated */
     e->m.history = mix64(mix64(e->m.history ^ 0x52455350ull, (uint64_t)prompt_tokens), (uint64_t)generated);
     e->perf.generated_tokens = generated;
@@ -679,6 +699,7 @@ SOAK_EXPORT void soak_engine_destroy(soak_engine *e) {
         if (f) { fputs("cache\n", f); fclose(f); }
     }
     for (int k = 0; k < e->n_faults; k++) free(e->faults[k].at);
+    free(e->pool);
     free(e->m.text);
     free(e->m.text_len);
     free(e->m.logits);

@@ -87,7 +87,8 @@ def config_from_manifest(manifest: dict) -> RunConfig:
 # Anything else a bundle's test-engine config holds (teardown_file writes one) is left out.
 SAFE_TEST_ENGINE = {"seed": (int,), "prefill_tok_per_s": (int, float), "decode_tok_per_s": (int, float),
                     "stop_probability": (int, float), "context_len": (int,), "zero_work": (bool,),
-                    "echo": (bool,), "opencl": (bool,), "teardown_s": (int, float), "max_new_tokens": (int,)}
+                    "echo": (bool,), "opencl": (bool,), "teardown_s": (int, float), "max_new_tokens": (int,),
+                    "kv_pool_bytes_per_token": (int, float)}
 # MNN runtime options a stranger's bundle may set: tmp_path is left out (MNN writes its mmap
 # files and kernel cache there), so the engine writes in the replay's own run folder.
 SAFE_ENGINE_OPTIONS = {"precision": (str,), "memory": (str,), "power": (str,), "thread_num": (int,),
