@@ -146,6 +146,31 @@ def test_a_memory_cause_reduces_to_the_fewest_conversations(tmp_path):
     assert all(b >= res["memory"]["target_bytes"] for b in res["memory"]["best_bytes"])
 
 
+def test_a_memory_ratchet_reduces_to_the_longest_conversation(tmp_path):
+    """The test engine's pool keeps 64 KiB per token of the longest context (MNN's pools keep their
+    high-water mark): the classifier calls it a ratchet, and half its bytes need one conversation,
+    the longest, cut to the turns and prompt bytes that still reach half the high water."""
+    cfg = RunConfig(engine="test", iterations=30, max_turns=4, max_new_tokens=16, seed=0, quiet=True,
+                    test_engine=dict(FAST, kv_pool_bytes_per_token=65536), out_dir=str(tmp_path), run_id="ratchet",
+                    memory_interval_s=0.5)
+    run = Path(run_judged(cfg).run_dir)
+    cls = json.loads((run / run_folder.CLASSIFICATION).read_text())
+    assert cls["causes"][0]["fault_id"] == "soak-memory-ratchet", cls["causes"][0]
+    its = iterations(run)
+    longest = max(its, key=lambda e: e["context_tokens"])
+    proc = soak("repro", str(run), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = result_of(run, "soak-memory-ratchet")
+    turns = script_of(run, "soak-memory-ratchet")
+    assert {t["conversation"] for t in turns} == {0}, turns                     # the fewest: one
+    conv_of = {e["i"]: e["conversation"] for e in its}
+    assert {conv_of[t["i"]] for t in turns} == {longest["conversation"]}, turns  # the longest one
+    assert res["window"]["size"]["conversations"] > 5
+    assert res["minimal"]["size"]["prompt_chars"] < res["window"]["size"]["prompt_chars"] / 2
+    # cut to the share's edge, so RSS noise of a few pages decides now and then
+    assert res["reliability"]["value"] >= 0.5, res["reliability"]
+
+
 def test_the_rerun_seam_uses_the_reproducer(tmp_path):
     """soak.rerun (soak gate --rerun-unexpected) re-runs a cause through soak.repro.replay_cause:
     the iteration's conversation until `soak repro` made a reproducer, then the reproducer."""
