@@ -523,7 +523,8 @@ class Reducer:
         # the simplest text of the same length first (hypothesis shrinks characters toward 'a'),
         # then plain lowercase letters with the words kept
         plain = "a" * len(text)
-        if plain != text and not self.attempt(f"{where}: prompt as {len(text)} x 'a'", self._with_turn(c, k, prompt=plain)):
+        if plain != text and not self.attempt(f"{where}: prompt as {len(text)} x 'a'",
+                                              self._with_turn(c, k, prompt=plain)):
             simple = simpler_text(text)
             if simple != text:
                 self.attempt(f"{where}: prompt in plain letters", self._with_turn(c, k, prompt=simple))
@@ -804,7 +805,7 @@ def replay_cause(run_dir: Path, cause: dict, out_dir: Path) -> dict:
 
 
 def repro_meta_of(repro_dir: Path, key: str) -> dict | None:
-    meta = run_folder.read_json(repro_dir / run_folder.REPRO_META) if (repro_dir / run_folder.REPRO_META).is_file() else None
+    meta = _read_meta(repro_dir)
     for c in (meta or {}).get("causes") or []:
         if isinstance(c, dict) and c.get("key") == key:
             return c
@@ -814,7 +815,7 @@ def repro_meta_of(repro_dir: Path, key: str) -> dict | None:
 def load_repro_config(repro_dir: Path, key: str | None = None) -> RunConfig | None:
     """The saved reproducer (REPRO/<cause>/run_config.json + script.json) as a RunConfig; with no
     key, the first cause of REPRO_META."""
-    meta = run_folder.read_json(repro_dir / run_folder.REPRO_META) if (repro_dir / run_folder.REPRO_META).is_file() else None
+    meta = _read_meta(repro_dir)
     causes = [c for c in (meta or {}).get("causes") or [] if isinstance(c, dict)]
     chosen = next((c for c in causes if key is None or c.get("key") == key), None)
     if chosen is None or not isinstance(chosen.get("dir"), str):
@@ -870,3 +871,8 @@ def replay_repro(path: Path, out_dir: str | None = None, quiet: bool = False) ->
         reproduced = grown is not None and _int(memory.get("target_bytes")) and grown >= memory["target_bytes"]
     return {"reproduced": bool(reproduced), "replay_run": str(result.run_dir), "cause": key,
             "signature": script.get("signature"), "turns_replayed": len(cfg.script)}
+
+
+def _read_meta(repro_dir: Path) -> dict | None:
+    path = repro_dir / run_folder.REPRO_META
+    return run_folder.read_json(path) if path.is_file() else None

@@ -63,7 +63,8 @@ def write_repro(repro_dir: Path, result, cfg, source: str, command: str) -> Path
         mnn = write_mnn_reproducer(folder / run_folder.REPRO_MNN, cfg)
         summary["mnn_reproducer"] = mnn
     run_folder.write_json(folder / run_folder.REPRO_RESULT, summary)
-    (folder / run_folder.REPRO_README).write_text(render_md(result, summary, mnn, cfg, command, folder), encoding="utf-8")
+    (folder / run_folder.REPRO_README).write_text(render_md(result, summary, mnn, cfg, command, folder),
+                                                  encoding="utf-8")
     _update_meta(repro_dir, result, folder, command, rel, runs)
     return folder
 
@@ -119,7 +120,8 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     source = os.environ.get("SOAK_MNN_SOURCE") or ""
     env = _interposer_env(cfg, folder)
     # the OpenCL driver's own settings soak ran under (PoCL's work-group method, its cache)
-    env.update({k: v for k, v in sorted(os.environ.items()) if k.startswith(DRIVER_ENV_PREFIXES)} if cfg.backend == "opencl" else {})
+    if cfg.backend == "opencl":
+        env.update({k: v for k, v in sorted(os.environ.items()) if k.startswith(DRIVER_ENV_PREFIXES)})
     preload = _plugins(cfg, build) if cfg.backend == "opencl" else []
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
@@ -130,7 +132,8 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     lines = ["#!/bin/sh", "# soak repro: the standalone MNN reproducer (no soak needed)", 'cd "$(dirname "$0")"']
     out = {"config": "config.json", "prompts": [f"prompt-{n + 1}.txt" for n in range(len(turns))], "env": env}
     if one_run:
-        cmd = f"{env_text + ' ' if env_text else ''}{shlex.quote(demo)} config.json prompt-1.txt {turns[0]['max_new_tokens']}"
+        cmd = (f"{env_text + ' ' if env_text else ''}{shlex.quote(demo)} config.json prompt-1.txt "
+               f"{turns[0]['max_new_tokens']}")
         lines.append(cmd)
         out["llm_demo"] = cmd
     else:
