@@ -17,7 +17,8 @@ conversation teacher-forced).  Prints:
 - the healthy distributions of the per-turn maxima (max |delta| log-prob, KL) that the thresholds are
   chosen from, and the wrong/non-finite turns found.
 
-`--runs checked` skips the free run; `--reference RUN` reuses a reference.
+`--runs checked` skips the free run; `--reference RUN` reuses a reference; `--skip-runs` analyses the
+runs free-TAG and checked-TAG already in --out.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def main() -> int:
     p.add_argument("--ref-backend", default="cpu")
     p.add_argument("--reference", default=None, help="reuse this reference run")
     p.add_argument("--runs", default="free,checked")
+    p.add_argument("--skip-runs", action="store_true",
+                   help="run nothing: analyse the runs free-TAG and checked-TAG already in --out")
     p.add_argument("--tag", default="")
     a = p.parse_args()
     out = Path(a.out).resolve()
@@ -95,7 +98,7 @@ def main() -> int:
               a.max_new_tokens, "--out", str(out)]
     tag = a.tag or f"{a.backend}-{a.precision}"
     ref = Path(a.reference) if a.reference else out / "reference"
-    if not a.reference:
+    if not a.reference and not a.skip_runs:
         soak("reference", "--engine", a.ref_engine or a.engine, "--backend", a.ref_backend, "--run-id", ref.name,
              *common)
     cand = ["--engine", a.engine, "--backend", a.backend, "--precision", a.precision, *common]
@@ -104,9 +107,9 @@ def main() -> int:
     if a.cl_gpu_override:
         cand += ["--cl-gpu-override"]
     runs = a.runs.split(",")
-    if "free" in runs:
+    if "free" in runs and not a.skip_runs:
         soak("run", *cand, "--run-id", f"free-{tag}")
-    if "checked" in runs:
+    if "checked" in runs and not a.skip_runs:
         soak("run", *cand, "--run-id", f"checked-{tag}", "--reference", str(ref))
 
     lines = (ref / "reference.jsonl").read_text().splitlines()[1:]
