@@ -243,6 +243,30 @@ def fold_errors(records: list[dict], slots: dict[tuple, dict] | None = None,
                     "api": info["api"], "code": info["code"], "code_name": info["code_name"],
                     "injected": info["injected"], "key": info["key"], "count": info["delta"], "first_seq": None,
                     "last_seq": info["last_seq"], "samples": []})
+    return _merge_loads(out)
+
+
+def _merge_loads(records: list[dict]) -> list[dict]:
+    """One record per kind of error in a window, also where the process loaded the library more than
+    once in it (the engine reloaded OpenCL: each load counts in its own slots): counts add up."""
+    out: list[dict] = []
+    first: dict[tuple, dict] = {}
+    for rec in records:
+        if rec.get("type") != "error":
+            out.append(rec)
+            continue
+        key = _error_key(rec)
+        g = first.get(key)
+        if g is None:
+            first[key] = rec
+            out.append(rec)
+            continue
+        g["count"] += rec["count"]
+        seqs = [q for q in (g.get("first_seq"), rec.get("first_seq")) if q is not None]
+        g["first_seq"] = min(seqs) if seqs else None
+        g["last_seq"] = max(q for q in (g.get("last_seq"), rec.get("last_seq")) if q is not None)
+        g["samples"] = (g.get("samples") or []) + (rec.get("samples") or [])
+        del g["samples"][SAMPLES:]
     return out
 
 

@@ -39,15 +39,6 @@ def _unbuffer_c_stdout() -> None:
     libc.setvbuf(c_stdout, None, 2, 0)  # _IONBF
 
 
-def _trim_heap() -> None:
-    """Give the heap's free pages back after a load (glibc malloc_trim): the load's temporary buffers
-    and the worker's start-up garbage would otherwise be free heap that later allocations reuse
-    without growing RSS, hiding the first hundreds of KiB to MiB of a leak from the memory verdicts."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
 def _open_engine(spec: dict):
     kind = spec.get("kind", "native")
     if kind == "native":
@@ -174,7 +165,6 @@ class Worker:
                         extra.update(_failed("load_failed", "load failed"))
                 finally:
                     self._mark("idle")
-                _trim_heap()
             elif op == "respond":
                 max_new = int(args[0])
                 prompt = protocol.payload(args[1])

@@ -153,10 +153,14 @@ def test_pocl_crash_is_titled_by_its_opencl_kernel(tmp_path, tiny_model, pocl_ca
     decode inside the PoCL-compiled softmax_inside kernel (gdb says the same).  soak's crash
     handler records the frame; the crash is titled by the kernel and the catalog knows it."""
     monkeypatch.delenv("POCL_WORK_GROUP_METHOD", raising=False)  # PoCL's default method crashes
+    # caches of its own: PoCL's and MNN's kernel caches do not key on the work-group method, so kernels
+    # another test built with "cbs" would be reused here and never crash
+    caches = pocl_caches / "default-wg"
+    (caches / "mnn").mkdir(parents=True, exist_ok=True)
     proc, run_dir, summary, events = soak_run(
         tmp_path, "--engine", "mnn", "--model", str(tiny_model), "--backend", "opencl", "--thread-num", "68",
-        "--cl-gpu-override", "--tmp-path", str(pocl_caches / "mnn"), "--iterations", "1", "--recovery", "restart",
-        "--timeout-respond", "1500", env={"POCL_CACHE_DIR": str(pocl_caches / "pocl")}, timeout=1800)
+        "--cl-gpu-override", "--tmp-path", str(caches / "mnn"), "--iterations", "1", "--recovery", "restart",
+        "--timeout-respond", "1500", env={"POCL_CACHE_DIR": str(caches / "pocl")}, timeout=1800)
     assert proc.returncode == 0, explain(proc, run_dir)
     crashes = [e for e in events if e["event"] == "fault" and e["kind"] == "crash"]
     assert crashes and crashes[0]["signal"] == "SIGSEGV" and crashes[0]["phase"] == "decode", explain(proc, run_dir)
