@@ -48,7 +48,7 @@ def build(out: Path) -> tuple[Path, Path]:
     cc = shutil.which("cc") or "cc"
     subprocess.run([cc, "-O2", "-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
                    check=True)
-    subprocess.run([cc, "-O2", str(TESTPROG / "launch_loop.c"), "-o", str(out / "launch_loop"), "-ldl"], check=True)
+    subprocess.run([cc, "-O2", str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"], check=True)
     return out / "libstub_cl.so", out / "launch_loop"
 
 

@@ -92,6 +92,11 @@ static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint32_t fam_skip[NAME_SLOTS];
 static uint32_t fam_rate[PHASE_N][NAME_SLOTS];
 static double untimed_host_mean; /* host ns of an untimed launch over earlier windows (the cost's baseline) */
+static double timed_host_mean;   /* ... of a timed one */
+/* the cost counts a launch's host time up to 4x these means (+2 us): a thread descheduled in
+ * the middle of a launch is not the profiler's cost (host_ns still gets the whole time) */
+static uint64_t timed_cap, untimed_cap;
+#define BUDGET_AIM 0.8 /* the rates aim at this share of the budget: noise stays within it */
 
 /* means over every window written so far, per command key: the estimate for launches a window
  * did not time */
@@ -116,7 +121,7 @@ typedef struct {
     uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
      * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
-    uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, self_ns;
+    uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
@@ -320,14 +325,14 @@ static int by_total(const void *a, const void *b)
     return x->total_ns < y->total_ns ? 1 : x->total_ns > y->total_ns ? -1 : 0;
 }
 
-/* the profiler's own host time in window W: its timed kernel launches' host time beyond what
- * untimed launches take (the event: what costs in a GPU driver), plus reading events and writing
- * records */
-static uint64_t window_cost(const window *W)
+/* the profiler's own host time in window W that grows with the launches it times: their host
+ * time beyond what untimed launches take (the event: what costs in a GPU driver), plus reading
+ * events; W->flush_ns (ending the window before, writing its record) is the fixed part */
+static uint64_t timed_cost(const window *W)
 {
     double base = W->untimed_host_n ? (double)W->untimed_host_ns / (double)W->untimed_host_n : untimed_host_mean;
     double extra = (double)W->timed_host_ns - base * (double)W->timed_host_n;
-    return (uint64_t)(extra > 0 ? extra : 0) + W->self_ns;
+    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns;
 }
 
 /* the cost budget: from window W's cost per timed launch and wall time (host span), how many
@@ -335,7 +340,7 @@ static uint64_t window_cost(const window *W)
  * (timed anyway) go to the kernel families by half their share of launches, half their share of
  * device time; each family's rate for the phase follows (at once when sparser, at most twice
  * as dense per window); plock held, after the untimed estimates were added */
-static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t cost)
+static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t cost, uint64_t fixed)
 {
     uint64_t wall = W->host_last > W->host_first ? W->host_last - W->host_first : 0;
     if (budget <= 0 || sample_every <= 1 || !wall || !W->timed_host_n)
@@ -358,7 +363,7 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         all_ns += (double)s->total_ns;
     }
     double per = (double)cost / (double)W->timed_host_n;
-    double spare = (per > 0 ? budget * (double)wall / per : 1e18) - (double)nf;
+    double spare = (per > 0 ? (BUDGET_AIM * budget * (double)wall - (double)fixed) / per : 1e18) - (double)nf;
     uint32_t ph = (uint32_t)(W->phase % PHASE_N);
     for (size_t i = 0; i < nf; i++) {
         uint32_t f = touched[i];
@@ -419,14 +424,25 @@ static void flush_window(int w)
         s->total_ns += est[i];
         est_ns += est[i];
     }
-    uint64_t cost = window_cost(W), kernel_n = 0;
+    uint64_t cost = timed_cost(W), kernel_n = 0;
+    if (getenv("SOAK_PROF_DEBUG"))
+        fprintf(stderr, "dbg timed %llu/%llu untimed %llu/%llu self %llu\n", (unsigned long long)W->timed_host_ns,
+                (unsigned long long)W->timed_host_n, (unsigned long long)W->untimed_host_ns,
+                (unsigned long long)W->untimed_host_n, (unsigned long long)W->drain_ns * 1000000 + W->flush_ns);
     for (size_t i = 0; i < n; i++)
         if (used[i]->api == SOAK_ID_clEnqueueNDRangeKernel)
             kernel_n += used[i]->count;
-    adapt(W, used, n, cost);
+    adapt(W, used, n, cost, W->flush_ns);
+    cost += W->flush_ns;
     if (W->untimed_host_n) {
         double m = (double)W->untimed_host_ns / (double)W->untimed_host_n;
         untimed_host_mean = untimed_host_mean > 0 ? 0.5 * untimed_host_mean + 0.5 * m : m;
+        untimed_cap = (uint64_t)(4 * untimed_host_mean) + 2000;
+    }
+    if (W->timed_host_n) {
+        double m = (double)W->timed_host_ns / (double)W->timed_host_n;
+        timed_host_mean = timed_host_mean > 0 ? 0.5 * timed_host_mean + 0.5 * m : m;
+        timed_cap = (uint64_t)(4 * timed_host_mean) + 2000;
     }
     uint64_t span = W->last_end > W->first_start ? W->last_end - W->first_start : 0;
     uint64_t busy = W->busy + est_ns;
@@ -518,11 +534,13 @@ static void flush_window(int w)
             free(buf);
         }
     }
-    memset(slots, 0, PROF_SLOTS * sizeof *slots);
+    for (size_t i = 0; i < PROF_SLOTS; i++) /* only the slots taken: the table is 600 KB */
+        if (slots[i].used)
+            memset(&slots[i], 0, sizeof slots[i]);
     W->open = 0;
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
-    W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->self_ns = 0;
+    W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
 }
 
 /* a later epoch or another phase began: the current window ends (written once its commands
@@ -609,7 +627,7 @@ static void drain_timed(size_t max)
         return;
     uint64_t t = soak_now_ns();
     drain(max);
-    windows[cur].self_ns += soak_now_ns() - t;
+    windows[cur].drain_ns += soak_now_ns() - t;
 }
 
 /* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
@@ -804,6 +822,9 @@ void soak_prof_kernel_done(soak_call *c, cl_event ev, int own)
 void soak_prof_host(soak_call *c, uint64_t ns)
 {
     window *W = &windows[cur];
+    uint64_t cap = c->prof_timed ? timed_cap : untimed_cap;
+    if (cap && ns > cap)
+        ns = cap;
     if (c->prof_timed) {
         SOAK_ADD(&W->timed_host_ns, ns);
         SOAK_ADD(&W->timed_host_n, 1);
@@ -823,9 +844,10 @@ void soak_prof_switch(uint64_t t0)
     if (ep != windows[cur].epoch || ph != windows[cur].phase) {
         if (!t0)
             t0 = soak_now_ns();
-        drain(0);
+        drain_timed(0); /* the ending window's events */
+        uint64_t t = soak_now_ns();
         next_window(ep, ph, t0);
-        windows[cur].self_ns += soak_now_ns() - t0; /* reading events and writing the record */
+        windows[cur].flush_ns += soak_now_ns() - t; /* writing the record(s) */
     }
     pthread_mutex_unlock(&plock);
 }
