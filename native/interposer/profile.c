@@ -425,10 +425,6 @@ static void flush_window(int w)
         est_ns += est[i];
     }
     uint64_t cost = timed_cost(W), kernel_n = 0;
-    if (getenv("SOAK_PROF_DEBUG"))
-        fprintf(stderr, "dbg timed %llu/%llu untimed %llu/%llu self %llu\n", (unsigned long long)W->timed_host_ns,
-                (unsigned long long)W->timed_host_n, (unsigned long long)W->untimed_host_ns,
-                (unsigned long long)W->untimed_host_n, (unsigned long long)W->drain_ns * 1000000 + W->flush_ns);
     for (size_t i = 0; i < n; i++)
         if (used[i]->api == SOAK_ID_clEnqueueNDRangeKernel)
             kernel_n += used[i]->count;
