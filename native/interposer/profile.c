@@ -4,8 +4,13 @@
  * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue is counted (per kernel
  * name and work sizes, or per transfer entry point).  Timed commands get an event (the engine's,
  * retained, or one of ours, released here): every transfer and other non-kernel command, each
- * kernel name's first launch in a window, and one other kernel launch in SOAK_CL_PROFILE_SAMPLE
- * (default 16; 1: every launch) at a jittered interval from a fixed seed.  An event per launch is what costs on a GPU
+ * kernel name's first launch in a window, and one other kernel launch in N per kernel name at a
+ * jittered interval from a fixed seed: N is SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch),
+ * fixed with SOAK_CL_PROFILE_BUDGET=0, else adapted per kernel name and phase at each window's
+ * end so that the profiler's own host time (timed launches beyond untimed ones, reading events,
+ * writing records: `cost_ns`) stays within the budget (default 5 %) of the phase's wall time
+ * (adapt()).  An untimed launch reads no clock (host time of launches is sampled, 1 in
+ * SOAK_HOST_EVERY), takes no lock and hashes no string (a per-thread cache holds its slot).  An event per launch is what costs on a GPU
  * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch); the untimed launches
  * of a kernel shape get its timed launches' mean (in this window, else the mean over earlier
  * windows).  Events wait in a FIFO and are read
