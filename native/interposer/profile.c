@@ -344,7 +344,8 @@ static uint64_t timed_cost(const window *W)
  * launches its phase can time within the budget; those beyond each kernel name's first launch
  * (timed anyway) go to the kernel families by half their share of launches, half their share of
  * device time; each family's rate for the phase follows (at once when sparser, at most twice
- * as dense per window); plock held, after the untimed estimates were added */
+ * as dense per window, never denser than SOAK_CL_PROFILE_SAMPLE); plock held, after the untimed
+ * estimates were added */
 static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t cost, uint64_t fixed)
 {
     uint64_t wall = W->host_last > W->host_first ? W->host_last - W->host_first : 0;
@@ -375,9 +376,12 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         double share = 0.5 * (double)fcount[f] / all_n + 0.5 * (all_ns > 0 ? fns[f] / all_ns : (double)fcount[f] / all_n);
         double want = spare * share;
         double target = want <= 0 ? RATE_MAX : (double)fcount[f] / want;
-        uint32_t t = target >= RATE_MAX ? RATE_MAX : target <= 1 ? 1 : (uint32_t)(target + 0.999);
+        /* never denser than the first rate: a driver may spend on an event where this host's clock
+         * does not see it (PoCL: in its worker threads), so the budget only thins the sampling */
+        uint32_t t = target >= RATE_MAX ? RATE_MAX : target <= (double)sample_every ? (uint32_t)sample_every
+                                                                                 : (uint32_t)(target + 0.999);
         uint32_t old = fam_rate[ph][f] ? fam_rate[ph][f] : (uint32_t)sample_every;
-        uint32_t r = t >= old ? t : (t > old / 2 ? t : (old / 2 ? old / 2 : 1));
+        uint32_t r = t >= old ? t : (t > old / 2 ? t : old / 2);
         fam_rate[ph][f] = r;
         if (fam_skip[f] > 2 * r)
             fam_skip[f] = (uint32_t)next_skip(r);
