@@ -749,6 +749,13 @@ static void entry_fill(launch_entry *e, const void *kernel, uint64_t gen, uint32
     pthread_mutex_unlock(&plock);
 }
 
+/* the entry holds this kernel object (not released since) and these work sizes */
+static inline int entry_key(const launch_entry *e, const void *kernel, uint64_t gen, uint32_t dim, const uint64_t *g,
+                            const uint64_t *l)
+{
+    return e->kernel == kernel && e->gen == gen && e->dim == dim && !memcmp(e->gws, g, 24) && !memcmp(e->lws, l, 24);
+}
+
 /* the family's sampler: 1 in its rate for the current phase (threads racing here only shift
  * which launch is timed) */
 static int fam_want(uint32_t fam)
@@ -777,12 +784,18 @@ int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const siz
         return 0; /* no memory for the cache: not counted */
     uint64_t h = (uintptr_t)kernel ^ (g[0] * 0x9E3779B97F4A7C15ull) ^ (g[1] << 17) ^ (g[2] << 34) ^ (l[0] << 7) ^
                  (l[1] << 27) ^ (l[2] << 47);
-    launch_entry *e = &t[(h * 0x9E3779B97F4A7C15ull) >> (64 - TCACHE_BITS)];
+    /* two ways per set: a kernel launched at two sizes in turn (or two colliding keys) stays cached */
+    launch_entry *e = &t[((h * 0x9E3779B97F4A7C15ull) >> (64 - TCACHE_BITS)) & ~(size_t)1];
     uint64_t gen = __atomic_load_n(&soak_prof_kernel_gen, __ATOMIC_RELAXED);
     uint64_t ser = __atomic_load_n(&serial, __ATOMIC_RELAXED);
-    if (SOAK_UNLIKELY(e->kernel != kernel || e->gen != gen || e->serial != ser || e->dim != dim ||
-                      memcmp(e->gws, g, sizeof g) || memcmp(e->lws, l, sizeof l)))
-        entry_fill(e, kernel, gen, dim, g, l, c->id);
+    if (SOAK_UNLIKELY(e->serial != ser || !entry_key(e, kernel, gen, dim, g, l))) {
+        if (entry_key(e + 1, kernel, gen, dim, g, l))
+            e++;
+        else if (!entry_key(e, kernel, gen, dim, g, l) && e->kernel)
+            e[1] = e[0]; /* the newer one moves to the second way, the older one goes */
+        if (e->serial != ser || !entry_key(e, kernel, gen, dim, g, l))
+            entry_fill(e, kernel, gen, dim, g, l, c->id); /* new here, or a new window: its slot */
+    }
     c->prof_ent = e;
     c->prof_serial = e->serial;
     int timed;
