@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "soak_interposer.h"
 
@@ -454,9 +455,12 @@ static void flush_window(int w)
     uint64_t idle = span > busy ? span - busy : 0;
     if (n || host_total || W->dropped) {
         qsort(used, n, sizeof used[0], by_total);
-        size_t cap = 96 * 1024;
-        char *buf = malloc(cap);
-        if (buf) {
+        /* static (plock held): a 96 KB malloc would consolidate the driver's freed small blocks
+         * first (glibc), milliseconds after a window of many launches on PoCL */
+        static char rec_buf[96 * 1024];
+        size_t cap = sizeof rec_buf;
+        char *buf = rec_buf;
+        {
             char item[512];
             soak_json j;
             soak_json_begin(&j, buf, cap, "profile");
@@ -536,7 +540,6 @@ static void flush_window(int w)
             }
             soak_json_append(&j, "}");
             soak_rec_write(buf, soak_json_end(&j), 0);
-            free(buf);
         }
     }
     for (size_t i = 0; i < PROF_SLOTS; i++) /* only the slots taken: the table is 600 KB */
@@ -625,14 +628,23 @@ static void drain(size_t max)
     }
 }
 
+/* the calling thread's CPU time: the profiler's own work, without the time the thread waited
+ * for the CPU (a driver's worker threads on few cores) */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* drain, its time counted as the profiler's own (the current window's cost); plock held */
 static void drain_timed(size_t max)
 {
     if (head == tail)
         return;
-    uint64_t t = soak_now_ns();
+    uint64_t t = cpu_ns();
     drain(max);
-    windows[cur].drain_ns += soak_now_ns() - t;
+    windows[cur].drain_ns += cpu_ns() - t;
 }
 
 /* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
@@ -863,9 +875,9 @@ void soak_prof_switch(uint64_t t0)
         if (!t0)
             t0 = soak_now_ns();
         drain_timed(0); /* the ending window's events */
-        uint64_t t = soak_now_ns();
+        uint64_t t = cpu_ns();
         next_window(ep, ph, t0);
-        windows[cur].flush_ns += soak_now_ns() - t; /* writing the record(s) */
+        windows[cur].flush_ns += cpu_ns() - t; /* writing the record(s) */
     }
     pthread_mutex_unlock(&plock);
 }
