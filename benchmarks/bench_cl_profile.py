@@ -13,11 +13,15 @@ workload; --arms picks them (default direct,interposer,profile):
   interposer     the interposer, profiling off
   profile        --cl-profile: the cost budget (default 5 %; --profile-budget), 1 in 16 at first
   profile-fixed  --cl-profile --cl-profile-sample N (--profile-sample, default 16): the fixed rate
+  profile-min    --cl-profile --cl-profile-sample 1000000: only each kernel's first launch per window
+                 gets an event: what profiling costs besides events (the profiling queue, the
+                 interposer's per-launch work)
   profile-all    --cl-profile --cl-profile-sample 1: an event per launch
 interleaved --repeat times (so load on the machine hits every arm alike).  A run's decode tok/s is
 the median over its iterations of generated tokens / decode time (--skip-first leaves out the
 first iterations: kernel builds); the table gives each arm's runs, their median and range and the
-ratio of medians against direct (else interposer), with issue 27's targets (interposer >= 0.98,
+ratio of medians against direct (else interposer) and the median of each round's own ratio
+(paired: load that changes between rounds cancels out), with issue 27's targets (interposer >= 0.98,
 --cl-profile >= 0.90).  Profiled runs also give, from their cl_profile events (soak profile),
 each phase's closure against the engine's times (target within 10 %), the kernel launches per
 timed one and the profiler's own cost against its budget.  Options the benchmark does not know go
@@ -63,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soak.cl import interposer  # noqa: E402
 
-ARMS = ("direct", "interposer", "profile", "profile-fixed", "profile-all")
+ARMS = ("direct", "interposer", "profile", "profile-fixed", "profile-min", "profile-all")
 TARGETS = {"interposer": 0.98, "profile": 0.90}
 
 
@@ -83,6 +87,8 @@ def profile_options(name: str, a) -> dict:
         return {"profile": True, "profile_budget": a.profile_budget}
     if name == "profile-fixed":
         return {"profile": True, "profile_sample": a.profile_sample, "profile_budget": 0}
+    if name == "profile-min":
+        return {"profile": True, "profile_sample": 1_000_000, "profile_budget": 0}
     return {"profile": True, "profile_sample": 1, "profile_budget": 0}
 
 
@@ -92,6 +98,8 @@ def profile_flags(name: str, a) -> list[str]:
         return ["--cl-profile"] + (["--cl-profile-budget", f"{a.profile_budget:g}"] if a.profile_budget is not None else [])
     if name == "profile-fixed":
         return ["--cl-profile", "--cl-profile-sample", str(a.profile_sample)]
+    if name == "profile-min":
+        return ["--cl-profile", "--cl-profile-sample", "1000000"]
     return ["--cl-profile", "--cl-profile-sample", "1"]
 
 
@@ -160,20 +168,24 @@ def _median(xs: list[float]) -> float | None:
 
 def _table(title: str, unit: str, arms: list[str], runs: dict[str, list[float]], fmt: str = "{:.1f}") -> None:
     """Issue 27's table: arm | runs | median [range] | vs the reference | target."""
-    ref = "direct" if runs.get("direct") else arms[0]
-    base = _median(runs.get(ref, []))
+    ref = "direct" if any(runs.get("direct") or []) else arms[0]
+    base = _median([x for x in runs.get(ref, []) if x])
     print(title)
-    print(f"| arm | {unit} (each run) | median | range | vs {ref} | target |")
-    print("|---|---|---|---|---|---|")
+    print(f"| arm | {unit} (each run) | median | range | vs {ref} | paired | target |")
+    print("|---|---|---|---|---|---|---|")
     for name in arms:
-        xs = runs.get(name, [])
+        xs = [x for x in runs.get(name, []) if x]
         med = _median(xs)
         ratio = f"x{med / base:.3f}" if med and base else "-"
+        # the median of each round's ratio (arm / reference in the same round): load that changes
+        # between rounds cancels out
+        pairs = [x / r for x, r in zip(runs.get(name, []), runs.get(ref, [])) if x and r]
+        paired = f"x{statistics.median(pairs):.3f}" if pairs else "-"
         target = TARGETS.get(name)
         tgt = (f">= {target:.2f} " + ("met" if med and base and med / base >= target else "NOT met")) \
             if target and ref == "direct" and name != ref else ""
         print(f"| {name} | {', '.join(fmt.format(x) for x in xs)} | {fmt.format(med) if med else '-'} | "
-              f"{'[' + fmt.format(min(xs)) + ', ' + fmt.format(max(xs)) + ']' if xs else '-'} | {ratio} | {tgt} |")
+              f"{'[' + fmt.format(min(xs)) + ', ' + fmt.format(max(xs)) + ']' if xs else '-'} | {ratio} | {paired} | {tgt} |")
 
 
 def engine_main(a, rest: list[str]) -> int:
@@ -197,14 +209,15 @@ def engine_main(a, rest: list[str]) -> int:
                         r = soak_arm(name, k, a, rest, Path(tmp))
                     except subprocess.TimeoutExpired:
                         print(f"  {name:<13} run {k}: over --timeout {a.timeout:.0f} s, left out", flush=True)
+                        runs[name]["decode_tps"].append(None)
+                        runs[name]["prefill_tps"].append(None)
                         continue
                     prof = "".join(f"  {ph} closure {v['closure'] or 0:.1%} rate 1 in {v['rate'] or 0:g} cost "
                                    f"{(v['cost'] or 0):.1%}" for ph, v in r["profile"].items() if isinstance(v, dict))
                     print(f"  {name:<13} run {k}: decode {r['decode_tps'] or 0:8.1f} tok/s  prefill "
                           f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}{prof}", flush=True)
                     for key in ("decode_tps", "prefill_tps"):
-                        if r[key]:
-                            runs[name][key].append(r[key])
+                        runs[name][key].append(r[key])  # None for a failed run: rounds stay aligned
                     if r["profile"]:
                         runs[name]["profile"].append(r["profile"])
         except KeyboardInterrupt:  # cut short (a time box): the table of the runs done
