@@ -274,6 +274,8 @@ def profile_run(run: RunFolder | str) -> dict:
 
 def budget_words(ph: dict) -> str:
     """How the phase's rate was set: the cost budget (and whether the phase kept to it), or fixed."""
+    if not ph.get("kernel_count"):  # nothing the budget samples: reading events, writing the records
+        return "no kernel launches to sample: reading events and writing the window records"
     if ph.get("budget_pct"):
         return (f"budget {ph['budget_pct']:g} %: "
                 + ("within" if (ph.get("cost_fraction") or 0) <= ph["budget_pct"] / 100 else "OVER"))
