@@ -4,8 +4,13 @@
  * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue is counted (per kernel
  * name and work sizes, or per transfer entry point).  Timed commands get an event (the engine's,
  * retained, or one of ours, released here): every transfer and other non-kernel command, each
- * kernel name's first launch in a window, and one other kernel launch in SOAK_CL_PROFILE_SAMPLE
- * (default 16; 1: every launch) at a jittered interval from a fixed seed.  An event per launch is what costs on a GPU
+ * kernel name's first launch in a window, and one other kernel launch in N per kernel name at a
+ * jittered interval from a fixed seed: N is SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch),
+ * fixed with SOAK_CL_PROFILE_BUDGET=0, else adapted per kernel name and phase at each window's
+ * end so that the profiler's own host time (timed launches beyond untimed ones, reading events,
+ * writing records: `cost_ns`) stays within the budget (default 5 %) of the phase's wall time
+ * (adapt()).  An untimed launch reads no clock (host time of launches is sampled, 1 in
+ * SOAK_HOST_EVERY), takes no lock and hashes no string (a per-thread cache holds its slot).  An event per launch is what costs on a GPU
  * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch); the untimed launches
  * of a kernel shape get its timed launches' mean (in this window, else the mean over earlier
  * windows).  Events wait in a FIFO and are read
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "soak_interposer.h"
 
@@ -58,16 +64,12 @@ typedef struct {
     const char *name;
 } prof_key;
 
-/* launches seen per kernel object (cached name and this window's slot, so an untimed launch
- * costs no driver call and no string hashing); cleared when a kernel is released */
+/* kernel names per kernel object, so a thread's first launch of a kernel another thread launched
+ * asks the driver nothing; cleared when a kernel is released (soak_prof_kernel_gen) */
 #define KCACHE 256
 typedef struct {
     const void *kernel;
-    uint64_t gen, serial; /* serial: the window `slot` belongs to */
-    uint32_t name_at;     /* its kernel name's entry in name_timed */
-    uint32_t dim;
-    uint64_t gws[3], lws[3];
-    int slot;
+    uint64_t gen;
     char name[96];
 } kcache_entry;
 static kcache_entry kcache[KCACHE];
@@ -77,20 +79,40 @@ static uint64_t serial = 1;        /* the current window's serial: slot numbers 
  * its launches because it was the name's first there */
 #define NAME_SLOTS 1024
 static uint64_t name_timed[NAME_SLOTS];
+static uint32_t name_hash(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return (uint32_t)(h % NAME_SLOTS);
+}
 
-static uint64_t sample_every = 16; /* SOAK_CL_PROFILE_SAMPLE */
-static uint64_t skip_left;         /* untimed launches before the next timed one */
+static uint64_t sample_every = 16; /* SOAK_CL_PROFILE_SAMPLE: the fixed rate, or the budget's first */
+static double budget = 0.05;       /* SOAK_CL_PROFILE_BUDGET (percent / 100); 0: the rate stays fixed */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+/* the sampler, per kernel family (kernel name, by its name_timed entry): untimed launches before
+ * its next timed one, and its rate (1 in N) per phase; 0: not set yet (sample_every) */
+#define PHASE_N 8
+#define RATE_MAX 1000000
+static uint32_t fam_skip[NAME_SLOTS];
+static uint32_t fam_rate[PHASE_N][NAME_SLOTS];
+static double untimed_host_mean; /* host ns of an untimed launch over earlier windows (the cost's baseline) */
+static double timed_host_mean;   /* ... of a timed one */
+/* the cost counts a launch's host time up to 4x these means (+2 us): a thread descheduled in
+ * the middle of a launch is not the profiler's cost (host_ns still gets the whole time) */
+static uint64_t timed_cap, untimed_cap;
+#define BUDGET_AIM 0.8 /* the rates aim at this share of the budget: noise stays within it */
 
 /* means over every window written so far, per command key: the estimate for launches a window
  * did not time */
 static prof_slot *history;
 
 /* untimed launches before the next sampled one: uniform in [0, 2N-2] (mean N-1), xorshift64 */
-static uint64_t next_skip(void)
+static uint64_t next_skip(uint64_t every)
 {
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return rng % (2 * sample_every - 1);
+    return rng % (2 * every - 1);
 }
 static prof_slot *history_used[PROF_SLOTS]; /* its slots in use, in the order they were taken */
 static size_t history_n;
@@ -103,6 +125,9 @@ typedef struct {
     int open;
     uint64_t epoch, phase, busy, first_start, last_end, dropped, failed, pending;
     uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
+    /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
+     * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
+    uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
@@ -170,8 +195,19 @@ void soak_profile_init(void)
         else
             sample_every = n;
     }
-    if (sample_every > 1)
-        skip_left = next_skip(); /* the first pick, like every later one, after a uniform skip */
+    v = getenv("SOAK_CL_PROFILE_BUDGET");
+    if (v && *v) {
+        char *end;
+        double pct = strtod(v, &end);
+        if (*end || !(pct >= 0 && pct <= 100))
+            fprintf(stderr, "soak-interposer: SOAK_CL_PROFILE_BUDGET=%s: not a percentage from 0 to 100; "
+                            "keeping the profiler's cost within %g %%\n", v, budget * 100);
+        else
+            budget = pct / 100;
+    }
+    if (sample_every > 1) /* each family's first pick, like every later one, after a uniform skip */
+        for (int i = 0; i < NAME_SLOTS; i++)
+            fam_skip[i] = (uint32_t)next_skip(sample_every);
     windows[0].open = 1;
     windows[0].host_first = soak_now_ns();
     ready = 1;
@@ -219,6 +255,7 @@ static int slot_of(prof_slot *slots, const prof_key *k, int create)
             if (!create)
                 return -1;
             s->used = 1;
+            s->count = 0; /* a launch racing a window's end on another thread may have touched it */
             s->api = k->api;
             s->dim = k->dim;
             memcpy(s->gws, k->gws, sizeof s->gws);
@@ -294,6 +331,66 @@ static int by_total(const void *a, const void *b)
     return x->total_ns < y->total_ns ? 1 : x->total_ns > y->total_ns ? -1 : 0;
 }
 
+/* the profiler's own host time in window W that grows with the launches it times: their host
+ * time beyond what untimed launches take (the event: what costs in a GPU driver), plus reading
+ * events; W->flush_ns (ending the window before, writing its record) is the fixed part */
+static uint64_t timed_cost(const window *W)
+{
+    double base = W->untimed_host_n ? (double)W->untimed_host_ns / (double)W->untimed_host_n : untimed_host_mean;
+    double extra = (double)W->timed_host_ns - base * (double)W->timed_host_n;
+    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns;
+}
+
+/* the cost budget: from window W's cost per timed launch and wall time (host span), how many
+ * launches its phase can time within the budget; those beyond each kernel name's first launch
+ * (timed anyway) go to the kernel families by half their share of launches, half their share of
+ * device time; each family's rate for the phase follows (at once when sparser, at most twice
+ * as dense per window, never denser than SOAK_CL_PROFILE_SAMPLE); plock held, after the untimed
+ * estimates were added */
+static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t cost, uint64_t fixed)
+{
+    uint64_t wall = W->host_last > W->host_first ? W->host_last - W->host_first : 0;
+    if (budget <= 0 || sample_every <= 1 || !wall || !W->timed_host_n)
+        return;
+    static uint64_t fcount[NAME_SLOTS];
+    static double fns[NAME_SLOTS];
+    static uint32_t touched[NAME_SLOTS];
+    size_t nf = 0;
+    double all_n = 0, all_ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        const prof_slot *s = used[i];
+        if (s->api != SOAK_ID_clEnqueueNDRangeKernel || !s->name[0])
+            continue;
+        uint32_t f = name_hash(s->name);
+        if (!fcount[f])
+            touched[nf++] = f;
+        fcount[f] += s->count;
+        fns[f] += (double)s->total_ns;
+        all_n += (double)s->count;
+        all_ns += (double)s->total_ns;
+    }
+    double per = (double)cost / (double)W->timed_host_n;
+    double spare = (per > 0 ? (BUDGET_AIM * budget * (double)wall - (double)fixed) / per : 1e18) - (double)nf;
+    uint32_t ph = (uint32_t)(W->phase % PHASE_N);
+    for (size_t i = 0; i < nf; i++) {
+        uint32_t f = touched[i];
+        double share = 0.5 * (double)fcount[f] / all_n + 0.5 * (all_ns > 0 ? fns[f] / all_ns : (double)fcount[f] / all_n);
+        double want = spare * share;
+        double target = want <= 0 ? RATE_MAX : (double)fcount[f] / want;
+        /* never denser than the first rate: a driver may spend on an event where this host's clock
+         * does not see it (PoCL: in its worker threads), so the budget only thins the sampling */
+        uint32_t t = target >= RATE_MAX ? RATE_MAX : target <= (double)sample_every ? (uint32_t)sample_every
+                                                                                 : (uint32_t)(target + 0.999);
+        uint32_t old = fam_rate[ph][f] ? fam_rate[ph][f] : (uint32_t)sample_every;
+        uint32_t r = t >= old ? t : (t > old / 2 ? t : old / 2);
+        fam_rate[ph][f] = r;
+        if (fam_skip[f] > 2 * r)
+            fam_skip[f] = (uint32_t)next_skip(r);
+        fcount[f] = 0;
+        fns[f] = 0;
+    }
+}
+
 /* writes window w's record and closes it; plock held */
 static void flush_window(int w)
 {
@@ -337,14 +434,34 @@ static void flush_window(int w)
         s->total_ns += est[i];
         est_ns += est[i];
     }
+    uint64_t cost = timed_cost(W), kernel_n = 0;
+    for (size_t i = 0; i < n; i++)
+        if (used[i]->api == SOAK_ID_clEnqueueNDRangeKernel)
+            kernel_n += used[i]->count;
+    adapt(W, used, n, cost, W->flush_ns);
+    cost += W->flush_ns;
+    if (W->untimed_host_n) {
+        double m = (double)W->untimed_host_ns / (double)W->untimed_host_n;
+        untimed_host_mean = untimed_host_mean > 0 ? 0.5 * untimed_host_mean + 0.5 * m : m;
+        untimed_cap = (uint64_t)(4 * untimed_host_mean) + 2000;
+    }
+    if (W->timed_host_n) {
+        double m = (double)W->timed_host_ns / (double)W->timed_host_n;
+        timed_host_mean = timed_host_mean > 0 ? 0.5 * timed_host_mean + 0.5 * m : m;
+        timed_cap = (uint64_t)(4 * timed_host_mean) + 2000;
+    }
     uint64_t span = W->last_end > W->first_start ? W->last_end - W->first_start : 0;
     uint64_t busy = W->busy + est_ns;
     uint64_t idle = span > busy ? span - busy : 0;
     if (n || host_total || W->dropped) {
         qsort(used, n, sizeof used[0], by_total);
-        size_t cap = 96 * 1024;
-        char *buf = malloc(cap);
-        if (buf) {
+        /* static (plock held): a 96 KB malloc would consolidate the driver's freed small blocks
+         * first (glibc), milliseconds after a window of many launches on PoCL */
+        static char rec_buf[96 * 1024];
+        size_t cap = sizeof rec_buf;
+        char *buf = rec_buf;
+        {
+            char item[512];
             soak_json j;
             soak_json_begin(&j, buf, cap, "profile");
             soak_json_common(&j, 0);
@@ -356,12 +473,18 @@ static void flush_window(int w)
             soak_json_uint(&j, "idle_ns", idle);
             soak_json_uint(&j, "span_ns", span);
             soak_json_uint(&j, "sample", sample_every);
+            /* the cost budget: kernel launches per timed one this window, the profiler's own host
+             * ns (timed launches beyond untimed ones, reading events, writing records), the budget */
+            snprintf(item, sizeof item, "%.2f", W->timed_host_n ? (double)kernel_n / (double)W->timed_host_n : 0.0);
+            soak_json_raw(&j, "rate", item);
+            soak_json_uint(&j, "cost_ns", cost);
+            snprintf(item, sizeof item, "%g", budget * 100);
+            soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "estimated_ns", est_ns);
             soak_json_uint(&j, "unestimated", unknown);
             soak_json_uint(&j, "untimed", W->dropped);
             soak_json_uint(&j, "failed_commands", W->failed);
             /* commands: the top ones by device time, the rest summed */
-            char item[512];
             size_t o = 0;
             soak_json_raw(&j, "commands", "[");
             uint64_t rest_n = 0, rest_ns = 0, rest_bytes = 0;
@@ -417,13 +540,15 @@ static void flush_window(int w)
             }
             soak_json_append(&j, "}");
             soak_rec_write(buf, soak_json_end(&j), 0);
-            free(buf);
         }
     }
-    memset(slots, 0, PROF_SLOTS * sizeof *slots);
+    for (size_t i = 0; i < PROF_SLOTS; i++) /* only the slots taken: the table is 600 KB */
+        if (slots[i].used)
+            memset(&slots[i], 0, sizeof slots[i]);
     W->open = 0;
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
+    W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
 }
 
 /* a later epoch or another phase began: the current window ends (written once its commands
@@ -445,7 +570,7 @@ static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
     soak_prof_phase = phase;
     memcpy(W->host_start, old->host_end, SOAK_N_API * sizeof(uint64_t));
     cur = nw;
-    serial++;
+    __atomic_store_n(&serial, serial + 1, __ATOMIC_RELEASE); /* read without the lock by launches */
     if (!old->pending)
         flush_window(1 - cur);
 }
@@ -503,6 +628,25 @@ static void drain(size_t max)
     }
 }
 
+/* the calling thread's CPU time: the profiler's own work, without the time the thread waited
+ * for the CPU (a driver's worker threads on few cores) */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* drain, its time counted as the profiler's own (the current window's cost); plock held */
+static void drain_timed(size_t max)
+{
+    if (head == tail)
+        return;
+    uint64_t t = cpu_ns();
+    drain(max);
+    windows[cur].drain_ns += cpu_ns() - t;
+}
+
 /* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
 static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
 {
@@ -515,7 +659,7 @@ static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
     if (!ev)
         return;
     if (tail - head >= PENDING_MAX) {
-        drain(0);
+        drain_timed(0);
         if (tail - head >= PENDING_MAX) { /* the device is far behind: this one goes untimed */
             W->dropped++;
             if (release)
@@ -527,7 +671,7 @@ static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
     tail++;
     W->pending++;
     if (tail - head >= drain_at) { /* DRAIN_BATCH more since the last look */
-        drain(0);
+        drain_timed(0);
         drain_at = tail - head + DRAIN_BATCH;
     }
 }
@@ -539,19 +683,6 @@ static int hold(cl_event ev, int own)
     return own || (retain && retain(ev) == CL_SUCCESS);
 }
 
-int soak_prof_want(void)
-{
-    if (sample_every <= 1)
-        return 1;
-    /* threads racing here only shift which launch is timed */
-    if (skip_left) {
-        skip_left--;
-        return 0;
-    }
-    skip_left = next_skip();
-    return 1;
-}
-
 void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
 {
     if (ev && !hold(ev, own))
@@ -559,6 +690,95 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     pthread_mutex_lock(&plock);
     enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes);
     pthread_mutex_unlock(&plock);
+}
+
+/* ---- kernel launches: the per-thread cache ---- */
+
+/* one (kernel object, work sizes) a thread launched: its name, family and this window's slot */
+typedef struct {
+    const void *kernel;
+    uint64_t gen;    /* soak_prof_kernel_gen when filled: a released kernel's address may come back */
+    uint64_t serial; /* the window `slot` belongs to */
+    uint32_t dim, fam;
+    uint64_t gws[3], lws[3];
+    prof_slot *slot; /* 0: the window's table is full (counted in no slot) */
+    int slot_i;
+    char name[96];
+} launch_entry;
+#define TCACHE_BITS 8
+#define TCACHE (1 << TCACHE_BITS)
+/* heap, one per thread (a pointer in TLS: static TLS room for a dlopen'ed library is small) */
+static SOAK_TLS launch_entry *tcache;
+SOAK_TLS uint32_t soak_host_left;
+static pthread_key_t tcache_key;
+static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
+static void tcache_key_make(void) { pthread_key_create(&tcache_key, free); }
+
+static launch_entry *tcache_get(void)
+{
+    if (SOAK_LIKELY(tcache != 0))
+        return tcache;
+    pthread_once(&tcache_once, tcache_key_make);
+    tcache = calloc(TCACHE, sizeof(launch_entry)); /* once per thread: freed when it exits */
+    if (tcache)
+        pthread_setspecific(tcache_key, tcache);
+    return tcache;
+}
+
+/* a launch the thread's cache does not hold for this window (a new kernel object or sizes, or a
+ * new window): its name (the driver asked once per kernel object), family and window slot */
+static void entry_fill(launch_entry *e, const void *kernel, uint64_t gen, uint32_t dim, const uint64_t *g,
+                       const uint64_t *l, uint32_t api)
+{
+    if (e->kernel != kernel || e->gen != gen) {
+        size_t at = ((uintptr_t)kernel >> 4) % KCACHE;
+        pthread_mutex_lock(&plock);
+        kcache_entry *k = &kcache[at];
+        int known = k->kernel == kernel && k->gen == gen;
+        if (known)
+            memcpy(e->name, k->name, sizeof e->name);
+        pthread_mutex_unlock(&plock);
+        if (!known) {
+            soak_kernel_name(kernel, e->name, sizeof e->name); /* may call the driver: not under plock */
+            pthread_mutex_lock(&plock);
+            k->kernel = kernel;
+            k->gen = gen;
+            memcpy(k->name, e->name, sizeof k->name);
+            pthread_mutex_unlock(&plock);
+        }
+        e->kernel = kernel;
+        e->gen = gen;
+        e->fam = name_hash(e->name);
+    }
+    e->dim = dim;
+    memcpy(e->gws, g, sizeof e->gws);
+    memcpy(e->lws, l, sizeof e->lws);
+    pthread_mutex_lock(&plock);
+    prof_key key = {api, dim, g, l, e->name};
+    e->slot_i = slot_of(windows[cur].slots, &key, 1);
+    e->slot = e->slot_i >= 0 ? &windows[cur].slots[e->slot_i] : 0;
+    e->serial = serial;
+    pthread_mutex_unlock(&plock);
+}
+
+/* the entry holds this kernel object (not released since) and these work sizes */
+static inline int entry_key(const launch_entry *e, const void *kernel, uint64_t gen, uint32_t dim, const uint64_t *g,
+                            const uint64_t *l)
+{
+    return e->kernel == kernel && e->gen == gen && e->dim == dim && !memcmp(e->gws, g, 24) && !memcmp(e->lws, l, 24);
+}
+
+/* the family's sampler: 1 in its rate for the current phase (threads racing here only shift
+ * which launch is timed) */
+static int fam_want(uint32_t fam)
+{
+    if (fam_skip[fam]) {
+        fam_skip[fam]--;
+        return 0;
+    }
+    uint32_t r = fam_rate[soak_prof_phase % PHASE_N][fam];
+    fam_skip[fam] = (uint32_t)next_skip(r ? r : sample_every);
+    return 1;
 }
 
 int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws, const size_t *lws)
@@ -570,55 +790,78 @@ int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const siz
         g[i] = gws[i];
         l[i] = lws ? lws[i] : 0;
     }
+    c->prof_ent = 0;
+    launch_entry *t = tcache_get();
+    if (SOAK_UNLIKELY(!t))
+        return 0; /* no memory for the cache: not counted */
+    uint64_t h = (uintptr_t)kernel ^ (g[0] * 0x9E3779B97F4A7C15ull) ^ (g[1] << 17) ^ (g[2] << 34) ^ (l[0] << 7) ^
+                 (l[1] << 27) ^ (l[2] << 47);
+    /* two ways per set: a kernel launched at two sizes in turn (or two colliding keys) stays cached */
+    launch_entry *e = &t[((h * 0x9E3779B97F4A7C15ull) >> (64 - TCACHE_BITS)) & ~(size_t)1];
     uint64_t gen = __atomic_load_n(&soak_prof_kernel_gen, __ATOMIC_RELAXED);
-    size_t at = ((uintptr_t)kernel >> 4) % KCACHE;
-    pthread_mutex_lock(&plock);
-    kcache_entry *e = &kcache[at];
-    if (e->kernel != kernel || e->gen != gen) { /* first launch of this kernel object here */
-        pthread_mutex_unlock(&plock);
-        char name[96];
-        soak_kernel_name(kernel, name, sizeof name); /* may call the driver: not under plock */
-        pthread_mutex_lock(&plock);
-        e = &kcache[at];
-        e->kernel = kernel;
-        e->gen = gen;
-        e->serial = 0;
-        memcpy(e->name, name, sizeof name);
-        uint64_t h = 1469598103934665603ull;
-        for (const char *p = name; *p; p++)
-            h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        e->name_at = (uint32_t)(h % NAME_SLOTS);
+    uint64_t ser = __atomic_load_n(&serial, __ATOMIC_RELAXED);
+    if (SOAK_UNLIKELY(e->serial != ser || !entry_key(e, kernel, gen, dim, g, l))) {
+        if (entry_key(e + 1, kernel, gen, dim, g, l))
+            e++;
+        else if (!entry_key(e, kernel, gen, dim, g, l) && e->kernel)
+            e[1] = e[0]; /* the newer one moves to the second way, the older one goes */
+        if (e->serial != ser || !entry_key(e, kernel, gen, dim, g, l))
+            entry_fill(e, kernel, gen, dim, g, l, c->id); /* new here, or a new window: its slot */
     }
-    if (e->serial != serial || e->dim != dim || memcmp(e->gws, g, sizeof g) || memcmp(e->lws, l, sizeof l)) {
-        prof_key k = {c->id, dim, g, l, e->name};
-        e->slot = slot_of(windows[cur].slots, &k, 1);
-        e->serial = serial;
-        e->dim = dim;
-        memcpy(e->gws, g, sizeof g);
-        memcpy(e->lws, l, sizeof l);
+    c->prof_ent = e;
+    c->prof_serial = e->serial;
+    int timed;
+    if (sample_every <= 1)
+        timed = 1;
+    else if (__atomic_load_n(&name_timed[e->fam], __ATOMIC_RELAXED) != e->serial) {
+        __atomic_store_n(&name_timed[e->fam], e->serial, __ATOMIC_RELAXED); /* the name's first in the window */
+        timed = 1;
+    } else
+        timed = fam_want(e->fam);
+    if (timed) { /* host-timed always: its cost against the untimed launches' is the profiler's */
+        c->prof_timed = 1;
+        c->host_scale = 1;
+        if (!c->t0)
+            c->t0 = soak_now_ns();
     }
-    /* the key rides in the call, for the count after it */
-    memcpy(c->kernel, e->name, sizeof c->kernel);
-    c->dim = dim;
-    c->has_lws = lws != 0;
-    memcpy(c->gws, g, sizeof g);
-    memcpy(c->lws, l, sizeof l);
-    c->prof_slot = e->slot;
-    c->prof_serial = serial;
-    int first = name_timed[e->name_at] != serial; /* the kernel name's first launch in the window: timed */
-    name_timed[e->name_at] = serial;
-    pthread_mutex_unlock(&plock);
-    return first || soak_prof_want();
+    return timed;
 }
 
 void soak_prof_kernel_done(soak_call *c, cl_event ev, int own)
 {
+    launch_entry *e = c->prof_ent;
+    if (!e)
+        return;
+    if (SOAK_LIKELY(!ev && !c->prof_timed) && c->prof_serial == __atomic_load_n(&serial, __ATOMIC_RELAXED)) {
+        if (e->slot) /* the hot path: no lock */
+            __atomic_fetch_add(&e->slot->count, 1, __ATOMIC_RELAXED);
+        return;
+    }
     if (ev && !hold(ev, own))
         ev = 0;
     pthread_mutex_lock(&plock);
-    int slot = c->prof_serial == serial ? c->prof_slot : slot_for(windows[cur].slots, c); /* another window began */
+    int slot = e->slot_i;
+    if (c->prof_serial != serial) { /* another window began during the launch */
+        prof_key k = {c->id, e->dim, e->gws, e->lws, e->name};
+        slot = slot_of(windows[cur].slots, &k, 1);
+    }
     enqueue_locked(slot, ev, own, 0);
     pthread_mutex_unlock(&plock);
+}
+
+void soak_prof_host(soak_call *c, uint64_t ns)
+{
+    window *W = &windows[cur];
+    uint64_t cap = c->prof_timed ? timed_cap : untimed_cap;
+    if (cap && ns > cap)
+        ns = cap;
+    if (c->prof_timed) {
+        SOAK_ADD(&W->timed_host_ns, ns);
+        SOAK_ADD(&W->timed_host_n, 1);
+    } else {
+        SOAK_ADD(&W->untimed_host_ns, ns);
+        SOAK_ADD(&W->untimed_host_n, 1);
+    }
 }
 
 void soak_prof_switch(uint64_t t0)
@@ -629,8 +872,12 @@ void soak_prof_switch(uint64_t t0)
     uint64_t ep = __atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED);
     uint64_t ph = __atomic_load_n(&soak_g.hdr->phase, __ATOMIC_RELAXED);
     if (ep != windows[cur].epoch || ph != windows[cur].phase) {
-        drain(0);
+        if (!t0)
+            t0 = soak_now_ns();
+        drain_timed(0); /* the ending window's events */
+        uint64_t t = cpu_ns();
         next_window(ep, ph, t0);
+        windows[cur].flush_ns += cpu_ns() - t; /* writing the record(s) */
     }
     pthread_mutex_unlock(&plock);
 }
@@ -638,7 +885,7 @@ void soak_prof_switch(uint64_t t0)
 void soak_prof_sync(void)
 {
     pthread_mutex_lock(&plock);
-    drain(0);
+    drain_timed(0);
     pthread_mutex_unlock(&plock);
 }
 

@@ -66,9 +66,13 @@ typedef struct {
     int64_t param;              /* clGet*Info: param_name (-1: none) */
     const char *param_name;     /* its symbolic name, when the headers define one */
     char kernel[96];            /* NDRange: CL_KERNEL_FUNCTION_NAME */
-    uint64_t t0;                /* profiling: when the call entered */
-    int prof_slot;              /* profiling, NDRange: the window slot found before the launch */
-    uint64_t prof_serial;       /* ... and that window's serial */
+    uint64_t t0;                /* profiling: when the call entered; 0: not host-timed (an untimed launch
+                                   between two host samples) */
+    uint32_t host_scale;        /* profiling: host_ns gets (exit - t0) x this (a sampled launch stands for
+                                   the SOAK_HOST_EVERY - 1 untimed ones between it and the next) */
+    int prof_timed;             /* profiling, NDRange: this launch gets an event */
+    void *prof_ent;             /* profiling, NDRange: its per-thread cache entry (kernel, sizes, slot) */
+    uint64_t prof_serial;       /* ... and the window serial it was found in */
     /* fault rules (set by soak_fault only when the entry point has rules) */
     const void *kobj;           /* the call's cl_kernel (entry points taking one), for kernel:GLOB */
     int corrupt_mode;           /* SOAK_CORRUPT_*: what a corrupt rule does */
@@ -143,7 +147,12 @@ SOAK_HIDDEN void soak_kernel_name(const void *kernel, char *out, size_t cap);
 /* profile.c: the window is keyed by (epoch, phase) from the stats header; a call that sees
  * either change ends the current window (soak_prof_switch) */
 SOAK_HIDDEN extern uint64_t soak_prof_epoch, soak_prof_phase, soak_prof_last_ns;
-SOAK_HIDDEN void soak_prof_switch(uint64_t t0);
+SOAK_HIDDEN void soak_prof_switch(uint64_t t0); /* t0: 0 when the call was not host-timed */
+/* host time of kernel launches is sampled: one launch in SOAK_HOST_EVERY per thread gets the two
+ * clock reads (and stands for the ones between), so an untimed launch reads no clock */
+#define SOAK_HOST_EVERY 16
+extern SOAK_HIDDEN SOAK_TLS uint32_t soak_host_left;
+SOAK_HIDDEN void soak_prof_host(soak_call *c, uint64_t ns);
 static inline void soak_prof_tick(uint64_t t0)
 {
     if (SOAK_UNLIKELY(__atomic_load_n(&soak_g.hdr->epoch, __ATOMIC_RELAXED) != soak_prof_epoch ||
@@ -178,7 +187,18 @@ static inline int soak_enter(soak_call *c, int id)
     c->seq = SOAK_ADD(&soak_g.hdr->calls, 1) + 1;
     c->index = SOAK_ADD(&soak_g.api[id].calls, 1) + 1;
     if (SOAK_UNLIKELY(soak_g.profile)) {
-        c->t0 = soak_now_ns();
+        c->prof_timed = 0;
+        c->host_scale = 1;
+        if (id == SOAK_ID_clEnqueueNDRangeKernel) {
+            if (soak_host_left > 1) { /* not host-sampled: no clock read (a timed launch reads it later) */
+                soak_host_left--;
+                c->host_scale = 0;
+            } else {
+                soak_host_left = SOAK_HOST_EVERY;
+                c->host_scale = SOAK_HOST_EVERY;
+            }
+        }
+        c->t0 = c->host_scale ? soak_now_ns() : 0;
         soak_prof_tick(c->t0);
     }
     return 1;
@@ -205,10 +225,12 @@ static inline void soak_exit(soak_call *c, cl_int code)
 {
     if (SOAK_UNLIKELY(code != 0))
         soak_record_error(c, code);
-    if (SOAK_UNLIKELY(soak_g.profile)) {
+    if (SOAK_UNLIKELY(soak_g.profile) && c->t0) {
         uint64_t t1 = soak_now_ns();
-        SOAK_ADD(&soak_g.api[c->id].host_ns, t1 - c->t0);
+        SOAK_ADD(&soak_g.api[c->id].host_ns, (t1 - c->t0) * c->host_scale);
         __atomic_store_n(&soak_prof_last_ns, t1, __ATOMIC_RELAXED);
+        if (c->id == SOAK_ID_clEnqueueNDRangeKernel)
+            soak_prof_host(c, t1 - c->t0);
     }
     soak_depth = 0;
 }
@@ -223,11 +245,12 @@ SOAK_HIDDEN void soak_obj_exit_summary(char *buf, size_t cap);
 SOAK_HIDDEN void soak_profile_init(void);
 SOAK_HIDDEN void soak_profile_fini(void);
 SOAK_HIDDEN const cl_queue_properties *soak_profile_props(const cl_queue_properties *props);
-SOAK_HIDDEN int soak_prof_want(void); /* time this kernel launch? (1 in SOAK_CL_PROFILE_SAMPLE) */
 /* a successful enqueue: counted; ev (0: untimed) read once complete; own: ours to release */
 SOAK_HIDDEN void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes);
 /* a kernel launch: before it, whether to time it (its kernel name's first launch in the window,
- * or the sampler's pick); after it succeeded, counted and ev (0: untimed) queued */
+ * or its kernel family's sampler's pick); after it succeeded, counted and ev (0: untimed) queued.
+ * An untimed launch takes no lock, allocates nothing and hashes no string: a per-thread cache
+ * keyed by (kernel object, work sizes) holds its window slot */
 SOAK_HIDDEN int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const size_t *gws,
                                       const size_t *lws);
 SOAK_HIDDEN void soak_prof_kernel_done(soak_call *c, cl_event ev, int own);

@@ -10,9 +10,12 @@ engine gives no first-token mark).  Per phase this module sums:
               launch-bound when large)
   host-only   the window's host span (first CL call in, last CL call out) beyond its device
               span: host work while the device had nothing queued
-The interposer times 1 kernel launch in N (--cl-profile-sample, `sample` in the record) and gives
-the others their kernel's mean (`estimated_ns`; `timed` per command); idle is the device span left
-once busy time (measured plus estimated) is taken out.  The report says how much was estimated.
+The interposer times some kernel launches (1 in N: `rate` in the record, launches per timed one;
+by default adapted per kernel name and phase so that the profiler's own host time, `cost_ns`,
+stays within `budget_pct` of the phase's wall time; --cl-profile-sample alone: a fixed 1 in N)
+and gives the others their kernel's mean (`estimated_ns`; `timed` per command); idle is the
+device span left once busy time (measured plus estimated) is taken out.  The report says how
+much was estimated, the rate and what the profiler cost.
 It compares kernels + transfers + other + idle + host-only with the phase time the engine
 measured (perf: load_us, prefill_us, decode_us): the closure figure.  Host API time (inside CL
 calls) is reported beside it; it overlaps the device time, so it is not added.
@@ -44,6 +47,7 @@ def _new_phase() -> dict:
             "transfer_count": 0, "other_ns": 0, "other_count": 0, "busy_ns": 0, "idle_ns": 0, "span_ns": 0,
             "host_span_ns": 0, "host_only_ns": 0, "host_api_ns": 0, "untimed": 0, "failed_commands": 0,
             "kernel_timed": 0, "estimated_ns": 0, "unestimated": 0, "sample": 1,
+            "cost_ns": 0, "budget_pct": None,
             "kernels": defaultdict(lambda: {"count": 0, "total_ns": 0, "shapes": 0, "p99_ns": 0}),
             "transfers": defaultdict(lambda: {"count": 0, "total_ns": 0, "bytes": 0}),
             "host_api": defaultdict(int)}
@@ -88,6 +92,9 @@ def _add_window(ph: dict, ev: dict) -> None:
     ph["estimated_ns"] += int(ev.get("estimated_ns") or 0)
     ph["unestimated"] += int(ev.get("unestimated") or 0)
     ph["sample"] = max(ph["sample"], int(ev.get("sample") or 1))
+    ph["cost_ns"] += int(ev.get("cost_ns") or 0)
+    if ev.get("budget_pct") is not None:
+        ph["budget_pct"] = float(ev["budget_pct"])
     ph["failed_commands"] += int(ev.get("failed_commands") or 0)
 
 
@@ -213,6 +220,10 @@ def _finish(name: str, ph: dict, meas: dict | None) -> dict:
     out["idle_fraction"] = round(ph["idle_ns"] / ph["span_ns"], 4) if ph["span_ns"] else None
     out["mean_kernel_ns"] = round(ph["kernels_ns"] / ph["kernel_count"]) if ph["kernel_count"] else None
     out["transfer_gb_s"] = round(ph["transfer_bytes"] / ph["transfers_ns"], 3) if ph["transfers_ns"] else None
+    # the sampling: kernel launches per timed one, and the profiler's own host time against the
+    # phase's wall time (the windows' host spans)
+    out["rate"] = round(ph["kernel_count"] / ph["kernel_timed"], 2) if ph["kernel_timed"] else None
+    out["cost_fraction"] = round(ph["cost_ns"] / ph["host_span_ns"], 4) if ph["host_span_ns"] else None
     if meas and meas.get("us"):
         m_ns = meas["us"] * 1000
         out["measured_ns"] = m_ns
@@ -259,6 +270,16 @@ def profile_run(run: RunFolder | str) -> dict:
         out["note"] = (f"the engine ran on {out['backend']} (OpenCL fell back): these windows hold only "
                        "the CL calls made before the fallback, not a GPU profile")
     return out
+
+
+def budget_words(ph: dict) -> str:
+    """How the phase's rate was set: the cost budget (and whether the phase kept to it), or fixed."""
+    if not ph.get("kernel_count"):  # nothing the budget samples: reading events, writing the records
+        return "no kernel launches to sample: reading events and writing the window records"
+    if ph.get("budget_pct"):
+        return (f"budget {ph['budget_pct']:g} %: "
+                + ("within" if (ph.get("cost_fraction") or 0) <= ph["budget_pct"] / 100 else "OVER"))
+    return f"fixed rate 1 in {ph['sample']}, no budget"
 
 
 def _ms(ns: float | None) -> str:
@@ -347,8 +368,11 @@ def render(result: dict, explanation: list[str] = ()) -> str:
                        f"({ph['tokens_per_s']} tok/s over {ph['tokens']} tokens)")
         if ph["kernel_timed"] < ph["kernel_count"]:
             unknown = f", {ph['unestimated']} launches of kernels never timed (not counted)" if ph["unestimated"] else ""
-            out.append(f"  sampling   {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['sample']}); "
+            out.append(f"  sampling   {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['rate']:g}); "
                        f"the others' {_ms(ph['estimated_ns'])} is their kernel's mean{unknown}")
+        if ph["cost_fraction"] is not None and (ph["cost_ns"] or ph["budget_pct"] is not None):
+            out.append(f"  profiler   {_ms(ph['cost_ns'])} of its own host time = {ph['cost_fraction']:.1%} of the "
+                       f"phase's wall time ({budget_words(ph)})")
         if ph["untimed"] or ph["failed_commands"]:
             out.append(f"  untimed {ph['untimed']}, failed {ph['failed_commands']} commands")
         for k in ph["top_kernels"][:5]:

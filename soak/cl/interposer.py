@@ -32,6 +32,9 @@ MNN_LINUX_OPENCL_PATHS: tuple[str, ...] = (
 LIBRARY_NAME = "libOpenCL.so"
 # --cl-profile times 1 kernel launch in this many (an event per launch halves launch-bound GPU decode)
 DEFAULT_PROFILE_SAMPLE = 16
+# ... at first; then the profiler keeps its own host time within this percentage of each phase's
+# wall time, adapting the rate per kernel name and phase (0: the rate stays fixed)
+DEFAULT_PROFILE_BUDGET = 5.0
 
 
 def mnn_bypass_paths(paths: tuple[str, ...] | list[str] | None = None) -> list[str]:
@@ -158,6 +161,8 @@ def prepare(options, run_dir: str | os.PathLike, *, interposer_dir: str | os.Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     env_in = os.environ if base_env is None else base_env
     old = env_in.get("LD_LIBRARY_PATH", "")
+    budget = _opt(options, "profile_budget")
+    budget = DEFAULT_PROFILE_BUDGET if budget is None else budget
     env = {
         "LD_LIBRARY_PATH": str(lib_dir) + (os.pathsep + old if old else ""),
         "SOAK_CL_REAL_LIB": real,
@@ -168,5 +173,6 @@ def prepare(options, run_dir: str | os.PathLike, *, interposer_dir: str | os.Pat
         "SOAK_CL_MEM_LIMIT": str(int(_opt(options, "mem_limit") or 0) or ""),
         "SOAK_CL_PROFILE": "1" if _opt(options, "profile") else "0",
         "SOAK_CL_PROFILE_SAMPLE": str(int(_opt(options, "profile_sample") or DEFAULT_PROFILE_SAMPLE)),
+        "SOAK_CL_PROFILE_BUDGET": f"{float(budget):g}",
     }
     return env

@@ -10,7 +10,7 @@ import argparse
 import re
 
 from soak.cl.fault_rules import join_spec, parse_spec
-from soak.cl.interposer import DEFAULT_PROFILE_SAMPLE
+from soak.cl.interposer import DEFAULT_PROFILE_BUDGET, DEFAULT_PROFILE_SAMPLE
 from soak.errors import BadInput
 
 _BYTES_RE = re.compile(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?")
@@ -46,8 +46,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="time kernels and transfers on the device (profiling queues), device idle gaps "
                         "and host time per CL call; one cl_profile event per iteration and phase")
     g.add_argument("--cl-profile-sample", metavar="N", type=int, default=None,
-                   help=f"with --cl-profile: time 1 kernel launch in N (default {DEFAULT_PROFILE_SAMPLE}; the others get "
-                        "their kernel's mean; 1: every launch, which slows launch-bound GPU decode about 2x)")
+                   help=f"with --cl-profile: time 1 kernel launch in N, a fixed rate (default: {DEFAULT_PROFILE_SAMPLE} at "
+                        "first, then what --cl-profile-budget allows; the others get their kernel's mean; 1: every "
+                        "launch, which slows launch-bound GPU decode about 2x)")
+    g.add_argument("--cl-profile-budget", metavar="PCT", type=float, default=None,
+                   help=f"with --cl-profile: keep the profiler's own host time within PCT %% of each phase's wall "
+                        f"time, adapting the rate per kernel name and phase (default {DEFAULT_PROFILE_BUDGET:g}; "
+                        "0 or --cl-profile-sample alone: a fixed rate)")
     g.add_argument("--cl-real-lib", metavar="PATH",
                    help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
 
@@ -66,6 +71,14 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
     if sample is not None and not 1 <= sample <= 1_000_000:
         raise BadInput(f"--cl-profile-sample {sample}: not a whole number from 1 to 1000000",
                        f"use 1 (every kernel launch) or more (default {DEFAULT_PROFILE_SAMPLE})")
+    budget = getattr(args, "cl_profile_budget", None)
+    if budget is not None and not profile:
+        raise BadInput("--cl-profile-budget needs --cl-profile", "add --cl-profile or drop --cl-profile-budget")
+    if budget is not None and not 0 <= budget <= 100:
+        raise BadInput(f"--cl-profile-budget {budget:g}: not a percentage from 0 to 100",
+                       f"use e.g. {DEFAULT_PROFILE_BUDGET:g} (the default) or 0 (a fixed rate)")
+    if budget is None and profile:
+        budget = 0.0 if sample is not None else DEFAULT_PROFILE_BUDGET
     intercept = args.intercept
     wants = bool(faults or override or mem_limit or profile)
     if intercept is False:
@@ -83,4 +96,5 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
         "real_lib": real_lib,
         "profile": profile,
         "profile_sample": (sample or DEFAULT_PROFILE_SAMPLE) if profile else None,
+        "profile_budget": budget if profile else None,
     }

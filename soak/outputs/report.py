@@ -309,7 +309,7 @@ def _ms(ns) -> str:
 def _profile_section(r: _Run, runs: list[_Run]) -> str:
     """--cl-profile runs: where each phase's time went; beside a CPU run of the same seeded
     workload among the report's runs, which part makes the GPU slower."""
-    from soak.analysis.profile import explain, profile_run, same_workload
+    from soak.analysis.profile import budget_words, explain, profile_run, same_workload
 
     prof = profile_run(r.folder)
     if not prof["windows"]:
@@ -350,10 +350,16 @@ def _profile_section(r: _Run, runs: list[_Run]) -> str:
     sampled = [(n, ph) for n, ph in prof["phases"].items() if ph["kernel_timed"] < ph["kernel_count"]]
     if sampled:
         out.append("<p class=muted>sampling: " + "; ".join(
-            f"{_e(n)} {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['sample']}), "
+            f"{_e(n)} {ph['kernel_timed']} of {ph['kernel_count']} launches timed (1 in {ph['rate']:g}), "
             f"{_ms(ph['estimated_ns'])} estimated from their kernel's mean"
             + (f", {ph['unestimated']} launches never timed" if ph["unestimated"] else "") for n, ph in sampled)
             + " (--cl-profile-sample 1 times every launch, and slows launch-bound decode)</p>")
+    costs = [(n, ph) for n, ph in prof["phases"].items() if ph["cost_fraction"] is not None
+             and (ph["cost_ns"] or ph["budget_pct"] is not None)]
+    if costs:
+        out.append("<p class=muted>profiler cost (its own host time against the phase's wall time): " + "; ".join(
+            f"{_e(n)} {_ms(ph['cost_ns'])} = {ph['cost_fraction']:.1%} ({_e(budget_words(ph))})" for n, ph in costs)
+            + "</p>")
     out.append("<p class=muted>closure: kernels + transfers + GPU idle + host-only against the engine's measured "
                "phase time (within 10 %); host API time is inside CL calls and overlaps the device time.</p>")
     return "\n".join(out)

@@ -73,6 +73,10 @@ def test_prepare_env(tmp_path, cl_build):
     sampled = interposer.prepare({"profile": True, "profile_sample": 4}, tmp_path / "run3",
                                  interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
     assert sampled["SOAK_CL_PROFILE"] == "1" and sampled["SOAK_CL_PROFILE_SAMPLE"] == "4"
+    assert sampled["SOAK_CL_PROFILE_BUDGET"] == "5"  # the default budget
+    fixed = interposer.prepare({"profile": True, "profile_sample": 4, "profile_budget": 0}, tmp_path / "run4",
+                               interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
+    assert fixed["SOAK_CL_PROFILE_BUDGET"] == "0"
     plain = interposer.prepare(None, tmp_path / "r2", interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
     assert plain["LD_LIBRARY_PATH"] == str(cl_build.lib_dir) and plain["SOAK_CL_MEM_LIMIT"] == ""
 
@@ -99,10 +103,19 @@ def _parse(*argv, backend="opencl"):
 
 def test_options():
     assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None, "profile": False,
-                        "profile_sample": None}
+                        "profile_sample": None, "profile_budget": None}
     assert _parse("--cl-profile", backend="cpu")["profile"] is True
     assert _parse("--cl-profile")["profile_sample"] == interposer.DEFAULT_PROFILE_SAMPLE == 16
     assert _parse("--cl-profile", "--cl-profile-sample", "1")["profile_sample"] == 1
+    # the cost budget: 5 % by default; --cl-profile-sample alone is a fixed rate; both: the budget from N
+    assert _parse("--cl-profile")["profile_budget"] == interposer.DEFAULT_PROFILE_BUDGET == 5
+    assert _parse("--cl-profile", "--cl-profile-sample", "8")["profile_budget"] == 0
+    assert _parse("--cl-profile", "--cl-profile-sample", "8", "--cl-profile-budget", "2")["profile_budget"] == 2
+    with pytest.raises(BadInput, match="needs --cl-profile"):
+        _parse("--cl-profile-budget", "4")
+    for bad in ("-1", "101"):
+        with pytest.raises(BadInput, match="not a percentage from 0 to 100"):
+            _parse("--cl-profile", "--cl-profile-budget", bad)
     with pytest.raises(BadInput, match="needs --cl-profile"):
         _parse("--cl-profile-sample", "4")
     for bad in ("0", "-3", "2000000"):
@@ -116,7 +129,7 @@ def test_options():
                "--cl-mem-limit", "512M", "--cl-real-lib", "/x/libOpenCL.so.1", backend="cpu")
     assert o == {"faults": "clEnqueueNDRangeKernel=-5@nth:50;clCreateBuffer=-4@p:0.01,seed:7",
                  "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1", "profile": False,
-                 "profile_sample": None}
+                 "profile_sample": None, "profile_budget": None}
     with pytest.raises(BadInput, match="need the interposer"):
         _parse("--no-intercept", "--cl-gpu-override")
     with pytest.raises(BadInput):

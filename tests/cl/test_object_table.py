@@ -23,7 +23,7 @@ def stub(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("stub")
     cc = shutil.which("cc") or "cc"
     for args in (["-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
-                 [str(TESTPROG / "launch_loop.c"), "-o", str(out / "launch_loop"), "-ldl"]):
+                 [str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"]):
         proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *args], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     return out / "libstub_cl.so", out / "launch_loop"

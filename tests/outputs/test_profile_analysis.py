@@ -269,7 +269,7 @@ def test_sampled_windows_say_how_much_was_estimated(tmp_path):
             for c in e["commands"]:
                 if c["api"] == "clEnqueueNDRangeKernel":
                     c["timed"] = c["count"] // 16
-            e.update(sample=16, estimated_ns=2_000_000, unestimated=5)
+            e.update(sample=16, estimated_ns=2_000_000, unestimated=5, rate=16.0, cost_ns=500_000, budget_pct=5)
         lines.append(json.dumps(e))
     (run / "events.jsonl").write_text("\n".join(lines) + "\n")
     d = profile_run(run)["phases"]["decode"]
@@ -280,10 +280,18 @@ def test_sampled_windows_say_how_much_was_estimated(tmp_path):
     assert "sampling   400 of 6400 launches timed (1 in 16); the others' 8.000 ms is their kernel's mean, " \
            "20 launches of kernels never timed (not counted)" in text
     assert "sampling   " not in text.split("== decode")[0]  # prefill and load: every launch timed
+    # the cost budget: the profiler's own host time against the phase's wall time (host spans)
+    assert d["rate"] == 16 and d["cost_ns"] == 4 * 500_000 and d["budget_pct"] == 5
+    assert d["cost_fraction"] == round(d["cost_ns"] / d["host_span_ns"], 4) > 0
+    verdict = "within" if d["cost_fraction"] <= 0.05 else "OVER"
+    assert (f"profiler   2.000 ms of its own host time = {d['cost_fraction']:.1%} of the phase's wall time "
+            f"(budget 5 %: {verdict})") in text
+    assert "profiler   " not in text.split("== decode")[0]  # records without the fields (older interposers)
 
     from soak.outputs.report import render_report
     html = render_report([str(run)])
     assert "sampling: decode 400 of 6400 launches timed (1 in 16)" in html
+    assert f"profiler cost (its own host time against the phase's wall time): decode 2.00 ms = {d['cost_fraction']:.1%} (budget 5 %: {verdict})" in html
 
 
 def test_windows_placed_streaming_before_or_after_their_iteration(tmp_path):

@@ -8,7 +8,10 @@
            and released then (objects alive while others come and go); shapes: like plain,
            each kernel object with two work sizes in turn
  *     16 kernel objects in turn; prints "ns_per_launch X" (best of REPEAT runs of N, default 5)
- *     and "launches L" (all of them) */
+ *     and "launches L" (all of them)
+ *   LAUNCH_LOOP_WINDOWS=W: through the interposer, each run of N is cut into W profile windows:
+ *     the loop writes the next epoch into the stats file (SOAK_CL_STATS, %p = its pid) as soak's
+ *     reader does after a poll (build with -I native/interposer for stats_layout.h) */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
 #include <dlfcn.h>
@@ -17,6 +20,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <unistd.h>
+
+#include "stats_layout.h"
+
+/* the stats file's epoch: the next profile window begins at the next call */
+static void next_epoch(void)
+{
+    static int fd = -2;
+    static uint64_t epoch;
+    if (fd == -2) {
+        const char *pat = getenv("SOAK_CL_STATS");
+        char path[4096];
+        size_t o = 0;
+        for (const char *p = pat ? pat : ""; *p && o + 24 < sizeof path; p++)
+            if (p[0] == '%' && p[1] == 'p')
+                o += (size_t)snprintf(path + o, sizeof path - o, "%d", (int)getpid()), p++;
+            else
+                path[o++] = *p;
+        path[o] = 0;
+        fd = o ? open(path, O_RDWR) : -1;
+    }
+    epoch++;
+    if (fd >= 0 && pwrite(fd, &epoch, sizeof epoch, offsetof(soak_stats_header, epoch)) != sizeof epoch)
+        fd = -1;
+}
 
 typedef cl_int (*pfn_enqueue)(cl_command_queue, cl_kernel, cl_uint, const size_t *, const size_t *, const size_t *,
                               cl_uint, const cl_event *, cl_event *);
@@ -58,9 +88,13 @@ int main(int argc, char **argv)
     size_t gws[2][2] = {{1024, 64}, {512, 64}}, lws[2] = {64, 1};
     double best = 1e30;
     long launches = 0;
+    const char *w = getenv("LAUNCH_LOOP_WINDOWS");
+    long per_window = w && atol(w) > 0 ? n / atol(w) : 0;
     for (int r = 0; r < repeat; r++) {
         double t0 = now_ns();
         for (long i = 0; i < n; i++) {
+            if (per_window && i && i % per_window == 0)
+                next_epoch();
             cl_kernel k = (cl_kernel)(uintptr_t)(0x9000 + 16 * (i % 16));
             const size_t *g = gws[shapes ? (i / 16) & 1 : (i % 16) & 1];
             cl_event ev = 0;

@@ -1,21 +1,56 @@
 /* A do-nothing OpenCL "driver" for measuring the interposer alone: every launch succeeds at
  * once, each event is a new address and complete when asked.  Not a conformant library: only
  * the entry points launch_loop.c and the interposer's launch path (profiling included) call.
- * Built by tests and benchmarks with `cc -shared -fPIC` (no CMake). */
+ * Built by tests and benchmarks with `cc -shared -fPIC` (no CMake).
+ *
+ * Device times are made up but deterministic, so a profile can be checked against the truth:
+ * launch i (from 0) of kernel object k "runs" from i * 100000 ns for
+ *   stub_ns(k, i) = (1000 + 250 * ((k >> 4) % 16)) * (0.7 + 0.6 * u(i))   (u: a hash of i in [0, 1))
+ * (clGetEventProfilingInfo START/END).  STUB_EVENT_NS=N: a launch that returns an event spins N ns
+ * first, as a GPU driver's event costs (NVIDIA: about 11 us). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-static uintptr_t next_event = 0x100000;
-static cl_ulong device_ns = 1000;
+#define EVENT_BASE 0x100000
+#define RING (1 << 16) /* launches remembered (kernel per launch): the interposer reads events sooner */
+static uint64_t launches;
+static uintptr_t ring_kernel[RING];
+static long event_ns = -1;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* the made-up device time of launch i of kernel object k (see above) */
+uint64_t stub_ns(uintptr_t k, uint64_t i)
+{
+    uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    double u = (double)(h % 1000000) / 1e6;
+    return (uint64_t)((1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u));
+}
 
 cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *off, const size_t *gws,
                               const size_t *lws, cl_uint nwait, const cl_event *wait, cl_event *event)
 {
+    uint64_t i = launches++;
+    ring_kernel[i % RING] = (uintptr_t)k;
     if (event) { /* a new address each time, as a driver that never reuses one would give */
-        *event = (cl_event)next_event;
-        next_event += 64;
+        if (event_ns < 0) {
+            const char *v = getenv("STUB_EVENT_NS");
+            event_ns = v ? atol(v) : 0;
+        }
+        if (event_ns > 0)
+            for (uint64_t until = mono_ns() + (uint64_t)event_ns; mono_ns() < until;)
+                ;
+        *event = (cl_event)(EVENT_BASE + 64 * i);
     }
     return CL_SUCCESS;
 }
@@ -42,8 +77,10 @@ cl_int clGetEventInfo(cl_event e, cl_event_info param, size_t size, void *value,
 
 cl_int clGetEventProfilingInfo(cl_event e, cl_profiling_info param, size_t size, void *value, size_t *size_ret)
 {
+    uint64_t i = ((uintptr_t)e - EVENT_BASE) / 64;
+    cl_ulong start = (cl_ulong)i * 100000;
     if (value && size >= sizeof(cl_ulong))
-        *(cl_ulong *)value = (device_ns += 500);
+        *(cl_ulong *)value = param == CL_PROFILING_COMMAND_END ? start + stub_ns(ring_kernel[i % RING], i) : start;
     if (size_ret)
         *size_ret = sizeof(cl_ulong);
     return CL_SUCCESS;

@@ -1,0 +1,97 @@
+"""--cl-profile's cost budget: the profiler measures its own host time (timed launches' host time
+beyond an untimed one's, reading events, writing records) and keeps it within a share of each
+phase's wall time (SOAK_CL_PROFILE_BUDGET, default 5 %), adapting each kernel name's sample rate
+per phase; counts stay exact and the untimed launches' estimate stays close to timing every one.
+
+A launch-bound case where an event costs what it costs on a GPU: the do-nothing driver
+(testprog/stub_cl.c) spins STUB_EVENT_NS per event asked for and gives made-up, deterministic
+device times (per kernel, +-30 % per launch), so a time-every-launch run is the exact truth;
+testprog/launch_loop.c cuts its launches into windows (LAUNCH_LOOP_WINDOWS).  PoCL with
+cl_workload's many tiny kernels: test_profile.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TESTPROG = Path(__file__).resolve().parents[2] / "native" / "interposer" / "testprog"
+LAUNCHES, WINDOWS = 1_000_000, 10
+EVENT_NS = 3000  # an event's host cost in the fake driver (NVIDIA's: about 11 us)
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("stub")
+    cc = shutil.which("cc") or "cc"
+    for args in (["-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
+                 [str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"]):
+        proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    return out / "libstub_cl.so", out / "launch_loop"
+
+
+def profile_windows(stub, cl_build, tmp: Path, **env) -> list[dict]:
+    """launch_loop's LAUNCHES launches (16 kernels) in WINDOWS windows through the profiling
+    interposer over the stub: the `profile` records."""
+    driver, loop = stub
+    tmp.mkdir()
+    full = dict(os.environ, SOAK_CL_REAL_LIB=str(driver), SOAK_CL_STATS=str(tmp / "s.%p.stats"),
+                SOAK_CL_TRACE=str(tmp / "trace.jsonl"), SOAK_CL_MEM_RECORDS="0", SOAK_CL_PROFILE="1",
+                STUB_EVENT_NS=str(EVENT_NS), LAUNCH_LOOP_WINDOWS=str(WINDOWS), **env)
+    proc = subprocess.run([str(loop), str(cl_build.lib), str(LAUNCHES), "plain", "1"], env=full,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (tmp / "trace.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("type") == "profile"]
+
+
+def per_kernel(windows: list[dict], key: str) -> Counter:
+    out = Counter()
+    for w in windows:
+        for c in w["commands"]:
+            out[c["kernel"]] += c[key]
+    return out
+
+
+def test_budget_keeps_the_cost_and_the_estimate(stub, cl_build, tmp_path):
+    every = profile_windows(stub, cl_build, tmp_path / "every", SOAK_CL_PROFILE_SAMPLE="1")
+    budget = profile_windows(stub, cl_build, tmp_path / "budget")  # the default: 5 %, 1 in 16 at first
+    assert len(budget) == WINDOWS and all(w["budget_pct"] == 5 for w in budget)
+    # counts are exact: every launch counted, in the window it was made in
+    assert per_kernel(budget, "count") == per_kernel(every, "count")
+    assert sum(per_kernel(budget, "count").values()) == LAUNCHES and len(per_kernel(budget, "count")) == 16
+    # timing every launch costs far beyond the budget; the budget's windows after the first two
+    # (the rate adapts from 1 in 16) stay within it, timing far fewer launches
+    frac = [w["cost_ns"] / (w["host_last_ns"] - w["host_first_ns"]) for w in budget]
+    every_frac = sum(w["cost_ns"] for w in every) / sum(w["host_last_ns"] - w["host_first_ns"] for w in every)
+    assert every_frac > 0.3, every_frac
+    later = budget[2:]
+    later_frac = sum(w["cost_ns"] for w in later) / sum(w["host_last_ns"] - w["host_first_ns"] for w in later)
+    assert later_frac <= 0.05, frac
+    assert all(w["rate"] > 16 for w in later), [w["rate"] for w in budget]
+    timed = sum(c.get("timed", c["count"]) for w in later for c in w["commands"])
+    assert 16 * len(later) <= timed < LAUNCHES / 50  # each kernel's first per window, and some more
+    # the estimate (timed launches' mean for the others) against the truth of timing every one
+    truth, est = per_kernel(every, "total_ns"), per_kernel(budget, "total_ns")
+    assert abs(sum(est.values()) / sum(truth.values()) - 1) <= 0.10
+    # each kernel's own total rests on a dozen or so timed launches (its first in each window and
+    # a few more) of +-30 % jitter: within 25 %
+    for k in truth:
+        assert abs(est[k] / truth[k] - 1) <= 0.25, (k, est[k], truth[k])
+    assert all(w["unestimated"] == 0 for w in budget)
+
+
+def test_fixed_rate_without_budget(stub, cl_build, tmp_path):
+    """SOAK_CL_PROFILE_BUDGET=0: the rate stays 1 in SOAK_CL_PROFILE_SAMPLE, whatever it costs."""
+    windows = profile_windows(stub, cl_build, tmp_path / "fixed", SOAK_CL_PROFILE_BUDGET="0")
+    assert all(w["budget_pct"] == 0 for w in windows)
+    rates = [w["rate"] for w in windows]
+    assert all(10 <= r <= 20 for r in rates), rates  # about 1 in 16 (each kernel's first, plus the jitter)
+    cost = sum(w["cost_ns"] for w in windows) / sum(w["host_last_ns"] - w["host_first_ns"] for w in windows)
+    assert cost > 0.10, cost  # an event per 16 launches of ~100 ns costs more than the budget would allow
