@@ -166,15 +166,19 @@ def _skipped(f: Frame) -> bool:
     return bool(f.symbol and _SKIP_SYMBOL.match(elf_symbols.demangle(f.symbol)))
 
 
-def title_frames(lines, n: int = 1) -> list[str]:
-    """Names of the first n frames outside libc, the loader and soak (the first frames, when
-    every one is such)."""
+def _best_block(lines) -> list:
+    """The backtrace of these lines with the most symbols, symbolized ([] when there is none)."""
     found = blocks(lines)
     if not found:
         return []
     best = max(found, key=lambda b: sum(1 for f in b if f.symbol))
-    if any(f.form == "fo" for f in best):
-        best = symbolize(best)
+    return symbolize(best) if any(f.form == "fo" for f in best) else best
+
+
+def title_frames(lines, n: int = 1) -> list[str]:
+    """Names of the first n frames outside libc, the loader and soak (the first frames, when
+    every one is such)."""
+    best = _best_block(lines)
     kept = [f for f in best if not _skipped(f)] or best
     return [frame_name(f) for f in kept[:n]]
 
@@ -186,10 +190,4 @@ def title_frame(lines) -> str | None:
 
 def frame_names(lines) -> list[str]:
     """Every frame's name (a catalog `frame` match looks through them all)."""
-    found = blocks(lines)
-    if not found:
-        return []
-    best = max(found, key=lambda b: sum(1 for f in b if f.symbol))
-    if any(f.form == "fo" for f in best):
-        best = symbolize(best)
-    return [frame_name(f) for f in best]
+    return [frame_name(f) for f in _best_block(lines)]

@@ -31,17 +31,6 @@ ALLOC_AT_FORWARD = "clCreateBuffer=-4@nth:56"
 ENQUEUE_FROM = "clEnqueueNDRangeKernel=-5@from:500"   # every kernel launch from the 500th: persistent
 
 
-@pytest.fixture(scope="session")
-def pocl_caches():
-    """MNN's and PoCL's kernel caches, shared with test_mnn_soak_run.py (warm after its first run)."""
-    from soak.native_build import cache_root
-
-    root = cache_root() / "mnn-test-kernels"
-    (root / "mnn").mkdir(parents=True, exist_ok=True)
-    (root / "pocl").mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def soak(tmp_path, *args, env, timeout=1800):
     full = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
     return subprocess.run([sys.executable, "-m", "soak", *args], cwd=tmp_path, env=full, capture_output=True,
