@@ -506,6 +506,32 @@ static void pool_fit(soak_engine *e) {
     e->pool_bytes = need;
 }
 
+/* What a turn's start prints and whether it fails, for respond() and a forward turn alike: a null
+ * buffer's cascade (every op that reads it fails: real CL calls on the OpenCL path, NVIDIA's -9999
+ * otherwise; the KV map fails; the call still ends normally), a failed KV map or a sticky error
+ * (the turn fails: status INTERNAL_ERROR), the context warning.  Returns 1 when the turn failed. */
+static int turn_errors(soak_engine *e, int kv_fail, int sticky, long prompt_tokens) {
+    if (e->null_buffer && !kv_fail) {
+        static const char *OPS[] = {"ConvBuf", "Raster", "BinaryOp", "LayerNorm", "MatMul"};
+        for (size_t o = 0; o < sizeof(OPS) / sizeof(OPS[0]); o++) {
+            int code = e->cl ? cl_path_use_weights(e->cl) : e->cascade_code;
+            if (code) printf("CL ERROR CODE : %d, info:%s \n", code, OPS[o]);
+        }
+        printf("Map error key_ptr == nullptr \n");
+    }
+    if (kv_fail || sticky) {
+        if (kv_fail) printf("Map error key_ptr == nullptr \n");
+        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=%d, inputs=3, moduleKey=(0,0)\n",
+               prompt_tokens, kv_fail ? 0 : 1);
+        e->status = SOAK_STATUS_INTERNAL_ERROR;
+        return 1;
+    }
+    if (e->history_tokens > e->context_len)
+        printf("[MNN:LLM] Warning: sequence length %ld exceeds max_position_embeddings (%ld), output quality may degrade.\n",
+               e->history_tokens, e->context_len);
+    return 0;
+}
+
 SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t prompt_len,
                                     int32_t max_new_tokens, soak_text_cb cb, void *user) {
     if (!e) return SOAK_ERR_INVALID_ARG;
@@ -580,34 +606,8 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
     (void)before;
     if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
-    if (e->null_buffer && !kv_fail) {
-        /* the cascade of a null buffer: every op that reads it fails (real CL calls on
-         * the OpenCL path, NVIDIA's -9999 otherwise), the KV map fails, the output is
-         * garbage, and the call still ends with a normal status */
-        static const char *OPS[] = {"ConvBuf", "Raster", "BinaryOp", "LayerNorm", "MatMul"};
-        for (size_t o = 0; o < sizeof(OPS) / sizeof(OPS[0]); o++) {
-            int code = e->cl ? cl_path_use_weights(e->cl) : e->cascade_code;
-            if (code) printf("CL ERROR CODE : %d, info:%s \n", code, OPS[o]);
-        }
-        printf("Map error key_ptr == nullptr \n");
-        garbage = 1;
-    }
-    if (kv_fail) {
-        printf("Map error key_ptr == nullptr \n");
-        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
-               prompt_tokens);
-        e->status = SOAK_STATUS_INTERNAL_ERROR;
-        return SOAK_OK;
-    }
-    if (sticky) {
-        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=1, inputs=3, moduleKey=(0,0)\n",
-               prompt_tokens);
-        e->status = SOAK_STATUS_INTERNAL_ERROR;
-        return SOAK_OK;
-    }
-    if (e->history_tokens > e->context_len)
-        printf("[MNN:LLM] Warning: sequence length %ld exceeds max_position_embeddings (%ld), output quality may degrade.\n",
-               e->history_tokens, e->context_len);
+    if (e->null_buffer && !kv_fail) garbage = 1;
+    if (turn_errors(e, kv_fail, sticky, prompt_tokens)) return SOAK_OK;  /* MNN returns normally */
 
     double t0 = now_s();
     int generated = 0;
@@ -875,30 +875,7 @@ static int turn_faults(soak_engine *e, long prompt_tokens) {
     }
     e->history_tokens += prompt_tokens;
     if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
-    if (e->null_buffer && !kv_fail) {
-        static const char *OPS[] = {"ConvBuf", "Raster", "BinaryOp", "LayerNorm", "MatMul"};
-        for (size_t o = 0; o < sizeof(OPS) / sizeof(OPS[0]); o++) {
-            int code = e->cl ? cl_path_use_weights(e->cl) : e->cascade_code;
-            if (code) printf("CL ERROR CODE : %d, info:%s \n", code, OPS[o]);
-        }
-        printf("Map error key_ptr == nullptr \n");
-    }
-    if (kv_fail) {
-        printf("Map error key_ptr == nullptr \n");
-        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=0, inputs=3, moduleKey=(0,0)\n",
-               prompt_tokens);
-        e->status = SOAK_STATUS_INTERNAL_ERROR;
-        return SOAK_ERR_ENGINE;
-    }
-    if (sticky) {
-        printf("[Error]: onForward returned no outputs. seqLen=%ld, inDecode=1, inputs=3, moduleKey=(0,0)\n",
-               prompt_tokens);
-        e->status = SOAK_STATUS_INTERNAL_ERROR;
-        return SOAK_ERR_ENGINE;
-    }
-    if (e->history_tokens > e->context_len)
-        printf("[MNN:LLM] Warning: sequence length %ld exceeds max_position_embeddings (%ld), output quality may degrade.\n",
-               e->history_tokens, e->context_len);
+    if (turn_errors(e, kv_fail, sticky, prompt_tokens)) return SOAK_ERR_ENGINE;
     return SOAK_OK;
 }
 
