@@ -80,6 +80,7 @@ UNIT_FILES = {
     "tests/catalog/test_report_witnesses.py",
     "tests/catalog/test_scan_bounded.py",
     "tests/catalog/test_signatures.py",
+    "tests/core/test_architecture_doc.py",
     "tests/core/test_diagnostics.py",
     "tests/core/test_engine_setup.py",
     "tests/core/test_fault_kinds.py",
