@@ -341,7 +341,7 @@ static int takes_back(const struct sigaction *sa) {
     return sa->sa_handler == SIG_DFL || (sa->sa_handler != SIG_IGN && (sa->sa_flags & SA_RESETHAND));
 }
 
-/* "SIGSEGV, SIGBUS (by /lib/libLLVM-15.so.1)": what replaced soak's, for the note */
+/* "SEGV, BUS (/lib/libLLVM-15.so.1)": what replaced soak's, for the note */
 static void describe_taker(char *line, size_t cap, size_t *len, const struct sigaction *sa, const char *sigs) {
     const char *who = "the default action";
     Dl_info info;
@@ -382,7 +382,8 @@ int soak_crash_reassert(void) {
         size_t n = 0;
         for (int j = i; j < N_HOOKED; j++) {
             if (!(taken & (1 << j)) || cur[j].sa_handler != cur[i].sa_handler) continue;
-            int w = snprintf(sigs + n, sizeof sigs - n, "%s%s", n ? ", " : "", sig_name(HOOKED[j]));
+            /* SEGV, not SIGSEGV: the note is no crash line to soak's log patterns */
+            int w = snprintf(sigs + n, sizeof sigs - n, "%s%s", n ? ", " : "", sig_name(HOOKED[j]) + 3);
             if (w > 0 && n + (size_t)w < sizeof sigs) n += (size_t)w;
         }
         describe_taker(line, sizeof line, &len, &cur[i], sigs);
