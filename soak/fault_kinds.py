@@ -78,7 +78,7 @@ KINDS: dict[str, FaultKind] = {k.name: k for k in (
               "severity is error", inject=("kv_map_error", "log", "alloc_fail"), hard_when=("severity", "error")),
     FaultKind("crash", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines", "backtrace"),
               ("init", "load", "prefill", "decode", "reset"), "the worker died during a call",
-              inject=("crash",)),
+              inject=("crash", "signal_handler")),  # signal_handler: a library's handler over soak's
     FaultKind("oom_kill", True, "critical", "engine", "death", ("signal", "exit_code", "last_lines"),
               ("load", "prefill", "decode"), "the worker got a SIGKILL soak did not send: the kernel OOM "
               "killer or Android's low-memory killer (wangzhaode/mnn-llm#100, alibaba/MNN#4782)",

@@ -502,6 +502,8 @@ static int handle_line(char *line) {
     sbuf_init(&out);
     int64_t t0 = now_us();
     int quit = handle(&r, w, n, &out, t0);
+    /* the engine may have put its own fatal-signal handler over soak's (libLLVM under PoCL) */
+    soak_crash_reassert();
     r.wall_us = now_us() - t0;
     send_result(&r);
     sbuf_free(&out);

@@ -5,6 +5,7 @@
  * name, as MNN's functions do, so titles are demangled the way real ones are. */
 #include "crash_sites.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,4 +57,36 @@ void crash_in(const char *name, const char *sig) {
 
 const char *crash_site_names(void) {
     return "soak_test_decode_step, soak_test_softmax_inside, soaktest::AttentionBufExecution::onResize";
+}
+
+typedef struct {
+    const char *name, *sig;
+    pthread_barrier_t *go;
+} crash_arg;
+
+static void *crash_thread(void *p) {
+    crash_arg *a = p;
+    pthread_barrier_wait(a->go);
+    crash_in(a->name, a->sig);
+    return NULL;
+}
+
+void crash_in_threads(const char *name, const char *sig, int n) {
+    static pthread_barrier_t go;
+    static crash_arg arg;
+    if (!name) name = "soak_test_decode_step";
+    arg.name = name;
+    arg.sig = sig;
+    arg.go = &go;
+    int started = 0;
+    if (n > 1 && pthread_barrier_init(&go, NULL, (unsigned)n) == 0) {
+        for (int i = 1; i < n; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, crash_thread, &arg) != 0) break;
+            pthread_detach(t);
+            started++;
+        }
+        if (started == n - 1) pthread_barrier_wait(&go);  /* else the threads wait forever: this one crashes */
+    }
+    crash_in(name, sig);
 }

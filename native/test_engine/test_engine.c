@@ -22,6 +22,7 @@
 
 #include "../include/soak_engine.h"
 #include "crash_sites.h"
+#include "foreign_handler.h"
 #include "json.h"
 #include "opencl_path.h"
 
@@ -30,13 +31,13 @@
 typedef enum {
     F_CL_ERROR, F_LOG, F_STICKY_ERROR, F_KV_MAP_ERROR, F_CRASH, F_HANG, F_LEAK,
     F_GARBAGE, F_REPEAT, F_INVALID_UTF8, F_EMPTY, F_SLOW, F_CPU_FALLBACK, F_FAIL_LOAD, F_GPU_LEAK, F_OOM_KILL,
-    F_ALLOC_FAIL, F_LOGITS_NOISE, F_LOGITS_NONFINITE, F_LOGITS_STALE, F_UNKNOWN
+    F_ALLOC_FAIL, F_LOGITS_NOISE, F_LOGITS_NONFINITE, F_LOGITS_STALE, F_SIGNAL_HANDLER, F_UNKNOWN
 } fault_kind;
 
 static const char *KIND_NAMES[] = {
     "cl_error", "log", "sticky_error", "kv_map_error", "crash", "hang", "leak",
     "garbage", "repeat", "invalid_utf8", "empty", "slow", "cpu_fallback", "fail_load", "gpu_leak", "oom_kill",
-    "alloc_fail", "logits_noise", "logits_nonfinite", "logits_stale", NULL
+    "alloc_fail", "logits_noise", "logits_nonfinite", "logits_stale", "signal_handler", NULL
 };
 
 typedef struct {
@@ -173,6 +174,11 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
                      site, crash_site_names());
             return -1;
         }
+        double threads = json_number(f, "threads", 1);
+        if (x->kind == F_CRASH && (threads < 1 || threads > 64)) {
+            snprintf(err, err_len, "fault %d: crash \"threads\" must be between 1 and 64", e->n_faults);
+            return -1;
+        }
         const json_value *at = json_get(f, "at");
         if (at && at->type != JSON_NUMBER && at->type != JSON_ARRAY) {
             snprintf(err, err_len, "fault %d: \"at\" must be an iteration or a list of iterations", e->n_faults);
@@ -205,8 +211,8 @@ static int parse_faults(soak_engine *e, char *err, size_t err_len) {
         x->step = (long)json_number(f, "step", 0);
         x->steps = (long)json_number(f, "steps", -1);
         if (x->step < 0) { snprintf(err, err_len, "fault %d: \"step\" must be >= 0", e->n_faults); return -1; }
-        const char *default_phase =
-            (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK || x->kind == F_ALLOC_FAIL) ? "load" : "decode";
+        const char *default_phase = (x->kind == F_FAIL_LOAD || x->kind == F_CPU_FALLBACK || x->kind == F_ALLOC_FAIL ||
+                                     x->kind == F_SIGNAL_HANDLER) ? "load" : "decode";
         snprintf(x->phase, sizeof(x->phase), "%s", json_string(f, "phase", default_phase));
         e->n_faults++;
     }
@@ -362,6 +368,8 @@ static void do_crash(const fault *f) {
     const char *sig = json_string(f->spec, "signal", "segv");
     fflush(stdout);
     const char *site = json_string(f->spec, "in", NULL);
+    int threads = (int)json_number(f->spec, "threads", 1);
+    if (threads > 1) crash_in_threads(site, sig, threads);
     if (site) crash_in(site, sig); /* inside that function's own frame */
     if (!strcmp(sig, "abort")) abort();
     if (!strcmp(sig, "bus")) raise(SIGBUS);
@@ -419,7 +427,12 @@ static void do_leak(const fault *f) {
     leak_sink = p;
 }
 
-/* Phase-level faults shared by load/reset: crash, hang, log. */
+/* A library's own fatal-signal handler over soak's, as libLLVM installs one when PoCL starts. */
+static void do_signal_handler(const fault *f) {
+    foreign_handler_install(json_bool(f->spec, "chains", 1), (int)json_number(f->spec, "hold_ms", 200));
+}
+
+/* Phase-level faults shared by load/reset: crash, hang, log, signal_handler. */
 static void phase_faults(soak_engine *e, const char *phase) {
     for (int k = 0; k < e->n_faults; k++) {
         const fault *f = &e->faults[k];
@@ -428,6 +441,7 @@ static void phase_faults(soak_engine *e, const char *phase) {
         if (f->kind == F_CRASH) do_crash(f);
         if (f->kind == F_OOM_KILL) do_oom_kill(f);
         if (f->kind == F_HANG) do_hang(f);
+        if (f->kind == F_SIGNAL_HANDLER) do_signal_handler(f);
     }
 }
 
@@ -577,6 +591,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             case F_STICKY_ERROR: sticky = 1; break;
             case F_KV_MAP_ERROR: kv_fail = 1; break;
             case F_CRASH: do_crash(f); break;
+            case F_SIGNAL_HANDLER: do_signal_handler(f); break;
             case F_OOM_KILL: do_oom_kill(f); break;
             case F_HANG:
                 if (json_get(f->spec, "after_tokens")) hang_after = (long)json_number(f->spec, "after_tokens", 0), hang_f = f;
@@ -859,6 +874,7 @@ static int turn_faults(soak_engine *e, long prompt_tokens) {
             case F_STICKY_ERROR: sticky = 1; break;
             case F_KV_MAP_ERROR: kv_fail = 1; break;
             case F_CRASH: do_crash(f); break;
+            case F_SIGNAL_HANDLER: do_signal_handler(f); break;
             case F_OOM_KILL: do_oom_kill(f); break;
             case F_HANG:
                 if (json_get(f->spec, "after_tokens")) m->hang_step = (long)json_number(f->spec, "after_tokens", 0), m->hang_f = f;

@@ -222,6 +222,7 @@ class Worker:
             extra.update(_failed(worker_error_kind(exc, op), exc.message, hint=exc.hint))
         except (ValueError, IndexError, KeyError) as exc:
             extra.update(_failed("bad_command", f"bad command: {exc}"))
+        _reassert_crash_handler()
         if op in ("respond", "load", "status", "reinit", "reset", *ORACLE_OPS) and self.engine is not None:
             extra.setdefault("status", self._status())
             extra["perf"] = self.engine.perf()
@@ -244,6 +245,9 @@ def _die_with_parent() -> None:
         pass
 
 
+_crash_lib: ctypes.CDLL | None = None  # soak's fatal-signal handler, once installed
+
+
 def _install_crash_handler(fd: int) -> None:
     """soak's fatal-signal handler (native/crash): on SIGSEGV, SIGBUS, SIGABRT, SIGFPE or SIGILL the
     crashing thread's native frames go to the log stream, then the signal is raised again (the
@@ -261,8 +265,18 @@ def _install_crash_handler(fd: int) -> None:
         lib = ctypes.CDLL(path or str(ensure_built("soak_crash")))
         if lib.soak_crash_install(fd) != 0:
             raise OSError("sigaction failed")
+        global _crash_lib
+        _crash_lib = lib
     except (BuildFailed, OSError) as exc:
         os.write(fd, f"soak: no native backtraces on a crash: {exc}\n".encode())
+
+
+def _reassert_crash_handler() -> None:
+    """A library the engine loaded may have installed its own fatal-signal handler over soak's
+    (libLLVM does, under PoCL, with SA_RESETHAND: two threads faulting at once then end the
+    process before any handler writes a line): soak's goes back on top, handing over to it."""
+    if _crash_lib is not None:
+        _crash_lib.soak_crash_reassert()
 
 
 def main() -> int:

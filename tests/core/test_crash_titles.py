@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coresupport import faults, soak_cli
-from soak import backtrace, elf_symbols
+from soak import backtrace, elf_symbols, logparse
 from soak.catalog.signature import signature
 from soak.native_build import ensure_built
 from soak.worker import protocol
@@ -185,6 +185,40 @@ def test_both_workers_write_the_crashing_frame_and_die_of_the_signal(tmp_path, w
     assert backtrace.title_frame(log) == "soak_test_decode_step"
     bt = backtrace.crash_backtrace(log)
     assert any("(soak_test_decode_step+" in x for x in bt)
+
+
+def _worker_argv(worker: str) -> list[str]:
+    return [str(ensure_built("soak-runner"))] if worker == "runner" else [sys.executable, "-m", "soak.worker"]
+
+
+@pytest.mark.parametrize("worker", ["runner", "python"])
+@pytest.mark.parametrize("threads, chains", [(4, True), (1, False)])
+def test_a_library_handler_put_over_soaks_does_not_lose_the_dump(tmp_path, worker, threads, chains):
+    """libLLVM (PoCL's kernel compiler) installs its own fatal-signal handler over soak's when
+    OpenCL starts, with SA_RESETHAND: while it runs the action is the default one, so when several
+    PoCL threads fault at once the second ended the process before any handler wrote a line (and a
+    handler that does not hand back ends it at once).  After the load the worker puts soak's back
+    on top: the crashing frame is written, then the signal goes on to that handler, and the
+    process still dies of it."""
+    plan = {"zero_work": True, "faults": [
+        {"kind": "signal_handler", "chains": chains},
+        {"kind": "crash", "at": 0, "in": "soak_test_softmax_inside", "threads": threads}]}
+    proc = _drive_runner(_worker_argv(worker), plan, tmp_path)
+    log = proc.stderr.decode(errors="replace").splitlines()
+    assert proc.returncode == -signal.SIGSEGV, log
+    notes = [x for x in log if x.startswith("soak: the fatal-signal handler had been replaced")]
+    assert len(notes) == 1 and "SEGV" in notes[0] and "libsoak_test_engine" in notes[0], log
+    assert logparse.parse_line(notes[0]) is None  # a note, not an error line
+    assert sum("*** soak: fatal signal 11 (SIGSEGV)" in x for x in log) == 1, log
+    assert backtrace.title_frame(log) == "soak_test_softmax_inside"
+
+
+def test_a_crash_with_threads_out_of_range_is_refused(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps([{"kind": "crash", "at": 1, "threads": 0}]))
+    res = soak_cli("run", "--engine", "test", "--fault-plan", str(tmp_path / "plan.json"), "--iterations", "2",
+                   "--quiet", "--out", str(tmp_path / "logs"), cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "threads" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_plan_naming_no_crash_site_is_refused(tmp_path):
