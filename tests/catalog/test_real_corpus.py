@@ -30,6 +30,7 @@ from soak.analysis import memory_verdict, perf
 from soak.analysis import verdicts as analysis_verdicts
 from soak.catalog.classify import classify_log, classify_run
 from soak.catalog.loader import load_catalog
+from soak.run_folder import read_events
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "real"
 CASES = sorted(p for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []
@@ -84,9 +85,17 @@ def judged(verdicts: dict | None) -> dict | None:
         return None
     overall = verdicts.get("overall") or {}
     series = (verdicts.get("memory") or {}).get("series") or {}
-    return {"memory": {name: s.get("verdict") for name, s in sorted(series.items())},
-            "leak": overall.get("leak"), "recovery_rate": overall.get("recovery_rate"),
-            "perf_degrading": sorted(overall.get("perf_degrading") or [])}
+    out = {"memory": {name: s.get("verdict") for name, s in sorted(series.items())},
+           "leak": overall.get("leak"), "recovery_rate": overall.get("recovery_rate"),
+           "perf_degrading": sorted(overall.get("perf_degrading") or [])}
+    oracle = verdicts.get("oracle")
+    if oracle:  # a run checked against a reference (issue 23)
+        out["oracle"] = {"checked": oracle.get("checked"), "wrong": oracle.get("wrong"),
+                         "nonfinite": oracle.get("nonfinite"),
+                         "first_wrong_iteration": oracle.get("first_wrong_iteration"),
+                         "first_nonfinite_iteration": oracle.get("first_nonfinite_iteration"),
+                         "drift": (oracle.get("drift") or {}).get("verdict")}
+    return out
 
 
 def differences(before: dict, after: dict, prefix: str = "") -> list[str]:
@@ -207,3 +216,24 @@ def test_h200_clean_run_has_no_new_finding(catalog, tmp_path):
     assert [c["fault_id"] for c in result["causes"]] == ["soak-memory-ratchet"] and result["summary"]["new"] == 0
     (probe,) = result["benign"]
     assert probe["param_name"] == "CL_DEVICE_HALF_FP_CONFIG" and probe["entry"] == "soak-benign-nvidia-device-info-probes"
+
+
+@pytest.mark.parametrize("case, kind, first", [("h100-oracle-setarg-decode", "wrong_output", 1),
+                                               ("h100-oracle-corrupt-write", "nonfinite_logits", 16),
+                                               ("pocl-oracle-skip-corrupt", "wrong_output", 5)])
+def test_a_wrong_answer_on_real_mnn_is_in_the_cascade_of_its_injected_cause(case, kind, first, catalog, tmp_path):
+    """Issue 23, done when: on real MNN (H100, PoCL) an injected silent fault or setArg -49 is the root cause,
+    with the wrong answer the oracle found at the turn it landed in folded into its cascade."""
+    result, fresh = judge(ROOT / case, catalog, tmp_path)
+    injected = [c for c in result["causes"] if c["injected"]]
+    owners = [c for c in injected if kind in {sub.get("kind") for sub in c.get("cascade") or []}]
+    assert owners and owners[0] is result["causes"][0], result["causes"]
+    faults = [e for e in read_events(tmp_path / case, kinds={"fault"}) if e["kind"] == kind]
+    assert faults and faults[0]["iteration"] == first
+    assert result["summary"]["new"] == 0
+
+
+def test_a_clean_real_opencl_run_checked_against_its_cpu_reference_has_no_wrong_turn(catalog, tmp_path):
+    result, fresh = judge(ROOT / "h100-oracle-clean", catalog, tmp_path)
+    assert fresh["oracle"]["checked"] >= 100 and fresh["oracle"]["wrong"] == fresh["oracle"]["nonfinite"] == 0
+    assert fresh["oracle"]["drift"]["verdict"] == "stable" and result["causes"] == []
