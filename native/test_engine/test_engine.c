@@ -520,6 +520,25 @@ static void pool_fit(soak_engine *e) {
     e->pool_bytes = need;
 }
 
+/* A fault at a turn's start that acts the same on respond() and on a forward turn: printed lines, a
+ * sticky error, a failed KV map, a crash, a foreign signal handler, an OOM kill, a leak, GPU bytes.
+ * A cl_error prints its lines here too, and returns 0 so the caller applies its `corrupt` flag.
+ * Returns 1 when the fault is fully handled. */
+static int turn_fault(const fault *f, int *sticky, int *kv_fail, size_t *gpu_leak) {
+    switch (f->kind) {
+        case F_CL_ERROR: print_cl_error(f); return 0;
+        case F_LOG: print_lines(f); return 1;
+        case F_STICKY_ERROR: *sticky = 1; return 1;
+        case F_KV_MAP_ERROR: *kv_fail = 1; return 1;
+        case F_CRASH: do_crash(f); return 1;
+        case F_SIGNAL_HANDLER: do_signal_handler(f); return 1;
+        case F_OOM_KILL: do_oom_kill(f); return 1;
+        case F_LEAK: do_leak(f); return 1;
+        case F_GPU_LEAK: *gpu_leak += (size_t)json_number(f->spec, "bytes", 1 << 20); return 1;
+        default: return 0;
+    }
+}
+
 /* What a turn's start prints and whether it fails, for respond() and a forward turn alike: a null
  * buffer's cascade (every op that reads it fails: real CL calls on the OpenCL path, NVIDIA's -9999
  * otherwise; the KV map fails; the call still ends normally), a failed KV map or a sticky error
@@ -582,28 +601,20 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
     for (int k = 0; k < e->n_faults; k++) {
         const fault *f = &e->faults[k];
         if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
+        if (turn_fault(f, &sticky, &kv_fail, &gpu_leak)) continue;
         switch (f->kind) {
             case F_CL_ERROR:
-                print_cl_error(f);
                 if (json_bool(f->spec, "corrupt", 0)) repeat = 1;
                 break;
-            case F_LOG: print_lines(f); break;
-            case F_STICKY_ERROR: sticky = 1; break;
-            case F_KV_MAP_ERROR: kv_fail = 1; break;
-            case F_CRASH: do_crash(f); break;
-            case F_SIGNAL_HANDLER: do_signal_handler(f); break;
-            case F_OOM_KILL: do_oom_kill(f); break;
             case F_HANG:
                 if (json_get(f->spec, "after_tokens")) hang_after = (long)json_number(f->spec, "after_tokens", 0), hang_f = f;
                 else do_hang(f);
                 break;
-            case F_LEAK: do_leak(f); break;
             case F_GARBAGE: garbage = 1; break;
             case F_REPEAT: repeat = 1; break;
             case F_INVALID_UTF8: invalid = 1; break;
             case F_EMPTY: empty = 1; break;
             case F_SLOW: slow *= json_number(f->spec, "factor", 5); break;
-            case F_GPU_LEAK: gpu_leak += (size_t)json_number(f->spec, "bytes", 1 << 20); break;
             default: break;
         }
     }
@@ -865,24 +876,16 @@ static int turn_faults(soak_engine *e, long prompt_tokens) {
     for (int k = 0; k < e->n_faults; k++) {
         const fault *f = &e->faults[k];
         if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
+        if (turn_fault(f, &sticky, &kv_fail, &gpu_leak)) continue;
         switch (f->kind) {
             case F_CL_ERROR:
-                print_cl_error(f);
                 if (json_bool(f->spec, "corrupt", 0)) m->turn_faults |= 1ull << k;
                 break;
-            case F_LOG: print_lines(f); break;
-            case F_STICKY_ERROR: sticky = 1; break;
-            case F_KV_MAP_ERROR: kv_fail = 1; break;
-            case F_CRASH: do_crash(f); break;
-            case F_SIGNAL_HANDLER: do_signal_handler(f); break;
-            case F_OOM_KILL: do_oom_kill(f); break;
             case F_HANG:
                 if (json_get(f->spec, "after_tokens")) m->hang_step = (long)json_number(f->spec, "after_tokens", 0), m->hang_f = f;
                 else do_hang(f);
                 break;
-            case F_LEAK: do_leak(f); break;
             case F_SLOW: m->slow *= json_number(f->spec, "factor", 5); break;
-            case F_GPU_LEAK: gpu_leak += (size_t)json_number(f->spec, "bytes", 1 << 20); break;
             case F_GARBAGE: case F_REPEAT: case F_LOGITS_NOISE: case F_LOGITS_NONFINITE: case F_LOGITS_STALE:
                 m->turn_faults |= 1ull << k;
                 break;
