@@ -4,6 +4,7 @@ workload through it on PoCL, parse what the workload and the interposer saw."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,3 +92,18 @@ def run_workload(cl_build: Build, tmp_path):
         return Run(proc.returncode, proc.stdout, proc.stderr, run_dir, lines, raw, reader.stats(), folded)
 
     return run
+
+
+TESTPROG = Path(__file__).resolve().parents[2] / "native" / "interposer" / "testprog"
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory) -> tuple[Path, Path]:
+    """(the do-nothing stub driver, the launch loop), compiled with the system's OpenCL headers."""
+    out = tmp_path_factory.mktemp("stub")
+    cc = shutil.which("cc") or "cc"
+    for args in (["-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
+                 [str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"]):
+        proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    return out / "libstub_cl.so", out / "launch_loop"

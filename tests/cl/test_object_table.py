@@ -6,7 +6,6 @@ not grow the soaked process's memory through soak.  Measured over a do-nothing d
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,19 +13,6 @@ import pytest
 
 from soak.cl.trace import read_stats
 
-TESTPROG = Path(__file__).resolve().parents[2] / "native" / "interposer" / "testprog"
-
-
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory) -> tuple[Path, Path]:
-    """(the stub driver, the launch loop), compiled with the system's OpenCL headers."""
-    out = tmp_path_factory.mktemp("stub")
-    cc = shutil.which("cc") or "cc"
-    for args in (["-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
-                 [str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"]):
-        proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    return out / "libstub_cl.so", out / "launch_loop"
 
 
 def launch(stub, cl_build, tmp: Path, n: int, mode: str) -> tuple[dict, dict, int]:

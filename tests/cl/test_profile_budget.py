@@ -13,27 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-TESTPROG = Path(__file__).resolve().parents[2] / "native" / "interposer" / "testprog"
 LAUNCHES, WINDOWS = 1_000_000, 10
 EVENT_NS = 3000  # an event's host cost in the fake driver (NVIDIA's: about 11 us)
-
-
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("stub")
-    cc = shutil.which("cc") or "cc"
-    for args in (["-shared", "-fPIC", str(TESTPROG / "stub_cl.c"), "-o", str(out / "libstub_cl.so")],
-                 [str(TESTPROG / "launch_loop.c"), "-I", str(TESTPROG.parent), "-o", str(out / "launch_loop"), "-ldl"]):
-        proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    return out / "libstub_cl.so", out / "launch_loop"
 
 
 def profile_windows(stub, cl_build, tmp: Path, **env) -> list[dict]:
