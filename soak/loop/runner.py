@@ -470,9 +470,8 @@ class Runner:
                 backend_actual=self.session.backend_actual,
             )
             if checked is not None:
-                self.events.emit("oracle_turn", i=i, conversation=conv_index, turn=turn_index,
-                                 **{k: v for k, v in checked.items()}, wrong=bool(found and any(
-                                     f["kind"] in ("wrong_output", "nonfinite_logits") for f in found)))
+                self.events.emit("oracle_turn", i=i, conversation=conv_index, turn=turn_index, **checked,
+                                 wrong=any(f["kind"] in ("wrong_output", "nonfinite_logits") for f in found))
             self.iterations_done += 1  # so far (an abort leaves the loop here or earlier)
             self._record_faults(found, i)
         finally:
