@@ -78,6 +78,7 @@ from soak.cl import interposer  # noqa: E402
 
 ARMS = ("direct", "interposer", "profile", "profile-fixed", "profile-min", "profile-all")
 TARGETS = {"interposer": 0.98, "profile": 0.90}
+PHASES = ("load", "prefill", "decode", "respond")
 
 
 def build() -> tuple[Path, Path]:
@@ -113,7 +114,8 @@ def profile_flags(name: str, a) -> list[str]:
 
 
 def profile_summary(run_dir: Path) -> dict:
-    """Per phase (prefill, decode): closure, launches per timed one, the profiler's cost fraction."""
+    """Per phase (load, prefill, decode): closure, launches per timed one, the profiler's cost
+    fraction, kernel device time (measured plus estimated) and launches."""
     from soak.analysis.profile import profile_run
 
     out = {}
@@ -121,11 +123,12 @@ def profile_summary(run_dir: Path) -> dict:
         prof = profile_run(run_dir)
     except Exception as e:  # a run that left no usable events: said in the table, not a traceback
         return {"error": str(e)[:120]}
-    for name in ("prefill", "decode", "respond"):
+    for name in PHASES:
         ph = prof["phases"].get(name)
         if ph:
             out[name] = {"closure": ph.get("closure"), "rate": ph.get("rate"), "cost": ph.get("cost_fraction"),
-                         "budget": ph.get("budget_pct")}
+                         "budget": ph.get("budget_pct"), "kernels_ns": ph.get("kernels_ns"),
+                         "kernel_count": ph.get("kernel_count")}
     return out
 
 
@@ -227,8 +230,7 @@ def engine_main(a, rest: list[str]) -> int:
                           f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}{prof}", flush=True)
                     for key in ("decode_tps", "prefill_tps"):
                         runs[name][key].append(r[key])  # None for a failed run: rounds stay aligned
-                    if r["profile"]:
-                        runs[name]["profile"].append(r["profile"])
+                    runs[name]["profile"].append(r["profile"])  # {} for an arm or run without one: rounds stay aligned
         except KeyboardInterrupt:  # cut short (a time box): the table of the runs done
             print("  interrupted: the table below has the runs done so far", flush=True)
     print()
@@ -237,7 +239,7 @@ def engine_main(a, rest: list[str]) -> int:
            "decode tok/s", arms, {n: runs[n]["decode_tps"] for n in arms})
     for name in arms:
         profs = runs[name]["profile"]
-        for ph in ("prefill", "decode", "respond"):
+        for ph in PHASES:
             vals = [p[ph] for p in profs if isinstance(p.get(ph), dict)]
             if not vals:
                 continue
@@ -248,7 +250,34 @@ def engine_main(a, rest: list[str]) -> int:
             print(f"  {name} {ph}: closure {', '.join(f'{c:.1%}' for c in clos)} ({'all within' if ok else 'NOT all within'}"
                   f" +-10 %); kernel launches per timed one {', '.join(f'{r:g}' for r in rates)}; profiler cost "
                   f"{', '.join(f'{c:.1%}' for c in costs)} of the phase (budget {vals[0]['budget'] if vals[0]['budget'] is not None else '-'} %)")
+    sampled_vs_every(arms, runs)
     return 0
+
+
+def sampled_vs_every(arms: list[str], runs: dict) -> None:
+    """Issue 25's table: per phase, each sampled arm's kernel device time (measured + estimated)
+    against the every-launch arm's in the same round (the same seeded workload), and closures."""
+    if "profile-all" not in arms:
+        return
+    every = runs["profile-all"]["profile"]
+    for name in (n for n in arms if n.startswith("profile") and n != "profile-all"):
+        print(f"\n{name} against profile-all (every launch timed), kernel device time per phase, same round:")
+        print("| phase | sampled ms (each round) | every-launch ms | ratio (each round) | closure sampled | closure every |")
+        print("|---|---|---|---|---|---|")
+        for ph in PHASES:
+            pairs = [(s.get(ph), e.get(ph)) for s, e in zip(runs[name]["profile"], every)
+                     if isinstance(s.get(ph), dict) and isinstance(e.get(ph), dict)]
+            pairs = [(s, e) for s, e in pairs if s.get("kernels_ns") and e.get("kernels_ns")]
+            if not pairs:
+                continue
+            ratios = [s["kernels_ns"] / e["kernels_ns"] for s, e in pairs]
+            within = "all within" if all(abs(r - 1) <= 0.10 for r in ratios) else "NOT all within"
+            sampled_ms = ", ".join(f"{s['kernels_ns'] / 1e6:.1f}" for s, _ in pairs)
+            every_ms = ", ".join(f"{e['kernels_ns'] / 1e6:.1f}" for _, e in pairs)
+            ratio_s = ", ".join(f"x{r:.3f}" for r in ratios)
+            clo_s = ", ".join(f"{s['closure']:.1%}" if s.get("closure") is not None else "-" for s, _ in pairs)
+            clo_e = ", ".join(f"{e['closure']:.1%}" if e.get("closure") is not None else "-" for _, e in pairs)
+            print(f"| {ph} | {sampled_ms} | {every_ms} | {ratio_s} ({within} 10 %) | {clo_s} | {clo_e} |")
 
 
 def steps_ns(workload: Path, env: dict, a, run_dir: Path) -> list[float]:

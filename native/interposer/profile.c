@@ -11,9 +11,13 @@
  * writing records: `cost_ns`) stays within the budget (default 5 %) of the phase's wall time
  * (adapt()).  An untimed launch reads no clock (host time of launches is sampled, 1 in
  * SOAK_HOST_EVERY), takes no lock and hashes no string (a per-thread cache holds its slot).  An event per launch is what costs on a GPU
- * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch); the untimed launches
- * of a kernel shape get its timed launches' mean (in this window, else the mean over earlier
- * windows).  Events wait in a FIFO and are read
+ * driver (NVIDIA H200, 44M Qwen2 decode: about 2x slower with one per launch).  A launch at a size
+ * (work-items) more than a step or two (SIZE_STEP) from every size its kernel was timed at is
+ * timed too.  Launches timed for coverage (a kernel's first in the window, a new size) count with
+ * their own time but are no random sample: the untimed launches of a shape get the mean of the
+ * sampler's picks of it (this window's, else pooled with earlier windows'), else of any timed
+ * launch of it, else the line between the kernel's nearest timed sizes (shape_interpolate).
+ * Events wait in a FIFO and are read
  * when complete, without blocking: the complete ones at the head once 32 wait, all complete
  * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
  * iteration; a command counts in the window it was enqueued in) and written as one `profile`
@@ -24,6 +28,7 @@
  * the untimed launches' estimate), span (first timed start to last timed end) and idle = span - busy;
  * host ns per entry point.  See FORMAT.md. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +49,9 @@ typedef struct {
     cl_event ev;
     int own;
     int slot;
-    int win; /* windows[] index; -1: its window was written already (untimed there) */
+    int win;    /* windows[] index; -1: its window was written already (untimed there) */
+    int forced; /* timed for coverage (a kernel's first launch in the window, a new size), not by the
+                   sampler: its time is measured, but it is no random sample of the others */
 } pending;
 
 typedef struct {
@@ -53,7 +60,9 @@ typedef struct {
     uint32_t dim;
     uint64_t gws[3], lws[3];
     char name[96];
+    uint32_t fam;                                   /* name_hash(name) */
     uint64_t count, timed, total_ns, bytes, max_ns; /* count: every enqueue; the rest: the timed ones */
+    uint64_t rtimed, rtotal_ns;                     /* the sampler's picks among the timed (random samples) */
     uint32_t hist[HIST_N];
 } prof_slot;
 
@@ -90,6 +99,32 @@ static uint32_t name_hash(const char *name)
 static uint64_t sample_every = 16; /* SOAK_CL_PROFILE_SAMPLE: the fixed rate, or the budget's first */
 static double budget = 0.05;       /* SOAK_CL_PROFILE_BUDGET (percent / 100); 0: the rate stays fixed */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+/* per kernel family: the size classes (work-items in steps of SIZE_STEP) it has a timed launch in;
+ * a launch whose class and both neighbours have none is timed (`forced`), so every untimed shape
+ * lies within a few steps of a timed one (shape_interpolate) */
+#define SIZE_STEP 1.25
+#define SIZE_CLASSES 128
+static uint64_t size_known[NAME_SLOTS][SIZE_CLASSES / 64];
+static uint32_t size_class(uint32_t dim, const uint64_t *g)
+{
+    double n = 1;
+    for (uint32_t i = 0; i < dim; i++)
+        n *= (double)(g[i] ? g[i] : 1);
+    double c = log(n) / log(SIZE_STEP);
+    return c < 1 ? 1 : c > SIZE_CLASSES - 2 ? SIZE_CLASSES - 2 : (uint32_t)c;
+}
+static int size_near(uint32_t fam, uint32_t c)
+{
+    for (uint32_t k = c - 1; k <= c + 1; k++)
+        if (__atomic_load_n(&size_known[fam][k / 64], __ATOMIC_RELAXED) & (1ull << (k % 64)))
+            return 1;
+    return 0;
+}
+static void size_mark(uint32_t fam, uint32_t c)
+{
+    __atomic_fetch_or(&size_known[fam][c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
+}
 
 /* the sampler, per kernel family (kernel name, by its name_timed entry): untimed launches before
  * its next timed one, and its rate (1 in N) per phase; 0: not set yet (sample_every) */
@@ -261,6 +296,7 @@ static int slot_of(prof_slot *slots, const prof_key *k, int create)
             memcpy(s->gws, k->gws, sizeof s->gws);
             memcpy(s->lws, k->lws, sizeof s->lws);
             snprintf(s->name, sizeof s->name, "%s", k->name);
+            s->fam = name_hash(k->name);
             return (int)(s - slots);
         }
         if (s->api == k->api && s->dim == k->dim && !memcmp(s->gws, k->gws, sizeof s->gws) &&
@@ -287,42 +323,138 @@ static double items_of(const prof_slot *s) /* work-items of a launch of this sha
     return n;
 }
 
-/* per kernel name: device ns per work-item over the timed launches of every shape (this window's
- * slots, or the history), for shapes a window never timed (prefill sizes follow the prompt) */
-static int name_rate(prof_slot *const *slots, size_t n, const prof_slot *s, double *rate)
+/* ---- estimates for the launches a window did not time ---- */
+
+/* a shape's mean device ns per launch from its window slot s and history slot h (either may be
+ * 0), or -1: the sampler's picks (random positions) first, this window's own when it has a few,
+ * else pooled with earlier windows'; launches timed for coverage only where the shape has no
+ * random sample (a kernel's first launch in a window comes right after the phase began: on a
+ * GPU it can run several times slower than the rest, and at a sparse rate it would weigh on the
+ * mean) */
+#define OWN_MIN 4
+static double shape_mean(const prof_slot *s, const prof_slot *h)
 {
-    double ns = 0, items = 0;
-    for (size_t i = 0; i < n; i++) {
-        const prof_slot *o = slots[i];
-        if (o->timed && o->api == s->api && !strcmp(o->name, s->name)) {
-            ns += (double)o->total_ns;
-            items += (double)o->timed * items_of(o);
-        }
-    }
-    if (items > 0)
-        *rate = ns / items;
-    return items > 0;
+    uint64_t wr = s ? s->rtimed : 0, hr = h ? h->rtimed : 0;
+    if (wr >= OWN_MIN)
+        return (double)s->rtotal_ns / (double)wr;
+    if (wr + hr)
+        return ((s ? (double)s->rtotal_ns : 0) + (h ? (double)h->rtotal_ns : 0)) / (double)(wr + hr);
+    uint64_t wt = s ? s->timed : 0, ht = h ? h->timed : 0;
+    if (wt + ht)
+        return ((s ? (double)s->total_ns : 0) + (h ? (double)h->total_ns : 0)) / (double)(wt + ht);
+    return -1;
 }
 
-/* device ns for a slot's untimed launches: the shape's mean (this window, else earlier ones),
- * else the kernel's ns per work-item times this shape's work-items (this window, else earlier);
- * launches with none of these are `unestimated` */
-static uint64_t untimed_estimate(const prof_slot *s, prof_slot *const *used, size_t n, uint64_t *unknown)
+static prof_slot *history_of(const prof_slot *s)
+{
+    if (!history)
+        return 0;
+    prof_key k = key_of(s);
+    int h = slot_of(history, &k, 0);
+    return h >= 0 ? &history[h] : 0;
+}
+
+/* the shapes with a mean (this window's and earlier ones'), by kernel family and work-items: an
+ * untimed shape of a kernel lies between two of them (decode: attention over a growing context;
+ * prefill: sizes that follow the prompt) */
+typedef struct {
+    uint32_t fam, api;
+    double items, mean;
+    const char *name;
+} shape_point;
+static shape_point points[2 * PROF_SLOTS];
+static size_t points_n;
+
+static int by_fam_items(const void *a, const void *b)
+{
+    const shape_point *x = a, *y = b;
+    if (x->fam != y->fam)
+        return x->fam < y->fam ? -1 : 1;
+    return x->items < y->items ? -1 : x->items > y->items ? 1 : 0;
+}
+
+static void points_build(prof_slot *const *used, size_t n)
+{
+    points_n = 0;
+    for (size_t i = 0; i < n; i++) { /* this window's shapes, with their history */
+        const prof_slot *s = used[i];
+        double m = s->name[0] && s->timed ? shape_mean(s, history_of(s)) : -1;
+        if (m >= 0)
+            points[points_n++] = (shape_point){s->fam, s->api, items_of(s), m, s->name};
+    }
+    for (size_t i = 0; history && i < history_n; i++) { /* earlier shapes this window did not time */
+        const prof_slot *h = history_used[i];
+        if (!h->timed || !h->name[0])
+            continue;
+        prof_key k = key_of(h);
+        int w = slot_of(windows[cur].slots, &k, 0); /* flush_window may run on either window: */
+        int o = slot_of(windows[1 - cur].slots, &k, 0); /* a point each, from its history if untimed there */
+        if ((w >= 0 && windows[cur].slots[w].timed && windows[cur].slots[w].count) ||
+            (o >= 0 && windows[1 - cur].slots[o].timed && windows[1 - cur].slots[o].count))
+            continue;
+        points[points_n++] = (shape_point){h->fam, h->api, items_of(h), shape_mean(0, h), h->name};
+    }
+    qsort(points, points_n, sizeof points[0], by_fam_items);
+}
+
+/* device ns of one launch of shape s from the kernel's other shapes: linear between the nearest
+ * below and above in work-items; beyond them, the line through the nearest two, kept between the
+ * nearest's time (a launch-bound kernel: flat) and its time scaled by work-items (compute-bound);
+ * one shape alone: the geometric middle of those two; -1: no other shape of the kernel */
+static double shape_interpolate(const prof_slot *s)
+{
+    size_t lo = 0, hi = points_n;
+    while (lo < hi) { /* first point of the family */
+        size_t mid = (lo + hi) / 2;
+        if (points[mid].fam < s->fam)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    double x = items_of(s);
+    const shape_point *below[2] = {0, 0}, *above[2] = {0, 0};
+    for (size_t i = lo; i < points_n && points[i].fam == s->fam; i++) {
+        const shape_point *p = &points[i];
+        if (p->api != s->api || strcmp(p->name, s->name))
+            continue; /* another kernel sharing the family's hash */
+        if (p->items <= x) {
+            below[1] = below[0];
+            below[0] = p; /* ascending: the last ones seen are the nearest */
+        } else if (!above[0])
+            above[0] = p;
+        else if (!above[1])
+            above[1] = p;
+    }
+    if (below[0] && above[0]) {
+        double f = (x - below[0]->items) / (above[0]->items - below[0]->items);
+        return below[0]->mean + f * (above[0]->mean - below[0]->mean);
+    }
+    const shape_point *a = below[0] ? below[0] : above[0], *b = below[0] ? below[1] : above[1];
+    if (!a)
+        return -1;
+    double scaled = a->mean * x / a->items, flat = a->mean;
+    if (!b || b->items == a->items)
+        return sqrt(scaled * flat);
+    double v = a->mean + (x - a->items) * (a->mean - b->mean) / (a->items - b->items);
+    double lo_v = scaled < flat ? scaled : flat, hi_v = scaled < flat ? flat : scaled;
+    return v < lo_v ? lo_v : v > hi_v ? hi_v : v;
+}
+
+/* device ns for a slot's untimed launches: the shape's mean (shape_mean), else from the kernel's
+ * other shapes (shape_interpolate); launches with neither are `unestimated` */
+static uint64_t untimed_estimate(const prof_slot *s, uint64_t *unknown)
 {
     uint64_t left = s->count - s->timed;
     if (!left)
         return 0;
-    if (s->timed)
-        return (uint64_t)((double)s->total_ns / (double)s->timed * (double)left + 0.5);
-    prof_key k = key_of(s);
-    int h = history ? slot_of(history, &k, 0) : -1;
-    if (h >= 0 && history[h].timed)
-        return (uint64_t)((double)history[h].total_ns / (double)history[h].timed * (double)left + 0.5);
-    double rate;
-    if (s->name[0] && (name_rate(used, n, s, &rate) || (history && name_rate(history_used, history_n, s, &rate))))
-        return (uint64_t)(rate * items_of(s) * (double)left + 0.5);
-    *unknown += left;
-    return 0;
+    double m = shape_mean(s, history_of(s));
+    if (m < 0 && s->name[0])
+        m = shape_interpolate(s);
+    if (m < 0) {
+        *unknown += left;
+        return 0;
+    }
+    return (uint64_t)(m * (double)left + 0.5);
 }
 
 static int by_total(const void *a, const void *b)
@@ -417,8 +549,9 @@ static void flush_window(int w)
     /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves */
     uint64_t unknown = 0, est_ns = 0;
     static uint64_t est[PROF_SLOTS];
-    for (size_t i = 0; i < n; i++) /* estimates first: they read the measured totals of other slots */
-        est[i] = untimed_estimate(used[i], used, n, &unknown);
+    points_build(used, n); /* estimates first: they read the measured totals of other slots */
+    for (size_t i = 0; i < n; i++)
+        est[i] = untimed_estimate(used[i], &unknown);
     for (size_t i = 0; i < n; i++) {
         prof_slot *s = used[i];
         if (s->timed && history) { /* this window's measured launches join the history */
@@ -429,6 +562,8 @@ static void flush_window(int w)
             if (h >= 0) {
                 history[h].timed += s->timed;
                 history[h].total_ns += s->total_ns;
+                history[h].rtimed += s->rtimed;
+                history[h].rtotal_ns += s->rtotal_ns;
             }
         }
         s->total_ns += est[i];
@@ -586,6 +721,10 @@ static void account(pending *p, cl_ulong start, cl_ulong end)
     uint64_t ns = end - start;
     s->timed++;
     s->total_ns += ns;
+    if (!p->forced) {
+        s->rtimed++;
+        s->rtotal_ns += ns;
+    }
     if (ns > s->max_ns)
         s->max_ns = ns;
     s->hist[bucket(ns)]++;
@@ -648,7 +787,7 @@ static void drain_timed(size_t max)
 }
 
 /* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
-static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
+static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes, int forced)
 {
     pfn_event1 release = (pfn_event1)soak_g.real[SOAK_ID_clReleaseEvent];
     window *W = &windows[cur];
@@ -667,7 +806,7 @@ static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes)
             return;
         }
     }
-    ring[tail % PENDING_MAX] = (pending){ev, own, slot, cur};
+    ring[tail % PENDING_MAX] = (pending){ev, own, slot, cur, forced};
     tail++;
     W->pending++;
     if (tail - head >= drain_at) { /* DRAIN_BATCH more since the last look */
@@ -688,7 +827,7 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     if (ev && !hold(ev, own))
         ev = 0;
     pthread_mutex_lock(&plock);
-    enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes);
+    enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes, 0);
     pthread_mutex_unlock(&plock);
 }
 
@@ -700,6 +839,8 @@ typedef struct {
     uint64_t gen;    /* soak_prof_kernel_gen when filled: a released kernel's address may come back */
     uint64_t serial; /* the window `slot` belongs to */
     uint32_t dim, fam;
+    uint32_t bkt; /* its work-items' size class (SIZE_CLASS) */
+    int fresh;    /* no launch of its kernel was timed at a size near this one yet */
     uint64_t gws[3], lws[3];
     prof_slot *slot; /* 0: the window's table is full (counted in no slot) */
     int slot_i;
@@ -753,6 +894,8 @@ static void entry_fill(launch_entry *e, const void *kernel, uint64_t gen, uint32
     e->dim = dim;
     memcpy(e->gws, g, sizeof e->gws);
     memcpy(e->lws, l, sizeof e->lws);
+    e->bkt = size_class(dim, g);
+    e->fresh = sample_every > 1 && !size_near(e->fam, e->bkt);
     pthread_mutex_lock(&plock);
     prof_key key = {api, dim, g, l, e->name};
     e->slot_i = slot_of(windows[cur].slots, &key, 1);
@@ -810,16 +953,22 @@ int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const siz
     }
     c->prof_ent = e;
     c->prof_serial = e->serial;
-    int timed;
+    int timed; /* 1: the sampler's pick; 2: for coverage (forced) */
     if (sample_every <= 1)
         timed = 1;
     else if (__atomic_load_n(&name_timed[e->fam], __ATOMIC_RELAXED) != e->serial) {
         __atomic_store_n(&name_timed[e->fam], e->serial, __ATOMIC_RELAXED); /* the name's first in the window */
-        timed = 1;
-    } else
+        timed = 2;
+    } else if (SOAK_UNLIKELY(e->fresh) && !size_near(e->fam, e->bkt)) /* a size far from any timed one */
+        timed = 2;
+    else
         timed = fam_want(e->fam);
+    if (timed) {
+        size_mark(e->fam, e->bkt);
+        e->fresh = 0;
+    }
     if (timed) { /* host-timed always: its cost against the untimed launches' is the profiler's */
-        c->prof_timed = 1;
+        c->prof_timed = timed;
         c->host_scale = 1;
         if (!c->t0)
             c->t0 = soak_now_ns();
@@ -845,7 +994,7 @@ void soak_prof_kernel_done(soak_call *c, cl_event ev, int own)
         prof_key k = {c->id, e->dim, e->gws, e->lws, e->name};
         slot = slot_of(windows[cur].slots, &k, 1);
     }
-    enqueue_locked(slot, ev, own, 0);
+    enqueue_locked(slot, ev, own, 0, c->prof_timed == 2);
     pthread_mutex_unlock(&plock);
 }
 

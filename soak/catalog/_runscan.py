@@ -124,10 +124,15 @@ class Scan:
         return f
 
     def _place(self, f: Finding, ev: dict) -> None:
-        """init/load faults belong to the iteration after them (file order)."""
-        if f.phase in ("init", "load") and self.next_i is not None:
-            it = ev.get("iteration")
+        """init/load faults, and records of no iteration (a restarted worker's calls while it
+        loads), belong to the iteration after them (file order)."""
+        if self.next_i is None:
+            return
+        it = ev.get("iteration")
+        if f.phase in ("init", "load"):
             ev["bucket"] = max(self.next_i, it) if isinstance(it, int) else self.next_i
+        elif not isinstance(it, int) and "call_seq" in ev:
+            ev["bucket"] = self.next_i
 
     # -- where an iteration was (turn, context) -----------------------------
     def _info(self, i) -> tuple | None:

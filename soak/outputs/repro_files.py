@@ -24,7 +24,7 @@ from soak import run_folder
 from soak.loop.config import config_dict
 
 MNN_ENGINES = ("mnn", "mnn-pip", "lib")
-DRIVER_ENV_PREFIXES = ("POCL_",)
+DRIVER_ENV_PREFIXES = ("POCL_", "OCL_ICD_")
 
 
 def cause_dir_name(key: str) -> str:
@@ -119,6 +119,9 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     build = _mnn_build_dir(cfg)
     source = os.environ.get("SOAK_MNN_SOURCE") or ""
     env = _interposer_env(cfg, folder)
+    if build and cfg.engine != "mnn":  # MNN's libraries beside the plugin (--engine lib): llm_demo needs them
+        paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(paths + ([build] if build not in paths else []))
     # the OpenCL driver's own settings soak ran under (PoCL's work-group method, its cache)
     if cfg.backend == "opencl":
         env.update({k: v for k, v in sorted(os.environ.items()) if k.startswith(DRIVER_ENV_PREFIXES)})
@@ -128,7 +131,7 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     env_text = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     one_run = (len(convs) == 1 and len(turns) == 1 and "\n" not in turns[0]["prompt"]
                and "\r" not in turns[0]["prompt"] and not turns[0]["prompt"].startswith("#"))
-    demo = str(Path(build) / "llm_demo") if build else "llm_demo"
+    demo = str(Path(build) / "llm_demo") if build and (Path(build) / "llm_demo").is_file() else "llm_demo"
     lines = ["#!/bin/sh", "# soak repro: the standalone MNN reproducer (no soak needed)", 'cd "$(dirname "$0")"']
     out = {"config": "config.json", "prompts": [f"prompt-{n + 1}.txt" for n in range(len(turns))], "env": env}
     if one_run:
@@ -147,9 +150,9 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
             link.append(f"-L{Path(p).parent}")
             link.append("-l" + Path(p).name[3:-3])
             rpath.append(str(Path(p).parent))
-        build_line = (f"g++ -std=c++17 -O1 repro.cpp -I{shlex.quote(inc)} -Wl,--no-as-needed "
-                      + " ".join(shlex.quote(x) for x in link)
-                      + " " + " ".join(f"-Wl,-rpath,{shlex.quote(r)}" for r in rpath) + " -o repro")
+        build_line = (f"g++ -std=c++17 -O1 repro.cpp {_arg('-I' + inc)} -Wl,--no-as-needed "
+                      + " ".join(_arg(x) for x in link)
+                      + " " + " ".join(_arg(f"-Wl,-rpath,{r}") for r in rpath) + " -o repro")
         run_line = f"{env_text + ' ' if env_text else ''}./repro config.json turns.tsv"
         lines += [build_line, run_line]
         out["build"] = build_line
@@ -160,8 +163,17 @@ def write_mnn_reproducer(folder: Path, cfg) -> dict:
     return out
 
 
+def _arg(x: str) -> str:
+    """A shell word: quoted, except that $MNN_BUILD / $MNN_SOURCE (where soak did not know the
+    folders) stay for the shell to expand."""
+    return f'"{x}"' if "$MNN_" in x and '"' not in x and "`" not in x else shlex.quote(x)
+
+
 def _mnn_build_dir(cfg) -> str | None:
-    if cfg.engine != "mnn":
+    if cfg.engine != "mnn":  # --engine lib: the folder of a plugin that holds MNN's libllm.so
+        for p in getattr(cfg, "plugins", None) or []:
+            if (Path(p).parent / "libllm.so").is_file():
+                return str(Path(p).parent)
         return None
     try:
         from soak.engine.mnn_native import locate

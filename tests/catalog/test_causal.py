@@ -91,6 +91,23 @@ def test_persistent_enqueue_failure_is_one_row_with_its_tags(tmp_path, catalog):
     assert row["first_iteration"] == 1 and row["last_iteration"] == 3
 
 
+def test_a_restarted_workers_calls_before_its_first_iteration_belong_to_the_next_one(tmp_path, catalog):
+    """A persistent fault first hits iteration 1; the restarted worker's calls while it loads carry
+    no iteration: they belong to the iteration after them (file order), not to iteration 0 (soak
+    repro would otherwise replay iteration 0 alone, which never fails)."""
+    ev = [iteration(0)]
+    for i in (1, 2):
+        ev.append(call_error(i, "clEnqueueNDRangeKernel", -5, 3000 + 500 * i, injected=True, count=20,
+                             kernel="conv_2d_c4h1w4", key="kernel=conv_2d_c4h1w4"))
+        ev.append(iteration(i, cl_errors=[{"code": -5}], failures=["cl_error"]))
+        ev.append(call_error(None, "clEnqueueNDRangeKernel", -5, 10, injected=True, count=15,
+                             kernel="conv_2d_c4h1w4", key="kernel=conv_2d_c4h1w4"))  # the next worker, loading
+    ev.append(iteration(3))
+    result = classify_run(make_run(tmp_path, "enq-restart", H200, ev), catalog)
+    (row,) = result["causes"]
+    assert row["injected"] and row["first_iteration"] == 1 and row["last_iteration"] == 3
+
+
 def test_same_id_same_phase_is_one_row_without_interposer(tmp_path, catalog, capsys):
     """The same -5 storm seen only in MNN's log: one soak-out-of-resources row,
     its info tags inside, each near miss listed once."""

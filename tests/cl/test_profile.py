@@ -131,32 +131,50 @@ def _shapes(e: dict) -> dict:
 
 def test_sampling_estimates_a_shape_from_earlier_windows(cl_build, tmp_path):
     """A shape launched in a window where none of its launches was timed gets its mean from earlier
-    windows.  Sampling 1 in 10^6: only each kernel name's first launch in a window is timed;
-    --step-rotate starts each step at the other size."""
-    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1")
+    windows.  Sampling 1 in 10^6: only each kernel name's first launch in a window is timed (two
+    sizes close enough that the second is not timed as a new size); --step-rotate starts each
+    step at the other size."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1", "--step-sizes", "1024,960")
     first, second, _ = (_shapes(e) for e in steps)
-    assert first[("k0", 1024)]["timed"] == 1 and first[("k0", 512)]["timed"] == 0
-    assert second[("k0", 512)]["timed"] == 1 and second[("k0", 1024)]["timed"] == 0
+    assert first[("k0", 1024)]["timed"] == 1 and first[("k0", 960)]["timed"] == 0
+    assert second[("k0", 960)]["timed"] == 1 and second[("k0", 1024)]["timed"] == 0
     # window 2's 1024s: window 1's mean (10 x its one timed launch, as window 1 counted them)
     assert second[("k0", 1024)]["total_ns"] == first[("k0", 1024)]["total_ns"] == 10 * first[("k0", 1024)]["max_ns"]
     assert all(e["unestimated"] == 0 for e in steps)
 
 
-def test_sampling_estimates_an_untimed_size_from_the_kernels_rate(cl_build, tmp_path):
-    """A kernel timed at one global size but never at another (prefill sizes follow the prompt):
-    the other size gets the kernel's device ns per work-item times its work-items."""
-    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1")
-    first = _shapes(steps[0])  # window 1: k0's first launch is at 1024; the 512s are never timed
-    big, small = first[("k0", 1024)], first[("k0", 512)]
-    assert big["timed"] == 1 and small["timed"] == 0 and steps[0]["unestimated"] == 0
-    # 10 launches of 512 items at the rate of the one timed 1024-item launch: half its 10 x mean
-    assert abs(small["total_ns"] - big["total_ns"] / 2) <= 1
+def test_a_size_far_from_any_timed_one_is_timed_at_its_first_launch(cl_build, tmp_path):
+    """Prefill sizes follow the prompt: a kernel's launch at a size (work-items) more than a step
+    or two away from every size it was timed at is timed, whatever the sampler says, so no
+    estimate is stretched across sizes; once known, the size goes back to the sampler."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1", "--step-sizes", "1024,512")
+    first, second, third = (_shapes(e) for e in steps)
+    assert first[("k0", 1024)]["timed"] == 1 and first[("k0", 512)]["timed"] == 1
+    # window 2 starts at 512 (its first launch, timed); 1024 is known: its mean from window 1
+    assert second[("k0", 512)]["timed"] == 1 and second[("k0", 1024)]["timed"] == 0
+    assert third[("k0", 1024)]["timed"] == 1 and third[("k0", 512)]["timed"] == 0
+    assert all(e["unestimated"] == 0 for e in steps)
+
+
+def test_sampling_interpolates_an_untimed_size_between_timed_ones(cl_build, tmp_path):
+    """A size never timed (decode: attention over a context one token longer) lies between sizes
+    that were: its launches get the line between the nearest timed size below and above in
+    work-items.  Window 1 times 1024, window 2 times 896 (each its first launch); 960 is never
+    timed and gets the line between 896 (window 2) and 1024 (window 1)."""
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "1", "--step-sizes", "1024,896,960")
+    first, second = _shapes(steps[0]), _shapes(steps[1])
+    assert first[("k0", 1024)]["timed"] == 1 and second[("k0", 896)]["timed"] == 1
+    mid = second[("k0", 960)]
+    assert mid["timed"] == 0 and steps[1]["unestimated"] == 0
+    m1024, m896 = first[("k0", 1024)]["max_ns"], second[("k0", 896)]["max_ns"]
+    want = m896 + (960 - 896) / (1024 - 896) * (m1024 - m896)
+    assert abs(mid["total_ns"] - mid["count"] * want) <= 1
 
 
 def test_sampling_times_each_kernels_first_launch_in_a_window(cl_build, tmp_path):
     """Every kernel name is timed at its first launch in each window, whatever the sampler says:
     no kernel goes unmeasured in a window (the sampler picks among the rest)."""
-    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "3")
+    steps = _step_windows(cl_build, tmp_path, 1_000_000, "--step-kernels", "3", "--step-sizes", "1024,960")
     for e in steps:
         timed = {c["kernel"]: c.get("timed", c["count"]) for c in e["commands"] if c.get("kernel", "").startswith("k")}
         per_kernel = {k: sum(n for (name, _), n in ((key, c.get("timed", c["count"])) for key, c in _shapes(e).items())

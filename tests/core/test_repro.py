@@ -213,3 +213,33 @@ def test_ddmin_and_gpu_modes():
     # MNN's GPU mode 68 = buffer + wide tuning: the simpler modes are no tuning (65) and image (132)
     assert [m for m, _ in gpu_mode_variants(68)] == [65, 132]
     assert wilson_low(10, 10) > 0.85 and wilson_low(3, 10) < 0.3
+
+
+def test_the_mnn_reproducer_of_an_engine_lib_run_names_mnns_libraries(tmp_path, monkeypatch):
+    """--engine lib (a prebuilt MNN, no build folder): the reproducer finds MNN's libraries beside
+    the backend plugin, puts them on llm_demo's LD_LIBRARY_PATH and links the C++ program against
+    them; folders soak does not know ($MNN_SOURCE) stay for the shell to expand."""
+    from soak.outputs.repro_files import write_mnn_reproducer
+
+    lib = tmp_path / "mnn lib"
+    lib.mkdir()
+    for name in ("libllm.so", "libMNN.so", "libMNN_CL.so"):
+        (lib / name).write_bytes(b"")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"llm_model": "llm.mnn"}')
+    monkeypatch.delenv("SOAK_MNN_SOURCE", raising=False)
+    cfg = RunConfig(engine="lib", model=str(model / "config.json"), backend="cpu", plugins=[str(lib / "libMNN_CL.so")],
+                    engine_options={"thread_num": 2})
+    cfg.script = [{"i": 0, "conversation": 0, "turn": 0, "prompt": "hello", "max_new_tokens": 4}]
+    one = write_mnn_reproducer(tmp_path / "one", cfg)
+    assert one["env"]["LD_LIBRARY_PATH"].split(os.pathsep)[-1] == str(lib)
+    assert one["llm_demo"].startswith("LD_LIBRARY_PATH=") and " llm_demo config.json prompt-1.txt 4" in one["llm_demo"]
+    cfg.script.append({"i": 1, "conversation": 1, "turn": 0, "prompt": "again", "max_new_tokens": 3})
+    two = write_mnn_reproducer(tmp_path / "two", cfg)
+    assert f"'-L{lib}'" in two["build"] and f"'-Wl,-rpath,{lib}'" in two["build"]
+    assert '"-I$MNN_SOURCE/include"' in two["build"]
+    # the shell expands the placeholder: a dry run of the build line with g++ replaced by echo
+    proc = subprocess.run(["sh", "-c", two["build"].replace("g++", "echo", 1)], capture_output=True, text=True,
+                          env=dict(os.environ, MNN_SOURCE="/opt/mnn"))
+    assert "-I/opt/mnn/include" in proc.stdout and f"-L{lib}" in proc.stdout

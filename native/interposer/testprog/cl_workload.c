@@ -24,6 +24,7 @@
  *                        no event); each step ends with clFinish and "result step I failed=F ns=T";
  *                        with --step-sync it then waits for a line on stdin (a reader polls between);
  *                        --step-kernels M: M distinct kernels (k0..kM-1) called in turn (default: vadd);
+ *                        --step-sizes A,B,..: the global sizes in turn (default 1024,512; each <= 1024);
  *                        --step-rotate: step S starts S launches into the cycle (the same kernel and
  *                        size pairs, another first launch)
  *   --queue-props        create the queue with clCreateCommandQueueWithProperties (no properties)
@@ -141,6 +142,8 @@ int main(int argc, char **argv)
     int alloc_n = 0, leak_svm = 0, sleep_ms = 0, hold_ms = 0, threads = 0, thread_calls = 1000;
     size_t alloc_size = 1 << 20, svm = 0;
     int steps = 0, step_calls = 100, step_sync = 0, step_kernels = 0, step_rotate = 0;
+    size_t step_sizes[16] = {1024, 512};
+    int n_sizes = 2;
     long probe_param = -1;
     int queue_props = 0, verify = 0;
     const char *crash = 0;
@@ -168,6 +171,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--step-calls")) step_calls = atoi(v), i++;
         else if (!strcmp(a, "--step-sync")) step_sync = 1;
         else if (!strcmp(a, "--step-rotate")) step_rotate = 1;
+        else if (!strcmp(a, "--step-sizes")) {
+            n_sizes = 0;
+            for (const char *p = v; *p && n_sizes < 16; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
+                size_t sz = strtoull(p, 0, 10);
+                step_sizes[n_sizes++] = sz >= 1 && sz <= 1024 ? sz : 1024;
+            }
+            if (!n_sizes)
+                step_sizes[n_sizes++] = 1024;
+            i++;
+        }
         else if (!strcmp(a, "--queue-props")) queue_props = 1;
         else if (!strcmp(a, "--step-kernels")) step_kernels = atoi(v), i++;
         else if (!strcmp(a, "--probe-param")) probe_param = strtol(v, 0, 0), i++;
@@ -301,7 +314,7 @@ int main(int argc, char **argv)
         double t0 = now_ns();
         for (int i0 = 0; i0 < step_calls; i0++) {
             int i = i0 + (step_rotate ? st : 0);
-            size_t gws = (i & 1) ? N / 2 : N;
+            size_t gws = step_sizes[i % n_sizes];
             cl_kernel kk = step_kernels > 0 ? sk[i % step_kernels] : k;
             if (p_clEnqueueNDRangeKernel(q, kk, 1, 0, &gws, 0, 0, 0, 0) != CL_SUCCESS)
                 failed++;

@@ -6,8 +6,11 @@
  * Device times are made up but deterministic, so a profile can be checked against the truth:
  * launch i (from 0) of kernel object k "runs" from i * 100000 ns for
  *   stub_ns(k, i) = (1000 + 250 * ((k >> 4) % 16)) * (0.7 + 0.6 * u(i))   (u: a hash of i in [0, 1))
- * (clGetEventProfilingInfo START/END).  STUB_EVENT_NS=N: a launch that returns an event spins N ns
- * first, as a GPU driver's event costs (NVIDIA: about 11 us). */
+ * (clGetEventProfilingInfo START/END), plus STUB_ITEM_NS ns per 1024 work-items (default 0: time
+ * independent of the size), times STUB_COLD=P,F's factor F for launches i with i % P < 16 (the
+ * first launch of each of 16 kernels in a window of P launches: a GPU's first kernels after a
+ * phase change run slower).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
+ * as a GPU driver's event costs (NVIDIA: about 11 us). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
 #include <stdint.h>
@@ -19,7 +22,21 @@
 #define RING (1 << 16) /* launches remembered (kernel per launch): the interposer reads events sooner */
 static uint64_t launches;
 static uintptr_t ring_kernel[RING];
+static double ring_items[RING];
 static long event_ns = -1;
+static double item_ns = -1, cold_factor = 1;
+static uint64_t cold_every;
+
+static void stub_config(void)
+{
+    const char *v = getenv("STUB_ITEM_NS");
+    item_ns = v ? atof(v) : 0;
+    v = getenv("STUB_COLD");
+    if (v && strchr(v, ',')) {
+        cold_every = strtoull(v, 0, 10);
+        cold_factor = atof(strchr(v, ',') + 1);
+    }
+}
 
 static uint64_t mono_ns(void)
 {
@@ -28,13 +45,18 @@ static uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-/* the made-up device time of launch i of kernel object k (see above) */
-uint64_t stub_ns(uintptr_t k, uint64_t i)
+/* the made-up device time of launch i of kernel object k over `items` work-items (see above) */
+uint64_t stub_ns(uintptr_t k, uint64_t i, double items)
 {
+    if (item_ns < 0)
+        stub_config();
     uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull;
     h ^= h >> 29;
     double u = (double)(h % 1000000) / 1e6;
-    return (uint64_t)((1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u));
+    double ns = (1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u) + item_ns * items / 1024;
+    if (cold_every && i % cold_every < 16)
+        ns *= cold_factor;
+    return (uint64_t)ns;
 }
 
 cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *off, const size_t *gws,
@@ -42,6 +64,10 @@ cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, cons
 {
     uint64_t i = launches++;
     ring_kernel[i % RING] = (uintptr_t)k;
+    double items = 1;
+    for (cl_uint d = 0; gws && d < dim; d++)
+        items *= (double)gws[d];
+    ring_items[i % RING] = items;
     if (event) { /* a new address each time, as a driver that never reuses one would give */
         if (event_ns < 0) {
             const char *v = getenv("STUB_EVENT_NS");
@@ -80,7 +106,7 @@ cl_int clGetEventProfilingInfo(cl_event e, cl_profiling_info param, size_t size,
     uint64_t i = ((uintptr_t)e - EVENT_BASE) / 64;
     cl_ulong start = (cl_ulong)i * 100000;
     if (value && size >= sizeof(cl_ulong))
-        *(cl_ulong *)value = param == CL_PROFILING_COMMAND_END ? start + stub_ns(ring_kernel[i % RING], i) : start;
+        *(cl_ulong *)value = param == CL_PROFILING_COMMAND_END ? start + stub_ns(ring_kernel[i % RING], i, ring_items[i % RING]) : start;
     if (size_ret)
         *size_ret = sizeof(cl_ulong);
     return CL_SUCCESS;
