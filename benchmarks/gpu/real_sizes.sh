@@ -31,8 +31,8 @@ PY
   if [ -z "${SMOKE:-}" ]; then
     say "$M: llm_bench OpenCL / CPU"
     LD_PRELOAD=$D/mnn/libMNN_CL.so timeout 120 llm_bench -m $MODELS/$M/bench_config.json -a opencl -t 68 -p 512 -n 128 \
-      -rep 2 -fp $OUT/llm_bench-opencl-$M.txt > /dev/null 2>&1; say "rc=$?"; cat $OUT/llm_bench-opencl-$M.txt
-    timeout 150 llm_bench -m $MODELS/$M/bench_config.json -a cpu -t 8 -p 512 -n 128 -rep 2 \
+      -rep ${REP:-2} -fp $OUT/llm_bench-opencl-$M.txt > /dev/null 2>&1; say "rc=$?"; cat $OUT/llm_bench-opencl-$M.txt
+    timeout 150 llm_bench -m $MODELS/$M/bench_config.json -a cpu -t 8 -p 512 -n 128 -rep ${REP:-2} \
       -fp $OUT/llm_bench-cpu-$M.txt > /dev/null 2>&1; say "rc=$?"; cat $OUT/llm_bench-cpu-$M.txt
   fi
 done
@@ -44,5 +44,5 @@ for M in $SIZES; do
     --plugin $D/mnn/libMNN_CL.so --model $MODELS/$M/config.json $BCL --tmp-path $CLCACHE --iterations 6 \
     --max-new-tokens 32 --repeat 1 --arms profile,profile-all 2>&1 | tee $OUT/closure-$M.txt
 done
-cd $OUT && tar czf runs.tgz runs && rm -rf runs
+cd $OUT && tar czf sizes.tgz runs *.txt && rm -rf runs *.txt   # one file back (the device returns 8 at most)
 say done
