@@ -15,8 +15,9 @@
  * (work-items) more than a step or two (SIZE_STEP) from every size its kernel was timed at is
  * timed too.  Launches timed for coverage (a kernel's first in the window, a new size) count with
  * their own time but are no random sample: the untimed launches of a shape get the mean of the
- * sampler's picks of it (this window's, else pooled with earlier windows'), else of any timed
- * launch of it, else the line between the kernel's nearest timed sizes (shape_interpolate).
+ * sampler's picks of it in this window, else the earlier windows' picks scaled to this window by
+ * its coverage launches (shape_mean), else the line between the kernel's nearest timed sizes
+ * (shape_interpolate).
  * Events wait in a FIFO and are read
  * when complete, without blocking: the complete ones at the head once 32 wait, all complete
  * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
@@ -325,23 +326,36 @@ static double items_of(const prof_slot *s) /* work-items of a launch of this sha
 
 /* ---- estimates for the launches a window did not time ---- */
 
-/* a shape's mean device ns per launch from its window slot s and history slot h (either may be
- * 0), or -1: the sampler's picks (random positions) first, this window's own when it has a few,
- * else pooled with earlier windows'; launches timed for coverage only where the shape has no
- * random sample (a kernel's first launch in a window comes right after the phase began: on a
- * GPU it can run several times slower than the rest, and at a sparse rate it would weigh on the
- * mean) */
+/* a shape's device ns per launch from its window slot s and history slot h (either may be 0), or
+ * -1.  The sampler's picks (random positions) are the unbiased sample; launches timed for
+ * coverage (a kernel's first in the window, a new size) come right after a phase change and run
+ * slower on a GPU (H100: +60 % for a 11 us kernel), but they tell this window's state: a kernel's
+ * time can follow the context at one work size (decode attention over the KV cache: 9 to 590 us
+ * at gws 16x14 on the 61M model).  So: this window's picks when it has OWN_MIN; else the earlier
+ * windows' picks scaled by this window's coverage launches against the earlier ones' (the cold
+ * start cancels, the context's growth stays), blended with this window's few picks; else what
+ * there is, this window's before earlier ones' */
 #define OWN_MIN 4
 static double shape_mean(const prof_slot *s, const prof_slot *h)
 {
-    uint64_t wr = s ? s->rtimed : 0, hr = h ? h->rtimed : 0;
+    double wr = s ? (double)s->rtimed : 0, wR = s ? (double)s->rtotal_ns : 0;
+    double wf = s ? (double)(s->timed - s->rtimed) : 0, wF = s ? (double)(s->total_ns - s->rtotal_ns) : 0;
+    double hr = h ? (double)h->rtimed : 0, hR = h ? (double)h->rtotal_ns : 0;
+    double hf = h ? (double)(h->timed - h->rtimed) : 0, hF = h ? (double)(h->total_ns - h->rtotal_ns) : 0;
     if (wr >= OWN_MIN)
-        return (double)s->rtotal_ns / (double)wr;
-    if (wr + hr)
-        return ((s ? (double)s->rtotal_ns : 0) + (h ? (double)h->rtotal_ns : 0)) / (double)(wr + hr);
-    uint64_t wt = s ? s->timed : 0, ht = h ? h->timed : 0;
-    if (wt + ht)
-        return ((s ? (double)s->total_ns : 0) + (h ? (double)h->total_ns : 0)) / (double)(wt + ht);
+        return wR / wr;
+    if (wf > 0 && hf > 0 && hr > 0 && hF > 0) {
+        double predicted = hR / hr * ((wF / wf) / (hF / hf));
+        return (wR + (OWN_MIN - wr) * predicted) / OWN_MIN;
+    }
+    if (wr > 0)
+        return (wR + hR) / (wr + hr);
+    if (wf > 0)
+        return wF / wf;
+    if (hr > 0)
+        return hR / hr;
+    if (hf > 0)
+        return hF / hf;
     return -1;
 }
 

@@ -9,7 +9,8 @@
  * (clGetEventProfilingInfo START/END), plus STUB_ITEM_NS ns per 1024 work-items (default 0: time
  * independent of the size), times STUB_COLD=P,F's factor F for launches i with i % P < 16 (the
  * first launch of each of 16 kernels in a window of P launches: a GPU's first kernels after a
- * phase change run slower).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
+ * phase change run slower), times 1 + i / P for STUB_RAMP=P (the launches of window k of P launches
+ * take k + 1 times as long: attention over a growing context at one work size).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
  * as a GPU driver's event costs (NVIDIA: about 11 us). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
@@ -25,12 +26,14 @@ static uintptr_t ring_kernel[RING];
 static double ring_items[RING];
 static long event_ns = -1;
 static double item_ns = -1, cold_factor = 1;
-static uint64_t cold_every;
+static uint64_t cold_every, ramp_every;
 
 static void stub_config(void)
 {
     const char *v = getenv("STUB_ITEM_NS");
     item_ns = v ? atof(v) : 0;
+    v = getenv("STUB_RAMP");
+    ramp_every = v ? strtoull(v, 0, 10) : 0;
     v = getenv("STUB_COLD");
     if (v && strchr(v, ',')) {
         cold_every = strtoull(v, 0, 10);
@@ -56,6 +59,8 @@ uint64_t stub_ns(uintptr_t k, uint64_t i, double items)
     double ns = (1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u) + item_ns * items / 1024;
     if (cold_every && i % cold_every < 16)
         ns *= cold_factor;
+    if (ramp_every)
+        ns *= 1.0 + (double)(i / ramp_every);
     return (uint64_t)ns;
 }
 
