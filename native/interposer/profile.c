@@ -15,9 +15,9 @@
  * (work-items) more than a step or two (SIZE_STEP) from every size its kernel was timed at is
  * timed too.  Launches timed for coverage (a kernel's first in the window, a new size) count with
  * their own time but are no random sample: the untimed launches of a shape get the mean of the
- * sampler's picks of it in this window, else the earlier windows' picks scaled to this window by
- * its coverage launches (shape_mean), else the line between the kernel's nearest timed sizes
- * (shape_interpolate).
+ * sampler's picks of it in this window, topped up with its coverage launches (less their cold
+ * start) where the picks are few (shape_mean), else earlier windows', else the line between the
+ * kernel's nearest timed sizes (shape_interpolate).
  * Events wait in a FIFO and are read
  * when complete, without blocking: the complete ones at the head once 32 wait, all complete
  * ones at clFinish/clWaitForEvents.  Times are aggregated per window (the reader's epoch, one soak
@@ -64,6 +64,8 @@ typedef struct {
     uint32_t fam;                                   /* name_hash(name) */
     uint64_t count, timed, total_ns, bytes, max_ns; /* count: every enqueue; the rest: the timed ones */
     uint64_t rtimed, rtotal_ns;                     /* the sampler's picks among the timed (random samples) */
+    double cold_sum, cold_sq;                       /* history: coverage launches' mean beyond the picks' in */
+    uint64_t cold_n;                                /* the windows that had both (not the shape's first) */
     uint32_t hist[HIST_N];
 } prof_slot;
 
@@ -327,15 +329,40 @@ static double items_of(const prof_slot *s) /* work-items of a launch of this sha
 /* ---- estimates for the launches a window did not time ---- */
 
 /* a shape's device ns per launch from its window slot s and history slot h (either may be 0), or
- * -1.  The sampler's picks (random positions) are the unbiased sample; launches timed for
- * coverage (a kernel's first in the window, a new size) come right after a phase change and run
- * slower on a GPU (H100: +60 % for a 11 us kernel), but they tell this window's state: a kernel's
- * time can follow the context at one work size (decode attention over the KV cache: 9 to 590 us
- * at gws 16x14 on the 61M model).  So: this window's picks when it has OWN_MIN; else the earlier
- * windows' picks scaled by this window's coverage launches against the earlier ones' (the cold
- * start cancels, the context's growth stays), blended with this window's few picks; else what
- * there is, this window's before earlier ones' */
+ * -1.  The sampler's picks (random positions) are the unbiased sample.  Launches timed for
+ * coverage (a kernel's first in the window, a new size) tell this window's state: a kernel's
+ * time can follow the context at one work size (decode attention over the KV cache, 61M Qwen2 on
+ * an H100: 9 to 590 us per launch at gws 16x14 from window to window, where the window's coverage
+ * launch came within 1-15 % of the every-launch run's mean: 59.3 vs 59.6 us, 14.6 vs 14.3, 445 vs
+ * 490, 51.1 vs 51.5), but they come right after a phase change, where a small kernel can run a
+ * few us longer.  So: this window's picks when it has OWN_MIN; else its few picks topped up to
+ * OWN_MIN with its coverage launches' mean less their cold start (cold_start()); else the earlier
+ * windows' picks, else their coverage launches less the cold start */
 #define OWN_MIN 4
+static double cold_all_sum, cold_all_sq, cold_all_n; /* every shape's cold-start pairs */
+
+/* mean of n pairs when it stands out of their noise (3 at least, beyond 2 standard errors), else -1 */
+static double significant(double sum, double sq, double n)
+{
+    if (n < 3)
+        return -1;
+    double m = sum / n, var = (sq / n - m * m) * n / (n - 1);
+    return m * m * n > 4 * (var > 0 ? var : 0) ? m : -1;
+}
+
+/* the coverage launches' excess over the picks in windows that had both, the shape's first
+ * window left out (a process's first launches of a kernel carry one-off costs): the shape's own
+ * where it stands out of its noise, else every shape's, else none */
+static double cold_start(const prof_slot *h)
+{
+    double m = h ? significant(h->cold_sum, h->cold_sq, (double)h->cold_n) : -1;
+    if (m < 0 && !(h && h->cold_n >= 3 && significant(cold_all_sum, cold_all_sq, cold_all_n) < 0))
+        m = significant(cold_all_sum, cold_all_sq, cold_all_n);
+    return m > 0 ? m : 0;
+}
+
+static double less_cold(double f, double cold) { return f - cold > 0.05 * f ? f - cold : 0.05 * f; }
+
 static double shape_mean(const prof_slot *s, const prof_slot *h)
 {
     double wr = s ? (double)s->rtimed : 0, wR = s ? (double)s->rtotal_ns : 0;
@@ -344,18 +371,12 @@ static double shape_mean(const prof_slot *s, const prof_slot *h)
     double hf = h ? (double)(h->timed - h->rtimed) : 0, hF = h ? (double)(h->total_ns - h->rtotal_ns) : 0;
     if (wr >= OWN_MIN)
         return wR / wr;
-    if (wf > 0 && hf > 0 && hr > 0 && hF > 0) {
-        double predicted = hR / hr * ((wF / wf) / (hF / hf));
-        return (wR + (OWN_MIN - wr) * predicted) / OWN_MIN;
-    }
-    if (wr > 0)
-        return (wR + hR) / (wr + hr);
     if (wf > 0)
-        return wF / wf;
-    if (hr > 0)
-        return hR / hr;
+        return (wR + (OWN_MIN - wr) * less_cold(wF / wf, cold_start(h))) / OWN_MIN;
+    if (wr + hr > 0)
+        return (wR + hR) / (wr + hr);
     if (hf > 0)
-        return hF / hf;
+        return less_cold(hF / hf, cold_start(h));
     return -1;
 }
 
@@ -574,6 +595,16 @@ static void flush_window(int w)
             if (h < 0 && (h = slot_of(history, &k, 1)) >= 0)
                 history_used[history_n++] = &history[h];
             if (h >= 0) {
+                if (history[h].timed && s->rtimed && s->timed > s->rtimed) { /* both kinds: the cold start */
+                    double d = (double)(s->total_ns - s->rtotal_ns) / (double)(s->timed - s->rtimed) -
+                               (double)s->rtotal_ns / (double)s->rtimed;
+                    history[h].cold_sum += d;
+                    history[h].cold_sq += d * d;
+                    history[h].cold_n++;
+                    cold_all_sum += d;
+                    cold_all_sq += d * d;
+                    cold_all_n++;
+                }
                 history[h].timed += s->timed;
                 history[h].total_ns += s->total_ns;
                 history[h].rtimed += s->rtimed;

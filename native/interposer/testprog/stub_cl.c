@@ -7,9 +7,9 @@
  * launch i (from 0) of kernel object k "runs" from i * 100000 ns for
  *   stub_ns(k, i) = (1000 + 250 * ((k >> 4) % 16)) * (0.7 + 0.6 * u(i))   (u: a hash of i in [0, 1))
  * (clGetEventProfilingInfo START/END), plus STUB_ITEM_NS ns per 1024 work-items (default 0: time
- * independent of the size), times STUB_COLD=P,F's factor F for launches i with i % P < 16 (the
+ * independent of the size), plus STUB_COLD=P,NS's NS ns for launches i with i % P < 16 (the
  * first launch of each of 16 kernels in a window of P launches: a GPU's first kernels after a
- * phase change run slower), times 1 + i / P for STUB_RAMP=P (the launches of window k of P launches
+ * phase change run a few us longer), times 1 + i / P for STUB_RAMP=P (the launches of window k of P launches
  * take k + 1 times as long: attention over a growing context at one work size).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
  * as a GPU driver's event costs (NVIDIA: about 11 us). */
 #define CL_TARGET_OPENCL_VERSION 300
@@ -25,7 +25,7 @@ static uint64_t launches;
 static uintptr_t ring_kernel[RING];
 static double ring_items[RING];
 static long event_ns = -1;
-static double item_ns = -1, cold_factor = 1;
+static double item_ns = -1, cold_ns;
 static uint64_t cold_every, ramp_every;
 
 static void stub_config(void)
@@ -37,7 +37,7 @@ static void stub_config(void)
     v = getenv("STUB_COLD");
     if (v && strchr(v, ',')) {
         cold_every = strtoull(v, 0, 10);
-        cold_factor = atof(strchr(v, ',') + 1);
+        cold_ns = atof(strchr(v, ',') + 1);
     }
 }
 
@@ -57,10 +57,10 @@ uint64_t stub_ns(uintptr_t k, uint64_t i, double items)
     h ^= h >> 29;
     double u = (double)(h % 1000000) / 1e6;
     double ns = (1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u) + item_ns * items / 1024;
-    if (cold_every && i % cold_every < 16)
-        ns *= cold_factor;
     if (ramp_every)
         ns *= 1.0 + (double)(i / ramp_every);
+    if (cold_every && i % cold_every < 16)
+        ns += cold_ns;
     return (uint64_t)ns;
 }
 
