@@ -20,6 +20,8 @@ SIZES = {
     "pip-qwen2.5-1.5b": {"params": 1_543_714_304, "backend": "cpu", "kv": 57_344, "dtype": "fp32"},
     "pocl-qwen2-0.5b": {"params": 494_032_768, "backend": "opencl", "kv": 12_288, "dtype": "fp16"},
     "pocl-qwen2.5-1.5b": {"params": 1_543_714_304, "backend": "opencl", "kv": 28_672, "dtype": "fp16"},
+    "h100-qwen2-0.5b": {"params": 494_032_768, "backend": "opencl", "kv": 12_288, "dtype": "fp16"},
+    "h100-memlimit-qwen2.5-1.5b": {"params": 1_543_714_304, "backend": "opencl", "kv": 28_672, "dtype": "fp16"},
 }
 
 
