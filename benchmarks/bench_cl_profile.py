@@ -48,6 +48,16 @@ fixed 1 in 16 of then, total tokens / total decode time):
 Issue 27 (H100, 61M Qwen2 at ~1035 tok/s, 165 kernels/token): interposer x0.975, --cl-profile
 (fixed 1 in 16) x0.767.
 
+H100 80GB HBM3 (driver 580.159.04), 2026-12-07, hand-built MNN 3.6.1, 15 iterations x 64 new tokens, seed 1,
+5 interleaved runs per arm (benchmarks/gpu/profile_cost.sh, profile_intrusion.sh), median, paired median:
+  44M (768x6, MHA)       direct 421.0   interposer x1.008 (x0.998)   profile x0.991 (x0.961)   every launch x0.437
+  61M (896x4, GQA 14/2)  direct 715.3   interposer x1.025 (x0.966)   profile x0.814 (x0.859)   every launch x0.383
+  tiny (640K)            direct 1174.9  interposer x0.985 (x1.007)   profile x0.860 (x0.865)
+  61M again, 3 runs per arm on a noisier machine: interposer x0.916, profile-min x0.894 (x0.807), profile x0.765:
+  on the 61M most of the profiled arm's cost is there with only each kernel's first launch per window timed
+  (the profiling queue, the profiled launch path), not in the sampling the budget controls.
+Decode closure 102-106 % in every profiled run; the tiny model's prefill closure 84 % (cost 10 % there:
+its coverage launches, each kernel's first per window, are most of a ~1 ms prefill).
 PoCL synthetic, 2026-12-07, this project's shared 2-core VM (other jobs running: single runs vary
 2x, so only the paired ratios mean anything, and even they move by 10-20 % between calls):
     python benchmarks/bench_cl_profile.py --steps 8 --calls 12000 --kernels 32 --repeat 7 \
