@@ -141,6 +141,10 @@ static double timed_host_mean;   /* ... of a timed one */
  * the middle of a launch is not the profiler's cost (host_ns still gets the whole time) */
 static uint64_t timed_cap, untimed_cap;
 #define BUDGET_AIM 0.8 /* the rates aim at this share of the budget: noise stays within it */
+#define COVER_MAX 64
+static uint32_t cover_every[PHASE_N]; /* coverage in 1 window of the phase in this many (0: every one) */
+static uint64_t phase_windows[PHASE_N];
+static int cover_now = 1;             /* the current window times each kernel name's first launch */
 
 /* means over every window written so far, per command key: the estimate for launches a window
  * did not time */
@@ -166,6 +170,7 @@ typedef struct {
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
      * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
     uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
+    uint32_t cover_every; /* coverage in 1 window of its phase in this many */
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
@@ -537,8 +542,14 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         all_ns += (double)s->total_ns;
     }
     double per = (double)cost / (double)W->timed_host_n;
-    double spare = (per > 0 ? (BUDGET_AIM * budget * (double)wall - (double)fixed) / per : 1e18) - (double)nf;
+    double allowed = BUDGET_AIM * budget * (double)wall - (double)fixed;
     uint32_t ph = (uint32_t)(W->phase % PHASE_N);
+    /* coverage (each kernel name's first launch) in 1 window of the phase in N, N as small as the
+     * budget allows: in a short window (a tiny model's 1 ms prefill) timing every name's first
+     * launch alone can cost more than the budget */
+    double cover = per * (double)nf, every = cover <= 0 ? 1 : allowed <= 0 ? COVER_MAX : cover / allowed;
+    cover_every[ph] = every <= 1 ? 1 : every >= COVER_MAX ? COVER_MAX : (uint32_t)(every + 0.999);
+    double spare = (per > 0 ? allowed / per : 1e18) - (double)nf / cover_every[ph];
     for (size_t i = 0; i < nf; i++) {
         uint32_t f = touched[i];
         double share = 0.5 * (double)fcount[f] / all_n + 0.5 * (all_ns > 0 ? fns[f] / all_ns : (double)fcount[f] / all_n);
@@ -660,6 +671,7 @@ static void flush_window(int w)
             soak_json_uint(&j, "cost_ns", cost);
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
+            soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
             soak_json_uint(&j, "estimated_ns", est_ns);
             soak_json_uint(&j, "unestimated", unknown);
             soak_json_uint(&j, "untimed", W->dropped);
@@ -745,6 +757,9 @@ static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
     W->open = 1;
     W->epoch = epoch;
     W->phase = phase;
+    uint32_t ce = cover_every[phase % PHASE_N];
+    cover_now = ce <= 1 || phase_windows[phase % PHASE_N]++ % ce == 0;
+    W->cover_every = ce ? ce : 1;
     W->host_first = t0;
     soak_prof_epoch = epoch;
     soak_prof_phase = phase;
@@ -1001,7 +1016,7 @@ int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const siz
     int timed; /* 1: the sampler's pick; 2: for coverage (forced) */
     if (sample_every <= 1)
         timed = 1;
-    else if (__atomic_load_n(&name_timed[e->fam], __ATOMIC_RELAXED) != e->serial) {
+    else if (cover_now && __atomic_load_n(&name_timed[e->fam], __ATOMIC_RELAXED) != e->serial) {
         __atomic_store_n(&name_timed[e->fam], e->serial, __ATOMIC_RELAXED); /* the name's first in the window */
         timed = 2;
     } else if (SOAK_UNLIKELY(e->fresh) && !size_near(e->fam, e->bkt)) /* a size far from any timed one */

@@ -28,9 +28,10 @@ def profile_windows(stub, cl_build, tmp: Path, mode: str = "plain", launches: in
     interposer over the stub: the `profile` records."""
     driver, loop = stub
     tmp.mkdir()
+    env = {"LAUNCH_LOOP_WINDOWS": str(WINDOWS), **env}
     full = dict(os.environ, SOAK_CL_REAL_LIB=str(driver), SOAK_CL_STATS=str(tmp / "s.%p.stats"),
                 SOAK_CL_TRACE=str(tmp / "trace.jsonl"), SOAK_CL_MEM_RECORDS="0", SOAK_CL_PROFILE="1",
-                STUB_EVENT_NS=str(EVENT_NS), LAUNCH_LOOP_WINDOWS=str(WINDOWS), **env)
+                STUB_EVENT_NS=str(EVENT_NS), **env)
     proc = subprocess.run([str(loop), str(cl_build.lib), str(launches), mode, "1"], env=full,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -128,3 +129,22 @@ def test_a_kernel_that_slows_with_the_context_at_one_size_is_followed_window_by_
     assert abs(sum(est.values()) / sum(truth.values()) - 1) <= 0.10, (sum(est.values()), sum(truth.values()))
     last_truth, last_est = per_kernel(every[-1:], "total_ns"), per_kernel(sampled[-1:], "total_ns")
     assert abs(sum(last_est.values()) / sum(last_truth.values()) - 1) <= 0.15  # the 10x window, not the mean's 5.5x
+
+
+def test_coverage_thins_in_windows_too_short_for_it(stub, cl_build, tmp_path):
+    """A tiny model's prefill is ~1 ms: timing each kernel name's first launch in every window
+    alone costs more than the budget (H100: 10 % of the phase).  The coverage then runs in 1
+    window of the phase in N (`coverage_every`), the others get the earlier windows' means; counts
+    stay exact and the estimate close."""
+    n, w = 16 * 100 * 100, 100  # 100 windows of 1,600 launches (100 per kernel): ~0.2 ms each
+    every = profile_windows(stub, cl_build, tmp_path / "every", launches=n, SOAK_CL_PROFILE_SAMPLE="1",
+                            LAUNCH_LOOP_WINDOWS=str(w))
+    budget = profile_windows(stub, cl_build, tmp_path / "budget", launches=n, LAUNCH_LOOP_WINDOWS=str(w))
+    assert per_kernel(budget, "count") == per_kernel(every, "count")
+    later = budget[10:]
+    assert max(x["coverage_every"] for x in later) > 1, [x["coverage_every"] for x in budget]
+    timed = [sum(c.get("timed", c["count"]) for c in x["commands"]) for x in later]
+    assert sum(timed) / len(timed) < 16, timed  # fewer than every name's first launch in every window
+    truth, est = per_kernel(every, "total_ns"), per_kernel(budget, "total_ns")
+    assert abs(sum(est.values()) / sum(truth.values()) - 1) <= 0.10
+    assert all(x["unestimated"] == 0 for x in budget)
