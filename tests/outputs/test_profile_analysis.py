@@ -269,7 +269,8 @@ def test_sampled_windows_say_how_much_was_estimated(tmp_path):
             for c in e["commands"]:
                 if c["api"] == "clEnqueueNDRangeKernel":
                     c["timed"] = c["count"] // 16
-            e.update(sample=16, estimated_ns=2_000_000, unestimated=5, rate=16.0, cost_ns=500_000, budget_pct=5)
+            e.update(sample=16, estimated_ns=2_000_000, unestimated=5, rate=16.0, cost_ns=500_000, budget_pct=5,
+                     coverage_every=1 + e["epoch"] % 4)
         lines.append(json.dumps(e))
     (run / "events.jsonl").write_text("\n".join(lines) + "\n")
     d = profile_run(run)["phases"]["decode"]
@@ -280,6 +281,10 @@ def test_sampled_windows_say_how_much_was_estimated(tmp_path):
     assert "sampling   400 of 6400 launches timed (1 in 16); the others' 8.000 ms is their kernel's mean, " \
            "20 launches of kernels never timed (not counted)" in text
     assert "sampling   " not in text.split("== decode")[0]  # prefill and load: every launch timed
+    # windows too short to time every kernel's first launch within the budget: said, with the sparsest
+    assert d["coverage_every"] == max(1 + e % 4 for e in range(4))
+    assert f"coverage   each kernel's first launch timed in 1 window in up to {d['coverage_every']} " in text
+    assert "coverage   " not in text.split("== decode")[0]
     # the cost budget: the profiler's own host time against the phase's wall time (host spans)
     assert d["rate"] == 16 and d["cost_ns"] == 4 * 500_000 and d["budget_pct"] == 5
     assert d["cost_fraction"] == round(d["cost_ns"] / d["host_span_ns"], 4) > 0
