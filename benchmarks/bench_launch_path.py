@@ -30,7 +30,9 @@ stub and loop (500000 launches, best of 5 passes each; medians [range], ns per l
     off      plain 21.5 -> 21.1      shapes 21.5 -> 21.6     event 51.1 -> 50.9
     profile  plain 103.0 [102.6, 103.4] -> 46.8 [46.6, 46.8]   shapes 127.2 -> 48.0
              event 198.0 -> 142.9 (an event the application asks for: the object table)
-so the profiler's own part of an untimed launch went from 82-106 ns to 26 ns.
+so the profiler's own part of an untimed launch went from 82-106 ns to 26 ns.  After the size classes
+and coverage thinning (a fresh-size flag and a coverage flag read per launch), `--launches 500000
+--repeat 3`: interposer plain 19.3, profile plain 40.5 [40.4, 40.6], shapes 41.5, event 120.9 ns.
 """
 
 from __future__ import annotations
