@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("soak_tests_outputs_synthrun", Path(__file__).with_name("_synthrun.py"))
-synthrun = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthrun)
+sys.path.insert(0, str(Path(__file__).parent))  # the _helpers beside the tests (as tests/catalog, core, adb)
+
+import _synthrun as synthrun  # noqa: E402
 
 
 @pytest.fixture

@@ -367,12 +367,8 @@ def test_gate_does_not_rewrite_verdicts_json(clean):
 
 
 def test_ratchet_fails_unless_allowed(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    import _shapes as shapes  # tests/outputs/conftest.py puts this folder on sys.path
 
-    spec = importlib.util.spec_from_file_location("shapes", Path(__file__).with_name("_shapes.py"))
-    shapes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shapes)
     run = shapes.write_shape(tmp_path / "ratchet", "ratchet", seed=1, field="gpu_live_bytes", floor=43e6,
                              kv_per_token=235e3, max_turns=60, iterations=600, noise=5e6)
     r = _complete(run, "[memory]\nmax_leak_slope = 0\nseries = [\"gpu_live_bytes\"]\n")["memory.leak.gpu_live_bytes"]

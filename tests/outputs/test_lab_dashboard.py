@@ -11,22 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import importlib.util
-
+import _browser  # tests/outputs/conftest.py puts this folder on sys.path
+import _lab
 import pytest
 
 from soak import history
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"soak_tests_outputs{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_browser = _load("_browser")
-_lab = _load("_lab")
 
 NIGHT = "2026-11-{:02d}".format
 

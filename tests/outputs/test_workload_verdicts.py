@@ -8,24 +8,14 @@ series (tests/data/series/, made with tests/outputs/_series.py from real
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import _series as series  # tests/outputs/conftest.py puts this folder on sys.path
+import _shapes as shapes
 import pytest
 
 from soak.analysis.context_model import expected_kv_bytes_per_token
 from soak.analysis.verdicts import compute_verdicts, summary_lines
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"soak_tests_{name}", Path(__file__).with_name(f"_{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-shapes = _load("shapes")
-series = _load("series")
 
 
 def _v(run, field="rss"):
