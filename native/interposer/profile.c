@@ -361,7 +361,7 @@ static double significant(double sum, double sq, double n)
 static double cold_start(const prof_slot *h)
 {
     double m = h ? significant(h->cold_sum, h->cold_sq, (double)h->cold_n) : -1;
-    if (m < 0 && !(h && h->cold_n >= 3 && significant(cold_all_sum, cold_all_sq, cold_all_n) < 0))
+    if (m < 0)
         m = significant(cold_all_sum, cold_all_sq, cold_all_n);
     return m > 0 ? m : 0;
 }
@@ -413,14 +413,14 @@ static int by_fam_items(const void *a, const void *b)
     return x->items < y->items ? -1 : x->items > y->items ? 1 : 0;
 }
 
-static void points_build(prof_slot *const *used, size_t n)
+/* used[i]'s shape_mean is mean[i] */
+static void points_build(prof_slot *const *used, const double *mean, size_t n)
 {
     points_n = 0;
-    for (size_t i = 0; i < n; i++) { /* this window's shapes, with their history */
+    for (size_t i = 0; i < n; i++) { /* this window's timed shapes, with their history */
         const prof_slot *s = used[i];
-        double m = s->name[0] && s->timed ? shape_mean(s, history_of(s)) : -1;
-        if (m >= 0)
-            points[points_n++] = (shape_point){s->fam, s->api, items_of(s), m, s->name};
+        if (s->name[0] && s->timed && mean[i] >= 0)
+            points[points_n++] = (shape_point){s->fam, s->api, items_of(s), mean[i], s->name};
     }
     for (size_t i = 0; history && i < history_n; i++) { /* earlier shapes this window did not time */
         const prof_slot *h = history_used[i];
@@ -480,14 +480,13 @@ static double shape_interpolate(const prof_slot *s)
     return v < lo_v ? lo_v : v > hi_v ? hi_v : v;
 }
 
-/* device ns for a slot's untimed launches: the shape's mean (shape_mean), else from the kernel's
- * other shapes (shape_interpolate); launches with neither are `unestimated` */
-static uint64_t untimed_estimate(const prof_slot *s, uint64_t *unknown)
+/* device ns for a slot's untimed launches: the shape's mean m (shape_mean; -1: none), else from
+ * the kernel's other shapes (shape_interpolate); launches with neither are `unestimated` */
+static uint64_t untimed_estimate(const prof_slot *s, double m, uint64_t *unknown)
 {
     uint64_t left = s->count - s->timed;
     if (!left)
         return 0;
-    double m = shape_mean(s, history_of(s));
     if (m < 0 && s->name[0])
         m = shape_interpolate(s);
     if (m < 0) {
@@ -595,9 +594,12 @@ static void flush_window(int w)
     /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves */
     uint64_t unknown = 0, est_ns = 0;
     static uint64_t est[PROF_SLOTS];
-    points_build(used, n); /* estimates first: they read the measured totals of other slots */
+    static double mean[PROF_SLOTS];
+    for (size_t i = 0; i < n; i++) /* estimates first: they read the measured totals of other slots */
+        mean[i] = shape_mean(used[i], history_of(used[i]));
+    points_build(used, mean, n);
     for (size_t i = 0; i < n; i++)
-        est[i] = untimed_estimate(used[i], &unknown);
+        est[i] = untimed_estimate(used[i], mean[i], &unknown);
     for (size_t i = 0; i < n; i++) {
         prof_slot *s = used[i];
         if (s->timed && history) { /* this window's measured launches join the history */
