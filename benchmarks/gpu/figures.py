@@ -9,14 +9,13 @@ parameters and KV bytes per token from the manifest, and the root-cause rows of 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from soak.run_folder import read_events  # noqa: E402
+from soak.run_folder import SUMMARY, VERDICTS, read_events, read_json, read_manifest  # noqa: E402
 
 
 def _mb(x) -> str:
@@ -24,9 +23,9 @@ def _mb(x) -> str:
 
 
 def figures(run: Path) -> None:
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    verdicts = json.loads((run / "verdicts.json").read_text()) if (run / "verdicts.json").exists() else {}
-    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+    summary = read_json(run / SUMMARY) or {}
+    verdicts = read_json(run / VERDICTS) or {}
+    manifest = read_manifest(run) or {}
     model = manifest.get("model") or {}
     print(f"== {run.name}: backend {summary.get('backend_actual')} (asked {summary.get('backend_requested')}), "
           f"{summary.get('iterations')} iterations, {summary.get('elapsed_s', 0):.0f} s, end {summary.get('end_reason')}")
