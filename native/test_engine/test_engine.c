@@ -539,6 +539,51 @@ static int turn_fault(const fault *f, int *sticky, int *kv_fail, size_t *gpu_lea
     }
 }
 
+/* The faults that fire on a turn, as respond() and a forward turn both take them at its start: the
+ * ones turn_fault() acts on now, hangs (now, or at a step: hang_at), slow factors, and in `acts` (bit
+ * k = fault k) the ones that change what the turn produces (garbage, repeat, invalid UTF-8, empty,
+ * logits faults, a cl_error that corrupts). */
+typedef struct {
+    int sticky, kv_fail;
+    size_t gpu_leak;
+    double slow;
+    long hang_at;
+    const fault *hang_f;
+    uint64_t acts;
+} turn_plan;
+
+static turn_plan plan_turn(soak_engine *e) {
+    turn_plan p = {0, 0, 0, 1.0, -1, NULL, 0};
+    for (int k = 0; k < e->n_faults; k++) {
+        const fault *f = &e->faults[k];
+        if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
+        if (turn_fault(f, &p.sticky, &p.kv_fail, &p.gpu_leak)) continue;
+        switch (f->kind) {
+            case F_CL_ERROR:
+                if (json_bool(f->spec, "corrupt", 0)) p.acts |= 1ull << k;
+                break;
+            case F_HANG:
+                if (json_get(f->spec, "after_tokens")) p.hang_at = (long)json_number(f->spec, "after_tokens", 0), p.hang_f = f;
+                else do_hang(f);
+                break;
+            case F_SLOW: p.slow *= json_number(f->spec, "factor", 5); break;
+            case F_GARBAGE: case F_REPEAT: case F_INVALID_UTF8: case F_EMPTY:
+            case F_LOGITS_NOISE: case F_LOGITS_NONFINITE: case F_LOGITS_STALE:
+                p.acts |= 1ull << k;
+                break;
+            default: break;
+        }
+    }
+    return p;
+}
+
+/* whether a fault of `kind` is among the plan's acts */
+static int plan_acts(const soak_engine *e, const turn_plan *p, fault_kind kind) {
+    for (int k = 0; k < e->n_faults; k++)
+        if ((p->acts >> k & 1) && e->faults[k].kind == kind) return 1;
+    return 0;
+}
+
 /* What a turn's start prints and whether it fails, for respond() and a forward turn alike: a null
  * buffer's cascade (every op that reads it fails: real CL calls on the OpenCL path, NVIDIA's -9999
  * otherwise; the KV map fails; the call still ends normally), a failed KV map or a sticky error
@@ -591,33 +636,14 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
 
     long prompt_tokens = 1 + (long)prompt_len / 4;
     e->prompt_tokens = prompt_tokens; /* the prompt_over condition reads it */
-    double slow = 1.0;
-    int garbage = 0, repeat = 0, invalid = 0, empty = 0, sticky = 0, kv_fail = 0;
-    size_t gpu_leak = 0;
-    long hang_after = -1; /* hang "after_tokens": a decode stuck mid-stream */
-    const fault *hang_f = NULL;
     sink s = {cb, user, 0, 0};
 
-    for (int k = 0; k < e->n_faults; k++) {
-        const fault *f = &e->faults[k];
-        if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
-        if (turn_fault(f, &sticky, &kv_fail, &gpu_leak)) continue;
-        switch (f->kind) {
-            case F_CL_ERROR:
-                if (json_bool(f->spec, "corrupt", 0)) repeat = 1;
-                break;
-            case F_HANG:
-                if (json_get(f->spec, "after_tokens")) hang_after = (long)json_number(f->spec, "after_tokens", 0), hang_f = f;
-                else do_hang(f);
-                break;
-            case F_GARBAGE: garbage = 1; break;
-            case F_REPEAT: repeat = 1; break;
-            case F_INVALID_UTF8: invalid = 1; break;
-            case F_EMPTY: empty = 1; break;
-            case F_SLOW: slow *= json_number(f->spec, "factor", 5); break;
-            default: break;
-        }
-    }
+    turn_plan plan = plan_turn(e);
+    double slow = plan.slow;
+    int garbage = plan_acts(e, &plan, F_GARBAGE), invalid = plan_acts(e, &plan, F_INVALID_UTF8);
+    int repeat = plan_acts(e, &plan, F_REPEAT) || plan_acts(e, &plan, F_CL_ERROR); /* a corrupting cl_error */
+    int empty = plan_acts(e, &plan, F_EMPTY), kv_fail = plan.kv_fail;
+    long hang_after = plan.hang_at; /* hang "after_tokens": a decode stuck mid-stream */
     e->prompt_tokens = -1;
     if (e->iteration >= 0) e->conv_turns++; /* turns_before: this turn counts for the next ones */
 
@@ -631,9 +657,9 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
 
     /* MNN grows its KV cache in 64-token chunks; a failed map is fatal for the call. */
     (void)before;
-    if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
+    if (e->cl && cl_path_step(e->cl, e->history_tokens, plan.gpu_leak) != 0) kv_fail = 1;
     if (e->null_buffer && !kv_fail) garbage = 1;
-    if (turn_errors(e, kv_fail, sticky, prompt_tokens)) return SOAK_OK;  /* MNN returns normally */
+    if (turn_errors(e, kv_fail, plan.sticky, prompt_tokens)) return SOAK_OK;  /* MNN returns normally */
 
     double t0 = now_s();
     int generated = 0;
@@ -678,7 +704,7 @@ SOAK_EXPORT int soak_engine_respond(soak_engine *e, const char *prompt, size_t p
             emit(&s, piece, (size_t)n);
         }
         generated++;
-        if (generated == hang_after) do_hang(hang_f);
+        if (generated == hang_after) do_hang(plan.hang_f);
         sleep_s(per_token);
         if (!garbage && !repeat && !invalid && rng_unit(&rs) < e->stop_p) { finished = 1; break; }
     }
@@ -867,34 +893,19 @@ static void logits_faults(soak_engine *e) {
  * Returns SOAK_OK, or SOAK_ERR_ENGINE when the turn failed (status set). */
 static int turn_faults(soak_engine *e, long prompt_tokens) {
     synth_model *m = &e->m;
-    int sticky = 0, kv_fail = 0;
-    size_t gpu_leak = 0;
+    turn_plan plan = plan_turn(e);
+    /* the kinds that act on the logits (invalid UTF-8 and empty act on respond()'s text only) */
     m->turn_faults = 0;
-    m->slow = 1.0;
-    m->hang_step = -1;
-    m->hang_f = NULL;
-    for (int k = 0; k < e->n_faults; k++) {
-        const fault *f = &e->faults[k];
-        if (!fires(e, f, "decode") && !(f->kind == F_KV_MAP_ERROR && fires(e, f, "prefill"))) continue;
-        if (turn_fault(f, &sticky, &kv_fail, &gpu_leak)) continue;
-        switch (f->kind) {
-            case F_CL_ERROR:
-                if (json_bool(f->spec, "corrupt", 0)) m->turn_faults |= 1ull << k;
-                break;
-            case F_HANG:
-                if (json_get(f->spec, "after_tokens")) m->hang_step = (long)json_number(f->spec, "after_tokens", 0), m->hang_f = f;
-                else do_hang(f);
-                break;
-            case F_SLOW: m->slow *= json_number(f->spec, "factor", 5); break;
-            case F_GARBAGE: case F_REPEAT: case F_LOGITS_NOISE: case F_LOGITS_NONFINITE: case F_LOGITS_STALE:
-                m->turn_faults |= 1ull << k;
-                break;
-            default: break;
-        }
-    }
+    for (int k = 0; k < e->n_faults; k++)
+        if ((plan.acts >> k & 1) && e->faults[k].kind != F_INVALID_UTF8 && e->faults[k].kind != F_EMPTY)
+            m->turn_faults |= 1ull << k;
+    m->slow = plan.slow;
+    m->hang_step = plan.hang_at;
+    m->hang_f = plan.hang_f;
+    int kv_fail = plan.kv_fail;
     e->history_tokens += prompt_tokens;
-    if (e->cl && cl_path_step(e->cl, e->history_tokens, gpu_leak) != 0) kv_fail = 1;
-    if (turn_errors(e, kv_fail, sticky, prompt_tokens)) return SOAK_ERR_ENGINE;
+    if (e->cl && cl_path_step(e->cl, e->history_tokens, plan.gpu_leak) != 0) kv_fail = 1;
+    if (turn_errors(e, kv_fail, plan.sticky, prompt_tokens)) return SOAK_ERR_ENGINE;
     return SOAK_OK;
 }
 
