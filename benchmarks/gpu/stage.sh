@@ -13,6 +13,7 @@ grep -qx '/.devcarry/' .git/info/exclude || echo '/.devcarry/' >> .git/info/excl
 mkdir -p $D/mnn $D/icd $D/bin $D/models $D/site $D/mnninc $D/cache/native
 cp $B/libMNN.so $B/libllm.so $B/express/libMNN_Express.so $B/source/backend/opencl/libMNN_CL.so $D/mnn/
 cp $B/llm_demo $B/llm_bench $D/bin/
+cc -O2 native/interposer/testprog/queue_cost.c -ldl -o $D/bin/queue_cost   # what timing a launch costs, each way
 cp -L "$(command -v zstd)" $D/bin/            # static libzstd; unpacks the models there (tools/model_pack.py)
 rm -rf $D/mnninc/include && cp -rL $S/include $D/mnninc/include   # MNN's API headers: the C++ reproducer's build
 cp -L /usr/lib/x86_64-linux-gnu/libOpenCL.so.1 $D/

@@ -1,11 +1,15 @@
 /* --cl-profile (SOAK_CL_PROFILE=1): device time per kernel and transfer, device idle gaps,
  * host time per entry point.
  *
- * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE.  Every enqueue is counted (per kernel
- * name and work sizes, or per transfer entry point).  Timed commands get an event (the engine's,
- * retained, or one of ours, released here): every transfer and other non-kernel command, each
- * kernel name's first launch in a window, and one other kernel launch in N per kernel name at a
- * jittered interval from a fixed seed: N is SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch),
+ * Timed commands run on a twin of the engine's queue that profiles, in the engine's order (twin.c:
+ * a profiling queue made every launch on it slower on NVIDIA, timed or not); with
+ * SOAK_CL_PROFILE_QUEUE=engine or SOAK_CL_PROFILE_SAMPLE=1 the engine's queues get
+ * CL_QUEUE_PROFILING_ENABLE instead.  Every enqueue is counted (per kernel name and work sizes, or
+ * per transfer entry point).  Timed commands get an event (the engine's, retained, or one of ours,
+ * released here): each kernel name's and transfer entry point's first in a window, and one other in N
+ * per kernel name (per entry point for transfers) at a jittered interval from a fixed seed (with the
+ * engine's queues profiling: every transfer and other non-kernel command; on twins a map, unmap,
+ * marker or barrier goes untimed): N is SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch),
  * fixed with SOAK_CL_PROFILE_BUDGET=0, else adapted per kernel name and phase at each window's
  * end so that the profiler's own host time (timed launches beyond untimed ones, reading events,
  * writing records: `cost_ns`) stays within the budget (default 5 %) of the phase's wall time
@@ -61,7 +65,7 @@ typedef struct {
     uint32_t dim;
     uint64_t gws[3], lws[3];
     char name[96];
-    uint32_t fam;                                   /* name_hash(name) */
+    uint32_t fam;                                   /* name_hash(name); not a kernel: NAME_SLOTS + api */
     uint64_t count, timed, total_ns, bytes, max_ns; /* count: every enqueue; the rest: the timed ones */
     uint64_t rtimed, rtotal_ns;                     /* the sampler's picks among the timed (random samples) */
     double cold_sum, cold_sq;                       /* history: coverage launches' mean beyond the picks' in */
@@ -90,7 +94,10 @@ static uint64_t serial = 1;        /* the current window's serial: slot numbers 
 /* per kernel name (hashed; names sharing an entry share it): the last window that timed one of
  * its launches because it was the name's first there */
 #define NAME_SLOTS 1024
-static uint64_t name_timed[NAME_SLOTS];
+/* families: kernel names by hash, then one per entry point (transfers on twin queues, never sharing
+ * a kernel name's entry) */
+#define FAM_N (NAME_SLOTS + SOAK_N_API)
+static uint64_t name_timed[FAM_N];
 static uint32_t name_hash(const char *name)
 {
     uint64_t h = 1469598103934665603ull;
@@ -108,7 +115,7 @@ static uint64_t rng = 0x9E3779B97F4A7C15ull;
  * lies within a few steps of a timed one (shape_interpolate) */
 #define SIZE_STEP 1.25
 #define SIZE_CLASSES 128
-static uint64_t size_known[NAME_SLOTS][SIZE_CLASSES / 64];
+static uint64_t size_known[FAM_N][SIZE_CLASSES / 64];
 static uint32_t size_class(uint32_t dim, const uint64_t *g)
 {
     double n = 1;
@@ -133,8 +140,8 @@ static void size_mark(uint32_t fam, uint32_t c)
  * its next timed one, and its rate (1 in N) per phase; 0: not set yet (sample_every) */
 #define PHASE_N 8
 #define RATE_MAX 1000000
-static uint32_t fam_skip[NAME_SLOTS];
-static uint32_t fam_rate[PHASE_N][NAME_SLOTS];
+static uint32_t fam_skip[FAM_N];
+static uint32_t fam_rate[PHASE_N][FAM_N];
 static double untimed_host_mean; /* host ns of an untimed launch over earlier windows (the cost's baseline) */
 static double timed_host_mean;   /* ... of a timed one */
 /* the cost counts a launch's host time up to 4x these means (+2 us): a thread descheduled in
@@ -170,6 +177,7 @@ typedef struct {
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
      * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
     uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
+    uint64_t twin_ns, twin_n; /* transfers timed on twin queues: their redirection's host ns, how many */
     uint32_t cover_every; /* coverage in 1 window of its phase in this many */
     prof_slot *slots;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
@@ -248,8 +256,9 @@ void soak_profile_init(void)
         else
             budget = pct / 100;
     }
+    soak_twin_init((int)(sample_every > 1 ? 2 : 1));
     if (sample_every > 1) /* each family's first pick, like every later one, after a uniform skip */
-        for (int i = 0; i < NAME_SLOTS; i++)
+        for (int i = 0; i < FAM_N; i++)
             fam_skip[i] = (uint32_t)next_skip(sample_every);
     windows[0].open = 1;
     windows[0].host_first = soak_now_ns();
@@ -262,7 +271,7 @@ static SOAK_TLS cl_queue_properties props_buf[64];
 
 const cl_queue_properties *soak_profile_props(const cl_queue_properties *props)
 {
-    if (!soak_g.profile)
+    if (!soak_g.profile || soak_twin_on) /* twin queues: the engine's stay as it made them */
         return props;
     size_t n = 0, found = 0;
     if (props)
@@ -304,7 +313,7 @@ static int slot_of(prof_slot *slots, const prof_key *k, int create)
             memcpy(s->gws, k->gws, sizeof s->gws);
             memcpy(s->lws, k->lws, sizeof s->lws);
             snprintf(s->name, sizeof s->name, "%s", k->name);
-            s->fam = name_hash(k->name);
+            s->fam = k->name[0] ? name_hash(k->name) : NAME_SLOTS + k->api;
             return (int)(s - slots);
         }
         if (s->api == k->api && s->dim == k->dim && !memcmp(s->gws, k->gws, sizeof s->gws) &&
@@ -317,7 +326,8 @@ static int slot_of(prof_slot *slots, const prof_key *k, int create)
 static int slot_for(prof_slot *slots, const soak_call *c)
 {
     static const uint64_t zero[3] = {0, 0, 0};
-    prof_key k = {c->id, c->dim, c->gws, c->has_lws ? c->lws : zero, c->kernel};
+    /* a command without work sizes (a transfer) has none in its key: c's gws/lws are only set for launches */
+    prof_key k = {c->id, c->dim, c->dim ? c->gws : zero, c->dim && c->has_lws ? c->lws : zero, c->kernel};
     return slot_of(slots, &k, 1);
 }
 
@@ -490,7 +500,9 @@ static uint64_t untimed_estimate(const prof_slot *s, double m, uint64_t *unknown
     if (m < 0 && s->name[0])
         m = shape_interpolate(s);
     if (m < 0) {
-        *unknown += left;
+        /* with twin queues a map, unmap, marker or barrier is never timed: no estimate is expected */
+        if (!soak_twin_on || (soak_api_flags[s->api] & SOAK_API_TWIN))
+            *unknown += left;
         return 0;
     }
     return (uint64_t)(m * (double)left + 0.5);
@@ -504,12 +516,13 @@ static int by_total(const void *a, const void *b)
 
 /* the profiler's own host time in window W that grows with the launches it times: their host
  * time beyond what untimed launches take (the event: what costs in a GPU driver), plus reading
- * events; W->flush_ns (ending the window before, writing its record) is the fixed part */
+ * events and timing transfers on twin queues; W->flush_ns (ending the window before, writing its
+ * record) is the fixed part */
 static uint64_t timed_cost(const window *W)
 {
     double base = W->untimed_host_n ? (double)W->untimed_host_ns / (double)W->untimed_host_n : untimed_host_mean;
     double extra = (double)W->timed_host_ns - base * (double)W->timed_host_n;
-    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns;
+    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns + W->twin_ns;
 }
 
 /* the cost budget: from window W's cost per timed launch and wall time (host span), how many
@@ -523,16 +536,17 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
     uint64_t wall = W->host_last > W->host_first ? W->host_last - W->host_first : 0;
     if (budget <= 0 || sample_every <= 1 || !wall || !W->timed_host_n)
         return;
-    static uint64_t fcount[NAME_SLOTS];
-    static double fns[NAME_SLOTS];
-    static uint32_t touched[NAME_SLOTS];
+    static uint64_t fcount[FAM_N];
+    static double fns[FAM_N];
+    static uint32_t touched[FAM_N];
     size_t nf = 0;
     double all_n = 0, all_ns = 0;
     for (size_t i = 0; i < n; i++) {
         const prof_slot *s = used[i];
-        if (s->api != SOAK_ID_clEnqueueNDRangeKernel || !s->name[0])
+        /* kernel families, and with twin queues the transfer entry points (sampled as they are) */
+        if (s->api == SOAK_ID_clEnqueueNDRangeKernel ? !s->name[0] : !soak_twin_on || !s->timed)
             continue;
-        uint32_t f = name_hash(s->name);
+        uint32_t f = s->fam;
         if (!fcount[f])
             touched[nf++] = f;
         fcount[f] += s->count;
@@ -540,7 +554,7 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         all_n += (double)s->count;
         all_ns += (double)s->total_ns;
     }
-    double per = (double)cost / (double)W->timed_host_n;
+    double per = (double)cost / (double)(W->timed_host_n + W->twin_n);
     double allowed = BUDGET_AIM * budget * (double)wall - (double)fixed;
     uint32_t ph = (uint32_t)(W->phase % PHASE_N);
     /* coverage (each kernel name's first launch) in 1 window of the phase in N, N as small as the
@@ -674,6 +688,7 @@ static void flush_window(int w)
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
+            soak_json_str(&j, "queue", soak_twin_on ? "twin" : "engine");
             soak_json_uint(&j, "estimated_ns", est_ns);
             soak_json_uint(&j, "unestimated", unknown);
             soak_json_uint(&j, "untimed", W->dropped);
@@ -743,6 +758,7 @@ static void flush_window(int w)
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
     W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
+    W->twin_ns = W->twin_n = 0;
 }
 
 /* a later epoch or another phase began: the current window ends (written once its commands
@@ -889,8 +905,32 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
     if (ev && !hold(ev, own))
         ev = 0;
     pthread_mutex_lock(&plock);
-    enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes, 0);
+    enqueue_locked(slot_for(windows[cur].slots, c), ev, own, bytes, c->prof_timed == 2);
     pthread_mutex_unlock(&plock);
+}
+
+static int fam_want(uint32_t fam);
+
+int soak_prof_cmd_want(soak_call *c, int can_twin)
+{
+    if (!soak_twin_on)
+        return c->prof_timed = 1; /* the engine's queues profile: every command */
+    if (!can_twin)
+        return c->prof_timed = 0;
+    uint32_t f = NAME_SLOTS + c->id; /* the entry point's family */
+    uint64_t ser = __atomic_load_n(&serial, __ATOMIC_RELAXED);
+    if (cover_now && __atomic_load_n(&name_timed[f], __ATOMIC_RELAXED) != ser) {
+        __atomic_store_n(&name_timed[f], ser, __ATOMIC_RELAXED); /* the entry point's first in the window */
+        return c->prof_timed = 2;
+    }
+    return c->prof_timed = fam_want(f);
+}
+
+void soak_prof_twin_cost(uint64_t ns)
+{
+    window *W = &windows[cur];
+    SOAK_ADD(&W->twin_ns, ns);
+    SOAK_ADD(&W->twin_n, 1);
 }
 
 /* ---- kernel launches: the per-thread cache ---- */
