@@ -5,6 +5,8 @@
 # size at a phone-like budget, and sampled vs every-launch kernel totals with closure per phase.
 #   run(command="bash benchmarks/gpu/real_sizes.sh", carry=[".devcarry"])        (after stage.sh here)
 #   SMOKE=1 bash benchmarks/gpu/real_sizes.sh                                     (a dry run on PoCL)
+#   CLOSURE_ONLY=1 CLOSURE_REPEAT=2: only the sampled vs every-launch rounds (a profiler change re-measured);
+#   SIZES may also name a model staged in .devcarry (qwen2-768x6: the 44M MHA one)
 set -u
 source benchmarks/gpu/env.sh
 SIZES=${SIZES:-"qwen2-0.5b qwen2.5-1.5b"}
@@ -12,8 +14,10 @@ SIZES=${SIZES:-"qwen2-0.5b qwen2.5-1.5b"}
 declare -A LIMIT=([qwen2-0.5b]=295M [qwen2.5-1.5b]=890M)
 ITER=${ITER:-16}; NEW=${NEW:-64}; CPU_ITER=${CPU_ITER:-6}
 W="--seed 1 --max-new-tokens $NEW --max-turns 4 --quiet --out $OUT/runs"
-for M in $SIZES; do unpack $M tools/models/$M.tar.zst; done
+mpath() { [ -f $D/$1/config.json ] && echo $D/$1/config.json || echo $MODELS/$1/config.json; }  # staged, or unpacked
+for M in $SIZES; do [ -f tools/models/$M.tar.zst ] && unpack $M tools/models/$M.tar.zst; done
 for M in $SIZES; do
+  [ -n "${CLOSURE_ONLY:-}" ] && break   # CLOSURE_ONLY=1: only the sampled vs every-launch rounds below
   C=$MODELS/$M/config.json
   python3 - "$C" "$CLCACHE" <<'PY'   # llm_bench's config: the same files, the same kernel cache as soak's runs
 import json, sys
@@ -41,8 +45,8 @@ for M in $SIZES; do
   say "$M: sampled vs every-launch profile ($(left) s left)"
   BCL="--cl-real-lib $D/libOpenCL.so.1 --thread-num 68"; [ -n "${SMOKE:-}" ] && BCL="--cl-gpu-override --thread-num 65"
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_cl_profile.py --engine lib --engine-lib $D/libsoak_mnn_shim.so \
-    --plugin $D/mnn/libMNN_CL.so --model $MODELS/$M/config.json $BCL --tmp-path $CLCACHE --iterations 6 \
-    --max-new-tokens 32 --repeat 1 --arms profile,profile-all 2>&1 | tee $OUT/closure-$M.txt
+    --plugin $D/mnn/libMNN_CL.so --model $(mpath $M) $BCL --tmp-path $CLCACHE --iterations 6 \
+    --max-new-tokens 32 --repeat ${CLOSURE_REPEAT:-1} --arms profile,profile-all 2>&1 | tee $OUT/closure-$M.txt
 done
-cd $OUT && tar czf sizes.tgz runs *.txt && rm -rf runs *.txt   # one file back (the device returns 8 at most)
+mkdir -p $OUT/runs; cd $OUT && tar czf sizes.tgz runs *.txt && rm -rf runs *.txt   # one file back (the device returns 8 at most)
 say done
