@@ -350,11 +350,24 @@ static double items_of(const prof_slot *s) /* work-items of a launch of this sha
  * an H100: 9 to 590 us per launch at gws 16x14 from window to window, where the window's coverage
  * launch came within 1-15 % of the every-launch run's mean: 59.3 vs 59.6 us, 14.6 vs 14.3, 445 vs
  * 490, 51.1 vs 51.5), but they come right after a phase change, where a small kernel can run a
- * few us longer.  So: this window's picks when it has OWN_MIN; else its few picks topped up to
- * OWN_MIN with its coverage launches' mean less their cold start (cold_start()); else the earlier
- * windows' picks, else their coverage launches less the cold start */
+ * few us longer.  And in prefill one kernel at one work size serves several layers' projections of
+ * different depths (61M Qwen2, H100: 147 and 720 us in one window at gws Nx112), each launched once a
+ * window at a size that follows the prompt, so the coverage launch is always the same layer's.  So:
+ * this window's picks when it has OWN_MIN; else its few picks topped up to OWN_MIN with its coverage
+ * launches' mean related to the picks as they related in earlier windows of the phase, per kernel
+ * (cover_relate(): a difference, the cold start, or a ratio, another layer), else less their cold
+ * start (cold_start()); else the earlier windows' picks, else their coverage launches less the cold
+ * start */
 #define OWN_MIN 4
 static double cold_all_sum, cold_all_sq, cold_all_n; /* every shape's cold-start pairs */
+/* per phase and kernel family, windows with both picks and coverage launches of a shape (the family's
+ * first window left out): d = coverage mean - picks mean, r = picks mean / coverage mean */
+typedef struct {
+    double d_sum, d_sq, r_sum, r_sq, n;
+} cover_pairs;
+static cover_pairs cover_rel[PHASE_N][FAM_N];
+static uint8_t fam_seen[FAM_N];
+static uint64_t flush_phase; /* the phase of the window being written */
 
 /* mean of n pairs when it stands out of their noise (3 at least, beyond 2 standard errors), else -1 */
 static double significant(double sum, double sq, double n)
@@ -378,6 +391,42 @@ static double cold_start(const prof_slot *h)
 
 static double less_cold(double f, double cold) { return f - cold > 0.05 * f ? f - cold : 0.05 * f; }
 
+/* the picks' mean from coverage mean f, by how they related in the family's earlier windows of this
+ * phase: the model (difference or ratio) that varied less across them, relative to its mean; -1 with
+ * fewer than 3 windows.  A cold start is a fixed excess (a difference); another layer of another
+ * depth at the prompt's size is a factor (a ratio) */
+static double cover_relate(uint32_t fam, double f)
+{
+    const cover_pairs *p = &cover_rel[flush_phase % PHASE_N][fam];
+    if (p->n < 3)
+        return -1;
+    double dm = p->d_sum / p->n, rm = p->r_sum / p->n;
+    double dv = p->d_sq / p->n - dm * dm, rv = p->r_sq / p->n - rm * rm;
+    double dcv = dm != 0 ? sqrt(dv > 0 ? dv : 0) / fabs(dm) : 1e9, rcv = rm > 0 ? sqrt(rv > 0 ? rv : 0) / rm : 1e9;
+    return rcv < dcv ? f * rm : less_cold(f, dm > 0 ? dm : 0);
+}
+
+/* a window's shapes with picks and coverage launches: how the two related, per phase and family */
+static void cover_learn(const window *W, prof_slot *const *used, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const prof_slot *s = used[i];
+        if (s->rtimed && s->timed > s->rtimed && fam_seen[s->fam]) {
+            double f = (double)(s->total_ns - s->rtotal_ns) / (double)(s->timed - s->rtimed);
+            double p = (double)s->rtotal_ns / (double)s->rtimed;
+            cover_pairs *c = &cover_rel[W->phase % PHASE_N][s->fam];
+            if (f > 0) {
+                c->d_sum += f - p, c->d_sq += (f - p) * (f - p);
+                c->r_sum += p / f, c->r_sq += (p / f) * (p / f);
+                c->n++;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (used[i]->timed)
+            fam_seen[used[i]->fam] = 1;
+}
+
 static double shape_mean(const prof_slot *s, const prof_slot *h)
 {
     double wr = s ? (double)s->rtimed : 0, wR = s ? (double)s->rtotal_ns : 0;
@@ -386,8 +435,10 @@ static double shape_mean(const prof_slot *s, const prof_slot *h)
     double hf = h ? (double)(h->timed - h->rtimed) : 0, hF = h ? (double)(h->total_ns - h->rtotal_ns) : 0;
     if (wr >= OWN_MIN)
         return wR / wr;
-    if (wf > 0)
-        return (wR + (OWN_MIN - wr) * less_cold(wF / wf, cold_start(h))) / OWN_MIN;
+    if (wf > 0) {
+        double c = cover_relate(s->fam, wF / wf);
+        return (wR + (OWN_MIN - wr) * (c >= 0 ? c : less_cold(wF / wf, cold_start(h)))) / OWN_MIN;
+    }
     if (wr + hr > 0)
         return (wR + hR) / (wr + hr);
     if (hf > 0)
@@ -609,11 +660,13 @@ static void flush_window(int w)
     uint64_t unknown = 0, est_ns = 0;
     static uint64_t est[PROF_SLOTS];
     static double mean[PROF_SLOTS];
+    flush_phase = W->phase;
     for (size_t i = 0; i < n; i++) /* estimates first: they read the measured totals of other slots */
         mean[i] = shape_mean(used[i], history_of(used[i]));
     points_build(used, mean, n);
     for (size_t i = 0; i < n; i++)
         est[i] = untimed_estimate(used[i], mean[i], &unknown);
+    cover_learn(W, used, n); /* after this window's estimates: from the next one on */
     for (size_t i = 0; i < n; i++) {
         prof_slot *s = used[i];
         if (s->timed && history) { /* this window's measured launches join the history */

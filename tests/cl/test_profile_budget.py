@@ -192,3 +192,24 @@ def test_a_bad_profile_queue_setting_is_named_and_twins_are_kept(stub, cl_build,
     assert "SOAK_CL_PROFILE_QUEUE=both: not twin or engine; timing on twin queues" in proc.stderr
     recs = [json.loads(x) for x in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert {r["queue"] for r in recs if r.get("type") == "profile"} == {"twin"}
+
+
+def test_prefill_layers_sharing_a_kernel_and_size_are_not_estimated_from_the_first(stub, cl_build, tmp_path):
+    """Prefill: one GEMM kernel at one work size serves several layers' projections of different
+    depths (61M Qwen2 on an H100: gemm_b4_c8_int4_buf at gws Nx112 ran 147 us for one and 720 us for
+    another in the same window), each launched a few times per window, at a size that follows the
+    prompt.  Each name's first launch in a window is timed for coverage and is always the same
+    (lightest) layer here, and there are few picks: the estimate learns how the picks relate to the
+    coverage launch (a ratio: both follow the prompt length) instead of standing the first layer in
+    for all.  The stub: 16 kernel objects, 4 per name, 1000-4750 ns x (1 + items/1024)."""
+    n = 16 * 8 * 40  # 40 windows of 8 launches of each object (32 per name)
+    env = {"STUB_NAMES": "4", "STUB_OBJ_ITEMS": "1", "LAUNCH_LOOP_WINDOWS": "40", "SOAK_CL_PROFILE_BUDGET": "0"}
+    every = profile_windows(stub, cl_build, tmp_path / "every", "prefill", launches=n, SOAK_CL_PROFILE_SAMPLE="1", **env)
+    sampled = profile_windows(stub, cl_build, tmp_path / "sampled", "prefill", launches=n, **env)
+    truth, est = per_kernel(every, "total_ns"), per_kernel(sampled, "total_ns")
+    assert len(truth) == 4 and per_kernel(sampled, "count") == per_kernel(every, "count")
+    timed = sum(per_kernel(sampled, "timed").values())
+    assert timed < n / 4, timed  # sampled: few picks per name and window
+    assert abs(sum(est.values()) / sum(truth.values()) - 1) <= 0.10, (sum(est.values()), sum(truth.values()))
+    for k in truth:
+        assert abs(est[k] / truth[k] - 1) <= 0.15, (k, est[k], truth[k])

@@ -8,7 +8,9 @@
            and released then (objects alive while others come and go); shapes: like plain,
            each kernel object with two work sizes in turn; grow: like plain, but the last of the
            16 kernels (an attention over a growing context) launches at 64 x (1 + t % 256) by 64
-           work-items, t = the launch's round of 16 (one decode token)
+           work-items, t = the launch's round of 16 (one decode token); prefill: like plain, but
+           every kernel launches at 64 x (1 + (7 w) % 29) by 64 work-items in window w (a prompt
+           length per window; LAUNCH_LOOP_WINDOWS)
  *     16 kernel objects in turn; prints "ns_per_launch X" (best of REPEAT runs of N, default 5)
  *     and "launches L" (all of them)
  *   LAUNCH_LOOP_WINDOWS=W: through the interposer, each run of N is cut into W profile windows:
@@ -65,7 +67,7 @@ static double now_ns(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: launch_loop LIB N [plain|event|keep|shapes|grow] [REPEAT]\n");
+        fprintf(stderr, "usage: launch_loop LIB N [plain|event|keep|shapes|grow|prefill] [REPEAT]\n");
         return 2;
     }
     void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -77,7 +79,7 @@ int main(int argc, char **argv)
     const char *mode = argc > 3 ? argv[3] : "plain";
     int repeat = argc > 4 ? atoi(argv[4]) : 5;
     int keep = !strcmp(mode, "keep"), with_event = keep || !strcmp(mode, "event"), shapes = !strcmp(mode, "shapes");
-    int grow = !strcmp(mode, "grow");
+    int grow = !strcmp(mode, "grow"), prefill = !strcmp(mode, "prefill");
     cl_event *held = keep ? calloc((size_t)n / 97 + 1, sizeof *held) : 0;
     long n_held = 0;
     pfn_enqueue enqueue = (pfn_enqueue)dlsym(h, "clEnqueueNDRangeKernel");
@@ -103,6 +105,9 @@ int main(int argc, char **argv)
             size_t gg[2] = {64 * (1 + (size_t)(i / 16) % 256), 64};
             if (grow)
                 g = i % 16 == 15 ? gg : gws[0];
+            size_t gp[2] = {64 * (1 + (size_t)(7 * (per_window ? i / per_window : 0)) % 29), 64};
+            if (prefill)
+                g = gp;
             cl_event ev = 0;
             if (enqueue(q, k, 2, 0, g, lws, 0, 0, with_event ? &ev : 0) != CL_SUCCESS)
                 return 3;

@@ -10,7 +10,10 @@
  * independent of the size), plus STUB_COLD=P,NS's NS ns for launches i with i % P < 16 (the
  * first launch of each of 16 kernels in a window of P launches: a GPU's first kernels after a
  * phase change run a few us longer), times 1 + i / P for STUB_RAMP=P (the launches of window k of P launches
- * take k + 1 times as long: attention over a growing context at one work size).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
+ * take k + 1 times as long: attention over a growing context at one work size).  STUB_NAMES=G: kernel
+ * object k is named by (k >> 4) % G (G objects share a name, as one GEMM kernel serves several
+ * layers' projections of different depths); STUB_OBJ_ITEMS=1: the size term is per object too,
+ * stub_ns(k, i) x (1 + items / 1024) (a GEMM: each projection's time follows the prompt length).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
  * as a GPU driver's event costs (NVIDIA: about 11 us).  STUB_PROFQ_NS=N: a launch on a queue that profiles
  * spins N ns more, event or not (NVIDIA: a few us); the application's queue (any handle but the twin's)
  * profiles when STUB_QUEUE_PROFILING=1, the twin queue soak makes beside it (clCreateCommandQueue*)
@@ -35,11 +38,17 @@ static int app_profiles;
 static uint64_t profiled, markers, barriers;
 static double item_ns = -1, cold_ns;
 static uint64_t cold_every, ramp_every;
+static int obj_items, names = 26;
 
 static void stub_config(void)
 {
     const char *v = getenv("STUB_ITEM_NS");
     item_ns = v ? atof(v) : 0;
+    v = getenv("STUB_OBJ_ITEMS");
+    obj_items = v && atoi(v) == 1;
+    v = getenv("STUB_NAMES");
+    if (v && atoi(v) >= 1 && atoi(v) <= 26)
+        names = atoi(v);
     v = getenv("STUB_RAMP");
     ramp_every = v ? strtoull(v, 0, 10) : 0;
     v = getenv("STUB_COLD");
@@ -65,6 +74,8 @@ uint64_t stub_ns(uintptr_t k, uint64_t i, double items)
     h ^= h >> 29;
     double u = (double)(h % 1000000) / 1e6;
     double ns = (1000.0 + 250.0 * (double)((k >> 4) % 16)) * (0.7 + 0.6 * u) + item_ns * items / 1024;
+    if (obj_items)
+        ns *= 1.0 + items / 1024;
     if (ramp_every)
         ns *= 1.0 + (double)(i / ramp_every);
     if (cold_every && i % cold_every < 16)
@@ -112,8 +123,10 @@ cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, cons
 
 cl_int clGetKernelInfo(cl_kernel k, cl_kernel_info param, size_t size, void *value, size_t *size_ret)
 {
+    if (item_ns < 0)
+        stub_config();
     char name[16] = "kernel_";
-    name[7] = (char)('a' + ((uintptr_t)k >> 4) % 26);
+    name[7] = (char)('a' + ((uintptr_t)k >> 4) % (uintptr_t)names);
     if (value && size > 8)
         memcpy(value, name, 9);
     if (size_ret)
