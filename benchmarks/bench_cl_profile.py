@@ -11,9 +11,7 @@ With --engine (mnn or lib: a real MNN on OpenCL), each arm is one `soak run` of 
 workload; --arms picks them (default direct,interposer,profile):
   direct         --no-intercept (left out with --cl-gpu-override, which needs the interposer: PoCL)
   interposer     the interposer, profiling off
-  profile        --cl-profile: the cost budget (default 5 %; --profile-budget), 1 in 16 at first; timed
-                 commands on twin queues (native/interposer/twin.c)
-  profile-engine the same with SOAK_CL_PROFILE_QUEUE=engine: the engine's queues profile (before twins)
+  profile        --cl-profile: the cost budget (default 5 %; --profile-budget), 1 in 16 at first
   profile-fixed  --cl-profile --cl-profile-sample N (--profile-sample, default 16): the fixed rate
   profile-min    --cl-profile --cl-profile-sample 1000000: only each kernel's first launch per window
                  gets an event: what profiling costs besides events (the profiling queue, the
@@ -88,9 +86,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soak.cl import interposer  # noqa: E402
 
-ARMS = ("direct", "interposer", "profile", "profile-engine", "profile-fixed", "profile-min", "profile-all")
+ARMS = ("direct", "interposer", "profile", "profile-fixed", "profile-min", "profile-all")
 TARGETS = {"interposer": 0.98, "profile": 0.90}
-ARM_ENV = {"profile-engine": {"SOAK_CL_PROFILE_QUEUE": "engine"}}  # what an arm adds to the environment
 PHASES = ("load", "prefill", "decode", "respond")
 
 
@@ -106,7 +103,7 @@ def build() -> tuple[Path, Path]:
 
 def profile_options(name: str, a) -> dict:
     """The interposer options of a profiled arm (prepare()'s dict)."""
-    if name in ("profile", "profile-engine"):
+    if name == "profile":
         return {"profile": True, "profile_budget": a.profile_budget}
     if name == "profile-fixed":
         return {"profile": True, "profile_sample": a.profile_sample, "profile_budget": 0}
@@ -117,7 +114,7 @@ def profile_options(name: str, a) -> dict:
 
 def profile_flags(name: str, a) -> list[str]:
     """The same as `soak run` flags."""
-    if name in ("profile", "profile-engine"):
+    if name == "profile":
         return ["--cl-profile"] + (["--cl-profile-budget", f"{a.profile_budget:g}"] if a.profile_budget is not None else [])
     if name == "profile-fixed":
         return ["--cl-profile", "--cl-profile-sample", str(a.profile_sample)]
@@ -151,7 +148,7 @@ def soak_arm(name: str, k: int, a, rest: list[str], out: Path) -> dict:
     argv = [sys.executable, "-m", "soak", "run", "--engine", a.engine, "--seed", str(a.seed),
             "--iterations", str(a.iterations), "--max-new-tokens", str(a.max_new_tokens),
             "--backend", "opencl", "--out", str(out), "--run-id", run_id, "--quiet", *rest]
-    env = {**os.environ, **ARM_ENV.get(name, {})}
+    env = dict(os.environ)
     if name == "direct":
         argv.append("--no-intercept")
         if a.direct_lib_dir:
@@ -333,8 +330,7 @@ def synthetic_main(a) -> int:
                 envs[name] = (dict(os.environ, CL_WORKLOAD_LIB=interposer.find_real_library(a.cl_real_lib)), d)
                 continue
             opts = {**real, **(profile_options(name, a) if name.startswith("profile") else {})}
-            envs[name] = ({**os.environ, **ARM_ENV.get(name, {}),
-                           **interposer.prepare(opts, d, interposer_dir=lib_dir, mnn_paths=())}, d)
+            envs[name] = ({**os.environ, **interposer.prepare(opts, d, interposer_dir=lib_dir, mnn_paths=())}, d)
         if a.before_lib_dir:  # another build of the interposer (e.g. main's): its off and profiled arms
             for name, opts in (("interposer-before", {}), ("profile-before", {"profile": True, "profile_budget": 0,
                                                                              "profile_sample": a.profile_sample})):
