@@ -14,12 +14,14 @@ ARMS=${ARMS:-direct,interposer,profile,profile-all}
 declare -A PATHS=([tiny]=$R/soak/models/qwen2-tiny/config.json [44m]=$D/qwen2-768x6/config.json
                   [61m]=$MODELS/qwen2-896x4/config.json)
 LIST=${MODELS_RUN:-tiny 44m}
-if [ -z "${SMOKE:-}" ]; then
+if [ -z "${SMOKE:-}" ] && [ "${QUEUE_COST:-1}" = 1 ]; then
   say "queue_cost (no soak): the driver's own cost of each way to time a launch"
   for sz in 1024 65536; do
     CL_WORKLOAD_LIB=$D/libOpenCL.so.1 timeout 60 $D/bin/queue_cost --launches 4000 --steps 5 --rounds 5 --every 32 \
       --size $sz 2>&1 | tee -a $OUT/queue_cost.txt
   done
+fi
+if [ -z "${SMOKE:-}" ]; then
   BCL="--cl-real-lib $D/libOpenCL.so.1 --direct-lib-dir /tmp/soak-ocl --thread-num 68"
 else
   ARMS=$(echo $ARMS | sed 's/direct,//'); BCL="--cl-gpu-override --thread-num 65"
