@@ -56,6 +56,13 @@ H100 80GB HBM3 (driver 580.159.04), 2026-12-07, hand-built MNN 3.6.1, 15 iterati
   61M again, 3 runs per arm on a noisier machine: interposer x0.916, profile-min x0.894 (x0.807), profile x0.765:
   on the 61M most of the profiled arm's cost is there with only each kernel's first launch per window timed
   (the profiling queue, the profiled launch path), not in the sampling the budget controls.
+H100 80GB HBM3 (driver 580.159.04), 2026-12-07, later build (443ea91: other commands than launches
+sampled per entry point, timed commands on twin queues, since reverted to timing in place), same
+protocol, 5 interleaved runs per arm (benchmarks/gpu/profile_cost.sh, MODELS_RUN="tiny 44m"):
+  tiny (640K)            direct 1769.9  interposer x1.001 (x1.010)   profile x0.949 (x0.950)
+  44M (768x6, MHA)       direct 444.4   interposer x0.997 (x0.995)   profile x0.958 (x0.957)
+  decode closure 172-183 % (tiny) and 131-147 % (44M) with twins, against 102-106 % timed in place
+  (the 44M's kernel totals stayed within 5 % of an every-launch run: the excess was outside them).
 Decode closure 102-106 % in every profiled run; the tiny model's prefill closure 84 % (cost 10 % there:
 its coverage launches, each kernel's first per window, are most of a ~1 ms prefill).
 PoCL synthetic, 2026-12-07, this project's shared 2-core VM (other jobs running: single runs vary
