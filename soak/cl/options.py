@@ -46,7 +46,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="time kernels and transfers on the device (profiling queues), device idle gaps "
                         "and host time per CL call; one cl_profile event per iteration and phase")
     g.add_argument("--cl-profile-sample", metavar="N", type=int, default=None,
-                   help=f"with --cl-profile: time 1 kernel launch in N, a fixed rate (default: {DEFAULT_PROFILE_SAMPLE} at "
+                   help=f"with --cl-profile: time 1 kernel launch in N per kernel name (transfers and other commands: "
+                        f"per entry point), a fixed rate (default: {DEFAULT_PROFILE_SAMPLE} at "
                         "first, then what --cl-profile-budget allows; the others get their kernel's mean; 1: every "
                         "launch, which slows launch-bound GPU decode about 2x)")
     g.add_argument("--cl-profile-budget", metavar="PCT", type=float, default=None,

@@ -1,6 +1,6 @@
 """--cl-profile on PoCL: the interposer turns profiling on for the queues the engine creates,
 counts every enqueue, gives the timed ones an event (every command with --cl-profile-sample 1;
-else every transfer, each window's first command and 1 kernel launch in N), reads device
+else each kernel name's and other entry point's first in a window and 1 in N of the rest), reads device
 start/end when complete, and writes one `profile` record per poll window: per kernel name and
 sizes, per transfer, busy/idle device time, host time per entry point.  The engine's own object
 counts stay as they were."""
