@@ -30,7 +30,14 @@ stub and loop (500000 launches, best of 5 passes each; medians [range], ns per l
     off      plain 21.5 -> 21.1      shapes 21.5 -> 21.6     event 51.1 -> 50.9
     profile  plain 103.0 [102.6, 103.4] -> 46.8 [46.6, 46.8]   shapes 127.2 -> 48.0
              event 198.0 -> 142.9 (an event the application asks for: the object table)
-so the profiler's own part of an untimed launch went from 82-106 ns to 26 ns.  After the size classes
+so the profiler's own part of an untimed launch went from 82-106 ns to 26 ns.
+
+--windows W: the profiler's own host time per window (its `cost_ns`: most of it the fixed part,
+ending a window and writing its record, which no sampling thins; a tiny model's ~1 ms prefill
+windows pay it whole), from a run cut into W windows, median over windows after the first 10.
+`--launches 64000 --windows 2000 --repeat 3` (32 launches a window), before and after the record
+writer lost snprintf and its per-character string copy (2026-12-07, same machine, interleaved):
+14.5-14.6 us -> 8.5-8.7 us per window.  After the size classes
 and coverage thinning (a fresh-size flag and a coverage flag read per launch), `--launches 500000
 --repeat 3`: interposer plain 19.3, profile plain 40.5 [40.4, 40.6], shapes 41.5, event 120.9 ns.
 """
@@ -38,6 +45,7 @@ and coverage thinning (a fresh-size flag and a coverage flag read per launch), `
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -72,6 +80,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--launches", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--windows", type=int, default=0, help="also: the profiler's own host time per window, the run "
+                                                               "cut into this many windows")
     a = ap.parse_args()
     lib = interposer.interposer_library()
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +95,7 @@ def main() -> int:
                     results.setdefault((arm, mode), []).append(run(loop, target, a.launches, mode, env))
                     for p in Path(tmp).glob("s.*.stats"):
                         p.unlink()
+        per_window = window_cost(loop, lib, a, base, Path(tmp)) if a.windows else []
     print(f"ns per launch over a do-nothing driver ({a.launches} launches, {a.repeat} interleaved runs)")
     for arm in arms:
         cells = []
@@ -92,7 +103,24 @@ def main() -> int:
             v = results[(arm, mode)]
             cells.append(f"{mode} {statistics.median(v):7.1f} [{min(v):.1f}, {max(v):.1f}]")
         print(f"  {arm:<11}" + "   ".join(cells))
+    if per_window:
+        print(f"profiler's own host time per window ({a.windows} windows of {a.launches // a.windows} launches; median "
+              f"of each run): {statistics.median(per_window) / 1e3:.2f} us [{min(per_window) / 1e3:.2f}, "
+              f"{max(per_window) / 1e3:.2f}]")
     return 0
+
+
+def window_cost(loop: Path, lib: Path, a, base: dict[str, str], tmp: Path) -> list[float]:
+    """Per run: the median `cost_ns` of its profile records after the first 10 windows."""
+    out = []
+    for k in range(a.repeat):
+        trace = tmp / f"w{k}.jsonl"
+        env = {**base, "SOAK_CL_PROFILE": "1", "SOAK_CL_TRACE": str(trace), "LAUNCH_LOOP_WINDOWS": str(a.windows)}
+        subprocess.run([str(loop), str(lib), str(a.launches), "plain", "1"], env={**os.environ, **env},
+                       capture_output=True, check=True)
+        recs = [json.loads(x) for x in trace.read_text().splitlines() if '"type":"profile"' in x]
+        out.append(statistics.median(r["cost_ns"] for r in recs[10:] or recs))
+    return out
 
 
 if __name__ == "__main__":

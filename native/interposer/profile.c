@@ -785,16 +785,18 @@ static void flush_window(int w)
                 soak_json_raw(&j, "other", item);
             }
             /* host time inside each entry point this window */
-            soak_json_raw(&j, "host_ns", "{");
-            o = 0;
+            static char host_buf[SOAK_N_API * 64 + 16];
+            soak_json h;
+            soak_json_begin(&h, host_buf, sizeof host_buf, "host_ns");
+            h.len = 1; /* drop "type": {"entry point":ns,...} */
             for (int i = 0; i < SOAK_N_API; i++) {
                 uint64_t d = W->host_end[i] - W->host_start[i];
-                if (!d)
-                    continue;
-                snprintf(item, sizeof item, "%s\"%s\":%llu", o++ ? "," : "", soak_api_names[i], (unsigned long long)d);
-                soak_json_append(&j, item);
+                if (d)
+                    soak_json_uint(&h, soak_api_names[i], d);
             }
-            soak_json_append(&j, "}");
+            host_buf[h.len++] = '}';
+            host_buf[h.len] = 0;
+            soak_json_raw(&j, "host_ns", host_buf);
             soak_rec_write(buf, soak_json_end(&j), 0);
         }
     }

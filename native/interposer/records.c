@@ -122,7 +122,16 @@ void soak_json_strn(soak_json *j, const char *k, const char *val, size_t n)
     put(j, "\"", 1);
     for (size_t i = 0; i < n && val[i]; i++) {
         unsigned char ch = (unsigned char)val[i];
-        if (ch == '"' || ch == '\\') {
+        size_t run = 0; /* characters that need no escape: copied at once (records are on the engine's thread) */
+        while (i + run < n && val[i + run] && (unsigned char)val[i + run] >= 0x20 && val[i + run] != '"' &&
+               val[i + run] != '\\' && val[i + run] != 0x7f)
+            run++;
+        if (run) {
+            size_t room = j->cap > j->len + 8 ? j->cap - 8 - j->len : 0;
+            size_t take = run < room ? run : room ? room : 1; /* as one at a time would, up to the cap */
+            put(j, &val[i], take);
+            i += take - 1;
+        } else if (ch == '"' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
             put(j, e, 2);
         } else if (ch == '\n') {
@@ -132,8 +141,6 @@ void soak_json_strn(soak_json *j, const char *k, const char *val, size_t n)
         } else if (ch < 0x20 || ch == 0x7f) {
             char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
             put(j, e, 6);
-        } else {
-            put(j, (const char *)&val[i], 1);
         }
         if (j->len + 8 >= j->cap)
             break;
@@ -143,18 +150,35 @@ void soak_json_strn(soak_json *j, const char *k, const char *val, size_t n)
 
 void soak_json_str(soak_json *j, const char *k, const char *val) { soak_json_strn(j, k, val, (size_t)-1); }
 
+/* v in decimal at t (20 digits at most), without snprintf: a profile record has hundreds of numbers */
+static size_t dec(char *t, uint64_t v)
+{
+    char r[20];
+    size_t n = 0;
+    do
+        r[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    for (size_t i = 0; i < n; i++)
+        t[i] = r[n - 1 - i];
+    return n;
+}
+
 void soak_json_int(soak_json *j, const char *k, int64_t v)
 {
-    char t[32];
+    char t[24];
+    size_t o = 0;
     key(j, k);
-    put(j, t, (size_t)snprintf(t, sizeof t, "%lld", (long long)v));
+    if (v < 0)
+        t[o++] = '-';
+    o += dec(t + o, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    put(j, t, o);
 }
 
 void soak_json_uint(soak_json *j, const char *k, uint64_t v)
 {
-    char t[32];
+    char t[24];
     key(j, k);
-    put(j, t, (size_t)snprintf(t, sizeof t, "%llu", (unsigned long long)v));
+    put(j, t, dec(t, v));
 }
 
 void soak_json_ptr(soak_json *j, const char *k, const void *p)
@@ -276,8 +300,11 @@ void soak_json_dims(soak_json *j, const char *k, const uint64_t *v, uint32_t dim
     char t[96]; /* three 20-digit sizes */
     size_t o = 0;
     t[o++] = '[';
-    for (uint32_t i = 0; i < dim && i < 3; i++)
-        o += (size_t)snprintf(t + o, sizeof t - o, "%s%llu", i ? "," : "", (unsigned long long)v[i]);
+    for (uint32_t i = 0; i < dim && i < 3; i++) {
+        if (i)
+            t[o++] = ',';
+        o += dec(t + o, v[i]);
+    }
     t[o++] = ']';
     t[o] = 0;
     soak_json_raw(j, k, t);
