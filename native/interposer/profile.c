@@ -751,8 +751,7 @@ static void flush_window(int w)
                     continue;
                 }
                 soak_json it;
-                soak_json_begin(&it, item, sizeof item, soak_api_names[s->api]);
-                it.len = 1; /* drop "type": items are {"api":...} */
+                soak_json_open(&it, item, sizeof item);
                 soak_json_str(&it, "api", soak_api_names[s->api]);
                 if (s->name[0])
                     soak_json_str(&it, "kernel", s->name);
@@ -772,8 +771,7 @@ static void flush_window(int w)
                 }
                 if (s->bytes)
                     soak_json_uint(&it, "bytes", s->bytes);
-                item[it.len++] = '}';
-                item[it.len] = 0;
+                soak_json_close(&it);
                 if (o++)
                     soak_json_append(&j, ",");
                 soak_json_append(&j, item);
@@ -787,15 +785,13 @@ static void flush_window(int w)
             /* host time inside each entry point this window */
             static char host_buf[SOAK_N_API * 64 + 16];
             soak_json h;
-            soak_json_begin(&h, host_buf, sizeof host_buf, "host_ns");
-            h.len = 1; /* drop "type": {"entry point":ns,...} */
+            soak_json_open(&h, host_buf, sizeof host_buf);
             for (int i = 0; i < SOAK_N_API; i++) {
                 uint64_t d = W->host_end[i] - W->host_start[i];
                 if (d)
                     soak_json_uint(&h, soak_api_names[i], d);
             }
-            host_buf[h.len++] = '}';
-            host_buf[h.len] = 0;
+            soak_json_close(&h);
             soak_json_raw(&j, "host_ns", host_buf);
             soak_rec_write(buf, soak_json_end(&j), 0);
         }

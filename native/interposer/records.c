@@ -102,12 +102,25 @@ static void key(soak_json *j, const char *k)
     put(j, "\":", 2);
 }
 
-void soak_json_begin(soak_json *j, char *buf, size_t cap, const char *kind)
+void soak_json_open(soak_json *j, char *buf, size_t cap)
 {
     j->buf = buf;
     j->cap = cap;
     j->len = 0;
     put(j, "{", 1);
+}
+
+size_t soak_json_close(soak_json *j)
+{
+    /* put() always leaves room for these 2 bytes (+1 spare) */
+    j->buf[j->len++] = '}';
+    j->buf[j->len] = 0;
+    return j->len;
+}
+
+void soak_json_begin(soak_json *j, char *buf, size_t cap, const char *kind)
+{
+    soak_json_open(j, buf, cap);
     soak_json_str(j, "type", kind);
 }
 

@@ -271,6 +271,9 @@ typedef struct {
 } soak_json;
 
 SOAK_HIDDEN void soak_json_begin(soak_json *j, char *buf, size_t cap, const char *kind);
+/* an object without "type" (a record's nested one, in a buffer of its own); close appends "}" and a NUL */
+SOAK_HIDDEN void soak_json_open(soak_json *j, char *buf, size_t cap);
+SOAK_HIDDEN size_t soak_json_close(soak_json *j);
 SOAK_HIDDEN void soak_json_str(soak_json *j, const char *key, const char *val);
 SOAK_HIDDEN void soak_json_strn(soak_json *j, const char *key, const char *val, size_t n);
 SOAK_HIDDEN void soak_json_int(soak_json *j, const char *key, int64_t v);
