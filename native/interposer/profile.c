@@ -402,14 +402,23 @@ static double cover_relate(uint32_t fam, double f)
     return rcv < dcv ? f * rm : less_cold(f, dm > 0 ? dm : 0);
 }
 
+/* window slot s's coverage launches' mean f and picks' mean p: 1 when it has both kinds */
+static int cover_and_picks(const prof_slot *s, double *f, double *p)
+{
+    if (!s->rtimed || s->timed <= s->rtimed)
+        return 0;
+    *f = (double)(s->total_ns - s->rtotal_ns) / (double)(s->timed - s->rtimed);
+    *p = (double)s->rtotal_ns / (double)s->rtimed;
+    return 1;
+}
+
 /* a window's shapes with picks and coverage launches: how the two related, per phase and family */
 static void cover_learn(const window *W, prof_slot *const *used, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const prof_slot *s = used[i];
-        if (s->rtimed && s->timed > s->rtimed && fam_seen[s->fam]) {
-            double f = (double)(s->total_ns - s->rtotal_ns) / (double)(s->timed - s->rtimed);
-            double p = (double)s->rtotal_ns / (double)s->rtimed;
+        double f, p;
+        if (fam_seen[s->fam] && cover_and_picks(s, &f, &p)) {
             cover_pairs *c = &cover_rel[W->phase % PHASE_N][s->fam];
             if (f > 0) {
                 c->d_sum += f - p, c->d_sq += (f - p) * (f - p);
@@ -670,9 +679,9 @@ static void flush_window(int w)
             if (h < 0 && (h = slot_of(history, &k, 1)) >= 0)
                 history_used[history_n++] = &history[h];
             if (h >= 0) {
-                if (history[h].timed && s->rtimed && s->timed > s->rtimed) { /* both kinds: the cold start */
-                    double d = (double)(s->total_ns - s->rtotal_ns) / (double)(s->timed - s->rtimed) -
-                               (double)s->rtotal_ns / (double)s->rtimed;
+                double f, p;
+                if (history[h].timed && cover_and_picks(s, &f, &p)) { /* both kinds: the cold start */
+                    double d = f - p;
                     history[h].cold_sum += d;
                     history[h].cold_sq += d * d;
                     history[h].cold_n++;
