@@ -9,11 +9,12 @@
  * (clGetEventProfilingInfo START/END), plus STUB_ITEM_NS ns per 1024 work-items (default 0: time
  * independent of the size), plus STUB_COLD=P,NS's NS ns for launches i with i % P < 16 (the
  * first launch of each of 16 kernels in a window of P launches: a GPU's first kernels after a
- * phase change run a few us longer), times 1 + i / P for STUB_RAMP=P (the launches of window k of P launches
- * take k + 1 times as long: attention over a growing context at one work size).  STUB_NAMES=G: kernel
- * object k is named by (k >> 4) % G (G objects share a name, as one GEMM kernel serves several
- * layers' projections of different depths); STUB_OBJ_ITEMS=1: the size term is per object too,
- * stub_ns(k, i) x (1 + items / 1024) (a GEMM: each projection's time follows the prompt length).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
+ * phase change run a few us longer), times 1 + i / P for STUB_RAMP=P (the launches of window k
+ * of P launches take k + 1 times as long: attention over a growing context at one work size).
+ * STUB_NAMES=G: kernel object k is named by (k >> 4) % G (G objects share a name, as one GEMM
+ * kernel serves several layers' projections of different depths); STUB_OBJ_ITEMS=1: the size
+ * term is per object too, stub_ns(k, i) x (1 + items / 1024) (a GEMM: each projection's time
+ * follows the prompt length).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
  * as a GPU driver's event costs (NVIDIA: about 11 us). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
