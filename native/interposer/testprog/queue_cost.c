@@ -139,7 +139,6 @@ int main(int argc, char **argv)
     long timed_n[ARMS] = {0}, order_errors[ARMS] = {0};
     for (int a = 0; a < ARMS; a++)
         ns[a] = calloc((size_t)(rounds * steps), sizeof(double));
-    int filled = 0;
     for (int r = 0; r < rounds; r++)
         for (int a = 0; a < ARMS; a++)
             for (int s = 0; s < steps; s++) {
@@ -182,7 +181,6 @@ int main(int argc, char **argv)
                 for (size_t j = 0; j < size; j++)
                     order_errors[a] += back[j] != host[0];
             }
-    (void)filled;
     double med[ARMS];
     for (int a = 0; a < ARMS; a++) {
         qsort(ns[a], (size_t)(rounds * steps), sizeof(double), by_double);
