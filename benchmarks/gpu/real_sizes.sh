@@ -6,7 +6,7 @@
 #   run(command="bash benchmarks/gpu/real_sizes.sh", carry=[".devcarry"])        (after stage.sh here)
 #   SMOKE=1 bash benchmarks/gpu/real_sizes.sh                                     (a dry run on PoCL)
 #   CLOSURE_ONLY=1 CLOSURE_REPEAT=2: only the sampled vs every-launch rounds (a profiler change re-measured);
-#   SIZES may also name a model staged in .devcarry (qwen2-768x6: the 44M MHA one)
+#   SIZES may also name a model staged in .devcarry (qwen2-768x6: the 44M MHA one; qwen2-896x4: the 61M GQA one, packed)
 set -u
 source benchmarks/gpu/env.sh
 SIZES=${SIZES:-"qwen2-0.5b qwen2.5-1.5b"}
@@ -15,7 +15,7 @@ declare -A LIMIT=([qwen2-0.5b]=295M [qwen2.5-1.5b]=890M)
 ITER=${ITER:-16}; NEW=${NEW:-64}; CPU_ITER=${CPU_ITER:-6}
 W="--seed 1 --max-new-tokens $NEW --max-turns 4 --quiet --out $OUT/runs"
 mpath() { [ -f $D/$1/config.json ] && echo $D/$1/config.json || echo $MODELS/$1/config.json; }  # staged, or unpacked
-for M in $SIZES; do [ -f tools/models/$M.tar.zst ] && unpack $M tools/models/$M.tar.zst; done
+for M in $SIZES; do for P in tools/models/$M.tar.zst $D/models/$M.tar.zst; do [ -f $P ] && unpack $M $P; done; done
 for M in $SIZES; do
   [ -n "${CLOSURE_ONLY:-}" ] && break   # CLOSURE_ONLY=1: only the sampled vs every-launch rounds below
   C=$MODELS/$M/config.json

@@ -177,6 +177,10 @@ typedef struct {
     uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
     uint32_t cover_every; /* coverage in 1 window of its phase in this many */
     prof_slot *slots;
+    /* its slots in use, in the order they were taken: ending a window reads and clears only these,
+     * not the 600 KB table (cold in cache after the engine's work: 100 us on PoCL's host) */
+    prof_slot *taken[PROF_SLOTS];
+    size_t taken_n;
     uint64_t *host_start, *host_end; /* host_ns per entry point when the window began / ended */
 } window;
 
@@ -290,6 +294,16 @@ const cl_queue_properties *soak_profile_props(const cl_queue_properties *props)
 /* ---- the window record ---- */
 
 /* the slot of key k in slots (a new one when absent and create is set); -1: full or absent */
+/* a table's slot s was taken: its list of slots in use (plock held) */
+static void slot_taken(prof_slot *slots, prof_slot *s)
+{
+    if (slots == history)
+        history_used[history_n++] = s;
+    for (int w = 0; w < 2; w++)
+        if (slots == windows[w].slots)
+            windows[w].taken[windows[w].taken_n++] = s;
+}
+
 static int slot_of(prof_slot *slots, const prof_key *k, int create)
 {
     uint64_t h = 1469598103934665603ull ^ k->api;
@@ -310,6 +324,7 @@ static int slot_of(prof_slot *slots, const prof_key *k, int create)
             memcpy(s->lws, k->lws, sizeof s->lws);
             snprintf(s->name, sizeof s->name, "%s", k->name);
             s->fam = k->name[0] ? name_hash(k->name) : NAME_SLOTS + k->api;
+            slot_taken(slots, s);
             return (int)(s - slots);
         }
         if (s->api == k->api && s->dim == k->dim && !memcmp(s->gws, k->gws, sizeof s->gws) &&
@@ -651,12 +666,11 @@ static void flush_window(int w)
             }
         W->pending = 0;
     }
-    prof_slot *slots = W->slots;
     static prof_slot *used[PROF_SLOTS];
     size_t n = 0;
-    for (size_t i = 0; i < PROF_SLOTS; i++)
-        if (slots[i].used && slots[i].count)
-            used[n++] = &slots[i];
+    for (size_t i = 0; i < W->taken_n; i++)
+        if (W->taken[i]->count)
+            used[n++] = W->taken[i];
     uint64_t host_total = 0;
     for (int i = 0; i < SOAK_N_API; i++)
         host_total += W->host_end[i] - W->host_start[i];
@@ -667,7 +681,8 @@ static void flush_window(int w)
     flush_phase = W->phase;
     for (size_t i = 0; i < n; i++) /* estimates first: they read the measured totals of other slots */
         mean[i] = shape_mean(used[i], history_of(used[i]));
-    points_build(used, mean, n);
+    if (n) /* a window of no commands (idle) has nothing to estimate: no scan of the history */
+        points_build(used, mean, n);
     for (size_t i = 0; i < n; i++)
         est[i] = untimed_estimate(used[i], mean[i], &unknown);
     cover_learn(W, used, n); /* after this window's estimates: from the next one on */
@@ -676,8 +691,8 @@ static void flush_window(int w)
         if (s->timed && history) { /* this window's measured launches join the history */
             prof_key k = key_of(s);
             int h = slot_of(history, &k, 0);
-            if (h < 0 && (h = slot_of(history, &k, 1)) >= 0)
-                history_used[history_n++] = &history[h];
+            if (h < 0)
+                h = slot_of(history, &k, 1);
             if (h >= 0) {
                 double f, p;
                 if (history[h].timed && cover_and_picks(s, &f, &p)) { /* both kinds: the cold start */
@@ -717,7 +732,7 @@ static void flush_window(int w)
     uint64_t span = W->last_end > W->first_start ? W->last_end - W->first_start : 0;
     uint64_t busy = W->busy + est_ns;
     uint64_t idle = span > busy ? span - busy : 0;
-    if (n || host_total || W->dropped) {
+    if (n || host_total || W->dropped || W->flush_ns) {
         qsort(used, n, sizeof used[0], by_total);
         /* static (plock held): a 96 KB malloc would consolidate the driver's freed small blocks
          * first (glibc), milliseconds after a window of many launches on PoCL */
@@ -742,6 +757,8 @@ static void flush_window(int w)
             snprintf(item, sizeof item, "%.2f", W->timed_host_n ? (double)kernel_n / (double)W->timed_host_n : 0.0);
             soak_json_raw(&j, "rate", item);
             soak_json_uint(&j, "cost_ns", cost);
+            soak_json_uint(&j, "dbg_flush_ns", W->flush_ns);
+            soak_json_uint(&j, "dbg_drain_ns", W->drain_ns);
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
@@ -805,9 +822,9 @@ static void flush_window(int w)
             soak_rec_write(buf, soak_json_end(&j), 0);
         }
     }
-    for (size_t i = 0; i < PROF_SLOTS; i++) /* only the slots taken: the table is 600 KB */
-        if (slots[i].used)
-            memset(&slots[i], 0, sizeof slots[i]);
+    for (size_t i = 0; i < W->taken_n; i++) /* only the slots taken: the table is 600 KB */
+        memset(W->taken[i], 0, sizeof *W->taken[i]);
+    W->taken_n = 0;
     W->open = 0;
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
@@ -822,6 +839,8 @@ static void next_window(uint64_t epoch, uint64_t phase, uint64_t t0)
     for (int i = 0; i < SOAK_N_API; i++)
         old->host_end[i] = soak_g.api[i].host_ns;
     old->host_last = __atomic_load_n(&soak_prof_last_ns, __ATOMIC_RELAXED);
+    if (old->host_last < old->host_first) /* no clocked call in it (idle): an empty span */
+        old->host_last = old->host_first;
     int nw = 1 - cur;
     flush_window(nw); /* the one before: still not read completely, written now */
     window *W = &windows[nw];
@@ -1174,6 +1193,23 @@ void soak_prof_switch(uint64_t t0)
         next_window(ep, ph, t0);
         windows[cur].flush_ns += cpu_ns() - t; /* writing the record(s) */
     }
+    pthread_mutex_unlock(&plock);
+}
+
+/* the worker's idle mark (soak.cl.trace.PhaseMarker) acts at once: the window that ended (a
+ * decode) is read and written now, while the engine waits, not at the next phase's first CL call
+ * (ending a decode window of thousands of launches took 100 us: a tenth of a tiny model's prefill) */
+SOAK_EXPORT void soak_interposer_phase_now(void)
+{
+    if (!ready || !soak_g.hdr)
+        return;
+    soak_prof_switch(0);
+    /* the new window holds nothing yet but that cost: it ends too, its record written now (what
+     * writing it costs is not counted), and the next phase's first call ends an empty window */
+    pthread_mutex_lock(&plock);
+    window *W = &windows[cur];
+    if (W->flush_ns && !W->taken_n && !W->pending && !windows[1 - cur].open)
+        next_window(W->epoch, W->phase, soak_now_ns());
     pthread_mutex_unlock(&plock);
 }
 

@@ -17,6 +17,7 @@ One-liner:  python -c "from soak.cl.trace import open_trace as o; import json; r
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -145,6 +146,20 @@ class PhaseMarker:
         self._fd = -1
         self._ino = None
         self.phase = None
+        self._now = None  # the loaded interposer's soak_interposer_phase_now, once found
+
+    def _phase_now(self):
+        """The interposer's entry point that acts on a mark at once, if this process loaded it
+        (the engine dlopened "libOpenCL.so", which is the interposer when soak intercepts)."""
+        if self._now is None:
+            from soak.cl.interposer import LIBRARY_NAME  # here: that module imports this one
+            try:
+                lib = ctypes.CDLL(LIBRARY_NAME, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+                self._now = lib.soak_interposer_phase_now
+            except (OSError, AttributeError):
+                return None  # not loaded yet (asked again at the next mark), or not the interposer
+            self._now.restype, self._now.argtypes = None, []
+        return self._now
 
     def _open(self) -> int:
         try:
@@ -177,6 +192,8 @@ class PhaseMarker:
         except OSError:
             return False
         self.phase = phase
+        if phase == "idle" and (now := self._phase_now()) is not None:
+            now()  # the window that ended is written while the engine waits, not in the next one's first call
         return True
 
     def close(self) -> None:

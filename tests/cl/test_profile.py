@@ -261,6 +261,15 @@ def test_soak_run_profile_windows_follow_the_worker_phases(tmp_path):
               if c["api"] == "clEnqueueWriteBuffer"]
     assert writes == [("prefill", 1, 4096)] * 5
     assert {PHASES[w["phase"]] for w in windows} <= {"load", "prefill", "idle"}
+    # the idle mark acts at once (soak_interposer_phase_now): each prefill window is ended and
+    # written while the engine waits, the cost of that in an idle record of the same epoch, not
+    # in the next iteration's first CL call
+    keyed = [(w["epoch"], PHASES[w["phase"]]) for w in windows]
+    for i, (epoch, phase) in enumerate(keyed):
+        if phase == "prefill":
+            assert keyed[i + 1] == (epoch, "idle"), keyed
+            assert windows[i + 1]["cost_ns"] > 0 and windows[i + 1]["commands"] == []
+            assert windows[i]["host_last_ns"] <= windows[i + 1]["host_first_ns"]
     prof = profile_run(tmp_path / "prof")
     assert prof["iterations_profiled"] == 5 and prof["phases"]["prefill"]["windows"] == 5
     assert prof["phases"]["prefill"]["host_api_ns"] > 0 and "decode" not in prof["phases"]
