@@ -145,7 +145,11 @@ def profile_summary(run_dir: Path) -> dict:
         if ph:
             out[name] = {"closure": ph.get("closure"), "rate": ph.get("rate"), "cost": ph.get("cost_fraction"),
                          "budget": ph.get("budget_pct"), "kernels_ns": ph.get("kernels_ns"),
-                         "kernel_count": ph.get("kernel_count")}
+                         "kernel_count": ph.get("kernel_count"),
+                         # where the closure's terms come from, ms: what a closure off 100 % is made of
+                         "terms": {k: round((ph.get(f"{k}_ns") or 0) / 1e6, 1) for k in
+                                   ("kernels", "transfers", "other", "busy", "idle", "span", "host_only", "outside",
+                                    "host_span", "measured", "estimated")}}
     return out
 
 
@@ -245,6 +249,9 @@ def engine_main(a, rest: list[str]) -> int:
                                    f"{(v['cost'] or 0):.1%}" for ph, v in r["profile"].items() if isinstance(v, dict))
                     print(f"  {name:<13} run {k}: decode {r['decode_tps'] or 0:8.1f} tok/s  prefill "
                           f"{r['prefill_tps'] or 0:8.1f} tok/s  backend {r['backend']}  rc {r['rc']}{prof}", flush=True)
+                    for ph, v in r["profile"].items():
+                        if isinstance(v, dict) and ph != "load":
+                            print(f"      {ph} ms: " + " ".join(f"{t} {x:g}" for t, x in v["terms"].items()), flush=True)
                     for key in ("decode_tps", "prefill_tps"):
                         runs[name][key].append(r[key])  # None for a failed run: rounds stay aligned
                     runs[name]["profile"].append(r["profile"])  # {} for an arm or run without one: rounds stay aligned

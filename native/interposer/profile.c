@@ -65,6 +65,8 @@ typedef struct {
     char name[96];
     uint32_t fam;                                   /* name_hash(name); not a kernel: NAME_SLOTS + api */
     uint64_t count, timed, total_ns, bytes, max_ns; /* count: every enqueue; the rest: the timed ones */
+    uint64_t pre, at_last; /* count before the window's first timed command, and at its last: the
+                              untimed ones outside those two ran outside the timed device span */
     uint64_t rtimed, rtotal_ns;                     /* the sampler's picks among the timed (random samples) */
     double cold_sum, cold_sq;                       /* history: coverage launches' mean beyond the picks' in */
     uint64_t cold_n;                                /* the windows that had both (not the shape's first) */
@@ -170,6 +172,7 @@ static size_t head, tail; /* ring[head..tail) pending */
 static size_t drain_at = DRAIN_BATCH; /* pending count at which the enqueue path reads events next */
 typedef struct {
     int open;
+    int timed_seen; /* a timed command was enqueued in it (the slots' pre counts are set) */
     uint64_t epoch, phase, busy, first_start, last_end, dropped, failed, pending;
     uint64_t host_first, host_last; /* CLOCK_MONOTONIC: first call's entry, last call's exit */
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
@@ -675,7 +678,7 @@ static void flush_window(int w)
     for (int i = 0; i < SOAK_N_API; i++)
         host_total += W->host_end[i] - W->host_start[i];
     /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves */
-    uint64_t unknown = 0, est_ns = 0;
+    uint64_t unknown = 0, est_ns = 0, outside_ns = 0;
     static uint64_t est[PROF_SLOTS];
     static double mean[PROF_SLOTS];
     flush_phase = W->phase;
@@ -712,6 +715,11 @@ static void flush_window(int w)
         }
         s->total_ns += est[i];
         est_ns += est[i];
+        /* the untimed enqueued before the first timed command or after the last one ran outside
+         * the device span (first timed start to last timed end): host-only time, not idle, holds them */
+        uint64_t left = s->count - s->timed, out = W->timed_seen ? s->pre + (s->count - s->at_last) : left;
+        if (est[i] && left)
+            outside_ns += (uint64_t)((double)est[i] * (double)(out < left ? out : left) / (double)left);
     }
     uint64_t cost = timed_cost(W), kernel_n = 0;
     for (size_t i = 0; i < n; i++)
@@ -730,8 +738,8 @@ static void flush_window(int w)
         timed_cap = (uint64_t)(4 * timed_host_mean) + 2000;
     }
     uint64_t span = W->last_end > W->first_start ? W->last_end - W->first_start : 0;
-    uint64_t busy = W->busy + est_ns;
-    uint64_t idle = span > busy ? span - busy : 0;
+    uint64_t busy = W->busy + est_ns, inside = busy - outside_ns;
+    uint64_t idle = span > inside ? span - inside : 0;
     if (n || host_total || W->dropped || W->flush_ns) {
         qsort(used, n, sizeof used[0], by_total);
         /* static (plock held): a 96 KB malloc would consolidate the driver's freed small blocks
@@ -757,12 +765,11 @@ static void flush_window(int w)
             snprintf(item, sizeof item, "%.2f", W->timed_host_n ? (double)kernel_n / (double)W->timed_host_n : 0.0);
             soak_json_raw(&j, "rate", item);
             soak_json_uint(&j, "cost_ns", cost);
-            soak_json_uint(&j, "dbg_flush_ns", W->flush_ns);
-            soak_json_uint(&j, "dbg_drain_ns", W->drain_ns);
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
             soak_json_uint(&j, "estimated_ns", est_ns);
+            soak_json_uint(&j, "outside_ns", outside_ns);
             soak_json_uint(&j, "unestimated", unknown);
             soak_json_uint(&j, "untimed", W->dropped);
             soak_json_uint(&j, "failed_commands", W->failed);
@@ -825,7 +832,7 @@ static void flush_window(int w)
     for (size_t i = 0; i < W->taken_n; i++) /* only the slots taken: the table is 600 KB */
         memset(W->taken[i], 0, sizeof *W->taken[i]);
     W->taken_n = 0;
-    W->open = 0;
+    W->open = W->timed_seen = 0;
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
     W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
@@ -947,6 +954,14 @@ static void enqueue_locked(int slot, cl_event ev, int own, uint64_t bytes, int f
     }
     if (!ev)
         return;
+    if (sample_every > 1) /* where the timed device span begins and ends among the window's commands */
+        for (size_t i = 0; i < W->taken_n; i++) {
+            prof_slot *t = W->taken[i];
+            if (!W->timed_seen)
+                t->pre = t->count - (slot >= 0 && t == &W->slots[slot]);
+            t->at_last = t->count;
+        }
+    W->timed_seen = 1;
     if (tail - head >= PENDING_MAX) {
         drain_timed(0);
         if (tail - head >= PENDING_MAX) { /* the device is far behind: this one goes untimed */
@@ -1197,18 +1212,21 @@ void soak_prof_switch(uint64_t t0)
 }
 
 /* the worker's idle mark (soak.cl.trace.PhaseMarker) acts at once: the window that ended (a
- * decode) is read and written now, while the engine waits, not at the next phase's first CL call
- * (ending a decode window of thousands of launches took 100 us: a tenth of a tiny model's prefill) */
+ * decode) is read and written now, while the engine waits, not in the next prefill's first CL call
+ * (ending a decode window of thousands of launches took 100 us: a tenth of a tiny model's prefill).
+ * Other marks take effect at the phase's first CL call: a window begun at the mark would hold the
+ * worker's own time before the engine's clock starts (prefill closure 104-106 % on PoCL) */
+#define PHASE_IDLE 4 /* soak.phases.PROFILE_PHASES */
 SOAK_EXPORT void soak_interposer_phase_now(void)
 {
     if (!ready || !soak_g.hdr)
         return;
     soak_prof_switch(0);
-    /* the new window holds nothing yet but that cost: it ends too, its record written now (what
-     * writing it costs is not counted), and the next phase's first call ends an empty window */
+    /* idle: the new window holds nothing yet but that cost; it ends too, its record written now
+     * (what writing it costs is not counted), and the next phase's mark ends an empty window */
     pthread_mutex_lock(&plock);
     window *W = &windows[cur];
-    if (W->flush_ns && !W->taken_n && !W->pending && !windows[1 - cur].open)
+    if (W->phase == PHASE_IDLE && W->flush_ns && !W->taken_n && !W->pending && !windows[1 - cur].open)
         next_window(W->epoch, W->phase, soak_now_ns());
     pthread_mutex_unlock(&plock);
 }

@@ -9,12 +9,14 @@ engine gives no first-token mark).  Per phase this module sums:
   idle        device gaps between commands inside a window (the device waiting for the host:
               launch-bound when large)
   host-only   the window's host span (first CL call in, last CL call out) beyond its device
-              span: host work while the device had nothing queued
+              span (first timed command's start to the last one's end), less the estimated
+              device time of untimed commands enqueued outside it (`outside_ns`): host work
+              while the device had nothing queued
 The interposer times some kernel launches (1 in N: `rate` in the record, launches per timed one;
 by default adapted per kernel name and phase so that the profiler's own host time, `cost_ns`,
 stays within `budget_pct` of the phase's wall time; --cl-profile-sample alone: a fixed 1 in N)
 and gives the others their kernel's mean (`estimated_ns`; `timed` per command); idle is the
-device span left once busy time (measured plus estimated) is taken out.  The report says how
+device span left once busy time inside it (measured plus estimated) is taken out.  The report says how
 much was estimated, the rate and what the profiler cost.
 It compares kernels + transfers + other + idle + host-only with the phase time the engine
 measured (perf: load_us, prefill_us, decode_us): the closure figure.  Host API time (inside CL
@@ -46,7 +48,7 @@ def _new_phase() -> dict:
     return {"windows": 0, "kernels_ns": 0, "kernel_count": 0, "transfers_ns": 0, "transfer_bytes": 0,
             "transfer_count": 0, "other_ns": 0, "other_count": 0, "busy_ns": 0, "idle_ns": 0, "span_ns": 0,
             "host_span_ns": 0, "host_only_ns": 0, "host_api_ns": 0, "untimed": 0, "failed_commands": 0,
-            "kernel_timed": 0, "estimated_ns": 0, "unestimated": 0, "sample": 1,
+            "kernel_timed": 0, "estimated_ns": 0, "outside_ns": 0, "unestimated": 0, "sample": 1,
             "cost_ns": 0, "budget_pct": None, "coverage_every": 1,
             "kernels": defaultdict(lambda: {"count": 0, "total_ns": 0, "shapes": 0, "p99_ns": 0}),
             "transfers": defaultdict(lambda: {"count": 0, "total_ns": 0, "bytes": 0}),
@@ -84,12 +86,14 @@ def _add_window(ph: dict, ev: dict) -> None:
     first, last = ev.get("host_first_ns"), ev.get("host_last_ns")
     host_span = int(last) - int(first) if first and last and last > first else 0
     ph["host_span_ns"] += host_span
-    ph["host_only_ns"] += max(0, host_span - span)
+    outside = int(ev.get("outside_ns") or 0)  # estimated busy time before/after the timed span
+    ph["host_only_ns"] += max(0, host_span - span - outside)
     for api, ns in (ev.get("host_ns") or {}).items():
         ph["host_api"][api] += int(ns)
         ph["host_api_ns"] += int(ns)
     ph["untimed"] += int(ev.get("untimed") or 0)
     ph["estimated_ns"] += int(ev.get("estimated_ns") or 0)
+    ph["outside_ns"] += outside
     ph["unestimated"] += int(ev.get("unestimated") or 0)
     ph["sample"] = max(ph["sample"], int(ev.get("sample") or 1))
     ph["cost_ns"] += int(ev.get("cost_ns") or 0)

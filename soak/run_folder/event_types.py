@@ -147,7 +147,7 @@ EVENT_TYPES: dict[str, dict] = {
     "cl_config_error": {**_CL_COMMON, "what": _str, "rule": _str, "error": _str},
     "cl_profile": {**_CL_COMMON, "epoch": _int, "phase": _int, "host_first_ns": _int, "host_last_ns": _int,
                    "busy_ns": _int, "idle_ns": _int, "span_ns": _int, "sample": _int, "estimated_ns": _int,
-                   "unestimated": _int, "untimed": _int, "failed_commands": _int, "commands": _dicts,
+                   "outside_ns": _int, "unestimated": _int, "untimed": _int, "failed_commands": _int, "commands": _dicts,
                    "other": _dict, "host_ns": _dict, "rate": _num, "cost_ns": _int, "budget_pct": _num,
                    "coverage_every": _int},
 }

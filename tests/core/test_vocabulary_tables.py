@@ -97,6 +97,9 @@ def test_profile_phase_codes_match_the_interposer_header():
     listed = {int(n): name for n, name in re.findall(r"\b([1-9])\s+([a-z]+)", comment)}
     assert listed == {c: n for c, n in phases.PROFILE_PHASES.items() if c}
     assert "0 before" in comment and "(load)" in comment  # code 0: the load, before the first mark
+    # profile.c's one phase constant (the idle mark writes the ended window at once)
+    idle = re.search(r"#define PHASE_IDLE (\d+)", (HEADER.parent / "profile.c").read_text()).group(1)
+    assert int(idle) == phases.PROFILE_PHASE_CODE["idle"]
 
 
 # --- signals ---------------------------------------------------------------------------
