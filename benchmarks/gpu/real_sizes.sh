@@ -44,6 +44,10 @@ for M in $SIZES; do
   [ $(left) -lt 60 ] && { say "no time left for $M's closure"; continue; }
   say "$M: sampled vs every-launch profile ($(left) s left)"
   BCL="--cl-real-lib $D/libOpenCL.so.1 --thread-num 68"; [ -n "${SMOKE:-}" ] && BCL="--cl-gpu-override --thread-num 65"
+  # the same workload once first: MNN tunes each new shape at its first run (prefill's follow the prompt) and
+  # caches it; an arm that met them cold would be compared with one that met them warm
+  timeout 120 python3 -m soak run $E $CL --model $(mpath $M) --seed 1 --iterations 6 --max-new-tokens 32 --quiet \
+    --out /tmp/soak-warm --run-id warm-$M-$RANDOM > /dev/null 2>&1; say "warm $M rc=$?"
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_cl_profile.py --engine lib --engine-lib $D/libsoak_mnn_shim.so \
     --plugin $D/mnn/libMNN_CL.so --model $(mpath $M) $BCL --tmp-path $CLCACHE --iterations 6 \
     --max-new-tokens 32 --repeat ${CLOSURE_REPEAT:-1} --arms profile,profile-all 2>&1 | tee $OUT/closure-$M.txt

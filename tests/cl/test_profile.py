@@ -335,3 +335,29 @@ def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workloa
     assert 0 < timed < total / 2, (timed, total)  # each entry point's first, then 1 in 3
     assert all(c["total_ns"] > 0 for c in writes + [unmap])  # the untimed: their entry point's mean
     assert p["unestimated"] == 0
+
+
+def test_untimed_commands_outside_the_timed_span_are_not_idle_or_host_only_twice(cl_build, tmp_path):
+    """Sampled 1 in 64 (fixed): the launches a window enqueued after its last timed one (and any
+    before its first) ran outside the device span of the timed ones.  Their estimate is
+    `outside_ns`: busy time, so not in idle (span less the busy time inside it) nor in host-only
+    (`soak profile`: host span less the device span and that).  Timing every launch: none."""
+    from soak.analysis.profile import _add_window, _new_phase
+
+    def windows(options):
+        events = _polled_profiles(cl_build, tmp_path / str(len(list(tmp_path.iterdir()))), options, 4,
+                                  "--step-calls", "3000", "--step-kernels", "2")
+        return [e for e in events if any(c.get("kernel", "").startswith("k") for c in e["commands"])]
+
+    sampled = windows({"profile": True, "profile_sample": 64, "profile_budget": 0})
+    assert len(sampled) == 4
+    for e in sampled:
+        inside = e["busy_ns"] - e["outside_ns"]
+        assert 0 < e["outside_ns"] <= e["estimated_ns"]
+        assert e["idle_ns"] == max(e["span_ns"] - inside, 0)
+        ph = _new_phase()
+        _add_window(ph, e)
+        host_span = e["host_last_ns"] - e["host_first_ns"]
+        assert ph["host_only_ns"] == max(0, host_span - e["span_ns"] - e["outside_ns"])
+    every = windows({"profile": True, "profile_sample": 1})
+    assert len(every) == 4 and all(e["outside_ns"] == 0 and e["estimated_ns"] == 0 for e in every)
