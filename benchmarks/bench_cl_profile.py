@@ -65,6 +65,16 @@ protocol, 5 interleaved runs per arm (benchmarks/gpu/profile_cost.sh, MODELS_RUN
   (the 44M's kernel totals stayed within 5 % of an every-launch run: the excess was outside them).
 Decode closure 102-106 % in every profiled run; the tiny model's prefill closure 84 % (cost 10 % there:
 its coverage launches, each kernel's first per window, are most of a ~1 ms prefill).
+H100 80GB HBM3 (driver 580.159.04), 2026-12-07, build c6e90d7 (timed in place, other commands sampled,
+the idle mark ending the window at once, outside_ns), same protocol, 5 interleaved runs per arm,
+`QUEUE_COST=0 MODELS_RUN='tiny 44m' ARMS=direct,interposer,profile BOX=150 bash benchmarks/gpu/profile_cost.sh`,
+on a host slower than 443ea91's (the tiny model's direct decode 1085 tok/s against 1770):
+  tiny (640K)            direct 1084.7  interposer x0.995 (x0.995)   profile x0.858 (x0.863)
+  44M (768x6, MHA)       direct 404.7   interposer x1.018 (x1.032)   profile x0.964 (x0.994)
+  closure load / prefill / decode: tiny 99.9 / 83.9-86.8 / 107.0-108.6 %, 44M 99.9 / 97.0-97.4 / 105.6-108.4 %;
+  profiler cost (its own records) tiny 5.1-5.4 % prefill, 3.1-3.2 % decode; 44M 1.5-1.6 %, 2.5-2.7 %.
+  The tiny model's decode costs 14 % where its records count 3 %: the rest is not in the profiler's
+  host time (the same x0.86 on the earlier slow host; x0.95 on the fast one).
 PoCL synthetic, 2026-12-07, this project's shared 2-core VM (other jobs running: single runs vary
 2x, so only the paired ratios mean anything, and even they move by 10-20 % between calls):
     python benchmarks/bench_cl_profile.py --steps 8 --calls 12000 --kernels 32 --repeat 7 \
