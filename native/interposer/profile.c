@@ -296,7 +296,6 @@ const cl_queue_properties *soak_profile_props(const cl_queue_properties *props)
 
 /* ---- the window record ---- */
 
-/* the slot of key k in slots (a new one when absent and create is set); -1: full or absent */
 /* a table's slot s was taken: its list of slots in use (plock held) */
 static void slot_taken(prof_slot *slots, prof_slot *s)
 {
@@ -307,6 +306,7 @@ static void slot_taken(prof_slot *slots, prof_slot *s)
             windows[w].taken[windows[w].taken_n++] = s;
 }
 
+/* the slot of key k in slots (a new one when absent and create is set); -1: full or absent */
 static int slot_of(prof_slot *slots, const prof_key *k, int create)
 {
     uint64_t h = 1469598103934665603ull ^ k->api;

@@ -147,6 +147,7 @@ class PhaseMarker:
         self._ino = None
         self.phase = None
         self._now = None  # the loaded interposer's soak_interposer_phase_now, once found
+        self._own = pid is None or pid == os.getpid()  # marks for this process: its interposer may act on them
 
     def _phase_now(self):
         """The interposer's entry point that acts on a mark at once, if this process loaded it
@@ -192,7 +193,7 @@ class PhaseMarker:
         except OSError:
             return False
         self.phase = phase
-        if phase == "idle" and (now := self._phase_now()) is not None:
+        if phase == "idle" and self._own and (now := self._phase_now()) is not None:
             now()  # the window that ended is written while the engine waits, not in the next one's first call
         return True
 
