@@ -677,7 +677,8 @@ static void flush_window(int w)
     uint64_t host_total = 0;
     for (int i = 0; i < SOAK_N_API; i++)
         host_total += W->host_end[i] - W->host_start[i];
-    /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves */
+    /* untimed launches: their shape's mean; busy gets them too, idle is what the span leaves of
+     * the busy time inside it */
     uint64_t unknown = 0, est_ns = 0, outside_ns = 0;
     static uint64_t est[PROF_SLOTS];
     static double mean[PROF_SLOTS];
@@ -716,7 +717,8 @@ static void flush_window(int w)
         s->total_ns += est[i];
         est_ns += est[i];
         /* the untimed enqueued before the first timed command or after the last one ran outside
-         * the device span (first timed start to last timed end): host-only time, not idle, holds them */
+         * the device span (first timed start to last timed end): busy time that is neither idle
+         * nor host-only (soak profile takes it from the host span beyond the device span) */
         uint64_t left = s->count - s->timed, out = W->timed_seen ? s->pre + (s->count - s->at_last) : left;
         if (est[i] && left)
             outside_ns += (uint64_t)((double)est[i] * (double)(out < left ? out : left) / (double)left);
@@ -998,16 +1000,23 @@ void soak_prof_enqueue(soak_call *c, cl_event ev, int own, uint64_t bytes)
 
 static int fam_want(uint32_t fam);
 
+/* coverage: 1 for the family's first command in window `ser` (kernel name or entry point), timed
+ * whatever the sampler says, when this window times them */
+static int cover_first(uint32_t fam, uint64_t ser)
+{
+    if (!cover_now || __atomic_load_n(&name_timed[fam], __ATOMIC_RELAXED) == ser)
+        return 0;
+    __atomic_store_n(&name_timed[fam], ser, __ATOMIC_RELAXED);
+    return 1;
+}
+
 int soak_prof_cmd_want(soak_call *c)
 {
     if (sample_every <= 1)
         return c->prof_timed = 1;
     uint32_t f = NAME_SLOTS + c->id; /* the entry point's family */
-    uint64_t ser = __atomic_load_n(&serial, __ATOMIC_RELAXED);
-    if (cover_now && __atomic_load_n(&name_timed[f], __ATOMIC_RELAXED) != ser) {
-        __atomic_store_n(&name_timed[f], ser, __ATOMIC_RELAXED); /* the entry point's first in the window */
+    if (cover_first(f, __atomic_load_n(&serial, __ATOMIC_RELAXED)))
         return c->prof_timed = 2;
-    }
     return c->prof_timed = fam_want(f);
 }
 
@@ -1136,10 +1145,9 @@ int soak_prof_kernel_want(soak_call *c, cl_kernel kernel, cl_uint dim, const siz
     int timed; /* 1: the sampler's pick; 2: for coverage (forced) */
     if (sample_every <= 1)
         timed = 1;
-    else if (cover_now && __atomic_load_n(&name_timed[e->fam], __ATOMIC_RELAXED) != e->serial) {
-        __atomic_store_n(&name_timed[e->fam], e->serial, __ATOMIC_RELAXED); /* the name's first in the window */
+    else if (cover_first(e->fam, e->serial)) /* the name's first in the window */
         timed = 2;
-    } else if (SOAK_UNLIKELY(e->fresh) && !size_near(e->fam, e->bkt)) /* a size far from any timed one */
+    else if (SOAK_UNLIKELY(e->fresh) && !size_near(e->fam, e->bkt)) /* a size far from any timed one */
         timed = 2;
     else
         timed = fam_want(e->fam);
