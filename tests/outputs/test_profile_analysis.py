@@ -322,3 +322,21 @@ def test_windows_placed_streaming_before_or_after_their_iteration(tmp_path):
     for name in ("prefill", "decode"):
         assert prof["phases"][name]["closure"] == base["phases"][name]["closure"]
     assert prof["phases"]["decode"]["measured_ns"] == 300 * 10 * MS  # every iteration's 10 ms, once
+
+
+def test_real_pocl_run_closes_with_untimed_commands_outside_the_span():
+    """tests/data/real/pocl-44m-profile-readfault: hand-built MNN on PoCL, the 44M 768x6 model,
+    --cl-profile at the 5 % budget.  Its decode windows had untimed commands outside their timed
+    span (outside_ns), and every phase closes within 10 %; each prefill and decode window is
+    followed by an idle record of its iteration (the worker's idle mark wrote it at once)."""
+    from soak.phases import profile_phase
+    from soak.run_folder import read_events
+
+    case = Path(__file__).resolve().parents[1] / "data" / "real" / "pocl-44m-profile-readfault"
+    prof = profile_run(case)
+    for name in ("load", "prefill", "decode"):
+        assert abs(prof["phases"][name]["closure"] - 1) <= 0.10, (name, prof["phases"][name]["closure"])
+    assert prof["phases"]["decode"]["outside_ns"] > 0
+    windows = [(e["epoch"], profile_phase(e["phase"])) for e in read_events(case) if e["event"] == "cl_profile"]
+    idle = {epoch for epoch, phase in windows if phase == "idle"}
+    assert {epoch for epoch, phase in windows if phase in ("prefill", "decode")} <= idle, windows
