@@ -11,7 +11,10 @@ With --engine (mnn or lib: a real MNN on OpenCL), each arm is one `soak run` of 
 workload; --arms picks them (default direct,interposer,profile):
   direct         --no-intercept (left out with --cl-gpu-override, which needs the interposer: PoCL)
   interposer     the interposer, profiling off
-  profile        --cl-profile: the cost budget (default 5 %; --profile-budget), 1 in 16 at first
+  profile        --cl-profile: the cost budget (default 5 %; --profile-budget), 1 in 16 at first, timed in
+                 place (the engine's queues profile)
+  profile-twin   the same with --cl-profile-queue twin: the engine's queues stay unprofiled, timed
+                 commands run on profiling twins of them (native/interposer/twin.c)
   profile-fixed  --cl-profile --cl-profile-sample N (--profile-sample, default 16): the fixed rate
   profile-min    --cl-profile --cl-profile-sample 1000000: only each kernel's first launch per window
                  gets an event: what profiling costs besides events (the profiling queue, the
@@ -103,8 +106,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soak.cl import interposer  # noqa: E402
 
-ARMS = ("direct", "interposer", "profile", "profile-fixed", "profile-min", "profile-all")
-TARGETS = {"interposer": 0.98, "profile": 0.90}
+ARMS = ("direct", "interposer", "profile", "profile-twin", "profile-fixed", "profile-min", "profile-all")
+TARGETS = {"interposer": 0.98, "profile": 0.90, "profile-twin": 0.90}
 PHASES = ("load", "prefill", "decode", "respond")
 
 
@@ -120,8 +123,9 @@ def build() -> tuple[Path, Path]:
 
 def profile_options(name: str, a) -> dict:
     """The interposer options of a profiled arm (prepare()'s dict)."""
-    if name == "profile":
-        return {"profile": True, "profile_budget": a.profile_budget}
+    if name in ("profile", "profile-twin"):
+        return {"profile": True, "profile_budget": a.profile_budget,
+                "profile_queue": "twin" if name == "profile-twin" else "engine"}
     if name == "profile-fixed":
         return {"profile": True, "profile_sample": a.profile_sample, "profile_budget": 0}
     if name == "profile-min":
@@ -131,8 +135,9 @@ def profile_options(name: str, a) -> dict:
 
 def profile_flags(name: str, a) -> list[str]:
     """The same as `soak run` flags."""
-    if name == "profile":
-        return ["--cl-profile"] + (["--cl-profile-budget", f"{a.profile_budget:g}"] if a.profile_budget is not None else [])
+    if name in ("profile", "profile-twin"):
+        return (["--cl-profile"] + (["--cl-profile-queue", "twin"] if name == "profile-twin" else [])
+                + (["--cl-profile-budget", f"{a.profile_budget:g}"] if a.profile_budget is not None else []))
     if name == "profile-fixed":
         return ["--cl-profile", "--cl-profile-sample", str(a.profile_sample)]
     if name == "profile-min":

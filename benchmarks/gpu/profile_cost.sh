@@ -10,7 +10,7 @@
 set -u
 source benchmarks/gpu/env.sh
 REPEAT=${REPEAT:-5}; ITER=${ITER:-15}; NEW=${NEW:-64}; BOX=${BOX:-180}
-ARMS=${ARMS:-direct,interposer,profile,profile-all}
+ARMS=${ARMS:-direct,interposer,profile,profile-twin,profile-all}
 declare -A PATHS=([tiny]=$R/soak/models/qwen2-tiny/config.json [44m]=$D/qwen2-768x6/config.json
                   [61m]=$MODELS/qwen2-896x4/config.json)
 LIST=${MODELS_RUN:-tiny 44m}

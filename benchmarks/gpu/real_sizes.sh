@@ -6,6 +6,7 @@
 #   run(command="bash benchmarks/gpu/real_sizes.sh", carry=[".devcarry"])        (after stage.sh here)
 #   SMOKE=1 bash benchmarks/gpu/real_sizes.sh                                     (a dry run on PoCL)
 #   CLOSURE_ONLY=1 CLOSURE_REPEAT=2: only the sampled vs every-launch rounds (a profiler change re-measured);
+#   CLOSURE_ARMS (default profile,profile-all; e.g. profile-twin,profile,profile-all: both queue modes sampled)
 #   SIZES may also name a model staged in .devcarry (qwen2-768x6: the 44M MHA one; qwen2-896x4: the 61M GQA one, packed)
 set -u
 source benchmarks/gpu/env.sh
@@ -50,7 +51,7 @@ for M in $SIZES; do
     --out /tmp/soak-warm --run-id warm-$M-$RANDOM > /dev/null 2>&1; say "warm $M rc=$?"
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_cl_profile.py --engine lib --engine-lib $D/libsoak_mnn_shim.so \
     --plugin $D/mnn/libMNN_CL.so --model $(mpath $M) $BCL --tmp-path $CLCACHE --iterations 6 \
-    --max-new-tokens 32 --repeat ${CLOSURE_REPEAT:-1} --arms profile,profile-all 2>&1 | tee $OUT/closure-$M.txt
+    --max-new-tokens 32 --repeat ${CLOSURE_REPEAT:-1} --arms ${CLOSURE_ARMS:-profile,profile-all} 2>&1 | tee $OUT/closure-$M.txt
 done
 mkdir -p $OUT/runs; cd $OUT && tar czf sizes.tgz runs *.txt && rm -rf runs *.txt   # one file back (the device returns 8 at most)
 say done

@@ -356,6 +356,15 @@ def transfer_bytes(api: Api) -> str:
     return "0"
 
 
+# commands --cl-profile can time on a twin queue (twin.c): kernels and the transfers whose result the
+# engine reads through the call or a later command; a map/unmap (a pointer tied to its queue's
+# order), a marker, a barrier or a migration stays on the engine's queue, counted untimed
+TWIN_APIS = {"clEnqueueNDRangeKernel", "clEnqueueTask", "clEnqueueReadBuffer", "clEnqueueWriteBuffer",
+             "clEnqueueReadBufferRect", "clEnqueueWriteBufferRect", "clEnqueueCopyBuffer", "clEnqueueCopyBufferRect",
+             "clEnqueueFillBuffer", "clEnqueueReadImage", "clEnqueueWriteImage", "clEnqueueCopyImage",
+             "clEnqueueFillImage", "clEnqueueCopyImageToBuffer", "clEnqueueCopyBufferToImage"}
+
+
 def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     n = api.name
     ip = info_param(api) if table else None
@@ -435,13 +444,28 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
     if prof:
         # each kernel name's (and other command's entry point's) first in a window and 1 in its rate of
         # the others are timed (an event each is what costs)
+        twin = n in TWIN_APIS and "command_queue" in names and "num_events_in_wait_list" in names \
+            and "event_wait_list" in names
         dims = ("work_dim", "global_work_size", "local_work_size")
         want = (f"soak_prof_kernel_want(&soak_c, kernel, {', '.join(d if d in names else '0' for d in dims)})"
-                if launches else "soak_prof_cmd_want(&soak_c)")
+                if launches else f"soak_prof_cmd_want(&soak_c, {1 if twin else 0})")
         L.append(f"    cl_event soak_own_ev = 0, *soak_app_ev = {prof.name};")
         L.append("    int soak_timed = 0;")
+        if twin:
+            L.append("    cl_command_queue soak_tq = 0;")
+            L.append("    cl_event soak_tq_mark = 0, soak_tq_wait[SOAK_TWIN_WAIT_MAX + 1];")
         L.append("    if (SOAK_UNLIKELY(soak_g.profile)) {")
         L.append(f"        soak_timed = {want};")
+        if twin:
+            # timed on the queue's twin (twin.c), in the engine's order; 0: it cannot be timed
+            L.append("        if (soak_timed && soak_twin_on) {")
+            L.append("            cl_command_queue soak_t = soak_twin_enter(&soak_c, command_queue, "
+                     "&num_events_in_wait_list, &event_wait_list, soak_tq_wait, &soak_tq_mark);")
+            L.append("            if (!soak_t)")
+            L.append("                soak_timed = soak_c.prof_timed = 0;")
+            L.append("            else if (soak_t != command_queue)")
+            L.append("                soak_tq = command_queue, command_queue = soak_t;")
+            L.append("        }")
         L.append(f"        if (soak_timed && !{prof.name}) {prof.name} = &soak_own_ev;")
         L.append("    }")
     if void:
@@ -453,6 +477,12 @@ def emit_wrapper(api: Api, idx: int, table: str | None = None) -> str:
         L.append(f"    if ({ec.name}) *{ec.name} = soak_err;")
     elif is_int:
         L.append("    soak_code = soak_r;")
+    if prof and twin:
+        L.append("    if (SOAK_UNLIKELY(soak_tq != 0)) { /* the engine's queue waits for the twin's command */")
+        L.append(f"        soak_twin_leave(&soak_c, soak_tq, command_queue, soak_code == CL_SUCCESS ? *{prof.name} : 0, "
+                 "soak_tq_mark);")
+        L.append("        command_queue = soak_tq;")
+        L.append("    }")
     post_args = ", ".join(["&soak_c"] + ([] if void else ["soak_r"]) + ["soak_code"]
                           + [("soak_app_ev" if prof and p is prof else p.name) for p in api.params])
     L.append(f"#ifdef SOAK_POST_{n}")
@@ -527,9 +557,11 @@ def main() -> int:
     out += [f'    "{n}",' for n in names]
     out += ["};", ""]
     # bit 1: returns void (cannot fail), bit 2: has errcode_ret, bit 4: returns cl_int,
-    # bit 8: takes a cl_kernel `kernel` (the kernel:GLOB trigger)
+    # bit 8: takes a cl_kernel `kernel` (the kernel:GLOB trigger), bit 16: --cl-profile can time it on a
+    # twin queue (TWIN_APIS)
     flags = [(1 if a.ret == "void" else 0) | (2 if a.errcode else 0) | (4 if a.ret == "cl_int" else 0)
-             | (8 if any(p.name == "kernel" and p.ctype == "cl_kernel" for p in a.params) else 0) for a in apis]
+             | (8 if any(p.name == "kernel" and p.ctype == "cl_kernel" for p in a.params) else 0)
+             | (16 if a.name in TWIN_APIS else 0) for a in apis]
     out += ["const unsigned char soak_api_flags[SOAK_N_API] = {"]
     out += ["    " + ", ".join(str(f) for f in flags[i:i + 24]) + "," for i in range(0, len(flags), 24)]
     out += ["};", ""]

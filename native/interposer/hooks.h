@@ -136,13 +136,15 @@ SOAK_HIDDEN extern int soak_map_tracking;
 #define SOAK_PRE_clEnqueueUnmapMemObject(c, q, mem, ptr, nw, wl, ev) \
     (soak_map_tracking ? soak_map_take(c, mem, ptr) : (void)0, 0)
 
-/* ---- profiling (SOAK_CL_PROFILE): queues profile; finishing calls read completed events ---- */
+/* ---- profiling (SOAK_CL_PROFILE): timed commands' queues profile; finishing calls read completed events ---- */
 #define SOAK_PRE_clCreateCommandQueue(c, ctx, dev, props, err) \
-    ((props) |= soak_g.profile ? CL_QUEUE_PROFILING_ENABLE : 0, 0)
+    ((props) |= soak_g.profile && !soak_twin_on ? CL_QUEUE_PROFILING_ENABLE : 0, 0)
 #define SOAK_PRE_clCreateCommandQueueWithProperties(c, ctx, dev, props, err) \
     ((props) = soak_profile_props(props), 0)
 #define SOAK_PRE_clCreateCommandQueueWithPropertiesKHR(c, ctx, dev, props, err) \
     ((props) = (const cl_queue_properties_khr *)soak_profile_props((const cl_queue_properties *)(props)), 0)
+/* twin queues (twin.c): the engine's queues stay unprofiled; a twin goes with its queue's last reference */
+#define SOAK_PRE_clReleaseCommandQueue(c, q) (soak_g.profile && soak_twin_on ? soak_twin_forget(q) : (void)0, 0)
 #define SOAK_POST_clFinish(c, r, code, q) (soak_g.profile ? soak_prof_sync() : (void)0)
 #define SOAK_POST_clWaitForEvents(c, r, code, n, evs) (soak_g.profile ? soak_prof_sync() : (void)0)
 

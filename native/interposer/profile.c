@@ -1,13 +1,16 @@
 /* --cl-profile (SOAK_CL_PROFILE=1): device time per kernel and transfer, device idle gaps,
  * host time per entry point.
  *
- * Queues the engine creates get CL_QUEUE_PROFILING_ENABLE (NVIDIA H100: no slower for it, untimed
- * launches alike; queue_cost.c).  Every enqueue is counted (per kernel name and work sizes, or per
- * entry point for other commands).  Timed commands get an event (the engine's, retained, or one of
- * ours, released here): each kernel name's and other entry point's first in a window, and one other
- * in N per kernel name (per entry point for transfers, maps, markers: their events cost as a
- * launch's, 24 a token in a 61M Qwen2's decode) at a jittered interval from a fixed seed: N is
- * SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch),
+ * Where timed commands run: SOAK_CL_PROFILE_QUEUE=engine (the default) gives the queues the engine
+ * creates CL_QUEUE_PROFILING_ENABLE and times in place; =twin leaves them as the engine made them and
+ * runs each timed command on a profiling twin of its queue, in the engine's order (twin.c: for a
+ * driver where a profiling queue makes every launch slower, timed or not).  Every enqueue is
+ * counted (per kernel name and work sizes, or per entry point for other commands).  Timed commands
+ * get an event (the engine's, retained, or one of ours, released here): each kernel name's and
+ * other entry point's first in a window, and one other in N per kernel name (per entry point for
+ * transfers, maps, markers: their events cost as a launch's, 24 a token in a 61M Qwen2's decode;
+ * on twins a map, unmap, marker or barrier stays untimed) at a jittered interval from a fixed seed:
+ * N is SOAK_CL_PROFILE_SAMPLE (default 16; 1: every launch, in place),
  * fixed with SOAK_CL_PROFILE_BUDGET=0, else adapted per kernel name and phase at each window's
  * end so that the profiler's own host time (timed launches beyond untimed ones, reading events,
  * writing records: `cost_ns`) stays within the budget (default 5 %) of the phase's wall time
@@ -178,6 +181,7 @@ typedef struct {
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
      * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
     uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
+    uint64_t twin_ns, twin_n; /* transfers timed on twin queues: their redirection's host ns, how many */
     uint32_t cover_every; /* coverage in 1 window of its phase in this many */
     prof_slot *slots;
     /* its slots in use, in the order they were taken: ending a window reads and clears only these,
@@ -260,6 +264,7 @@ void soak_profile_init(void)
         else
             budget = pct / 100;
     }
+    soak_twin_init((int)(sample_every > 1 ? 2 : 1));
     if (sample_every > 1) /* each family's first pick, like every later one, after a uniform skip */
         for (int i = 0; i < FAM_N; i++)
             fam_skip[i] = (uint32_t)next_skip(sample_every);
@@ -274,7 +279,7 @@ static SOAK_TLS cl_queue_properties props_buf[64];
 
 const cl_queue_properties *soak_profile_props(const cl_queue_properties *props)
 {
-    if (!soak_g.profile)
+    if (!soak_g.profile || soak_twin_on) /* twin queues: the engine's stay as it made them */
         return props;
     size_t n = 0, found = 0;
     if (props)
@@ -574,7 +579,9 @@ static uint64_t untimed_estimate(const prof_slot *s, double m, uint64_t *unknown
     if (m < 0 && s->name[0])
         m = shape_interpolate(s);
     if (m < 0) {
-        *unknown += left;
+        /* with twin queues a map, unmap, marker or barrier is never timed: no estimate is expected */
+        if (!soak_twin_on || (soak_api_flags[s->api] & SOAK_API_TWIN))
+            *unknown += left;
         return 0;
     }
     return (uint64_t)(m * (double)left + 0.5);
@@ -587,15 +594,16 @@ static int by_total(const void *a, const void *b)
 }
 
 /* the profiler's own host time in window W that grows with the launches it times: their host
- * time beyond what untimed launches take (the event: what costs in a GPU driver), plus reading
- * events; W->flush_ns (ending the window before, writing its record) is the fixed part.  A timed
- * transfer's event is not separable from its own host time (a blocking read waits): the budget
- * counts it at a timed launch's cost */
+ * time beyond what untimed launches take (the event: what costs in a GPU driver; on twin queues
+ * the marker and barrier too), plus reading events and redirecting transfers to twin queues;
+ * W->flush_ns (ending the window before, writing its record) is the fixed part.  A timed
+ * transfer's event in place is not separable from its own host time (a blocking read waits): the
+ * budget counts it at a timed launch's cost */
 static uint64_t timed_cost(const window *W)
 {
     double base = W->untimed_host_n ? (double)W->untimed_host_ns / (double)W->untimed_host_n : untimed_host_mean;
     double extra = (double)W->timed_host_ns - base * (double)W->timed_host_n;
-    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns;
+    return (uint64_t)(extra > 0 ? extra : 0) + W->drain_ns + W->twin_ns;
 }
 
 /* the cost budget: from window W's cost per timed launch and wall time (host span), how many
@@ -616,8 +624,10 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
     double all_n = 0, all_ns = 0;
     for (size_t i = 0; i < n; i++) {
         const prof_slot *s = used[i];
-        /* kernel families and the other commands' entry points (sampled as they are) */
-        if (s->api == SOAK_ID_clEnqueueNDRangeKernel && !s->name[0])
+        /* kernel families and the other commands' entry points (sampled as they are; with twin
+         * queues a map, unmap, marker or barrier is never timed) */
+        if (s->api == SOAK_ID_clEnqueueNDRangeKernel ? !s->name[0]
+                                                     : soak_twin_on && !(soak_api_flags[s->api] & SOAK_API_TWIN))
             continue;
         uint32_t f = s->fam;
         if (!fcount[f])
@@ -627,7 +637,7 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         all_n += (double)s->count;
         all_ns += (double)s->total_ns;
     }
-    double per = (double)cost / (double)W->timed_host_n;
+    double per = (double)cost / (double)(W->timed_host_n + W->twin_n);
     double allowed = BUDGET_AIM * budget * (double)wall - (double)fixed;
     uint32_t ph = (uint32_t)(W->phase % PHASE_N);
     /* coverage (each kernel name's first launch) in 1 window of the phase in N, N as small as the
@@ -770,6 +780,7 @@ static void flush_window(int w)
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
+            soak_json_str(&j, "queue", soak_twin_on ? "twin" : "engine");
             soak_json_uint(&j, "estimated_ns", est_ns);
             soak_json_uint(&j, "outside_ns", outside_ns);
             soak_json_uint(&j, "unestimated", unknown);
@@ -838,6 +849,7 @@ static void flush_window(int w)
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
     W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
+    W->twin_ns = W->twin_n = 0;
 }
 
 /* a later epoch or another phase began: the current window ends (written once its commands
@@ -1010,14 +1022,23 @@ static int cover_first(uint32_t fam, uint64_t ser)
     return 1;
 }
 
-int soak_prof_cmd_want(soak_call *c)
+int soak_prof_cmd_want(soak_call *c, int can_twin)
 {
     if (sample_every <= 1)
         return c->prof_timed = 1;
+    if (soak_twin_on && !can_twin) /* a map, unmap, marker or barrier stays on the engine's queue, untimed */
+        return c->prof_timed = 0;
     uint32_t f = NAME_SLOTS + c->id; /* the entry point's family */
     if (cover_first(f, __atomic_load_n(&serial, __ATOMIC_RELAXED)))
         return c->prof_timed = 2;
     return c->prof_timed = fam_want(f);
+}
+
+void soak_prof_twin_cost(uint64_t ns)
+{
+    window *W = &windows[cur];
+    SOAK_ADD(&W->twin_ns, ns);
+    SOAK_ADD(&W->twin_n, 1);
 }
 
 /* ---- kernel launches: the per-thread cache ---- */

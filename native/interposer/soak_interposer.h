@@ -72,6 +72,7 @@ typedef struct {
                                    the SOAK_HOST_EVERY - 1 untimed ones between it and the next) */
     int prof_timed;             /* profiling, NDRange: this launch gets an event */
     void *prof_ent;             /* profiling, NDRange: its per-thread cache entry (kernel, sizes, slot) */
+    uint64_t twin_t0;           /* profiling, a transfer timed on a twin queue: when its redirection began */
     uint64_t prof_serial;       /* ... and the window serial it was found in */
     /* fault rules (set by soak_fault only when the entry point has rules) */
     const void *kobj;           /* the call's cl_kernel (entry points taking one), for kernel:GLOB */
@@ -127,6 +128,7 @@ extern SOAK_HIDDEN const unsigned char soak_api_flags[SOAK_N_API];
 #define SOAK_API_ERRCODE 2u
 #define SOAK_API_INT 4u
 #define SOAK_API_KERNEL 8u /* takes a cl_kernel `kernel` (the kernel:GLOB trigger applies) */
+#define SOAK_API_TWIN 16u  /* --cl-profile can time it on a twin queue (twin.c) */
 
 SOAK_HIDDEN void soak_expand_path(const char *in, char *out, size_t cap);
 SOAK_HIDDEN int soak_api_id(const char *name);
@@ -257,8 +259,21 @@ SOAK_HIDDEN void soak_prof_kernel_done(soak_call *c, cl_event ev, int own);
 SOAK_HIDDEN extern uint64_t soak_prof_kernel_gen; /* bumped when a kernel object goes away */
 SOAK_HIDDEN void soak_prof_sync(void);
 /* a command other than a kernel launch: whether to time it (its entry point's first in the window,
- * then 1 in its rate, as kernel names are) */
-SOAK_HIDDEN int soak_prof_cmd_want(soak_call *c);
+ * then 1 in its rate, as kernel names are; can_twin 0: on twin queues it is never timed) */
+SOAK_HIDDEN int soak_prof_cmd_want(soak_call *c, int can_twin);
+SOAK_HIDDEN void soak_prof_twin_cost(uint64_t ns); /* a transfer's redirection: the profiler's own time */
+
+/* twin.c: timed commands on a profiling twin of the engine's queue, in the engine's order */
+#define SOAK_TWIN_WAIT_MAX 16
+SOAK_HIDDEN extern int soak_twin_on;
+SOAK_HIDDEN void soak_twin_init(int sample_every);
+/* the queue a timed command goes to: q's twin (the wait list gets a marker of q's earlier commands,
+ * in buf), q itself (it profiles), or 0 (it cannot be timed) */
+SOAK_HIDDEN cl_command_queue soak_twin_enter(soak_call *c, cl_command_queue q, cl_uint *nw, const cl_event **wl,
+                                             cl_event *buf, cl_event *mark);
+/* after the command on twin t: q waits for its event (0: it failed) */
+SOAK_HIDDEN void soak_twin_leave(soak_call *c, cl_command_queue q, cl_command_queue t, cl_event ev, cl_event mark);
+SOAK_HIDDEN void soak_twin_forget(cl_command_queue q); /* before the engine's release of q */
 
 /* records.c */
 SOAK_HIDDEN void soak_rec_open(void);

@@ -49,7 +49,7 @@ def _new_phase() -> dict:
             "transfer_count": 0, "other_ns": 0, "other_count": 0, "busy_ns": 0, "idle_ns": 0, "span_ns": 0,
             "host_span_ns": 0, "host_only_ns": 0, "host_api_ns": 0, "untimed": 0, "failed_commands": 0,
             "kernel_timed": 0, "estimated_ns": 0, "outside_ns": 0, "unestimated": 0, "sample": 1,
-            "cost_ns": 0, "budget_pct": None, "coverage_every": 1,
+            "cost_ns": 0, "budget_pct": None, "coverage_every": 1, "queue": None,
             "kernels": defaultdict(lambda: {"count": 0, "total_ns": 0, "shapes": 0, "p99_ns": 0}),
             "transfers": defaultdict(lambda: {"count": 0, "total_ns": 0, "bytes": 0}),
             "host_api": defaultdict(int)}
@@ -100,6 +100,7 @@ def _add_window(ph: dict, ev: dict) -> None:
     if ev.get("budget_pct") is not None:
         ph["budget_pct"] = float(ev["budget_pct"])
     ph["coverage_every"] = max(ph["coverage_every"], int(ev.get("coverage_every") or 1))
+    ph["queue"] = ev.get("queue") or ph["queue"]
     ph["failed_commands"] += int(ev.get("failed_commands") or 0)
 
 
@@ -379,8 +380,9 @@ def render(result: dict, explanation: list[str] = ()) -> str:
                 out.append(f"  coverage   each kernel's first launch timed in 1 window in up to {ph['coverage_every']} "
                            f"(the windows are too short to time them all within the budget)")
         if ph["cost_fraction"] is not None and (ph["cost_ns"] or ph["budget_pct"] is not None):
+            where = {"twin": "; timed commands on twin queues", "engine": "; the engine's queues profile"}
             out.append(f"  profiler   {_ms(ph['cost_ns'])} of its own host time = {ph['cost_fraction']:.1%} of the "
-                       f"phase's wall time ({budget_words(ph)})")
+                       f"phase's wall time ({budget_words(ph)}{where.get(ph['queue'], '')})")
         if ph["untimed"] or ph["failed_commands"]:
             out.append(f"  untimed {ph['untimed']}, failed {ph['failed_commands']} commands")
         for k in ph["top_kernels"][:5]:

@@ -35,6 +35,9 @@ DEFAULT_PROFILE_SAMPLE = 16
 # ... at first; then the profiler keeps its own host time within this percentage of each phase's
 # wall time, adapting the rate per kernel name and phase (0: the rate stays fixed)
 DEFAULT_PROFILE_BUDGET = 5.0
+# where --cl-profile's timed commands run (SOAK_CL_PROFILE_QUEUE; native/interposer/twin.c)
+PROFILE_QUEUES = ("engine", "twin")
+DEFAULT_PROFILE_QUEUE = "engine"
 
 
 def mnn_bypass_paths(paths: tuple[str, ...] | list[str] | None = None) -> list[str]:
@@ -174,5 +177,6 @@ def prepare(options, run_dir: str | os.PathLike, *, interposer_dir: str | os.Pat
         "SOAK_CL_PROFILE": "1" if _opt(options, "profile") else "0",
         "SOAK_CL_PROFILE_SAMPLE": str(int(_opt(options, "profile_sample") or DEFAULT_PROFILE_SAMPLE)),
         "SOAK_CL_PROFILE_BUDGET": f"{float(budget):g}",
+        "SOAK_CL_PROFILE_QUEUE": _opt(options, "profile_queue") or DEFAULT_PROFILE_QUEUE,
     }
     return env

@@ -10,7 +10,7 @@ import argparse
 import re
 
 from soak.cl.fault_rules import join_spec, parse_spec
-from soak.cl.interposer import DEFAULT_PROFILE_BUDGET, DEFAULT_PROFILE_SAMPLE
+from soak.cl.interposer import DEFAULT_PROFILE_BUDGET, DEFAULT_PROFILE_QUEUE, DEFAULT_PROFILE_SAMPLE, PROFILE_QUEUES
 from soak.errors import BadInput
 
 _BYTES_RE = re.compile(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?")
@@ -54,6 +54,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"with --cl-profile: keep the profiler's own host time within PCT %% of each phase's wall "
                         f"time, adapting the rate per kernel name and phase (default {DEFAULT_PROFILE_BUDGET:g}; "
                         "0 or --cl-profile-sample alone: a fixed rate)")
+    g.add_argument("--cl-profile-queue", choices=PROFILE_QUEUES, default=None,
+                   help="with --cl-profile: where timed commands run: engine (the engine's queues get profiling, "
+                        "the default) or twin (the engine's queues stay as made; each timed command runs on a "
+                        "profiling twin of its queue, in order: for a driver where a profiling queue slows every "
+                        "launch)")
     g.add_argument("--cl-real-lib", metavar="PATH",
                    help="the real OpenCL library the interposer forwards to (default: libOpenCL.so.1 as found)")
 
@@ -78,6 +83,9 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
     if budget is not None and not 0 <= budget <= 100:
         raise BadInput(f"--cl-profile-budget {budget:g}: not a percentage from 0 to 100",
                        f"use e.g. {DEFAULT_PROFILE_BUDGET:g} (the default) or 0 (a fixed rate)")
+    queue = getattr(args, "cl_profile_queue", None)
+    if queue is not None and not profile:
+        raise BadInput("--cl-profile-queue needs --cl-profile", "add --cl-profile or drop --cl-profile-queue")
     if budget is None and profile:
         budget = 0.0 if sample is not None else DEFAULT_PROFILE_BUDGET
     intercept = args.intercept
@@ -98,4 +106,5 @@ def options_from_args(args: argparse.Namespace, backend: str | None) -> dict | N
         "profile": profile,
         "profile_sample": (sample or DEFAULT_PROFILE_SAMPLE) if profile else None,
         "profile_budget": budget if profile else None,
+        "profile_queue": (queue or DEFAULT_PROFILE_QUEUE) if profile else None,
     }

@@ -77,6 +77,10 @@ def test_prepare_env(tmp_path, cl_build):
     fixed = interposer.prepare({"profile": True, "profile_sample": 4, "profile_budget": 0}, tmp_path / "run4",
                                interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
     assert fixed["SOAK_CL_PROFILE_BUDGET"] == "0"
+    assert sampled["SOAK_CL_PROFILE_QUEUE"] == "engine"  # timed in place unless asked for twins
+    twin = interposer.prepare({"profile": True, "profile_queue": "twin"}, tmp_path / "run5",
+                              interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
+    assert twin["SOAK_CL_PROFILE_QUEUE"] == "twin"
     plain = interposer.prepare(None, tmp_path / "r2", interposer_dir=cl_build.lib_dir, base_env={}, mnn_paths=())
     assert plain["LD_LIBRARY_PATH"] == str(cl_build.lib_dir) and plain["SOAK_CL_MEM_LIMIT"] == ""
 
@@ -103,7 +107,7 @@ def _parse(*argv, backend="opencl"):
 
 def test_options():
     assert _parse() == {"faults": "", "gpu_override": False, "mem_limit": None, "real_lib": None, "profile": False,
-                        "profile_sample": None, "profile_budget": None}
+                        "profile_sample": None, "profile_budget": None, "profile_queue": None}
     assert _parse("--cl-profile", backend="cpu")["profile"] is True
     assert _parse("--cl-profile")["profile_sample"] == interposer.DEFAULT_PROFILE_SAMPLE == 16
     assert _parse("--cl-profile", "--cl-profile-sample", "1")["profile_sample"] == 1
@@ -113,6 +117,11 @@ def test_options():
     assert _parse("--cl-profile", "--cl-profile-sample", "8", "--cl-profile-budget", "2")["profile_budget"] == 2
     with pytest.raises(BadInput, match="needs --cl-profile"):
         _parse("--cl-profile-budget", "4")
+    # where timed commands run: in place on the engine's queues by default, or on profiling twins
+    assert _parse("--cl-profile")["profile_queue"] == interposer.DEFAULT_PROFILE_QUEUE == "engine"
+    assert _parse("--cl-profile", "--cl-profile-queue", "twin")["profile_queue"] == "twin"
+    with pytest.raises(BadInput, match="needs --cl-profile"):
+        _parse("--cl-profile-queue", "twin")
     for bad in ("-1", "101"):
         with pytest.raises(BadInput, match="not a percentage from 0 to 100"):
             _parse("--cl-profile", "--cl-profile-budget", bad)
@@ -129,7 +138,7 @@ def test_options():
                "--cl-mem-limit", "512M", "--cl-real-lib", "/x/libOpenCL.so.1", backend="cpu")
     assert o == {"faults": "clEnqueueNDRangeKernel=-5@nth:50;clCreateBuffer=-4@p:0.01,seed:7",
                  "gpu_override": True, "mem_limit": 512 << 20, "real_lib": "/x/libOpenCL.so.1", "profile": False,
-                 "profile_sample": None, "profile_budget": None}
+                 "profile_sample": None, "profile_budget": None, "profile_queue": None}
     with pytest.raises(BadInput, match="need the interposer"):
         _parse("--no-intercept", "--cl-gpu-override")
     with pytest.raises(BadInput):

@@ -308,7 +308,6 @@ def test_budget_on_pocl_many_tiny_kernels(cl_build, tmp_path):
     assert frac <= 0.05, [(e["rate"], e["cost_ns"], e["host_last_ns"] - e["host_first_ns"]) for e in steps]
 
 
-
 def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workload):
     """Transfers, maps and markers get an event each as launches do, and the event costs the same
     (a 61M Qwen2's decode makes 24 a token): each entry point's first in a window is timed, then 1 in
@@ -334,6 +333,55 @@ def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workloa
     total = sum(c["count"] for api in by_api.values() for c in api if c["api"] != "clEnqueueNDRangeKernel")
     assert 0 < timed < total / 2, (timed, total)  # each entry point's first, then 1 in 3
     assert all(c["total_ns"] > 0 for c in writes + [unmap])  # the untimed: their entry point's mean
+    assert p["unestimated"] == 0
+    assert p["queue"] == "engine"
+
+
+def test_twin_queues_keep_the_engines_order_and_results(run_workload, cl_build, tmp_path):
+    """--cl-profile-queue twin: timed commands run on a profiling twin of the engine's queue
+    (native/interposer/twin.c), kept in the engine's order by a marker and a barrier.  queue_cost
+    chains 32 kernels (x = x * 3 + k, in integers: any launch out of order changes the result, read
+    back after each step), with half the launches timed; cl_workload --verify checks what each write, copy, fill, map and launch did."""
+    from soak import native_build
+
+    build_dir = next(d for d in [cl_build.lib.parent, *cl_build.lib.parents] if (d / "CMakeCache.txt").exists())
+    qc = native_build.cmake_build(native_build.NATIVE_DIR / "interposer", build_dir, "testprog/queue_cost", [],
+                                  "queue_cost", "the launch-timing cost program")
+    run_dir = tmp_path / "qc"
+    run_dir.mkdir()
+    opts = {"profile": True, "profile_sample": 2, "profile_budget": 0, "profile_queue": "twin"}
+    env = {**os.environ, **interposer.prepare(opts, run_dir, interposer_dir=cl_build.lib_dir, mnn_paths=())}
+    proc = subprocess.run([str(qc), "--launches", "2000", "--steps", "2", "--rounds", "2", "--every", "3"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = {ln.split()[1]: dict(w.split("=") for w in ln.split()[2:]) for ln in proc.stdout.splitlines()
+           if ln.startswith("result ")}
+    assert set(res) == {"plain", "profq", "event", "twin"}
+    assert all(r["order_errors"] == "0" for r in res.values()), res
+    recs = [r for r in TraceReader(run_dir).poll_raw() if r.get("type") == "profile"]
+    assert {r["queue"] for r in recs} == {"twin"}
+    launches = [c for r in recs for c in r["commands"] if c["api"] == "clEnqueueNDRangeKernel"]
+    assert sum(c["count"] for c in launches) == 4 * 2 * 2 * 2000
+    assert sum(c.get("timed", c["count"]) for c in launches) > 2000  # about half: on the twin
+
+    r = run_workload("--verify", "3", options=opts)
+    assert r.rc == 0, r.stderr
+    checks = [(w[1], dict(x.split("=") for x in w[2:])) for w in r.result("verify") if w[0].isdigit()]
+    assert len(checks) == 3 * 7
+    for what, fields in checks:
+        if what in ("vadd", "vscale"):
+            assert fields["ok"] == "1024" and fields["sentinel"] == "0", (what, fields)
+        else:
+            assert fields["diff"] == "0" and fields["nan"] == "0", (what, fields)
+    (p,) = profiles(r)
+    assert p["queue"] == "twin"
+    by_api: dict[str, list[dict]] = {}
+    for c in p["commands"]:
+        by_api.setdefault(c["api"], []).append(c)
+    # transfers are sampled on twins (each entry point's first in the window, then 1 in 2); a map or
+    # unmap stays on the engine's queue, counted, untimed and not "unestimated"
+    assert sum(c.get("timed", c["count"]) for c in by_api["clEnqueueWriteBuffer"]) >= 1
+    assert all(c.get("timed") == 0 for c in by_api["clEnqueueUnmapMemObject"])
     assert p["unestimated"] == 0
 
 

@@ -154,6 +154,51 @@ def test_coverage_thins_in_windows_too_short_for_it(stub, cl_build, tmp_path):
     assert all(x["unestimated"] == 0 for x in budget)
 
 
+def stub_report(path: Path) -> dict:
+    words = path.read_text().split()
+    return {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
+
+
+def test_timed_launches_go_to_a_twin_queue_and_only_they_meet_a_profiling_queue(stub, cl_build, tmp_path):
+    """SOAK_CL_PROFILE_QUEUE=twin (--cl-profile-queue twin), for a driver where a profiling queue
+    slows every launch on it, timed or not: the engine's queue stays unprofiled and each timed launch
+    runs on a twin that profiles, between a marker and a barrier on the engine's queue (the stub
+    counts launches on a queue that profiles, markers and barriers).  The default (engine) and the
+    every-launch rate profile the engine's queue: every launch meets it."""
+    n = 200_000
+    twin = profile_windows(stub, cl_build, tmp_path / "twin", launches=n, SOAK_CL_PROFILE_QUEUE="twin",
+                           STUB_REPORT=str(tmp_path / "twin.txt"))
+    rep = stub_report(tmp_path / "twin.txt")
+    timed = sum(c.get("timed", c["count"]) for w in twin for c in w["commands"])
+    left = sum(w["untimed"] for w in twin)  # timed, not read before the exit
+    assert {w["queue"] for w in twin} == {"twin"}
+    assert rep["launches"] == n  # every launch reached the driver once
+    assert rep["profiled"] == timed + left and 0 < rep["profiled"] < n / 10
+    assert rep["markers"] == rep["barriers"] == rep["profiled"]  # each timed launch kept in the engine's order
+    assert sum(c["count"] for w in twin for c in w["commands"]) == n
+
+    engine = profile_windows(stub, cl_build, tmp_path / "engine", launches=n, STUB_QUEUE_PROFILING="1",
+                             STUB_REPORT=str(tmp_path / "engine.txt"))
+    rep = stub_report(tmp_path / "engine.txt")
+    assert {w["queue"] for w in engine} == {"engine"}
+    assert rep["profiled"] == n and rep["markers"] == rep["barriers"] == 0
+    every = profile_windows(stub, cl_build, tmp_path / "every", launches=n, SOAK_CL_PROFILE_SAMPLE="1",
+                            SOAK_CL_PROFILE_QUEUE="twin", STUB_REPORT=str(tmp_path / "every.txt"))
+    assert {w["queue"] for w in every} == {"engine"} and stub_report(tmp_path / "every.txt")["markers"] == 0
+
+
+def test_a_bad_profile_queue_setting_is_named_and_the_engines_queues_profile(stub, cl_build, tmp_path):
+    driver, loop = stub
+    env = dict(os.environ, SOAK_CL_REAL_LIB=str(driver), SOAK_CL_STATS=str(tmp_path / "s.%p.stats"),
+               SOAK_CL_TRACE=str(tmp_path / "trace.jsonl"), SOAK_CL_PROFILE="1", SOAK_CL_PROFILE_QUEUE="both")
+    proc = subprocess.run([str(loop), str(cl_build.lib), "1000", "plain", "1"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "SOAK_CL_PROFILE_QUEUE=both: not twin or engine; timing on the engine's queues" in proc.stderr
+    recs = [json.loads(x) for x in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert {r["queue"] for r in recs if r.get("type") == "profile"} == {"engine"}
+
+
 def test_prefill_layers_sharing_a_kernel_and_size_are_not_estimated_from_the_first(stub, cl_build, tmp_path):
     """Prefill: one GEMM kernel at one work size serves several layers' projections of different
     depths (61M Qwen2 on an H100: gemm_b4_c8_int4_buf at gws Nx112 ran 147 us for one and 720 us for

@@ -15,10 +15,16 @@
  * kernel serves several layers' projections of different depths); STUB_OBJ_ITEMS=1: the size
  * term is per object too, stub_ns(k, i) x (1 + items / 1024) (a GEMM: each projection's time
  * follows the prompt length).  STUB_EVENT_NS=N: a launch that returns an event spins N ns first,
- * as a GPU driver's event costs (NVIDIA: about 11 us). */
+ * as a GPU driver's event costs (NVIDIA: about 11 us).  STUB_PROFQ_NS=N: a launch on a queue that
+ * profiles spins N ns more, event or not (a driver where a profiling queue slows every launch); the
+ * application's queue (any handle but the twin's) profiles when STUB_QUEUE_PROFILING=1, the twin
+ * queue soak makes beside it (clCreateCommandQueue*) always; markers and barriers succeed at once.
+ * STUB_REPORT=PATH: at exit, one line "launches L profiled P markers M barriers B" (launches on a
+ * queue that profiles). */
 #define CL_TARGET_OPENCL_VERSION 300
 #include <CL/cl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,7 +34,10 @@
 static uint64_t launches;
 static uintptr_t ring_kernel[RING];
 static double ring_items[RING];
-static long event_ns = -1;
+static long event_ns = -1, profq_ns = -1;
+static int app_profiles;
+#define TWIN_QUEUE ((cl_command_queue)(uintptr_t)0x6000)
+static uint64_t profiled, markers, barriers;
 static double item_ns = -1, cold_ns;
 static uint64_t cold_every, ramp_every;
 static int obj_items, names = 26;
@@ -76,9 +85,25 @@ uint64_t stub_ns(uintptr_t k, uint64_t i, double items)
     return (uint64_t)ns;
 }
 
+static void queue_config(void)
+{
+    if (profq_ns >= 0)
+        return;
+    const char *v = getenv("STUB_PROFQ_NS");
+    profq_ns = v ? atol(v) : 0;
+    v = getenv("STUB_QUEUE_PROFILING");
+    app_profiles = v && atoi(v) == 1;
+}
+
 cl_int clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *off, const size_t *gws,
                               const size_t *lws, cl_uint nwait, const cl_event *wait, cl_event *event)
 {
+    queue_config();
+    if (q == TWIN_QUEUE || app_profiles)
+        profiled++;
+    if (profq_ns > 0 && (q == TWIN_QUEUE || app_profiles))
+        for (uint64_t until = mono_ns() + (uint64_t)profq_ns; mono_ns() < until;)
+            ;
     uint64_t i = launches++;
     ring_kernel[i % RING] = (uintptr_t)k;
     double items = 1;
@@ -134,3 +159,50 @@ cl_int clGetEventProfilingInfo(cl_event e, cl_profiling_info param, size_t size,
 cl_int clRetainEvent(cl_event e) { return CL_SUCCESS; }
 cl_int clReleaseEvent(cl_event e) { return CL_SUCCESS; }
 cl_int clFinish(cl_command_queue q) { return CL_SUCCESS; }
+
+/* queues: the application's (launch_loop's made-up handle) and the twin soak makes beside it */
+cl_int clGetCommandQueueInfo(cl_command_queue q, cl_command_queue_info param, size_t size, void *value, size_t *size_ret)
+{
+    queue_config();
+    uint64_t v = param == CL_QUEUE_PROPERTIES ? (q == TWIN_QUEUE || app_profiles ? CL_QUEUE_PROFILING_ENABLE : 0)
+                 : param == CL_QUEUE_REFERENCE_COUNT ? 1 : 0x7000;
+    if (value && param == CL_QUEUE_REFERENCE_COUNT && size >= sizeof(cl_uint))
+        *(cl_uint *)value = 1;
+    else if (value && size >= sizeof v)
+        memcpy(value, &v, sizeof v);
+    if (size_ret)
+        *size_ret = param == CL_QUEUE_REFERENCE_COUNT ? sizeof(cl_uint) : sizeof v;
+    return CL_SUCCESS;
+}
+cl_command_queue clCreateCommandQueueWithProperties(cl_context c, cl_device_id d, const cl_queue_properties *p,
+                                                    cl_int *err)
+{
+    if (err)
+        *err = CL_SUCCESS;
+    return TWIN_QUEUE;
+}
+cl_int clReleaseCommandQueue(cl_command_queue q) { return CL_SUCCESS; }
+cl_int clFlush(cl_command_queue q) { return CL_SUCCESS; }
+cl_int clEnqueueMarkerWithWaitList(cl_command_queue q, cl_uint n, const cl_event *w, cl_event *event)
+{
+    if (event) /* never read for device times: another range than the launches' */
+        *event = (cl_event)(uintptr_t)(0x40000000ull + 64 * markers);
+    markers++;
+    return CL_SUCCESS;
+}
+cl_int clEnqueueBarrierWithWaitList(cl_command_queue q, cl_uint n, const cl_event *w, cl_event *event)
+{
+    barriers++;
+    return CL_SUCCESS;
+}
+
+__attribute__((destructor)) static void stub_report(void)
+{
+    const char *path = getenv("STUB_REPORT");
+    FILE *f = path ? fopen(path, "w") : 0;
+    if (!f)
+        return;
+    fprintf(f, "launches %llu profiled %llu markers %llu barriers %llu\n", (unsigned long long)launches,
+            (unsigned long long)profiled, (unsigned long long)markers, (unsigned long long)barriers);
+    fclose(f);
+}
