@@ -204,6 +204,10 @@ def soak_arm(name: str, k: int, a, rest: list[str], out: Path) -> dict:
     if proc.returncode not in (0, 1) or not dec:
         print(f"  {run_id}: rc {proc.returncode}, no decode measured: {proc.stderr.strip()[-300:]}", flush=True)
     prof = profile_summary(out / run_id) if name.startswith("profile") and dec else {}
+    if a.keep_runs:  # the run's events (iterations, cl_profile records) for a look afterwards
+        Path(a.keep_runs).mkdir(parents=True, exist_ok=True)
+        if (out / run_id / "events.jsonl").exists():
+            shutil.copy(out / run_id / "events.jsonl", Path(a.keep_runs) / f"{run_id}.events.jsonl")
     shutil.rmtree(out / run_id, ignore_errors=True)
     return {"decode_tps": statistics.median(dec) if dec else None,
             "prefill_tps": statistics.median(pre) if pre else None, "backend": backend, "rc": proc.returncode,
@@ -419,6 +423,7 @@ def main() -> int:
                     help="the profile-fixed arm's --cl-profile-sample")
     ap.add_argument("--profile-budget", type=float, default=None,
                     help=f"the profile arm's --cl-profile-budget (default: soak's, {interposer.DEFAULT_PROFILE_BUDGET:g})")
+    ap.add_argument("--keep-runs", metavar="DIR", help="--engine: copy each run's events.jsonl here")
     ap.add_argument("--arms", type=lambda t: t.split(","), default=None,
                     help=f"comma-separated, in this order, of {','.join(ARMS)} (default: direct,interposer,profile "
                          "with --engine, all without)")

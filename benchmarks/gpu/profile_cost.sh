@@ -7,6 +7,7 @@
 # round: sampled vs every-launch kernel totals and closure per phase.
 #   run(command="bash benchmarks/gpu/profile_cost.sh", carry=[".devcarry"])      (after stage.sh here)
 #   SMOKE=1 bash benchmarks/gpu/profile_cost.sh                                   (a dry run on PoCL)
+#   KEEP=1: each run's events.jsonl back in runs-<models>.tgz (cl_profile records: host time per entry point)
 set -u
 source benchmarks/gpu/env.sh
 REPEAT=${REPEAT:-5}; ITER=${ITER:-15}; NEW=${NEW:-64}; BOX=${BOX:-180}
@@ -36,6 +37,7 @@ for m in $LIST; do
   say "bench $m ($(left) s left)"
   python3 benchmarks/bench_cl_profile.py --engine lib --engine-lib $D/libsoak_mnn_shim.so --plugin $D/mnn/libMNN_CL.so \
     --model ${PATHS[$m]} $BCL --tmp-path $CLCACHE --iterations $ITER --max-new-tokens $NEW --repeat $REPEAT \
-    --time-box $BOX --arms $ARMS 2>&1 | tee $OUT/bench-$m.txt
+    --time-box $BOX --arms $ARMS ${KEEP:+--keep-runs /tmp/soak-keep/$m} 2>&1 | tee $OUT/bench-$m.txt
 done
+[ -n "${KEEP:-}" ] && tar czf $OUT/runs-${LIST// /-}.tgz -C /tmp/soak-keep .   # KEEP=1: each run's events.jsonl
 say done
