@@ -181,6 +181,7 @@ typedef struct {
     /* the profiler's own cost: host ns of timed kernel launches and of host-sampled untimed ones
      * (atomics: added at each such launch's exit), and ns spent reading events and writing records */
     uint64_t timed_host_ns, timed_host_n, untimed_host_ns, untimed_host_n, drain_ns, flush_ns;
+    uint64_t drain_wall_ns, flush_wall_ns; /* the same two by the wall clock (a driver call that waits) */
     uint64_t twin_ns, twin_n; /* transfers timed on twin queues: their redirection's host ns, how many */
     uint32_t cover_every; /* coverage in 1 window of its phase in this many */
     prof_slot *slots;
@@ -738,6 +739,8 @@ static void flush_window(int w)
         if (used[i]->api == SOAK_ID_clEnqueueNDRangeKernel)
             kernel_n += used[i]->count;
     adapt(W, used, n, cost, W->flush_ns);
+    /* by the wall clock: what the budget would see if the driver's calls waiting were its cost */
+    uint64_t cost_wall = cost - W->drain_ns + W->drain_wall_ns + W->flush_wall_ns;
     cost += W->flush_ns;
     if (W->untimed_host_n) {
         double m = (double)W->untimed_host_ns / (double)W->untimed_host_n;
@@ -777,6 +780,7 @@ static void flush_window(int w)
             snprintf(item, sizeof item, "%.2f", W->timed_host_n ? (double)kernel_n / (double)W->timed_host_n : 0.0);
             soak_json_raw(&j, "rate", item);
             soak_json_uint(&j, "cost_ns", cost);
+            soak_json_uint(&j, "cost_wall_ns", cost_wall);
             snprintf(item, sizeof item, "%g", budget * 100);
             soak_json_raw(&j, "budget_pct", item);
             soak_json_uint(&j, "coverage_every", W->cover_every ? W->cover_every : 1);
@@ -849,6 +853,7 @@ static void flush_window(int w)
     W->busy = W->first_start = W->last_end = W->dropped = W->failed = W->pending = 0;
     W->host_first = W->host_last = 0;
     W->timed_host_ns = W->timed_host_n = W->untimed_host_ns = W->untimed_host_n = W->drain_ns = W->flush_ns = 0;
+    W->drain_wall_ns = W->flush_wall_ns = 0;
     W->twin_ns = W->twin_n = 0;
 }
 
@@ -952,9 +957,10 @@ static void drain_timed(size_t max)
 {
     if (head == tail)
         return;
-    uint64_t t = cpu_ns();
+    uint64_t t = cpu_ns(), w = soak_now_ns();
     drain(max);
     windows[cur].drain_ns += cpu_ns() - t;
+    windows[cur].drain_wall_ns += soak_now_ns() - w;
 }
 
 /* queues ev (0: an untimed command, counted only) for slot `slot` of the current window; plock held */
@@ -1233,9 +1239,10 @@ void soak_prof_switch(uint64_t t0)
         if (!t0)
             t0 = soak_now_ns();
         drain_timed(0); /* the ending window's events */
-        uint64_t t = cpu_ns();
+        uint64_t t = cpu_ns(), w = soak_now_ns();
         next_window(ep, ph, t0);
         windows[cur].flush_ns += cpu_ns() - t; /* writing the record(s) */
+        windows[cur].flush_wall_ns += soak_now_ns() - w;
     }
     pthread_mutex_unlock(&plock);
 }

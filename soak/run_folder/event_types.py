@@ -148,7 +148,7 @@ EVENT_TYPES: dict[str, dict] = {
     "cl_profile": {**_CL_COMMON, "epoch": _int, "phase": _int, "host_first_ns": _int, "host_last_ns": _int,
                    "busy_ns": _int, "idle_ns": _int, "span_ns": _int, "sample": _int, "estimated_ns": _int,
                    "outside_ns": _int, "unestimated": _int, "untimed": _int, "failed_commands": _int, "commands": _dicts,
-                   "other": _dict, "host_ns": _dict, "rate": _num, "cost_ns": _int, "budget_pct": _num,
+                   "other": _dict, "host_ns": _dict, "rate": _num, "cost_ns": _int, "cost_wall_ns": _int, "budget_pct": _num,
                    "coverage_every": _int, "queue": _str},
 }
 
