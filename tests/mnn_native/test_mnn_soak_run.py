@@ -181,3 +181,35 @@ def test_pocl_crash_is_titled_by_its_opencl_kernel(tmp_path, tiny_model, pocl_ca
     assert "/softmax_inside.so (_pocl_kernel_softmax_inside" in top, crashes[0]["backtrace"]
     assert crash["signature_text"] == "crash/decode: SIGSEGV in softmax_inside (OpenCL kernel)"
     assert crash["fault_id"] == "soak-pocl-softmax-inside-crash"
+
+
+@pytest.mark.slow
+def test_twin_queue_profiling_keeps_mnns_results_on_pocl(tmp_path, tiny_model, pocl_caches):
+    """--cl-profile-queue twin on a real MNN: each timed kernel and transfer runs on a profiling twin
+    of MNN's queue between a marker and a barrier (native/interposer/twin.c).  The same seeded
+    workload profiled in place and on twins gives the same text, token for token (a command out of
+    MNN's order would change it); the twin run's records say so, time commands, and close within
+    10 % in every phase."""
+    from soak.analysis.profile import profile_run
+
+    outs, runs = {}, {}
+    for queue in ("engine", "twin"):
+        (tmp_path / queue).mkdir()
+        proc, run_dir, summary, events = soak_run(
+            tmp_path / queue, "--engine", "mnn", "--model", str(tiny_model), "--backend", "opencl",
+            "--thread-num", "68", "--cl-gpu-override", "--tmp-path", str(pocl_caches / "mnn"), "--iterations", "4",
+            "--max-new-tokens", "24", "--cl-profile", "--cl-profile-queue", queue, "--timeout-respond", "1500",
+            env={"POCL_CACHE_DIR": str(pocl_caches / "pocl"), "POCL_WORK_GROUP_METHOD": "cbs"}, timeout=1800)
+        assert proc.returncode == 0, explain(proc, run_dir)
+        assert summary["backend_actual"] == "opencl", explain(proc, run_dir)
+        outs[queue] = [e["output"] for e in events if e["event"] == "iteration"]
+        runs[queue] = (run_dir, [e for e in events if e["event"] == "cl_profile"])
+    assert len(outs["twin"]) == 4 and outs["twin"] == outs["engine"]
+    run_dir, records = runs["twin"]
+    assert {r["queue"] for r in records} == {"twin"} and {r["queue"] for r in runs["engine"][1]} == {"engine"}
+    timed = sum(c.get("timed", c["count"]) for r in records for c in r["commands"]
+                if c["api"] == "clEnqueueNDRangeKernel")
+    assert timed > 0
+    prof = profile_run(run_dir)
+    for phase in ("prefill", "decode"):
+        assert 0.9 <= prof["phases"][phase]["closure"] <= 1.1, (phase, prof["phases"][phase]["closure"])
