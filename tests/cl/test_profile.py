@@ -310,15 +310,12 @@ def test_budget_on_pocl_many_tiny_kernels(cl_build, tmp_path):
     assert frac <= 0.05, [(e["rate"], e["cost_ns"], e["host_last_ns"] - e["host_first_ns"]) for e in steps]
 
 
-def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workload):
-    """Transfers, maps and markers get an event each as launches do, and the event costs the same
-    (a 61M Qwen2's decode makes 24 a token): each entry point's first in a window is timed, then 1 in
-    its rate; counts stay exact, the untimed get the entry point's mean, and what each command did
-    is unchanged (cl_workload --verify checks every write, copy, fill, map and launch)."""
-    r = run_workload("--verify", "6", options={"profile": True, "profile_sample": 3, "profile_budget": 0})
+def verified_profile(r, rounds: int) -> tuple[dict, dict[str, list[dict]]]:
+    """cl_workload --verify's run: every write, copy, fill, map and launch did what it should in
+    each of `rounds` rounds; its one profile record and that record's commands by entry point."""
     assert r.rc == 0, r.stderr
     checks = [(w[1], dict(x.split("=") for x in w[2:])) for w in r.result("verify") if w[0].isdigit()]
-    assert len(checks) == 6 * 7
+    assert len(checks) == rounds * 7
     for what, fields in checks:
         if what in ("vadd", "vscale"):
             assert fields["ok"] == "1024" and fields["sentinel"] == "0", (what, fields)
@@ -328,6 +325,16 @@ def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workloa
     by_api: dict[str, list[dict]] = {}
     for c in p["commands"]:
         by_api.setdefault(c["api"], []).append(c)
+    return p, by_api
+
+
+def test_other_commands_are_sampled_per_entry_point_and_results_stay(run_workload):
+    """Transfers, maps and markers get an event each as launches do, and the event costs the same
+    (a 61M Qwen2's decode makes 24 a token): each entry point's first in a window is timed, then 1 in
+    its rate; counts stay exact, the untimed get the entry point's mean, and what each command did
+    is unchanged (cl_workload --verify checks every write, copy, fill, map and launch)."""
+    r = run_workload("--verify", "6", options={"profile": True, "profile_sample": 3, "profile_budget": 0})
+    p, by_api = verified_profile(r, rounds=6)
     writes = by_api["clEnqueueWriteBuffer"]
     (unmap,) = by_api["clEnqueueUnmapMemObject"]
     assert sum(c["count"] for c in writes) == 6 and unmap["count"] == 6  # one a round, all counted
@@ -367,19 +374,8 @@ def test_twin_queues_keep_the_engines_order_and_results(run_workload, cl_build, 
     assert sum(c.get("timed", c["count"]) for c in launches) > 2000  # about half: on the twin
 
     r = run_workload("--verify", "3", options=opts)
-    assert r.rc == 0, r.stderr
-    checks = [(w[1], dict(x.split("=") for x in w[2:])) for w in r.result("verify") if w[0].isdigit()]
-    assert len(checks) == 3 * 7
-    for what, fields in checks:
-        if what in ("vadd", "vscale"):
-            assert fields["ok"] == "1024" and fields["sentinel"] == "0", (what, fields)
-        else:
-            assert fields["diff"] == "0" and fields["nan"] == "0", (what, fields)
-    (p,) = profiles(r)
+    p, by_api = verified_profile(r, rounds=3)
     assert p["queue"] == "twin"
-    by_api: dict[str, list[dict]] = {}
-    for c in p["commands"]:
-        by_api.setdefault(c["api"], []).append(c)
     # transfers are sampled on twins (each entry point's first in the window, then 1 in 2); a map or
     # unmap stays on the engine's queue, counted, untimed and not "unestimated"
     assert sum(c.get("timed", c["count"]) for c in by_api["clEnqueueWriteBuffer"]) >= 1
