@@ -265,7 +265,7 @@ void soak_profile_init(void)
         else
             budget = pct / 100;
     }
-    soak_twin_init((int)(sample_every > 1 ? 2 : 1));
+    soak_twin_init(sample_every > 1);
     if (sample_every > 1) /* each family's first pick, like every later one, after a uniform skip */
         for (int i = 0; i < FAM_N; i++)
             fam_skip[i] = (uint32_t)next_skip(sample_every);
@@ -570,6 +570,12 @@ static double shape_interpolate(const prof_slot *s)
     return v < lo_v ? lo_v : v > hi_v ? hi_v : v;
 }
 
+/* with twin queues a map, unmap, marker or barrier stays on the engine's queue, never timed */
+static int never_timed_on_twins(uint32_t api)
+{
+    return soak_twin_on && !(soak_api_flags[api] & SOAK_API_TWIN);
+}
+
 /* device ns for a slot's untimed launches: the shape's mean m (shape_mean; -1: none), else from
  * the kernel's other shapes (shape_interpolate); launches with neither are `unestimated` */
 static uint64_t untimed_estimate(const prof_slot *s, double m, uint64_t *unknown)
@@ -580,8 +586,7 @@ static uint64_t untimed_estimate(const prof_slot *s, double m, uint64_t *unknown
     if (m < 0 && s->name[0])
         m = shape_interpolate(s);
     if (m < 0) {
-        /* with twin queues a map, unmap, marker or barrier is never timed: no estimate is expected */
-        if (!soak_twin_on || (soak_api_flags[s->api] & SOAK_API_TWIN))
+        if (!never_timed_on_twins(s->api)) /* no estimate is expected for those */
             *unknown += left;
         return 0;
     }
@@ -627,8 +632,7 @@ static void adapt(const window *W, prof_slot *const *used, size_t n, uint64_t co
         const prof_slot *s = used[i];
         /* kernel families and the other commands' entry points (sampled as they are; with twin
          * queues a map, unmap, marker or barrier is never timed) */
-        if (s->api == SOAK_ID_clEnqueueNDRangeKernel ? !s->name[0]
-                                                     : soak_twin_on && !(soak_api_flags[s->api] & SOAK_API_TWIN))
+        if (s->api == SOAK_ID_clEnqueueNDRangeKernel ? !s->name[0] : never_timed_on_twins(s->api))
             continue;
         uint32_t f = s->fam;
         if (!fcount[f])

@@ -266,7 +266,7 @@ SOAK_HIDDEN void soak_prof_twin_cost(uint64_t ns); /* a transfer's redirection: 
 /* twin.c: timed commands on a profiling twin of the engine's queue, in the engine's order */
 #define SOAK_TWIN_WAIT_MAX 16
 SOAK_HIDDEN extern int soak_twin_on;
-SOAK_HIDDEN void soak_twin_init(int sample_every);
+SOAK_HIDDEN void soak_twin_init(int sampled); /* sampled: not every launch timed */
 /* the queue a timed command goes to: q's twin (the wait list gets a marker of q's earlier commands,
  * in buf), q itself (it profiles), or 0 (it cannot be timed) */
 SOAK_HIDDEN cl_command_queue soak_twin_enter(soak_call *c, cl_command_queue q, cl_uint *nw, const cl_event **wl,

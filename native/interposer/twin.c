@@ -42,13 +42,13 @@ typedef cl_int(CL_API_CALL *pfn_queue1)(cl_command_queue);
 typedef cl_int(CL_API_CALL *pfn_mark)(cl_command_queue, cl_uint, const cl_event *, cl_event *);
 typedef cl_int(CL_API_CALL *pfn_event1)(cl_event);
 
-void soak_twin_init(int sample_every)
+void soak_twin_init(int sampled)
 {
     const char *v = getenv("SOAK_CL_PROFILE_QUEUE");
     if (v && *v && strcmp(v, "twin") != 0 && strcmp(v, "engine") != 0)
         fprintf(stderr, "soak-interposer: SOAK_CL_PROFILE_QUEUE=%s: not twin or engine; timing on the engine's "
                         "queues\n", v);
-    soak_twin_on = sample_every > 1 && v && strcmp(v, "twin") == 0;
+    soak_twin_on = sampled && v && strcmp(v, "twin") == 0;
 }
 
 /* q's entry (made when absent: its twin, or in place when q profiles itself); tlock held */
