@@ -340,3 +340,22 @@ def test_real_pocl_run_closes_with_untimed_commands_outside_the_span():
     windows = [(e["epoch"], profile_phase(e["phase"])) for e in read_events(case) if e["event"] == "cl_profile"]
     idle = {epoch for epoch, phase in windows if phase == "idle"}
     assert {epoch for epoch, phase in windows if phase in ("prefill", "decode")} <= idle, windows
+
+
+def test_real_pocl_run_timed_on_twin_queues_closes_and_says_so():
+    """tests/data/real/pocl-61m-twin-writefault: hand-built MNN on PoCL, the 61M 896x4 GQA model,
+    --cl-profile --cl-profile-queue twin.  Every record says twin, launches were timed there, every
+    phase closes within 10 %, and `soak profile` names where the timed commands ran."""
+    from soak.run_folder import read_events
+
+    case = Path(__file__).resolve().parents[1] / "data" / "real" / "pocl-61m-twin-writefault"
+    records = [e for e in read_events(case) if e["event"] == "cl_profile"]
+    assert records and {r["queue"] for r in records} == {"twin"}
+    assert sum(c.get("timed", c["count"]) for r in records for c in r["commands"]
+               if c["api"] == "clEnqueueNDRangeKernel") > 0
+    # by the wall clock never less than by the thread's CPU clock, but for reading the clocks (us)
+    assert all(r["cost_wall_ns"] >= r["cost_ns"] - 50_000 for r in records)
+    prof = profile_run(case)
+    for name in ("load", "prefill", "decode"):
+        assert abs(prof["phases"][name]["closure"] - 1) <= 0.10, (name, prof["phases"][name]["closure"])
+    assert "timed commands on twin queues" in render(prof)
